@@ -1,0 +1,185 @@
+//! The traits every backend implements. They are object-safe: backends are discovered and chosen at run
+//! time, several live in one process, and adding one touches no enum in this crate.
+//!
+//! * [`Backend`] — one per implementation (cpu, cuda, hip, wgpu, ascend): enumerates devices and never
+//!   panics; an absent driver is `Err(Error::Unavailable { reason })`.
+//! * [`Device`] — one opened device: what it is, what it can do, whether it runs a given op, memory.
+//! * [`Stream`] — ordered execution on a device. Work may run asynchronously; `sync` is where deferred
+//!   errors surface. Downloads are ordered after earlier work on the same stream.
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::fp8::Fp8Format;
+pub use crate::ops_placeholder::Op;
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// Which device a buffer belongs to: backend name, device ordinal, and a process-unique instance id
+/// so that buffers of two opened copies of the same device are told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceId {
+    pub backend: &'static str,
+    pub ordinal: usize,
+    pub instance: u64,
+}
+
+impl DeviceId {
+    pub fn new(backend: &'static str, ordinal: usize) -> DeviceId {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        DeviceId { backend, ordinal, instance: NEXT.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.backend, self.ordinal)
+    }
+}
+
+/// Device memory. Owned by the device that allocated it and released when the last handle drops.
+/// Backends downcast through `as_any` to their own buffer type.
+pub trait DeviceBuffer: Send + Sync + fmt::Debug {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn device_id(&self) -> DeviceId;
+    fn as_any(&self) -> &dyn Any;
+}
+
+pub type Buffer = Arc<dyn DeviceBuffer>;
+
+/// How a device answers "can you run this op (with these dtypes and shapes)?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// A kernel written for it.
+    Native,
+    /// Runs, but through something slower or wider than the op's natural form (e.g. FP8 decoded to f32
+    /// in-shader, unabsorbed attention); `via` says what.
+    Emulated { via: String },
+    Unsupported { reason: String },
+}
+
+impl Support {
+    pub fn is_runnable(&self) -> bool {
+        !matches!(self, Support::Unsupported { .. })
+    }
+}
+
+impl fmt::Display for Support {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Support::Native => f.write_str("native"),
+            Support::Emulated { via } => write!(f, "emulated via {via}"),
+            Support::Unsupported { reason } => write!(f, "unsupported: {reason}"),
+        }
+    }
+}
+
+/// What a dtype can be used for on a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DTypeUsage {
+    /// Stored in buffers and moved.
+    pub storage: bool,
+    /// Converted to and from f32 in kernels.
+    pub conversion: bool,
+    /// Native arithmetic (not through a wider type).
+    pub arithmetic: bool,
+    /// Matrix units (tensor cores, AMX, cooperative matrices) take it as an input.
+    pub matrix: bool,
+}
+
+/// Peak rates the performance reports divide by. Measured where the backend can (the CPU probes its FMA
+/// throughput and memory bandwidth); datasheet values otherwise, which `source` says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Peak {
+    pub f32_flops: f64,
+    pub bf16_flops: f64,
+    pub fp8_flops: f64,
+    pub bytes_per_s: f64,
+    pub source: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    pub dtypes: Vec<(DType, DTypeUsage)>,
+    /// FP8 formats the device computes in natively, preferred first.
+    pub fp8_formats: Vec<Fp8Format>,
+    pub memory_bytes: u64,
+    /// Threads that execute in lockstep (warp 32, wave 64, subgroup, SIMD lanes of f32 on a CPU).
+    pub subgroup_size: u32,
+    /// Whether a stream's work can be captured and replayed (CUDA graphs).
+    pub graph_capture: bool,
+    /// Free-form features worth showing (`avx512_bf16`, `VK_KHR_cooperative_matrix`, `sm_90a` …).
+    pub features: Vec<String>,
+}
+
+impl Capabilities {
+    pub fn usage(&self, dtype: DType) -> DTypeUsage {
+        self.dtypes.iter().find(|(d, _)| *d == dtype).map(|(_, u)| *u).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub backend: &'static str,
+    pub ordinal: usize,
+    pub name: String,
+    pub vendor: String,
+    /// Architecture as the vendor names it: `x86_64+avx512`, `sm_90a`, `gfx942`, `Ascend910B`.
+    pub arch: String,
+    pub memory_bytes: u64,
+}
+
+/// One implementation of the op set for one family of devices.
+pub trait Backend: Send + Sync {
+    /// Short lowercase name used on the command line (`cpu`, `cuda`, `hip`, `wgpu`, `ascend`).
+    fn name(&self) -> &'static str;
+
+    /// The devices present. Never panics: a missing driver or library is `Error::Unavailable` with the
+    /// reason; a driver with zero devices is `Error::Unavailable` too ("no device").
+    fn devices(&self) -> Result<Vec<DeviceInfo>>;
+
+    fn open(&self, ordinal: usize) -> Result<Arc<dyn Device>>;
+}
+
+pub trait Device: Send + Sync {
+    fn id(&self) -> DeviceId;
+    fn info(&self) -> &DeviceInfo;
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Whether (and how) this device runs `op` with its dtypes and shapes. Validation of the op itself
+    /// (shape agreement) is separate: `Op::validate`.
+    fn supports(&self, op: &Op) -> Support;
+
+    /// Peak rates for "% of peak" figures; `None` when unknown.
+    fn peak(&self) -> Option<Peak>;
+
+    /// Uninitialised device memory of `bytes` bytes.
+    fn alloc(&self, bytes: usize) -> Result<Buffer>;
+
+    /// The stream ops go to unless the caller makes another.
+    fn default_stream(&self) -> Arc<dyn Stream>;
+
+    fn new_stream(&self) -> Result<Arc<dyn Stream>>;
+}
+
+pub trait Stream: Send + Sync {
+    /// Copy host bytes into `dst` at `offset`, ordered after earlier work on this stream.
+    fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()>;
+
+    /// Copy bytes out; returns once they are on the host (waits for earlier work on this stream).
+    fn download(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
+
+    /// Device-to-device copy within this device.
+    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()>;
+
+    /// Enqueue one op. The op is validated first (`Op::validate`); errors the device only notices while
+    /// running may be reported here or at the next `sync`.
+    fn launch(&self, op: &Op) -> Result<()>;
+
+    /// Wait for all enqueued work; surfaces errors deferred by asynchronous execution.
+    fn sync(&self) -> Result<()>;
+}
