@@ -10,7 +10,7 @@
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::fp8::Fp8Format;
-pub use crate::ops_placeholder::Op;
+use crate::ops::Op;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;

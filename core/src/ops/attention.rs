@@ -1,0 +1,118 @@
+//! Multi-head Latent Attention, in its absorbed (latent cache) and naive (decompressed K/V) forms.
+//!
+//! Both take a batch of B sequences, each with T new query tokens, and a per-sequence key length
+//! `kv_lens[b]` (i32 on the device) that already counts the T new tokens. Query t of sequence b sits at
+//! absolute position `kv_lens[b] − T + t`; with `causal` it attends to keys `u ≤` that position,
+//! otherwise to every `u < kv_lens[b]`. `T = 1` is decode; `kv_lens[b] = T` is prefill from position 0;
+//! anything between is chunked prefill over a cache.
+//!
+//! Numerics contract: scores = `softmax_scale · (q·k)` with dot products accumulated in f32 (reference:
+//! f64) from the stored input values; softmax in f32 with the row max subtracted; the weighted sum of
+//! values accumulated in f32; output rounded once. `softmax_scale` is the whole logit scale, YaRN's
+//! mscale² included (see [`crate::rope::softmax_scale`]).
+
+use super::check::{self, ACTIVATIONS};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Absorbed MLA over a latent cache.
+/// * `q_latent` `[B, T, H, Dc]`: q̃_h = W_UK[h]ᵀ q_nope_h (Dc = kv_lora_rank, 512 in V3);
+/// * `q_pe` `[B, T, H, Dr]`: rotated rope part of the query (Dr = qk_rope_head_dim, 64 in V3);
+/// * `kv_cache` `[B, L, Dc + Dr]`: per token the normalised c_kv followed by the rotated k_pe;
+///   rows ≥ `kv_lens[b]` are ignored;
+/// * `out` `[B, T, H, Dc]`: õ_h = Σ_u P_h(u) c_kv(u) — V is the c_kv part of the same cache rows; the
+///   caller applies W_UV and o_proj.
+///
+/// Score: `scale · (q̃_h · c_kv(u) + q_pe_h · k_pe(u))`.
+#[derive(Clone, Debug)]
+pub struct MlaAttention {
+    pub q_latent: Tensor,
+    pub q_pe: Tensor,
+    pub kv_cache: Tensor,
+    pub kv_lens: Tensor,
+    pub softmax_scale: f32,
+    pub causal: bool,
+    pub out: Tensor,
+}
+
+fn check_lens(op: &'static str, kv_lens: &Tensor, b: usize) -> Result<()> {
+    check::dtype(op, "kv_lens", kv_lens, &[DType::I32])?;
+    check::shape(op, "kv_lens", kv_lens, &[b])?;
+    check::contiguous(op, "kv_lens", kv_lens)
+}
+
+fn check_scale(op: &'static str, scale: f32) -> Result<()> {
+    check::condition(op, "softmax_scale", scale.is_finite() && scale > 0.0, || {
+        format!("must be finite and positive, got {scale}")
+    })
+}
+
+impl MlaAttention {
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "mla_attention";
+        check::rank(OP, "q_latent", &self.q_latent, 4)?;
+        let [b, t, h, dc] = self.q_latent.shape[..] else { unreachable!() };
+        check::rank(OP, "q_pe", &self.q_pe, 4)?;
+        let dr = self.q_pe.shape[3];
+        check::shape(OP, "q_pe", &self.q_pe, &[b, t, h, dr])?;
+        check::rank(OP, "kv_cache", &self.kv_cache, 3)?;
+        let l = self.kv_cache.shape[1];
+        check::shape(OP, "kv_cache", &self.kv_cache, &[b, l, dc + dr])?;
+        check::condition(OP, "kv_cache", l >= t, || format!("holds {l} rows, fewer than the {t} new tokens"))?;
+        check::shape(OP, "out", &self.out, &[b, t, h, dc])?;
+        for (name, x) in [("q_latent", &self.q_latent), ("q_pe", &self.q_pe), ("kv_cache", &self.kv_cache), ("out", &self.out)] {
+            check::dtype(OP, name, x, ACTIVATIONS)?;
+            check::contiguous(OP, name, x)?;
+        }
+        check_lens(OP, &self.kv_lens, b)?;
+        check_scale(OP, self.softmax_scale)
+    }
+
+    /// (B, T, H, Dc, Dr, L)
+    pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let q = &self.q_latent.shape;
+        (q[0], q[1], q[2], q[3], self.q_pe.shape[3], self.kv_cache.shape[1])
+    }
+}
+
+/// Naive attention with decompressed keys and values (long prefill): `q` `[B, T, H, Dk]`, `k`
+/// `[B, L, H, Dk]`, `v` `[B, L, H, Dv]`, `out` `[B, T, H, Dv]`. Score: `scale · q_h · k_h(u)`.
+#[derive(Clone, Debug)]
+pub struct MhaAttention {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub kv_lens: Tensor,
+    pub softmax_scale: f32,
+    pub causal: bool,
+    pub out: Tensor,
+}
+
+impl MhaAttention {
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "mha_attention";
+        check::rank(OP, "q", &self.q, 4)?;
+        let [b, t, h, dk] = self.q.shape[..] else { unreachable!() };
+        check::rank(OP, "k", &self.k, 4)?;
+        let l = self.k.shape[1];
+        check::shape(OP, "k", &self.k, &[b, l, h, dk])?;
+        check::rank(OP, "v", &self.v, 4)?;
+        let dv = self.v.shape[3];
+        check::shape(OP, "v", &self.v, &[b, l, h, dv])?;
+        check::condition(OP, "k", l >= t, || format!("holds {l} rows, fewer than the {t} new tokens"))?;
+        check::shape(OP, "out", &self.out, &[b, t, h, dv])?;
+        for (name, x) in [("q", &self.q), ("k", &self.k), ("v", &self.v), ("out", &self.out)] {
+            check::dtype(OP, name, x, ACTIVATIONS)?;
+            check::contiguous(OP, name, x)?;
+        }
+        check_lens(OP, &self.kv_lens, b)?;
+        check_scale(OP, self.softmax_scale)
+    }
+
+    /// (B, T, H, Dk, Dv, L)
+    pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let q = &self.q.shape;
+        (q[0], q[1], q[2], q[3], self.v.shape[3], self.k.shape[1])
+    }
+}
