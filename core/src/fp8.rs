@@ -135,7 +135,13 @@ impl Fp8Format {
             let a64 = a as f64;
             let e = if a64 == 0.0 { min_normal_exp } else { (a64.log2().floor() as i32).max(min_normal_exp) };
             // log2 of an f32 can be off by one at exact powers of two: fix it up exactly.
-            let e = if e > min_normal_exp && exp2i64(e) > a64 { e - 1 } else if exp2i64(e + 1) <= a64 { e + 1 } else { e };
+            let e = if e > min_normal_exp && exp2i64(e) > a64 {
+                e - 1
+            } else if exp2i64(e + 1) <= a64 {
+                e + 1
+            } else {
+                e
+            };
             let quanta = round_half_even(a64 / exp2i64(e - mb));
             if e == min_normal_exp && quanta < (1 << mb) as f64 {
                 (0, quanta as i32) // subnormal (or zero)
@@ -145,7 +151,11 @@ impl Fp8Format {
                 (e + self.bias(), quanta as i32 - (1 << mb))
             }
         };
-        let code_magnitude = if exp_field >= 0x7F >> mb { None } else { Some(((exp_field << mb) | mantissa) as u8) };
+        // The exponent field may take its top value 0x7F >> mb (e4m3's 256..448 / 128..240 binade, e5m2's
+        // inf position): whether that code is finite is decided by `max_code` below. Only a larger field
+        // does not fit in the 7 magnitude bits.
+        let code_magnitude =
+            if exp_field > 0x7F >> mb { None } else { Some(((exp_field << mb) | mantissa) as u8) };
         match code_magnitude {
             Some(c) if c <= self.max_code() => {
                 if c == 0 && self == Fp8Format::E4M3Fnuz {

@@ -16,6 +16,16 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// How many keys query `t` (of `new_tokens` queries) of a sequence with `kv_len` keys may see: under
+/// `causal`, keys up to its own absolute position `kv_len − new_tokens + t`, otherwise all of them.
+pub fn visible_keys(kv_len: usize, new_tokens: usize, t: usize, causal: bool) -> usize {
+    if causal {
+        kv_len - new_tokens + t + 1
+    } else {
+        kv_len
+    }
+}
+
 /// Absorbed MLA over a latent cache.
 /// * `q_latent` `[B, T, H, Dc]`: q̃_h = W_UK[h]ᵀ q_nope_h (Dc = kv_lora_rank, 512 in V3);
 /// * `q_pe` `[B, T, H, Dr]`: rotated rope part of the query (Dr = qk_rope_head_dim, 64 in V3);

@@ -1,1 +1,64 @@
+//! Fast mode: multithreaded, SIMD where it pays (the GEMMs), f32 accumulation everywhere.
 
+mod attention;
+pub mod gemm;
+mod io;
+mod linear;
+mod moe;
+pub mod peak;
+mod rows;
+mod sampling;
+
+use crate::bind::Args;
+use dsv3_core::{Op, Peak, Result, Support};
+use std::time::Duration;
+
+pub fn supports(op: &Op) -> Support {
+    match op {
+        Op::Gemm(_) | Op::GroupedGemm(_) => Support::Native,
+        // FP8 is decoded to f32 everywhere on the CPU: x86 has no FP8 arithmetic.
+        _ => Support::Native,
+    }
+}
+
+pub fn kernel_name() -> &'static str {
+    gemm::kernel_name()
+}
+
+pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
+    match op {
+        Op::Gemm(o) => linear::gemm(o, args),
+        Op::GroupedGemm(o) => linear::grouped_gemm(o, args),
+        Op::ActQuant(o) => linear::act_quant(o, args),
+        Op::Dequantize(_) => linear::dequantize(args),
+        Op::MoeRoute(o) => moe::route(o, args),
+        Op::MoeDispatch(o) => moe::dispatch(o, args),
+        Op::MoeCombine(_) => moe::combine(args),
+        Op::MlaAttention(o) => attention::mla(o, args),
+        Op::MhaAttention(o) => attention::mha(o, args),
+        Op::RmsNorm(o) => rows::rms_norm(o, args),
+        Op::Rope(o) => rows::rope(o, args),
+        Op::SiluMul(_) => rows::silu_mul(args),
+        Op::Add(_) => rows::add(args),
+        Op::Embedding(_) => rows::embedding(args),
+        Op::Softmax(_) => rows::softmax(args),
+        Op::Cast(_) => rows::cast(args),
+        Op::Argmax(_) => sampling::argmax(args),
+        Op::TopK(o) => sampling::topk(o, args),
+        Op::Sample(o) => sampling::sample(o, args),
+    }
+}
+
+/// This CPU's FMA throughput and memory bandwidth, measured (~0.5 s).
+pub fn measure_peak() -> Peak {
+    let flops = peak::measure_fma_peak_f32(Duration::from_millis(250));
+    let bytes = peak::measure_memory_bandwidth(Duration::from_millis(250));
+    Peak {
+        f32_flops: flops,
+        // bf16 and FP8 are decoded to f32 for the FMA units, so their peak is the f32 one.
+        bf16_flops: flops,
+        fp8_flops: flops,
+        bytes_per_s: bytes,
+        source: "measured on this CPU: FMA loop on all threads, streaming read of a buffer larger than the caches".into(),
+    }
+}

@@ -1,0 +1,170 @@
+//! Turning an op's tensors into host slices, without `unsafe`: lock every distinct buffer (in address
+//! order, so concurrent launches cannot deadlock), carve each output's byte range out with
+//! `split_at_mut`, and hand out shared slices of what lies between. This relies on `Op::validate`, which
+//! has already rejected outputs that overlap any other argument.
+
+use crate::buffer::{bytes_mut, CpuBuffer};
+use dsv3_core::ops::Access;
+use dsv3_core::{DType, Error, Op, Result, Tensor};
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+
+/// An input: the tensor and the bytes from its offset to the end of its view.
+#[derive(Clone, Copy)]
+pub struct In<'a> {
+    pub t: &'a Tensor,
+    pub bytes: &'a [u8],
+}
+
+/// An output, same shape of data, writable.
+pub struct Out<'a> {
+    pub t: &'a Tensor,
+    pub bytes: &'a mut [u8],
+}
+
+pub struct Args<'a> {
+    op: &'static str,
+    inputs: HashMap<&'static str, In<'a>>,
+    outputs: HashMap<&'static str, Out<'a>>,
+}
+
+impl<'a> Args<'a> {
+    pub fn input(&self, name: &'static str) -> Result<In<'a>> {
+        self.inputs.get(name).copied().ok_or_else(|| Error::invalid(self.op, name, "missing input"))
+    }
+
+    pub fn output(&mut self, name: &'static str) -> Result<Out<'a>> {
+        self.outputs.remove(name).ok_or_else(|| Error::invalid(self.op, name, "missing output"))
+    }
+}
+
+pub fn cpu_buffer<'t>(op: &'static str, arg: &'static str, t: &'t Tensor) -> Result<&'t CpuBuffer> {
+    t.buffer
+        .as_any()
+        .downcast_ref::<CpuBuffer>()
+        .ok_or_else(|| Error::invalid(op, arg, format!("buffer of {} is not CPU memory", t.buffer.device_id())))
+}
+
+/// Locks the buffers of `op` and runs `f` with its arguments as slices.
+pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R> {
+    let name = op.name();
+    let tensors = op.tensors();
+    let mut buffers: Vec<&CpuBuffer> = Vec::new();
+    for (arg, t, _) in &tensors {
+        let b = cpu_buffer(name, arg, t)?;
+        if !buffers.iter().any(|x| std::ptr::eq(*x, b)) {
+            buffers.push(b);
+        }
+    }
+    buffers.sort_by_key(|b| *b as *const CpuBuffer as usize);
+    let mut guards: Vec<MutexGuard<'_, Vec<u64>>> = buffers.iter().map(|b| b.lock()).collect();
+
+    let mut args = Args { op: name, inputs: HashMap::new(), outputs: HashMap::new() };
+    for (buffer, guard) in buffers.iter().zip(guards.iter_mut()) {
+        let mut rest: &mut [u8] = bytes_mut(guard, buffer.len_bytes());
+        let mut rest_start = 0usize;
+        let mine: Vec<&(&'static str, &Tensor, Access)> =
+            tensors.iter().filter(|(_, t, _)| std::ptr::eq(cpu_buffer(name, "", t).unwrap(), *buffer)).collect();
+        let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a == Access::Write).collect();
+        writes.sort_by_key(|(_, t, _)| t.offset);
+        // Shared gaps between outputs, as (start, bytes).
+        let mut gaps: Vec<(usize, &[u8])> = Vec::new();
+        for (arg, t, _) in writes {
+            let range = t.byte_range();
+            let (gap, tail) = std::mem::take(&mut rest).split_at_mut(range.start - rest_start);
+            let (out, tail) = tail.split_at_mut(range.len());
+            gaps.push((rest_start, gap));
+            args.outputs.insert(arg, Out { t, bytes: out });
+            rest = tail;
+            rest_start = range.end;
+        }
+        gaps.push((rest_start, rest));
+        for (arg, t, _) in mine.iter().filter(|(_, _, a)| *a == Access::Read) {
+            let range = t.byte_range();
+            let (start, gap) = gaps
+                .iter()
+                .find(|(s, g)| *s <= range.start && range.end <= s + g.len())
+                .ok_or_else(|| Error::invalid(name, arg, "input overlaps an output"))?;
+            args.inputs.insert(arg, In { t, bytes: &gap[range.start - start..range.end - start] });
+        }
+    }
+    f(args)
+}
+
+impl CpuBuffer {
+    fn len_bytes(&self) -> usize {
+        dsv3_core::DeviceBuffer::len(self)
+    }
+}
+
+/// Typed views of contiguous-row data, for kernels that work on native types.
+pub fn typed<'b, T: bytemuck::Pod>(op: &'static str, arg: &'static str, bytes: &'b [u8]) -> Result<&'b [T]> {
+    let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
+    bytemuck::try_cast_slice(&bytes[..whole]).map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
+}
+
+pub fn typed_mut<'b, T: bytemuck::Pod>(op: &'static str, arg: &'static str, bytes: &'b mut [u8]) -> Result<&'b mut [T]> {
+    let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
+    bytemuck::try_cast_slice_mut(&mut bytes[..whole]).map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
+}
+
+impl In<'_> {
+    /// Element at a logical index (row-major over the view's shape), exactly, as f64.
+    pub fn at(&self, index: &[usize]) -> f64 {
+        let e: usize = index.iter().zip(&self.t.strides).map(|(i, s)| i * s).sum();
+        self.t.dtype.read_f64(self.bytes, e)
+    }
+
+    /// The whole view in logical row-major order, exactly, as f64.
+    pub fn to_f64(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.t.numel());
+        for_each_index(&self.t.shape, |idx| out.push(self.at(idx)));
+        out
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.t.dtype
+    }
+
+    pub fn i32s(&self) -> Vec<i32> {
+        self.to_f64().into_iter().map(|v| v as i32).collect()
+    }
+}
+
+impl Out<'_> {
+    /// Write `values` (logical row-major order) rounding each once to the output dtype.
+    pub fn write_f64(&mut self, values: &[f64]) {
+        debug_assert_eq!(values.len(), self.t.numel());
+        let (strides, dtype) = (self.t.strides.clone(), self.t.dtype);
+        let mut i = 0;
+        let bytes = &mut *self.bytes;
+        for_each_index(&self.t.shape, |idx| {
+            let e: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+            dtype.write_f64(bytes, e, values[i]);
+            i += 1;
+        });
+    }
+}
+
+/// Calls `f` with every index of `shape` in row-major order.
+pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+    if shape.iter().any(|&n| n == 0) {
+        return;
+    }
+    let mut idx = vec![0; shape.len()];
+    loop {
+        f(&idx);
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}

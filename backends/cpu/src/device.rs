@@ -1,0 +1,223 @@
+//! The CPU as a dsv3 device. Its stream executes each op on the calling thread (parallel inside the op)
+//! before returning, so `sync` has nothing to wait for and errors surface at `launch`.
+
+use crate::bind::{self, cpu_buffer};
+use crate::buffer::{bytes_mut, CpuBuffer};
+use crate::{checks, fast, reference};
+use dsv3_core::{
+    Buffer, Capabilities, DType, DTypeUsage, Device, DeviceId, DeviceInfo, Error, Op, Peak, Result,
+    Stream, Support,
+};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain loops, f64 accumulation: the oracle.
+    Reference,
+    /// Multithreaded SIMD kernels, f32 accumulation: for real use.
+    Fast,
+}
+
+impl Mode {
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            Mode::Reference => "cpu-ref",
+            Mode::Fast => "cpu",
+        }
+    }
+}
+
+pub struct CpuDevice {
+    id: DeviceId,
+    mode: Mode,
+    info: DeviceInfo,
+    caps: Capabilities,
+    peak: OnceLock<Peak>,
+}
+
+impl CpuDevice {
+    pub fn new(mode: Mode) -> Arc<CpuDevice> {
+        let features = crate::cpu_features();
+        let memory_bytes = total_memory_bytes();
+        let arch = format!("{}{}", std::env::consts::ARCH, features.iter().map(|f| format!("+{f}")).collect::<String>());
+        let name = match mode {
+            Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
+            Mode::Fast => format!("CPU fast ({} threads, {})", rayon::current_num_threads(), fast::kernel_name()),
+        };
+        let usage = |arithmetic: bool| DTypeUsage { storage: true, conversion: true, arithmetic, matrix: false };
+        let bf16_native = features.iter().any(|f| f == "avx512bf16");
+        let dtypes = DType::ALL
+            .iter()
+            .map(|&d| (d, usage(matches!(d, DType::F32 | DType::I32 | DType::I64 | DType::U8) || d == DType::BF16 && bf16_native)))
+            .collect();
+        let subgroup_size = if features.iter().any(|f| f == "avx512f") { 16 } else if features.iter().any(|f| f == "avx2") { 8 } else { 4 };
+        Arc::new(CpuDevice {
+            id: DeviceId::new(mode.backend_name(), 0),
+            mode,
+            info: DeviceInfo {
+                backend: mode.backend_name(),
+                ordinal: 0,
+                name,
+                vendor: cpu_vendor(),
+                arch,
+                memory_bytes,
+            },
+            caps: Capabilities {
+                dtypes,
+                // No FP8 arithmetic on x86: every FP8 format is decoded to f32.
+                fp8_formats: Vec::new(),
+                memory_bytes,
+                subgroup_size,
+                graph_capture: false,
+                features,
+            },
+            peak: OnceLock::new(),
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn backend(&self) -> String {
+        self.mode.backend_name().to_string()
+    }
+}
+
+impl Device for CpuDevice {
+    fn id(&self) -> DeviceId {
+        self.id
+    }
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn supports(&self, op: &Op) -> Support {
+        match self.mode {
+            Mode::Reference => Support::Native,
+            Mode::Fast => fast::supports(op),
+        }
+    }
+
+    fn peak(&self) -> Option<Peak> {
+        Some(self.peak.get_or_init(fast::measure_peak).clone())
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        let buffer = CpuBuffer::new(self.id, bytes).ok_or(Error::OutOfMemory { backend: self.backend(), bytes })?;
+        Ok(Arc::new(buffer))
+    }
+
+    fn default_stream(&self) -> Arc<dyn Stream> {
+        Arc::new(CpuStream { device: self.id, mode: self.mode })
+    }
+
+    fn new_stream(&self) -> Result<Arc<dyn Stream>> {
+        Ok(self.default_stream())
+    }
+}
+
+struct CpuStream {
+    device: DeviceId,
+    mode: Mode,
+}
+
+impl CpuStream {
+    fn backend(&self) -> String {
+        self.mode.backend_name().to_string()
+    }
+
+    /// The CPU buffer behind `b`, checked to belong to this device and to hold `offset..offset+len`.
+    fn own<'b>(&self, b: &'b Buffer, offset: usize, len: usize, what: &str) -> Result<&'b CpuBuffer> {
+        let fail = |reason: String| Error::Buffer { backend: self.backend(), reason };
+        if b.device_id() != self.device {
+            return Err(fail(format!("{what}: buffer belongs to {}, not {}", b.device_id(), self.device)));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > b.len()) {
+            return Err(fail(format!("{what}: bytes {offset}..{} outside a {}-byte buffer", offset + len, b.len())));
+        }
+        b.as_any().downcast_ref::<CpuBuffer>().ok_or_else(|| fail(format!("{what}: not a CPU buffer")))
+    }
+}
+
+impl Stream for CpuStream {
+    fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
+        let b = self.own(dst, offset, src.len(), "upload")?;
+        let mut words = b.lock();
+        bytes_mut(&mut words, dst.len())[offset..offset + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn download(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let b = self.own(src, offset, dst.len(), "download")?;
+        let mut words = b.lock();
+        dst.copy_from_slice(&bytes_mut(&mut words, src.len())[offset..offset + dst.len()]);
+        Ok(())
+    }
+
+    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()> {
+        let from = self.own(src, src_offset, bytes, "copy source")?;
+        let to = self.own(dst, dst_offset, bytes, "copy destination")?;
+        if std::ptr::eq(from, to) {
+            let mut words = from.lock();
+            bytes_mut(&mut words, src.len()).copy_within(src_offset..src_offset + bytes, dst_offset);
+            return Ok(());
+        }
+        // Staged through the host so that two locks are never held at once (no lock-order deadlock).
+        let staged: Vec<u8> = {
+            let mut words = from.lock();
+            bytes_mut(&mut words, src.len())[src_offset..src_offset + bytes].to_vec()
+        };
+        let mut words = to.lock();
+        bytes_mut(&mut words, dst.len())[dst_offset..dst_offset + bytes].copy_from_slice(&staged);
+        Ok(())
+    }
+
+    fn launch(&self, op: &Op) -> Result<()> {
+        op.validate()?;
+        for (arg, t, _) in op.tensors() {
+            cpu_buffer(op.name(), arg, t)?;
+            if t.buffer.device_id() != self.device {
+                return Err(Error::invalid(op.name(), arg, format!("lives on {}, not {}", t.buffer.device_id(), self.device)));
+            }
+        }
+        if let (Mode::Fast, Support::Unsupported { reason }) = (self.mode, fast::supports(op)) {
+            return Err(Error::unsupported(&self.backend(), op.name(), reason));
+        }
+        bind::with_args(op, |args| {
+            let inputs: Vec<_> =
+                checks::input_names(op).into_iter().map(|n| args.input(n).map(|i| (n, i))).collect::<Result<_>>()?;
+            checks::finite_inputs(op, &inputs)?;
+            match self.mode {
+                Mode::Reference => reference::run(op, args),
+                Mode::Fast => fast::run(op, args),
+            }
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn cpu_vendor() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}

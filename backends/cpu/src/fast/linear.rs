@@ -1,0 +1,168 @@
+//! The GEMM-family ops: adapters from op arguments to the slice kernels in [`super::gemm`], plus
+//! activation quantization and weight dequantization.
+
+use super::gemm::{self, Lhs, Out as GemmOut, Rhs};
+use super::io::{load, row, rows_mut};
+use crate::bind::{typed, typed_mut, Args, In, Out};
+use crate::checks;
+use dsv3_core::fp8::{ue8m0, Overflow};
+use dsv3_core::ops::gemm::{blocks, AMAX_FLOOR};
+use dsv3_core::ops::{ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK};
+use dsv3_core::{DType, Result};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Scales as f32 (ue8m0 codes expanded; f32 borrowed).
+fn scales_f32<'a>(op: &'static str, arg: &'static str, s: &In<'a>) -> Result<Cow<'a, [f32]>> {
+    Ok(match s.t.dtype {
+        DType::Ue8m0 => Cow::Owned(s.bytes[..s.t.numel()].iter().map(|&c| ue8m0::decode(c)).collect()),
+        _ => Cow::Borrowed(&typed::<f32>(op, arg, s.bytes)?[..s.t.numel()]),
+    })
+}
+
+/// The left operand rows `rows` of `a`, and its scales, as a kernel argument.
+fn lhs<'a>(op: &'static str, a: &Activations, args: &Args<'a>, scales: &'a Option<Cow<'a, [f32]>>) -> Result<Lhs<'a>> {
+    let x = args.input("a")?;
+    let lda = x.t.strides[0].max(x.t.shape[1]);
+    Ok(match a {
+        Activations::Dense(t) if t.dtype == DType::F32 => Lhs::F32 { data: typed(op, "a", x.bytes)?, lda },
+        Activations::Dense(_) => Lhs::Bf16 { data: typed(op, "a", x.bytes)?, lda },
+        Activations::Fp8 { codes, .. } => Lhs::Fp8 {
+            codes: x.bytes,
+            lda,
+            scales: scales.as_deref().expect("fp8 activations carry scales"),
+            format: codes.dtype.fp8_format().expect("validated FP8"),
+        },
+    })
+}
+
+fn rhs<'a>(op: &'static str, b: &Weights, bytes: &'a [u8], scales: Option<&'a [f32]>) -> Result<Rhs<'a>> {
+    Ok(match b {
+        Weights::Dense(t) if t.dtype == DType::F32 => Rhs::F32(typed(op, "b", bytes)?),
+        Weights::Dense(_) => Rhs::Bf16(typed(op, "b", bytes)?),
+        Weights::BlockFp8 { codes, .. } => Rhs::BlockFp8 {
+            codes: bytes,
+            scales: scales.expect("block FP8 weights carry scales"),
+            format: codes.dtype.fp8_format().expect("validated FP8"),
+        },
+    })
+}
+
+fn out<'a>(op: &'static str, c: Out<'a>) -> Result<GemmOut<'a>> {
+    let ldc = c.t.strides[0].max(c.t.shape[1]);
+    Ok(match c.t.dtype {
+        DType::F32 => GemmOut::F32 { data: typed_mut(op, "c", c.bytes)?, ldc },
+        _ => GemmOut::Bf16 { data: typed_mut(op, "c", c.bytes)?, ldc },
+    })
+}
+
+fn optional_scales<'a>(op: &'static str, args: &Args<'a>, name: &'static str, present: bool) -> Result<Option<Cow<'a, [f32]>>> {
+    if !present {
+        return Ok(None);
+    }
+    Ok(Some(scales_f32(op, name, &args.input(name)?)?))
+}
+
+pub fn gemm(op: &Gemm, mut args: Args) -> Result<()> {
+    const OP: &str = "gemm";
+    let (m, n, k) = op.dims();
+    let a_scales = optional_scales(OP, &args, "a_scales", matches!(op.a, Activations::Fp8 { .. }))?;
+    let b_scales = optional_scales(OP, &args, "b_scales", matches!(op.b, Weights::BlockFp8 { .. }))?;
+    let a = lhs(OP, &op.a, &args, &a_scales)?;
+    let b = rhs(OP, &op.b, args.input("b")?.bytes, b_scales.as_deref())?;
+    gemm::gemm(m, n, k, a, b, out(OP, args.output("c")?)?);
+    Ok(())
+}
+
+/// One expert at a time, each a full parallel GEMM over its row range (experts with no rows skipped).
+pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
+    const OP: &str = "grouped_gemm";
+    let (rows, n, k, experts) = op.dims();
+    let offsets = checks::expert_offsets(OP, &args.input("expert_offsets")?, rows)?;
+    let a_scales = optional_scales(OP, &args, "a_scales", matches!(op.a, Activations::Fp8 { .. }))?;
+    let b_scales = optional_scales(OP, &args, "b_scales", matches!(op.b, Weights::BlockFp8 { .. }))?;
+    let a_all = lhs(OP, &op.a, &args, &a_scales)?;
+    let b_all = args.input("b")?.bytes;
+    let c = args.output("c")?;
+    let (size, ldc) = (c.t.dtype.size(), c.t.strides[0].max(n));
+    let (b_bytes, grid, kb) = (n * k * op.b.values().dtype.size(), blocks(n) * blocks(k), blocks(k));
+    for e in 0..experts {
+        let (lo, hi) = (offsets[e], offsets[e + 1]);
+        if lo == hi {
+            continue;
+        }
+        let a = match a_all {
+            Lhs::F32 { data, lda } => Lhs::F32 { data: &data[lo * lda..], lda },
+            Lhs::Bf16 { data, lda } => Lhs::Bf16 { data: &data[lo * lda..], lda },
+            Lhs::Fp8 { codes, lda, scales, format } => {
+                Lhs::Fp8 { codes: &codes[lo * lda..], lda, scales: &scales[lo * kb..], format }
+            }
+        };
+        let b_scales_e = b_scales.as_deref().map(|s| &s[e * grid..(e + 1) * grid]);
+        let b = rhs(OP, &op.b, &b_all[e * b_bytes..(e + 1) * b_bytes], b_scales_e)?;
+        let rows_bytes = &mut c.bytes[lo * ldc * size..((hi - 1) * ldc + n) * size];
+        let c_e = match c.t.dtype {
+            DType::F32 => GemmOut::F32 { data: typed_mut(OP, "c", rows_bytes)?, ldc },
+            _ => GemmOut::Bf16 { data: typed_mut(OP, "c", rows_bytes)?, ldc },
+        };
+        gemm::gemm(hi - lo, n, k, a, b, c_e);
+    }
+    Ok(())
+}
+
+/// Same arithmetic as the contract states: amax exact, `s = amax / max` one f32 division, ue8m0 rounding
+/// bit-exact, `q = fp8(x / s)` from the f32 quotient. Parallel over rows.
+pub fn act_quant(op: &ActQuant, mut args: Args) -> Result<()> {
+    let x = args.input("x")?;
+    let format = op.codes.dtype.fp8_format().expect("validated FP8");
+    let k = op.x.shape[1];
+    let kb = blocks(k);
+    let codes = rows_mut("act_quant", "codes", args.output("codes")?)?;
+    let scales_out = args.output("scales")?;
+    let scale_dtype = scales_out.t.dtype;
+    let scale_rows = rows_mut("act_quant", "scales", scales_out)?;
+    codes.into_par_iter().zip(scale_rows).enumerate().for_each(|(r, (q, s_out))| {
+        let mut v = vec![0.0; k];
+        load(x.t.dtype, row(&x, r), &mut v);
+        let mut scales = vec![0.0f32; kb];
+        for (g, chunk) in v.chunks(QUANT_BLOCK).enumerate() {
+            let amax = chunk.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let mut s = amax.max(AMAX_FLOOR) / format.max();
+            if op.scale_format == ScaleFormat::Ue8m0 {
+                s = ue8m0::ceil_pow2(s);
+            }
+            scales[g] = s;
+            for (c, x) in chunk.iter().enumerate() {
+                q[g * QUANT_BLOCK + c] = format.encode(x / s, Overflow::Saturate);
+            }
+        }
+        match scale_dtype {
+            DType::Ue8m0 => s_out.iter_mut().zip(&scales).for_each(|(o, s)| *o = ue8m0::encode_ceil(*s)),
+            _ => super::io::store(DType::F32, &scales, s_out),
+        }
+    });
+    Ok(())
+}
+
+/// `out = decode(q) · scale` in f32 (one rounding), then to the output dtype.
+pub fn dequantize(mut args: Args) -> Result<()> {
+    let codes = args.input("codes")?;
+    let scales = scales_f32("dequantize", "scales", &args.input("scales")?)?;
+    let shape = codes.t.shape.clone();
+    let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let (grid_cols, grid) = (blocks(k), blocks(n) * blocks(k));
+    let table = codes.t.dtype.fp8_format().expect("validated FP8").decode_table();
+    let out = args.output("out")?;
+    let dtype = out.t.dtype;
+    rows_mut("dequantize", "out", out)?.into_par_iter().enumerate().for_each(|(r, dst)| {
+        let (e, row_in_e) = (r / n, r % n);
+        let s = &scales[e * grid + (row_in_e / QUANT_BLOCK) * grid_cols..];
+        let values: Vec<f32> = codes.bytes[r * k..(r + 1) * k]
+            .iter()
+            .enumerate()
+            .map(|(c, &q)| table[q as usize] * s[c / QUANT_BLOCK])
+            .collect();
+        super::io::store(dtype, &values, dst);
+    });
+    Ok(())
+}

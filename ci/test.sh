@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine (root, apt) or a developer's. Installs what the tests
+# need, then runs them. Dev profile only: the compute crates are optimised in it (see Cargo.toml), and a
+# release build would double CI time for no extra coverage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "ci/test.sh: cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+# Lint gates: formatting and clippy warnings fail the run.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Unit, integration and conformance tests (the quick case set runs against the CPU oracle).
+cargo test --workspace --quiet
+
+# The command-line tool end to end: device listing and the quick conformance set through the binary.
+cargo run --quiet -- devices
+cargo run --quiet -- conformance --backend cpu --quick
