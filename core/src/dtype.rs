@@ -98,18 +98,17 @@ impl DType {
         }
     }
 
-    /// Write `value` as element `index`, rounding to nearest even (FP8 saturates; integers truncate
-    /// toward zero). Rounds from f64 in one step for f32; for the narrower floats the value is first
-    /// rounded to f32, which is exact whenever `value` came from f32 arithmetic.
+    /// Write `value` as element `index`, rounded once to nearest even (FP8 saturates; integers truncate
+    /// toward zero). Narrow floats go through [`round_to_odd_f32`], so there is no double rounding.
     pub fn write_f64(self, bytes: &mut [u8], index: usize, value: f64) {
         let n = self.size();
         let dst = &mut bytes[index * n..index * n + n];
         match self {
             DType::F32 => dst.copy_from_slice(&(value as f32).to_le_bytes()),
-            DType::F16 => dst.copy_from_slice(&f16::from_f64(value).to_bits().to_le_bytes()),
-            DType::BF16 => dst.copy_from_slice(&bf16::from_f64(value).to_bits().to_le_bytes()),
+            DType::F16 => dst.copy_from_slice(&f16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes()),
+            DType::BF16 => dst.copy_from_slice(&bf16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes()),
             DType::F8E4M3Fn | DType::F8E4M3Fnuz | DType::F8E5M2 => {
-                dst[0] = self.fp8_format().unwrap().encode(value as f32, Overflow::Saturate)
+                dst[0] = self.fp8_format().unwrap().encode(round_to_odd_f32(value), Overflow::Saturate)
             }
             DType::Ue8m0 => dst[0] = ue8m0::encode_ceil(value as f32),
             DType::I32 => dst.copy_from_slice(&(value as i32).to_le_bytes()),
@@ -117,6 +116,22 @@ impl DType {
             DType::U8 => dst[0] = value as u8,
         }
     }
+}
+
+/// `x` narrowed to f32 by rounding to odd: truncate toward zero, and set the last mantissa bit if anything
+/// was lost. Rounding that result to nearest even in any format with at least two fewer mantissa bits
+/// (f16, bf16, FP8) equals rounding `x` directly, so the f64 → narrow-float path rounds exactly once.
+/// (`half`'s `bf16::from_f64` does not round correctly next to bf16 midpoints, so it is not used.)
+pub fn round_to_odd_f32(x: f64) -> f32 {
+    let nearest = x as f32;
+    if x.is_nan() || nearest as f64 == x {
+        return nearest;
+    }
+    let mut bits = nearest.to_bits();
+    if (nearest as f64).abs() > x.abs() {
+        bits -= 1; // one step toward zero (also turns an overflow to inf into ±f32::MAX)
+    }
+    f32::from_bits(bits | 1)
 }
 
 impl std::fmt::Display for DType {

@@ -597,3 +597,25 @@ fn dtype_read_write_round_trips() {
         }
     }
 }
+
+/// f64 → bf16 / f16 / FP8 through `write_f64` rounds once: compare against rounding the exact f64 value
+/// by brute force (nearest of the two neighbouring bf16 values, ties to even) around bf16 midpoints,
+/// where a double rounding through f32 would go wrong.
+#[test]
+fn write_f64_rounds_once_near_bf16_midpoints() {
+    use dsv3_core::DType;
+    use half::bf16;
+    for hi in [0x3F80u16, 0x3FD0, 0x4049, 0xBE33, 0x0081, 0x7F7E] {
+        let lo = bf16::from_bits(hi).to_f64();
+        let up = bf16::from_bits(hi + 1).to_f64();
+        let mid = (lo + up) / 2.0;
+        let step = (up - lo) * 2f64.powi(-30);
+        for delta in [-3.0, -1.0, 0.0, 1.0, 3.0] {
+            let x = mid + delta * step;
+            let expected = if x.abs() < mid.abs() || (x == mid && hi % 2 == 0) { hi } else { hi + 1 };
+            let mut buf = [0u8; 2];
+            DType::BF16.write_f64(&mut buf, 0, x);
+            assert_eq!(u16::from_le_bytes(buf), expected, "x = {x:e} (midpoint {mid:e} {delta:+} steps)");
+        }
+    }
+}

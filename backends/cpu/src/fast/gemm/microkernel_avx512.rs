@@ -1,0 +1,95 @@
+//! AVX-512 12×32 f32 microkernel: 24 zmm accumulators, two B vectors and one A broadcast per k.
+
+use std::arch::x86_64::*;
+
+use super::driver::Micro;
+
+const MR: usize = 12;
+const NR: usize = 32;
+
+pub(crate) const MICRO: Micro = Micro {
+    mr: MR,
+    nr: NR,
+    run,
+    kc: 384,
+};
+
+/// Safe wrapper; only reachable through `Isa::Avx512`, which is chosen only after
+/// `is_x86_feature_detected!` confirmed avx512f/bw/vl.
+fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [&mut [f32]], col: usize, ncols: usize, acc: bool) {
+    debug_assert!(super::avx512_ok());
+    let a = &a[..kc * MR];
+    let b = &b[..kc * NR];
+    debug_assert!(c.len() <= MR && ncols <= NR);
+    if c.len() == MR && ncols == NR {
+        let mut ptrs = [std::ptr::null_mut::<f32>(); MR];
+        for (p, row) in ptrs.iter_mut().zip(c.iter_mut()) {
+            *p = row[col..col + NR].as_mut_ptr();
+        }
+        // SAFETY: the CPU supports AVX-512F (see above); `a` holds kc*MR and `b` kc*NR values (sliced
+        // above); each of the MR pointers addresses NR writable f32 of a distinct row (sliced above).
+        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), &ptrs, acc) };
+    } else {
+        let mut buf = [0f32; MR * NR];
+        let base = buf.as_mut_ptr();
+        // SAFETY: `i * NR + NR <= MR * NR`, so every pointer addresses NR f32 inside `buf`.
+        let ptrs: [*mut f32; MR] = std::array::from_fn(|i| unsafe { base.add(i * NR) });
+        // SAFETY: as above, with the pointers into the local buffer.
+        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), &ptrs, false) };
+        for (row, src) in c.iter_mut().zip(buf.chunks_exact(NR)) {
+            let dst = &mut row[col..col + ncols];
+            if acc {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
+            } else {
+                dst.copy_from_slice(&src[..ncols]);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512F available; `a` readable for `kc*MR` f32, `b` for `kc*NR` f32, each `c[i]` read/writable for
+/// NR f32.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: &[*mut f32; MR], accumulate: bool) {
+    // Start fetching the C tile now: it is read (or written) only after the k loop.
+    for &p in c {
+        // SAFETY: prefetches never fault; p and p + 31 lie in the caller's NR-wide row.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.add(NR - 1).cast());
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kc {
+        // SAFETY: k < kc, so b[0..NR] and a[0..MR] of this step are inside the panels.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                acc_i[0] = _mm512_fmadd_ps(ai, b0, acc_i[0]);
+                acc_i[1] = _mm512_fmadd_ps(ai, b1, acc_i[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        // SAFETY: c[i] addresses NR = 32 f32 (caller's contract).
+        unsafe {
+            let p = c[i];
+            let (mut v0, mut v1) = (acc_i[0], acc_i[1]);
+            if accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(p));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(p.add(16)));
+            }
+            _mm512_storeu_ps(p, v0);
+            _mm512_storeu_ps(p.add(16), v1);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Fast CPU GEMM: `C[m, n] = Σ_k A[m, k] · B[n, k]` (PyTorch `nn.Linear` layout, `C = A·Bᵀ`), as pure
+//! functions over slices, multithreaded on rayon's global pool.
+//!
+//! # Numerics contract
+//!
+//! * Every product is formed from exactly decoded f32 operand values: f32 as is, bf16 → f32 (exact, a
+//!   16-bit shift), FP8 → f32 (exact: every FP8 value is an f32).
+//! * Scaled FP8 operands use **"scale folded into the value"**: the operand value is `decode(q) · s`
+//!   rounded **once** to f32 (round to nearest even), and that f32 value enters the product. For
+//!   [`Rhs::BlockFp8`], `s = scales[(n/128)·ceil(K/128) + k/128]`; for [`Lhs::Fp8`],
+//!   `s = scales[m·ceil(K/128) + k/128]`. (Not the DeepGEMM two-level form; both are within the same
+//!   error bound below.)
+//! * Accumulation is in f32 with fused multiply-add (the portable scalar fallback, used only on CPUs
+//!   without AVX2+FMA or on non-x86 targets, uses a separate multiply and add: same bound). The order of
+//!   summation is unspecified (it depends on the kernel, the tile sizes and the K blocking), so results
+//!   are not bitwise reproducible across kernels, but they are deterministic for one kernel and shape
+//!   whatever the thread count.
+//! * With [`Out::Bf16`] the f32 result is rounded once to bf16 at the end (nearest even, `half`'s
+//!   `bf16::from_f32`). `C` is overwritten (no beta); `K = 0` gives zeros.
+//! * Error bound: with `S[m,n] = Σ_k |a_mk|·|b_nk|` over the decoded (and scale-folded) values,
+//!   `|C − C_exact| ≤ γ_K · S` with `γ_K ≈ K·2⁻²⁴` (standard bound for any summation order), plus for
+//!   folded-scale operands a relative 2⁻²⁴ per factor (already inside `S` when `S` is taken over the
+//!   rounded values), plus half a bf16 ulp of `|C|` for `Out::Bf16`.
+//! * NaN FP8 codes decode to NaN in the packed path (M > 8); the decode path (M ≤ 8) decodes weight
+//!   codes with SIMD bit tricks in which NaN codes of e4m3fn/e4m3fnuz give finite values (weights are
+//!   never NaN in a valid checkpoint). Non-NaN codes are exact on both paths.
+//!
+//! # Kernels
+//!
+//! * M ≤ 8 ("decode"): no packing; weight rows are streamed once and decoded in registers, M
+//!   accumulators per weight row, threads split N ([`decode`]).
+//! * M > 8 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
+//!   MR-row panels and B (decoded, scale folded) into NR-column panels; a register-blocked microkernel
+//!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles.
+//!
+//! Sizes are the caller's to validate; they are checked with `debug_assert!`, and every slice access
+//! outside the SIMD microkernels is bounds-checked (a bad size panics, never reads out of bounds).
+
+use std::sync::OnceLock;
+
+pub use dsv3_core::fp8::Fp8Format;
+use half::bf16;
+use rayon::prelude::*;
+
+mod decode;
+mod driver;
+#[cfg(target_arch = "x86_64")]
+mod microkernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod microkernel_avx512;
+mod microkernel_scalar;
+mod pack;
+
+#[cfg(test)]
+mod tests;
+
+/// Width of a scale block along K (and along N for weights).
+pub const SCALE_BLOCK: usize = 128;
+
+/// Largest M handled by the streaming (unpacked) decode path.
+pub const DECODE_MAX_M: usize = 8;
+
+/// Left operand, row-major `[M, K]` with row stride `lda` elements (`lda >= K`).
+#[derive(Clone, Copy, Debug)]
+pub enum Lhs<'a> {
+    F32 {
+        data: &'a [f32],
+        lda: usize,
+    },
+    Bf16 {
+        data: &'a [bf16],
+        lda: usize,
+    },
+    /// FP8 codes per token, with one f32 scale per 128 consecutive channels: scales `[M, ceil(K/128)]`
+    /// row-major.
+    Fp8 {
+        codes: &'a [u8],
+        lda: usize,
+        scales: &'a [f32],
+        format: Fp8Format,
+    },
+}
+
+/// Right operand ("weights"), row-major `[N, K]` (PyTorch `nn.Linear` layout; `C = A·Bᵀ`), contiguous
+/// (`ldb = K`).
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    /// 128×128 block-scaled FP8: `w[n,k] = decode(codes[n*K+k]) * scales[(n/128)*ceil(K/128) + k/128]`.
+    /// N and K need not be multiples of 128 (partial last blocks, e.g. N=576).
+    BlockFp8 {
+        codes: &'a [u8],
+        scales: &'a [f32],
+        format: Fp8Format,
+    },
+}
+
+/// Output, row-major `[M, N]` with row stride `ldc` elements (`ldc >= N`).
+#[derive(Debug)]
+pub enum Out<'a> {
+    F32 { data: &'a mut [f32], ldc: usize },
+    Bf16 { data: &'a mut [bf16], ldc: usize },
+}
+
+/// Instruction-set path, chosen once at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Scalar,
+}
+
+impl Isa {
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, streaming decode)",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "x86-64 AVX2+FMA (6x16 f32 microkernel, streaming decode)",
+            Isa::Scalar => "portable scalar (4x8 microkernel)",
+        }
+    }
+
+    /// Every path this machine can run, best first (tests exercise all of them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512_ok() {
+                v.push(Isa::Avx512);
+            }
+            if avx2_ok() {
+                v.push(Isa::Avx2);
+            }
+        }
+        v.push(Isa::Scalar);
+        v
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_ok() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_ok() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+}
+
+fn detect() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512_ok() {
+            return Isa::Avx512;
+        }
+        if avx2_ok() {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Scalar
+}
+
+pub(crate) fn isa() -> Isa {
+    static CHOICE: OnceLock<Isa> = OnceLock::new();
+    *CHOICE.get_or_init(detect)
+}
+
+/// Which kernel path [`gemm`] uses on this machine (for `dsv3 devices`).
+pub fn kernel_name() -> &'static str {
+    isa().name()
+}
+
+/// `C[m, n] = Σ_k A[m,k]·B[n,k]` for `m < M`, `n < N`, f32 accumulation; overwrites C (no beta).
+/// See the module documentation for the numerics contract.
+pub fn gemm(m: usize, n: usize, k: usize, a: Lhs, b: Rhs, c: Out) {
+    gemm_with(isa(), m, n, k, a, b, c)
+}
+
+pub(crate) fn gemm_with(isa: Isa, m: usize, n: usize, k: usize, a: Lhs, b: Rhs, c: Out) {
+    debug_check(m, n, k, &a, &b, &c);
+    if m == 0 || n == 0 {
+        return;
+    }
+    match c {
+        Out::F32 { data, ldc } => gemm_f32_out(isa, m, n, k, &a, &b, data, ldc),
+        Out::Bf16 { data, ldc } => {
+            let mut tmp = vec![0f32; m * n];
+            gemm_f32_out(isa, m, n, k, &a, &b, &mut tmp, n);
+            let rows = data.par_chunks_mut(ldc).take(m);
+            rows.zip(tmp.par_chunks(n)).for_each(|(dst, src)| {
+                for (d, &s) in dst[..n].iter_mut().zip(src) {
+                    *d = bf16::from_f32(s);
+                }
+            });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_out(isa: Isa, m: usize, n: usize, k: usize, a: &Lhs, b: &Rhs, c: &mut [f32], ldc: usize) {
+    if k == 0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].fill(0.0);
+        }
+        return;
+    }
+    let a = pack::LhsSrc::new(a, k);
+    let b = pack::RhsSrc::new(b, k);
+    if m <= DECODE_MAX_M {
+        decode::gemm_decode(isa, m, n, k, &a, &b, c, ldc);
+    } else {
+        driver::gemm_packed(isa, m, n, k, &a, &b, c, ldc);
+    }
+}
+
+fn debug_check(m: usize, n: usize, k: usize, a: &Lhs, b: &Rhs, c: &Out) {
+    let kb = k.div_ceil(SCALE_BLOCK);
+    let need = |rows: usize, ld: usize, cols: usize| if rows == 0 { 0 } else { (rows - 1) * ld + cols };
+    match a {
+        Lhs::F32 { data, lda } => debug_assert!(*lda >= k && data.len() >= need(m, *lda, k)),
+        Lhs::Bf16 { data, lda } => debug_assert!(*lda >= k && data.len() >= need(m, *lda, k)),
+        Lhs::Fp8 {
+            codes, lda, scales, ..
+        } => {
+            debug_assert!(*lda >= k && codes.len() >= need(m, *lda, k));
+            debug_assert!(scales.len() >= m * kb);
+        }
+    }
+    match b {
+        Rhs::F32(d) => debug_assert!(d.len() >= n * k),
+        Rhs::Bf16(d) => debug_assert!(d.len() >= n * k),
+        Rhs::BlockFp8 { codes, scales, .. } => {
+            debug_assert!(codes.len() >= n * k);
+            debug_assert!(scales.len() >= n.div_ceil(SCALE_BLOCK) * kb);
+        }
+    }
+    match c {
+        Out::F32 { data, ldc } => debug_assert!(*ldc >= n && data.len() >= need(m, *ldc, n)),
+        Out::Bf16 { data, ldc } => debug_assert!(*ldc >= n && data.len() >= need(m, *ldc, n)),
+    }
+}

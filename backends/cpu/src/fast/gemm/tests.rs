@@ -1,0 +1,333 @@
+//! Checks every path (each ISA this machine has) against an f64 reference over the decoded values.
+//!
+//! Tolerance derivation: let u = 2⁻²⁴ (f32 unit roundoff) and `S = Σ_k |a_mk|·|b_nk|` over the operand
+//! values the contract defines (FP8: `decode(q)·s` rounded once to f32, which the reference uses too, so
+//! operand values are identical and only the summation differs). Any order of summation of K products
+//! with f32 FMA (or multiply + add) has every term pass through at most `d` roundings, where `d` is the
+//! depth of the summation tree: here at most K sequential FMAs plus the KC-slice accumulations, the lane
+//! reduction of the decode path (log2 16 = 4) and the product rounding of the scalar path — fewer than
+//! K + 8. Hence `|C − C_ref| ≤ γ(K+8)·S`, `γ(d) = d·u / (1 − d·u)`. For `Out::Bf16`, add the final
+//! rounding: half a bf16 ulp, `2⁻⁸·|C|`, bounded by `2⁻⁸·(|C_ref| + err_f32)`.
+
+use half::bf16;
+
+use super::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    /// A random non-NaN, finite code of `format`.
+    fn code(&mut self, format: Fp8Format) -> u8 {
+        loop {
+            let c = self.next() as u8;
+            if format.decode(c).is_finite() {
+                return c;
+            }
+        }
+    }
+    fn scale(&mut self) -> f32 {
+        2f32.powi(-((self.next() % 12) as i32)) * (1.0 + self.f32().abs())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum LKind {
+    F32,
+    Bf16,
+    Fp8(Fp8Format),
+}
+#[derive(Clone, Copy, Debug)]
+enum RKind {
+    F32,
+    Bf16,
+    Fp8(Fp8Format),
+}
+
+struct LhsData {
+    f: Vec<f32>,
+    h: Vec<bf16>,
+    q: Vec<u8>,
+    s: Vec<f32>,
+    lda: usize,
+    kind: LKind,
+    /// Decoded values (contract), row-major [M, K].
+    vals: Vec<f64>,
+}
+
+impl LhsData {
+    fn new(rng: &mut Rng, m: usize, k: usize, lda: usize, kind: LKind) -> Self {
+        let kb = k.div_ceil(SCALE_BLOCK);
+        let len = if m == 0 { 0 } else { (m - 1) * lda + k };
+        let mut d = LhsData {
+            f: vec![],
+            h: vec![],
+            q: vec![],
+            s: vec![],
+            lda,
+            kind,
+            vals: vec![0.0; m * k],
+        };
+        match kind {
+            LKind::F32 => d.f = (0..len).map(|_| rng.f32()).collect(),
+            LKind::Bf16 => d.h = (0..len).map(|_| bf16::from_f32(rng.f32())).collect(),
+            LKind::Fp8(fmt) => {
+                d.q = (0..len).map(|_| rng.code(fmt)).collect();
+                d.s = (0..m * kb).map(|_| rng.scale()).collect();
+            }
+        }
+        for i in 0..m {
+            for kk in 0..k {
+                let idx = i * lda + kk;
+                d.vals[i * k + kk] = match kind {
+                    LKind::F32 => d.f[idx] as f64,
+                    LKind::Bf16 => d.h[idx].to_f32() as f64,
+                    LKind::Fp8(fmt) => (fmt.decode(d.q[idx]) * d.s[i * kb + kk / SCALE_BLOCK]) as f64,
+                };
+            }
+        }
+        d
+    }
+    fn lhs(&self) -> Lhs<'_> {
+        match self.kind {
+            LKind::F32 => Lhs::F32 {
+                data: &self.f,
+                lda: self.lda,
+            },
+            LKind::Bf16 => Lhs::Bf16 {
+                data: &self.h,
+                lda: self.lda,
+            },
+            LKind::Fp8(format) => Lhs::Fp8 {
+                codes: &self.q,
+                lda: self.lda,
+                scales: &self.s,
+                format,
+            },
+        }
+    }
+}
+
+struct RhsData {
+    f: Vec<f32>,
+    h: Vec<bf16>,
+    q: Vec<u8>,
+    s: Vec<f32>,
+    kind: RKind,
+    vals: Vec<f64>,
+}
+
+impl RhsData {
+    fn new(rng: &mut Rng, n: usize, k: usize, kind: RKind, big_scale: bool) -> Self {
+        let kb = k.div_ceil(SCALE_BLOCK);
+        let mut d = RhsData {
+            f: vec![],
+            h: vec![],
+            q: vec![],
+            s: vec![],
+            kind,
+            vals: vec![0.0; n * k],
+        };
+        match kind {
+            RKind::F32 => d.f = (0..n * k).map(|_| rng.f32()).collect(),
+            RKind::Bf16 => d.h = (0..n * k).map(|_| bf16::from_f32(rng.f32())).collect(),
+            RKind::Fp8(fmt) => {
+                d.q = (0..n * k).map(|_| rng.code(fmt)).collect();
+                d.s = (0..n.div_ceil(SCALE_BLOCK) * kb)
+                    .map(|_| {
+                        if big_scale {
+                            1024.0 * rng.scale()
+                        } else {
+                            rng.scale()
+                        }
+                    })
+                    .collect();
+            }
+        }
+        for j in 0..n {
+            for kk in 0..k {
+                let idx = j * k + kk;
+                d.vals[idx] = match kind {
+                    RKind::F32 => d.f[idx] as f64,
+                    RKind::Bf16 => d.h[idx].to_f32() as f64,
+                    RKind::Fp8(fmt) => {
+                        (fmt.decode(d.q[idx]) * d.s[(j / SCALE_BLOCK) * kb + kk / SCALE_BLOCK]) as f64
+                    }
+                };
+            }
+        }
+        d
+    }
+    fn rhs(&self) -> Rhs<'_> {
+        match self.kind {
+            RKind::F32 => Rhs::F32(&self.f),
+            RKind::Bf16 => Rhs::Bf16(&self.h),
+            RKind::Fp8(format) => Rhs::BlockFp8 {
+                codes: &self.q,
+                scales: &self.s,
+                format,
+            },
+        }
+    }
+}
+
+const SENTINEL: f32 = 12345.0;
+
+#[allow(clippy::too_many_arguments)]
+fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas: &[Isa], big_scale: bool) {
+    let lda = k + (m + n) % 3;
+    let ldc = n + (m + k) % 4;
+    let a = LhsData::new(rng, m, k, lda, lk);
+    let b = RhsData::new(rng, n, k, rk, big_scale);
+    let mut refc = vec![0f64; m * n];
+    let mut tol = vec![0f64; m * n];
+    let u = 2f64.powi(-24);
+    let d = (k + 8) as f64;
+    let gamma = d * u / (1.0 - d * u);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut sa) = (0f64, 0f64);
+            for (x, y) in a.vals[i * k..(i + 1) * k].iter().zip(&b.vals[j * k..(j + 1) * k]) {
+                s += x * y;
+                sa += (x * y).abs();
+            }
+            refc[i * n + j] = s;
+            tol[i * n + j] = gamma * sa + 1e-30;
+        }
+    }
+    let clen = if m == 0 { 0 } else { (m - 1) * ldc + n };
+    for &isa in isas {
+        for bf in [false, true] {
+            let ctx = format!("{isa:?} m={m} n={n} k={k} {lk:?} {rk:?} bf16_out={bf}");
+            let mut cf = vec![SENTINEL; clen];
+            let mut ch = vec![bf16::from_f32(SENTINEL); clen];
+            let out = if bf {
+                Out::Bf16 { data: &mut ch, ldc }
+            } else {
+                Out::F32 { data: &mut cf, ldc }
+            };
+            gemm_with(isa, m, n, k, a.lhs(), b.rhs(), out);
+            for idx in 0..clen {
+                let (i, j) = (idx / ldc, idx % ldc);
+                let got = if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
+                if j >= n {
+                    let want = if bf {
+                        bf16::from_f32(SENTINEL).to_f32()
+                    } else {
+                        SENTINEL
+                    };
+                    assert_eq!(got, want as f64, "{ctx}: padding at ({i},{j}) written");
+                    continue;
+                }
+                let (r, t) = (refc[i * n + j], tol[i * n + j]);
+                let t = if bf { t + 2f64.powi(-8) * (r.abs() + t) } else { t };
+                assert!(
+                    (got - r).abs() <= t,
+                    "{ctx}: C[{i},{j}] = {got}, reference {r}, tolerance {t}"
+                );
+            }
+        }
+    }
+}
+
+const SIZES: [usize; 8] = [0, 1, 3, 7, 17, 33, 130, 257];
+
+#[test]
+fn f32_all_odd_shapes_all_isas() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let isas = Isa::available();
+    for &m in &SIZES {
+        for &n in &SIZES {
+            for &k in &SIZES {
+                check(&mut rng, m, n, k, LKind::F32, RKind::F32, &isas, false);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_operand_combination() {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let isas = Isa::available();
+    let lks = [
+        LKind::F32,
+        LKind::Bf16,
+        LKind::Fp8(Fp8Format::E4M3Fn),
+        LKind::Fp8(Fp8Format::E4M3Fnuz),
+        LKind::Fp8(Fp8Format::E5M2),
+    ];
+    let rks = [
+        RKind::F32,
+        RKind::Bf16,
+        RKind::Fp8(Fp8Format::E4M3Fn),
+        RKind::Fp8(Fp8Format::E4M3Fnuz),
+        RKind::Fp8(Fp8Format::E5M2),
+    ];
+    let shapes = [
+        (0, 5, 7),
+        (5, 0, 7),
+        (5, 7, 0),
+        (1, 1, 1),
+        (3, 7, 17),
+        (7, 33, 130),
+        (8, 200, 384),
+        (9, 200, 384),
+        (17, 3, 257),
+        (33, 130, 7),
+        (1, 576, 300),
+        (4, 576, 256),
+        (37, 576, 130),
+        (130, 17, 33),
+    ];
+    for lk in lks {
+        for rk in rks {
+            for &(m, n, k) in &shapes {
+                check(&mut rng, m, n, k, lk, rk, &isas, false);
+            }
+        }
+    }
+}
+
+#[test]
+fn larger_shapes_span_several_kc_slices_and_tiles() {
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let isas = Isa::available();
+    let e4 = Fp8Format::E4M3Fn;
+    check(&mut rng, 200, 700, 600, LKind::F32, RKind::F32, &isas, false);
+    check(
+        &mut rng,
+        200,
+        700,
+        600,
+        LKind::Fp8(e4),
+        RKind::Fp8(e4),
+        &isas,
+        false,
+    );
+    check(&mut rng, 4, 1100, 900, LKind::Bf16, RKind::Bf16, &isas, false);
+    check(&mut rng, 8, 300, 1000, LKind::F32, RKind::Fp8(e4), &isas, false);
+}
+
+#[test]
+fn large_block_scales_take_the_exact_fallback() {
+    // s·2^120 overflows f32 for s >= 256: the decode path must fall back without losing exactness.
+    let mut rng = Rng(42);
+    let isas = Isa::available();
+    for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
+        check(&mut rng, 3, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
+        check(&mut rng, 12, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
+    }
+}
+
+#[test]
+fn kernel_name_is_reported() {
+    assert!(!kernel_name().is_empty());
+    assert_eq!(Isa::available()[0], isa());
+}

@@ -1,0 +1,173 @@
+//! Machine peaks for "% of peak" reports: f32 FMA throughput and memory read bandwidth, both measured
+//! with every thread of rayon's global pool. Other tenants share the machine: compare ratios measured in
+//! one run.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+/// f32 FLOP/s (an FMA counts 2) of an FMA-throughput loop with 16 independent accumulators per thread
+/// (AVX-512, AVX2+FMA or scalar, as the CPU allows), run on all rayon threads for about `duration`.
+pub fn measure_fma_peak_f32(duration: Duration) -> f64 {
+    let start = Instant::now();
+    let flops: f64 = rayon::broadcast(|_| fma_loop(duration)).into_iter().sum();
+    flops / start.elapsed().as_secs_f64()
+}
+
+/// FLOPs done by one thread in about `duration`.
+fn fma_loop(duration: Duration) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: avx512f detected just above.
+            return unsafe { x86::fma_loop_avx512(duration) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: avx2 and fma detected just above.
+            return unsafe { x86::fma_loop_avx2(duration) };
+        }
+    }
+    let start = Instant::now();
+    let mut acc = [1f32; 16];
+    let mut flops = 0f64;
+    while start.elapsed() < duration {
+        for _ in 0..100_000 {
+            for a in acc.iter_mut() {
+                *a = *a * 0.999_999 + 1e-7;
+            }
+            acc = black_box(acc);
+        }
+        flops += 100_000.0 * 16.0 * 2.0;
+    }
+    black_box(acc);
+    flops
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    const BATCH: usize = 1 << 20;
+
+    /// # Safety
+    /// Requires AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop_avx512(duration: Duration) -> f64 {
+        let start = Instant::now();
+        let m = _mm512_set1_ps(0.999_999);
+        let c = _mm512_set1_ps(1e-7);
+        let mut acc = [_mm512_set1_ps(1.0); 16];
+        let mut flops = 0f64;
+        while start.elapsed() < duration {
+            for _ in 0..BATCH {
+                for a in acc.iter_mut() {
+                    *a = _mm512_fmadd_ps(*a, m, c);
+                }
+            }
+            acc = black_box(acc);
+            flops += (BATCH * 16 * 16 * 2) as f64;
+        }
+        black_box(acc);
+        flops
+    }
+
+    /// # Safety
+    /// Requires AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sum_words_avx2(c: &[u64]) -> u64 {
+        const PF_WORDS: usize = 128; // 1 KiB ahead
+        let blocks = c.chunks_exact(16);
+        let tail: u64 = blocks.remainder().iter().fold(0u64, |s, &x| s.wrapping_add(x));
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for (i, b) in blocks.enumerate() {
+            let p = b.as_ptr();
+            // Prefetches never fault; `wrapping_add` keeps the address computation defined.
+            let ahead = c.as_ptr().wrapping_add(i * 16 + PF_WORDS);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(8).cast());
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `b` holds 16 u64 = four 32-byte vectors; j < 4.
+                let v = unsafe { _mm256_loadu_si256(p.add(4 * j).cast()) };
+                *a = _mm256_add_epi64(*a, v);
+            }
+        }
+        let mut lanes = [0u64; 16];
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: lanes[4j..4j+4] is 32 bytes inside `lanes`.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().add(4 * j).cast(), *a) };
+        }
+        lanes.iter().fold(tail, |s, &x| s.wrapping_add(x))
+    }
+
+    /// # Safety
+    /// Requires AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_loop_avx2(duration: Duration) -> f64 {
+        let start = Instant::now();
+        let m = _mm256_set1_ps(0.999_999);
+        let c = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        let mut flops = 0f64;
+        while start.elapsed() < duration {
+            for _ in 0..BATCH {
+                for a in acc.iter_mut() {
+                    *a = _mm256_fmadd_ps(*a, m, c);
+                }
+            }
+            acc = black_box(acc);
+            flops += (BATCH * 12 * 8 * 2) as f64;
+        }
+        black_box(acc);
+        flops
+    }
+}
+
+/// Bytes/s read from a 1 GiB buffer (several times any last-level cache here) by all rayon threads,
+/// each summing its own contiguous share, repeated for about `duration` after one warm-up pass.
+pub fn measure_memory_bandwidth(duration: Duration) -> f64 {
+    const BYTES: usize = 1 << 30;
+    let words = BYTES / 8;
+    let mut buf = vec![0u64; words];
+    let chunk = words.div_ceil(rayon::current_num_threads().max(1) * 4);
+    buf.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| {
+        for (j, w) in c.iter_mut().enumerate() {
+            *w = (i * chunk + j) as u64;
+        }
+    });
+    let pass = |buf: &[u64]| -> u64 {
+        buf.par_chunks(chunk)
+            .map(sum_words)
+            .reduce(|| 0, u64::wrapping_add)
+    };
+    black_box(pass(&buf));
+    let start = Instant::now();
+    let mut passes = 0u64;
+    while passes == 0 || start.elapsed() < duration {
+        black_box(pass(black_box(&buf)));
+        passes += 1;
+    }
+    (passes as f64 * (words * 8) as f64) / start.elapsed().as_secs_f64()
+}
+
+/// Wrapping sum of `c`: a streaming read (with software prefetch on x86, like the GEMM decode kernels,
+/// because the hardware streamer stops at 4 KiB page boundaries).
+fn sum_words(c: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: avx2 detected just above.
+            return unsafe { x86::sum_words_avx2(c) };
+        }
+    }
+    let mut acc = [0u64; 8];
+    for w in c.chunks_exact(8) {
+        for (a, &x) in acc.iter_mut().zip(w) {
+            *a = a.wrapping_add(x);
+        }
+    }
+    let tail = c.chunks_exact(8).remainder().iter();
+    acc.iter().chain(tail).fold(0u64, |s, &x| s.wrapping_add(x))
+}

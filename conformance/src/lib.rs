@@ -1,0 +1,31 @@
+//! dsv3-conformance: every backend compared op by op with the CPU reference mode (the oracle).
+//!
+//! * [`case`] — cases as data: op × dtypes × shape × seed, with deterministic inputs, guard regions
+//!   around every output and the comparison with the oracle;
+//! * [`cases`] — the two sets: [`cases::quick`] (seconds, every op, edge shapes) and [`cases::full`]
+//!   (plus DeepSeek-V3's real per-layer shapes);
+//! * [`tolerance`] — the one tolerance table, each bound with its derivation;
+//! * [`metrics`] — NMSE, max abs / rel, cosine distance, exact and tie-aware comparisons, guard checks;
+//! * [`expectations`] — per-backend unsupported and expected-failure lists;
+//! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix.
+
+pub mod case;
+pub mod cases;
+pub mod expectations;
+pub mod gen;
+pub mod metrics;
+pub mod report;
+pub mod runner;
+pub mod tolerance;
+
+pub use case::Case;
+pub use report::{Report, Row, Status};
+pub use runner::{run, Mode, Options};
+
+use dsv3_core::Backend;
+
+/// Runs the quick set on `backend` against the oracle (test mode). Each backend crate's tests call this
+/// and assert `!report.failed()`.
+pub fn run_quick_against_oracle(backend: &dyn Backend) -> Report {
+    run(&[backend], &cases::quick(), &Options::default())
+}

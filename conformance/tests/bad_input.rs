@@ -1,0 +1,140 @@
+//! Bad input yields typed errors naming the op and the argument — never a panic — on both CPU modes.
+
+use dsv3_backend_cpu::{CpuBackend, Mode};
+use dsv3_core::ops::{Activations, Embedding, Gemm, Weights};
+use dsv3_core::{Backend, DType, Device, Error, Op, Tensor};
+use std::sync::Arc;
+
+fn devices() -> Vec<Arc<dyn Device>> {
+    [Mode::Reference, Mode::Fast].into_iter().map(|m| CpuBackend::new(m).open(0).unwrap()).collect()
+}
+
+fn f32_tensor(dev: &Arc<dyn Device>, shape: &[usize], values: &[f32]) -> Tensor {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let buffer = dev.alloc(bytes.len().max(4)).unwrap();
+    dev.default_stream().upload(&buffer, 0, &bytes).unwrap();
+    Tensor::contiguous(buffer, 0, shape, DType::F32)
+}
+
+fn out(dev: &Arc<dyn Device>, shape: &[usize], dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::contiguous(dev.alloc(n * dtype.size()).unwrap(), 0, shape, dtype)
+}
+
+/// A valid 2×3 · (4×3)ᵀ f32 gemm.
+fn gemm(dev: &Arc<dyn Device>) -> Gemm {
+    Gemm {
+        a: Activations::Dense(f32_tensor(dev, &[2, 3], &[1.0; 6])),
+        b: Weights::Dense(f32_tensor(dev, &[4, 3], &[0.5; 12])),
+        c: out(dev, &[2, 4], DType::F32),
+    }
+}
+
+fn launch(dev: &Arc<dyn Device>, op: Gemm) -> Result<(), Error> {
+    dev.default_stream().launch(&Op::Gemm(op))
+}
+
+fn assert_invalid(r: Result<(), Error>, op: &str, arg: &str) {
+    match r {
+        Err(Error::InvalidArgument { op: o, arg: a, .. }) if o == op && a == arg => {}
+        other => panic!("expected InvalidArgument {{ op: {op}, arg: {arg} }}, got {other:?}"),
+    }
+}
+
+#[test]
+fn valid_gemm_runs() {
+    for dev in devices() {
+        launch(&dev, gemm(&dev)).unwrap();
+    }
+}
+
+#[test]
+fn wrong_dtype() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        g.c = out(&dev, &[2, 4], DType::I32);
+        assert_invalid(launch(&dev, g), "gemm", "c");
+    }
+}
+
+#[test]
+fn wrong_shape() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        g.c = out(&dev, &[2, 5], DType::F32);
+        assert_invalid(launch(&dev, g), "gemm", "c");
+        let mut g = gemm(&dev);
+        g.b = Weights::Dense(f32_tensor(&dev, &[4, 2], &[0.5; 8]));
+        assert_invalid(launch(&dev, g), "gemm", "b");
+    }
+}
+
+#[test]
+fn out_of_bounds_view() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        let Activations::Dense(a) = &mut g.a else { unreachable!() };
+        a.offset = 8; // the 24-byte view now ends 8 bytes past its 24-byte buffer
+        assert_invalid(launch(&dev, g), "gemm", "a");
+    }
+}
+
+#[test]
+fn misaligned_view() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        let buffer = dev.alloc(2 * 4 * 4 + 2).unwrap();
+        g.c = Tensor::contiguous(buffer, 2, &[2, 4], DType::F32);
+        assert_invalid(launch(&dev, g), "gemm", "c");
+    }
+}
+
+#[test]
+fn overlapping_output() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        // c written over a's bytes.
+        let a = g.a.values().clone();
+        let buffer = dev.alloc(64).unwrap();
+        g.a = Activations::Dense(Tensor::contiguous(buffer.clone(), 0, &a.shape, DType::F32));
+        g.c = Tensor::contiguous(buffer, 16, &[2, 4], DType::F32);
+        assert_invalid(launch(&dev, g), "gemm", "c");
+    }
+}
+
+#[test]
+fn non_finite_input() {
+    for dev in devices() {
+        let mut g = gemm(&dev);
+        g.a = Activations::Dense(f32_tensor(&dev, &[2, 3], &[1.0, 2.0, f32::NAN, 4.0, 5.0, 6.0]));
+        match launch(&dev, g) {
+            Err(Error::NonFinite { op: "gemm", arg: "a", index: 2, value }) if value.is_nan() => {}
+            other => panic!("{}: expected NonFinite {{ gemm, a, 2 }}, got {other:?}", dev.info().backend),
+        }
+        let mut g = gemm(&dev);
+        g.a = Activations::Dense(f32_tensor(&dev, &[2, 3], &[1.0, 2.0, 3.0, f32::INFINITY, 5.0, 6.0]));
+        assert!(matches!(launch(&dev, g), Err(Error::NonFinite { op: "gemm", arg: "a", index: 3, .. })));
+    }
+}
+
+#[test]
+fn wrong_device() {
+    let [reference, fast] = &devices()[..] else { unreachable!() };
+    let mut g = gemm(reference);
+    g.c = out(fast, &[2, 4], DType::F32);
+    assert_invalid(launch(reference, g), "gemm", "c");
+}
+
+#[test]
+fn id_out_of_range() {
+    for dev in devices() {
+        let table = f32_tensor(&dev, &[4, 2], &[1.0; 8]);
+        let ids_buf = dev.alloc(8).unwrap();
+        dev.default_stream()
+            .upload(&ids_buf, 0, &[1i32, 4].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>())
+            .unwrap();
+        let ids = Tensor::contiguous(ids_buf, 0, &[2], DType::I32);
+        let op = Op::Embedding(Embedding { table, ids, out: out(&dev, &[2, 2], DType::F32) });
+        assert_invalid(dev.default_stream().launch(&op), "embedding", "ids");
+    }
+}

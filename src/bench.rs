@@ -1,0 +1,134 @@
+//! `dsv3 bench`: time one op on one backend — ms, GFLOP/s, GB/s and % of the device's measured peak.
+//! GEMMs take any shape; other ops are timed on the full conformance set's cases for that op (the
+//! DeepSeek-V3 shapes among them).
+
+use crate::{registry, Options};
+use dsv3_conformance::case::Operand;
+use dsv3_conformance::gen::ScaleStore;
+use dsv3_conformance::{cases, runner, Case, Mode, Row};
+use dsv3_core::{DType, Fp8Format};
+
+pub fn run(args: &[String]) -> i32 {
+    match try_run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dsv3 bench: {e}");
+            2
+        }
+    }
+}
+
+fn try_run(args: &[String]) -> Result<i32, String> {
+    let opts = Options::parse(args, &["json"])?;
+    opts.only(&["op", "backend", "dtype", "shape", "json", "seconds"])?;
+    let op = opts.value("op").ok_or("--op is required")?;
+    let backend_name = opts.value("backend").unwrap_or("cpu");
+    let backends = registry::select(backend_name)?;
+    let seconds: f64 = opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
+    let set: Vec<Case> = match op {
+        "gemm" => {
+            let (m, n, k) = parse_shape(opts.value("shape").ok_or("gemm needs --shape MxNxK")?)?;
+            let (a, b, c) = parse_gemm_dtype(opts.value("dtype").unwrap_or("f32"))?;
+            vec![cases::gemm(m, n, k, a, b, c)]
+        }
+        _ if dsv3_core::ops::OP_NAMES.contains(&op) => {
+            if opts.value("shape").is_some() || opts.value("dtype").is_some() {
+                return Err(format!("--shape/--dtype apply to gemm; {op} is timed on its conformance cases"));
+            }
+            cases::full().into_iter().filter(|c| c.op == op).collect()
+        }
+        _ => return Err(format!("--op {op}: unknown op (known: {})", dsv3_core::ops::OP_NAMES.join(", "))),
+    };
+    let options = runner::Options { mode: Mode::Perf, perf_seconds: seconds, ..runner::Options::default() };
+    let refs: Vec<&dyn dsv3_core::Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let report = runner::run(&refs, &set, &options);
+    for row in &report.results {
+        print_row(row);
+    }
+    if opts.flag("json") {
+        // The last line of stdout is one JSON object per the documented interface.
+        if let Some(row) = report.results.last() {
+            println!("{}", json_line(row, opts.value("shape"), opts.value("dtype")));
+        }
+    }
+    Ok(if report.failed() { 1 } else { 0 })
+}
+
+fn print_row(row: &Row) {
+    match &row.perf {
+        Some(p) => println!(
+            "{} {} {} [{}]: {:.3} ms, {:.1} GFLOP/s, {:.2} GB/s, {} ({} iterations)",
+            row.backend,
+            row.op,
+            row.case,
+            row.dtype,
+            p.ms,
+            p.gflops,
+            p.gbps,
+            match (p.pct_of_peak, &p.bound) {
+                (Some(pct), Some(bound)) => format!("{pct:.1}% of peak ({bound} bound)"),
+                _ => "peak unknown".into(),
+            },
+            p.iterations
+        ),
+        None => println!("{} {} {}: {} {}", row.backend, row.op, row.case, row.status.as_str(), row.reason),
+    }
+}
+
+fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
+    let p = row.perf.as_ref();
+    serde_json::json!({
+        "op": row.op,
+        "backend": row.backend,
+        "device": row.device,
+        "dtype": dtype.unwrap_or(&row.dtype),
+        "shape": shape.unwrap_or(&row.case),
+        "status": row.status.as_str(),
+        "ms": p.map(|p| p.ms),
+        "gflops": p.map(|p| p.gflops),
+        "gbps": p.map(|p| p.gbps),
+        "pct_of_peak": p.and_then(|p| p.pct_of_peak),
+        "bound": p.and_then(|p| p.bound.clone()),
+    })
+    .to_string()
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = s.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
+    match dims[..] {
+        [m, n, k] => Ok((m, n, k)),
+        _ => Err(bad_shape(s)),
+    }
+}
+
+fn bad_shape(s: &str) -> String {
+    format!("--shape {s}: expected MxNxK, e.g. 512x2048x7168 (C[M,N] = A[M,K]·B[N,K]ᵀ)")
+}
+
+/// `f32`, `bf16`, `fp8` (bf16 activations, block-FP8 weights, bf16 out), `w8a8` (FP8 activations and
+/// weights, bf16 out), or explicit `A/B/C` with operands f32, bf16, fp8, fp8-ue8m0.
+fn parse_gemm_dtype(s: &str) -> Result<(Operand, Operand, DType), String> {
+    let fp8 = Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::F32);
+    let operand = |name: &str| -> Result<Operand, String> {
+        match name {
+            "f32" => Ok(Operand::Dense(DType::F32)),
+            "bf16" => Ok(Operand::Dense(DType::BF16)),
+            "fp8" => Ok(fp8),
+            "fp8-ue8m0" => Ok(Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::Ue8m0)),
+            _ => Err(format!("--dtype: unknown operand `{name}` (f32, bf16, fp8, fp8-ue8m0)")),
+        }
+    };
+    Ok(match s {
+        "f32" => (Operand::Dense(DType::F32), Operand::Dense(DType::F32), DType::F32),
+        "bf16" => (Operand::Dense(DType::BF16), Operand::Dense(DType::BF16), DType::BF16),
+        "fp8" => (Operand::Dense(DType::BF16), fp8, DType::BF16),
+        "w8a8" => (fp8, fp8, DType::BF16),
+        _ => match s.split('/').collect::<Vec<_>>()[..] {
+            [a, b, c] => {
+                let c = DType::parse(c).filter(|d| matches!(d, DType::F32 | DType::BF16));
+                (operand(a)?, operand(b)?, c.ok_or_else(|| format!("--dtype {s}: C must be f32 or bf16"))?)
+            }
+            _ => return Err(format!("--dtype {s}: expected f32, bf16, fp8, w8a8 or A/B/C")),
+        },
+    })
+}

@@ -1,0 +1,36 @@
+//! The backends compiled into this binary. Adding a backend is one line here and a crate under
+//! `backends/`; nothing in `core` changes.
+
+use dsv3_backend_cpu::{CpuBackend, Mode};
+use dsv3_core::Backend;
+
+/// Every backend of this build, in order of preference for running a model.
+pub fn backends() -> Vec<Box<dyn Backend>> {
+    vec![Box::new(CpuBackend::new(Mode::Fast)), Box::new(CpuBackend::new(Mode::Reference))]
+}
+
+/// Backends the project plans but this build does not contain, with the reason, so that `dsv3 devices`
+/// accounts for every kind of hardware.
+pub const NOT_BUILT: &[(&str, &str)] = &[
+    ("cuda", "not in this build yet (NVIDIA backend: issue 5)"),
+    ("hip", "not in this build yet (AMD ROCm backend)"),
+    ("wgpu", "not in this build yet (Vulkan backend: issue 4)"),
+    ("ascend", "not in this build yet (CANN stub: issue 6)"),
+];
+
+/// Backends selected by a `--backend` value: a name, a comma-separated list, or `all`.
+pub fn select(spec: &str) -> Result<Vec<Box<dyn Backend>>, String> {
+    let all = backends();
+    if spec == "all" {
+        return Ok(all);
+    }
+    let wanted: Vec<&str> = spec.split(',').map(str::trim).collect();
+    for w in &wanted {
+        if !all.iter().any(|b| b.name() == *w) {
+            let known: Vec<&str> = all.iter().map(|b| b.name()).collect();
+            let why = NOT_BUILT.iter().find(|(n, _)| n == w).map_or("unknown backend".to_string(), |(_, r)| r.to_string());
+            return Err(format!("--backend {w}: {why} (available: {}, all)", known.join(", ")));
+        }
+    }
+    Ok(all.into_iter().filter(|b| wanted.contains(&b.name())).collect())
+}
