@@ -1,7 +1,7 @@
 //! `dsv3 conformance`: every case on the selected backends against the CPU oracle.
 
 use crate::{registry, Options};
-use dsv3_conformance::{cases, runner, Mode};
+use dsv3_conformance::{cases, runner, Mode, Row, Status};
 
 pub fn run(args: &[String]) -> i32 {
     match try_run(args) {
@@ -35,7 +35,15 @@ fn try_run(args: &[String]) -> Result<i32, String> {
         ..runner::Options::default()
     };
     let refs: Vec<&dyn dsv3_core::Backend> = backends.iter().map(|b| b.as_ref()).collect();
-    let report = runner::run(&refs, &set, &options);
+    let mut report = runner::run(&refs, &set, &options);
+    if spec == "all" {
+        // Backends this build lacks are part of the answer too: one unavailable row per op, with why.
+        for (name, reason) in registry::NOT_BUILT {
+            for op in dsv3_core::ops::OP_NAMES.iter().filter(|op| options.op.as_deref().is_none_or(|o| o == **op)) {
+                report.results.push(Row::new(name, "-", op, "*", "*", Status::Unavailable, reason.to_string()));
+            }
+        }
+    }
     print!("{}", report.table());
     if let Some(path) = opts.value("json") {
         std::fs::write(path, report.to_json()).map_err(|e| format!("--json {path}: {e}"))?;

@@ -13,7 +13,7 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
 /// accounts for every kind of hardware.
 pub const NOT_BUILT: &[(&str, &str)] = &[
     ("cuda", "not in this build yet (NVIDIA backend: issue 5)"),
-    ("hip", "not in this build yet (AMD ROCm backend)"),
+    ("hip", "not in this build yet (AMD ROCm backend: issue 7)"),
     ("wgpu", "not in this build yet (Vulkan backend: issue 4)"),
     ("ascend", "not in this build yet (CANN stub: issue 6)"),
 ];

@@ -116,7 +116,7 @@ impl In<'_> {
     }
 
     /// The whole view in logical row-major order, exactly, as f64.
-    pub fn to_f64(&self) -> Vec<f64> {
+    pub fn to_f64(self) -> Vec<f64> {
         let mut out = Vec::with_capacity(self.t.numel());
         for_each_index(&self.t.shape, |idx| out.push(self.at(idx)));
         out
@@ -126,7 +126,7 @@ impl In<'_> {
         self.t.dtype
     }
 
-    pub fn i32s(&self) -> Vec<i32> {
+    pub fn i32s(self) -> Vec<i32> {
         self.to_f64().into_iter().map(|v| v as i32).collect()
     }
 }
@@ -148,7 +148,7 @@ impl Out<'_> {
 
 /// Calls `f` with every index of `shape` in row-major order.
 pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
-    if shape.iter().any(|&n| n == 0) {
+    if shape.contains(&0) {
         return;
     }
     let mut idx = vec![0; shape.len()];

@@ -10,7 +10,7 @@ pub fn in_bounds(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> 
     if t.strides.len() != t.shape.len() {
         return Err(Error::invalid(op, arg, format!("{} strides for a rank-{} shape", t.strides.len(), t.rank())));
     }
-    if t.offset % t.dtype.size() != 0 {
+    if !t.offset.is_multiple_of(t.dtype.size()) {
         return Err(Error::invalid(op, arg, format!("byte offset {} is not a multiple of {}", t.offset, t.dtype.size())));
     }
     let end = t.byte_range().end;

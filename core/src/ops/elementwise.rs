@@ -60,7 +60,7 @@ impl Rope {
         }
         check::shape(OP, "out", &self.out, &self.x.shape)?;
         let d = self.x.shape[2];
-        check::condition(OP, "params.dim", self.params.dim == d && d % 2 == 0, || {
+        check::condition(OP, "params.dim", self.params.dim == d && d.is_multiple_of(2), || {
             format!("rotary dim {} must be even and equal x's last dim {d}", self.params.dim)
         })?;
         check::dtype(OP, "positions", &self.positions, &[DType::I32])?;

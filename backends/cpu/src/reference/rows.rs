@@ -23,14 +23,14 @@ pub fn rope(op: &Rope, mut args: Args) -> Result<()> {
     let x = args.input("x")?.to_f64();
     let positions = args.input("positions")?.i32s();
     let freqs = op.params.inv_freqs();
-    let (t, h, d) = (op.x.shape[0], op.x.shape[1], op.x.shape[2]);
+    let (h, d) = (op.x.shape[1], op.x.shape[2]);
     let mut out = vec![0.0; x.len()];
-    for tok in 0..t {
+    for (tok, &position) in positions.iter().enumerate() {
         for head in 0..h {
             let base = (tok * h + head) * d;
             for (i, f) in freqs.iter().enumerate() {
                 // The angle is rounded to f32, as both references compute it.
-                let angle = (positions[tok] as f32 * f) as f64;
+                let angle = (position as f32 * f) as f64;
                 let (sin, cos) = angle.sin_cos();
                 let (x0, x1) = (x[base + 2 * i], x[base + 2 * i + 1]);
                 out[base + 2 * i] = x0 * cos - x1 * sin;
