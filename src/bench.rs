@@ -24,7 +24,8 @@ fn try_run(args: &[String]) -> Result<i32, String> {
     let op = opts.value("op").ok_or("--op is required")?;
     let backend_name = opts.value("backend").unwrap_or("cpu");
     let backends = registry::select(backend_name)?;
-    let seconds: f64 = opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
+    let seconds: f64 =
+        opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
     let set: Vec<Case> = match op {
         "gemm" => {
             let (m, n, k) = parse_shape(opts.value("shape").ok_or("gemm needs --shape MxNxK")?)?;
@@ -94,7 +95,8 @@ fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
-    let dims: Vec<usize> = s.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
+    let dims: Vec<usize> =
+        s.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
     match dims[..] {
         [m, n, k] => Ok((m, n, k)),
         _ => Err(bad_shape(s)),

@@ -14,8 +14,14 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 fn try_run(args: &[String]) -> Result<i32, String> {
-    let opts = Options::parse(args, &["quick", "verify-xfail", "support", "progress"])?;
-    opts.only(&["backend", "op", "case", "quick", "json", "markdown", "verify-xfail", "support", "progress"])?;
+    let opts = Options::parse(args, &["quick", "verify-xfail", "progress"])?;
+    opts.only(&["backend", "op", "case", "quick", "json", "markdown", "verify-xfail", "mode", "progress"])?;
+    let mode = match opts.value("mode").unwrap_or("test") {
+        "test" => Mode::Test,
+        "perf" => Mode::Perf,
+        "support" => Mode::Support,
+        other => return Err(format!("--mode {other}: expected test, perf or support")),
+    };
     let spec = opts.value("backend").unwrap_or("all");
     // The oracle compared with itself proves nothing: `all` means every backend under test.
     let backends: Vec<_> =
@@ -27,7 +33,7 @@ fn try_run(args: &[String]) -> Result<i32, String> {
     }
     let set = if opts.flag("quick") { cases::quick() } else { cases::full() };
     let options = runner::Options {
-        mode: if opts.flag("support") { Mode::Support } else { Mode::Test },
+        mode,
         op: opts.value("op").map(str::to_string),
         case: opts.value("case").map(str::to_string),
         verify_xfail: opts.flag("verify-xfail"),
@@ -39,8 +45,18 @@ fn try_run(args: &[String]) -> Result<i32, String> {
     if spec == "all" {
         // Backends this build lacks are part of the answer too: one unavailable row per op, with why.
         for (name, reason) in registry::NOT_BUILT {
-            for op in dsv3_core::ops::OP_NAMES.iter().filter(|op| options.op.as_deref().is_none_or(|o| o == **op)) {
-                report.results.push(Row::new(name, "-", op, "*", "*", Status::Unavailable, reason.to_string()));
+            for op in
+                dsv3_core::ops::OP_NAMES.iter().filter(|op| options.op.as_deref().is_none_or(|o| o == **op))
+            {
+                report.results.push(Row::new(
+                    name,
+                    "-",
+                    op,
+                    "*",
+                    "*",
+                    Status::Unavailable,
+                    reason.to_string(),
+                ));
             }
         }
     }

@@ -32,13 +32,20 @@ fn describe(device: &dyn dsv3_core::Device) {
     let caps = device.capabilities();
     let list = |pred: &dyn Fn(&dsv3_core::DTypeUsage) -> bool| -> String {
         let names: Vec<&str> = caps.dtypes.iter().filter(|(_, u)| pred(u)).map(|(d, _)| d.name()).collect();
-        if names.is_empty() { "-".into() } else { names.join(" ") }
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(" ")
+        }
     };
     println!("    storage  {}", list(&|u| u.storage));
     println!("    compute  {} (others converted to f32)", list(&|u| u.arithmetic));
     println!("    matrix   {}", list(&|u| u.matrix));
     let fp8: Vec<&str> = caps.fp8_formats.iter().map(|f| f.name()).collect();
-    println!("    fp8      {}", if fp8.is_empty() { "decoded to f32 (no native FP8 arithmetic)".into() } else { fp8.join(" ") });
+    println!(
+        "    fp8      {}",
+        if fp8.is_empty() { "decoded to f32 (no native FP8 arithmetic)".into() } else { fp8.join(" ") }
+    );
     println!("    lanes    {} (subgroup / SIMD width)", caps.subgroup_size);
     println!("    graphs   {}", if caps.graph_capture { "capture supported" } else { "no capture" });
     if !caps.features.is_empty() {

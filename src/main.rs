@@ -12,10 +12,12 @@ dsv3 — DeepSeek-V3-class inference over one backend layer
 USAGE:
     dsv3 devices
         Every backend compiled in, its devices and capabilities, or why it is unavailable.
-    dsv3 conformance [--backend cpu|all|NAME,...] [--op NAME] [--quick] [--json FILE] [--markdown FILE]
-                     [--verify-xfail]
-        Run every op case on the selected backends against the CPU reference (oracle). Exit status 1 on
-        any failure. --markdown writes the support matrix (op × backend × dtype).
+    dsv3 conformance [--backend all|cpu|NAME,...] [--op NAME] [--case TEXT] [--quick] [--mode test|perf|support]
+                     [--json FILE] [--markdown FILE] [--verify-xfail] [--progress]
+        Run every op case (the full set: DeepSeek-V3 shapes; --quick: edge shapes only) on the selected
+        backends against the CPU reference (oracle). Exit status 1 on any failure. --markdown writes the
+        support matrix (op × backend × dtype); --verify-xfail fails on expected failures that now pass.
+        --mode perf times each case (ms, GFLOP/s, GB/s, % of peak); --mode support only asks each device.
     dsv3 bench --op OP [--backend NAME] [--dtype D] [--shape MxNxK] [--json]
         Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak. For gemm, D is
         A/B/C dtypes, e.g. f32, bf16, fp8 (block-FP8 weights, f32 activations) or w8a8

@@ -28,7 +28,10 @@ pub fn select(spec: &str) -> Result<Vec<Box<dyn Backend>>, String> {
     for w in &wanted {
         if !all.iter().any(|b| b.name() == *w) {
             let known: Vec<&str> = all.iter().map(|b| b.name()).collect();
-            let why = NOT_BUILT.iter().find(|(n, _)| n == w).map_or("unknown backend".to_string(), |(_, r)| r.to_string());
+            let why = NOT_BUILT
+                .iter()
+                .find(|(n, _)| n == w)
+                .map_or("unknown backend".to_string(), |(_, r)| r.to_string());
             return Err(format!("--backend {w}: {why} (available: {}, all)", known.join(", ")));
         }
     }

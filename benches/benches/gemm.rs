@@ -14,12 +14,8 @@ use dsv3_backend_cpu::fast::peak::{measure_fma_peak_f32, measure_memory_bandwidt
 use dsv3_core::fp8::{Fp8Format, Overflow};
 use half::bf16;
 
-const SHAPES: [(usize, usize, usize); 4] = [
-    (512, 2048, 7168),
-    (4096, 4096, 4096),
-    (1, 2112, 7168),
-    (4, 4096, 7168),
-];
+const SHAPES: [(usize, usize, usize); 4] =
+    [(512, 2048, 7168), (4096, 4096, 4096), (1, 2112, 7168), (4, 4096, 7168)];
 const FMT: Fp8Format = Fp8Format::E4M3Fn;
 const ROTATE_BYTES: usize = 1 << 30;
 
@@ -47,12 +43,7 @@ fn quantize(x: &[f32], rows: usize, cols: usize, bm: usize) -> (Vec<u8>, Vec<f32
         *s = s.max(1e-4) / 448.0;
     }
     let codes = (0..rows * cols)
-        .map(|i| {
-            FMT.encode(
-                x[i] / scales[(i / cols / bm) * kb + i % cols / 128],
-                Overflow::Saturate,
-            )
-        })
+        .map(|i| FMT.encode(x[i] / scales[(i / cols / bm) * kb + i % cols / 128], Overflow::Saturate))
         .collect();
     (codes, scales)
 }
@@ -109,13 +100,8 @@ enum Variant {
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
-        Variant::FaerF32,
-        Variant::OursF32,
-        Variant::OursBf16W,
-        Variant::OursFp8W,
-        Variant::OursFp8xFp8,
-    ];
+    const ALL: [Variant; 5] =
+        [Variant::FaerF32, Variant::OursF32, Variant::OursBf16W, Variant::OursFp8W, Variant::OursFp8xFp8];
     fn name(self) -> &'static str {
         match self {
             Variant::FaerF32 => "faer_f32",
@@ -151,39 +137,12 @@ fn run(v: Variant, d: &Data, c: &mut [f32], i: usize) {
         Variant::OursBf16W => gemm(m, n, k, lhs, Rhs::Bf16(&d.bh[i % d.bh.len()]), out),
         Variant::OursFp8W => {
             let (q, s) = &d.bq[i % d.bq.len()];
-            gemm(
-                m,
-                n,
-                k,
-                lhs,
-                Rhs::BlockFp8 {
-                    codes: q,
-                    scales: s,
-                    format: FMT,
-                },
-                out,
-            )
+            gemm(m, n, k, lhs, Rhs::BlockFp8 { codes: q, scales: s, format: FMT }, out)
         }
         Variant::OursFp8xFp8 => {
             let (q, s) = &d.bq[i % d.bq.len()];
-            let lhs = Lhs::Fp8 {
-                codes: &d.aq.0,
-                lda: k,
-                scales: &d.aq.1,
-                format: FMT,
-            };
-            gemm(
-                m,
-                n,
-                k,
-                lhs,
-                Rhs::BlockFp8 {
-                    codes: q,
-                    scales: s,
-                    format: FMT,
-                },
-                out,
-            )
+            let lhs = Lhs::Fp8 { codes: &d.aq.0, lda: k, scales: &d.aq.1, format: FMT };
+            gemm(m, n, k, lhs, Rhs::BlockFp8 { codes: q, scales: s, format: FMT }, out)
         }
     }
 }
@@ -195,8 +154,7 @@ fn bench_shape(cr: &mut Criterion, d: &Data, summary: &mut Vec<String>, bw: f64)
     let big = m * n * k >= 1 << 35;
     {
         let mut g = cr.benchmark_group(format!("gemm/{shape}"));
-        g.sample_size(10)
-            .warm_up_time(Duration::from_millis(if big { 500 } else { 300 }));
+        g.sample_size(10).warm_up_time(Duration::from_millis(if big { 500 } else { 300 }));
         g.measurement_time(Duration::from_secs(if big { 4 } else { 2 }));
         g.sampling_mode(SamplingMode::Flat);
         g.throughput(Throughput::Elements((2 * m * n * k) as u64));
@@ -214,9 +172,7 @@ fn bench_shape(cr: &mut Criterion, d: &Data, summary: &mut Vec<String>, bw: f64)
     }
     if m <= 8 {
         let mut g = cr.benchmark_group(format!("decode_bw/{shape}"));
-        g.sample_size(10)
-            .warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_secs(2));
+        g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
         g.sampling_mode(SamplingMode::Flat);
         for v in Variant::ALL {
             g.throughput(Throughput::Bytes((n * k * v.weight_bytes()) as u64));

@@ -157,7 +157,10 @@ impl HostTensor {
     pub fn from_f64(dtype: DType, shape: &[usize], values: &[f64]) -> HostTensor {
         assert_eq!(values.len(), shape.iter().product::<usize>(), "values for {shape:?}");
         let mut bytes = vec![0u8; values.len() * dtype.size()];
-        bytes.par_chunks_mut(dtype.size()).zip(values.par_iter()).for_each(|(b, v)| dtype.write_f64(b, 0, *v));
+        bytes
+            .par_chunks_mut(dtype.size())
+            .zip(values.par_iter())
+            .for_each(|(b, v)| dtype.write_f64(b, 0, *v));
         HostTensor { dtype, shape: shape.to_vec(), strides: contiguous_strides(shape), bytes }
     }
 

@@ -58,8 +58,12 @@ pub enum Support {
     Native,
     /// Runs, but through something slower or wider than the op's natural form (e.g. FP8 decoded to f32
     /// in-shader, unabsorbed attention); `via` says what.
-    Emulated { via: String },
-    Unsupported { reason: String },
+    Emulated {
+        via: String,
+    },
+    Unsupported {
+        reason: String,
+    },
 }
 
 impl Support {
@@ -174,7 +178,14 @@ pub trait Stream: Send + Sync {
     fn download(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
 
     /// Device-to-device copy within this device.
-    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()>;
+    fn copy(
+        &self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<()>;
 
     /// Enqueue one op. The op is validated first (`Op::validate`); errors the device only notices while
     /// running may be reported here or at the next `sync`.

@@ -105,8 +105,12 @@ impl DType {
         let dst = &mut bytes[index * n..index * n + n];
         match self {
             DType::F32 => dst.copy_from_slice(&(value as f32).to_le_bytes()),
-            DType::F16 => dst.copy_from_slice(&f16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes()),
-            DType::BF16 => dst.copy_from_slice(&bf16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes()),
+            DType::F16 => {
+                dst.copy_from_slice(&f16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes())
+            }
+            DType::BF16 => {
+                dst.copy_from_slice(&bf16::from_f32(round_to_odd_f32(value)).to_bits().to_le_bytes())
+            }
             DType::F8E4M3Fn | DType::F8E4M3Fnuz | DType::F8E5M2 => {
                 dst[0] = self.fp8_format().unwrap().encode(round_to_odd_f32(value), Overflow::Saturate)
             }

@@ -9,7 +9,10 @@ pub mod ops;
 pub mod rope;
 pub mod tensor;
 
-pub use backend::{Backend, Buffer, Capabilities, DTypeUsage, Device, DeviceBuffer, DeviceId, DeviceInfo, Peak, Stream, Support};
+pub use backend::{
+    Backend, Buffer, Capabilities, DTypeUsage, Device, DeviceBuffer, DeviceId, DeviceInfo, Peak, Stream,
+    Support,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use fp8::{Fp8Format, Overflow};

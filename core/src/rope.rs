@@ -31,8 +31,10 @@ impl RopeParams {
         let Some(y) = self.yarn else {
             return base.iter().map(|&f| f as f32).collect();
         };
-        let correction_dim =
-            |rotations: f64| d * (y.original_max_position / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * self.theta.ln());
+        let correction_dim = |rotations: f64| {
+            d * (y.original_max_position / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                / (2.0 * self.theta.ln())
+        };
         let low = correction_dim(y.beta_fast).floor().max(0.0);
         let mut high = correction_dim(y.beta_slow).ceil().min(d - 1.0);
         if low == high {

@@ -63,7 +63,9 @@ impl Tensor {
             return Err(Error::invalid(
                 "reshape",
                 "shape",
-                format!("cannot view {self:?} as {shape:?} (needs a contiguous view with the same element count)"),
+                format!(
+                    "cannot view {self:?} as {shape:?} (needs a contiguous view with the same element count)"
+                ),
             ));
         }
         Ok(Tensor::contiguous(self.buffer.clone(), self.offset, shape, self.dtype))

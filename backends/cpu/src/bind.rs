@@ -39,10 +39,9 @@ impl<'a> Args<'a> {
 }
 
 pub fn cpu_buffer<'t>(op: &'static str, arg: &'static str, t: &'t Tensor) -> Result<&'t CpuBuffer> {
-    t.buffer
-        .as_any()
-        .downcast_ref::<CpuBuffer>()
-        .ok_or_else(|| Error::invalid(op, arg, format!("buffer of {} is not CPU memory", t.buffer.device_id())))
+    t.buffer.as_any().downcast_ref::<CpuBuffer>().ok_or_else(|| {
+        Error::invalid(op, arg, format!("buffer of {} is not CPU memory", t.buffer.device_id()))
+    })
 }
 
 /// Locks the buffers of `op` and runs `f` with its arguments as slices.
@@ -63,8 +62,10 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
     for (buffer, guard) in buffers.iter().zip(guards.iter_mut()) {
         let mut rest: &mut [u8] = bytes_mut(guard, buffer.len_bytes());
         let mut rest_start = 0usize;
-        let mine: Vec<&(&'static str, &Tensor, Access)> =
-            tensors.iter().filter(|(_, t, _)| std::ptr::eq(cpu_buffer(name, "", t).unwrap(), *buffer)).collect();
+        let mine: Vec<&(&'static str, &Tensor, Access)> = tensors
+            .iter()
+            .filter(|(_, t, _)| std::ptr::eq(cpu_buffer(name, "", t).unwrap(), *buffer))
+            .collect();
         let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a == Access::Write).collect();
         writes.sort_by_key(|(_, t, _)| t.offset);
         // Shared gaps between outputs, as (start, bytes).
@@ -100,12 +101,18 @@ impl CpuBuffer {
 /// Typed views of contiguous-row data, for kernels that work on native types.
 pub fn typed<'b, T: bytemuck::Pod>(op: &'static str, arg: &'static str, bytes: &'b [u8]) -> Result<&'b [T]> {
     let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
-    bytemuck::try_cast_slice(&bytes[..whole]).map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
+    bytemuck::try_cast_slice(&bytes[..whole])
+        .map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
 }
 
-pub fn typed_mut<'b, T: bytemuck::Pod>(op: &'static str, arg: &'static str, bytes: &'b mut [u8]) -> Result<&'b mut [T]> {
+pub fn typed_mut<'b, T: bytemuck::Pod>(
+    op: &'static str,
+    arg: &'static str,
+    bytes: &'b mut [u8],
+) -> Result<&'b mut [T]> {
     let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
-    bytemuck::try_cast_slice_mut(&mut bytes[..whole]).map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
+    bytemuck::try_cast_slice_mut(&mut bytes[..whole])
+        .map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
 }
 
 impl In<'_> {

@@ -28,7 +28,11 @@ pub fn ids_in_range(op: &'static str, arg: &'static str, ids: &In, bound: usize)
 pub fn kv_lens(op: &'static str, lens: &In, t: usize, l: usize) -> Result<Vec<usize>> {
     let v = lens.i32s();
     if let Some((b, bad)) = v.iter().enumerate().find(|(_, &x)| x < t as i32 || x as usize > l) {
-        return Err(Error::invalid(op, "kv_lens", format!("sequence {b} has length {bad}, outside {t}..={l}")));
+        return Err(Error::invalid(
+            op,
+            "kv_lens",
+            format!("sequence {b} has length {bad}, outside {t}..={l}"),
+        ));
     }
     Ok(v.into_iter().map(|x| x as usize).collect())
 }
@@ -43,8 +47,10 @@ pub fn finite_inputs(op: &Op, inputs: &[(&'static str, In)]) -> Result<()> {
             continue;
         }
         let values = input.to_f64();
-        if let Some((index, &value)) =
-            values.iter().enumerate().find(|(_, v)| !(v.is_finite() || allow_neg_inf && **v == f64::NEG_INFINITY))
+        if let Some((index, &value)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !(v.is_finite() || allow_neg_inf && **v == f64::NEG_INFINITY))
         {
             return Err(Error::NonFinite { op: op.name(), arg, index, value });
         }

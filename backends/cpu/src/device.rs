@@ -5,8 +5,8 @@ use crate::bind::{self, cpu_buffer};
 use crate::buffer::{bytes_mut, CpuBuffer};
 use crate::{checks, fast, reference};
 use dsv3_core::{
-    Buffer, Capabilities, DType, DTypeUsage, Device, DeviceId, DeviceInfo, Error, Op, Peak, Result,
-    Stream, Support,
+    Buffer, Capabilities, DType, DTypeUsage, Device, DeviceId, DeviceInfo, Error, Op, Peak, Result, Stream,
+    Support,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -39,18 +39,39 @@ impl CpuDevice {
     pub fn new(mode: Mode) -> Arc<CpuDevice> {
         let features = crate::cpu_features();
         let memory_bytes = total_memory_bytes();
-        let arch = format!("{}{}", std::env::consts::ARCH, features.iter().map(|f| format!("+{f}")).collect::<String>());
+        let arch = format!(
+            "{}{}",
+            std::env::consts::ARCH,
+            features.iter().map(|f| format!("+{f}")).collect::<String>()
+        );
         let name = match mode {
             Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
-            Mode::Fast => format!("CPU fast ({} threads, {})", rayon::current_num_threads(), fast::kernel_name()),
+            Mode::Fast => {
+                format!("CPU fast ({} threads, {})", rayon::current_num_threads(), fast::kernel_name())
+            }
         };
-        let usage = |arithmetic: bool| DTypeUsage { storage: true, conversion: true, arithmetic, matrix: false };
+        let usage =
+            |arithmetic: bool| DTypeUsage { storage: true, conversion: true, arithmetic, matrix: false };
         let bf16_native = features.iter().any(|f| f == "avx512bf16");
         let dtypes = DType::ALL
             .iter()
-            .map(|&d| (d, usage(matches!(d, DType::F32 | DType::I32 | DType::I64 | DType::U8) || d == DType::BF16 && bf16_native)))
+            .map(|&d| {
+                (
+                    d,
+                    usage(
+                        matches!(d, DType::F32 | DType::I32 | DType::I64 | DType::U8)
+                            || d == DType::BF16 && bf16_native,
+                    ),
+                )
+            })
             .collect();
-        let subgroup_size = if features.iter().any(|f| f == "avx512f") { 16 } else if features.iter().any(|f| f == "avx2") { 8 } else { 4 };
+        let subgroup_size = if features.iter().any(|f| f == "avx512f") {
+            16
+        } else if features.iter().any(|f| f == "avx2") {
+            8
+        } else {
+            4
+        };
         Arc::new(CpuDevice {
             id: DeviceId::new(mode.backend_name(), 0),
             mode,
@@ -109,7 +130,8 @@ impl Device for CpuDevice {
     }
 
     fn alloc(&self, bytes: usize) -> Result<Buffer> {
-        let buffer = CpuBuffer::new(self.id, bytes).ok_or(Error::OutOfMemory { backend: self.backend(), bytes })?;
+        let buffer =
+            CpuBuffer::new(self.id, bytes).ok_or(Error::OutOfMemory { backend: self.backend(), bytes })?;
         Ok(Arc::new(buffer))
     }
 
@@ -139,7 +161,11 @@ impl CpuStream {
             return Err(fail(format!("{what}: buffer belongs to {}, not {}", b.device_id(), self.device)));
         }
         if offset.checked_add(len).is_none_or(|end| end > b.len()) {
-            return Err(fail(format!("{what}: bytes {offset}..{} outside a {}-byte buffer", offset + len, b.len())));
+            return Err(fail(format!(
+                "{what}: bytes {offset}..{} outside a {}-byte buffer",
+                offset + len,
+                b.len()
+            )));
         }
         b.as_any().downcast_ref::<CpuBuffer>().ok_or_else(|| fail(format!("{what}: not a CPU buffer")))
     }
@@ -160,7 +186,14 @@ impl Stream for CpuStream {
         Ok(())
     }
 
-    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()> {
+    fn copy(
+        &self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<()> {
         let from = self.own(src, src_offset, bytes, "copy source")?;
         let to = self.own(dst, dst_offset, bytes, "copy destination")?;
         if std::ptr::eq(from, to) {
@@ -183,15 +216,21 @@ impl Stream for CpuStream {
         for (arg, t, _) in op.tensors() {
             cpu_buffer(op.name(), arg, t)?;
             if t.buffer.device_id() != self.device {
-                return Err(Error::invalid(op.name(), arg, format!("lives on {}, not {}", t.buffer.device_id(), self.device)));
+                return Err(Error::invalid(
+                    op.name(),
+                    arg,
+                    format!("lives on {}, not {}", t.buffer.device_id(), self.device),
+                ));
             }
         }
         if let (Mode::Fast, Support::Unsupported { reason }) = (self.mode, fast::supports(op)) {
             return Err(Error::unsupported(&self.backend(), op.name(), reason));
         }
         bind::with_args(op, |args| {
-            let inputs: Vec<_> =
-                checks::input_names(op).into_iter().map(|n| args.input(n).map(|i| (n, i))).collect::<Result<_>>()?;
+            let inputs: Vec<_> = checks::input_names(op)
+                .into_iter()
+                .map(|n| args.input(n).map(|i| (n, i)))
+                .collect::<Result<_>>()?;
             checks::finite_inputs(op, &inputs)?;
             match self.mode {
                 Mode::Reference => reference::run(op, args),
@@ -218,6 +257,8 @@ fn total_memory_bytes() -> u64 {
 fn cpu_vendor() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|v| v.trim().to_string()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name"))?.split(':').nth(1).map(|v| v.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

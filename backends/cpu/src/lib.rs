@@ -55,7 +55,17 @@ pub fn cpu_features() -> Vec<String> {
         macro_rules! probe {
             ($($f:tt),*) => {$( if std::arch::is_x86_feature_detected!($f) { found.push($f.to_string()); } )*};
         }
-        probe!("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512bf16", "avx512fp16", "avx512vnni");
+        probe!(
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512bf16",
+            "avx512fp16",
+            "avx512vnni"
+        );
         found
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -69,9 +69,16 @@ impl MlaAttention {
         check::rank(OP, "kv_cache", &self.kv_cache, 3)?;
         let l = self.kv_cache.shape[1];
         check::shape(OP, "kv_cache", &self.kv_cache, &[b, l, dc + dr])?;
-        check::condition(OP, "kv_cache", l >= t, || format!("holds {l} rows, fewer than the {t} new tokens"))?;
+        check::condition(OP, "kv_cache", l >= t, || {
+            format!("holds {l} rows, fewer than the {t} new tokens")
+        })?;
         check::shape(OP, "out", &self.out, &[b, t, h, dc])?;
-        for (name, x) in [("q_latent", &self.q_latent), ("q_pe", &self.q_pe), ("kv_cache", &self.kv_cache), ("out", &self.out)] {
+        for (name, x) in [
+            ("q_latent", &self.q_latent),
+            ("q_pe", &self.q_pe),
+            ("kv_cache", &self.kv_cache),
+            ("out", &self.out),
+        ] {
             check::dtype(OP, name, x, ACTIVATIONS)?;
             check::contiguous(OP, name, x)?;
         }

@@ -8,10 +8,18 @@ use crate::tensor::Tensor;
 /// The tensor's view fits in its buffer and its offset is aligned to its element size.
 pub fn in_bounds(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
     if t.strides.len() != t.shape.len() {
-        return Err(Error::invalid(op, arg, format!("{} strides for a rank-{} shape", t.strides.len(), t.rank())));
+        return Err(Error::invalid(
+            op,
+            arg,
+            format!("{} strides for a rank-{} shape", t.strides.len(), t.rank()),
+        ));
     }
     if !t.offset.is_multiple_of(t.dtype.size()) {
-        return Err(Error::invalid(op, arg, format!("byte offset {} is not a multiple of {}", t.offset, t.dtype.size())));
+        return Err(Error::invalid(
+            op,
+            arg,
+            format!("byte offset {} is not a multiple of {}", t.offset, t.dtype.size()),
+        ));
     }
     let end = t.byte_range().end;
     if end > t.buffer.len() {
@@ -56,13 +64,21 @@ pub fn contiguous(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()>
 /// Rows of a row-major matrix may be strided (a view into a wider matrix) but elements within a row
 /// must be adjacent.
 pub fn row_major(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
-    if t.rank() == 2 && (t.strides[1] == 1 || t.shape[1] <= 1) && (t.strides[0] >= t.shape[1] || t.shape[0] <= 1) {
+    if t.rank() == 2
+        && (t.strides[1] == 1 || t.shape[1] <= 1)
+        && (t.strides[0] >= t.shape[1] || t.shape[0] <= 1)
+    {
         return Ok(());
     }
     Err(Error::invalid(op, arg, format!("must be a row-major matrix (unit column stride), got {t:?}")))
 }
 
-pub fn condition(op: &'static str, arg: &'static str, ok: bool, reason: impl FnOnce() -> String) -> Result<()> {
+pub fn condition(
+    op: &'static str,
+    arg: &'static str,
+    ok: bool,
+    reason: impl FnOnce() -> String,
+) -> Result<()> {
     if ok {
         Ok(())
     } else {

@@ -33,7 +33,9 @@ impl RmsNorm {
         check::dtype(OP, "weight", &self.weight, ACTIVATIONS)?;
         check::shape(OP, "weight", &self.weight, &[self.x.shape[1]])?;
         check::contiguous(OP, "weight", &self.weight)?;
-        check::condition(OP, "eps", self.eps.is_finite() && self.eps > 0.0, || format!("must be positive, got {}", self.eps))
+        check::condition(OP, "eps", self.eps.is_finite() && self.eps > 0.0, || {
+            format!("must be positive, got {}", self.eps)
+        })
     }
 }
 

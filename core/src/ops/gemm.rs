@@ -229,9 +229,12 @@ impl ActQuant {
         check::dtype(OP, "scales", &self.scales, SCALES)?;
         check::shape(OP, "scales", &self.scales, &[m, blocks(k)])?;
         check::contiguous(OP, "scales", &self.scales)?;
-        check::condition(OP, "scales", !(self.scales.dtype == DType::Ue8m0 && self.scale_format == ScaleFormat::F32), || {
-            "ue8m0 storage needs ScaleFormat::Ue8m0 (an f32 scale is not a power of two)".into()
-        })
+        check::condition(
+            OP,
+            "scales",
+            !(self.scales.dtype == DType::Ue8m0 && self.scale_format == ScaleFormat::F32),
+            || "ue8m0 storage needs ScaleFormat::Ue8m0 (an f32 scale is not a power of two)".into(),
+        )
     }
 }
 

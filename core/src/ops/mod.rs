@@ -117,8 +117,12 @@ impl Op {
                 vec![("expert_offsets", &g.expert_offsets, Read), ("c", &g.c, Write)],
             ]
             .concat(),
-            Op::ActQuant(q) => vec![("x", &q.x, Read), ("codes", &q.codes, Write), ("scales", &q.scales, Write)],
-            Op::Dequantize(d) => vec![("codes", &d.codes, Read), ("scales", &d.scales, Read), ("out", &d.out, Write)],
+            Op::ActQuant(q) => {
+                vec![("x", &q.x, Read), ("codes", &q.codes, Write), ("scales", &q.scales, Write)]
+            }
+            Op::Dequantize(d) => {
+                vec![("codes", &d.codes, Read), ("scales", &d.scales, Read), ("out", &d.out, Write)]
+            }
             Op::MoeRoute(r) => {
                 let mut v = vec![("logits", &r.logits, Read)];
                 if let Some(b) = &r.bias {
@@ -158,7 +162,9 @@ impl Op {
             Op::Rope(r) => vec![("x", &r.x, Read), ("positions", &r.positions, Read), ("out", &r.out, Write)],
             Op::SiluMul(s) => vec![("gate", &s.gate, Read), ("up", &s.up, Read), ("out", &s.out, Write)],
             Op::Add(a) => vec![("a", &a.a, Read), ("b", &a.b, Read), ("out", &a.out, Write)],
-            Op::Embedding(e) => vec![("table", &e.table, Read), ("ids", &e.ids, Read), ("out", &e.out, Write)],
+            Op::Embedding(e) => {
+                vec![("table", &e.table, Read), ("ids", &e.ids, Read), ("out", &e.out, Write)]
+            }
             Op::Softmax(s) => vec![("x", &s.x, Read), ("out", &s.out, Write)],
             Op::Cast(c) => vec![("x", &c.x, Read), ("out", &c.out, Write)],
             Op::Argmax(a) => vec![("x", &a.x, Read), ("out", &a.out, Write)],
@@ -206,7 +212,11 @@ impl Op {
             }
             for (j, (other, t, _)) in tensors.iter().enumerate() {
                 if i != j && overlaps(out, t) {
-                    return Err(Error::invalid(name, arg, format!("overlaps argument `{other}` ({out:?} and {t:?})")));
+                    return Err(Error::invalid(
+                        name,
+                        arg,
+                        format!("overlaps argument `{other}` ({out:?} and {t:?})"),
+                    ));
                 }
             }
         }
@@ -215,7 +225,11 @@ impl Op {
 
     pub fn cost(&self) -> Cost {
         let bytes_of = |pred: &dyn Fn(Access) -> bool| -> f64 {
-            self.tensors().iter().filter(|(_, _, a)| pred(*a)).map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64).sum()
+            self.tensors()
+                .iter()
+                .filter(|(_, _, a)| pred(*a))
+                .map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64)
+                .sum()
         };
         let bytes = bytes_of(&|_| true);
         let flops = match self {
@@ -236,14 +250,21 @@ impl Op {
                 let (b, t, h, dk, dv, l) = a.dims();
                 2.0 * (b * t * h * l * (dk + dv)) as f64
             }
-            _ => self.tensors().iter().filter(|(_, _, a)| *a == Access::Write).map(|(_, t, _)| t.numel() as f64).sum(),
+            _ => self
+                .tensors()
+                .iter()
+                .filter(|(_, _, a)| *a == Access::Write)
+                .map(|(_, t, _)| t.numel() as f64)
+                .sum(),
         };
         Cost { flops, bytes }
     }
 }
 
 fn overlaps(a: &Tensor, b: &Tensor) -> bool {
-    if a.buffer.device_id() != b.buffer.device_id() || !std::ptr::addr_eq(std::sync::Arc::as_ptr(&a.buffer), std::sync::Arc::as_ptr(&b.buffer)) {
+    if a.buffer.device_id() != b.buffer.device_id()
+        || !std::ptr::addr_eq(std::sync::Arc::as_ptr(&a.buffer), std::sync::Arc::as_ptr(&b.buffer))
+    {
         return false;
     }
     let (ra, rb) = (a.byte_range(), b.byte_range());

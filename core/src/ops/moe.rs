@@ -73,10 +73,15 @@ impl MoeRoute {
         let per_group = e / c.n_group.max(1);
         let reachable = if c.method == TopkMethod::Greedy { e } else { c.topk_group * per_group };
         check::condition(OP, "top_k", c.top_k >= 1 && c.top_k <= reachable, || {
-            format!("top_k {} must be in 1..={reachable} (experts reachable through the kept groups)", c.top_k)
+            format!(
+                "top_k {} must be in 1..={reachable} (experts reachable through the kept groups)",
+                c.top_k
+            )
         })?;
         if c.method == TopkMethod::NoAuxTc {
-            check::condition(OP, "top_k", per_group >= 2, || "noaux_tc sums the top-2 scores of each group".into())?;
+            check::condition(OP, "top_k", per_group >= 2, || {
+                "noaux_tc sums the top-2 scores of each group".into()
+            })?;
         }
         match (&self.bias, c.method) {
             (Some(b), TopkMethod::NoAuxTc) => {
@@ -87,7 +92,9 @@ impl MoeRoute {
             (None, TopkMethod::NoAuxTc) => {
                 check::condition(OP, "bias", false, || "noaux_tc needs e_score_correction_bias".into())?
             }
-            (Some(_), _) => check::condition(OP, "bias", false, || "only noaux_tc uses a correction bias".into())?,
+            (Some(_), _) => {
+                check::condition(OP, "bias", false, || "only noaux_tc uses a correction bias".into())?
+            }
             (None, _) => {}
         }
         for (name, out, dtype) in [("ids", &self.ids, DType::I32), ("weights", &self.weights, DType::F32)] {

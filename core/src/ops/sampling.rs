@@ -44,7 +44,9 @@ impl TopK {
         const OP: &str = "topk";
         check_rows(OP, &self.x)?;
         let (r, n) = (self.x.shape[0], self.x.shape[1]);
-        check::condition(OP, "k", self.k >= 1 && self.k <= n, || format!("k = {} must be in 1..={n}", self.k))?;
+        check::condition(OP, "k", self.k >= 1 && self.k <= n, || {
+            format!("k = {} must be in 1..={n}", self.k)
+        })?;
         check::dtype(OP, "values", &self.values, &[DType::F32])?;
         check::dtype(OP, "ids", &self.ids, &[DType::I32])?;
         for (name, t) in [("values", &self.values), ("ids", &self.ids)] {

@@ -47,8 +47,9 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
         let (q_i, q_pe_i) = (&q[i * dc..(i + 1) * dc], &q_pe[i * dr..(i + 1) * dr]);
         let key = |u: usize| &cache[(seq * l + u) * row..(seq * l + u + 1) * row];
         let n = visible_keys(lens[seq], t, tok, op.causal);
-        let scores: Vec<f32> =
-            (0..n).map(|u| op.softmax_scale * (dot(q_i, &key(u)[..dc]) + dot(q_pe_i, &key(u)[dc..]))).collect();
+        let scores: Vec<f32> = (0..n)
+            .map(|u| op.softmax_scale * (dot(q_i, &key(u)[..dc]) + dot(q_pe_i, &key(u)[dc..])))
+            .collect();
         let mut p = vec![0.0; n];
         softmax_into(&scores, &mut p);
         let mut o = vec![0.0; dc];
@@ -71,7 +72,8 @@ pub fn mha(op: &MhaAttention, mut args: Args) -> Result<()> {
         let q_i = &q[i * dk..(i + 1) * dk];
         let at = |u: usize| (seq * l + u) * h + head;
         let n = visible_keys(lens[seq], t, tok, op.causal);
-        let scores: Vec<f32> = (0..n).map(|u| op.softmax_scale * dot(q_i, &k[at(u) * dk..(at(u) + 1) * dk])).collect();
+        let scores: Vec<f32> =
+            (0..n).map(|u| op.softmax_scale * dot(q_i, &k[at(u) * dk..(at(u) + 1) * dk])).collect();
         let mut p = vec![0.0; n];
         softmax_into(&scores, &mut p);
         let mut o = vec![0.0; dv];

@@ -87,7 +87,9 @@ pub fn store(dtype: DType, src: &[f32], dst: &mut [u8]) {
             }
         }
         _ => match dtype.fp8_format() {
-            Some(format) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = format.encode(*s, Overflow::Saturate)),
+            Some(format) => {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d = format.encode(*s, Overflow::Saturate))
+            }
             None => src.iter().enumerate().for_each(|(i, s)| dtype.write_f64(dst, i, *s as f64)),
         },
     }

@@ -21,7 +21,12 @@ fn scales_f32<'a>(op: &'static str, arg: &'static str, s: &In<'a>) -> Result<Cow
 }
 
 /// The left operand rows `rows` of `a`, and its scales, as a kernel argument.
-fn lhs<'a>(op: &'static str, a: &Activations, args: &Args<'a>, scales: &'a Option<Cow<'a, [f32]>>) -> Result<Lhs<'a>> {
+fn lhs<'a>(
+    op: &'static str,
+    a: &Activations,
+    args: &Args<'a>,
+    scales: &'a Option<Cow<'a, [f32]>>,
+) -> Result<Lhs<'a>> {
     let x = args.input("a")?;
     let lda = x.t.strides[0].max(x.t.shape[1]);
     Ok(match a {
@@ -56,7 +61,12 @@ fn out<'a>(op: &'static str, c: Out<'a>) -> Result<GemmOut<'a>> {
     })
 }
 
-fn optional_scales<'a>(op: &'static str, args: &Args<'a>, name: &'static str, present: bool) -> Result<Option<Cow<'a, [f32]>>> {
+fn optional_scales<'a>(
+    op: &'static str,
+    args: &Args<'a>,
+    name: &'static str,
+    present: bool,
+) -> Result<Option<Cow<'a, [f32]>>> {
     if !present {
         return Ok(None);
     }

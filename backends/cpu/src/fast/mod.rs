@@ -59,6 +59,8 @@ pub fn measure_peak() -> Peak {
         bf16_flops: flops,
         fp8_flops: flops,
         bytes_per_s: bytes,
-        source: "measured on this CPU: FMA loop on all threads, streaming read of a buffer larger than the caches".into(),
+        source:
+            "measured on this CPU: FMA loop on all threads, streaming read of a buffer larger than the caches"
+                .into(),
     }
 }

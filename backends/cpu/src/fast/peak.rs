@@ -137,11 +137,7 @@ pub fn measure_memory_bandwidth(duration: Duration) -> f64 {
             *w = (i * chunk + j) as u64;
         }
     });
-    let pass = |buf: &[u64]| -> u64 {
-        buf.par_chunks(chunk)
-            .map(sum_words)
-            .reduce(|| 0, u64::wrapping_add)
-    };
+    let pass = |buf: &[u64]| -> u64 { buf.par_chunks(chunk).map(sum_words).reduce(|| 0, u64::wrapping_add) };
     black_box(pass(&buf));
     let start = Instant::now();
     let mut passes = 0u64;

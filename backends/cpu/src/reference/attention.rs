@@ -56,7 +56,8 @@ pub fn mha(op: &MhaAttention, mut args: Args) -> Result<()> {
         let (seq, tok, head) = (i / (t * h), (i / h) % t, i % h);
         let q_i = &q[i * dk..(i + 1) * dk];
         let k_at = |u: usize| &k[((seq * l + u) * h + head) * dk..((seq * l + u) * h + head + 1) * dk];
-        let v_at = |u: usize| v[((seq * l + u) * h + head) * dv..((seq * l + u) * h + head + 1) * dv].to_vec();
+        let v_at =
+            |u: usize| v[((seq * l + u) * h + head) * dv..((seq * l + u) * h + head + 1) * dv].to_vec();
         let visible = visible_keys(lens[seq], t, tok, op.causal);
         let logits: Vec<f64> = (0..visible).map(|u| scale * dot(q_i, k_at(u))).collect();
         o.copy_from_slice(&weighted_sum(&logits, v_at, dv));

@@ -55,7 +55,8 @@ pub fn sample(op: &Sample, mut args: Args) -> Result<()> {
             }
         }
         let race = |i: usize| p[i] / -uniform(op.seed, r as u64, i as u64).ln();
-        let winner = nucleus.iter().copied().fold(nucleus[0], |best, i| if race(i) > race(best) { i } else { best });
+        let winner =
+            nucleus.iter().copied().fold(nucleus[0], |best, i| if race(i) > race(best) { i } else { best });
         chosen.push(winner as f64);
     }
     args.output("out")?.write_f64(&chosen);

@@ -46,28 +46,9 @@ fn as_bytes_bf16(x: &[bf16]) -> &[u8] {
 fn view<'a>(b: &RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
-        RhsSrc::F32(d) => WView {
-            kind: F32,
-            bytes: as_bytes_f32(d),
-            k,
-            scales: &[],
-            kb,
-            fold: 1.0,
-        },
-        RhsSrc::Bf16(d) => WView {
-            kind: BF16,
-            bytes: as_bytes_bf16(d),
-            k,
-            scales: &[],
-            kb,
-            fold: 1.0,
-        },
-        RhsSrc::BlockFp8 {
-            codes,
-            scales,
-            format,
-            ..
-        } => {
+        RhsSrc::F32(d) => WView { kind: F32, bytes: as_bytes_f32(d), k, scales: &[], kb, fold: 1.0 },
+        RhsSrc::Bf16(d) => WView { kind: BF16, bytes: as_bytes_bf16(d), k, scales: &[], kb, fold: 1.0 },
+        RhsSrc::BlockFp8 { codes, scales, format, .. } => {
             let (kind, fold) = match format {
                 Fp8Format::E4M3Fn => (E4M3, 2f32.powi(120)),
                 Fp8Format::E4M3Fnuz => (E4M3, 2f32.powi(119)),
@@ -76,14 +57,7 @@ fn view<'a>(b: &RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
             if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
                 return None;
             }
-            WView {
-                kind,
-                bytes: codes,
-                k,
-                scales,
-                kb,
-                fold,
-            }
+            WView { kind, bytes: codes, k, scales, kb, fold }
         }
     })
 }
@@ -112,18 +86,16 @@ pub(crate) fn gemm_decode(
     let mut ct = vec![0f32; n * m];
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = n.div_ceil(8 * threads).clamp(8, 256);
-    ct.par_chunks_mut(rows_per_task * m)
-        .enumerate()
-        .for_each(|(t, out)| {
-            let n0 = t * rows_per_task;
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => avx512::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => avx2::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
-                Isa::Scalar => scalar_rows(m, k, b, &abuf, kp, n0, out),
-            }
-        });
+    ct.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
+        let n0 = t * rows_per_task;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
+            Isa::Scalar => scalar_rows(m, k, b, &abuf, kp, n0, out),
+        }
+    });
     for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
         for (d, src) in row[..n].iter_mut().zip(ct.chunks_exact(m)) {
             *d = src[i];

@@ -75,10 +75,7 @@ pub(crate) fn gemm_packed(
     let mc = m.div_ceil(bands).next_multiple_of(mr);
     // Column chunks: enough tiles to keep every thread busy with some slack for balance.
     let want_chunks = (4 * threads).div_ceil(m.div_ceil(mc)).max(1);
-    let nct = n
-        .div_ceil(want_chunks)
-        .next_multiple_of(nr)
-        .clamp(nr, NCT_MAX.max(nr));
+    let nct = n.div_ceil(want_chunks).next_multiple_of(nr).clamp(nr, NCT_MAX.max(nr));
     let nc = (NC_TARGET / nct).max(1) * nct;
     let kc_blk = micro.kc;
 
@@ -88,12 +85,7 @@ pub(crate) fn gemm_packed(
     for band in 0..m.div_ceil(mc) {
         for t in 0..nchunks {
             let n0 = t * nct;
-            tiles.push(Tile {
-                m0: band * mc,
-                n0,
-                ncols: nct.min(n - n0),
-                rows: Vec::with_capacity(mc),
-            });
+            tiles.push(Tile { m0: band * mc, n0, ncols: nct.min(n - n0), rows: Vec::with_capacity(mc) });
         }
     }
     for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
@@ -113,9 +105,7 @@ pub(crate) fn gemm_packed(
         let ap = &mut apack.as_mut_slice()[..m_pad * kc];
         ap.par_chunks_mut(kc * mr).enumerate().for_each(|(p, dst)| {
             let r0 = p * mr;
-            pack_panel(dst, mr, mr.min(m - r0), kc, |r, k0, out| {
-                a.load_row(r0 + r, pc + k0, out)
-            });
+            pack_panel(dst, mr, mr.min(m - r0), kc, |r, k0, out| a.load_row(r0 + r, pc + k0, out));
         });
         let ap = &apack.as_slice()[..m_pad * kc];
 
@@ -124,18 +114,13 @@ pub(crate) fn gemm_packed(
             let bp = &mut bpack.as_mut_slice()[..ncb.next_multiple_of(nr) * kc];
             bp.par_chunks_mut(kc * nr).enumerate().for_each(|(p, dst)| {
                 let n0 = jc + p * nr;
-                pack_panel(dst, nr, nr.min(n - n0), kc, |r, k0, out| {
-                    b.load_row(n0 + r, k, pc + k0, out)
-                });
+                pack_panel(dst, nr, nr.min(n - n0), kc, |r, k0, out| b.load_row(n0 + r, k, pc + k0, out));
             });
             let bp = &bpack.as_slice()[..ncb.next_multiple_of(nr) * kc];
 
-            tiles
-                .par_iter_mut()
-                .filter(|t| t.n0 >= jc && t.n0 < jc + ncb)
-                .for_each(|t| {
-                    macro_tile(&micro, t, ap, bp, kc, jc, first);
-                });
+            tiles.par_iter_mut().filter(|t| t.n0 >= jc && t.n0 < jc + ncb).for_each(|t| {
+                macro_tile(&micro, t, ap, bp, kc, jc, first);
+            });
         }
     }
 }

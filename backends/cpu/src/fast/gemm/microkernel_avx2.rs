@@ -7,12 +7,7 @@ use super::driver::Micro;
 const MR: usize = 6;
 const NR: usize = 16;
 
-pub(crate) const MICRO: Micro = Micro {
-    mr: MR,
-    nr: NR,
-    run,
-    kc: 256,
-};
+pub(crate) const MICRO: Micro = Micro { mr: MR, nr: NR, run, kc: 256 };
 
 /// Safe wrapper; only reachable through `Isa::Avx2`, which is chosen only after
 /// `is_x86_feature_detected!` confirmed avx2/fma.

@@ -7,12 +7,7 @@ use super::driver::Micro;
 const MR: usize = 12;
 const NR: usize = 32;
 
-pub(crate) const MICRO: Micro = Micro {
-    mr: MR,
-    nr: NR,
-    run,
-    kc: 384,
-};
+pub(crate) const MICRO: Micro = Micro { mr: MR, nr: NR, run, kc: 384 };
 
 /// Safe wrapper; only reachable through `Isa::Avx512`, which is chosen only after
 /// `is_x86_feature_detected!` confirmed avx512f/bw/vl.

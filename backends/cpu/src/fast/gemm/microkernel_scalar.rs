@@ -6,12 +6,7 @@ use super::driver::Micro;
 const MR: usize = 4;
 const NR: usize = 8;
 
-pub(crate) const MICRO: Micro = Micro {
-    mr: MR,
-    nr: NR,
-    run,
-    kc: 256,
-};
+pub(crate) const MICRO: Micro = Micro { mr: MR, nr: NR, run, kc: 256 };
 
 fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [&mut [f32]], col: usize, ncols: usize, acc: bool) {
     let mut sum = [[0f32; NR]; MR];

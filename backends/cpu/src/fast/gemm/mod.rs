@@ -226,9 +226,7 @@ fn debug_check(m: usize, n: usize, k: usize, a: &Lhs, b: &Rhs, c: &Out) {
     match a {
         Lhs::F32 { data, lda } => debug_assert!(*lda >= k && data.len() >= need(m, *lda, k)),
         Lhs::Bf16 { data, lda } => debug_assert!(*lda >= k && data.len() >= need(m, *lda, k)),
-        Lhs::Fp8 {
-            codes, lda, scales, ..
-        } => {
+        Lhs::Fp8 { codes, lda, scales, .. } => {
             debug_assert!(*lda >= k && codes.len() >= need(m, *lda, k));
             debug_assert!(scales.len() >= m * kb);
         }

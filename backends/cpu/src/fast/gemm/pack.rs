@@ -9,34 +9,16 @@ use super::{Fp8Format, Lhs, Rhs, SCALE_BLOCK};
 
 /// Left operand with its FP8 decode table, ready to produce f32 rows.
 pub(crate) enum LhsSrc<'a> {
-    F32 {
-        data: &'a [f32],
-        lda: usize,
-    },
-    Bf16 {
-        data: &'a [bf16],
-        lda: usize,
-    },
-    Fp8 {
-        codes: &'a [u8],
-        lda: usize,
-        scales: &'a [f32],
-        kb: usize,
-        table: Box<[f32; 256]>,
-    },
+    F32 { data: &'a [f32], lda: usize },
+    Bf16 { data: &'a [bf16], lda: usize },
+    Fp8 { codes: &'a [u8], lda: usize, scales: &'a [f32], kb: usize, table: Box<[f32; 256]> },
 }
 
 /// Right operand with its FP8 decode table, ready to produce f32 rows (scale folded in).
 pub(crate) enum RhsSrc<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
-    BlockFp8 {
-        codes: &'a [u8],
-        scales: &'a [f32],
-        kb: usize,
-        format: Fp8Format,
-        table: Box<[f32; 256]>,
-    },
+    BlockFp8 { codes: &'a [u8], scales: &'a [f32], kb: usize, format: Fp8Format, table: Box<[f32; 256]> },
 }
 
 impl<'a> LhsSrc<'a> {
@@ -44,12 +26,7 @@ impl<'a> LhsSrc<'a> {
         match *a {
             Lhs::F32 { data, lda } => LhsSrc::F32 { data, lda },
             Lhs::Bf16 { data, lda } => LhsSrc::Bf16 { data, lda },
-            Lhs::Fp8 {
-                codes,
-                lda,
-                scales,
-                format,
-            } => LhsSrc::Fp8 {
+            Lhs::Fp8 { codes, lda, scales, format } => LhsSrc::Fp8 {
                 codes,
                 lda,
                 scales,
@@ -65,13 +42,7 @@ impl<'a> LhsSrc<'a> {
         match self {
             LhsSrc::F32 { data, lda } => out.copy_from_slice(&data[row * lda + k0..][..len]),
             LhsSrc::Bf16 { data, lda } => bf16_to_f32(&data[row * lda + k0..][..len], out),
-            LhsSrc::Fp8 {
-                codes,
-                lda,
-                scales,
-                kb,
-                table,
-            } => {
+            LhsSrc::Fp8 { codes, lda, scales, kb, table } => {
                 let src = &codes[row * lda + k0..][..len];
                 fp8_scaled_to_f32(src, k0, &scales[row * kb..][..*kb], table, out);
             }
@@ -84,11 +55,7 @@ impl<'a> RhsSrc<'a> {
         match *b {
             Rhs::F32(d) => RhsSrc::F32(d),
             Rhs::Bf16(d) => RhsSrc::Bf16(d),
-            Rhs::BlockFp8 {
-                codes,
-                scales,
-                format,
-            } => RhsSrc::BlockFp8 {
+            Rhs::BlockFp8 { codes, scales, format } => RhsSrc::BlockFp8 {
                 codes,
                 scales,
                 kb: k.div_ceil(SCALE_BLOCK),
@@ -104,13 +71,7 @@ impl<'a> RhsSrc<'a> {
         match self {
             RhsSrc::F32(d) => out.copy_from_slice(&d[n * k + k0..][..len]),
             RhsSrc::Bf16(d) => bf16_to_f32(&d[n * k + k0..][..len], out),
-            RhsSrc::BlockFp8 {
-                codes,
-                scales,
-                kb,
-                table,
-                ..
-            } => {
+            RhsSrc::BlockFp8 { codes, scales, kb, table, .. } => {
                 let src = &codes[n * k + k0..][..len];
                 let srow = &scales[(n / SCALE_BLOCK) * kb..][..*kb];
                 fp8_scaled_to_f32(src, k0, srow, table, out);

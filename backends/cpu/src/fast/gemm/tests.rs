@@ -66,15 +66,7 @@ impl LhsData {
     fn new(rng: &mut Rng, m: usize, k: usize, lda: usize, kind: LKind) -> Self {
         let kb = k.div_ceil(SCALE_BLOCK);
         let len = if m == 0 { 0 } else { (m - 1) * lda + k };
-        let mut d = LhsData {
-            f: vec![],
-            h: vec![],
-            q: vec![],
-            s: vec![],
-            lda,
-            kind,
-            vals: vec![0.0; m * k],
-        };
+        let mut d = LhsData { f: vec![], h: vec![], q: vec![], s: vec![], lda, kind, vals: vec![0.0; m * k] };
         match kind {
             LKind::F32 => d.f = (0..len).map(|_| rng.f32()).collect(),
             LKind::Bf16 => d.h = (0..len).map(|_| bf16::from_f32(rng.f32())).collect(),
@@ -97,20 +89,9 @@ impl LhsData {
     }
     fn lhs(&self) -> Lhs<'_> {
         match self.kind {
-            LKind::F32 => Lhs::F32 {
-                data: &self.f,
-                lda: self.lda,
-            },
-            LKind::Bf16 => Lhs::Bf16 {
-                data: &self.h,
-                lda: self.lda,
-            },
-            LKind::Fp8(format) => Lhs::Fp8 {
-                codes: &self.q,
-                lda: self.lda,
-                scales: &self.s,
-                format,
-            },
+            LKind::F32 => Lhs::F32 { data: &self.f, lda: self.lda },
+            LKind::Bf16 => Lhs::Bf16 { data: &self.h, lda: self.lda },
+            LKind::Fp8(format) => Lhs::Fp8 { codes: &self.q, lda: self.lda, scales: &self.s, format },
         }
     }
 }
@@ -127,27 +108,14 @@ struct RhsData {
 impl RhsData {
     fn new(rng: &mut Rng, n: usize, k: usize, kind: RKind, big_scale: bool) -> Self {
         let kb = k.div_ceil(SCALE_BLOCK);
-        let mut d = RhsData {
-            f: vec![],
-            h: vec![],
-            q: vec![],
-            s: vec![],
-            kind,
-            vals: vec![0.0; n * k],
-        };
+        let mut d = RhsData { f: vec![], h: vec![], q: vec![], s: vec![], kind, vals: vec![0.0; n * k] };
         match kind {
             RKind::F32 => d.f = (0..n * k).map(|_| rng.f32()).collect(),
             RKind::Bf16 => d.h = (0..n * k).map(|_| bf16::from_f32(rng.f32())).collect(),
             RKind::Fp8(fmt) => {
                 d.q = (0..n * k).map(|_| rng.code(fmt)).collect();
                 d.s = (0..n.div_ceil(SCALE_BLOCK) * kb)
-                    .map(|_| {
-                        if big_scale {
-                            1024.0 * rng.scale()
-                        } else {
-                            rng.scale()
-                        }
-                    })
+                    .map(|_| if big_scale { 1024.0 * rng.scale() } else { rng.scale() })
                     .collect();
             }
         }
@@ -169,11 +137,7 @@ impl RhsData {
         match self.kind {
             RKind::F32 => Rhs::F32(&self.f),
             RKind::Bf16 => Rhs::Bf16(&self.h),
-            RKind::Fp8(format) => Rhs::BlockFp8 {
-                codes: &self.q,
-                scales: &self.s,
-                format,
-            },
+            RKind::Fp8(format) => Rhs::BlockFp8 { codes: &self.q, scales: &self.s, format },
         }
     }
 }
@@ -208,30 +172,19 @@ fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas
             let ctx = format!("{isa:?} m={m} n={n} k={k} {lk:?} {rk:?} bf16_out={bf}");
             let mut cf = vec![SENTINEL; clen];
             let mut ch = vec![bf16::from_f32(SENTINEL); clen];
-            let out = if bf {
-                Out::Bf16 { data: &mut ch, ldc }
-            } else {
-                Out::F32 { data: &mut cf, ldc }
-            };
+            let out = if bf { Out::Bf16 { data: &mut ch, ldc } } else { Out::F32 { data: &mut cf, ldc } };
             gemm_with(isa, m, n, k, a.lhs(), b.rhs(), out);
             for idx in 0..clen {
                 let (i, j) = (idx / ldc, idx % ldc);
                 let got = if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
                 if j >= n {
-                    let want = if bf {
-                        bf16::from_f32(SENTINEL).to_f32()
-                    } else {
-                        SENTINEL
-                    };
+                    let want = if bf { bf16::from_f32(SENTINEL).to_f32() } else { SENTINEL };
                     assert_eq!(got, want as f64, "{ctx}: padding at ({i},{j}) written");
                     continue;
                 }
                 let (r, t) = (refc[i * n + j], tol[i * n + j]);
                 let t = if bf { t + 2f64.powi(-8) * (r.abs() + t) } else { t };
-                assert!(
-                    (got - r).abs() <= t,
-                    "{ctx}: C[{i},{j}] = {got}, reference {r}, tolerance {t}"
-                );
+                assert!((got - r).abs() <= t, "{ctx}: C[{i},{j}] = {got}, reference {r}, tolerance {t}");
             }
         }
     }
@@ -301,16 +254,7 @@ fn larger_shapes_span_several_kc_slices_and_tiles() {
     let isas = Isa::available();
     let e4 = Fp8Format::E4M3Fn;
     check(&mut rng, 200, 700, 600, LKind::F32, RKind::F32, &isas, false);
-    check(
-        &mut rng,
-        200,
-        700,
-        600,
-        LKind::Fp8(e4),
-        RKind::Fp8(e4),
-        &isas,
-        false,
-    );
+    check(&mut rng, 200, 700, 600, LKind::Fp8(e4), RKind::Fp8(e4), &isas, false);
     check(&mut rng, 4, 1100, 900, LKind::Bf16, RKind::Bf16, &isas, false);
     check(&mut rng, 8, 300, 1000, LKind::F32, RKind::Fp8(e4), &isas, false);
 }
