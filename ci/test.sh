@@ -14,9 +14,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-# Unit, integration and conformance tests (the quick case set runs against the CPU oracle).
-cargo test --workspace --quiet
-
 # The command-line tool end to end: device listing and the quick conformance set through the binary.
 cargo run --quiet -- devices
 cargo run --quiet -- conformance --backend cpu --quick
+
+# Unit, integration and conformance tests (the quick case set runs against the CPU oracle).
+cargo test --workspace
