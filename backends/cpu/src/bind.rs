@@ -72,6 +72,11 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
         let mut gaps: Vec<(usize, &[u8])> = Vec::new();
         for (arg, t, _) in writes {
             let range = t.byte_range();
+            if range.is_empty() {
+                // An empty view touches nothing, wherever its offset points.
+                args.outputs.insert(arg, Out { t, bytes: &mut [] });
+                continue;
+            }
             let (gap, tail) = std::mem::take(&mut rest).split_at_mut(range.start - rest_start);
             let (out, tail) = tail.split_at_mut(range.len());
             gaps.push((rest_start, gap));
@@ -82,6 +87,10 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
         gaps.push((rest_start, rest));
         for (arg, t, _) in mine.iter().filter(|(_, _, a)| *a == Access::Read) {
             let range = t.byte_range();
+            if range.is_empty() {
+                args.inputs.insert(arg, In { t, bytes: &[] });
+                continue;
+            }
             let (start, gap) = gaps
                 .iter()
                 .find(|(s, g)| *s <= range.start && range.end <= s + g.len())
@@ -101,6 +110,9 @@ impl CpuBuffer {
 /// Typed views of contiguous-row data, for kernels that work on native types.
 pub fn typed<'b, T: bytemuck::Pod>(op: &'static str, arg: &'static str, bytes: &'b [u8]) -> Result<&'b [T]> {
     let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
+    if whole == 0 {
+        return Ok(&[]); // an empty view may sit at any address
+    }
     bytemuck::try_cast_slice(&bytes[..whole])
         .map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
 }
@@ -111,6 +123,9 @@ pub fn typed_mut<'b, T: bytemuck::Pod>(
     bytes: &'b mut [u8],
 ) -> Result<&'b mut [T]> {
     let whole = bytes.len() - bytes.len() % std::mem::size_of::<T>();
+    if whole == 0 {
+        return Ok(&mut []);
+    }
     bytemuck::try_cast_slice_mut(&mut bytes[..whole])
         .map_err(|e| Error::invalid(op, arg, format!("misaligned data: {e}")))
 }

@@ -38,13 +38,13 @@ fn block_dequant(codes: &[f64], scales: &[f64], shape: &[usize]) -> Vec<f64> {
         .collect()
 }
 
-/// C[rows, N] = A · Bᵀ for one weight matrix.
-fn matmul(a: &[f64], b: &[f64], k: usize, n: usize) -> Vec<f64> {
-    let mut c = vec![0.0; a.len() / k.max(1) * n];
-    if k == 0 {
+/// C[rows, N] = A · Bᵀ for one weight matrix (K = 0 gives zeros).
+fn matmul(a: &[f64], b: &[f64], rows: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; rows * n];
+    if k == 0 || n == 0 {
         return c;
     }
-    c.par_chunks_mut(n.max(1)).zip(a.par_chunks(k)).for_each(|(c_row, a_row)| {
+    c.par_chunks_mut(n).zip(a.par_chunks(k)).for_each(|(c_row, a_row)| {
         for (j, out) in c_row.iter_mut().enumerate() {
             *out = dot(a_row, &b[j * k..(j + 1) * k]);
         }
@@ -53,8 +53,8 @@ fn matmul(a: &[f64], b: &[f64], k: usize, n: usize) -> Vec<f64> {
 }
 
 pub fn gemm(op: &Gemm, mut args: Args) -> Result<()> {
-    let (_, n, k) = op.dims();
-    let c = matmul(&activations(&op.a, &args)?, &weights(&op.b, &args)?, k, n);
+    let (m, n, k) = op.dims();
+    let c = matmul(&activations(&op.a, &args)?, &weights(&op.b, &args)?, m, k, n);
     args.output("c")?.write_f64(&c);
     Ok(())
 }
@@ -67,7 +67,7 @@ pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
     let mut c = vec![0.0; rows * n];
     for e in 0..experts {
         let (lo, hi) = (offsets[e], offsets[e + 1]);
-        let part = matmul(&a[lo * k..hi * k], &b[e * n * k..(e + 1) * n * k], k, n);
+        let part = matmul(&a[lo * k..hi * k], &b[e * n * k..(e + 1) * n * k], hi - lo, k, n);
         c[lo * n..hi * n].copy_from_slice(&part);
     }
     args.output("c")?.write_f64(&c);
