@@ -43,6 +43,21 @@ impl Tensor {
         self.numel() == 0 || self.strides == contiguous_strides(&self.shape)
     }
 
+    /// `span_bytes` and the element count, or `None` if either overflows `usize` (a shape no buffer can
+    /// hold; validation rejects it before anything else is computed from the shape).
+    pub fn checked_span_bytes(&self) -> Option<usize> {
+        let numel = self.shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n))?;
+        if numel == 0 {
+            return Some(0);
+        }
+        let last = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .try_fold(0usize, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?))?;
+        last.checked_add(1)?.checked_mul(self.dtype.size())
+    }
+
     /// Bytes from `offset` to one past the last element this view can touch.
     pub fn span_bytes(&self) -> usize {
         if self.numel() == 0 {

@@ -57,3 +57,18 @@ fn gemm_with_k_zero_writes_zeros_and_m_zero_writes_nothing() {
         assert_eq!(c, [0xEE; 24], "{mode:?}: no rows, no writes");
     }
 }
+
+#[test]
+fn a_shape_that_overflows_the_address_space_is_a_typed_error() {
+    use dsv3_core::ops::Add;
+    use dsv3_core::Error;
+    let dev = CpuBackend::new(Mode::Fast).open(0).unwrap();
+    let buf = dev.alloc(64).unwrap();
+    let huge = Tensor::contiguous(buf.clone(), 0, &[usize::MAX / 2, 4], DType::F32);
+    let small = Tensor::contiguous(buf.clone(), 0, &[2, 4], DType::F32);
+    let op = Op::Add(Add { a: huge, b: small.clone(), out: small });
+    match dev.default_stream().launch(&op) {
+        Err(Error::InvalidArgument { op: "add", arg: "a", .. }) => {}
+        other => panic!("expected an invalid-argument error naming add/a, got {other:?}"),
+    }
+}

@@ -21,7 +21,13 @@ pub fn in_bounds(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> 
             format!("byte offset {} is not a multiple of {}", t.offset, t.dtype.size()),
         ));
     }
-    let end = t.byte_range().end;
+    let Some(end) = t.checked_span_bytes().and_then(|span| span.checked_add(t.offset)) else {
+        return Err(Error::invalid(
+            op,
+            arg,
+            format!("shape {:?} with strides {:?} overflows the address space", t.shape, t.strides),
+        ));
+    };
     if end > t.buffer.len() {
         return Err(Error::invalid(
             op,

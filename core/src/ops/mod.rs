@@ -176,6 +176,17 @@ impl Op {
     /// Shapes, dtypes and buffer bounds; outputs that overlap any other argument are rejected (in-place
     /// updates are not part of any op's contract, so no backend has to reason about aliasing).
     pub fn validate(&self) -> Result<()> {
+        // Bounds first: after this every shape describes memory that exists, so the per-op checks can
+        // multiply dimensions without overflow.
+        let name = self.name();
+        let tensors = self.tensors();
+        let device = tensors[0].1.buffer.device_id();
+        for (arg, t, _) in &tensors {
+            check::in_bounds(name, arg, t)?;
+            check::condition(name, arg, t.buffer.device_id() == device, || {
+                format!("lives on {} but the op's first argument lives on {device}", t.buffer.device_id())
+            })?;
+        }
         match self {
             Op::Gemm(o) => o.validate(),
             Op::GroupedGemm(o) => o.validate(),
@@ -197,15 +208,6 @@ impl Op {
             Op::TopK(o) => o.validate(),
             Op::Sample(o) => o.validate(),
         }?;
-        let name = self.name();
-        let tensors = self.tensors();
-        let device = tensors[0].1.buffer.device_id();
-        for (arg, t, _) in &tensors {
-            check::in_bounds(name, arg, t)?;
-            check::condition(name, arg, t.buffer.device_id() == device, || {
-                format!("lives on {} but the op's first argument lives on {device}", t.buffer.device_id())
-            })?;
-        }
         for (i, (arg, out, access)) in tensors.iter().enumerate() {
             if *access != Access::Write {
                 continue;
