@@ -1,13 +1,14 @@
-//! Attention in f32, parallel over (sequence, token, head): scores, a max-subtracted softmax, and the
-//! weighted value sum, each query row at a time.
+//! Attention in f32: scores, a max-subtracted softmax, and the weighted value sum. MLA runs through the
+//! fast GEMM kernels; MHA (long prefill, head-interleaved K/V) goes one query row at a time.
 
-use super::io::{load_all, rows_mut, store};
+use super::gemm::{self, Lhs, Out as GemmOut, Rhs};
+use super::io::{load, load_all, rows_mut, store};
 use super::rows::softmax_into;
-use crate::bind::Args;
+use crate::bind::{typed, Args};
 use crate::checks;
 use dsv3_core::ops::attention::visible_keys;
 use dsv3_core::ops::{MhaAttention, MlaAttention};
-use dsv3_core::Result;
+use dsv3_core::{DType, Result};
 use rayon::prelude::*;
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -33,30 +34,77 @@ fn weighted_sum<'v>(p: &[f32], value: impl Fn(usize) -> &'v [f32], out: &mut [f3
     }
 }
 
+/// Absorbed MLA as two GEMMs per sequence, which is where the time goes: scores `[T·H, len]` =
+/// `[q̃ ; q_pe] · cacheᵀ` (the cache rows are already the `[N, K]` operand, read in their stored dtype), a
+/// masked softmax per row, then `õ = P · c_kv` against the transposed latent part of the cache.
 pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
-    let (_, t, h, dc, dr, l) = op.dims();
+    let (b, t, h, dc, dr, l) = op.dims();
     let lens = checks::kv_lens("mla_attention", &args.input("kv_lens")?, t, l)?;
     let q = load_all(&args.input("q_latent")?);
     let q_pe = load_all(&args.input("q_pe")?);
-    let cache = load_all(&args.input("kv_cache")?);
+    let cache = args.input("kv_cache")?;
     let out = args.output("out")?;
     let dtype = out.t.dtype;
-    let row = dc + dr;
-    rows_mut("mla_attention", "out", out)?.into_par_iter().enumerate().for_each(|(i, dst)| {
-        let (seq, tok) = (i / (t * h), (i / h) % t);
-        let (q_i, q_pe_i) = (&q[i * dc..(i + 1) * dc], &q_pe[i * dr..(i + 1) * dr]);
-        let key = |u: usize| &cache[(seq * l + u) * row..(seq * l + u + 1) * row];
-        let n = visible_keys(lens[seq], t, tok, op.causal);
-        let scores: Vec<f32> = (0..n)
-            .map(|u| op.softmax_scale * (dot(q_i, &key(u)[..dc]) + dot(q_pe_i, &key(u)[dc..])))
-            .collect();
-        let mut p = vec![0.0; n];
-        softmax_into(&scores, &mut p);
-        let mut o = vec![0.0; dc];
-        weighted_sum(&p, |u| &key(u)[..dc], &mut o);
-        store(dtype, &o, dst);
-    });
+    let mut out_rows = rows_mut("mla_attention", "out", out)?;
+    let (row, queries) = (dc + dr, t * h);
+    let row_bytes = row * cache.t.dtype.size();
+    for seq in 0..b {
+        let len = lens[seq];
+        // Queries of this sequence as [T·H, Dc + Dr] rows.
+        let mut q_cat = vec![0f32; queries * row];
+        q_cat.par_chunks_mut(row).enumerate().for_each(|(i, dst)| {
+            let i_all = seq * queries + i;
+            dst[..dc].copy_from_slice(&q[i_all * dc..(i_all + 1) * dc]);
+            dst[dc..].copy_from_slice(&q_pe[i_all * dr..(i_all + 1) * dr]);
+        });
+        let keys = &cache.bytes[seq * l * row_bytes..(seq * l + len) * row_bytes];
+        let mut scores = vec![0f32; queries * len];
+        let lhs = Lhs::F32 { data: &q_cat, lda: row };
+        gemm::gemm(
+            queries,
+            len,
+            row,
+            lhs,
+            stored_rows(cache.t.dtype, keys)?,
+            GemmOut::F32 { data: &mut scores, ldc: len },
+        );
+        scores.par_chunks_mut(len.max(1)).enumerate().for_each(|(i, s)| {
+            let visible = visible_keys(len, t, i / h, op.causal);
+            let logits: Vec<f32> = s[..visible].iter().map(|x| op.softmax_scale * x).collect();
+            softmax_into(&logits, &mut s[..visible]);
+            s[visible..].iter_mut().for_each(|p| *p = 0.0);
+        });
+        // c_kv transposed to [Dc, len], the [N, K] operand of P · c_kv.
+        let mut values_t = vec![0f32; dc * len];
+        const BAND: usize = 64;
+        let size = cache.t.dtype.size();
+        values_t.par_chunks_mut(BAND * len.max(1)).enumerate().for_each(|(band, dst)| {
+            let d0 = band * BAND;
+            let width = dst.len() / len.max(1);
+            let mut tmp = vec![0f32; width];
+            for u in 0..len {
+                let at = u * row_bytes + d0 * size;
+                load(cache.t.dtype, &keys[at..at + width * size], &mut tmp);
+                for (j, v) in tmp.iter().enumerate() {
+                    dst[j * len + u] = *v;
+                }
+            }
+        });
+        let mut o = vec![0f32; queries * dc];
+        let p = Lhs::F32 { data: &scores, lda: len.max(1) };
+        gemm::gemm(queries, dc, len, p, Rhs::F32(&values_t), GemmOut::F32 { data: &mut o, ldc: dc });
+        let dsts = &mut out_rows[seq * queries..(seq + 1) * queries];
+        dsts.par_iter_mut().zip(o.par_chunks(dc.max(1))).for_each(|(dst, o)| store(dtype, o, dst));
+    }
     Ok(())
+}
+
+/// Rows stored as f32 or bf16 bytes, as a GEMM weight operand.
+fn stored_rows(dtype: DType, bytes: &[u8]) -> Result<Rhs<'_>> {
+    Ok(match dtype {
+        DType::F32 => Rhs::F32(typed("mla_attention", "kv_cache", bytes)?),
+        _ => Rhs::Bf16(typed("mla_attention", "kv_cache", bytes)?),
+    })
 }
 
 pub fn mha(op: &MhaAttention, mut args: Args) -> Result<()> {
