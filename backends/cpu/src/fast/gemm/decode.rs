@@ -8,10 +8,16 @@
 //! `decode(x) · 2⁻¹²⁰` exactly (e4m3fn; `2⁻¹¹⁹` for e4m3fnuz), subnormals included. The weight value is
 //! then `t · (s · 2¹²⁰)`, one rounding, equal to `decode(x) · s` rounded once whenever `s · 2¹²⁰` is
 //! finite (checked; otherwise the portable path runs). NaN codes give finite values here.
+//!
+//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the two-level kernel instead: 64 codes per step decoded
+//! exactly by table lookup ([`super::fp8_simd`], in unpack order, A permuted to match), partial sums
+//! per 128-wide K block without the scale, then `acc += partial · s` (one FMA per block). Its software
+//! prefetch rolls over from the end of each row into the next group's rows, so groups start warm.
 
 use half::bf16;
 use rayon::prelude::*;
 
+use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
 use super::{Fp8Format, Isa, SCALE_BLOCK};
 
@@ -31,6 +37,8 @@ struct WView<'a> {
     kb: usize,
     /// Multiplier folded into the block scale (2^120 e4m3fn, 2^119 e4m3fnuz, 1 otherwise).
     fold: f32,
+    /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI), the two-level kernel runs.
+    tables: Option<&'a Fp8Tables>,
 }
 
 fn as_bytes_f32(x: &[f32]) -> &[u8] {
@@ -43,11 +51,24 @@ fn as_bytes_bf16(x: &[bf16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
 }
 
-fn view<'a>(b: &RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
+/// Largest M for the two-level VBMI kernel (above it, the partial sums no longer fit in registers and
+/// the scale-folded kernel is faster).
+const TWO_LEVEL_MAX_M: usize = 4;
+
+/// `two_level`: use the VBMI tables when `b` has them (AVX-512 path only).
+fn view<'a>(b: &'a RhsSrc<'a>, k: usize, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
-        RhsSrc::F32(d) => WView { kind: F32, bytes: as_bytes_f32(d), k, scales: &[], kb, fold: 1.0 },
-        RhsSrc::Bf16(d) => WView { kind: BF16, bytes: as_bytes_bf16(d), k, scales: &[], kb, fold: 1.0 },
+        RhsSrc::F32(d) => {
+            WView { kind: F32, bytes: as_bytes_f32(d), k, scales: &[], kb, fold: 1.0, tables: None }
+        }
+        RhsSrc::Bf16(d) => {
+            WView { kind: BF16, bytes: as_bytes_bf16(d), k, scales: &[], kb, fold: 1.0, tables: None }
+        }
+        RhsSrc::BlockFp8 { codes, scales, format, simd: Some(t), .. } if two_level => {
+            let kind = if *format == Fp8Format::E5M2 { E5M2 } else { E4M3 };
+            WView { kind, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
+        }
         RhsSrc::BlockFp8 { codes, scales, format, .. } => {
             let (kind, fold) = match format {
                 Fp8Format::E4M3Fn => (E4M3, 2f32.powi(120)),
@@ -57,7 +78,7 @@ fn view<'a>(b: &RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
             if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
                 return None;
             }
-            WView { kind, bytes: codes, k, scales, kb, fold }
+            WView { kind, bytes: codes, k, scales, kb, fold, tables: None }
         }
     })
 }
@@ -74,12 +95,29 @@ pub(crate) fn gemm_decode(
     ldc: usize,
 ) {
     debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
-    let kp = k.next_multiple_of(16);
+    let kp = k.next_multiple_of(64);
     let mut abuf = vec![0f32; m * kp];
     for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
         a.load_row(i, 0, &mut row[..k]);
     }
-    let w = view(b, k);
+    #[cfg(target_arch = "x86_64")]
+    let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
+    #[cfg(not(target_arch = "x86_64"))]
+    let two_level = false;
+    let w = view(b, k, two_level);
+    #[cfg(target_arch = "x86_64")]
+    if w.as_ref().is_some_and(|w| w.tables.is_some()) {
+        // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
+        // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
+        for row in abuf.chunks_exact_mut(kp) {
+            for chunk in row.chunks_exact_mut(64) {
+                let src: [f32; 64] = (&*chunk).try_into().unwrap();
+                for (i, &v) in src.iter().enumerate() {
+                    chunk[super::fp8_simd::lane_order(i)] = v;
+                }
+            }
+        }
+    }
     let isa = if w.is_none() { Isa::Scalar } else { isa };
 
     // Output transposed ([N, M]) so that threads own disjoint chunks; scattered into C at the end.
@@ -177,6 +215,10 @@ mod avx512 {
 
     pub(super) fn rows(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx512_ok());
+        if let Some(t) = w.tables {
+            super::two_level::rows(m, w, t, a, kp, n0, out);
+            return;
+        }
         dispatch_rows!(group, m, w, a, kp, n0, out);
     }
 
@@ -263,6 +305,107 @@ mod avx512 {
                     }
                 }
                 k0 += 16;
+            }
+            kb0 = kend;
+        }
+        for i in 0..M {
+            for j in 0..NB {
+                out[j * M + i] = _mm512_reduce_add_ps(acc[i][j]);
+            }
+        }
+    }
+}
+
+/// FP8 weights on AVX-512 + VBMI: exact 64-code decode ([`super::fp8_simd`]) and the two-level form
+/// (per 128-wide K block, `p = Σ a·decode(q)` in f32, then `acc += p·s` with one FMA).
+#[cfg(target_arch = "x86_64")]
+mod two_level {
+    use std::arch::x86_64::*;
+
+    use super::super::fp8_simd::{decode64_lanes, regs, Fp8Tables};
+    use super::{WView, SCALE_BLOCK};
+
+    type Kern = unsafe fn(&WView, &Fp8Tables, &[f32], usize, usize, &mut [f32]);
+
+    /// Software prefetch distance in bytes.
+    const PF: usize = 1024;
+
+    pub(super) fn rows(m: usize, w: &WView, t: &Fp8Tables, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+        let (nb, f, f1): (usize, Kern, Kern) = match m {
+            1 => (4, group::<1, 4>, group::<1, 1>),
+            2 => (4, group::<2, 4>, group::<2, 1>),
+            3 => (2, group::<3, 2>, group::<3, 1>),
+            4 => (2, group::<4, 2>, group::<4, 1>),
+            _ => (2, group::<4, 2>, group::<4, 1>),
+        };
+        debug_assert!(m <= super::TWO_LEVEL_MAX_M);
+        let rows = out.len() / m;
+        let mut r = 0;
+        while r < rows {
+            let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
+            let o = &mut out[r * m..(r + g) * m];
+            // SAFETY: `t` exists only on CPUs with AVX-512F/BW/VL + VBMI; the kernel checks its slices.
+            unsafe { kern(w, t, a, kp, n0 + r, o) };
+            r += g;
+        }
+    }
+
+    /// `out[j*M + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL + VBMI available. Every pointer used is derived from a slice checked here.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    unsafe fn group<const M: usize, const NB: usize>(
+        w: &WView,
+        t: &Fp8Tables,
+        a: &[f32],
+        kp: usize,
+        n0: usize,
+        out: &mut [f32],
+    ) {
+        let k = w.k;
+        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
+        let a = &a[..M * kp];
+        assert!(kp >= k && kp.is_multiple_of(64) && out.len() == M * NB);
+        // SAFETY: the features are enabled (caller's contract).
+        let r = unsafe { regs(t) };
+        let mut acc = [[_mm512_setzero_ps(); NB]; M];
+        let mut kb0 = 0;
+        while kb0 < k {
+            let kend = (kb0 + SCALE_BLOCK).min(k);
+            let mut part = [[_mm512_setzero_ps(); NB]; M];
+            let mut k0 = kb0;
+            while k0 < kend {
+                let rem = kend - k0;
+                let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+                // Prefetch PF bytes ahead in each row; past a row's end, continue into the same row of
+                // the next group (NB rows further on), so that the next group starts warm.
+                let off = if k0 + PF < k { k0 + PF } else { k0 + PF - k + NB * k };
+                for j in 0..NB {
+                    // `wrapping_add`: the address may lie past the weights; prefetches never fault.
+                    let ahead = rows[j].as_ptr().wrapping_add(off);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside rows[j];
+                    // masked-off lanes are zero (code 0 decodes to +0) and never read.
+                    let x = unsafe { _mm512_maskz_loadu_epi8(mask, rows[j].as_ptr().add(k0).cast()) };
+                    // SAFETY: features enabled.
+                    let wv = unsafe { decode64_lanes(&r, x) };
+                    for (c, wc) in wv.iter().enumerate() {
+                        for (i, part_i) in part.iter_mut().enumerate() {
+                            // SAFETY: k0 < k <= kp, k0 % 64 == 0 and kp % 64 == 0, so
+                            // i*kp + k0 + 16c + 16 <= M*kp (A is zero past k).
+                            let av = unsafe { _mm512_loadu_ps(a.as_ptr().add(i * kp + k0 + 16 * c)) };
+                            part_i[j] = _mm512_fmadd_ps(av, *wc, part_i[j]);
+                        }
+                    }
+                }
+                k0 += 64;
+            }
+            for j in 0..NB {
+                let s = _mm512_set1_ps(w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]);
+                for i in 0..M {
+                    acc[i][j] = _mm512_fmadd_ps(part[i][j], s, acc[i][j]);
+                }
             }
             kb0 = kend;
         }

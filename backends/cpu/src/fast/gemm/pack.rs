@@ -5,20 +5,42 @@
 
 use half::bf16;
 
+use super::fp8_simd::{self, Fp8Tables};
 use super::{Fp8Format, Lhs, Rhs, SCALE_BLOCK};
 
 /// Left operand with its FP8 decode table, ready to produce f32 rows.
 pub(crate) enum LhsSrc<'a> {
-    F32 { data: &'a [f32], lda: usize },
-    Bf16 { data: &'a [bf16], lda: usize },
-    Fp8 { codes: &'a [u8], lda: usize, scales: &'a [f32], kb: usize, table: Box<[f32; 256]> },
+    F32 {
+        data: &'a [f32],
+        lda: usize,
+    },
+    Bf16 {
+        data: &'a [bf16],
+        lda: usize,
+    },
+    Fp8 {
+        codes: &'a [u8],
+        lda: usize,
+        scales: &'a [f32],
+        kb: usize,
+        table: Box<[f32; 256]>,
+        simd: Option<Box<Fp8Tables>>,
+    },
 }
 
 /// Right operand with its FP8 decode table, ready to produce f32 rows (scale folded in).
 pub(crate) enum RhsSrc<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
-    BlockFp8 { codes: &'a [u8], scales: &'a [f32], kb: usize, format: Fp8Format, table: Box<[f32; 256]> },
+    BlockFp8 {
+        codes: &'a [u8],
+        scales: &'a [f32],
+        kb: usize,
+        format: Fp8Format,
+        table: Box<[f32; 256]>,
+        /// VBMI decode tables (x86-64 with AVX-512 VBMI only).
+        simd: Option<Box<Fp8Tables>>,
+    },
 }
 
 impl<'a> LhsSrc<'a> {
@@ -32,6 +54,7 @@ impl<'a> LhsSrc<'a> {
                 scales,
                 kb: k.div_ceil(SCALE_BLOCK),
                 table: Box::new(format.decode_table()),
+                simd: Fp8Tables::new(format),
             },
         }
     }
@@ -42,9 +65,9 @@ impl<'a> LhsSrc<'a> {
         match self {
             LhsSrc::F32 { data, lda } => out.copy_from_slice(&data[row * lda + k0..][..len]),
             LhsSrc::Bf16 { data, lda } => bf16_to_f32(&data[row * lda + k0..][..len], out),
-            LhsSrc::Fp8 { codes, lda, scales, kb, table } => {
+            LhsSrc::Fp8 { codes, lda, scales, kb, table, simd } => {
                 let src = &codes[row * lda + k0..][..len];
-                fp8_scaled_to_f32(src, k0, &scales[row * kb..][..*kb], table, out);
+                fp8_scaled_to_f32(src, k0, &scales[row * kb..][..*kb], table, simd.as_deref(), out);
             }
         }
     }
@@ -61,6 +84,7 @@ impl<'a> RhsSrc<'a> {
                 kb: k.div_ceil(SCALE_BLOCK),
                 format,
                 table: Box::new(format.decode_table()),
+                simd: Fp8Tables::new(format),
             },
         }
     }
@@ -71,10 +95,10 @@ impl<'a> RhsSrc<'a> {
         match self {
             RhsSrc::F32(d) => out.copy_from_slice(&d[n * k + k0..][..len]),
             RhsSrc::Bf16(d) => bf16_to_f32(&d[n * k + k0..][..len], out),
-            RhsSrc::BlockFp8 { codes, scales, kb, table, .. } => {
+            RhsSrc::BlockFp8 { codes, scales, kb, table, simd, .. } => {
                 let src = &codes[n * k + k0..][..len];
                 let srow = &scales[(n / SCALE_BLOCK) * kb..][..*kb];
-                fp8_scaled_to_f32(src, k0, srow, table, out);
+                fp8_scaled_to_f32(src, k0, srow, table, simd.as_deref(), out);
             }
         }
     }
@@ -86,16 +110,28 @@ fn bf16_to_f32(src: &[bf16], out: &mut [f32]) {
     }
 }
 
-/// `out[i] = table[src[i]] * scales[(k0 + i) / 128]`, one rounding per value.
-fn fp8_scaled_to_f32(src: &[u8], k0: usize, scales: &[f32], table: &[f32; 256], out: &mut [f32]) {
+/// `out[i] = table[src[i]] * scales[(k0 + i) / 128]`, one rounding per value (VBMI decode when `simd`
+/// is given: the same values, see [`fp8_simd`]).
+fn fp8_scaled_to_f32(
+    src: &[u8],
+    k0: usize,
+    scales: &[f32],
+    table: &[f32; 256],
+    simd: Option<&Fp8Tables>,
+    out: &mut [f32],
+) {
     let mut i = 0;
     while i < out.len() {
         let kk = k0 + i;
         let end = (kk / SCALE_BLOCK + 1) * SCALE_BLOCK - k0;
         let end = end.min(out.len());
         let s = scales[kk / SCALE_BLOCK];
-        for (o, &q) in out[i..end].iter_mut().zip(&src[i..end]) {
-            *o = table[q as usize] * s;
+        if let Some(t) = simd {
+            fp8_simd::scaled_to_f32(t, &src[i..end], s, &mut out[i..end]);
+        } else {
+            for (o, &q) in out[i..end].iter_mut().zip(&src[i..end]) {
+                *o = table[q as usize] * s;
+            }
         }
         i = end;
     }

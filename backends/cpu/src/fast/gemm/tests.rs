@@ -275,3 +275,51 @@ fn kernel_name_is_reported() {
     assert!(!kernel_name().is_empty());
     assert_eq!(Isa::available()[0], isa());
 }
+
+#[test]
+fn vbmi_decode_is_exact_for_all_256_codes() {
+    for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
+        let Some(t) = fp8_simd::Fp8Tables::new(fmt) else {
+            eprintln!("no AVX-512 VBMI here: nothing to check");
+            return;
+        };
+        // Odd lengths and offsets exercise the masked tail.
+        for (lo, hi) in [(0usize, 256usize), (3, 200), (250, 256), (7, 8)] {
+            let src: Vec<u8> = (lo..hi).map(|c| c as u8).collect();
+            let mut out = vec![SENTINEL; src.len()];
+            fp8_simd::scaled_to_f32(&t, &src, 1.0, &mut out);
+            for (&q, &v) in src.iter().zip(&out) {
+                let want = fmt.decode(q);
+                if fmt.is_nan_code(q) {
+                    assert!(v.is_nan(), "{fmt:?} code {q:#04x}: got {v}, want NaN");
+                } else {
+                    assert_eq!(v.to_bits(), want.to_bits(), "{fmt:?} code {q:#04x}: got {v}, want {want}");
+                }
+            }
+        }
+        // With a scale: decode(q)·s rounded once, as the scalar table path computes it.
+        let src: Vec<u8> = (0..=255u8).collect();
+        let s = 0.3f32;
+        let mut out = vec![0f32; 256];
+        fp8_simd::scaled_to_f32(&t, &src, s, &mut out);
+        for (&q, &v) in src.iter().zip(&out) {
+            let want = fmt.decode(q) * s;
+            assert!(v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()), "{fmt:?} {q:#04x}");
+        }
+    }
+}
+
+#[test]
+fn fp8_paths_without_vbmi() {
+    fp8_simd::FORCE_NO_VBMI.with(|f| f.set(true));
+    let mut rng = Rng(0xABCD_EF01_2345_6789);
+    let isas = Isa::available();
+    for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
+        for &(m, n, k) in &[(1, 130, 300), (4, 576, 256), (8, 33, 130), (9, 200, 384), (37, 70, 257)] {
+            check(&mut rng, m, n, k, LKind::Fp8(fmt), RKind::Fp8(fmt), &isas, false);
+            check(&mut rng, m, n, k, LKind::F32, RKind::Fp8(fmt), &isas, false);
+        }
+        check(&mut rng, 3, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
+    }
+    fp8_simd::FORCE_NO_VBMI.with(|f| f.set(false));
+}
