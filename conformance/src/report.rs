@@ -286,8 +286,17 @@ fn cell(rows: &[&Row], note: &mut impl FnMut(&str) -> usize) -> String {
     let unsupported = count(Status::Unsupported);
     let ok = count(Status::Pass) + count(Status::Supported);
     let word = if count(Status::Supported) > 0 { "supported" } else { "pass" };
+    // A passing backend that runs the op through a wider type says so, with how.
+    let emulated = rows.iter().find_map(|r| {
+        let at = r.reason.find("emulated via ")?;
+        Some(r.reason[at..].split(';').next().unwrap_or_default().to_string())
+    });
+    let word = match &emulated {
+        Some(via) => format!("{word} (emulated[^{}])", note(via)),
+        None => word.to_string(),
+    };
     match (ok, unsupported) {
-        (_, 0) => word.into(),
+        (_, 0) => word,
         (0, _) => format!("unsupported[^{}]", note(&first_reason(Status::Unsupported))),
         _ => format!("{word} {ok}/{n}, unsupported[^{}]", note(&first_reason(Status::Unsupported))),
     }

@@ -13,10 +13,14 @@ use crate::bind::Args;
 use dsv3_core::{Op, Peak, Result, Support};
 use std::time::Duration;
 
+/// Every op runs. GEMMs with FP8 operands are reported as emulated: x86 has no FP8 arithmetic, so the
+/// codes are decoded exactly (to f32, or to bf16 for the AVX512_BF16 dot product) before multiplying.
 pub fn supports(op: &Op) -> Support {
+    let fp8_operand = op.tensors().iter().any(|(_, t, _)| t.dtype.fp8_format().is_some());
     match op {
-        Op::Gemm(_) | Op::GroupedGemm(_) => Support::Native,
-        // FP8 is decoded to f32 everywhere on the CPU: x86 has no FP8 arithmetic.
+        Op::Gemm(_) | Op::GroupedGemm(_) if fp8_operand => Support::Emulated {
+            via: "FP8 codes decoded exactly to f32/bf16 (no FP8 arithmetic on x86)".into(),
+        },
         _ => Support::Native,
     }
 }
