@@ -48,10 +48,12 @@ pub fn cpu_buffer<'t>(op: &'static str, arg: &'static str, t: &'t Tensor) -> Res
 pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R> {
     let name = op.name();
     let tensors = op.tensors();
+    // Each argument's buffer, then the distinct buffers.
+    let owners: Vec<&CpuBuffer> =
+        tensors.iter().map(|(arg, t, _)| cpu_buffer(name, arg, t)).collect::<Result<_>>()?;
     let mut buffers: Vec<&CpuBuffer> = Vec::new();
-    for (arg, t, _) in &tensors {
-        let b = cpu_buffer(name, arg, t)?;
-        if !buffers.iter().any(|x| std::ptr::eq(*x, b)) {
+    for b in &owners {
+        if !buffers.iter().any(|x| std::ptr::eq(*x, *b)) {
             buffers.push(b);
         }
     }
@@ -64,7 +66,9 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
         let mut rest_start = 0usize;
         let mine: Vec<&(&'static str, &Tensor, Access)> = tensors
             .iter()
-            .filter(|(_, t, _)| std::ptr::eq(cpu_buffer(name, "", t).unwrap(), *buffer))
+            .zip(&owners)
+            .filter(|(_, owner)| std::ptr::eq(**owner, *buffer))
+            .map(|(t, _)| t)
             .collect();
         let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a == Access::Write).collect();
         writes.sort_by_key(|(_, t, _)| t.offset);
