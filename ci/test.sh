@@ -27,5 +27,16 @@ fi
 cargo run --quiet -- devices
 cargo run --quiet -- conformance --backend cpu --quick
 
-# Unit, integration and conformance tests (the quick case set runs against the CPU oracle).
-cargo test --workspace
+# Unit, integration and conformance tests (the quick case set runs against the CPU oracle). The full
+# DeepSeek-shape set is `#[ignore]`d here (minutes in a release build): README's main command runs it.
+log=$(mktemp)
+set +e
+cargo test --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary, summed from cargo's own result lines.
+awk '/^test result:/ { for (i = 1; i < NF; i++) {
+        if ($(i + 1) == "passed;") p += $i; if ($(i + 1) == "failed;") f += $i; if ($(i + 1) == "ignored;") s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+rm -f "$log"
+exit "$status"
