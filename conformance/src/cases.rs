@@ -184,13 +184,22 @@ fn combine(t: usize, k: usize, n: usize, x: DType, out: DType) -> Case {
     )
 }
 
+/// The two attention forms share everything but their names, their head dims and what the score
+/// reduction runs over: MLA scores over `dc + dr` and outputs `dc`; MHA scores over `dk` and outputs `dv`.
+#[derive(Clone, Copy)]
+enum Form {
+    Mla,
+    Mha,
+}
+
 #[allow(clippy::too_many_arguments)]
-fn mla(
+fn attention(
+    form: Form,
     b: usize,
     t: usize,
     h: usize,
-    dc: usize,
-    dr: usize,
+    d1: usize,
+    d2: usize,
     l: usize,
     kv_lens: &[usize],
     causal: bool,
@@ -199,22 +208,45 @@ fn mla(
 ) -> Case {
     let scale = v3_softmax_scale();
     let lens: Vec<String> = kv_lens.iter().map(|v| v.to_string()).collect();
+    let (op, names, score_dim, out_dim) = match form {
+        Form::Mla => ("mla_attention", ["dc", "dr"], d1 + d2, d1),
+        Form::Mha => ("mha_attention", ["dk", "dv"], d1, d2),
+    };
     let params = [
         p("b", b),
         p("t", t),
         p("h", h),
-        p("dc", dc),
-        p("dr", dr),
+        p(names[0], d1),
+        p(names[1], d2),
         p("l", l),
         p("kv_lens", lens.join("/")),
         p("causal", causal),
         p("dtype", dtype),
         p("out", out),
     ];
-    let spec =
-        AttentionSpec { b, t, h, d1: dc, d2: dr, l, kv_lens: kv_lens.to_vec(), causal, dtype, out, scale };
-    let tolerance = tol::attention(dc + dr, l, scale as f64, out, b * t * h * dc);
-    make("mla_attention", &params, format!("io={dtype},out={out}"), tolerance, Spec::MlaAttention(spec))
+    let spec = AttentionSpec { b, t, h, d1, d2, l, kv_lens: kv_lens.to_vec(), causal, dtype, out, scale };
+    let tolerance = tol::attention(score_dim, l, scale as f64, out, b * t * h * out_dim);
+    let spec = match form {
+        Form::Mla => Spec::MlaAttention(spec),
+        Form::Mha => Spec::MhaAttention(spec),
+    };
+    make(op, &params, format!("io={dtype},out={out}"), tolerance, spec)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mla(
+    b: usize,
+    t: usize,
+    h: usize,
+    dc: usize,
+    dr: usize,
+    l: usize,
+    lens: &[usize],
+    causal: bool,
+    dtype: DType,
+    out: DType,
+) -> Case {
+    attention(Form::Mla, b, t, h, dc, dr, l, lens, causal, dtype, out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -225,29 +257,12 @@ fn mha(
     dk: usize,
     dv: usize,
     l: usize,
-    kv_lens: &[usize],
+    lens: &[usize],
     causal: bool,
     dtype: DType,
     out: DType,
 ) -> Case {
-    let scale = v3_softmax_scale();
-    let lens: Vec<String> = kv_lens.iter().map(|v| v.to_string()).collect();
-    let params = [
-        p("b", b),
-        p("t", t),
-        p("h", h),
-        p("dk", dk),
-        p("dv", dv),
-        p("l", l),
-        p("kv_lens", lens.join("/")),
-        p("causal", causal),
-        p("dtype", dtype),
-        p("out", out),
-    ];
-    let spec =
-        AttentionSpec { b, t, h, d1: dk, d2: dv, l, kv_lens: kv_lens.to_vec(), causal, dtype, out, scale };
-    let tolerance = tol::attention(dk, l, scale as f64, out, b * t * h * dv);
-    make("mha_attention", &params, format!("io={dtype},out={out}"), tolerance, Spec::MhaAttention(spec))
+    attention(Form::Mha, b, t, h, dk, dv, l, lens, causal, dtype, out)
 }
 
 fn rms_norm(r: usize, d: usize, x: DType, w: DType, out: DType) -> Case {
