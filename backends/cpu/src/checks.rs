@@ -1,7 +1,7 @@
 //! Checks of argument *contents* that only a device which can read its memory can make at launch (a GPU
 //! reports the same faults at `sync`). Shared by both CPU modes.
 
-use crate::bind::In;
+use crate::bind::{Args, In};
 use dsv3_core::ops::Access;
 use dsv3_core::{Error, Op, Result};
 
@@ -37,28 +37,35 @@ pub fn kv_lens(op: &'static str, lens: &In, t: usize, l: usize) -> Result<Vec<us
     Ok(v.into_iter().map(|x| x as usize).collect())
 }
 
-/// Inputs must be finite. Weight tensors (`b`, `table`) are exempt: they are validated once when a
-/// checkpoint is loaded, and scanning them on every launch would double a decode GEMM's memory traffic.
+/// Inputs must be finite. Exempt: weight tensors (`b`, `table`), validated once when a checkpoint is
+/// loaded (scanning them on every launch would double a decode GEMM's memory traffic), and attention
+/// caches (`kv_cache`, `k`, `v`), whose rows past `kv_lens` are ignored by contract and may hold anything.
 /// Sampling ops accept −inf logits (a masked token) but not NaN or +inf.
-pub fn finite_inputs(op: &Op, inputs: &[(&'static str, In)]) -> Result<()> {
+pub fn finite_inputs(op: &Op, args: &Args) -> Result<()> {
     let allow_neg_inf = matches!(op, Op::Argmax(_) | Op::TopK(_) | Op::Sample(_));
-    for (arg, input) in inputs {
-        if !input.t.dtype.is_float() || matches!(*arg, "b" | "table") {
+    let ok = |v: f64| v.is_finite() || allow_neg_inf && v == f64::NEG_INFINITY;
+    // In argument order, so the error names the same argument whatever the map's order.
+    for (arg, t, access) in op.tensors() {
+        if access != Access::Read
+            || !t.dtype.is_float()
+            || matches!(arg, "b" | "table" | "kv_cache" | "k" | "v")
+        {
             continue;
         }
-        let values = input.to_f64();
-        if let Some((index, &value)) = values
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !(v.is_finite() || allow_neg_inf && **v == f64::NEG_INFINITY))
-        {
+        let input = args.input(arg)?;
+        if let Some((index, value)) = first_failing(&input, ok) {
             return Err(Error::NonFinite { op: op.name(), arg, index, value });
         }
     }
     Ok(())
 }
 
-/// Names of an op's read arguments.
-pub fn input_names(op: &Op) -> Vec<&'static str> {
-    op.tensors().into_iter().filter(|(_, _, a)| *a == Access::Read).map(|(n, _, _)| n).collect()
+/// The first element (logical index) failing `ok`. Contiguous views are scanned as bytes, without
+/// building a decoded copy.
+fn first_failing(x: &In, ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
+    let dtype = x.t.dtype;
+    if !x.t.is_contiguous() {
+        return x.to_f64().into_iter().enumerate().find(|(_, v)| !ok(*v));
+    }
+    (0..x.t.numel()).map(|i| (i, dtype.read_f64(x.bytes, i))).find(|(_, v)| !ok(*v))
 }

@@ -3,7 +3,7 @@
 
 use super::gemm::{self, Lhs, Out as GemmOut, Rhs};
 use super::io::{load, row, rows_mut};
-use crate::bind::{typed, typed_mut, Args, In, Out};
+use crate::bind::{typed, typed_mut, Args, In};
 use crate::checks;
 use dsv3_core::fp8::{ue8m0, Overflow};
 use dsv3_core::ops::gemm::{blocks, AMAX_FLOOR};
@@ -53,11 +53,11 @@ fn rhs<'a>(op: &'static str, b: &Weights, bytes: &'a [u8], scales: Option<&'a [f
     })
 }
 
-fn out<'a>(op: &'static str, c: Out<'a>) -> Result<GemmOut<'a>> {
-    let ldc = c.t.strides[0].max(c.t.shape[1]);
-    Ok(match c.t.dtype {
-        DType::F32 => GemmOut::F32 { data: typed_mut(op, "c", c.bytes)?, ldc },
-        _ => GemmOut::Bf16 { data: typed_mut(op, "c", c.bytes)?, ldc },
+/// Output rows (f32 or bf16 bytes) with row stride `ldc`, as a kernel argument.
+fn out<'a>(op: &'static str, dtype: DType, bytes: &'a mut [u8], ldc: usize) -> Result<GemmOut<'a>> {
+    Ok(match dtype {
+        DType::F32 => GemmOut::F32 { data: typed_mut(op, "c", bytes)?, ldc },
+        _ => GemmOut::Bf16 { data: typed_mut(op, "c", bytes)?, ldc },
     })
 }
 
@@ -80,7 +80,9 @@ pub fn gemm(op: &Gemm, mut args: Args) -> Result<()> {
     let b_scales = optional_scales(OP, &args, "b_scales", matches!(op.b, Weights::BlockFp8 { .. }))?;
     let a = lhs(OP, &op.a, &args, &a_scales)?;
     let b = rhs(OP, &op.b, args.input("b")?.bytes, b_scales.as_deref())?;
-    gemm::gemm(m, n, k, a, b, out(OP, args.output("c")?)?);
+    let c = args.output("c")?;
+    let ldc = c.t.strides[0].max(n);
+    gemm::gemm(m, n, k, a, b, out(OP, c.t.dtype, c.bytes, ldc)?);
     Ok(())
 }
 
@@ -111,11 +113,7 @@ pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
         let b_scales_e = b_scales.as_deref().map(|s| &s[e * grid..(e + 1) * grid]);
         let b = rhs(OP, &op.b, &b_all[e * b_bytes..(e + 1) * b_bytes], b_scales_e)?;
         let rows_bytes = &mut c.bytes[lo * ldc * size..((hi - 1) * ldc + n) * size];
-        let c_e = match c.t.dtype {
-            DType::F32 => GemmOut::F32 { data: typed_mut(OP, "c", rows_bytes)?, ldc },
-            _ => GemmOut::Bf16 { data: typed_mut(OP, "c", rows_bytes)?, ldc },
-        };
-        gemm::gemm(hi - lo, n, k, a, b, c_e);
+        gemm::gemm(hi - lo, n, k, a, b, out(OP, c.t.dtype, rows_bytes, ldc)?);
     }
     Ok(())
 }

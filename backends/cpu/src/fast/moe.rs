@@ -1,23 +1,12 @@
 //! MoE routing, dispatch and combine in f32, parallel over tokens.
 
 use super::io::{load_all, row, rows_mut, store};
+use super::sampling::largest;
 use crate::bind::Args;
 use crate::checks;
 use dsv3_core::ops::{MoeDispatch, MoeRoute, Scoring, TopkMethod};
 use dsv3_core::Result;
 use rayon::prelude::*;
-
-/// Positions of the `k` largest values, largest first, ties to the lower position.
-fn largest(values: &[f32], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    let by_value = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
-    if k < order.len() {
-        order.select_nth_unstable_by(k, by_value);
-        order.truncate(k);
-    }
-    order.sort_by(by_value);
-    order
-}
 
 pub fn route(op: &MoeRoute, mut args: Args) -> Result<()> {
     let c = op.config;

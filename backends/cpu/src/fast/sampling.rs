@@ -18,6 +18,18 @@ fn argmax_row(row: &[f32]) -> usize {
     best
 }
 
+/// Positions of the `k` largest values, largest first, ties to the lower position.
+pub(super) fn largest(values: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    let by_value = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
+    if k < order.len() {
+        order.select_nth_unstable_by(k, by_value);
+        order.truncate(k);
+    }
+    order.sort_by(by_value);
+    order
+}
+
 fn rows(args: &Args, name: &'static str) -> Result<(Vec<f32>, usize)> {
     let x = args.input(name)?;
     Ok((load_all(&x), x.t.shape[1]))
@@ -36,19 +48,7 @@ pub fn argmax(mut args: Args) -> Result<()> {
 
 pub fn topk(op: &TopK, mut args: Args) -> Result<()> {
     let (x, n) = rows(&args, "x")?;
-    let ids: Vec<usize> = x
-        .par_chunks(n)
-        .flat_map_iter(|row| {
-            let mut order: Vec<usize> = (0..n).collect();
-            let by_value = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
-            if op.k < n {
-                order.select_nth_unstable_by(op.k, by_value);
-                order.truncate(op.k);
-            }
-            order.sort_by(by_value);
-            order
-        })
-        .collect();
+    let ids: Vec<usize> = x.par_chunks(n).flat_map_iter(|row| largest(row, op.k)).collect();
     let values: Vec<f64> = ids.iter().enumerate().map(|(i, &id)| x[(i / op.k) * n + id] as f64).collect();
     args.output("values")?.write_f64(&values);
     write_ids(&mut args, "ids", &ids)
