@@ -4,6 +4,8 @@
 mod bench;
 mod conformance;
 mod devices;
+mod inspect;
+mod model_cmd;
 mod registry;
 
 const USAGE: &str = "\
@@ -22,8 +24,23 @@ USAGE:
         Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak. For gemm, D is
         A/B/C dtypes, e.g. f32, bf16, fp8 (block-FP8 weights, f32 activations) or w8a8
         (FP8 activations and weights); --shape MxNxK means C[M,N] = A[M,K]·B[N,K]ᵀ.
-    dsv3 generate ...
-        Not in this build yet: the model graph arrives with the model issue.
+    dsv3 generate [--model DIR] (--prompt TEXT | --tokens 1,2,3) [--chat] [--system TEXT]
+                  [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
+                  [--backend auto|NAME] [--path fast|bf16|w8a8|f32] [--json] [--ignore-eos]
+        Generate from a DeepSeek-V3 / V2 checkpoint (HF layout, FP8 or BF16), streaming text to stdout and
+        prompt / decode tokens per second to stderr. Without --model: a small built-in model of the same
+        architecture with random weights and the real tokenizer. --temperature 0 is greedy (default 0.6,
+        top-p 0.95); --max-new-tokens defaults to 4096 (limit 8192). --path fast picks W8A8 for FP8
+        checkpoints where the device runs it, else bf16. --json: last stdout line is
+        {\"tokens\":[new ids],\"text\":...,\"prefill_tok_s\":...,\"decode_tok_s\":...}.
+    dsv3 logits --model DIR --tokens IDS [--backend B] [--path f32|bf16|w8a8] --out FILE.safetensors
+        Write `logits` [T, V] f32 for every prompt position (default path f32), to compare with PyTorch.
+    dsv3 inspect (--model DIR | --config FILE) [--json]
+        Architecture, parameters (total, active, MTP), weight bytes by dtype, latent KV-cache bytes per
+        token, and whether it fits on each device present. --json: last stdout line is a JSON object.
+    dsv3 golden [--backend B] [--path f32|bf16|w8a8|all] [--fixtures DIR]
+        Run the golden fixtures (logits from HF transformers, model/tests/fixtures) on one backend and
+        print the agreement against each path's derived bound. Exit status 1 on any failure.
 ";
 
 fn main() {
@@ -32,10 +49,10 @@ fn main() {
         Some("devices") => devices::run(),
         Some("conformance") => conformance::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
-        Some("generate") => {
-            eprintln!("dsv3 generate: not available in this build: the model graph (checkpoint loading, MLA, MoE, tokenizer) is not implemented yet");
-            2
-        }
+        Some("generate") => model_cmd::run_generate(&args[1..]),
+        Some("logits") => model_cmd::run_logits(&args[1..]),
+        Some("golden") => model_cmd::run_golden(&args[1..]),
+        Some("inspect") => inspect::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             0

@@ -1,0 +1,94 @@
+//! The latent KV cache: per layer one `[B, capacity, kv_lora_rank + qk_rope_head_dim]` tensor on the
+//! device (576 values per token per layer for DeepSeek-V3), with each sequence's length kept on the host,
+//! which schedules every token and so always knows it.
+
+use dsv3_core::{DType, Error, Result, Tensor};
+
+use crate::graph::Model;
+
+pub struct KvCache {
+    pub layers: Vec<Tensor>,
+    lens: Vec<usize>,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Room for `batch` sequences of up to `capacity` tokens each, in the model's activation dtype.
+    pub fn new(model: &Model, batch: usize, capacity: usize) -> Result<KvCache> {
+        let cfg = &model.config;
+        if capacity > cfg.max_position_embeddings {
+            return Err(Error::invalid(
+                "kv_cache",
+                "capacity",
+                format!("{capacity} tokens exceed max_position_embeddings {}", cfg.max_position_embeddings),
+            ));
+        }
+        let shape = [batch, capacity, cfg.kv_latent_width()];
+        let bytes = shape.iter().product::<usize>() * model.act.size();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| Ok(Tensor::contiguous(model.device.alloc(bytes.max(1))?, 0, &shape, model.act)))
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers, lens: vec![0; batch], capacity })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Tokens cached for each sequence.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+
+    /// Bytes per token over all layers.
+    pub fn bytes_per_token(&self) -> usize {
+        self.layers.first().map_or(0, |t| t.shape[2] * t.dtype.size()) * self.layers.len()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.layers.first().map_or(DType::F32, |t| t.dtype)
+    }
+
+    /// Claims `new_tokens` more positions in every sequence and returns where each sequence's new tokens
+    /// start.
+    pub(crate) fn reserve(&mut self, new_tokens: usize) -> Result<Vec<usize>> {
+        let starts = self.lens.clone();
+        if let Some(&longest) = starts.iter().max() {
+            if longest + new_tokens > self.capacity {
+                return Err(Error::invalid(
+                    "forward",
+                    "tokens",
+                    format!(
+                        "{longest} cached + {new_tokens} new tokens exceed the cache's {} positions",
+                        self.capacity
+                    ),
+                ));
+            }
+        }
+        self.lens.iter_mut().for_each(|l| *l += new_tokens);
+        Ok(starts)
+    }
+
+    /// The cache of one sequence (slot `b`), sharing this cache's memory, for a prefill whose length differs
+    /// from the other sequences'. Its length is written back with [`KvCache::absorb`].
+    pub fn slot(&self, b: usize) -> Result<KvCache> {
+        if b >= self.batch() {
+            return Err(Error::invalid(
+                "kv_cache",
+                "slot",
+                format!("{b} is not below batch {}", self.batch()),
+            ));
+        }
+        let layers = self.layers.iter().map(|t| t.narrow(0, b, 1)).collect::<Result<_>>()?;
+        Ok(KvCache { layers, lens: vec![self.lens[b]], capacity: self.capacity })
+    }
+
+    /// Takes over the length of a single-slot view made by [`KvCache::slot`].
+    pub fn absorb(&mut self, b: usize, slot: &KvCache) {
+        self.lens[b] = slot.lens[0];
+    }
+}

@@ -1,0 +1,132 @@
+//! Generation: prefill each prompt in one pass (sequences of different lengths each prefill alone, into
+//! their own cache slot), then decode every sequence together, one token per step, sampling on the device.
+
+use std::time::Instant;
+
+use dsv3_core::ops::sampling::Sample;
+use dsv3_core::{DType, Error, Op, Result, Tensor};
+
+use crate::cache::KvCache;
+use crate::graph::{Logits, Model};
+
+/// Hard ceiling on new tokens per request.
+pub const MAX_NEW_TOKENS_LIMIT: usize = 8192;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0: greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Tokens that end a sequence (kept in its output).
+    pub stop: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    /// New tokens per sequence (prompts excluded).
+    pub tokens: Vec<Vec<u32>>,
+    pub prompt_tokens: usize,
+    pub prefill_secs: f64,
+    /// Tokens produced by decode steps (the first token of each sequence comes from its prefill).
+    pub decode_tokens: usize,
+    pub decode_secs: f64,
+}
+
+impl Output {
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_secs.max(1e-9)
+    }
+
+    pub fn decode_tok_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_secs.max(1e-9)
+    }
+}
+
+/// The step's seed: each decode step draws fresh uniforms, reproducibly.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> Result<Vec<u32>> {
+    let rows = logits.shape[0];
+    let out = Tensor::contiguous(model.device.alloc(rows * 4)?, 0, &[rows], DType::I32);
+    let op = Sample {
+        logits: logits.clone(),
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        seed: step_seed(sampling.seed, step),
+        out: out.clone(),
+    };
+    model.stream().launch(&Op::Sample(op))?;
+    let mut host = vec![0u8; rows * 4];
+    model.stream().download(&out.buffer, 0, &mut host)?;
+    Ok(host.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32).collect())
+}
+
+/// Generates for every prompt; `on_token(sequence, token)` sees each new token as it is chosen.
+pub fn generate(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    request: &Request,
+    mut on_token: impl FnMut(usize, u32) -> Result<()>,
+) -> Result<Output> {
+    let cfg = &model.config;
+    if request.max_new_tokens == 0 || request.max_new_tokens > MAX_NEW_TOKENS_LIMIT {
+        let why = format!("{} must be in 1..={MAX_NEW_TOKENS_LIMIT}", request.max_new_tokens);
+        return Err(Error::invalid("generate", "max_new_tokens", why));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(Error::invalid("generate", "prompt", "every prompt needs at least one token"));
+    }
+    if longest > cfg.max_position_embeddings {
+        let why = format!("{longest} tokens exceed the model's context of {}", cfg.max_position_embeddings);
+        return Err(Error::invalid("generate", "prompt", why));
+    }
+    let capacity = (longest + request.max_new_tokens).min(cfg.max_position_embeddings);
+    let mut cache = KvCache::new(model, prompts.len(), capacity)?;
+    let mut out = Output { tokens: vec![Vec::new(); prompts.len()], ..Output::default() };
+    let mut done = vec![false; prompts.len()];
+
+    let start = Instant::now();
+    let mut next = Vec::with_capacity(prompts.len());
+    for (b, prompt) in prompts.iter().enumerate() {
+        let mut slot = cache.slot(b)?;
+        let logits = model.forward(&mut slot, prompt, prompt.len(), Logits::Last)?;
+        cache.absorb(b, &slot);
+        next.push(sample(model, &logits, &request.sampling, 0)?[0]);
+    }
+    out.prompt_tokens = prompts.iter().map(Vec::len).sum();
+    out.prefill_secs = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    for step in 1.. {
+        for (b, &token) in next.iter().enumerate() {
+            if done[b] {
+                continue;
+            }
+            out.tokens[b].push(token);
+            on_token(b, token)?;
+            if step > 1 {
+                out.decode_tokens += 1;
+            }
+            done[b] = request.stop.contains(&token) || out.tokens[b].len() == request.max_new_tokens;
+        }
+        let room = cache.lens().iter().all(|&l| l < cache.capacity());
+        if done.iter().all(|&d| d) || !room {
+            break;
+        }
+        // Finished sequences still ride along (their tokens are ignored): the batch keeps one shape.
+        let logits = model.forward(&mut cache, &next, 1, Logits::Last)?;
+        next = sample(model, &logits, &request.sampling, step)?;
+    }
+    out.decode_secs = start.elapsed().as_secs_f64();
+    Ok(out)
+}

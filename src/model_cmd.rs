@@ -1,0 +1,304 @@
+//! `dsv3 generate`, `dsv3 logits` and `dsv3 golden`: loading a model onto a device and running it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dsv3_core::{Device, Error};
+use dsv3_model::builtin::Builtin;
+use dsv3_model::chat::Message;
+use dsv3_model::checkpoint::Checkpoint;
+use dsv3_model::config::ModelConfig;
+use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
+use dsv3_model::golden;
+use dsv3_model::graph::{Logits, Model, NumericPath};
+use dsv3_model::progress::Progress;
+use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
+use dsv3_model::weights::WeightSource;
+
+use crate::{registry, Options};
+
+/// The device `--backend` names; `auto` takes the first backend of the registry (most capable first) that
+/// has a device, skipping the slow reference oracle.
+pub fn pick_device(spec: &str) -> Result<Arc<dyn Device>, String> {
+    let candidates = if spec == "auto" { registry::backends() } else { registry::select(spec)? };
+    let mut reasons = Vec::new();
+    for backend in candidates.iter().filter(|b| spec != "auto" || b.name() != "cpu-ref") {
+        match backend.devices() {
+            Ok(devices) if !devices.is_empty() => return backend.open(0).map_err(|e| e.to_string()),
+            Ok(_) => reasons.push(format!("{}: no device", backend.name())),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    Err(format!("no device for --backend {spec}: {}", reasons.join("; ")))
+}
+
+/// A loaded model with its tokenizer (when one is known).
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    pub random_weights: bool,
+}
+
+fn resolve_path(spec: &str, config: &ModelConfig, device: &dyn Device) -> Result<NumericPath, String> {
+    match spec {
+        "fast" => NumericPath::fastest(config, device).map_err(|e| e.to_string()),
+        other => NumericPath::parse(other)
+            .ok_or_else(|| format!("--path {other}: expected f32, bf16, w8a8 or fast")),
+    }
+}
+
+/// Loads `--model DIR` (validated against its config first, with a progress bar), or the built-in model.
+pub fn load(dir: Option<&Path>, device: Arc<dyn Device>, path_spec: &str) -> Result<Loaded, String> {
+    let Some(dir) = dir else {
+        let builtin = Builtin::new(0x5eed).map_err(|e| e.to_string())?;
+        let path = resolve_path(path_spec, &builtin.config, device.as_ref())?;
+        let model =
+            Model::load(builtin.config.clone(), &builtin, device, path, |_| {}).map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::builtin().map_err(|e| e.to_string())?;
+        return Ok(Loaded { model, tokenizer: Some(tokenizer), random_weights: true });
+    };
+    let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+    let checkpoint = Checkpoint::open(dir).map_err(|e| e.to_string())?;
+    checkpoint.validate(&config, false).map_err(|e| e.to_string())?;
+    let path = resolve_path(path_spec, &config, device.as_ref())?;
+    let tokenizer = match Tokenizer::from_dir(dir).map_err(|e| e.to_string())? {
+        Some(t) => Some(t),
+        // Checkpoints without tokenizer files (the test fixtures) still run from token ids.
+        None if config.vocab_size == dsv3_model::builtin::VOCAB => {
+            Some(Tokenizer::builtin().map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let model = load_with_progress(config, &checkpoint, device, path)?;
+    Ok(Loaded { model, tokenizer, random_weights: false })
+}
+
+fn load_with_progress(
+    config: ModelConfig,
+    checkpoint: &Checkpoint,
+    device: Arc<dyn Device>,
+    path: NumericPath,
+) -> Result<Model, String> {
+    let mut progress = Progress::new(
+        &format!("loading {}", checkpoint.describe()),
+        checkpoint.total_bytes(),
+        checkpoint.len(),
+    );
+    let model = Model::load(config, checkpoint, device, path, |bytes| {
+        progress.advance(bytes);
+        progress.tensor_done();
+    })
+    .map_err(|e| e.to_string())?;
+    progress.finish();
+    Ok(model)
+}
+
+fn parse_tokens(s: &str) -> Result<Vec<u32>, String> {
+    s.split(',')
+        .map(|t| t.trim().parse::<u32>().map_err(|_| format!("--tokens: `{t}` is not a token id")))
+        .collect()
+}
+
+fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Result<T, String> {
+    opts.value(name)
+        .map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name}: `{v}` is not a number")))
+}
+
+pub fn run_generate(args: &[String]) -> i32 {
+    match try_generate(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dsv3 generate: {e}");
+            2
+        }
+    }
+}
+
+fn try_generate(args: &[String]) -> Result<(), String> {
+    let opts = Options::parse(args, &["chat", "json", "ignore-eos"])?;
+    opts.only(&[
+        "model",
+        "prompt",
+        "tokens",
+        "chat",
+        "system",
+        "max-new-tokens",
+        "temperature",
+        "top-p",
+        "seed",
+        "backend",
+        "path",
+        "json",
+        "ignore-eos",
+    ])?;
+    let json = opts.flag("json");
+    let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
+    let loaded = load(opts.value("model").map(Path::new), device, opts.value("path").unwrap_or("fast"))?;
+    let model = &loaded.model;
+    if loaded.random_weights {
+        eprintln!("note: no --model given: running the built-in DeepSeek-V3-architecture model; its weights are random, so its text is noise");
+    }
+    eprintln!(
+        "model: {} on {} ({}), {} layers, {:.1} MB of weights",
+        model.config.arch.name(),
+        model.device.info().name,
+        model.describe_numerics(),
+        model.config.num_hidden_layers,
+        model.weight_bytes as f64 / 1e6
+    );
+    let tokenizer = loaded.tokenizer.as_ref();
+    let prompt = match (opts.value("prompt"), opts.value("tokens")) {
+        (Some(_), Some(_)) => return Err("give --prompt or --tokens, not both".into()),
+        (None, Some(ids)) => parse_tokens(ids)?,
+        (Some(text), None) => {
+            let tok = tokenizer.ok_or("this checkpoint has no tokenizer.json: use --tokens")?;
+            let ids = if opts.flag("chat") {
+                let mut messages = Vec::new();
+                if let Some(system) = opts.value("system") {
+                    messages.push(Message::system(system));
+                }
+                messages.push(Message::user(text));
+                tok.encode_chat(&messages, true)
+            } else {
+                tok.encode_prompt(text, BosPolicy::FromConfig)
+            };
+            ids.map_err(|e| e.to_string())?
+        }
+        (None, None) => return Err("--prompt TEXT or --tokens IDS is required".into()),
+    };
+    let max_new_tokens = number(&opts, "max-new-tokens", 4096usize)?;
+    if max_new_tokens > MAX_NEW_TOKENS_LIMIT {
+        return Err(format!("--max-new-tokens {max_new_tokens} exceeds the limit of {MAX_NEW_TOKENS_LIMIT}"));
+    }
+    let sampling = Sampling {
+        temperature: number(&opts, "temperature", 0.6f32)?,
+        top_p: number(&opts, "top-p", 0.95f32)?,
+        seed: number(&opts, "seed", 0u64)?,
+    };
+    let mut stop = model.config.eos_token_ids.clone();
+    if let Some(t) = tokenizer {
+        stop.push(t.eos_id());
+    }
+    if opts.flag("ignore-eos") {
+        stop.clear(); // benchmarking: always produce --max-new-tokens
+    }
+    let request = Request { max_new_tokens, sampling, stop };
+    let mut decoder = tokenizer.map(Tokenizer::stream_decoder);
+    let mut text = String::new();
+    let out = generate(model, &[prompt], &request, |_, token| {
+        if let Some(d) = decoder.as_mut() {
+            let piece = d.step(token)?;
+            text.push_str(&piece);
+            if !json {
+                print!("{piece}");
+                std::io::stdout().flush().map_err(|source| Error::Io { context: "stdout".into(), source })?;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(d) = decoder {
+        let rest = d.finish().map_err(|e| e.to_string())?;
+        text.push_str(&rest);
+        if !json {
+            println!("{rest}");
+        }
+    }
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s | decode: {} tokens, {:.1} tok/s",
+        out.prompt_tokens,
+        out.prefill_tok_s(),
+        out.decode_tokens,
+        out.decode_tok_s()
+    );
+    if json {
+        let line = serde_json::json!({
+            "tokens": out.tokens[0],
+            "text": if tokenizer.is_some() { serde_json::Value::String(text) } else { serde_json::Value::Null },
+            "prefill_tok_s": out.prefill_tok_s(),
+            "decode_tok_s": out.decode_tok_s(),
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
+
+pub fn run_logits(args: &[String]) -> i32 {
+    match try_logits(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dsv3 logits: {e}");
+            2
+        }
+    }
+}
+
+fn try_logits(args: &[String]) -> Result<(), String> {
+    let opts = Options::parse(args, &[])?;
+    opts.only(&["model", "tokens", "backend", "path", "out"])?;
+    let dir = opts.value("model").ok_or("--model DIR is required")?;
+    let tokens = parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
+    let out_path = PathBuf::from(opts.value("out").ok_or("--out FILE.safetensors is required")?);
+    let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
+    let loaded = load(Some(Path::new(dir)), device, opts.value("path").unwrap_or("f32"))?;
+    let model = &loaded.model;
+    let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
+    let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
+    let values = golden::download_f32(model, &logits).map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = vec![tokens.len(), model.config.vocab_size];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        .map_err(|e| e.to_string())?;
+    safetensors::serialize_to_file([("logits", view)], None, &out_path)
+        .map_err(|e| format!("writing {}: {e}", out_path.display()))?;
+    eprintln!(
+        "wrote logits [{}, {}] ({}, {}) to {}",
+        tokens.len(),
+        model.config.vocab_size,
+        model.device.info().backend,
+        model.describe_numerics(),
+        out_path.display()
+    );
+    Ok(())
+}
+
+/// `dsv3 golden`: the model-level oracle (fixtures with HF transformers logits) on one backend.
+pub fn run_golden(args: &[String]) -> i32 {
+    match try_golden(args) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("dsv3 golden: {e}");
+            2
+        }
+    }
+}
+
+fn try_golden(args: &[String]) -> Result<bool, String> {
+    let opts = Options::parse(args, &[])?;
+    opts.only(&["backend", "path", "fixtures"])?;
+    let root = PathBuf::from(opts.value("fixtures").unwrap_or("model/tests/fixtures"));
+    let backend = opts.value("backend").unwrap_or("auto");
+    let paths: Vec<NumericPath> =
+        match opts.value("path").unwrap_or("all") {
+            "all" => vec![NumericPath::F32, NumericPath::Bf16, NumericPath::W8A8],
+            p => vec![NumericPath::parse(p)
+                .ok_or_else(|| format!("--path {p}: expected f32, bf16, w8a8 or all"))?],
+        };
+    let mut all_pass = true;
+    for fixture in ["tiny-dsv3", "tiny-dsv3-bf16"] {
+        let dir = root.join(fixture);
+        let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+        for &path in &paths {
+            if path == NumericPath::W8A8 && config.quantization.is_none() {
+                continue; // a BF16 checkpoint has no W8A8 form
+            }
+            let device = pick_device(backend)?;
+            let report = golden::check(&dir, device, path).map_err(|e| e.to_string())?;
+            println!("{}", report.line());
+            all_pass &= report.pass();
+        }
+    }
+    Ok(all_pass)
+}
