@@ -1,12 +1,17 @@
 //! The backends compiled into this binary. Adding a backend is one line here and a crate under
 //! `backends/`; nothing in `core` changes.
 
+use dsv3_backend_ascend::AscendBackend;
 use dsv3_backend_cpu::{CpuBackend, Mode};
 use dsv3_core::Backend;
 
 /// Every backend of this build, in order of preference for running a model.
 pub fn backends() -> Vec<Box<dyn Backend>> {
-    vec![Box::new(CpuBackend::new(Mode::Fast)), Box::new(CpuBackend::new(Mode::Reference))]
+    vec![
+        Box::new(CpuBackend::new(Mode::Fast)),
+        Box::new(CpuBackend::new(Mode::Reference)),
+        Box::new(AscendBackend::new()),
+    ]
 }
 
 /// Backends the project plans but this build does not contain, with the reason, so that `dsv3 devices`
@@ -15,7 +20,6 @@ pub const NOT_BUILT: &[(&str, &str)] = &[
     ("cuda", "not in this build yet (NVIDIA backend: issue 5)"),
     ("hip", "not in this build yet (AMD ROCm backend: issue 7)"),
     ("wgpu", "not in this build yet (Vulkan backend: issue 4)"),
-    ("ascend", "not in this build yet (CANN stub: issue 6)"),
 ];
 
 /// Backends selected by a `--backend` value: a name, a comma-separated list, or `all`.
