@@ -43,9 +43,14 @@ pub struct Builtin {
 
 impl Builtin {
     pub fn new(seed: u64) -> Result<Builtin> {
-        let config = ModelConfig::from_json(CONFIG, "built-in config")?;
+        Ok(Builtin::with_config(ModelConfig::from_json(CONFIG, "built-in config")?, seed))
+    }
+
+    /// Random weights for any configuration (benchmarks of full-width shapes); FP8 projections when the
+    /// config has a `quantization_config`, bf16 otherwise.
+    pub fn with_config(config: ModelConfig, seed: u64) -> Builtin {
         let specs = tensor_table(&config).into_iter().map(|s| (s.name.clone(), s)).collect();
-        Ok(Builtin { config, specs, seed })
+        Builtin { config, specs, seed }
     }
 
     /// A standard normal value for element `i` of tensor `name` (Box–Muller over the shared hash).
@@ -124,8 +129,9 @@ impl WeightSource for Builtin {
         let values = self.values(spec);
         let host =
             |dtype, shape: Vec<usize>, bytes| Ok(HostTensor { dtype, shape, bytes: Cow::Owned(bytes) });
+        let fp8 = self.config.quantization.is_some();
         match (spec.kind, want_scales) {
-            (Kind::Linear, _) => {
+            (Kind::Linear, _) if fp8 => {
                 let (n, k) = (spec.shape[0], spec.shape[1]);
                 let (codes, scales) = quantize(&values, n, k);
                 if want_scales {
@@ -134,11 +140,12 @@ impl WeightSource for Builtin {
                     host(DType::F8E4M3Fn, spec.shape.clone(), codes)
                 }
             }
+            (Kind::Linear, false) => host(DType::BF16, spec.shape.clone(), encode(DType::BF16, &values)),
             (Kind::Float, false) if base.ends_with("e_score_correction_bias") => {
                 host(DType::F32, spec.shape.clone(), encode(DType::F32, &values))
             }
             (Kind::Float, false) => host(DType::BF16, spec.shape.clone(), encode(DType::BF16, &values)),
-            (Kind::Float, true) => Err(missing()),
+            (_, true) => Err(missing()),
         }
     }
 }

@@ -1,0 +1,106 @@
+//! Whole-model prefill and decode tokens/s on the CPU backend, with the rooflines they are measured
+//! against printed first: decode is bound by weight bytes read per token ÷ memory bandwidth, prefill by
+//! 2 × active parameters per token ÷ peak FLOP/s.
+//!
+//! Models: the two golden fixtures (overhead-dominated), and a full-width DeepSeek-V2-Lite shape cut to 2
+//! layers (1 dense + 1 MoE with 64 experts, bf16, random weights). A full-width DeepSeek-V3 MoE layer
+//! (256 experts: 11 GB of FP8 weights) does not fit this machine's benchmark budget; see benches/results.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dsv3_backend_cpu::{CpuBackend, Mode};
+use dsv3_core::{Backend, Device};
+use dsv3_model::builtin::Builtin;
+use dsv3_model::cache::KvCache;
+use dsv3_model::checkpoint::Checkpoint;
+use dsv3_model::config::ModelConfig;
+use dsv3_model::generate::{generate, Request, Sampling};
+use dsv3_model::graph::{Logits, Model, NumericPath};
+use dsv3_model::layout::param_count;
+
+const DECODE_TOKENS: usize = 32;
+
+fn device() -> Arc<dyn Device> {
+    CpuBackend::new(Mode::Fast).open(0).unwrap()
+}
+
+fn fixture(name: &str, path: NumericPath) -> Model {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name);
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    Model::load(cfg, &Checkpoint::open(&dir).unwrap(), device(), path, |_| {}).unwrap()
+}
+
+fn v2_lite_two_layers() -> Model {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/configs");
+    let text = std::fs::read_to_string(dir.join("deepseek-v2-lite.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["num_hidden_layers"] = 2.into();
+    let cfg = ModelConfig::from_json(&json.to_string(), "deepseek-v2-lite.json (2 layers)").unwrap();
+    let source = Builtin::with_config(cfg.clone(), 1);
+    Model::load(cfg, &source, device(), NumericPath::Bf16, |_| {}).unwrap()
+}
+
+/// Prints the rooflines: weight bytes a decode token reads (the whole model but the unchosen experts and
+/// all but one embedding row), and the FLOPs a prefill token needs.
+fn rooflines(label: &str, model: &Model) {
+    let cfg = &model.config;
+    let params = param_count(cfg);
+    let read = params.active - ((cfg.vocab_size - 1) * cfg.hidden_size) as u64;
+    let bytes_per_param = model.weight_bytes as f64 / params.main as f64;
+    let peak = model.device.peak().unwrap();
+    let bytes = read as f64 * bytes_per_param;
+    eprintln!(
+        "{label}: {} ({}); decode reads ~{:.1} MB/token → roofline {:.0} tok/s at {:.1} GB/s; prefill {:.1} MFLOP/token → roofline {:.0} tok/s at {:.0} GFLOP/s ({})",
+        model.describe_numerics(),
+        model.path.name(),
+        bytes / 1e6,
+        peak.bytes_per_s / bytes,
+        peak.bytes_per_s / 1e9,
+        2.0 * read as f64 / 1e6,
+        peak.f32_flops / (2.0 * read as f64),
+        peak.f32_flops / 1e9,
+        peak.source,
+    );
+}
+
+fn bench_model(c: &mut Criterion, label: &str, model: &Model, prompt_len: usize) {
+    rooflines(label, model);
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 3) % model.config.vocab_size as u32).collect();
+    let mut group = c.benchmark_group(label);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(prompt_len as u64));
+    group.bench_function(format!("prefill {prompt_len} tokens"), |b| {
+        b.iter(|| {
+            let mut cache = KvCache::new(model, 1, prompt_len).unwrap();
+            model.forward(&mut cache, &prompt, prompt_len, Logits::Last).unwrap()
+        })
+    });
+    group.throughput(Throughput::Elements(DECODE_TOKENS as u64 - 1));
+    let request = Request {
+        max_new_tokens: DECODE_TOKENS,
+        sampling: Sampling { temperature: 0.0, top_p: 1.0, seed: 0 },
+        stop: Vec::new(),
+    };
+    group.bench_function(format!("decode {} tokens after a 1-token prompt", DECODE_TOKENS - 1), |b| {
+        b.iter(|| {
+            let out = generate(model, &[vec![prompt[0]]], &request, |_, _| Ok(())).unwrap();
+            assert_eq!(out.decode_tokens, DECODE_TOKENS - 1);
+        })
+    });
+    group.finish();
+}
+
+fn fixtures(c: &mut Criterion) {
+    bench_model(c, "tiny-dsv3 w8a8", &fixture("tiny-dsv3", NumericPath::W8A8), 20);
+    bench_model(c, "tiny-dsv3-bf16 bf16", &fixture("tiny-dsv3-bf16", NumericPath::Bf16), 20);
+    bench_model(c, "tiny-dsv3-bf16 f32", &fixture("tiny-dsv3-bf16", NumericPath::F32), 20);
+}
+
+fn v2_lite(c: &mut Criterion) {
+    bench_model(c, "v2-lite-2-layers bf16", &v2_lite_two_layers(), 64);
+}
+
+criterion_group!(benches, fixtures, v2_lite);
+criterion_main!(benches);
