@@ -89,7 +89,7 @@ impl DType {
             DType::F16 => f16::from_bits(u16::from_le_bytes(at(2).try_into().unwrap())).to_f64(),
             DType::BF16 => bf16::from_bits(u16::from_le_bytes(at(2).try_into().unwrap())).to_f64(),
             DType::F8E4M3Fn | DType::F8E4M3Fnuz | DType::F8E5M2 => {
-                self.fp8_format().unwrap().decode(bytes[index]) as f64
+                self.fp8_format().unwrap().decode_table()[bytes[index] as usize] as f64
             }
             DType::Ue8m0 => ue8m0::decode(bytes[index]) as f64,
             DType::I32 => i32::from_le_bytes(at(4).try_into().unwrap()) as f64,

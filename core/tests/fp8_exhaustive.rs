@@ -619,3 +619,42 @@ fn write_f64_rounds_once_near_bf16_midpoints() {
         }
     }
 }
+
+/// The kernels' bit-manipulation encoder equals the reference encoder with saturation on every input class
+/// that can matter to rounding: every sign and f32 exponent, every value of the top 10 mantissa bits, and
+/// below them the bit patterns that decide rounding (exact, just below / at / just above a tie, sticky
+/// bits), plus infinities, NaNs and a sweep of pseudo-random bit patterns.
+#[test]
+fn encode_saturating_equals_encode() {
+    let lows = [0u32, 1, 0x1FFF, 0x2000, 0x2001, 0x3FFF, 0x1000, 0xFFF, 0x7FFF, 0x4000, 0x4001, 0x3FFFF];
+    let mut checked = 0u64;
+    for format in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
+        let check = |bits: u32| {
+            let x = f32::from_bits(bits);
+            let (fast, slow) = (format.encode_saturating(x), format.encode(x, Overflow::Saturate));
+            assert!(
+                fast == slow || (format.is_nan_code(fast) && format.is_nan_code(slow)),
+                "{format:?} {x:e} ({bits:#010x}): fast {fast:#04x}, reference {slow:#04x}"
+            );
+        };
+        for sign in [0u32, 1 << 31] {
+            for exp in 0u32..256 {
+                for top in 0u32..1024 {
+                    for low in lows {
+                        // top 10 mantissa bits, then the low pattern shifted under them (wrapping into 13 bits).
+                        check(sign | exp << 23 | top << 13 | (low & 0x1FFF));
+                        check(sign | exp << 23 | top << 13 | (low >> 5 & 0x1FFF));
+                        checked += 2;
+                    }
+                }
+            }
+        }
+        let mut z = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2_000_000 {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            check((z >> 32) as u32);
+            checked += 1;
+        }
+    }
+    assert!(checked > 30_000_000);
+}

@@ -67,5 +67,11 @@ fn first_failing(x: &In, ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
     if !x.t.is_contiguous() {
         return x.to_f64().into_iter().enumerate().find(|(_, v)| !ok(*v));
     }
+    if let Some(format) = dtype.fp8_format() {
+        // One byte per value: judge each of the 256 codes once rather than decoding every element.
+        let fails: [bool; 256] = std::array::from_fn(|c| !ok(format.decode(c as u8) as f64));
+        let bytes = &x.bytes[..x.t.numel()];
+        return bytes.iter().position(|&c| fails[c as usize]).map(|i| (i, format.decode(bytes[i]) as f64));
+    }
     (0..x.t.numel()).map(|i| (i, dtype.read_f64(x.bytes, i))).find(|(_, v)| !ok(*v))
 }

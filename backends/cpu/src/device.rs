@@ -3,7 +3,7 @@
 
 use crate::bind;
 use crate::buffer::{bytes_mut, CpuBuffer};
-use crate::{checks, fast, reference};
+use crate::{checks, fast, reference, threads};
 use dsv3_core::{
     Buffer, Capabilities, DType, DTypeUsage, Device, DeviceId, DeviceInfo, Error, Op, Peak, Result, Stream,
     Support,
@@ -47,7 +47,7 @@ impl CpuDevice {
         let name = match mode {
             Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
             Mode::Fast => {
-                format!("CPU fast ({} threads, {})", rayon::current_num_threads(), fast::kernel_name())
+                format!("CPU fast ({} threads, {})", threads::count(), fast::kernel_name())
             }
         };
         let usage =
@@ -126,7 +126,7 @@ impl Device for CpuDevice {
     }
 
     fn peak(&self) -> Option<Peak> {
-        Some(self.peak.get_or_init(fast::measure_peak).clone())
+        Some(self.peak.get_or_init(|| threads::run(f64::INFINITY, fast::measure_peak)).clone())
     }
 
     fn alloc(&self, bytes: usize) -> Result<Buffer> {
@@ -225,12 +225,15 @@ impl Stream for CpuStream {
         if let (Mode::Fast, Support::Unsupported { reason }) = (self.mode, fast::supports(op)) {
             return Err(Error::unsupported(&self.backend(), op.name(), reason));
         }
-        bind::with_args(op, |args| {
-            checks::finite_inputs(op, &args)?;
-            match self.mode {
-                Mode::Reference => reference::run(op, args),
-                Mode::Fast => fast::run(op, args),
-            }
+        let cost = op.cost();
+        threads::run(cost.flops + cost.bytes, || {
+            bind::with_args(op, |args| {
+                checks::finite_inputs(op, &args)?;
+                match self.mode {
+                    Mode::Reference => reference::run(op, args),
+                    Mode::Fast => fast::run(op, args),
+                }
+            })
         })
     }
 

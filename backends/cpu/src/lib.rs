@@ -11,6 +11,7 @@ mod checks;
 mod device;
 pub mod fast;
 mod reference;
+mod threads;
 
 pub use device::{CpuDevice, Mode};
 

@@ -2,7 +2,6 @@
 //! the innermost dimension of a view whose inner stride is 1; leading dimensions may be strided.
 
 use crate::bind::{In, Out};
-use dsv3_core::fp8::Overflow;
 use dsv3_core::{DType, Error, Result, Tensor};
 use half::bf16;
 
@@ -87,9 +86,7 @@ pub fn store(dtype: DType, src: &[f32], dst: &mut [u8]) {
             }
         }
         _ => match dtype.fp8_format() {
-            Some(format) => {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d = format.encode(*s, Overflow::Saturate))
-            }
+            Some(format) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = format.encode_saturating(*s)),
             None => src.iter().enumerate().for_each(|(i, s)| dtype.write_f64(dst, i, *s as f64)),
         },
     }

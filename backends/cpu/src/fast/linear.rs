@@ -5,7 +5,7 @@ use super::gemm::{self, Lhs, Out as GemmOut, Rhs};
 use super::io::{load, row, rows_mut};
 use crate::bind::{typed, typed_mut, Args, In};
 use crate::checks;
-use dsv3_core::fp8::{ue8m0, Overflow};
+use dsv3_core::fp8::ue8m0;
 use dsv3_core::ops::gemm::{blocks, AMAX_FLOOR};
 use dsv3_core::ops::{ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK};
 use dsv3_core::{DType, Result};
@@ -141,7 +141,7 @@ pub fn act_quant(op: &ActQuant, mut args: Args) -> Result<()> {
             }
             scales[g] = s;
             for (c, x) in chunk.iter().enumerate() {
-                q[g * QUANT_BLOCK + c] = format.encode(x / s, Overflow::Saturate);
+                q[g * QUANT_BLOCK + c] = format.encode_saturating(x / s);
             }
         }
         match scale_dtype {

@@ -51,7 +51,7 @@ impl Fp8Tables {
         }
         let mut t = Box::new(Fp8Tables { hi: [0; 128], lo: [0; 128], nan80: format.is_nan_code(0x80) });
         for mag in 0..128u8 {
-            let v = format.decode(mag);
+            let v = format.decode_table()[mag as usize];
             let bits = if v.is_nan() { 0x7FC0_0000 } else { v.to_bits() };
             assert_eq!(bits & 0xFFFF, 0, "FP8 value with more than 16 significant bits");
             t.hi[mag as usize] = (bits >> 24) as u8;

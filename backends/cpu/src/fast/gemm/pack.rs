@@ -53,7 +53,7 @@ impl<'a> LhsSrc<'a> {
                 lda,
                 scales,
                 kb: k.div_ceil(SCALE_BLOCK),
-                table: Box::new(format.decode_table()),
+                table: Box::new(*format.decode_table()),
                 simd: Fp8Tables::new(format),
             },
         }
@@ -83,7 +83,7 @@ impl<'a> RhsSrc<'a> {
                 scales,
                 kb: k.div_ceil(SCALE_BLOCK),
                 format,
-                table: Box::new(format.decode_table()),
+                table: Box::new(*format.decode_table()),
                 simd: Fp8Tables::new(format),
             },
         }
