@@ -67,7 +67,8 @@ fn rooflines(label: &str, model: &Model) {
 
 fn bench_model(c: &mut Criterion, label: &str, model: &Model, prompt_len: usize) {
     rooflines(label, model);
-    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919 + 3) % model.config.vocab_size as u32).collect();
+    let prompt: Vec<u32> =
+        (0..prompt_len as u32).map(|i| (i * 7919 + 3) % model.config.vocab_size as u32).collect();
     let mut group = c.benchmark_group(label);
     group.sample_size(10);
     group.throughput(Throughput::Elements(prompt_len as u64));
