@@ -9,13 +9,7 @@ use dsv3_conformance::{cases, runner, Case, Mode, Row};
 use dsv3_core::{DType, Fp8Format};
 
 pub fn run(args: &[String]) -> i32 {
-    match try_run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dsv3 bench: {e}");
-            2
-        }
-    }
+    crate::finish("bench", try_run(args))
 }
 
 fn try_run(args: &[String]) -> Result<i32, String> {

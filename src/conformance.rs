@@ -4,13 +4,7 @@ use crate::{registry, Options};
 use dsv3_conformance::{cases, runner, Mode, Row, Status};
 
 pub fn run(args: &[String]) -> i32 {
-    match try_run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dsv3 conformance: {e}");
-            2
-        }
-    }
+    crate::finish("conformance", try_run(args))
 }
 
 fn try_run(args: &[String]) -> Result<i32, String> {

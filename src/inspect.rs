@@ -7,16 +7,10 @@ use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
 use dsv3_model::inspect::Report;
 
-use crate::{registry, Options};
+use crate::{finish, registry, Options};
 
 pub fn run(args: &[String]) -> i32 {
-    match try_run(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("dsv3 inspect: {e}");
-            2
-        }
-    }
+    finish("inspect", try_run(args).map(|()| 0))
 }
 
 fn try_run(args: &[String]) -> Result<(), String> {

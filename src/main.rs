@@ -65,6 +65,14 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The exit status of a subcommand: its own, or 2 with the error on stderr.
+pub fn finish(command: &str, result: Result<i32, String>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("dsv3 {command}: {e}");
+        2
+    })
+}
+
 /// `--name value` options after a subcommand.
 pub struct Options {
     pairs: Vec<(String, Option<String>)>,

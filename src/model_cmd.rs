@@ -16,7 +16,7 @@ use dsv3_model::progress::Progress;
 use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
 use dsv3_model::weights::WeightSource;
 
-use crate::{registry, Options};
+use crate::{finish, registry, Options};
 
 /// The device `--backend` names; `auto` takes the first backend of the registry (most capable first) that
 /// has a device, skipping the slow reference oracle.
@@ -106,13 +106,7 @@ fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Resul
 }
 
 pub fn run_generate(args: &[String]) -> i32 {
-    match try_generate(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("dsv3 generate: {e}");
-            2
-        }
-    }
+    finish("generate", try_generate(args).map(|()| 0))
 }
 
 fn try_generate(args: &[String]) -> Result<(), String> {
@@ -225,13 +219,7 @@ fn try_generate(args: &[String]) -> Result<(), String> {
 }
 
 pub fn run_logits(args: &[String]) -> i32 {
-    match try_logits(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("dsv3 logits: {e}");
-            2
-        }
-    }
+    finish("logits", try_logits(args).map(|()| 0))
 }
 
 fn try_logits(args: &[String]) -> Result<(), String> {
@@ -265,14 +253,7 @@ fn try_logits(args: &[String]) -> Result<(), String> {
 
 /// `dsv3 golden`: the model-level oracle (fixtures with HF transformers logits) on one backend.
 pub fn run_golden(args: &[String]) -> i32 {
-    match try_golden(args) {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => {
-            eprintln!("dsv3 golden: {e}");
-            2
-        }
-    }
+    finish("golden", try_golden(args).map(|pass| if pass { 0 } else { 1 }))
 }
 
 fn try_golden(args: &[String]) -> Result<bool, String> {

@@ -2,9 +2,10 @@
 //! against printed first: decode is bound by weight bytes read per token ÷ memory bandwidth, prefill by
 //! 2 × active parameters per token ÷ peak FLOP/s.
 //!
-//! Models: the two golden fixtures (overhead-dominated), and a full-width DeepSeek-V2-Lite shape cut to 2
-//! layers (1 dense + 1 MoE with 64 experts, bf16, random weights). A full-width DeepSeek-V3 MoE layer
-//! (256 experts: 11 GB of FP8 weights) does not fit this machine's benchmark budget; see benches/results.
+//! Models: the two golden fixtures (overhead-dominated), a full-width DeepSeek-V2-Lite shape cut to 2
+//! layers (1 dense + 1 MoE with 64 experts, bf16, random weights), and — with `DSV3_BENCH_V3_LAYER=1`,
+//! since it needs ~12 GB of memory — one full-width DeepSeek-V3 MoE layer (MLA + 256 FP8 experts, top-8,
+//! plus the shared expert; vocabulary cut to 1024 so that the head does not dominate).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,5 +104,31 @@ fn v2_lite(c: &mut Criterion) {
     bench_model(c, "v2-lite-2-layers bf16", &v2_lite_two_layers(), 64);
 }
 
-criterion_group!(benches, fixtures, v2_lite);
+fn v3_moe_layer() -> ModelConfig {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/configs");
+    let text = std::fs::read_to_string(dir.join("deepseek-v3.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["num_hidden_layers"] = 1.into();
+    json["first_k_dense_replace"] = 0.into();
+    json["num_nextn_predict_layers"] = 0.into();
+    json["vocab_size"] = 1024.into();
+    json["bos_token_id"] = 0.into();
+    json["eos_token_id"] = 1.into();
+    ModelConfig::from_json(&json.to_string(), "deepseek-v3.json (one MoE layer)").unwrap()
+}
+
+fn v3_layer(c: &mut Criterion) {
+    if std::env::var("DSV3_BENCH_V3_LAYER").is_err() {
+        eprintln!("v3-moe-layer: skipped (set DSV3_BENCH_V3_LAYER=1; needs ~12 GB of memory)");
+        return;
+    }
+    let cfg = v3_moe_layer();
+    let source = Builtin::bulk(cfg.clone(), 1);
+    for path in [NumericPath::W8A8, NumericPath::Bf16] {
+        let model = Model::load(cfg.clone(), &source, device(), path, |_| {}).unwrap();
+        bench_model(c, &format!("v3-moe-layer {}", path.name()), &model, 64);
+    }
+}
+
+criterion_group!(benches, fixtures, v2_lite, v3_layer);
 criterion_main!(benches);

@@ -39,6 +39,8 @@ pub struct Builtin {
     pub config: ModelConfig,
     specs: HashMap<String, TensorSpec>,
     seed: u64,
+    /// Weights straight from a hash (see [`Builtin::bulk`]).
+    bulk: bool,
 }
 
 impl Builtin {
@@ -50,7 +52,55 @@ impl Builtin {
     /// config has a `quantization_config`, bf16 otherwise.
     pub fn with_config(config: ModelConfig, seed: u64) -> Builtin {
         let specs = tensor_table(&config).into_iter().map(|s| (s.name.clone(), s)).collect();
-        Builtin { config, specs, seed }
+        Builtin { config, specs, seed, bulk: false }
+    }
+
+    /// Weights for timing only, at about a nanosecond per byte (a full-width DeepSeek-V3 MoE layer is
+    /// 11 GB): projections, embeddings and the head are hashed bits — FP8 codes with magnitudes ≤ 1.875
+    /// and a `1/sqrt(in)` block scale, or bf16 values of magnitude [2⁻⁷, 2⁻⁶) — not samples of a
+    /// distribution. Norm gains are 1 and the router bias small, as in [`Builtin::with_config`].
+    pub fn bulk(config: ModelConfig, seed: u64) -> Builtin {
+        Builtin { bulk: true, ..Builtin::with_config(config, seed) }
+    }
+
+    /// `n` bytes of SplitMix64 output keyed by (seed, tensor).
+    fn hashed_bytes(&self, name_hash: u64, n: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(n + 8);
+        for i in 0..n.div_ceil(8) as u64 {
+            let mut z = (self.seed ^ name_hash).wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        bytes.truncate(n);
+        bytes
+    }
+
+    /// The bulk form of a projection / embedding / head, or `None` for tensors generated normally.
+    fn bulk_tensor(&self, spec: &TensorSpec, want_scales: bool) -> Option<HostTensor<'_>> {
+        let generated = spec.name.ends_with("norm.weight") || spec.name.ends_with("e_score_correction_bias");
+        if !self.bulk || generated {
+            return None;
+        }
+        let hash = name_hash(&spec.name);
+        let (n, k) = (spec.shape[0], spec.shape.get(1).copied().unwrap_or(1));
+        let owned = |dtype, shape: Vec<usize>, bytes| HostTensor { dtype, shape, bytes: Cow::Owned(bytes) };
+        if spec.kind == Kind::Linear && self.config.quantization.is_some() {
+            if want_scales {
+                let scales = vec![1.0 / (k as f32).sqrt(); blocks(n) * blocks(k)];
+                return Some(owned(DType::F32, vec![blocks(n), blocks(k)], encode(DType::F32, &scales)));
+            }
+            // Clearing bit 6 keeps every code's exponent field ≤ 7: finite, |value| ≤ 1.875.
+            let codes = self.hashed_bytes(hash, n * k).into_iter().map(|c| c & !0x40).collect();
+            return Some(owned(DType::F8E4M3Fn, spec.shape.clone(), codes));
+        }
+        // bf16 with exponent 120 (2⁻⁷), a random sign and mantissa.
+        let mut bytes = self.hashed_bytes(hash, 2 * spec.numel());
+        for pair in bytes.chunks_exact_mut(2) {
+            let bits = (u16::from_le_bytes([pair[0], pair[1]]) & 0x807F) | 0x3C00;
+            pair.copy_from_slice(&bits.to_le_bytes());
+        }
+        Some(owned(DType::BF16, spec.shape.clone(), bytes))
     }
 
     /// A standard normal value for element `i` of tensor `name` (Box–Muller over the shared hash).
@@ -63,10 +113,7 @@ impl Builtin {
     /// The tensor's values before storage: projections N(0, 1/in), norms 1, embeddings N(0, 1), the router
     /// bias small.
     fn values(&self, spec: &TensorSpec) -> Vec<f32> {
-        let hash = spec
-            .name
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let hash = name_hash(&spec.name);
         let n = spec.numel();
         let scale = if spec.name.ends_with("norm.weight") {
             return vec![1.0; n];
@@ -79,6 +126,11 @@ impl Builtin {
         };
         (0..n).map(|i| scale * self.normal(hash, i)).collect()
     }
+}
+
+/// FNV-1a of a tensor's name: the per-tensor key of its generated values.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 fn encode(dtype: DType, values: &[f32]) -> Vec<u8> {
@@ -126,6 +178,9 @@ impl WeightSource for Builtin {
         let missing =
             || Error::Data { file: self.describe(), field: name.into(), reason: "no such tensor".into() };
         let spec = self.specs.get(base).ok_or_else(missing)?;
+        if let Some(t) = self.bulk_tensor(spec, want_scales) {
+            return Ok(t);
+        }
         let values = self.values(spec);
         let host =
             |dtype, shape: Vec<usize>, bytes| Ok(HostTensor { dtype, shape, bytes: Cow::Owned(bytes) });

@@ -460,7 +460,7 @@ impl Step<'_> {
         let cfg = &self.model.config;
         let act = self.model.act;
         let (rows, heads) = (self.rows, cfg.num_attention_heads);
-        let (dn, dr, dv, dc) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank);
+        let (dn, dr, dc) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank);
         let qk = dn + dr;
         let q = match &attn.q {
             QProj::Lora(lora) => {
@@ -500,15 +500,7 @@ impl Step<'_> {
         };
         self.launch(Op::Rope(rope))?;
         // Absorb W_UK into the query, one head at a time: q̃_h = q_nope_h · W_UK[h].
-        let q_latent = self.tmp(&[rows, heads, dc], act)?;
-        for h in 0..heads {
-            let gemm = Gemm {
-                a: Activations::Dense(view(&q, h * qk, &[rows, dn], &[heads * qk, 1])),
-                b: Weights::Dense(view(&attn.w_uk_t, h * dc * dn, &[dc, dn], &[dn, 1])),
-                c: view(&q_latent, h * dc, &[rows, dc], &[heads * dc, 1]),
-            };
-            self.launch(Op::Gemm(gemm))?;
-        }
+        let q_latent = self.per_head(&q, qk, dn, &attn.w_uk_t)?;
         let (b, t) = (self.batch, self.t);
         let latent_out = self.tmp(&[b, t, heads, dc], act)?;
         let mla = MlaAttention {
@@ -522,16 +514,26 @@ impl Step<'_> {
         };
         self.launch(Op::MlaAttention(mla))?;
         // Back out of the latent space per head, o_h = õ_h · W_UV[h]ᵀ, then the output projection.
-        let heads_out = self.tmp(&[rows, heads * dv], act)?;
+        let heads_out = self.per_head(&latent_out.reshape(&[rows, heads * dc])?, dc, dc, &attn.w_uv)?;
+        self.linear(&heads_out, &attn.o, act)
+    }
+
+    /// One GEMM per head: `out[:, h] = x[:, h, 0..k] · w[h]ᵀ`, where each row of `x` holds the heads'
+    /// operands `stride` values apart and `w` is `[H, N, K]`; `out` is `[rows, H·N]`. (A batched GEMM op
+    /// would make this one launch.)
+    fn per_head(&self, x: &Tensor, stride: usize, k: usize, w: &Tensor) -> Result<Tensor> {
+        let (heads, n) = (w.shape[0], w.shape[1]);
+        let rows = x.shape[0];
+        let out = self.tmp(&[rows, heads * n], self.model.act)?;
         for h in 0..heads {
             let gemm = Gemm {
-                a: Activations::Dense(view(&latent_out, h * dc, &[rows, dc], &[heads * dc, 1])),
-                b: Weights::Dense(view(&attn.w_uv, h * dv * dc, &[dv, dc], &[dc, 1])),
-                c: view(&heads_out, h * dv, &[rows, dv], &[heads * dv, 1]),
+                a: Activations::Dense(view(x, h * stride, &[rows, k], &[heads * stride, 1])),
+                b: Weights::Dense(view(w, h * n * k, &[n, k], &[k, 1])),
+                c: view(&out, h * n, &[rows, n], &[heads * n, 1]),
             };
             self.launch(Op::Gemm(gemm))?;
         }
-        self.linear(&heads_out, &attn.o, act)
+        Ok(out)
     }
 
     fn moe(&self, moe: &MoeBlock, x: &Tensor) -> Result<Tensor> {
