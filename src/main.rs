@@ -24,12 +24,14 @@ USAGE:
         Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak. For gemm, D is
         A/B/C dtypes, e.g. f32, bf16, fp8 (block-FP8 weights, f32 activations) or w8a8
         (FP8 activations and weights); --shape MxNxK means C[M,N] = A[M,K]·B[N,K]ᵀ.
-    dsv3 generate [--model DIR] (--prompt TEXT | --tokens 1,2,3) [--chat] [--system TEXT]
+    dsv3 generate [--model DIR | --random-weights --config FILE] (--prompt TEXT | --tokens 1,2,3)
+                  [--chat] [--system TEXT]
                   [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
                   [--backend auto|NAME] [--path fast|bf16|w8a8|f32] [--json] [--ignore-eos]
         Generate from a DeepSeek-V3 / V2 checkpoint (HF layout, FP8 or BF16), streaming text to stdout and
         prompt / decode tokens per second to stderr. Without --model: a small built-in model of the same
-        architecture with random weights and the real tokenizer. --temperature 0 is greedy (default 0.6,
+        architecture with random weights and the real tokenizer; --random-weights --config FILE times any
+        shape (hashed weights, no download). --temperature 0 is greedy (default 0.6,
         top-p 0.95); --max-new-tokens defaults to 4096 (limit 8192). --path fast picks W8A8 for FP8
         checkpoints where the device runs it, else bf16. --json: last stdout line is
         {\"tokens\":[new ids],\"text\":...,\"prefill_tok_s\":...,\"decode_tok_s\":...}.

@@ -25,6 +25,12 @@ pub fn pick_device(spec: &str) -> Result<Arc<dyn Device>, String> {
     let mut reasons = Vec::new();
     for backend in candidates.iter().filter(|b| spec != "auto" || b.name() != "cpu-ref") {
         match backend.devices() {
+            // `auto` passes over software rasterizers (lavapipe): the CPU backend is far faster.
+            Ok(devices)
+                if spec == "auto" && !devices.is_empty() && devices.iter().all(registry::is_software) =>
+            {
+                reasons.push(format!("{}: only a software rasterizer", backend.name()))
+            }
             Ok(devices) if !devices.is_empty() => return backend.open(0).map_err(|e| e.to_string()),
             Ok(_) => reasons.push(format!("{}: no device", backend.name())),
             Err(e) => reasons.push(e.to_string()),
@@ -48,15 +54,34 @@ fn resolve_path(spec: &str, config: &ModelConfig, device: &dyn Device) -> Result
     }
 }
 
-/// Loads `--model DIR` (validated against its config first, with a progress bar), or the built-in model.
-pub fn load(dir: Option<&Path>, device: Arc<dyn Device>, path_spec: &str) -> Result<Loaded, String> {
-    let Some(dir) = dir else {
-        let builtin = Builtin::new(0x5eed).map_err(|e| e.to_string())?;
-        let path = resolve_path(path_spec, &builtin.config, device.as_ref())?;
-        let model =
-            Model::load(builtin.config.clone(), &builtin, device, path, |_| {}).map_err(|e| e.to_string())?;
-        let tokenizer = Tokenizer::builtin().map_err(|e| e.to_string())?;
-        return Ok(Loaded { model, tokenizer: Some(tokenizer), random_weights: true });
+/// What to run: a checkpoint directory, any config with random weights, or the built-in model.
+pub enum ModelSource<'a> {
+    Checkpoint(&'a Path),
+    /// `--random-weights --config FILE`: a shape to benchmark before downloading its weights.
+    RandomConfig(&'a Path),
+    Builtin,
+}
+
+/// Loads the model (a checkpoint is validated against its config first, with a progress bar).
+pub fn load(source: ModelSource, device: Arc<dyn Device>, path_spec: &str) -> Result<Loaded, String> {
+    let dir = match source {
+        ModelSource::Checkpoint(dir) => dir,
+        ModelSource::RandomConfig(_) | ModelSource::Builtin => {
+            let builtin = match source {
+                ModelSource::RandomConfig(file) => {
+                    Builtin::bulk(ModelConfig::from_file(file).map_err(|e| e.to_string())?, 0x5eed)
+                }
+                _ => Builtin::new(0x5eed).map_err(|e| e.to_string())?,
+            };
+            let path = resolve_path(path_spec, &builtin.config, device.as_ref())?;
+            let tokenizer = match builtin.config.vocab_size {
+                dsv3_model::builtin::VOCAB => Some(Tokenizer::builtin().map_err(|e| e.to_string())?),
+                _ => None,
+            };
+            let model = Model::load(builtin.config.clone(), &builtin, device, path, |_| {})
+                .map_err(|e| e.to_string())?;
+            return Ok(Loaded { model, tokenizer, random_weights: true });
+        }
     };
     let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
     let checkpoint = Checkpoint::open(dir).map_err(|e| e.to_string())?;
@@ -110,7 +135,7 @@ pub fn run_generate(args: &[String]) -> i32 {
 }
 
 fn try_generate(args: &[String]) -> Result<(), String> {
-    let opts = Options::parse(args, &["chat", "json", "ignore-eos"])?;
+    let opts = Options::parse(args, &["chat", "json", "ignore-eos", "random-weights"])?;
     opts.only(&[
         "model",
         "prompt",
@@ -125,13 +150,21 @@ fn try_generate(args: &[String]) -> Result<(), String> {
         "path",
         "json",
         "ignore-eos",
+        "random-weights",
+        "config",
     ])?;
     let json = opts.flag("json");
     let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
-    let loaded = load(opts.value("model").map(Path::new), device, opts.value("path").unwrap_or("fast"))?;
+    let source = match (opts.value("model"), opts.value("config"), opts.flag("random-weights")) {
+        (Some(dir), None, false) => ModelSource::Checkpoint(Path::new(dir)),
+        (None, Some(file), true) => ModelSource::RandomConfig(Path::new(file)),
+        (None, None, false) => ModelSource::Builtin,
+        _ => return Err("give --model DIR, or --random-weights --config FILE, or neither".into()),
+    };
+    let loaded = load(source, device, opts.value("path").unwrap_or("fast"))?;
     let model = &loaded.model;
     if loaded.random_weights {
-        eprintln!("note: no --model given: running the built-in DeepSeek-V3-architecture model; its weights are random, so its text is noise");
+        eprintln!("note: running random weights (the built-in model, or --random-weights): timing is real, text is noise");
     }
     eprintln!(
         "model: {} on {} ({}), {} layers, {:.1} MB of weights",
@@ -229,7 +262,7 @@ fn try_logits(args: &[String]) -> Result<(), String> {
     let tokens = parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
     let out_path = PathBuf::from(opts.value("out").ok_or("--out FILE.safetensors is required")?);
     let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
-    let loaded = load(Some(Path::new(dir)), device, opts.value("path").unwrap_or("f32"))?;
+    let loaded = load(ModelSource::Checkpoint(Path::new(dir)), device, opts.value("path").unwrap_or("f32"))?;
     let model = &loaded.model;
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
     let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
