@@ -33,7 +33,7 @@ USAGE:
         architecture with random weights and the real tokenizer; --random-weights --config FILE times any
         shape (hashed weights, no download). --temperature 0 is greedy (default 0.6,
         top-p 0.95); --max-new-tokens defaults to 4096 (limit 8192). --path fast picks W8A8 for FP8
-        checkpoints where the device runs it, else bf16. --json: last stdout line is
+        checkpoints on devices with native FP8 arithmetic, else bf16 activations. --json: last stdout line is
         {\"tokens\":[new ids],\"text\":...,\"prefill_tok_s\":...,\"decode_tok_s\":...}.
     dsv3 logits --model DIR --tokens IDS [--backend B] [--path f32|bf16|w8a8] --out FILE.safetensors
         Write `logits` [T, V] f32 for every prompt position (default path f32), to compare with PyTorch.

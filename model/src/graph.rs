@@ -52,10 +52,14 @@ impl NumericPath {
         }
     }
 
-    /// What real use takes: W8A8 for an FP8 checkpoint on a device that runs it, else bf16.
+    /// What real use takes: W8A8 for an FP8 checkpoint on a device with FP8 arithmetic, else bf16
+    /// activations (where FP8 is only emulated — the CPU decodes both operands — W8A8 is slower: measured
+    /// 12.6 vs 20.4 tok/s on a full-width DeepSeek-V3 MoE layer, benches/results/2026-11-28-cpu-model.md).
     pub fn fastest(config: &ModelConfig, device: &dyn Device) -> Result<NumericPath> {
         Ok(match config.quantization {
-            Some(q) if runs_w8a8(device, q.activation_scales)? => NumericPath::W8A8,
+            Some(q) if matches!(w8a8_support(device, q.activation_scales)?, Support::Native) => {
+                NumericPath::W8A8
+            }
             _ => NumericPath::Bf16,
         })
     }
@@ -142,7 +146,9 @@ impl Model {
     ) -> Result<Model> {
         let act = if path == NumericPath::F32 { DType::F32 } else { DType::BF16 };
         let w8a8 = match (path, config.quantization) {
-            (NumericPath::W8A8, Some(q)) if runs_w8a8(device.as_ref(), q.activation_scales)? => {
+            (NumericPath::W8A8, Some(q))
+                if w8a8_support(device.as_ref(), q.activation_scales)?.is_runnable() =>
+            {
                 Some(q.activation_scales)
             }
             (NumericPath::W8A8, Some(_)) => {
@@ -333,8 +339,9 @@ fn f32_tensor(up: &mut Uploader, name: &str) -> Result<Tensor> {
     Ok(Tensor::contiguous(buffer, 0, &t.shape, DType::F32))
 }
 
-/// Whether the device runs the W8A8 GEMM (FP8 activations × block-FP8 weights), asked with a minimal op.
-fn runs_w8a8(device: &dyn Device, scales: ScaleFormat) -> Result<bool> {
+/// How the device runs the W8A8 GEMM (FP8 activations × block-FP8 weights) and its activation
+/// quantization, asked with minimal ops: the weaker of the two answers.
+fn w8a8_support(device: &dyn Device, scales: ScaleFormat) -> Result<Support> {
     let k = 128;
     let t = |shape: &[usize], dtype: DType| -> Result<Tensor> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
@@ -350,7 +357,10 @@ fn runs_w8a8(device: &dyn Device, scales: ScaleFormat) -> Result<bool> {
         b: Weights::BlockFp8 { codes: t(&[k, k], DType::F8E4M3Fn)?, scales: t(&[1, 1], DType::F32)? },
         c: t(&[1, k], DType::BF16)?,
     });
-    Ok([quant, gemm].iter().all(|op| !matches!(device.supports(op), Support::Unsupported { .. })))
+    let answers = [device.supports(&quant), device.supports(&gemm)];
+    let weakest =
+        answers.iter().find(|s| !s.is_runnable()).or(answers.iter().find(|s| !matches!(s, Support::Native)));
+    Ok(weakest.unwrap_or(&answers[0]).clone())
 }
 
 /// A strided view of `t`'s buffer starting `offset` elements past `t`'s start.
