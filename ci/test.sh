@@ -10,6 +10,24 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The wgpu backend's tests run its kernels for real on Mesa's lavapipe (a Vulkan driver on the CPU), which a
+# fresh Debian machine lacks: install it when there is no Vulkan loader or no driver manifest. Under CI=true
+# the wgpu tests fail without a driver; elsewhere they say loudly that they did not run.
+has_vulkan() {
+    ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null \
+        || compgen -G '/usr/lib/*/libvulkan.so.1' >/dev/null || compgen -G '/usr/lib*/libvulkan.so.1' >/dev/null \
+        || return 1
+    compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null || compgen -G '/etc/vulkan/icd.d/*.json' >/dev/null
+}
+if ! has_vulkan; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1
+    else
+        echo "ci/test.sh: WARNING: no Vulkan driver and no apt as root: the wgpu tests will not run" >&2
+    fi
+fi
+
 # Lint gates: formatting and clippy warnings fail the run. The components come with the toolchain
 # image; where one is missing (it cannot be fetched here), say so loudly rather than pretend.
 if cargo fmt --version >/dev/null 2>&1; then

@@ -25,6 +25,12 @@ pub fn pick_device(spec: &str) -> Result<Arc<dyn Device>, String> {
     let mut reasons = Vec::new();
     for backend in candidates.iter().filter(|b| spec != "auto" || b.name() != "cpu-ref") {
         match backend.devices() {
+            // `auto` passes over software rasterizers (lavapipe): the CPU backend is far faster.
+            Ok(devices)
+                if spec == "auto" && !devices.is_empty() && devices.iter().all(registry::is_software) =>
+            {
+                reasons.push(format!("{}: only a software rasterizer", backend.name()))
+            }
             Ok(devices) if !devices.is_empty() => return backend.open(0).map_err(|e| e.to_string()),
             Ok(_) => reasons.push(format!("{}: no device", backend.name())),
             Err(e) => reasons.push(e.to_string()),

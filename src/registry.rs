@@ -3,15 +3,23 @@
 
 use dsv3_backend_ascend::AscendBackend;
 use dsv3_backend_cpu::{CpuBackend, Mode};
-use dsv3_core::Backend;
+use dsv3_backend_wgpu::WgpuBackend;
+use dsv3_core::{Backend, DeviceInfo};
 
 /// Every backend of this build, in order of preference for running a model.
 pub fn backends() -> Vec<Box<dyn Backend>> {
     vec![
+        Box::new(WgpuBackend::new()),
         Box::new(CpuBackend::new(Mode::Fast)),
         Box::new(CpuBackend::new(Mode::Reference)),
         Box::new(AscendBackend::new()),
     ]
+}
+
+/// Whether `auto` should pass a device over: a software rasterizer behind a GPU API (Mesa's lavapipe runs
+/// the wgpu kernels on the CPU, far slower than the CPU backend).
+pub fn is_software(info: &DeviceInfo) -> bool {
+    dsv3_backend_wgpu::is_software(info)
 }
 
 /// Backends the project plans but this build does not contain, with the reason, so that `dsv3 devices`
@@ -19,7 +27,6 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
 pub const NOT_BUILT: &[(&str, &str)] = &[
     ("cuda", "not in this build yet (NVIDIA backend: issue 5)"),
     ("hip", "not in this build yet (AMD ROCm backend: issue 7)"),
-    ("wgpu", "not in this build yet (Vulkan backend: issue 4)"),
 ];
 
 /// Backends selected by a `--backend` value: a name, a comma-separated list, or `all`.

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use dsv3_backend_cpu::{CpuBackend, Mode};
-use dsv3_core::Backend;
+use dsv3_backend_wgpu::WgpuBackend;
+use dsv3_core::{Backend, Error};
 use dsv3_model::golden;
 use dsv3_model::graph::NumericPath;
 
@@ -13,39 +14,59 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run(backend: &dyn Backend, fixture_name: &str, path: NumericPath) {
-    let device = backend.open(0).expect("CPU backends are always present");
+    let device = backend.open(0).expect("listed backends have a device 0");
     let report = golden::check(&fixture(fixture_name), device, path).unwrap();
     println!("{}", report.line());
     assert!(report.pass(), "{}", report.line());
 }
 
-fn backends() -> [CpuBackend; 2] {
-    [CpuBackend::new(Mode::Fast), CpuBackend::new(Mode::Reference)]
+/// The CPU backends, and wgpu where a Vulkan driver is present. Without one the wgpu runs are reported
+/// loudly as not run — except under `CI=true`, where the driver is installed and its absence fails.
+fn backends() -> Vec<Box<dyn Backend>> {
+    let mut all: Vec<Box<dyn Backend>> =
+        vec![Box::new(CpuBackend::new(Mode::Fast)), Box::new(CpuBackend::new(Mode::Reference))];
+    let wgpu = WgpuBackend::new();
+    let reason = match wgpu.devices() {
+        Ok(d) if !d.is_empty() => {
+            all.push(Box::new(wgpu));
+            return all;
+        }
+        Ok(_) => "no device".to_string(),
+        Err(Error::Unavailable { reason, .. }) => reason,
+        Err(e) => e.to_string(),
+    };
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "wgpu unavailable under CI=true: {reason}");
+    // Straight to stderr (the harness captures `eprintln!` of passing tests): not running is not passing.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("**** wgpu unavailable: {reason}: the golden fixtures did NOT run on wgpu ****\n").as_bytes(),
+    );
+    all
 }
 
 #[test]
 fn fp8_fixture_f32_path() {
-    backends().iter().for_each(|b| run(b, "tiny-dsv3", NumericPath::F32));
+    backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3", NumericPath::F32));
 }
 
 #[test]
 fn fp8_fixture_bf16_path() {
-    backends().iter().for_each(|b| run(b, "tiny-dsv3", NumericPath::Bf16));
+    backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3", NumericPath::Bf16));
 }
 
 #[test]
 fn fp8_fixture_w8a8_path() {
-    backends().iter().for_each(|b| run(b, "tiny-dsv3", NumericPath::W8A8));
+    backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3", NumericPath::W8A8));
 }
 
 #[test]
 fn bf16_fixture_f32_path() {
-    backends().iter().for_each(|b| run(b, "tiny-dsv3-bf16", NumericPath::F32));
+    backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3-bf16", NumericPath::F32));
 }
 
 #[test]
 fn bf16_fixture_bf16_path() {
-    backends().iter().for_each(|b| run(b, "tiny-dsv3-bf16", NumericPath::Bf16));
+    backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3-bf16", NumericPath::Bf16));
 }
 
 #[test]
