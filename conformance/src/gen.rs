@@ -273,29 +273,34 @@ pub fn quantize_blocks(
     let (nb, kb) = (blocks(n), blocks(k));
     let mut codes = vec![0u8; values.len()];
     let mut scales = vec![0f32; lead * nb * kb];
-    // One block row (128 rows of N) at a time, in parallel.
-    codes.par_chunks_mut(QUANT_BLOCK * k).zip(scales.par_chunks_mut(kb)).enumerate().for_each(
-        |(row_block, (codes, scales))| {
-            let (e, bn) = (row_block / nb, row_block % nb);
-            let rows = (n - bn * QUANT_BLOCK).min(QUANT_BLOCK);
-            let base = (e * n + bn * QUANT_BLOCK) * k;
-            for (bk, scale) in scales.iter_mut().enumerate() {
-                let cols = bk * QUANT_BLOCK..((bk + 1) * QUANT_BLOCK).min(k);
-                let mut amax = 0f32;
-                for i in 0..rows {
-                    for c in cols.clone() {
-                        amax = amax.max((values[base + i * k + c] as f32).abs());
+    // Per stacked matrix, one block row (up to 128 rows of N) at a time, in parallel. Chunking per matrix
+    // first keeps a block row inside its own matrix when N is not a multiple of 128.
+    let per_matrix = (n * k).max(1);
+    codes.par_chunks_mut(per_matrix).zip(scales.par_chunks_mut((nb * kb).max(1))).enumerate().for_each(
+        |(e, (codes, scales))| {
+            let block_rows =
+                codes.par_chunks_mut((QUANT_BLOCK * k).max(1)).zip(scales.par_chunks_mut(kb.max(1)));
+            block_rows.enumerate().for_each(|(bn, (codes, scales))| {
+                let rows = (n - bn * QUANT_BLOCK).min(QUANT_BLOCK);
+                let base = (e * n + bn * QUANT_BLOCK) * k;
+                for (bk, scale) in scales.iter_mut().enumerate() {
+                    let cols = bk * QUANT_BLOCK..((bk + 1) * QUANT_BLOCK).min(k);
+                    let mut amax = 0f32;
+                    for i in 0..rows {
+                        for c in cols.clone() {
+                            amax = amax.max((values[base + i * k + c] as f32).abs());
+                        }
+                    }
+                    let s = scale_for(amax, format, store);
+                    *scale = s;
+                    for i in 0..rows {
+                        for c in cols.clone() {
+                            codes[i * k + c] =
+                                format.encode(values[base + i * k + c] as f32 / s, Overflow::Saturate);
+                        }
                     }
                 }
-                let s = scale_for(amax, format, store);
-                *scale = s;
-                for i in 0..rows {
-                    for c in cols.clone() {
-                        codes[i * k + c] =
-                            format.encode(values[base + i * k + c] as f32 / s, Overflow::Saturate);
-                    }
-                }
-            }
+            });
         },
     );
     let mut grid = shape[..r - 2].to_vec();

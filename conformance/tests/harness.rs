@@ -180,3 +180,30 @@ fn broken_kernels_are_caught() {
         }
     }
 }
+
+/// Stacked block-FP8 weights whose N is not a multiple of 128 keep each 128×128 block inside its own
+/// matrix: every code decodes (× its block's scale) to within one FP8 rounding of the value it came from.
+#[test]
+fn quantize_blocks_stacked_partial_rows() {
+    use dsv3_conformance::gen::{quantize_blocks, ScaleStore};
+    use dsv3_core::Fp8Format;
+    let (experts, n, k) = (6, 72, 200);
+    let values: Vec<f64> = (0..experts * n * k).map(|i| ((i * 7919 % 1000) as f64 - 500.0) / 37.0).collect();
+    let (codes, scales) = quantize_blocks(&values, &[experts, n, k], Fp8Format::E4M3Fn, ScaleStore::F32);
+    let (codes, scales) = (codes.values(), scales.values());
+    let (nb, kb) = (1, 2);
+    for e in 0..experts {
+        for r in 0..n {
+            for c in 0..k {
+                let i = (e * n + r) * k + c;
+                let s = scales[(e * nb + r / 128) * kb + c / 128];
+                let w = codes[i] * s;
+                assert!(
+                    (w - values[i]).abs() <= values[i].abs() / 16.0 + s * 2f64.powi(-9),
+                    "e{e} r{r} c{c}: {w} vs {}",
+                    values[i]
+                );
+            }
+        }
+    }
+}
