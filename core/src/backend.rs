@@ -51,6 +51,28 @@ pub trait DeviceBuffer: Send + Sync + fmt::Debug {
 
 pub type Buffer = Arc<dyn DeviceBuffer>;
 
+/// The concrete `T` behind `b`, checked to belong to `device` and to hold bytes `offset..offset + len`: what
+/// every stream's upload, download and copy must know before touching memory. Errors are
+/// `Error::Buffer { backend, .. }` prefixed with `what` ("upload", "copy source", ...).
+pub fn own_buffer<'b, T: 'static>(
+    backend: &str,
+    device: DeviceId,
+    b: &'b Buffer,
+    offset: usize,
+    len: usize,
+    what: &str,
+) -> crate::Result<&'b T> {
+    let fail = |reason: String| crate::Error::Buffer { backend: backend.to_string(), reason };
+    if b.device_id() != device {
+        return Err(fail(format!("{what}: buffer belongs to {}, not {device}", b.device_id())));
+    }
+    if offset.checked_add(len).is_none_or(|end| end > b.len()) {
+        let end = offset.saturating_add(len);
+        return Err(fail(format!("{what}: bytes {offset}..{end} outside a {}-byte buffer", b.len())));
+    }
+    b.as_any().downcast_ref::<T>().ok_or_else(|| fail(format!("{what}: not a {backend} buffer")))
+}
+
 /// How a device answers "can you run this op (with these dtypes and shapes)?".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Support {

@@ -296,7 +296,10 @@ fn load_layer(cfg: &ModelConfig, up: &mut Uploader, i: usize, act: DType) -> Res
             };
             let bias_name = format!("{p}mlp.gate.e_score_correction_bias");
             let bias = match moe.route.method {
-                dsv3_core::ops::moe::TopkMethod::NoAuxTc => Some(f32_tensor(up, &bias_name)?),
+                dsv3_core::ops::moe::TopkMethod::NoAuxTc => {
+                    // moe_route selects with the bias in f32; older checkpoints store it in bf16.
+                    Some(up.float_f32(&bias_name)?)
+                }
                 _ => None,
             };
             Ffn::Moe(Box::new(MoeBlock {
@@ -322,21 +325,6 @@ fn load_layer(cfg: &ModelConfig, up: &mut Uploader, i: usize, act: DType) -> Res
         attn,
         ffn,
     })
-}
-
-/// The router's correction bias must be f32 on the device (`moe_route` selects with it in f32); older
-/// checkpoints store it in bf16, which widens exactly.
-fn f32_tensor(up: &mut Uploader, name: &str) -> Result<Tensor> {
-    let t = up.float(name)?;
-    if t.dtype == DType::F32 {
-        return Ok(t);
-    }
-    let mut host = vec![0u8; t.span_bytes()];
-    up.stream.download(&t.buffer, t.offset, &mut host)?;
-    let wide: Vec<f32> = (0..t.numel()).map(|i| t.dtype.read_f64(&host, i) as f32).collect();
-    let buffer = up.device.alloc(wide.len() * 4)?;
-    up.stream.upload(&buffer, 0, bytemuck::cast_slice(&wide))?;
-    Ok(Tensor::contiguous(buffer, 0, &t.shape, DType::F32))
 }
 
 /// How the device runs the W8A8 GEMM (FP8 activations × block-FP8 weights) and its activation

@@ -99,8 +99,17 @@ impl<'s> Uploader<'s> {
 
     /// A float tensor (norm gain, embedding, router, bias) as stored.
     pub fn float(&mut self, name: &str) -> Result<Tensor> {
+        self.float_as(name, None)
+    }
+
+    /// A float tensor widened to f32 on the host as it is uploaded (bf16 / f16 widen exactly).
+    pub fn float_f32(&mut self, name: &str) -> Result<Tensor> {
+        self.float_as(name, Some(DType::F32))
+    }
+
+    fn float_as(&mut self, name: &str, dtype: Option<DType>) -> Result<Tensor> {
         let t = self.fetch(name)?;
-        let dst = self.alloc(&t.shape, device_float(t.dtype))?;
+        let dst = self.alloc(&t.shape, dtype.unwrap_or(device_float(t.dtype)))?;
         self.write(&dst, 0, &t)?;
         Ok(dst)
     }

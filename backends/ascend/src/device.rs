@@ -229,21 +229,8 @@ impl AscendStream {
 
     /// The device memory behind `b`, checked to belong to this device and to hold `offset..offset+len`.
     fn own<'b>(&self, b: &'b Buffer, offset: usize, len: usize, what: &str) -> Result<&'b DeviceMem> {
-        let fail = |reason: String| Error::Buffer { backend: BACKEND.into(), reason };
-        if b.device_id() != self.device {
-            return Err(fail(format!("{what}: buffer belongs to {}, not {}", b.device_id(), self.device)));
-        }
-        if offset.checked_add(len).is_none_or(|end| end > b.len()) {
-            return Err(fail(format!(
-                "{what}: bytes {offset}..{} outside a {}-byte buffer",
-                offset.saturating_add(len),
-                b.len()
-            )));
-        }
-        let buffer = b
-            .as_any()
-            .downcast_ref::<AscendBuffer>()
-            .ok_or_else(|| fail(format!("{what}: not an Ascend buffer")))?;
+        let buffer: &AscendBuffer =
+            dsv3_core::backend::own_buffer(BACKEND, self.device, b, offset, len, what)?;
         Ok(&buffer.mem)
     }
 }

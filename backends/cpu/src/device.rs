@@ -156,18 +156,7 @@ impl CpuStream {
 
     /// The CPU buffer behind `b`, checked to belong to this device and to hold `offset..offset+len`.
     fn own<'b>(&self, b: &'b Buffer, offset: usize, len: usize, what: &str) -> Result<&'b CpuBuffer> {
-        let fail = |reason: String| Error::Buffer { backend: self.backend(), reason };
-        if b.device_id() != self.device {
-            return Err(fail(format!("{what}: buffer belongs to {}, not {}", b.device_id(), self.device)));
-        }
-        if offset.checked_add(len).is_none_or(|end| end > b.len()) {
-            return Err(fail(format!(
-                "{what}: bytes {offset}..{} outside a {}-byte buffer",
-                offset + len,
-                b.len()
-            )));
-        }
-        b.as_any().downcast_ref::<CpuBuffer>().ok_or_else(|| fail(format!("{what}: not a CPU buffer")))
+        dsv3_core::backend::own_buffer(&self.backend(), self.device, b, offset, len, what)
     }
 }
 

@@ -231,18 +231,7 @@ impl WgpuStream {
         len: usize,
         what: &'static str,
     ) -> Result<&'b WgpuBuffer> {
-        let fail = |reason: String| Error::Buffer { backend: BACKEND.into(), reason };
-        if b.device_id() != self.ctx.id {
-            return Err(fail(format!("{what}: buffer belongs to {}, not {}", b.device_id(), self.ctx.id)));
-        }
-        if offset.checked_add(len).is_none_or(|end| end > b.len()) {
-            return Err(fail(format!(
-                "{what}: bytes {offset}..{} outside a {}-byte buffer",
-                offset.saturating_add(len),
-                b.len()
-            )));
-        }
-        b.as_any().downcast_ref::<WgpuBuffer>().ok_or_else(|| fail(format!("{what}: not a wgpu buffer")))
+        dsv3_core::backend::own_buffer(BACKEND, self.ctx.id, b, offset, len, what)
     }
 
     /// Encodes and submits everything recorded.
