@@ -1,0 +1,99 @@
+//! One GPU (or the emulator) as a dsv3 device, over a [`Runtime`]: memory, kernels by variant, streams,
+//! and `supports`, which is the same for every runtime because the kernels are.
+
+use crate::buffer::GpuBuffer;
+use crate::kernels::Variant;
+use crate::ops;
+use crate::runtime::{Function, Runtime};
+use crate::stream::GpuStream;
+use dsv3_core::{Buffer, Capabilities, Device, DeviceId, DeviceInfo, Op, Peak, Result, Stream, Support};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What the vendor backend knows about its device.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub info: DeviceInfo,
+    pub caps: Capabilities,
+    pub peak: Option<Peak>,
+}
+
+/// Shared by the device and its streams.
+pub struct Ctx {
+    pub id: DeviceId,
+    pub runtime: Arc<dyn Runtime>,
+    pub caps: Capabilities,
+    kernels: Mutex<HashMap<String, Function>>,
+}
+
+impl Ctx {
+    /// The compiled variant, compiled on first use (a compile error is a bug in a kernel file and names it).
+    pub fn kernel(&self, op: &'static str, v: &Variant) -> Result<Function> {
+        let key = v.key();
+        if let Some(f) = self.kernels.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(f.clone());
+        }
+        let f = self.runtime.compile(op, v)?;
+        self.kernels.lock().unwrap_or_else(|p| p.into_inner()).insert(key, f.clone());
+        Ok(f)
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        let addr = self.runtime.alloc(bytes)?;
+        Ok(Arc::new(GpuBuffer::new(self.runtime.clone(), self.id, addr, bytes)))
+    }
+}
+
+pub struct GpuDevice {
+    ctx: Arc<Ctx>,
+    info: DeviceInfo,
+    peak: Option<Peak>,
+    stream: Arc<GpuStream>,
+}
+
+impl GpuDevice {
+    pub fn new(runtime: Arc<dyn Runtime>, profile: Profile) -> Result<Arc<GpuDevice>> {
+        let id = DeviceId::new(runtime.backend(), profile.info.ordinal);
+        let ctx = Arc::new(Ctx { id, runtime, caps: profile.caps, kernels: Mutex::new(HashMap::new()) });
+        let stream = Arc::new(GpuStream::new(ctx.clone())?);
+        Ok(Arc::new(GpuDevice { ctx, info: profile.info, peak: profile.peak, stream }))
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.ctx.runtime
+    }
+}
+
+impl Device for GpuDevice {
+    fn id(&self) -> DeviceId {
+        self.ctx.id
+    }
+
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.ctx.caps
+    }
+
+    fn supports(&self, op: &Op) -> Support {
+        ops::supports(&self.ctx, op)
+    }
+
+    fn peak(&self) -> Option<Peak> {
+        self.peak.clone()
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        self.ctx.alloc(bytes)
+    }
+
+    fn default_stream(&self) -> Arc<dyn Stream> {
+        self.stream.clone()
+    }
+
+    fn new_stream(&self) -> Result<Arc<dyn Stream>> {
+        Ok(Arc::new(GpuStream::new(self.ctx.clone())?))
+    }
+}

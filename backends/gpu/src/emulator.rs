@@ -1,0 +1,303 @@
+//! The host emulator runtime: the CUDA C kernels compiled by the host C++ compiler (`$DSV3_HOST_CXX`,
+//! else `c++`) with `host_emulator.h`, run on the CPU. It exists to test kernels and their launches where
+//! no GPU is (CI, laptops): same sources, same variants, same parameter blocks as on a GPU.
+//!
+//! Memory is host memory, each allocation ending against an inaccessible guard page, so a kernel reading
+//! or writing past the end of a buffer faults instead of passing silently. Launches run synchronously,
+//! one at a time per process (blocks share their emulated shared memory within a compiled variant).
+
+use crate::device::{GpuDevice, Profile};
+use crate::disk_cache;
+use crate::kernels::Variant;
+use crate::runtime::{Dims, Function, Queue, Runtime, Target};
+use dsv3_core::{Backend, Capabilities, DType, DTypeUsage, Device, DeviceInfo, Error, Result};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// Backend names: the warp width decides which vendor's kernels the emulator stands for.
+pub fn backend_name(warp: u32) -> &'static str {
+    if warp == 64 {
+        "hip-emu"
+    } else {
+        "cuda-emu"
+    }
+}
+
+type LaunchFn = unsafe extern "C" fn(*const u32, *const u32, *const c_void) -> *const c_char;
+
+struct HostKernel {
+    // Keeps the code `launch` points into loaded.
+    _lib: libloading::Library,
+    launch: LaunchFn,
+    name: String,
+}
+
+pub struct Emulator {
+    name: &'static str,
+    target: Target,
+    compiler: PathBuf,
+    compiler_version: String,
+    /// Live allocations: address → (mapping start, mapping length).
+    mappings: Mutex<HashMap<u64, (usize, usize)>>,
+}
+
+/// Every launch in the process: a variant's emulated shared memory and scheduler are process-wide.
+static LAUNCH: Mutex<()> = Mutex::new(());
+
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+impl Emulator {
+    /// An emulator with `warp` lanes per warp (32 as NVIDIA, 64 as AMD's wave64). Unavailable when the host
+    /// C++ compiler does not run.
+    pub fn new(warp: u32) -> Result<Emulator> {
+        let compiler = PathBuf::from(std::env::var_os("DSV3_HOST_CXX").unwrap_or_else(|| "c++".into()));
+        let name = backend_name(warp);
+        let unavailable = |reason: String| Error::Unavailable { backend: name.into(), reason };
+        let out = Command::new(&compiler).arg("--version").output().map_err(|e| {
+            unavailable(format!("host C++ compiler `{}` does not run: {e}", compiler.display()))
+        })?;
+        if !out.status.success() {
+            return Err(unavailable(format!("`{} --version` failed", compiler.display())));
+        }
+        let compiler_version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
+        Ok(Emulator {
+            name,
+            target: Target::Host { warp },
+            compiler,
+            compiler_version,
+            mappings: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn compiler_version(&self) -> &str {
+        &self.compiler_version
+    }
+
+    fn kernel_error(&self, op: &'static str, kernel: &str, reason: impl Into<String>) -> Error {
+        Error::Kernel { backend: self.name.into(), op, kernel: kernel.into(), reason: reason.into() }
+    }
+
+    /// The variant as a shared library, from the disk cache or compiled now.
+    fn library(&self, op: &'static str, v: &Variant) -> Result<PathBuf> {
+        const FLAGS: &[&str] =
+            &["-std=c++20", "-O2", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-fno-strict-aliasing"];
+        let source = v.assemble(&self.target);
+        let key = disk_cache::hash(&[
+            source.as_bytes(),
+            self.compiler_version.as_bytes(),
+            FLAGS.join(" ").as_bytes(),
+        ]);
+        let path = disk_cache::path(&format!("host-{}", v.kernel.name), &key, ".so");
+        if path.exists() {
+            return Ok(path);
+        }
+        let dir = path.parent().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| self.kernel_error(op, &v.key(), format!("{}: {e}", dir.display())))?;
+        let stem = format!(".{}-{}-{}", v.kernel.name, std::process::id(), disk_cache::unique());
+        let (src_path, lib_path) = (dir.join(format!("{stem}.cpp")), dir.join(format!("{stem}.so")));
+        std::fs::write(&src_path, &source).map_err(|e| self.kernel_error(op, &v.key(), e.to_string()))?;
+        let out = Command::new(&self.compiler).args(FLAGS).arg("-o").arg(&lib_path).arg(&src_path).output();
+        let _ = std::fs::remove_file(&src_path);
+        let out = out.map_err(|e| self.kernel_error(op, &v.key(), format!("compiler did not run: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&lib_path);
+            let log = String::from_utf8_lossy(&out.stderr);
+            return Err(self.kernel_error(op, &v.key(), format!("host compilation failed:\n{log}")));
+        }
+        std::fs::rename(&lib_path, &path).map_err(|e| self.kernel_error(op, &v.key(), e.to_string()))?;
+        Ok(path)
+    }
+}
+
+impl Runtime for Emulator {
+    fn backend(&self) -> &'static str {
+        self.name
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        let page = page();
+        let span = bytes.div_ceil(256) * 256;
+        let body = span.div_ceil(page) * page;
+        let total = body + page;
+        // SAFETY: an anonymous private mapping has no preconditions; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::OutOfMemory { backend: self.name.into(), bytes });
+        }
+        // SAFETY: the last page lies inside the mapping just made.
+        unsafe { libc::mprotect((base as *mut u8).add(body) as *mut c_void, page, libc::PROT_NONE) };
+        // The buffer ends where the guard page starts (up to the 256-byte alignment every device gives).
+        let addr = base as usize + body - span;
+        self.mappings.lock().unwrap_or_else(|p| p.into_inner()).insert(addr as u64, (base as usize, total));
+        Ok(addr as u64)
+    }
+
+    fn free(&self, addr: u64, _bytes: usize) {
+        if let Some((base, total)) = self.mappings.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr) {
+            // SAFETY: (base, total) is a mapping made by `alloc` and removed from the table exactly once.
+            unsafe { libc::munmap(base as *mut c_void, total) };
+        }
+    }
+
+    fn compile(&self, op: &'static str, v: &Variant) -> Result<Function> {
+        let path = self.library(op, v)?;
+        let fail = |e: libloading::Error| self.kernel_error(op, &v.key(), format!("{}: {e}", path.display()));
+        // SAFETY: the library is one we just compiled from dsv3's kernel sources; its initialisers only set
+        // up static storage.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(fail)?;
+        // SAFETY: `dsv3_host_launch` is defined by DSV3_HOST_ENTRY with exactly this signature.
+        let launch = *unsafe { lib.get::<LaunchFn>(b"dsv3_host_launch\0") }.map_err(fail)?;
+        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key() }))
+    }
+
+    fn new_queue(&self) -> Result<Box<dyn Queue>> {
+        Ok(Box::new(HostQueue { backend: self.name }))
+    }
+}
+
+/// Work runs when it is enqueued, so the queue is trivially in order.
+struct HostQueue {
+    backend: &'static str,
+}
+
+impl Queue for HostQueue {
+    fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        // SAFETY: the stream checked dst..dst+len lies inside one live allocation of this emulator.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        Ok(())
+    }
+
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: as for upload.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        // SAFETY: both ranges were checked against live allocations; `copy` tolerates overlap.
+        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+        Ok(())
+    }
+
+    fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()> {
+        let k = f.downcast_ref::<HostKernel>().ok_or_else(|| Error::Kernel {
+            backend: self.backend.into(),
+            op,
+            kernel: "?".into(),
+            reason: "not a kernel compiled by the emulator".into(),
+        })?;
+        let block = [dims.block, 1, 1];
+        let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: grid and block are 3 u32 each; `params` outlives the call and holds the kernel's Params
+        // fields in order (the kernel reads no further than its struct); every address in it was checked
+        // against a live allocation by the launch code.
+        let err = unsafe { (k.launch)(dims.grid.as_ptr(), block.as_ptr(), params.as_ptr() as *const c_void) };
+        if err.is_null() {
+            return Ok(());
+        }
+        // SAFETY: a non-null result is a static NUL-terminated message in the kernel library.
+        let reason = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        Err(Error::Kernel { backend: self.backend.into(), op, kernel: k.name.clone(), reason })
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The emulator as a dsv3 backend with one device, for the conformance suite and kernel development.
+pub struct EmulatorBackend {
+    warp: u32,
+}
+
+impl EmulatorBackend {
+    /// `warp` 32 stands for NVIDIA (`cuda-emu`), 64 for AMD wave64 (`hip-emu`).
+    pub fn new(warp: u32) -> EmulatorBackend {
+        EmulatorBackend { warp }
+    }
+
+    fn profile(&self, emulator: &Emulator) -> Profile {
+        let dtypes = DType::ALL
+            .iter()
+            .map(|&d| {
+                (
+                    d,
+                    DTypeUsage {
+                        storage: true,
+                        conversion: true,
+                        arithmetic: d == DType::F32,
+                        matrix: false,
+                    },
+                )
+            })
+            .collect();
+        Profile {
+            info: DeviceInfo {
+                backend: self.name(),
+                ordinal: 0,
+                name: format!("CUDA C kernels on the host CPU ({} lanes per warp)", self.warp),
+                vendor: "dsv3 emulator".into(),
+                arch: format!("host-warp{}", self.warp),
+                memory_bytes: 0,
+            },
+            caps: Capabilities {
+                dtypes,
+                fp8_formats: Vec::new(),
+                memory_bytes: 0,
+                subgroup_size: self.warp,
+                graph_capture: false,
+                features: vec![format!("compiler: {}", emulator.compiler_version())],
+            },
+            peak: None,
+        }
+    }
+}
+
+impl Backend for EmulatorBackend {
+    fn name(&self) -> &'static str {
+        backend_name(self.warp)
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceInfo>> {
+        let emulator = Emulator::new(self.warp)?;
+        Ok(vec![self.profile(&emulator).info])
+    }
+
+    fn open(&self, ordinal: usize) -> Result<Arc<dyn Device>> {
+        if ordinal != 0 {
+            return Err(Error::Unavailable {
+                backend: self.name().into(),
+                reason: format!("no device {ordinal} (the emulator has one)"),
+            });
+        }
+        let emulator = Emulator::new(self.warp)?;
+        let profile = self.profile(&emulator);
+        let device: Arc<dyn Device> = GpuDevice::new(Arc::new(emulator), profile)?;
+        Ok(device)
+    }
+}

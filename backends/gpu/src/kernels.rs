@@ -1,0 +1,139 @@
+//! The CUDA C kernel files, embedded, and their variants: a variant is one kernel file compiled with the
+//! element types of its arguments and a few constants fixed, for one [`Target`].
+//!
+//! A kernel file holds one kernel whose name is the file's stem and whose only parameter is a `Params`
+//! struct of 8-byte fields (pointers, `i64`, `u64`, `double`), filled by [`crate::launch::Params`] in
+//! the same order. Element types arrive as typedefs (`typedef dsv3::bf16 x_t;`), constants as macros.
+
+use crate::runtime::Target;
+use dsv3_core::DType;
+use std::fmt::Write as _;
+
+pub const PORTABILITY: &str = include_str!("../../../kernels/cuda/dsv3.cuh");
+pub const HOST_EMULATOR: &str = include_str!("../../../kernels/cuda/host_emulator.h");
+
+/// One kernel file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// The kernel's name and the file's stem.
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! kernel_files {
+    ($($konst:ident = $name:literal),* $(,)?) => {
+        $(pub const $konst: Kernel =
+            Kernel { name: $name, source: include_str!(concat!("../../../kernels/cuda/", $name, ".cu")) };)*
+        /// Every kernel file, for tools that compile them all.
+        pub const ALL: &[Kernel] = &[$($konst),*];
+    };
+}
+
+kernel_files! {
+    ELEMENTWISE = "elementwise",
+}
+
+/// The C type a kernel sees for elements of `d`.
+pub fn ctype(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "float",
+        DType::F16 => "dsv3::f16",
+        DType::BF16 => "dsv3::bf16",
+        DType::F8E4M3Fn => "dsv3::e4m3fn",
+        DType::F8E4M3Fnuz => "dsv3::e4m3fnuz",
+        DType::F8E5M2 => "dsv3::e5m2",
+        DType::Ue8m0 => "dsv3::ue8m0",
+        DType::I32 => "i32",
+        DType::I64 => "i64",
+        DType::U8 => "u8",
+    }
+}
+
+/// A kernel with its argument element types (`name_t`) and constants fixed.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub kernel: Kernel,
+    pub types: Vec<(&'static str, DType)>,
+    pub consts: Vec<(&'static str, i64)>,
+}
+
+impl Variant {
+    pub fn new(kernel: Kernel) -> Variant {
+        Variant { kernel, types: Vec::new(), consts: Vec::new() }
+    }
+
+    /// `typedef <ctype(d)> <name>_t;`
+    pub fn ty(mut self, name: &'static str, d: DType) -> Variant {
+        self.types.push((name, d));
+        self
+    }
+
+    /// `#define <name> <value>`
+    pub fn konst(mut self, name: &'static str, value: i64) -> Variant {
+        self.consts.push((name, value));
+        self
+    }
+
+    /// Names the variant within its device (the in-memory cache key).
+    pub fn key(&self) -> String {
+        let mut k = self.kernel.name.to_string();
+        for (n, d) in &self.types {
+            let _ = write!(k, "|{n}:{}", d.name());
+        }
+        for (n, v) in &self.consts {
+            let _ = write!(k, "|{n}={v}");
+        }
+        k
+    }
+
+    /// The whole translation unit for `target`: the portability header (after the emulator for the host),
+    /// the variant's typedefs and constants, the kernel file, and for the host the emulator's entry point.
+    pub fn assemble(&self, target: &Target) -> String {
+        let mut s =
+            String::with_capacity(PORTABILITY.len() + HOST_EMULATOR.len() + self.kernel.source.len() + 1024);
+        let _ = writeln!(s, "// dsv3 kernel variant {} for {}", self.key(), target.arch());
+        let _ = writeln!(s, "#define {} 1", target.define());
+        let _ = writeln!(s, "#define DSV3_WARP {}", target.warp());
+        if let Target::Host { .. } = target {
+            s.push_str(HOST_EMULATOR);
+            s.push('\n');
+        }
+        s.push_str(PORTABILITY);
+        s.push('\n');
+        for (n, d) in &self.types {
+            let _ = writeln!(s, "typedef {} {n}_t;", ctype(*d));
+        }
+        for (n, v) in &self.consts {
+            let _ = writeln!(s, "#define {n} {v}");
+        }
+        let _ = writeln!(s, "#line 1 \"{}.cu\"", self.kernel.name);
+        s.push_str(self.kernel.source);
+        s.push('\n');
+        if let Target::Host { .. } = target {
+            let _ = writeln!(s, "DSV3_HOST_ENTRY({})", self.kernel.name);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_differ_in_their_keys_and_sources() {
+        let a = Variant::new(ELEMENTWISE).ty("a", DType::BF16).konst("OPK", 0);
+        let b = Variant::new(ELEMENTWISE).ty("a", DType::F32).konst("OPK", 0);
+        let c = Variant::new(ELEMENTWISE).ty("a", DType::BF16).konst("OPK", 1);
+        assert_ne!(a.key(), b.key());
+        assert_ne!(a.key(), c.key());
+        let cuda = Target::Cuda { arch: "sm_90a".into() };
+        let src = a.assemble(&cuda);
+        assert!(src.contains("typedef dsv3::bf16 a_t;"));
+        assert!(src.contains("#define OPK 0"));
+        assert!(src.contains("#define DSV3_CUDA 1") && src.contains("#define DSV3_WARP 32"));
+        assert!(!src.contains("DSV3_HOST_ENTRY(elementwise)"));
+        let host = a.assemble(&Target::Host { warp: 64 });
+        assert!(host.contains("#define DSV3_WARP 64") && host.contains("DSV3_HOST_ENTRY(elementwise)"));
+    }
+}

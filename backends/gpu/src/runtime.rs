@@ -1,0 +1,84 @@
+//! The little a vendor runtime must provide: device memory, compiled kernels, ordered queues.
+//! Addresses are device virtual addresses as `u64` (what kernels receive in their parameter blocks).
+
+use crate::kernels::Variant;
+use dsv3_core::Result;
+use std::any::Any;
+use std::sync::Arc;
+
+/// What kernels are compiled for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// NVIDIA, compiled by NVRTC for `arch` (`sm_80`, `sm_90a`, ...).
+    Cuda { arch: String },
+    /// AMD, compiled by hiprtc / hipcc for `arch` (`gfx90a`, `gfx942`, ...) with its wavefront width.
+    Hip { arch: String, warp: u32 },
+    /// The CPU, through the host C++ compiler (the emulator), with the warp width it emulates.
+    Host { warp: u32 },
+}
+
+impl Target {
+    /// Threads per warp / wavefront: a compile-time constant of every kernel variant.
+    pub fn warp(&self) -> u32 {
+        match self {
+            Target::Cuda { .. } => 32,
+            Target::Hip { warp, .. } | Target::Host { warp } => *warp,
+        }
+    }
+
+    /// The macro `dsv3.cuh` selects its compiler branch by.
+    pub fn define(&self) -> &'static str {
+        match self {
+            Target::Cuda { .. } => "DSV3_CUDA",
+            Target::Hip { .. } => "DSV3_HIP",
+            Target::Host { .. } => "DSV3_HOST",
+        }
+    }
+
+    pub fn arch(&self) -> &str {
+        match self {
+            Target::Cuda { arch } | Target::Hip { arch, .. } => arch,
+            Target::Host { .. } => "host",
+        }
+    }
+}
+
+/// A compiled kernel, opaque to everything but the runtime that made it.
+pub type Function = Arc<dyn Any + Send + Sync>;
+
+/// Grid and block of a launch (blocks are one-dimensional in every dsv3 kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub grid: [u32; 3],
+    pub block: u32,
+}
+
+pub trait Runtime: Send + Sync {
+    /// Backend name for errors (`cuda`, `hip`, `cuda-emu`).
+    fn backend(&self) -> &'static str;
+    fn target(&self) -> &Target;
+
+    /// `bytes` of device memory, 256-byte aligned. Zero bytes gives a valid, unique address.
+    fn alloc(&self, bytes: usize) -> Result<u64>;
+
+    /// Releases memory from `alloc`. Callers guarantee no queued work still uses it.
+    fn free(&self, addr: u64, bytes: usize);
+
+    /// Compiles (or loads from the disk cache) one kernel variant; `op` names the op for errors.
+    fn compile(&self, op: &'static str, variant: &Variant) -> Result<Function>;
+
+    fn new_queue(&self) -> Result<Box<dyn Queue>>;
+}
+
+/// In-order work on one device.
+pub trait Queue: Send + Sync {
+    /// Copies host bytes to `dst`; `src` may be reused when this returns.
+    fn upload(&self, dst: u64, src: &[u8]) -> Result<()>;
+    /// Copies device bytes to the host once earlier work on this queue has finished.
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()>;
+    /// Launches `f` with its parameter block (8-byte fields, see `launch::Params`).
+    fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()>;
+    /// Waits for everything queued; errors of asynchronous work surface here.
+    fn sync(&self) -> Result<()>;
+}

@@ -1,0 +1,126 @@
+//! A dsv3 stream over a runtime queue. It keeps the buffers of enqueued work alive until the next sync and
+//! owns the error record that kernels' device-side checks write (read and cleared at sync).
+
+use crate::buffer::GpuBuffer;
+use crate::device::Ctx;
+use crate::launch::Launch;
+use crate::ops;
+use crate::runtime::Queue;
+use dsv3_core::backend::own_buffer;
+use dsv3_core::{Buffer, Error, Op, Result, Stream};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A device-side check: which op and argument, and the rule the kernel found broken.
+struct Site {
+    op: &'static str,
+    arg: &'static str,
+    rule: String,
+}
+
+pub struct GpuStream {
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) queue: Box<dyn Queue>,
+    /// Three u32: site (0 = no error), index, value.
+    err: Buffer,
+    sites: Mutex<Vec<Site>>,
+    in_flight: Mutex<Vec<Buffer>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GpuStream {
+    pub fn new(ctx: Arc<Ctx>) -> Result<GpuStream> {
+        let queue = ctx.runtime.new_queue()?;
+        let err = ctx.alloc(16)?;
+        let stream =
+            GpuStream { ctx, queue, err, sites: Mutex::new(Vec::new()), in_flight: Mutex::new(Vec::new()) };
+        stream.queue.upload(stream.err_addr(), &[0; 16])?;
+        Ok(stream)
+    }
+
+    pub(crate) fn err_addr(&self) -> u64 {
+        self.err.as_any().downcast_ref::<GpuBuffer>().map(|b| b.addr).unwrap_or_default()
+    }
+
+    pub(crate) fn keep(&self, b: Buffer) {
+        lock(&self.in_flight).push(b);
+    }
+
+    /// Site numbers start at 1 (0 means "no error"); a check already registered keeps its number.
+    pub(crate) fn site(&self, op: &'static str, arg: &'static str, rule: String) -> u32 {
+        let mut sites = lock(&self.sites);
+        if let Some(i) = sites.iter().position(|s| s.op == op && s.arg == arg && s.rule == rule) {
+            return i as u32 + 1;
+        }
+        sites.push(Site { op, arg, rule });
+        sites.len() as u32
+    }
+
+    fn buffer<'b>(&self, b: &'b Buffer, offset: usize, len: usize, what: &str) -> Result<&'b GpuBuffer> {
+        own_buffer::<GpuBuffer>(self.ctx.runtime.backend(), self.ctx.id, b, offset, len, what)
+    }
+}
+
+impl Stream for GpuStream {
+    fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
+        let b = self.buffer(dst, offset, src.len(), "upload")?;
+        self.queue.upload(b.addr + offset as u64, src)
+    }
+
+    fn download(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let b = self.buffer(src, offset, dst.len(), "download")?;
+        self.queue.download(b.addr + offset as u64, dst)
+    }
+
+    fn copy(
+        &self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<()> {
+        let s = self.buffer(src, src_offset, bytes, "copy source")?;
+        let d = self.buffer(dst, dst_offset, bytes, "copy destination")?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.keep(src.clone());
+        self.keep(dst.clone());
+        self.queue.copy(s.addr + src_offset as u64, d.addr + dst_offset as u64, bytes)
+    }
+
+    fn launch(&self, op: &Op) -> Result<()> {
+        op.validate()?;
+        ops::launch(&Launch { stream: self, op: op.name() }, op)
+    }
+
+    fn sync(&self) -> Result<()> {
+        let waited = self.queue.sync();
+        lock(&self.in_flight).clear();
+        waited?;
+        let mut record = [0u8; 12];
+        self.queue.download(self.err_addr(), &mut record)?;
+        let word = |i: usize| u32::from_le_bytes(record[4 * i..4 * i + 4].try_into().unwrap_or_default());
+        let site = word(0);
+        if site == 0 {
+            return Ok(());
+        }
+        self.queue.upload(self.err_addr(), &[0; 12])?;
+        let sites = lock(&self.sites);
+        let Some(s) = sites.get(site as usize - 1) else {
+            return Err(Error::Driver {
+                backend: self.ctx.runtime.backend().into(),
+                call: "sync".into(),
+                reason: format!("a kernel reported unknown check site {site}"),
+            });
+        };
+        Err(Error::invalid(
+            s.op,
+            s.arg,
+            format!("{} (element {}, value {})", s.rule, word(1), word(2) as i32),
+        ))
+    }
+}
