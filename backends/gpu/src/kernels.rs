@@ -31,6 +31,26 @@ macro_rules! kernel_files {
 
 kernel_files! {
     ELEMENTWISE = "elementwise",
+    // gemm group (ops/gemm.rs)
+    GEMM = "gemm",
+    GEMM_DECODE = "gemm_decode",
+    ACT_QUANT = "act_quant",
+    DEQUANTIZE = "dequantize",
+    // attention group (ops/attention.rs)
+    ATTENTION = "attention",
+    ATTENTION_COMBINE = "attention_combine",
+    // moe group (ops/moe.rs)
+    MOE_ROUTE = "moe_route",
+    MOE_INDEX = "moe_index",
+    MOE_GATHER = "moe_gather",
+    MOE_COMBINE = "moe_combine",
+    // rows group (ops/rows.rs)
+    ROWS = "rows",
+    ROPE = "rope",
+    EMBEDDING = "embedding",
+    // select group (ops/select.rs)
+    SELECT = "select",
+    SAMPLE = "sample",
 }
 
 /// The C type a kernel sees for elements of `d`.

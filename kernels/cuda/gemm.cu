@@ -1,0 +1,1 @@
+// Placeholder: this kernel is being written.
