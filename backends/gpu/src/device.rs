@@ -20,10 +20,11 @@ pub struct Profile {
 
 /// Shared by the device and its streams.
 pub struct Ctx {
+    // Declared (so dropped) before the runtime: compiled kernels must be released while it is alive.
+    kernels: Mutex<HashMap<String, Function>>,
     pub id: DeviceId,
     pub runtime: Arc<dyn Runtime>,
     pub caps: Capabilities,
-    kernels: Mutex<HashMap<String, Function>>,
 }
 
 impl Ctx {

@@ -17,13 +17,14 @@ struct Site {
     rule: String,
 }
 
+/// Fields drop in order: the queue (which waits for its work) and the buffers go before the device context.
 pub struct GpuStream {
-    pub(crate) ctx: Arc<Ctx>,
     pub(crate) queue: Box<dyn Queue>,
     /// Three u32: site (0 = no error), index, value.
     err: Buffer,
     sites: Mutex<Vec<Site>>,
     in_flight: Mutex<Vec<Buffer>>,
+    pub(crate) ctx: Arc<Ctx>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

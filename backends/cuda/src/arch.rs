@@ -1,0 +1,66 @@
+//! What a compute capability means for dsv3: the architecture kernels compile for, whether FP8 tensor
+//! cores exist, and datasheet peaks for "% of peak" figures.
+
+use dsv3_core::Peak;
+
+/// The NVRTC architecture for a compute capability. Hopper and Blackwell datacenter parts get the
+/// arch-specific `a` targets (wgmma, TMA multicast and tcgen05 are only reachable through them).
+pub fn arch_name(major: i32, minor: i32) -> String {
+    match (major, minor) {
+        (9, 0) | (10, 0) | (10, 3) | (12, 0) | (12, 1) => format!("sm_{major}{minor}a"),
+        _ => format!("sm_{major}{minor}"),
+    }
+}
+
+/// FP8 (e4m3 / e5m2) tensor-core instructions exist from Ada (8.9) and Hopper (9.0) on.
+pub fn has_fp8_tensor_cores(major: i32, minor: i32) -> bool {
+    (major, minor) >= (8, 9)
+}
+
+/// Dense datasheet peaks of parts dsv3 is likely to meet, matched on the driver's device name. Unknown
+/// parts get none (reports then show no percentage rather than a guess).
+pub fn datasheet_peak(name: &str) -> Option<Peak> {
+    // (name fragment, f32 FMA TFLOP/s, bf16 tensor TFLOP/s, fp8 tensor TFLOP/s, memory TB/s)
+    const TABLE: &[(&str, f64, f64, f64, f64)] = &[
+        ("H200", 67.0, 989.0, 1979.0, 4.8),
+        ("H100 PCIe", 51.0, 756.0, 1513.0, 2.0),
+        ("H100 NVL", 60.0, 835.0, 1671.0, 3.9),
+        ("H100", 67.0, 989.0, 1979.0, 3.35),
+        ("H800", 67.0, 989.0, 1979.0, 3.35),
+        ("H20", 44.0, 148.0, 296.0, 4.0),
+        ("A100", 19.5, 312.0, 0.0, 2.039),
+        ("A800", 19.5, 312.0, 0.0, 2.039),
+        ("L40S", 91.6, 362.0, 733.0, 0.864),
+    ];
+    let (frag, f32, bf16, fp8, tb) = TABLE.iter().find(|(frag, ..)| name.contains(frag))?;
+    Some(Peak {
+        f32_flops: f32 * 1e12,
+        bf16_flops: bf16 * 1e12,
+        fp8_flops: fp8 * 1e12,
+        bytes_per_s: tb * 1e12,
+        source: format!("NVIDIA datasheet ({frag}, dense)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architectures_and_fp8_by_compute_capability() {
+        assert_eq!(arch_name(8, 0), "sm_80");
+        assert_eq!(arch_name(8, 9), "sm_89");
+        assert_eq!(arch_name(9, 0), "sm_90a");
+        assert_eq!(arch_name(10, 0), "sm_100a");
+        assert!(!has_fp8_tensor_cores(8, 0) && !has_fp8_tensor_cores(8, 6));
+        assert!(has_fp8_tensor_cores(8, 9) && has_fp8_tensor_cores(9, 0) && has_fp8_tensor_cores(10, 0));
+    }
+
+    #[test]
+    fn datasheet_names_match_the_most_specific_entry() {
+        assert_eq!(datasheet_peak("NVIDIA H200").unwrap().bytes_per_s, 4.8e12);
+        assert_eq!(datasheet_peak("NVIDIA H100 PCIe").unwrap().bf16_flops, 756e12);
+        assert_eq!(datasheet_peak("NVIDIA H100 80GB HBM3").unwrap().bytes_per_s, 3.35e12);
+        assert!(datasheet_peak("NVIDIA GeForce RTX 3060").is_none());
+    }
+}

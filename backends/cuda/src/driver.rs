@@ -1,0 +1,263 @@
+//! The CUDA driver as a dsv3 runtime: a device's primary context, memory, NVRTC-compiled modules and
+//! streams, through cudarc's thin `result` layer. Every `unsafe` block of the backend is in this file or
+//! in `nvrtc.rs`; each states what it relies on.
+
+use crate::nvrtc::{self, Image};
+use cudarc::driver::result::{self, DriverError};
+use cudarc::driver::sys;
+use dsv3_backend_gpu::kernels::Variant;
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, Runtime, Target};
+use dsv3_core::{Error, Result};
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+pub const BACKEND: &str = "cuda";
+
+pub fn driver_error(call: &str, e: DriverError) -> Error {
+    let name =
+        e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    let text = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Error::Driver { backend: BACKEND.into(), call: call.into(), reason: format!("{name}: {text}") }
+}
+
+/// One device's primary context.
+pub struct CudaRuntime {
+    device: sys::CUdevice,
+    ctx: sys::CUcontext,
+    target: Target,
+}
+
+// SAFETY: a CUDA context may be used from any thread once made current there, which every method does
+// first (`bind`); the handles are plain identifiers.
+unsafe impl Send for CudaRuntime {}
+// SAFETY: as above; the driver API is thread-safe.
+unsafe impl Sync for CudaRuntime {}
+
+impl CudaRuntime {
+    /// Retains device `ordinal`'s primary context. The driver must be initialised (`result::init`).
+    pub fn open(ordinal: usize, arch: String) -> Result<CudaRuntime> {
+        let device = result::device::get(ordinal as i32).map_err(|e| driver_error("cuDeviceGet", e))?;
+        // SAFETY: `device` is a valid device handle from cuDeviceGet.
+        let ctx = unsafe { result::primary_ctx::retain(device) }
+            .map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
+        Ok(CudaRuntime { device, ctx, target: Target::Cuda { arch } })
+    }
+
+    fn bind(&self) -> Result<()> {
+        // SAFETY: `ctx` is the primary context retained in `open` and released only in Drop.
+        unsafe { result::ctx::set_current(self.ctx) }.map_err(|e| driver_error("cuCtxSetCurrent", e))
+    }
+
+    fn kernel_error(&self, op: &'static str, v: &Variant, reason: String) -> Error {
+        Error::Kernel { backend: BACKEND.into(), op, kernel: v.key(), reason }
+    }
+}
+
+impl Drop for CudaRuntime {
+    fn drop(&mut self) {
+        // SAFETY: balances the retain in `open`; every buffer, module and stream holds an Arc to this runtime,
+        // so none outlives the context.
+        let _ = unsafe { result::primary_ctx::release(self.device) };
+    }
+}
+
+/// A loaded module and its one kernel.
+struct CudaKernel {
+    module: sys::CUmodule,
+    function: sys::CUfunction,
+    name: String,
+    /// Unloading needs the context current. The device drops its kernels before its runtime (field order of
+    /// `dsv3_backend_gpu::device::Ctx`), so the context is still alive then.
+    ctx: RuntimeHandle,
+}
+
+/// The context, for modules and queues to make current (they are dropped before it is released).
+struct RuntimeHandle(sys::CUcontext);
+// SAFETY: an opaque context handle, used only to make the context current.
+unsafe impl Send for RuntimeHandle {}
+// SAFETY: as above.
+unsafe impl Sync for RuntimeHandle {}
+
+// SAFETY: module and function handles are identifiers valid in their context on any thread.
+unsafe impl Send for CudaKernel {}
+// SAFETY: as above; launching the same function from several threads is allowed.
+unsafe impl Sync for CudaKernel {}
+
+impl Drop for CudaKernel {
+    fn drop(&mut self) {
+        // SAFETY: the module was loaded in this context and is unloaded once; queues holding the kernel keep
+        // it (and the context) alive until their work is synchronised.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx.0);
+            let _ = result::module::unload(self.module);
+        }
+    }
+}
+
+impl Runtime for CudaRuntime {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.bind()?;
+        // cuMemAlloc rejects zero bytes; every dsv3 buffer needs a distinct address, so take the minimum.
+        // SAFETY: plain allocation in the current context.
+        unsafe { result::malloc_sync(bytes.max(256)) }.map_err(|e| match e.0 {
+            sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory { backend: BACKEND.into(), bytes },
+            _ => driver_error("cuMemAlloc", e),
+        })
+    }
+
+    fn free(&self, addr: u64, _bytes: usize) {
+        if self.bind().is_ok() {
+            // SAFETY: `addr` came from `alloc` and is freed once (GpuBuffer's Drop); streams keep buffers
+            // alive until their work is synchronised.
+            let _ = unsafe { result::free_sync(addr) };
+        }
+    }
+
+    fn compile(&self, op: &'static str, v: &Variant) -> Result<Function> {
+        let Target::Cuda { arch } = &self.target else { unreachable!("a CUDA runtime has a CUDA target") };
+        let source = v.assemble(&self.target);
+        let compiled = nvrtc::compile(v.kernel.name, &source, arch, false)
+            .map_err(|reason| self.kernel_error(op, v, format!("NVRTC for {arch}: {reason}")))?;
+        let mut image = compiled.image.bytes().to_vec();
+        if let Image::Ptx(_) = compiled.image {
+            if image.last() != Some(&0) {
+                image.push(0);
+            }
+        }
+        self.bind()?;
+        // SAFETY: `image` is a complete CUBIN or NUL-terminated PTX from NVRTC and outlives the call.
+        let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(|e| self.kernel_error(op, v, format!("cuModuleLoadData: {}", driver_error("", e))))?;
+        let name = CString::new(v.kernel.name)
+            .map_err(|_| self.kernel_error(op, v, "kernel name with NUL".into()))?;
+        // SAFETY: `module` was just loaded; the name is NUL-terminated.
+        let function = match unsafe { result::module::get_function(module, name) } {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: unloads the module loaded above, once.
+                unsafe {
+                    let _ = result::module::unload(module);
+                }
+                return Err(self.kernel_error(
+                    op,
+                    v,
+                    format!("cuModuleGetFunction: {}", driver_error("", e)),
+                ));
+            }
+        };
+        Ok(Arc::new(CudaKernel { module, function, name: v.key(), ctx: RuntimeHandle(self.ctx) }))
+    }
+
+    fn new_queue(&self) -> Result<Box<dyn Queue>> {
+        self.bind()?;
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| driver_error("cuStreamCreate", e))?;
+        Ok(Box::new(CudaQueue { stream, ctx: RuntimeHandle(self.ctx) }))
+    }
+}
+
+struct CudaQueue {
+    stream: sys::CUstream,
+    ctx: RuntimeHandle,
+}
+
+// SAFETY: a stream handle may be used from any thread with its context current (`bind`).
+unsafe impl Send for CudaQueue {}
+// SAFETY: as above; the driver serialises work submitted to one stream.
+unsafe impl Sync for CudaQueue {}
+
+impl CudaQueue {
+    fn bind(&self) -> Result<()> {
+        // SAFETY: the context outlives every queue (the device holds the runtime).
+        unsafe { result::ctx::set_current(self.ctx.0) }.map_err(|e| driver_error("cuCtxSetCurrent", e))
+    }
+}
+
+impl Drop for CudaQueue {
+    fn drop(&mut self) {
+        // SAFETY: the stream was created in `new_queue` and is destroyed once, after its work finishes.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx.0);
+            let _ = result::stream::synchronize(self.stream);
+            let _ = result::stream::destroy(self.stream);
+        }
+    }
+}
+
+impl Queue for CudaQueue {
+    fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: the stream layer checked dst..dst+len is inside a live allocation. From pageable memory the
+        // driver stages `src` before returning, so the caller may reuse it at once.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream) }
+            .map_err(|e| driver_error("cuMemcpyHtoDAsync", e))
+    }
+
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
+        // SAFETY: src..src+len is inside a live allocation (checked by the stream layer); the synchronisation
+        // below completes the copy before `dst` is handed back.
+        unsafe {
+            result::memcpy_dtoh_async(dst, src, self.stream)
+                .map_err(|e| driver_error("cuMemcpyDtoHAsync", e))?;
+            result::stream::synchronize(self.stream).map_err(|e| driver_error("cuStreamSynchronize", e))
+        }
+    }
+
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: both ranges are inside live allocations of this device (checked by the stream layer).
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream) }
+            .map_err(|e| driver_error("cuMemcpyDtoDAsync", e))
+    }
+
+    fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()> {
+        let k = f.downcast_ref::<CudaKernel>().ok_or_else(|| Error::Kernel {
+            backend: BACKEND.into(),
+            op,
+            kernel: "?".into(),
+            reason: "not a CUDA kernel".into(),
+        })?;
+        self.bind()?;
+        let mut args = [params.as_ptr() as *mut c_void];
+        let [gx, gy, gz] = dims.grid;
+        // SAFETY: the kernel takes one parameter, its `Params` struct of 8-byte fields, which `params` holds in
+        // order (the launch code builds both from one list); cuLaunchKernel copies it before returning. Every
+        // address inside was checked against a live allocation, kept alive until the stream's next sync.
+        unsafe {
+            result::launch_kernel(k.function, (gx, gy, gz), (dims.block, 1, 1), 0, self.stream, &mut args)
+        }
+        .map_err(|e| Error::Kernel {
+            backend: BACKEND.into(),
+            op,
+            kernel: k.name.clone(),
+            reason: format!(
+                "cuLaunchKernel (grid {:?}, block {}): {}",
+                dims.grid,
+                dims.block,
+                driver_error("", e)
+            ),
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.bind()?;
+        // SAFETY: a live stream of the current context.
+        unsafe { result::stream::synchronize(self.stream) }
+            .map_err(|e| driver_error("cuStreamSynchronize", e))
+    }
+}

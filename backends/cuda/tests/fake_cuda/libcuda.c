@@ -1,0 +1,115 @@
+/* A fake libcuda for dsv3's tests: enough of the driver API for the CUDA backend's host side to run
+ * without a GPU. FAKE_CUDA_DEVICES=0 makes cuInit fail with CUDA_ERROR_NO_DEVICE (a machine with the
+ * driver installed but no GPU); 1 gives one "device" whose memory is host memory, which accepts any ELF
+ * image as a module and refuses every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
+ * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts. */
+#include <stdlib.h>
+#include <string.h>
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef void *Handle;
+
+enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, NO_DEVICE = 100, INVALID_DEVICE = 101,
+       INVALID_IMAGE = 200, NOT_SUPPORTED = 801 };
+
+static int devices(void) {
+    const char *v = getenv("FAKE_CUDA_DEVICES");
+    return v ? atoi(v) : 1;
+}
+
+static int launches;
+int fake_cuda_launches(void) { return launches; }
+
+CUresult cuGetErrorName(CUresult e, const char **s) {
+    switch (e) {
+    case OK: *s = "CUDA_SUCCESS"; return OK;
+    case INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; return OK;
+    case OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; return OK;
+    case NO_DEVICE: *s = "CUDA_ERROR_NO_DEVICE"; return OK;
+    case INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; return OK;
+    case INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; return OK;
+    case NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; return OK;
+    default: *s = 0; return INVALID_VALUE;
+    }
+}
+
+CUresult cuGetErrorString(CUresult e, const char **s) {
+    switch (e) {
+    case NO_DEVICE: *s = "no CUDA-capable device is detected"; return OK;
+    case NOT_SUPPORTED: *s = "operation not supported (fake libcuda)"; return OK;
+    case INVALID_IMAGE: *s = "device kernel image is invalid"; return OK;
+    default: return cuGetErrorName(e, s);
+    }
+}
+
+/* NVRTC itself opens libcuda.so.1 when it can and asks for the driver's private export tables: none here. */
+CUresult cuGetExportTable(const void **table, const void *id) { (void)id; *table = 0; return NOT_SUPPORTED; }
+
+CUresult cuInit(unsigned flags) { return flags != 0 ? INVALID_VALUE : devices() > 0 ? OK : NO_DEVICE; }
+CUresult cuDeviceGetCount(int *n) { *n = devices(); return OK; }
+CUresult cuDeviceGet(int *dev, int ordinal) {
+    if (ordinal < 0 || ordinal >= devices()) return INVALID_DEVICE;
+    *dev = ordinal;
+    return OK;
+}
+CUresult cuDeviceGetName(char *name, int len, int dev) {
+    (void)dev;
+    strncpy(name, "FAKE CUDA DEVICE (dsv3 test)", (size_t)len);
+    name[len - 1] = 0;
+    return OK;
+}
+CUresult cuDeviceTotalMem_v2(size_t *bytes, int dev) { (void)dev; *bytes = (size_t)1 << 30; return OK; }
+CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
+    (void)dev;
+    switch (attr) {
+    case 75: *v = 9; return OK;   /* compute capability major */
+    case 76: *v = 0; return OK;   /* minor */
+    case 16: *v = 132; return OK; /* multiprocessors */
+    default: *v = 0; return OK;
+    }
+}
+
+static int context;
+CUresult cuDevicePrimaryCtxRetain(Handle *ctx, int dev) { (void)dev; *ctx = &context; return OK; }
+CUresult cuDevicePrimaryCtxRelease_v2(int dev) { (void)dev; return OK; }
+CUresult cuCtxSetCurrent(Handle ctx) { return ctx == &context ? OK : INVALID_VALUE; }
+
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
+    void *m = malloc(bytes);
+    if (!m) return OUT_OF_MEMORY;
+    *p = (CUdeviceptr)m;
+    return OK;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) { free((void *)p); return OK; }
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, Handle s) {
+    (void)s; memcpy((void *)dst, src, n); return OK;
+}
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, Handle s) {
+    (void)s; memcpy(dst, (const void *)src, n); return OK;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, Handle s) {
+    (void)s; memmove((void *)dst, (const void *)src, n); return OK;
+}
+
+static int module, function, stream;
+CUresult cuModuleLoadData(Handle *m, const void *image) {
+    if (memcmp(image, "\177ELF", 4) != 0) return INVALID_IMAGE;
+    *m = &module;
+    return OK;
+}
+CUresult cuModuleGetFunction(Handle *f, Handle m, const char *name) { (void)m; (void)name; *f = &function; return OK; }
+CUresult cuModuleUnload(Handle m) { return m == &module ? OK : INVALID_VALUE; }
+CUresult cuStreamCreate(Handle *s, unsigned flags) { (void)flags; *s = &stream; return OK; }
+CUresult cuStreamSynchronize(Handle s) { return s == &stream ? OK : INVALID_VALUE; }
+CUresult cuStreamDestroy_v2(Handle s) { return s == &stream ? OK : INVALID_VALUE; }
+
+#ifndef INCOMPLETE
+CUresult cuLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, Handle s, void **params, void **extra) {
+    (void)f; (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)shared; (void)s; (void)params;
+    (void)extra;
+    launches++;
+    return NOT_SUPPORTED;
+}
+#endif
