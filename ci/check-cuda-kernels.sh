@@ -4,6 +4,9 @@
 # no CUDA toolkit: NVRTC, the CUDA headers and nvdisasm come from NVIDIA's PyPI wheels (about 60 MB, cached).
 # NVRTC is pinned to CUDA 13.0, the version of the H200 machine the device checks run on, so a kernel that
 # only a newer NVRTC accepts fails here first. Fails on any compile or disassembly error.
+#
+#   ci/check-cuda-kernels.sh            fetch (once) and check
+#   ci/check-cuda-kernels.sh --lib-dir  fetch (once) and print the directory holding libnvrtc, for tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +17,8 @@ cache=${DSV3_CUDA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dsv3/cuda-wheels-
 if [ ! -f "$cache/complete" ]; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
         if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+            apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >&2
         else
             echo "check-cuda-kernels: python3 -m pip is needed to fetch NVRTC's wheels" >&2
             exit 1
@@ -26,12 +29,16 @@ if [ ! -f "$cache/complete" ]; then
     # shellcheck disable=SC2086
     python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$cache/wheels" $CUDA_WHEELS
     for w in "$cache"/wheels/*.whl; do
-        python3 -m zipfile -e "$w" "$cache/root"
+        python3 -m zipfile -e "$w" "$cache/root" >&2
     done
     chmod +x "$cache"/root/nvidia/cu13/bin/*
     touch "$cache/complete"
 fi
 cuda="$cache/root/nvidia/cu13"
+if [ "${1:-}" = "--lib-dir" ]; then
+    echo "$cuda/lib"
+    exit 0
+fi
 export DSV3_CUDA_LIB_DIR="$cuda/lib" DSV3_CUDA_INCLUDE="$cuda/include"
 
 out=$(mktemp -d)

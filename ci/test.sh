@@ -41,6 +41,12 @@ else
     echo "ci/test.sh: WARNING: clippy is not installed: lints NOT checked" >&2
 fi
 
+# CUDA kernels: every variant compiled by NVRTC for sm_80 and sm_90a (no GPU here), with registers and
+# spills; then the fake-libcuda tests get the same NVRTC (under CI=true they require it).
+ci/check-cuda-kernels.sh
+DSV3_CUDA_LIB_DIR=$(ci/check-cuda-kernels.sh --lib-dir)
+export DSV3_CUDA_LIB_DIR
+
 # The command-line tool end to end: device listing and the quick conformance set through the binary.
 cargo run --quiet -- devices
 cargo run --quiet -- conformance --backend cpu --quick

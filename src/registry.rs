@@ -3,12 +3,14 @@
 
 use dsv3_backend_ascend::AscendBackend;
 use dsv3_backend_cpu::{CpuBackend, Mode};
+use dsv3_backend_cuda::CudaBackend;
 use dsv3_backend_wgpu::WgpuBackend;
 use dsv3_core::{Backend, DeviceInfo};
 
 /// Every backend of this build, in order of preference for running a model.
 pub fn backends() -> Vec<Box<dyn Backend>> {
     vec![
+        Box::new(CudaBackend::new()),
         Box::new(WgpuBackend::new()),
         Box::new(CpuBackend::new(Mode::Fast)),
         Box::new(CpuBackend::new(Mode::Reference)),
@@ -24,10 +26,7 @@ pub fn is_software(info: &DeviceInfo) -> bool {
 
 /// Backends the project plans but this build does not contain, with the reason, so that `dsv3 devices`
 /// accounts for every kind of hardware.
-pub const NOT_BUILT: &[(&str, &str)] = &[
-    ("cuda", "not in this build yet (NVIDIA backend: issue 5)"),
-    ("hip", "not in this build yet (AMD ROCm backend: issue 7)"),
-];
+pub const NOT_BUILT: &[(&str, &str)] = &[("hip", "not in this build yet (AMD ROCm backend: issue 7)")];
 
 /// Backends selected by a `--backend` value: a name, a comma-separated list, or `all`.
 pub fn select(spec: &str) -> Result<Vec<Box<dyn Backend>>, String> {
