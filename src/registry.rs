@@ -4,6 +4,7 @@
 use dsv3_backend_ascend::AscendBackend;
 use dsv3_backend_cpu::{CpuBackend, Mode};
 use dsv3_backend_cuda::CudaBackend;
+use dsv3_backend_gpu::emulator::EmulatorBackend;
 use dsv3_backend_wgpu::WgpuBackend;
 use dsv3_core::{Backend, DeviceInfo};
 
@@ -28,12 +29,19 @@ pub fn is_software(info: &DeviceInfo) -> bool {
 /// accounts for every kind of hardware.
 pub const NOT_BUILT: &[(&str, &str)] = &[("hip", "not in this build yet (AMD ROCm backend: issue 7)")];
 
+/// Backends chosen only by name, never by `all` or `auto`: the host emulator running the CUDA C kernels on
+/// the CPU with NVIDIA's warp width (`cuda-emu`) or AMD's wave64 (`hip-emu`), for checking kernels where
+/// no GPU is. Far slower than the CPU backend.
+fn by_name_only() -> Vec<Box<dyn Backend>> {
+    vec![Box::new(EmulatorBackend::new(32)), Box::new(EmulatorBackend::new(64))]
+}
+
 /// Backends selected by a `--backend` value: a name, a comma-separated list, or `all`.
 pub fn select(spec: &str) -> Result<Vec<Box<dyn Backend>>, String> {
-    let all = backends();
     if spec == "all" {
-        return Ok(all);
+        return Ok(backends());
     }
+    let all: Vec<Box<dyn Backend>> = backends().into_iter().chain(by_name_only()).collect();
     let wanted: Vec<&str> = spec.split(',').map(str::trim).collect();
     for w in &wanted {
         if !all.iter().any(|b| b.name() == *w) {
