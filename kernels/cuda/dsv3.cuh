@@ -11,7 +11,9 @@
 // the op contracts in dsv3-core fix the bits (round to nearest even, saturating FP8, e4m3fnuz next to
 // e4m3fn), and one implementation that the CPU emulator runs too is what makes the three targets agree.
 
-#pragma once
+#if defined(DSV3_HIP) && !defined(__HIPCC_RTC__)
+#include <hip/hip_runtime.h>  // hipcc (offline compilation); hiprtc provides the built-ins itself
+#endif
 
 typedef unsigned char u8;
 typedef unsigned short u16;

@@ -9,7 +9,6 @@
 //     operation) is an error, as is a warp operation that some lanes of the warp never reach;
 // Global memory is host memory (the runtime places each allocation against a guard page).
 
-#pragma once
 #include <math.h>
 #include <setjmp.h>
 #include <stdlib.h>

@@ -42,6 +42,7 @@ kernel_files! {
     // moe group (ops/moe.rs)
     MOE_ROUTE = "moe_route",
     MOE_INDEX = "moe_index",
+    MOE_OFFSETS = "moe_offsets",
     MOE_GATHER = "moe_gather",
     MOE_COMBINE = "moe_combine",
     // rows group (ops/rows.rs)
