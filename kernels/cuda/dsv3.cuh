@@ -47,12 +47,16 @@ DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return __shfl_xor(v, m); }
 #define DSV3_DEV inline
 #define DSV3_KERNEL static
 // Shared memory is one object per kernel: the emulator runs a block's threads as fibers on one OS thread
-// and the blocks of a launch one after another.
-#define DSV3_SHARED static
+// and the blocks of a launch one after another. Its own section lets the emulator fill it with garbage at
+// the start of every block.
+#define DSV3_SHARED static __attribute__((section("dsv3_shared")))
 DSV3_DEV u32 f2u(float x) { u32 u; memcpy(&u, &x, 4); return u; }
 DSV3_DEV float u2f(u32 u) { float x; memcpy(&x, &u, 4); return x; }
-DSV3_DEV void dsv3_sync() { dsv3_emu::block_barrier(); }
-template <class T> static inline T dsv3_shfl_xor(T v, int m) { return dsv3_emu::shfl_xor(v, m); }
+// The call site identifies the barrier: threads waiting at different ones are an error.
+#define dsv3_sync() dsv3_emu::block_barrier(__LINE__)
+DSV3_DEV float dsv3_shfl_xor(float v, int m) { return dsv3_emu::shfl_xor(v, m); }
+DSV3_DEV u32 dsv3_shfl_xor(u32 v, int m) { return dsv3_emu::shfl_xor(v, m); }
+DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return dsv3_emu::shfl_xor(v, m); }
 #else
 #error "define DSV3_CUDA, DSV3_HIP or DSV3_HOST"
 #endif

@@ -4,15 +4,24 @@
 //
 // A launch runs its blocks one after another; the threads of a block are fibers on the calling OS thread,
 // switched with _setjmp / _longjmp (no system call per switch) at __syncthreads and warp operations. The
-// scheduler is strict where hardware is undefined, and reports instead of hanging:
-//   * a block barrier that some threads of the block never reach (returned, or waiting at a warp
-//     operation) is an error, as is a warp operation that some lanes of the warp never reach;
-// Global memory is host memory (the runtime places each allocation against a guard page).
+// scheduler is strict where hardware is undefined, and reports instead of hanging or guessing:
+//   * a block barrier that some threads never reach (returned, or waiting at a warp operation), threads
+//     waiting at different barrier call sites, a warp operation that some lanes of the warp never reach,
+//     a shuffle that reads a lane past the end of the block, and a grid or block past the GPU limits
+//     are kernel errors;
+//   * threads run in ascending order between one pair of barriers and in descending order between the
+//     next, so a missing barrier shows whichever way the data flows;
+//   * shared memory is filled with 0xff bytes (NaN as float, -1 as int) at the start of every block, so a
+//     kernel that reads shared memory it did not write sees garbage, as on a GPU.
+// Global memory is host memory (the runtime places each allocation against a guard page); every fiber
+// stack has a guard page below it.
 
 #include <math.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 struct dsv3_dim3 {
@@ -22,6 +31,11 @@ struct dsv3_dim3 {
 // What kernels read; the scheduler sets them before resuming each fiber.
 static dsv3_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+// Every DSV3_SHARED object lives in this section; the linker defines its bounds (weak: a kernel may have
+// no shared memory).
+extern "C" char __start_dsv3_shared[] __attribute__((weak));
+extern "C" char __stop_dsv3_shared[] __attribute__((weak));
+
 namespace dsv3_emu {
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
@@ -30,10 +44,14 @@ struct Fiber {
     jmp_buf ctx;
     State state;
     dsv3_dim3 tid;
+    int barrier;  // the call site (line) of the block barrier it waits at
 };
 
 const unsigned MAX_THREADS = 1024;
-const size_t STACK_BYTES = 64 * 1024;
+// A GPU thread may use far more local memory than a CPU stack frame usually needs: 512 KiB, plus a guard
+// page below each stack so that overflowing faults instead of overwriting the neighbour.
+const size_t STACK_BYTES = 512 * 1024;
+const size_t GUARD_BYTES = 64 * 1024;
 
 struct Scheduler {
     Fiber fibers[MAX_THREADS];
@@ -47,9 +65,14 @@ struct Scheduler {
     void (*body)(const void*) = nullptr;
     const void* params = nullptr;
     const char* error = nullptr;
+    char message[160];
 };
 
 static Scheduler S;
+
+__attribute__((destructor)) static void release_stacks() {
+    if (S.stacks) munmap(S.stacks, MAX_THREADS * (STACK_BYTES + GUARD_BYTES));
+}
 
 // Leave the running fiber in `state` and return to the scheduler; returns when resumed.
 static void yield_as(State state) {
@@ -58,7 +81,7 @@ static void yield_as(State state) {
     if (_setjmp(me.ctx) == 0) _longjmp(S.scheduler, 1);
 }
 
-// A fiber's life: created once through ucontext (the only way onto a new stack), then it parks itself with
+// A fiber's life: created through ucontext (the only way onto a new stack), then it parks itself with
 // _setjmp and runs the kernel body every time the scheduler jumps to it with a fresh thread index.
 static void fiber_main() {
     Fiber& me = S.fibers[S.current];
@@ -73,14 +96,18 @@ static void fiber_main() {
 }
 
 static bool create_fibers(unsigned n) {
+    const size_t slot = STACK_BYTES + GUARD_BYTES;
     if (!S.stacks) {
-        S.stacks = (char*)malloc(MAX_THREADS * STACK_BYTES);
-        if (!S.stacks) return false;
+        void* m = mmap(nullptr, MAX_THREADS * slot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        if (m == MAP_FAILED) return false;
+        S.stacks = (char*)m;
+        for (unsigned i = 0; i < MAX_THREADS; i++) mprotect(S.stacks + i * slot, GUARD_BYTES, PROT_NONE);
     }
     while (S.created < n) {
         ucontext_t uc;
         getcontext(&uc);
-        uc.uc_stack.ss_sp = S.stacks + (size_t)S.created * STACK_BYTES;
+        uc.uc_stack.ss_sp = S.stacks + (size_t)S.created * slot + GUARD_BYTES;
         uc.uc_stack.ss_size = STACK_BYTES;
         uc.uc_link = nullptr;
         makecontext(&uc, fiber_main, 0);
@@ -97,12 +124,22 @@ static void resume(unsigned i) {
     if (_setjmp(S.scheduler) == 0) _longjmp(S.fibers[i].ctx, 1);
 }
 
+static bool fail(const char* message) {
+    S.error = message;
+    return false;
+}
+
 // Runs one block to completion; false (with S.error) when its threads cannot all make progress.
 static bool run_block() {
     for (unsigned i = 0; i < S.count; i++) S.fibers[i].state = RUNNABLE;
-    for (;;) {
-        for (unsigned i = 0; i < S.count; i++) {
+    if (__start_dsv3_shared && __stop_dsv3_shared > __start_dsv3_shared) {
+        memset(__start_dsv3_shared, 0xff, (size_t)(__stop_dsv3_shared - __start_dsv3_shared));
+    }
+    for (unsigned phase = 0;; phase++) {
+        for (unsigned k = 0; k < S.count; k++) {
+            unsigned i = (phase & 1) ? S.count - 1 - k : k;
             if (S.fibers[i].state == RUNNABLE) resume(i);
+            if (S.error) return false;
         }
         unsigned done = 0, at_block = 0, at_warp = 0;
         for (unsigned i = 0; i < S.count; i++) {
@@ -124,8 +161,7 @@ static bool run_block() {
                     other += st != AT_WARP_BARRIER;
                 }
                 if (waiting > 0 && other > 0) {
-                    S.error = "a warp operation (shuffle) was not reached by every lane of its warp";
-                    return false;
+                    return fail("a warp operation (shuffle) was not reached by every lane of its warp");
                 }
                 if (waiting > 0) {
                     for (unsigned i = w; i < end; i++) S.fibers[i].state = RUNNABLE;
@@ -134,33 +170,53 @@ static bool run_block() {
             }
             if (released) continue;
         }
-        if (done > 0) {
-            S.error = "__syncthreads was not reached by every thread of the block (some had returned)";
-            return false;
+        if (done > 0) return fail("__syncthreads was not reached by every thread of the block (some had returned)");
+        int site = S.fibers[0].barrier;
+        for (unsigned i = 1; i < S.count; i++) {
+            if (S.fibers[i].barrier != site) {
+                snprintf(S.message, sizeof S.message,
+                         "threads wait at different __syncthreads call sites (lines %d and %d)", site,
+                         S.fibers[i].barrier);
+                return fail(S.message);
+            }
         }
         for (unsigned i = 0; i < S.count; i++) S.fibers[i].state = RUNNABLE;
     }
 }
 
-static void block_barrier() { yield_as(AT_BLOCK_BARRIER); }
+static void block_barrier(int site) {
+    S.fibers[S.current].barrier = site;
+    yield_as(AT_BLOCK_BARRIER);
+}
 
-template <class T> static T shfl_xor(T v, int mask) {
-    static_assert(sizeof(T) <= 8, "shuffle of a value wider than 8 bytes");
+// The shuffles dsv3.cuh offers on every target: float, u32, i32.
+template <class T> static T shfl_xor_any(T v, int mask) {
     unsigned me = S.current;
     memcpy(&S.exchange[me], &v, sizeof(T));
     yield_as(AT_WARP_BARRIER);
     unsigned src = (me / DSV3_WARP) * DSV3_WARP + ((me % DSV3_WARP) ^ (unsigned)mask);
     T r = v;
-    if (src < S.count) memcpy(&r, &S.exchange[src], sizeof(T));
+    if (src < S.count) {
+        memcpy(&r, &S.exchange[src], sizeof(T));
+    } else if (!S.error) {
+        S.error = "a shuffle read a lane past the end of the block (a partial last warp)";
+    }
     // Nobody may overwrite its slot before every lane has read.
     yield_as(AT_WARP_BARRIER);
     return r;
 }
+static float shfl_xor(float v, int mask) { return shfl_xor_any(v, mask); }
+static unsigned shfl_xor(unsigned v, int mask) { return shfl_xor_any(v, mask); }
+static int shfl_xor(int v, int mask) { return shfl_xor_any(v, mask); }
 
 static const char* launch(void (*body)(const void*), const unsigned* grid, const unsigned* block,
                           const void* params) {
     unsigned n = block[0] * block[1] * block[2];
     if (n == 0 || n > MAX_THREADS) return "block size outside 1..1024";
+    if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return "empty grid";
+    if (grid[0] > 2147483647u || grid[1] > 65535u || grid[2] > 65535u) {
+        return "grid past the GPU limits (x ≤ 2^31 − 1, y and z ≤ 65535)";
+    }
     if (!create_fibers(n)) return "out of memory for fiber stacks";
     S.body = body;
     S.params = params;
@@ -176,7 +232,11 @@ static const char* launch(void (*body)(const void*), const unsigned* grid, const
         for (unsigned by = 0; by < grid[1]; by++)
             for (unsigned bx = 0; bx < grid[0]; bx++) {
                 blockIdx = {bx, by, bz};
-                if (!run_block()) return S.error;
+                if (!run_block()) {
+                    // Fibers stopped mid-kernel must not resume the old launch: build them afresh next time.
+                    S.created = 0;
+                    return S.error;
+                }
             }
     return nullptr;
 }
