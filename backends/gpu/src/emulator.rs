@@ -3,7 +3,8 @@
 //! no GPU is (CI, laptops): same sources, same variants, same parameter blocks as on a GPU.
 //!
 //! Memory is host memory, each allocation ending against an inaccessible guard page, so a kernel reading
-//! or writing past the end of a buffer faults instead of passing silently. Launches run synchronously,
+//! or writing past the end of a buffer faults instead of passing silently, and filled with 0xff bytes, so a
+//! kernel reading memory nobody wrote sees NaN rather than zero. Launches run synchronously,
 //! one at a time per process (blocks share their emulated shared memory within a compiled variant).
 
 use crate::device::{GpuDevice, Profile};
@@ -153,6 +154,10 @@ impl Runtime for Emulator {
         unsafe { libc::mprotect((base as *mut u8).add(body) as *mut c_void, page, libc::PROT_NONE) };
         // The buffer ends where the guard page starts (up to the 256-byte alignment every device gives).
         let addr = base as usize + body - span;
+        // Device memory is uninitialised: 0xff bytes (NaN as float, -1 as int) make a kernel that reads what
+        // nobody wrote fail its tests instead of seeing convenient zeros.
+        // SAFETY: addr..addr+span lies inside the read-write part of the mapping.
+        unsafe { std::ptr::write_bytes(addr as *mut u8, 0xff, span) };
         self.mappings.lock().unwrap_or_else(|p| p.into_inner()).insert(addr as u64, (base as usize, total));
         Ok(addr as u64)
     }

@@ -1,24 +1,243 @@
-//! Placeholder: kernels for mla, mha arrive here.
+//! MLA (absorbed, over the latent cache) and MHA attention, flash-decoding style: a block takes one query
+//! token of one sequence, a group of heads (MLA: up to 8, sharing every read of a cache row; MHA: one)
+//! and one split of the keys; with several splits each block leaves its partial softmax state in scratch
+//! memory and attention_combine merges the splits in order. Decode (few query rows, long cache) gets
+//! splits until the launch has enough blocks; short caches and prefill are one split, written directly.
 
 use crate::device::Ctx;
-use crate::kernels::Variant;
-use crate::launch::Launch;
+use crate::kernels::{self, Variant};
+use crate::launch::{grid_2d, Launch, Params};
 use dsv3_core::ops::{MhaAttention, MlaAttention};
-use dsv3_core::{Error, Op, Result, Support};
+use dsv3_core::{Error, Op, Result, Support, Tensor};
 
-pub fn supports(_ctx: &Ctx, _op: &Op) -> Support {
-    Support::Unsupported { reason: "no kernel yet".into() }
+/// Threads per block of attention.cu (its BLOCK).
+const BLOCK: usize = 256;
+/// Keys per chunk of attention.cu (its CH): splits are whole chunks.
+const CHUNK: usize = 32;
+/// Query values of a head group that attention.cu keeps in static shared memory (its QBUF).
+const QBUF: usize = 6144;
+/// Heads per block of the MLA form (attention.cu's HG when MLA is 1).
+const MLA_HEADS: usize = 8;
+/// Output dimensions per thread and head at most (OPT ∈ {1, 2, 4}): the value dimension is ≤ 4·BLOCK.
+const OPT_MAX: usize = 4;
+/// Caches up to this many keys are one split (no combine); longer ones get at most one split per this
+/// many keys. The host does not know `kv_lens`, so splits follow the cache's capacity L: those past a
+/// sequence's length only report that they are empty.
+const MIN_SPLIT_KEYS: usize = 256;
+/// Blocks a launch should reach before the keys are split no further (an H200 has 132 SMs, each holding
+/// several of these blocks at once).
+const TARGET_BLOCKS: usize = 1024;
+/// Threads per block of attention_combine.cu.
+const COMBINE_BLOCK: u32 = 128;
+
+/// What both forms launch with: queries (MHA: `qr` is `q` and D2 = 0), keys, values, lengths, output.
+struct Form<'a> {
+    mla: bool,
+    /// The op's names of q, qr, k, v (for errors).
+    names: [&'static str; 4],
+    q: &'a Tensor,
+    qr: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    kv_lens: &'a Tensor,
+    out: &'a Tensor,
+    /// (B, T, H, D1, D2, DV, L)
+    dims: (usize, usize, usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
 }
 
-/// Every kernel variant these ops can launch that CI compiles for each GPU architecture.
+/// (query dimension, value dimension) of an attention op.
+fn head_dims(op: &Op) -> Option<(usize, usize)> {
+    match op {
+        Op::MlaAttention(a) => {
+            let (_, _, _, dc, dr, _) = a.dims();
+            Some((dc + dr, dc))
+        }
+        Op::MhaAttention(a) => {
+            let (_, _, _, dk, dv, _) = a.dims();
+            Some((dk, dv))
+        }
+        _ => None,
+    }
+}
+
+pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+    let Some((qd, dv)) = head_dims(op) else {
+        return Support::Unsupported { reason: "not an attention op".into() };
+    };
+    if qd > QBUF {
+        return Support::Unsupported {
+            reason: format!(
+                "query dimension {qd} is over the {QBUF} values the kernel keeps in shared memory"
+            ),
+        };
+    }
+    if dv > OPT_MAX * BLOCK {
+        return Support::Unsupported {
+            reason: format!("value dimension {dv} is over the kernel's {}", OPT_MAX * BLOCK),
+        };
+    }
+    Support::Native
+}
+
+/// Every kernel variant these ops can launch that CI compiles for each GPU architecture: both forms with
+/// each accumulator width, bf16 throughout (the combine has no switch).
 pub fn catalog() -> Vec<Variant> {
-    Vec::new()
+    use dsv3_core::DType::BF16;
+    let mut v = Vec::new();
+    for mla in [1, 0] {
+        for opt in [1, 2, 4] {
+            v.push(
+                Variant::new(kernels::ATTENTION)
+                    .ty("q", BF16)
+                    .ty("qr", BF16)
+                    .ty("k", BF16)
+                    .ty("v", BF16)
+                    .ty("out", BF16)
+                    .konst("MLA", mla)
+                    .konst("OPT", opt),
+            );
+        }
+    }
+    v.push(Variant::new(kernels::ATTENTION_COMBINE).ty("out", BF16));
+    v
 }
 
-pub fn mla(l: &Launch, _o: &MlaAttention) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+pub fn mla(l: &Launch, o: &MlaAttention) -> Result<()> {
+    let (b, t, h, dc, dr, len) = o.dims();
+    run(
+        l,
+        &Form {
+            mla: true,
+            names: ["q_latent", "q_pe", "kv_cache", "kv_cache"],
+            q: &o.q_latent,
+            qr: &o.q_pe,
+            k: &o.kv_cache,
+            v: &o.kv_cache,
+            kv_lens: &o.kv_lens,
+            out: &o.out,
+            dims: (b, t, h, dc, dr, dc, len),
+            scale: o.softmax_scale,
+            causal: o.causal,
+        },
+    )
 }
 
-pub fn mha(l: &Launch, _o: &MhaAttention) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+pub fn mha(l: &Launch, o: &MhaAttention) -> Result<()> {
+    let (b, t, h, dk, dv, len) = o.dims();
+    run(
+        l,
+        &Form {
+            mla: false,
+            names: ["q", "q", "k", "v"],
+            q: &o.q,
+            qr: &o.q,
+            k: &o.k,
+            v: &o.v,
+            kv_lens: &o.kv_lens,
+            out: &o.out,
+            dims: (b, t, h, dk, 0, dv, len),
+            scale: o.softmax_scale,
+            causal: o.causal,
+        },
+    )
+}
+
+/// Splits of `len` keys when the other grid dimension has `row_blocks` blocks: (splits, keys per split).
+/// Enough splits for the launch to reach TARGET_BLOCKS, but no more than `len / MIN_SPLIT_KEYS` rounded
+/// up (so caches up to MIN_SPLIT_KEYS keys are one split), each a whole number of chunks.
+fn key_splits(len: usize, row_blocks: usize) -> (usize, usize) {
+    let wanted = TARGET_BLOCKS.div_ceil(row_blocks.max(1));
+    let splits = wanted.clamp(1, len.div_ceil(MIN_SPLIT_KEYS).max(1));
+    let split_len = len.div_ceil(splits).next_multiple_of(CHUNK).max(CHUNK);
+    (len.div_ceil(split_len).max(1), split_len)
+}
+
+fn run(l: &Launch, f: &Form) -> Result<()> {
+    let (b, t, h, d1, d2, dv, len) = f.dims;
+    let rows = b * t * h;
+    if rows * dv == 0 {
+        return Ok(());
+    }
+    let qd = d1 + d2;
+    let heads = if f.mla { MLA_HEADS.min(QBUF / qd.max(1)).min(h) } else { 1 };
+    let groups = h.div_ceil(heads);
+    let row_blocks = b * t * groups;
+    let (splits, split_len) = key_splits(len, row_blocks);
+    let too_large =
+        || Error::unsupported(l.backend(), l.op, format!("{row_blocks} × {splits} blocks exceed a grid"));
+    let dims = grid_2d(row_blocks as u64, splits as u64, BLOCK as u32).ok_or_else(too_large)?;
+    let opt: i64 = match dv.div_ceil(BLOCK) {
+        0 | 1 => 1,
+        2 => 2,
+        _ => 4,
+    };
+    let kernel = l.kernel(
+        &Variant::new(kernels::ATTENTION)
+            .ty("q", f.q.dtype)
+            .ty("qr", f.qr.dtype)
+            .ty("k", f.k.dtype)
+            .ty("v", f.v.dtype)
+            .ty("out", f.out.dtype)
+            .konst("MLA", f.mla as i64)
+            .konst("OPT", opt),
+    )?;
+    let part = if splits > 1 { l.scratch(rows * splits * (dv + 2) * 4)? } else { 0 };
+    let site = l.site("kv_lens", format!("cache lengths must be in {t}..={len}"));
+    let out = l.addr("out", f.out)?;
+    let params = Params::new()
+        .addr(l.addr(f.names[0], f.q)?)
+        .addr(l.addr(f.names[1], f.qr)?)
+        .addr(l.addr(f.names[2], f.k)?)
+        .addr(l.addr(f.names[3], f.v)?)
+        .addr(l.addr("kv_lens", f.kv_lens)?)
+        .addr(out)
+        .addr(part)
+        .addr(l.err())
+        .u(t)
+        .u(h)
+        .u(d1)
+        .u(d2)
+        .u(dv)
+        .u(len)
+        .u(heads)
+        .u(groups)
+        .u(splits)
+        .u(split_len)
+        .u(f.causal as usize)
+        .u(site as usize)
+        .f(f.scale as f64);
+    l.run(&kernel, dims, params)?;
+    if splits > 1 {
+        let combine = l.kernel(&Variant::new(kernels::ATTENTION_COMBINE).ty("out", f.out.dtype))?;
+        let dims = grid_2d(rows as u64, 1, COMBINE_BLOCK).ok_or_else(|| {
+            Error::unsupported(l.backend(), l.op, format!("{rows} query rows exceed a grid"))
+        })?;
+        l.run(&combine, dims, Params::new().addr(part).addr(out).u(splits).u(dv))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cover_the_keys_in_whole_chunks() {
+        // Short caches, and launches with enough rows, are one split.
+        assert_eq!(key_splits(1, 1), (1, CHUNK));
+        assert_eq!(key_splits(MIN_SPLIT_KEYS, 1).0, 1);
+        assert_eq!(key_splits(100_000, TARGET_BLOCKS).0, 1);
+        // Decode of V3 (one sequence, 16 head groups) over a long cache: splits up to the target.
+        assert_eq!(key_splits(163_840, 16).0, TARGET_BLOCKS / 16);
+        for len in [1, 31, 32, 33, 255, 256, 257, 600, 700, 4096, 163_840] {
+            for rows in [1, 3, 16, 80, 5000] {
+                let (splits, split_len) = key_splits(len, rows);
+                assert!(split_len % CHUNK == 0 && splits * split_len >= len, "{len}/{rows}");
+                assert!((splits - 1) * split_len < len, "{len}/{rows}: an empty split");
+                assert!(splits <= len.div_ceil(MIN_SPLIT_KEYS).max(1) && splits <= TARGET_BLOCKS);
+            }
+        }
+    }
 }

@@ -1,0 +1,147 @@
+//! mla_attention and mha_attention on the host emulator against the CPU oracle: the quick set, then the
+//! paths it misses — decode over a cache long enough to be split over the keys (then combined) with V3's
+//! head dims, a causal prefill whose queries see different numbers of keys across splits, MHA split —
+//! and the cache-length check made on the device, and `supports` for head dims past shared memory.
+
+mod common;
+
+use dsv3_backend_gpu::emulator::EmulatorBackend;
+use dsv3_conformance::case::{v3_softmax_scale, AttentionSpec, Spec};
+use dsv3_conformance::{tolerance, Case};
+use dsv3_core::ops::MlaAttention;
+use dsv3_core::{Backend, DType, Device, Error, Op, Support, Tensor};
+use std::sync::Arc;
+
+#[test]
+fn mla_attention() {
+    common::check_quick("mla_attention");
+}
+
+#[test]
+fn mha_attention() {
+    common::check_quick("mha_attention");
+}
+
+/// A bf16 case of either form over `l` cache rows; `d1, d2` are (Dc, Dr) for MLA, (Dk, Dv) for MHA.
+#[allow(clippy::too_many_arguments)]
+fn case(mla: bool, b: usize, t: usize, h: usize, d1: usize, d2: usize, l: usize, lens: &[usize]) -> Case {
+    let scale = v3_softmax_scale();
+    let (op, score_dim, out_dim) =
+        if mla { ("mla_attention", d1 + d2, d1) } else { ("mha_attention", d1, d2) };
+    let spec = AttentionSpec {
+        b,
+        t,
+        h,
+        d1,
+        d2,
+        l,
+        kv_lens: lens.to_vec(),
+        causal: true,
+        dtype: DType::BF16,
+        out: DType::BF16,
+        scale,
+    };
+    Case {
+        op,
+        name: format!("{op}(b={b},t={t},h={h},d1={d1},d2={d2},l={l},kv_lens={lens:?},gpu)"),
+        dtypes: "io=bf16,out=bf16".into(),
+        seed: 0x5eed_a770 + l as u64 + t as u64,
+        tolerance: tolerance::attention(score_dim, l, scale as f64, DType::BF16, b * t * h * out_dim),
+        spec: if mla { Spec::MlaAttention(spec) } else { Spec::MhaAttention(spec) },
+    }
+}
+
+#[test]
+fn mla_decode_split_over_the_keys() {
+    // 10 heads: a full group of 8 and a partial one; 600 keys: three splits of 224, of which the second
+    // sequence (250 keys) fills one, part of the next and none of the last. Then V3's 128 heads (16
+    // groups) over a short cache: one split (the emulator pays for every head of every key).
+    let cases = [case(true, 2, 1, 10, 512, 64, 600, &[600, 250]), case(true, 1, 1, 128, 512, 64, 48, &[40])];
+    for warp in [32, 64] {
+        common::check_cases(warp, "mla_attention", &cases);
+    }
+}
+
+#[test]
+fn mla_causal_prefill_across_splits() {
+    // 40 new tokens over 300 rows (two splits): the first sequence's queries see 261..=300 keys, the
+    // second's (kv_len 45) see 6..=45, so its second split is empty.
+    let cases = [case(true, 2, 40, 2, 512, 64, 300, &[300, 45])];
+    for warp in [32, 64] {
+        common::check_cases(warp, "mla_attention", &cases);
+    }
+}
+
+#[test]
+fn wide_latents_take_smaller_head_groups() {
+    // D1 + D2 = 1064: five heads' queries fit shared memory (groups of 5 and 1), and 1000 output values
+    // take four per thread.
+    let cases = [case(true, 1, 1, 6, 1000, 64, 40, &[37])];
+    for warp in [32, 64] {
+        common::check_cases(warp, "mla_attention", &cases);
+    }
+}
+
+#[test]
+fn mha_decode_split_and_wide_values() {
+    // V3's naive head dims over three splits (the second sequence fills only the first), then a prefill
+    // with 300 value dims (two per thread).
+    let cases = [case(false, 2, 1, 2, 192, 128, 600, &[600, 200]), case(false, 1, 3, 2, 40, 300, 20, &[20])];
+    for warp in [32, 64] {
+        common::check_cases(warp, "mha_attention", &cases);
+    }
+}
+
+/// An MLA op over fresh (zeroed) f32 buffers with cache lengths `lens`.
+fn mla_op(dev: &Arc<dyn Device>, h: usize, dc: usize, dr: usize, l: usize, lens: &[i32]) -> Op {
+    let b = lens.len();
+    let f32s = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let buf = dev.alloc(4 * n).unwrap();
+        dev.default_stream().upload(&buf, 0, &vec![0u8; 4 * n]).unwrap();
+        Tensor::contiguous(buf, 0, shape, DType::F32)
+    };
+    let lens_buf = dev.alloc(4 * b).unwrap();
+    let bytes: Vec<u8> = lens.iter().flat_map(|v| v.to_le_bytes()).collect();
+    dev.default_stream().upload(&lens_buf, 0, &bytes).unwrap();
+    Op::MlaAttention(MlaAttention {
+        q_latent: f32s(&[b, 1, h, dc]),
+        q_pe: f32s(&[b, 1, h, dr]),
+        kv_cache: f32s(&[b, l, dc + dr]),
+        kv_lens: Tensor::contiguous(lens_buf, 0, &[b], DType::I32),
+        softmax_scale: 0.1,
+        causal: true,
+        out: f32s(&[b, 1, h, dc]),
+    })
+}
+
+#[test]
+fn cache_lengths_outside_the_cache_fail_at_sync() {
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    let s = dev.default_stream();
+    s.launch(&mla_op(&dev, 2, 32, 16, 8, &[8, 9])).expect("the lengths are only known on the device");
+    match s.sync() {
+        Err(Error::InvalidArgument { op: "mla_attention", arg: "kv_lens", reason }) => {
+            assert!(reason.contains("element 1, value 9"), "{reason}")
+        }
+        other => panic!("expected the device to report kv_lens[1] = 9, got {other:?}"),
+    }
+    // Reported once; the stream goes on.
+    s.launch(&mla_op(&dev, 2, 32, 16, 8, &[8, 1])).unwrap();
+    s.sync().unwrap();
+}
+
+#[test]
+fn head_dims_past_shared_memory_are_unsupported_with_the_number() {
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    // DeepSeek-V3: 128 heads of 512 + 64.
+    assert_eq!(dev.supports(&mla_op(&dev, 128, 512, 64, 4, &[4])), Support::Native);
+    match dev.supports(&mla_op(&dev, 1, 8192, 64, 1, &[1])) {
+        Support::Unsupported { reason } => assert!(reason.contains("8256"), "{reason}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    match dev.supports(&mla_op(&dev, 1, 2048, 64, 1, &[1])) {
+        Support::Unsupported { reason } => assert!(reason.contains("2048"), "{reason}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
