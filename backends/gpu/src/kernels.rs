@@ -50,7 +50,8 @@ kernel_files! {
     ROPE = "rope",
     EMBEDDING = "embedding",
     // select group (ops/select.rs)
-    SELECT = "select",
+    // argmax and topk; not "select", which clashes with POSIX select() under offline hipcc
+    TOPK = "topk",
     SAMPLE = "sample",
 }
 

@@ -1,32 +1,154 @@
-//! Placeholder: kernels for rms_norm, softmax, rope, embedding arrive here.
+//! Row-wise ops: rms_norm and softmax (one block per row, rows.cu), rope (one thread per rotated pair),
+//! embedding (one block per token, ids checked on the device).
 
+use super::row_stride;
 use crate::device::Ctx;
-use crate::kernels::Variant;
-use crate::launch::Launch;
+use crate::kernels::{self, Variant};
+use crate::launch::{Launch, Params, BLOCK, MAX_GRID_X};
 use dsv3_core::ops::{Embedding, RmsNorm, Rope, Softmax};
-use dsv3_core::{Error, Op, Result, Support};
+use dsv3_core::{DType, Op, Result, Support, Tensor};
 
-pub fn supports(_ctx: &Ctx, _op: &Op) -> Support {
-    Support::Unsupported { reason: "no kernel yet".into() }
+/// Rotary pairs a rope launch can carry: the frequencies travel in the parameter block (rope.cu's
+/// `MAX_PAIRS` f64 fields, 512 bytes), so a launch needs no upload. V3 rotates 64 dims, 32 pairs.
+const ROPE_MAX_PAIRS: usize = 64;
+
+/// Threads per block of a one-block-per-row reduction over `n` elements: vocabulary-long rows get 1024 so
+/// that the one block keeps more loads in flight. A power of two (sample.cu's tree needs it).
+pub(super) fn row_block(n: usize) -> u32 {
+    if n >= 16 * 1024 {
+        1024
+    } else {
+        BLOCK
+    }
+}
+
+/// Whether `rows` blocks fit the grid, for ops with one block per row.
+pub(super) fn rows_fit(rows: usize) -> Support {
+    if rows as u64 > MAX_GRID_X {
+        return Support::Unsupported {
+            reason: format!("{rows} rows exceed the {MAX_GRID_X} blocks of one launch (one block per row)"),
+        };
+    }
+    Support::Native
+}
+
+pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+    match op {
+        Op::RmsNorm(o) => rows_fit(o.x.shape.first().copied().unwrap_or(0)),
+        Op::Softmax(o) => rows_fit(o.x.shape.first().copied().unwrap_or(0)),
+        Op::Embedding(o) => rows_fit(o.ids.shape.first().copied().unwrap_or(0)),
+        Op::Rope(o) if o.params.dim / 2 > ROPE_MAX_PAIRS => Support::Unsupported {
+            reason: format!(
+                "rotary dim {} exceeds the {} dims whose frequencies the kernel's parameter block carries",
+                o.params.dim,
+                2 * ROPE_MAX_PAIRS
+            ),
+        },
+        _ => Support::Native,
+    }
+}
+
+fn rows_variant(opk: i64, x: DType, w: Option<DType>, out: DType) -> Variant {
+    let v = Variant::new(kernels::ROWS).ty("x", x);
+    let v = match w {
+        Some(w) => v.ty("w", w),
+        None => v,
+    };
+    v.ty("out", out).konst("OPK", opk)
+}
+
+fn rope_variant(x: DType, out: DType) -> Variant {
+    Variant::new(kernels::ROPE).ty("x", x).ty("out", out).konst("MAX_PAIRS", ROPE_MAX_PAIRS as i64)
+}
+
+fn embedding_variant(table: DType, out: DType) -> Variant {
+    Variant::new(kernels::EMBEDDING).ty("table", table).ty("out", out)
 }
 
 /// Every kernel variant these ops can launch that CI compiles for each GPU architecture.
 pub fn catalog() -> Vec<Variant> {
-    Vec::new()
+    use DType::{BF16, F32};
+    vec![
+        rows_variant(0, BF16, Some(BF16), BF16),
+        rows_variant(1, F32, None, F32),
+        rope_variant(BF16, BF16),
+        embedding_variant(BF16, BF16),
+    ]
 }
 
-pub fn rms_norm(l: &Launch, _o: &RmsNorm) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+/// One block per row of `x` `[R, N]`: `opk` 0 rms_norm (with `weight` and `eps`), 1 softmax.
+fn rows(l: &Launch, opk: i64, x: &Tensor, weight: Option<&Tensor>, eps: f32, out: &Tensor) -> Result<()> {
+    let (r, n) = (x.shape[0], x.shape[1]);
+    if r * n == 0 {
+        return Ok(());
+    }
+    let f = l.kernel(&rows_variant(opk, x.dtype, weight.map(|w| w.dtype), out.dtype))?;
+    let w = match weight {
+        Some(w) => l.addr("weight", w)?,
+        None => 0,
+    };
+    let block = row_block(n);
+    let params = Params::new()
+        .u(n)
+        .addr(l.addr("x", x)?)
+        .u(row_stride(x))
+        .addr(w)
+        .addr(l.addr("out", out)?)
+        .u(row_stride(out))
+        .f(eps as f64);
+    l.run(&f, l.grid(r as u64 * block as u64, block)?, params)
 }
 
-pub fn softmax(l: &Launch, _o: &Softmax) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+pub fn rms_norm(l: &Launch, o: &RmsNorm) -> Result<()> {
+    rows(l, 0, &o.x, Some(&o.weight), o.eps, &o.out)
 }
 
-pub fn rope(l: &Launch, _o: &Rope) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+pub fn softmax(l: &Launch, o: &Softmax) -> Result<()> {
+    rows(l, 1, &o.x, None, 0.0, &o.out)
 }
 
-pub fn embedding(l: &Launch, _o: &Embedding) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+pub fn rope(l: &Launch, o: &Rope) -> Result<()> {
+    let (t, h, d) = (o.x.shape[0], o.x.shape[1], o.x.shape[2]);
+    let pairs = d / 2;
+    let threads = t * h * pairs;
+    if threads == 0 {
+        return Ok(());
+    }
+    let f = l.kernel(&rope_variant(o.x.dtype, o.out.dtype))?;
+    let mut params = Params::new()
+        .u(t)
+        .u(h)
+        .u(pairs)
+        .addr(l.addr("x", &o.x)?)
+        .u(o.x.strides[0])
+        .u(o.x.strides[1])
+        .addr(l.addr("positions", &o.positions)?)
+        .addr(l.addr("out", &o.out)?)
+        .u(o.out.strides[0])
+        .u(o.out.strides[1]);
+    let freqs = o.params.inv_freqs();
+    for i in 0..ROPE_MAX_PAIRS {
+        params = params.f(freqs.get(i).map_or(0.0, |&f| f as f64));
+    }
+    l.run(&f, l.grid(threads as u64, BLOCK)?, params)
+}
+
+pub fn embedding(l: &Launch, o: &Embedding) -> Result<()> {
+    let (v, d) = (o.table.shape[0], o.table.shape[1]);
+    let t = o.ids.shape[0];
+    if t == 0 {
+        return Ok(());
+    }
+    let f = l.kernel(&embedding_variant(o.table.dtype, o.out.dtype))?;
+    let site = l.site("ids", format!("ids must be in 0..{v}"));
+    let params = Params::new()
+        .u(d)
+        .u(v)
+        .addr(l.addr("table", &o.table)?)
+        .addr(l.addr("ids", &o.ids)?)
+        .addr(l.addr("out", &o.out)?)
+        .u(row_stride(&o.out))
+        .addr(l.err())
+        .u(site as usize);
+    l.run(&f, l.grid(t as u64 * BLOCK as u64, BLOCK)?, params)
 }

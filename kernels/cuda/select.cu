@@ -1,1 +1,0 @@
-// Placeholder: this kernel is being written.
