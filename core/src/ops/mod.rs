@@ -233,7 +233,14 @@ impl Op {
                 .map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64)
                 .sum()
         };
-        let bytes = bytes_of(&|_| true);
+        let bytes = match self {
+            // A lookup reads only the rows it gathers, not the whole table.
+            Op::Embedding(e) => {
+                let rows = e.out.numel() * e.table.dtype.size();
+                (rows + e.ids.numel() * e.ids.dtype.size() + e.out.numel() * e.out.dtype.size()) as f64
+            }
+            _ => bytes_of(&|_| true),
+        };
         let flops = match self {
             Op::Gemm(g) => {
                 let (m, n, k) = g.dims();
