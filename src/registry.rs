@@ -5,6 +5,7 @@ use dsv3_backend_ascend::AscendBackend;
 use dsv3_backend_cpu::{CpuBackend, Mode};
 use dsv3_backend_cuda::CudaBackend;
 use dsv3_backend_gpu::emulator::EmulatorBackend;
+use dsv3_backend_hip::HipBackend;
 use dsv3_backend_wgpu::WgpuBackend;
 use dsv3_core::{Backend, DeviceInfo};
 
@@ -12,6 +13,7 @@ use dsv3_core::{Backend, DeviceInfo};
 pub fn backends() -> Vec<Box<dyn Backend>> {
     vec![
         Box::new(CudaBackend::new()),
+        Box::new(HipBackend::new()),
         Box::new(WgpuBackend::new()),
         Box::new(CpuBackend::new(Mode::Fast)),
         Box::new(CpuBackend::new(Mode::Reference)),
@@ -27,7 +29,7 @@ pub fn is_software(info: &DeviceInfo) -> bool {
 
 /// Backends the project plans but this build does not contain, with the reason, so that `dsv3 devices`
 /// accounts for every kind of hardware.
-pub const NOT_BUILT: &[(&str, &str)] = &[("hip", "not in this build yet (AMD ROCm backend: issue 7)")];
+pub const NOT_BUILT: &[(&str, &str)] = &[];
 
 /// Backends chosen only by name, never by `all` or `auto`: the host emulator running the CUDA C kernels on
 /// the CPU with NVIDIA's warp width (`cuda-emu`) or AMD's wave64 (`hip-emu`), for checking kernels where

@@ -6,6 +6,9 @@ same shapes, in the same run (ci/device-check.sh calls both). C[M,N] = A[M,K] ·
          DeepSeek's 1x128 / 128x128 block scales are finer than what this call is given, so it is the
          throughput a block-scaled kernel should approach, not the same arithmetic.
 
+On ROCm builds of PyTorch torch.cuda is HIP and these are hipBLAS / hipBLASLt (ci/device-check-hip.sh);
+MI300's FP8 GEMM takes e4m3fnuz operands: `--fp8-dtype e4m3fnuz`.
+
 Prints one line per shape and dtype: `torch <dtype> MxNxK: <ms> ms, <TFLOP/s> TFLOP/s` (median of timed
 runs, CUDA events).
 
@@ -40,10 +43,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shape", action="append", required=True, help="MxNxK")
     p.add_argument("--dtype", action="append", choices=["bf16", "fp8"], required=True)
+    p.add_argument("--fp8-dtype", choices=["e4m3fn", "e4m3fnuz"], default="e4m3fn")
     p.add_argument("--seconds", type=float, default=0.3)
     a = p.parse_args()
     dev = torch.device("cuda")
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(dev)}")
+    fp8_dtype = torch.float8_e4m3fnuz if a.fp8_dtype == "e4m3fnuz" else torch.float8_e4m3fn
+    platform = f"HIP {torch.version.hip}" if getattr(torch.version, "hip", None) else f"CUDA {torch.version.cuda}"
+    print(f"torch {torch.__version__}, {platform}, {torch.cuda.get_device_name(dev)}, fp8 as {a.fp8_dtype}")
     for shape in a.shape:
         m, n, k = (int(x) for x in shape.split("x"))
         flops = 2.0 * m * n * k
@@ -56,8 +62,8 @@ def main():
                 if m % 16 or n % 16 or k % 16:
                     print(f"torch fp8 {shape}: skipped (_scaled_mm needs multiples of 16)")
                     continue
-                A8 = A.to(torch.float8_e4m3fn)
-                B8 = B.to(torch.float8_e4m3fn)
+                A8 = A.to(fp8_dtype)
+                B8 = B.to(fp8_dtype)
                 one = torch.ones((), device=dev, dtype=torch.float32)
                 fn = lambda: torch._scaled_mm(A8, B8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
             try:

@@ -1,0 +1,275 @@
+//! The HIP runtime as a dsv3 runtime: one device's memory, hiprtc-compiled modules and streams. Every call
+//! first makes the device current on the calling thread (`hipSetDevice`, a per-thread setting in HIP).
+//! Every `unsafe` block states what it relies on.
+
+use crate::api::{self, Handle, Hip, BACKEND, HIP_ERROR_OUT_OF_MEMORY, STREAM_NON_BLOCKING};
+use crate::hiprtc::{self, RtcError};
+use dsv3_backend_gpu::kernels::Variant;
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, Runtime, Target};
+use dsv3_core::{Error, Result};
+use std::ffi::{c_int, c_void, CString};
+use std::sync::Arc;
+
+/// One device.
+pub struct HipRuntime {
+    hip: &'static Hip,
+    ordinal: c_int,
+    target: Target,
+}
+
+impl HipRuntime {
+    /// The runtime of device `ordinal`, compiling for `target` (a `Target::Hip`). libamdhip64 must load.
+    pub fn open(ordinal: usize, target: Target) -> Result<HipRuntime> {
+        let hip = api::hip().map_err(|reason| Error::Unavailable { backend: BACKEND.into(), reason })?;
+        if !matches!(target, Target::Hip { .. }) {
+            return Err(Error::Unavailable {
+                backend: BACKEND.into(),
+                reason: format!("a HIP runtime compiles for AMD targets, not {target:?}"),
+            });
+        }
+        let rt = HipRuntime { hip, ordinal: ordinal as c_int, target };
+        rt.bind()?;
+        Ok(rt)
+    }
+
+    fn bind(&self) -> Result<()> {
+        bind(self.hip, self.ordinal)
+    }
+
+    fn kernel_error(&self, op: &'static str, v: &Variant, reason: String) -> Error {
+        Error::Kernel { backend: BACKEND.into(), op, kernel: v.key(), reason }
+    }
+}
+
+fn bind(hip: &Hip, ordinal: c_int) -> Result<()> {
+    // SAFETY: any ordinal is accepted (a bad one is an error code).
+    hip.check("hipSetDevice", unsafe { (hip.set_device)(ordinal) })
+}
+
+/// A loaded module and its one kernel.
+struct HipKernel {
+    hip: &'static Hip,
+    ordinal: c_int,
+    module: Handle,
+    function: Handle,
+    name: String,
+}
+
+// SAFETY: module and function handles are identifiers valid on any thread with their device current.
+unsafe impl Send for HipKernel {}
+// SAFETY: as above; launching the same function from several threads is allowed.
+unsafe impl Sync for HipKernel {}
+
+impl Drop for HipKernel {
+    fn drop(&mut self) {
+        // SAFETY: the module was loaded on this device and is unloaded once; queues holding the kernel keep
+        // it alive until their work is synchronised.
+        unsafe {
+            let _ = (self.hip.set_device)(self.ordinal);
+            let _ = (self.hip.module_unload)(self.module);
+        }
+    }
+}
+
+impl Runtime for HipRuntime {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.bind()?;
+        let mut p: Handle = std::ptr::null_mut();
+        // Every dsv3 buffer needs a distinct address, zero bytes included: take at least 256 (hipMalloc's
+        // alignment is at least that).
+        // SAFETY: a valid out-pointer.
+        let r = unsafe { (self.hip.malloc)(&mut p, bytes.max(256)) };
+        if r == HIP_ERROR_OUT_OF_MEMORY {
+            return Err(Error::OutOfMemory { backend: BACKEND.into(), bytes });
+        }
+        self.hip.check("hipMalloc", r)?;
+        Ok(p as u64)
+    }
+
+    fn free(&self, addr: u64, _bytes: usize) {
+        if self.bind().is_ok() {
+            // SAFETY: `addr` came from `alloc` and is freed once (GpuBuffer's Drop); streams keep buffers
+            // alive until their work is synchronised.
+            let _ = unsafe { (self.hip.free)(addr as Handle) };
+        }
+    }
+
+    fn compile(&self, op: &'static str, v: &Variant) -> Result<Function> {
+        let Target::Hip { arch, .. } = &self.target else { unreachable!("checked in `open`") };
+        let source = v.assemble(&self.target);
+        let code = hiprtc::compile(v.kernel.name, &source, arch).map_err(|e| match e {
+            RtcError::Unavailable(reason) => Error::Unavailable { backend: BACKEND.into(), reason },
+            RtcError::Unsupported(reason) => Error::Unsupported { backend: BACKEND.into(), op, reason },
+            RtcError::Failed(reason) => self.kernel_error(op, v, format!("hiprtc for {arch}: {reason}")),
+        })?;
+        self.bind()?;
+        let mut module: Handle = std::ptr::null_mut();
+        // SAFETY: `code` is a complete code object from hiprtc (or the cache written from one) and outlives
+        // the call.
+        let r = unsafe { (self.hip.module_load_data)(&mut module, code.as_ptr() as *const c_void) };
+        if r != api::HIP_SUCCESS {
+            return Err(self.kernel_error(op, v, format!("hipModuleLoadData: {}", self.hip.error_text(r))));
+        }
+        let name = CString::new(v.kernel.name)
+            .map_err(|_| self.kernel_error(op, v, "kernel name with NUL".into()))?;
+        let mut function: Handle = std::ptr::null_mut();
+        // SAFETY: `module` was just loaded; the name is NUL-terminated.
+        let r = unsafe { (self.hip.module_get_function)(&mut function, module, name.as_ptr()) };
+        if r != api::HIP_SUCCESS {
+            // SAFETY: unloads the module loaded above, once.
+            unsafe {
+                let _ = (self.hip.module_unload)(module);
+            }
+            return Err(self.kernel_error(
+                op,
+                v,
+                format!("hipModuleGetFunction: {}", self.hip.error_text(r)),
+            ));
+        }
+        Ok(Arc::new(HipKernel { hip: self.hip, ordinal: self.ordinal, module, function, name: v.key() }))
+    }
+
+    fn new_queue(&self) -> Result<Box<dyn Queue>> {
+        self.bind()?;
+        let mut stream: Handle = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and a documented flag.
+        let r = unsafe { (self.hip.stream_create_with_flags)(&mut stream, STREAM_NON_BLOCKING) };
+        self.hip.check("hipStreamCreateWithFlags", r)?;
+        Ok(Box::new(HipQueue { hip: self.hip, ordinal: self.ordinal, stream }))
+    }
+}
+
+struct HipQueue {
+    hip: &'static Hip,
+    ordinal: c_int,
+    stream: Handle,
+}
+
+// SAFETY: a stream handle may be used from any thread with its device current (`bind`).
+unsafe impl Send for HipQueue {}
+// SAFETY: as above; the runtime serialises work submitted to one stream.
+unsafe impl Sync for HipQueue {}
+
+impl HipQueue {
+    fn sync_stream(&self) -> Result<()> {
+        // SAFETY: a live stream of this device.
+        self.hip.check("hipStreamSynchronize", unsafe { (self.hip.stream_synchronize)(self.stream) })
+    }
+}
+
+impl Drop for HipQueue {
+    fn drop(&mut self) {
+        // SAFETY: the stream was created in `new_queue` and is destroyed once, after its work finishes.
+        unsafe {
+            let _ = (self.hip.set_device)(self.ordinal);
+            let _ = (self.hip.stream_synchronize)(self.stream);
+            let _ = (self.hip.stream_destroy)(self.stream);
+        }
+    }
+}
+
+impl Queue for HipQueue {
+    fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        bind(self.hip, self.ordinal)?;
+        // SAFETY: the stream layer checked dst..dst+len is inside a live allocation; `src` is valid for the
+        // call.
+        let r = unsafe {
+            (self.hip.memcpy_htod_async)(dst as Handle, src.as_ptr() as *const c_void, src.len(), self.stream)
+        };
+        self.hip.check("hipMemcpyHtoDAsync", r)?;
+        // The caller may reuse `src` once this returns. HIP documents copies from unpinned memory as performed
+        // synchronously, but not (as CUDA does) that the source is no longer read on return, in every release;
+        // a late read would corrupt silently. So wait: uploads are few (weights once, token ids per step).
+        self.sync_stream()
+    }
+
+    fn download(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        bind(self.hip, self.ordinal)?;
+        // SAFETY: src..src+len is inside a live allocation (checked by the stream layer); the synchronisation
+        // below completes the copy before `dst` is handed back.
+        let r = unsafe {
+            (self.hip.memcpy_dtoh_async)(
+                dst.as_mut_ptr() as *mut c_void,
+                src as Handle,
+                dst.len(),
+                self.stream,
+            )
+        };
+        self.hip.check("hipMemcpyDtoHAsync", r)?;
+        self.sync_stream()
+    }
+
+    fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        bind(self.hip, self.ordinal)?;
+        // SAFETY: both ranges are inside live allocations of this device (checked by the stream layer).
+        let r = unsafe { (self.hip.memcpy_dtod_async)(dst as Handle, src as Handle, bytes, self.stream) };
+        self.hip.check("hipMemcpyDtoDAsync", r)
+    }
+
+    fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()> {
+        let k = f.downcast_ref::<HipKernel>().ok_or_else(|| Error::Kernel {
+            backend: BACKEND.into(),
+            op,
+            kernel: "?".into(),
+            reason: "not a HIP kernel".into(),
+        })?;
+        bind(self.hip, self.ordinal)?;
+        let mut args = [params.as_ptr() as *mut c_void];
+        let [gx, gy, gz] = dims.grid;
+        // SAFETY: the kernel takes one parameter, its `Params` struct of 8-byte fields, which `params` holds in
+        // order (the launch code builds both from one list); hipModuleLaunchKernel copies it before returning,
+        // as cuLaunchKernel does. Every address inside was checked against a live allocation, kept alive
+        // until the stream's next sync.
+        let r = unsafe {
+            (self.hip.module_launch_kernel)(
+                k.function,
+                gx,
+                gy,
+                gz,
+                dims.block,
+                1,
+                1,
+                0,
+                self.stream,
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if r == api::HIP_SUCCESS {
+            return Ok(());
+        }
+        Err(Error::Kernel {
+            backend: BACKEND.into(),
+            op,
+            kernel: k.name.clone(),
+            reason: format!(
+                "hipModuleLaunchKernel (grid {:?}, block {}): {}",
+                dims.grid,
+                dims.block,
+                self.hip.error_text(r)
+            ),
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        bind(self.hip, self.ordinal)?;
+        self.sync_stream()
+    }
+}

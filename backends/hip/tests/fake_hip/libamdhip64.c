@@ -1,0 +1,233 @@
+/* A fake libamdhip64 (with hiprtc in it, as ROCm 5 has) for dsv3's tests: enough of the HIP runtime for
+ * the HIP backend's host side to run without a GPU.
+ *
+ * FAKE_HIP_DEVICES=0: hipInit and hipGetDeviceCount fail with hipErrorNoDevice. Otherwise one "device"
+ * whose memory is host memory (at most 1 GiB per allocation), with architecture $FAKE_HIP_ARCH (default
+ * gfx90a:sramecc+:xnack-, written into the properties struct where ROCm 6 puts it) and wavefront
+ * $FAKE_HIP_WARP (default 64); it accepts any ELF image as a module and refuses every launch with
+ * hipErrorNotSupported. hipRuntimeGetVersion reports $FAKE_HIP_VERSION (default 60241134, ROCm 6.2; "none"
+ * writes nothing, as Debian's ROCm 5.2 does without a GPU).
+ *
+ * The fake hiprtc (whose ROCm version is therefore the runtime's: the file name has none) aborts the process
+ * for an architecture not in $FAKE_HIPRTC_KNOWS (default gfx90a) as the real one does, and otherwise fails
+ * every compilation with HIPRTC_ERROR_COMPILATION and a log.
+ *
+ * Built with -DINCOMPLETE it lacks hipModuleLaunchKernel (an old or foreign library). fake_hip_launches()
+ * counts launch attempts, fake_hip_modules() the modules loaded and not unloaded. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int hipError_t;
+typedef void *Handle;
+
+enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, NO_DEVICE = 100, INVALID_DEVICE = 101,
+       INVALID_IMAGE = 200, INVALID_HANDLE = 400, NOT_SUPPORTED = 801 };
+
+static int devices(void) {
+    const char *v = getenv("FAKE_HIP_DEVICES");
+    return v ? atoi(v) : 1;
+}
+static const char *arch(void) {
+    const char *v = getenv("FAKE_HIP_ARCH");
+    return v ? v : "gfx90a:sramecc+:xnack-";
+}
+
+static int launches, modules;
+int fake_hip_launches(void) { return launches; }
+int fake_hip_modules(void) { return modules; }
+
+const char *hipGetErrorName(hipError_t e) {
+    switch (e) {
+    case OK: return "hipSuccess";
+    case INVALID_VALUE: return "hipErrorInvalidValue";
+    case OUT_OF_MEMORY: return "hipErrorOutOfMemory";
+    case NO_DEVICE: return "hipErrorNoDevice";
+    case INVALID_DEVICE: return "hipErrorInvalidDevice";
+    case INVALID_IMAGE: return "hipErrorInvalidImage";
+    case INVALID_HANDLE: return "hipErrorInvalidHandle";
+    case NOT_SUPPORTED: return "hipErrorNotSupported";
+    default: return "hipErrorUnknown";
+    }
+}
+const char *hipGetErrorString(hipError_t e) {
+    switch (e) {
+    case NO_DEVICE: return "no ROCm-capable device is detected";
+    case NOT_SUPPORTED: return "operation not supported (fake libamdhip64)";
+    default: return hipGetErrorName(e);
+    }
+}
+
+hipError_t hipInit(unsigned flags) { return flags != 0 ? INVALID_VALUE : devices() > 0 ? OK : NO_DEVICE; }
+hipError_t hipRuntimeGetVersion(int *v) {
+    const char *s = getenv("FAKE_HIP_VERSION");
+    if (s && strcmp(s, "none") == 0) return OK;
+    *v = s ? atoi(s) : 60241134;
+    return OK;
+}
+hipError_t hipGetDeviceCount(int *n) {
+    *n = devices() > 0 ? devices() : 0;
+    return *n > 0 ? OK : NO_DEVICE;
+}
+hipError_t hipDeviceGet(int *dev, int ordinal) {
+    if (ordinal < 0 || ordinal >= devices()) return INVALID_DEVICE;
+    *dev = ordinal;
+    return OK;
+}
+hipError_t hipDeviceGetName(char *name, int len, int dev) {
+    if (dev < 0 || dev >= devices() || len <= 0) return INVALID_VALUE;
+    strncpy(name, "FAKE HIP DEVICE (dsv3 test)", (size_t)len);
+    name[len - 1] = 0;
+    return OK;
+}
+hipError_t hipDeviceTotalMem(size_t *bytes, int dev) {
+    if (dev < 0 || dev >= devices()) return INVALID_DEVICE;
+    *bytes = (size_t)1 << 30;
+    return OK;
+}
+hipError_t hipDeviceGetAttribute(int *v, int attr, int dev) {
+    if (dev < 0 || dev >= devices()) return INVALID_DEVICE;
+    const char *w = getenv("FAKE_HIP_WARP");
+    switch (attr) {
+    case 63: *v = 104; return OK;              /* multiprocessor count */
+    case 87: *v = w ? atoi(w) : 64; return OK; /* warp size */
+    default: return INVALID_VALUE;              /* the backend asks for nothing else */
+    }
+}
+/* ROCm 6's layout in outline: the name first, numbers (non-zero bytes) in between, gcnArchName at 1160,
+ * 1472 bytes in all. */
+hipError_t hipGetDevicePropertiesR0600(void *props, int dev) {
+    if (dev < 0 || dev >= devices()) return INVALID_DEVICE;
+    unsigned char *p = props;
+    memset(p, 0, 1472);
+    strcpy((char *)p, "FAKE HIP DEVICE (dsv3 test)");
+    for (int i = 256; i < 1160; i++) p[i] = (unsigned char)(i * 37 % 251);
+    strncpy((char *)p + 1160, arch(), 255);
+    return OK;
+}
+
+/* The backend makes its device current before using it (real HIP defaults to device 0; this fake insists). */
+static int current = -1;
+hipError_t hipSetDevice(int ordinal) {
+    if (ordinal < 0 || ordinal >= devices()) return INVALID_DEVICE;
+    current = ordinal;
+    return OK;
+}
+
+hipError_t hipMalloc(void **p, size_t bytes) {
+    if (current < 0) return INVALID_DEVICE;
+    if (bytes > ((size_t)1 << 30)) return OUT_OF_MEMORY;
+    *p = malloc(bytes);
+    return *p ? OK : OUT_OF_MEMORY;
+}
+hipError_t hipFree(void *p) { free(p); return OK; }
+
+static int stream;
+hipError_t hipMemcpyHtoDAsync(void *dst, const void *src, size_t n, Handle s) {
+    if (s != &stream) return INVALID_HANDLE;
+    memcpy(dst, src, n);
+    return OK;
+}
+hipError_t hipMemcpyDtoHAsync(void *dst, void *src, size_t n, Handle s) {
+    if (s != &stream) return INVALID_HANDLE;
+    memcpy(dst, src, n);
+    return OK;
+}
+hipError_t hipMemcpyDtoDAsync(void *dst, void *src, size_t n, Handle s) {
+    if (s != &stream) return INVALID_HANDLE;
+    memmove(dst, src, n);
+    return OK;
+}
+/* The backend's streams must not synchronise with the null stream: only hipStreamNonBlocking (1) is taken. */
+hipError_t hipStreamCreateWithFlags(Handle *s, unsigned flags) {
+    if (flags != 1) return INVALID_VALUE;
+    *s = &stream;
+    return OK;
+}
+hipError_t hipStreamSynchronize(Handle s) { return s == &stream ? OK : INVALID_HANDLE; }
+hipError_t hipStreamDestroy(Handle s) { return s == &stream ? OK : INVALID_HANDLE; }
+
+static int module, function;
+hipError_t hipModuleLoadData(Handle *m, const void *image) {
+    if (memcmp(image, "\177ELF", 4) != 0) return INVALID_IMAGE;
+    *m = &module;
+    modules++;
+    return OK;
+}
+hipError_t hipModuleGetFunction(Handle *f, Handle m, const char *name) {
+    (void)name;
+    if (m != &module) return INVALID_HANDLE;
+    *f = &function;
+    return OK;
+}
+hipError_t hipModuleUnload(Handle m) {
+    if (m != &module) return INVALID_HANDLE;
+    modules--;
+    return OK;
+}
+
+#ifndef INCOMPLETE
+/* Parameters go as CUDA's do: kernelParams[0] points at the kernel's one (struct) parameter, no `extra`. */
+hipError_t hipModuleLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                 unsigned bz, unsigned shared, Handle s, void **params, void **extra) {
+    launches++;
+    if (f != &function || s != &stream || !params || !params[0] || extra || shared != 0) return INVALID_VALUE;
+    if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || bx > 1024 || by != 1 || bz != 1) return INVALID_VALUE;
+    return NOT_SUPPORTED;
+}
+#endif
+
+/* ---- hiprtc ---- */
+
+enum { RTC_OK = 0, RTC_INVALID_INPUT = 3, RTC_INVALID_PROGRAM = 4, RTC_COMPILATION = 6 };
+static int program;
+static const char LOG[] = "fake hiprtc: this library compiles nothing (dsv3 test)";
+
+const char *hiprtcGetErrorString(int r) {
+    switch (r) {
+    case RTC_OK: return "HIPRTC_SUCCESS";
+    case RTC_INVALID_INPUT: return "HIPRTC_ERROR_INVALID_INPUT";
+    case RTC_INVALID_PROGRAM: return "HIPRTC_ERROR_INVALID_PROGRAM";
+    case RTC_COMPILATION: return "HIPRTC_ERROR_COMPILATION";
+    default: return "HIPRTC_ERROR_INTERNAL_ERROR";
+    }
+}
+int hiprtcCreateProgram(Handle *p, const char *src, const char *name, int n, const char **headers,
+                        const char **names) {
+    (void)headers; (void)names;
+    if (!src || !name || n != 0) return RTC_INVALID_INPUT;
+    *p = &program;
+    return RTC_OK;
+}
+int hiprtcCompileProgram(Handle p, int n, const char **opts) {
+    if (p != &program) return RTC_INVALID_PROGRAM;
+    const char *knows = getenv("FAKE_HIPRTC_KNOWS");
+    if (!knows) knows = "gfx90a";
+    for (int i = 0; i < n; i++) {
+        if (strncmp(opts[i], "--offload-arch=", 15) != 0) continue;
+        char base[32] = {0};
+        sscanf(opts[i] + 15, "%31[^:]", base);
+        if (!strstr(knows, base)) {
+            fprintf(stderr, "fake hiprtc: unknown architecture %s: aborting, as hiprtc does\n", base);
+            abort();
+        }
+    }
+    return RTC_COMPILATION;
+}
+int hiprtcDestroyProgram(Handle *p) {
+    if (!p || *p != &program) return RTC_INVALID_PROGRAM;
+    *p = 0;
+    return RTC_OK;
+}
+int hiprtcGetProgramLogSize(Handle p, size_t *n) {
+    if (p != &program) return RTC_INVALID_PROGRAM;
+    *n = sizeof LOG;
+    return RTC_OK;
+}
+int hiprtcGetProgramLog(Handle p, char *log) {
+    if (p != &program) return RTC_INVALID_PROGRAM;
+    memcpy(log, LOG, sizeof LOG);
+    return RTC_OK;
+}
+int hiprtcGetCodeSize(Handle p, size_t *n) { (void)p; (void)n; return RTC_INVALID_PROGRAM; }
+int hiprtcGetCode(Handle p, char *code) { (void)p; (void)code; return RTC_INVALID_PROGRAM; }

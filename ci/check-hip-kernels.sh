@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Compiles every kernel variant of the catalog for AMD GPUs, without one:
+#   1. hipcc (offline, with hip_runtime.h) for gfx90a (MI200) and gfx940 (the MI300 family's ISA), printing
+#      each kernel's registers, spills, LDS and occupancy (clang's kernel-resource-usage remarks);
+#   2. hiprtc in-process for gfx90a, the compiler and header environment the HIP backend uses at run time.
+# Uses Debian's ROCm 5.2 (`hipcc libamdhip64-dev`, installed here with apt when missing and running as root;
+# about 70 MB). Debian bookworm's clang is LLVM 15: gfx942 (MI300X) needs LLVM >= 17 and gfx950 (MI350)
+# LLVM >= 20, so neither can be compiled here — gfx940 is the nearest ISA LLVM 15 knows; and hiprtc 5.2 aborts
+# the process for gfx940 (the backend refuses it: too old), so hiprtc is checked for gfx90a only.
+# Fails on any compile error or on a kernel file the catalog does not cover.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ARCHS=(gfx90a gfx940)
+
+if ! command -v hipcc >/dev/null 2>&1 || [ ! -f /usr/include/hip/hip_runtime.h ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends hipcc libamdhip64-dev >&2
+    else
+        echo "check-hip-kernels: hipcc and libamdhip64-dev are needed (apt-get install hipcc libamdhip64-dev)" >&2
+        exit 1
+    fi
+fi
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+start=$SECONDS
+
+# Sources for every variant (the same text for both wave64 architectures), and hiprtc's in-process check
+# with a fresh kernel cache, so that every variant is really compiled.
+arch_args=()
+for a in "${ARCHS[@]}"; do arch_args+=(--arch "$a"); done
+DSV3_KERNEL_CACHE="$out/cache" cargo run --quiet -p dsv3-backend-hip --bin dsv3-emit-kernels -- \
+    "${arch_args[@]}" --warp 64 --out "$out/src" --hiprtc
+
+# hipcc: one invocation per variant for both architectures (the header is the larger part of the cost), two
+# at a time. The resource remarks go to one YAML file per architecture (stderr does not say which is which).
+offload=()
+for a in "${ARCHS[@]}"; do offload+=("--offload-arch=$a"); done
+src="$out/src/${ARCHS[0]}"
+export HIPCC_OFFLOAD="${offload[*]}"
+# shellcheck disable=SC2016
+if ! ls "$src"/*.hip | xargs -P2 -I{} bash -c '
+    f=$1; cd "$(dirname "$f")"
+    # shellcheck disable=SC2086
+    if ! hipcc --genco $HIPCC_OFFLOAD -O3 -std=c++17 -Rpass-analysis=kernel-resource-usage \
+        -fsave-optimization-record -foptimization-record-passes=kernel-resource-usage \
+        -x hip "$f" -o "${f%.hip}.hsaco" >"${f%.hip}.log" 2>&1; then
+        echo "check-hip-kernels: hipcc failed on $(basename "$f"):" >&2
+        grep -v "remark:\|note: could not determine" "${f%.hip}.log" | head -n 60 >&2
+        exit 255
+    fi' _ {}; then
+    exit 1
+fi
+
+# One line per architecture and variant from the remarks.
+printf '%-7s %-80s %5s %5s %5s %11s %7s %4s\n' arch variant vgpr agpr sgpr "spill v/s" lds occ
+n=0
+for a in "${ARCHS[@]}"; do
+    while IFS=$'\t' read -r i key; do
+        yaml=$(ls "$src/$i"-*-hip-amdgcn-amd-amdhsa-"$a".opt.yaml)
+        field() { sed -n "s/^  - $1: *'\\{0,1\\}\\([0-9]*\\)'\\{0,1\\}$/\\1/p" "$yaml" | head -n 1; }
+        printf '%-7s %-80s %5s %5s %5s %11s %7s %4s\n' "$a" "${key:0:80}" "$(field NumVGPR)" "$(field NumAGPR)" \
+            "$(field NumSGPR)" "$(field VGPRSpill)/$(field SGPRSpill)" "$(field BytesLDS)" "$(field Occupancy)"
+        n=$((n + 1))
+    done <"$src/index.tsv"
+done
+echo "check-hip-kernels: $n hipcc compilations (${ARCHS[*]}) and hiprtc for gfx90a passed in $((SECONDS - start)) s;" \
+    "gfx942 / gfx950 not compiled (LLVM 15 here; they need >= 17 / >= 20)"
