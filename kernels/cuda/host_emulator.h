@@ -13,15 +13,14 @@
 //     next, so a missing barrier shows whichever way the data flows;
 //   * shared memory is filled with 0xff bytes (NaN as float, -1 as int) at the start of every block, so a
 //     kernel that reads shared memory it did not write sees garbage, as on a GPU.
-// Global memory is host memory (the runtime places each allocation against a guard page); every fiber
-// stack has a guard page below it.
+// Global memory is host memory (the runtime places each allocation against a guard page); the fiber
+// stacks come from the runtime too, each with a guard region below it.
 
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <ucontext.h>
 
 struct dsv3_dim3 {
@@ -48,16 +47,15 @@ struct Fiber {
 };
 
 const unsigned MAX_THREADS = 1024;
-// A GPU thread may use far more local memory than a CPU stack frame usually needs: 512 KiB, plus a guard
-// page below each stack so that overflowing faults instead of overwriting the neighbour.
-const size_t STACK_BYTES = 512 * 1024;
-const size_t GUARD_BYTES = 64 * 1024;
 
 struct Scheduler {
     Fiber fibers[MAX_THREADS];
     unsigned long long exchange[MAX_THREADS];  // one warp-shuffle slot per thread
+    // MAX_THREADS stacks of `stack_bytes`, each above `guard_bytes` of inaccessible memory: one pool for the
+    // whole process, owned by the runtime (per-library pools exhausted the kernel's limit on mappings).
     char* stacks = nullptr;
-    unsigned created = 0;  // fibers that exist (they persist between launches)
+    size_t stack_bytes = 0, guard_bytes = 0;
+    unsigned created = 0;  // fibers made in this launch
     unsigned count = 0;    // threads in the current block
     unsigned current = 0;
     jmp_buf scheduler;
@@ -69,10 +67,6 @@ struct Scheduler {
 };
 
 static Scheduler S;
-
-__attribute__((destructor)) static void release_stacks() {
-    if (S.stacks) munmap(S.stacks, MAX_THREADS * (STACK_BYTES + GUARD_BYTES));
-}
 
 // Leave the running fiber in `state` and return to the scheduler; returns when resumed.
 static void yield_as(State state) {
@@ -95,27 +89,19 @@ static void fiber_main() {
     }
 }
 
-static bool create_fibers(unsigned n) {
-    const size_t slot = STACK_BYTES + GUARD_BYTES;
-    if (!S.stacks) {
-        void* m = mmap(nullptr, MAX_THREADS * slot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-        if (m == MAP_FAILED) return false;
-        S.stacks = (char*)m;
-        for (unsigned i = 0; i < MAX_THREADS; i++) mprotect(S.stacks + i * slot, GUARD_BYTES, PROT_NONE);
-    }
+static void create_fibers(unsigned n) {
+    const size_t slot = S.stack_bytes + S.guard_bytes;
     while (S.created < n) {
         ucontext_t uc;
         getcontext(&uc);
-        uc.uc_stack.ss_sp = S.stacks + (size_t)S.created * slot + GUARD_BYTES;
-        uc.uc_stack.ss_size = STACK_BYTES;
+        uc.uc_stack.ss_sp = S.stacks + (size_t)S.created * slot + S.guard_bytes;
+        uc.uc_stack.ss_size = S.stack_bytes;
         uc.uc_link = nullptr;
         makecontext(&uc, fiber_main, 0);
         S.current = S.created;
         swapcontext(&S.boot_return, &uc);
         S.created++;
     }
-    return true;
 }
 
 static void resume(unsigned i) {
@@ -210,14 +196,20 @@ static unsigned shfl_xor(unsigned v, int mask) { return shfl_xor_any(v, mask); }
 static int shfl_xor(int v, int mask) { return shfl_xor_any(v, mask); }
 
 static const char* launch(void (*body)(const void*), const unsigned* grid, const unsigned* block,
-                          const void* params) {
+                          const void* params, char* stacks, size_t stack_bytes, size_t guard_bytes) {
     unsigned n = block[0] * block[1] * block[2];
     if (n == 0 || n > MAX_THREADS) return "block size outside 1..1024";
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return "empty grid";
     if (grid[0] > 2147483647u || grid[1] > 65535u || grid[2] > 65535u) {
         return "grid past the GPU limits (x ≤ 2^31 − 1, y and z ≤ 65535)";
     }
-    if (!create_fibers(n)) return "out of memory for fiber stacks";
+    // The stacks are shared with every other kernel library of the process, so fibers are made afresh for
+    // each launch (a few microseconds per thread).
+    S.stacks = stacks;
+    S.stack_bytes = stack_bytes;
+    S.guard_bytes = guard_bytes;
+    S.created = 0;
+    create_fibers(n);
     S.body = body;
     S.params = params;
     S.error = nullptr;
@@ -232,11 +224,7 @@ static const char* launch(void (*body)(const void*), const unsigned* grid, const
         for (unsigned by = 0; by < grid[1]; by++)
             for (unsigned bx = 0; bx < grid[0]; bx++) {
                 blockIdx = {bx, by, bz};
-                if (!run_block()) {
-                    // Fibers stopped mid-kernel must not resume the old launch: build them afresh next time.
-                    S.created = 0;
-                    return S.error;
-                }
+                if (!run_block()) return S.error;
             }
     return nullptr;
 }
@@ -296,6 +284,8 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #define DSV3_HOST_ENTRY(ENTRY)                                                                      \
     static void dsv3_host_body(const void* p) { ENTRY(*static_cast<const Params*>(p)); }          \
     extern "C" const char* dsv3_host_launch(const unsigned* grid, const unsigned* block,          \
-                                            const void* params) {                                \
-        return dsv3_emu::launch(dsv3_host_body, grid, block, params);                            \
+                                            const void* params, char* stacks, size_t stack_bytes, \
+                                            size_t guard_bytes) {                                 \
+        return dsv3_emu::launch(dsv3_host_body, grid, block, params, stacks, stack_bytes,         \
+                                guard_bytes);                                                     \
     }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Backend names: the warp width decides which vendor's kernels the emulator stands for.
 pub fn backend_name(warp: u32) -> &'static str {
@@ -27,7 +27,50 @@ pub fn backend_name(warp: u32) -> &'static str {
     }
 }
 
-type LaunchFn = unsafe extern "C" fn(*const u32, *const u32, *const c_void) -> *const c_char;
+type LaunchFn =
+    unsafe extern "C" fn(*const u32, *const u32, *const c_void, *mut u8, usize, usize) -> *const c_char;
+
+/// Fiber stacks: one per thread of the largest block (1024). A GPU thread may use far more local memory
+/// than a CPU stack frame usually needs; a guard region below each stack makes an overflow fault instead of
+/// overwriting the neighbour.
+const FIBER_STACK: usize = 512 * 1024;
+const FIBER_GUARD: usize = 64 * 1024;
+const MAX_THREADS: usize = 1024;
+
+/// The process's one pool of fiber stacks, shared by every kernel library (launches take turns): a pool per
+/// library would cost two memory mappings per stack per library and exhaust the kernel's limit.
+fn fiber_stacks() -> Option<usize> {
+    static POOL: OnceLock<Option<usize>> = OnceLock::new();
+    *POOL.get_or_init(|| {
+        let total = MAX_THREADS * (FIBER_STACK + FIBER_GUARD);
+        // SAFETY: an anonymous private mapping with no preconditions; the result is checked. It is never
+        // unmapped (the pool lives as long as the process).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        for i in 0..MAX_THREADS {
+            // SAFETY: each guard region lies inside the mapping just made.
+            unsafe {
+                libc::mprotect(
+                    (base as *mut u8).add(i * (FIBER_STACK + FIBER_GUARD)) as *mut c_void,
+                    FIBER_GUARD,
+                    libc::PROT_NONE,
+                )
+            };
+        }
+        Some(base as usize)
+    })
+}
 
 struct HostKernel {
     // Keeps the code `launch` points into loaded.
@@ -217,11 +260,25 @@ impl Queue for HostQueue {
             reason: "not a kernel compiled by the emulator".into(),
         })?;
         let block = [dims.block, 1, 1];
+        let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
+            backend: self.backend.into(),
+            bytes: MAX_THREADS * (FIBER_STACK + FIBER_GUARD),
+        })?;
         let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: grid and block are 3 u32 each; `params` outlives the call and holds the kernel's Params
         // fields in order (the kernel reads no further than its struct); every address in it was checked
-        // against a live allocation by the launch code.
-        let err = unsafe { (k.launch)(dims.grid.as_ptr(), block.as_ptr(), params.as_ptr() as *const c_void) };
+        // against a live allocation by the launch code. The stack pool has MAX_THREADS slots of the sizes
+        // passed, used by one launch at a time (the lock above).
+        let err = unsafe {
+            (k.launch)(
+                dims.grid.as_ptr(),
+                block.as_ptr(),
+                params.as_ptr() as *const c_void,
+                stacks as *mut u8,
+                FIBER_STACK,
+                FIBER_GUARD,
+            )
+        };
         if err.is_null() {
             return Ok(());
         }

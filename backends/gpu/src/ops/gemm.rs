@@ -1,32 +1,222 @@
-//! Placeholder: kernels for gemm, grouped_gemm, act_quant, dequantize arrive here.
+//! The GEMM family: gemm and grouped_gemm (a tiled kernel, or the decode kernel for few rows), act_quant
+//! and dequantize.
 
+use super::row_stride;
 use crate::device::Ctx;
-use crate::kernels::Variant;
-use crate::launch::Launch;
-use dsv3_core::ops::{ActQuant, Dequantize, Gemm, GroupedGemm};
-use dsv3_core::{Error, Op, Result, Support};
+use crate::kernels::{self, Variant};
+use crate::launch::{grid_2d, Launch, Params, BLOCK};
+use dsv3_core::ops::gemm::blocks;
+use dsv3_core::ops::{ActQuant, Activations, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights};
+use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
-pub fn supports(_ctx: &Ctx, _op: &Op) -> Support {
-    Support::Unsupported { reason: "no kernel yet".into() }
+/// gemm rows at or below which the decode kernel runs (it reads every weight once for all rows).
+const DECODE_ROWS: usize = 8;
+/// grouped_gemm rows at or below which the decode kernel runs, one row per block (decode: one token's
+/// rows mostly go to different experts, so there is little weight reuse for a tile to exploit).
+const GROUPED_DECODE_ROWS: usize = 16;
+/// Rows and columns of C per block of the tiled kernel (gemm.cu's BM, BN), and its threads.
+const TILE: usize = 64;
+const TILE_THREADS: u32 = 256;
+/// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
+const MAX_N: usize = 65535 * TILE;
+
+pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+    let (a, b) = match op {
+        Op::Gemm(o) => (&o.a, &o.b),
+        Op::GroupedGemm(o) => (&o.a, &o.b),
+        // act_quant, dequantize: f32 arithmetic; FP8 codes are converted with integer operations, as in
+        // every kernel (cast included).
+        _ => return Support::Native,
+    };
+    let n = b.values().shape.iter().rev().nth(1).copied().unwrap_or(0);
+    if n > MAX_N {
+        return Support::Unsupported {
+            reason: format!("N = {n} needs more than 65535 column tiles of {TILE} (N ≤ {MAX_N})"),
+        };
+    }
+    let fp8 = matches!(a, Activations::Fp8 { .. }) || matches!(b, Weights::BlockFp8 { .. });
+    if fp8 {
+        Support::Emulated {
+            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (no FP8 tensor cores yet)".into(),
+        }
+    } else {
+        Support::Native
+    }
 }
 
-/// Every kernel variant these ops can launch that CI compiles for each GPU architecture.
+/// An operand's element type and, when it is FP8, its scales' type.
+type Operand = (DType, Option<DType>);
+
+fn activations(a: &Activations) -> Operand {
+    match a {
+        Activations::Dense(t) => (t.dtype, None),
+        Activations::Fp8 { codes, scales } => (codes.dtype, Some(scales.dtype)),
+    }
+}
+
+fn weights(b: &Weights) -> Operand {
+    match b {
+        Weights::Dense(t) => (t.dtype, None),
+        Weights::BlockFp8 { codes, scales } => (codes.dtype, Some(scales.dtype)),
+    }
+}
+
+/// The GEMM kernels' variant. A dense operand has no scales: its scale type is fixed to f32 so that it
+/// does not multiply the variants.
+fn matmul_variant(kernel: kernels::Kernel, a: Operand, b: Operand, c: DType, grouped: bool) -> Variant {
+    Variant::new(kernel)
+        .ty("a", a.0)
+        .ty("as", a.1.unwrap_or(DType::F32))
+        .ty("b", b.0)
+        .ty("bs", b.1.unwrap_or(DType::F32))
+        .ty("c", c)
+        .konst("A_FP8", a.1.is_some() as i64)
+        .konst("B_FP8", b.1.is_some() as i64)
+        .konst("GROUPED", grouped as i64)
+}
+
+pub fn gemm(l: &Launch, o: &Gemm) -> Result<()> {
+    matmul(l, &o.a, &o.b, &o.c, None)
+}
+
+pub fn grouped_gemm(l: &Launch, o: &GroupedGemm) -> Result<()> {
+    matmul(l, &o.a, &o.b, &o.c, Some(&o.expert_offsets))
+}
+
+fn matmul(l: &Launch, a: &Activations, b: &Weights, c: &Tensor, offsets: Option<&Tensor>) -> Result<()> {
+    let (av, bv) = (a.values(), b.values());
+    let (rows, k) = (av.shape[0], av.shape[1]);
+    let lead = bv.rank() - 2;
+    let n = bv.shape[lead];
+    let experts = if lead == 1 { bv.shape[0] } else { 1 };
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let grouped = offsets.is_some();
+    if grouped && experts == 0 {
+        // offsets[0] would have to be both 0 and `rows`: the contract is broken whatever the device holds.
+        return Err(Error::invalid(l.op, "expert_offsets", format!("no experts for {rows} rows")));
+    }
+    let decode = rows <= if grouped { GROUPED_DECODE_ROWS } else { DECODE_ROWS };
+    let kernel = if decode { kernels::GEMM_DECODE } else { kernels::GEMM };
+    let f = l.kernel(&matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped))?;
+    let dims = if decode {
+        // One warp per column; grouped: one row per block along y.
+        let cols = (BLOCK / l.warp()) as usize;
+        grid_2d(n.div_ceil(cols) as u64, if grouped { rows as u64 } else { 1 }, BLOCK)
+    } else {
+        // Row tiles along x (grouped: enough for every expert's last partial tile), column tiles along y.
+        let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
+        grid_2d(tiles as u64, n.div_ceil(TILE) as u64, TILE_THREADS)
+    };
+    let dims = dims.ok_or_else(|| {
+        Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
+    })?;
+    let a_scales = match a {
+        Activations::Fp8 { scales, .. } => l.addr("a_scales", scales)?,
+        Activations::Dense(_) => 0,
+    };
+    let b_scales = match b {
+        Weights::BlockFp8 { scales, .. } => l.addr("b_scales", scales)?,
+        Weights::Dense(_) => 0,
+    };
+    let (offsets, site) = match offsets {
+        Some(t) => {
+            (l.addr("expert_offsets", t)?, l.site("expert_offsets", format!("must rise from 0 to {rows}")))
+        }
+        None => (0, 0),
+    };
+    let params = Params::new()
+        .u(rows)
+        .u(n)
+        .u(k)
+        .addr(l.addr("a", av)?)
+        .u(row_stride(av))
+        .addr(a_scales)
+        .addr(l.addr("b", bv)?)
+        .addr(b_scales)
+        .addr(l.addr("c", c)?)
+        .u(row_stride(c))
+        .addr(offsets)
+        .u(experts)
+        .addr(l.err())
+        .u(site as usize);
+    l.run(&f, dims, params)
+}
+
+pub fn act_quant(l: &Launch, o: &ActQuant) -> Result<()> {
+    let (m, k) = (o.x.shape[0], o.x.shape[1]);
+    if m == 0 || k == 0 {
+        return Ok(());
+    }
+    let ue8m0 = o.scale_format == ScaleFormat::Ue8m0;
+    let v = Variant::new(kernels::ACT_QUANT)
+        .ty("x", o.x.dtype)
+        .ty("codes", o.codes.dtype)
+        .ty("scales", o.scales.dtype)
+        .konst("UE8M0", ue8m0 as i64);
+    let f = l.kernel(&v)?;
+    let params = Params::new()
+        .u(m)
+        .u(k)
+        .addr(l.addr("x", &o.x)?)
+        .u(row_stride(&o.x))
+        .addr(l.addr("codes", &o.codes)?)
+        .u(row_stride(&o.codes))
+        .addr(l.addr("scales", &o.scales)?);
+    // One warp per (row, 128-channel group).
+    let groups = (m * blocks(k)) as u64;
+    l.run(&f, l.grid(groups * l.warp() as u64, BLOCK)?, params)
+}
+
+pub fn dequantize(l: &Launch, o: &Dequantize) -> Result<()> {
+    let shape = &o.codes.shape;
+    let (n, k) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let count = o.codes.numel();
+    if count == 0 {
+        return Ok(());
+    }
+    let v = Variant::new(kernels::DEQUANTIZE)
+        .ty("codes", o.codes.dtype)
+        .ty("scales", o.scales.dtype)
+        .ty("out", o.out.dtype);
+    let f = l.kernel(&v)?;
+    let params = Params::new()
+        .u(count)
+        .u(n)
+        .u(k)
+        .addr(l.addr("codes", &o.codes)?)
+        .addr(l.addr("scales", &o.scales)?)
+        .addr(l.addr("out", &o.out)?);
+    l.run(&f, l.grid(count as u64, BLOCK)?, params)
+}
+
+/// Every kernel variant these ops can launch that CI compiles for each GPU architecture: each GEMM kernel
+/// with and without GROUPED for the bf16 path (bf16 × block-FP8) and the W8A8 path (FP8 × block-FP8),
+/// gemm's dense bf16 products (absorbed attention heads; the router's f32 logits); act_quant with both
+/// scale roundings; dequantize to bf16.
 pub fn catalog() -> Vec<Variant> {
-    Vec::new()
-}
-
-pub fn gemm(l: &Launch, _o: &Gemm) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
-}
-
-pub fn grouped_gemm(l: &Launch, _o: &GroupedGemm) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
-}
-
-pub fn act_quant(l: &Launch, _o: &ActQuant) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
-}
-
-pub fn dequantize(l: &Launch, _o: &Dequantize) -> Result<()> {
-    Err(Error::unsupported(l.backend(), l.op, "no kernel yet"))
+    use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
+    let bf16 = (BF16, None);
+    let fp8 = (F8E4M3Fn, Some(F32));
+    let mut v = Vec::new();
+    for kernel in [kernels::GEMM, kernels::GEMM_DECODE] {
+        for grouped in [false, true] {
+            v.push(matmul_variant(kernel, bf16, fp8, BF16, grouped));
+            v.push(matmul_variant(kernel, fp8, fp8, BF16, grouped));
+        }
+        v.push(matmul_variant(kernel, bf16, bf16, BF16, false));
+        v.push(matmul_variant(kernel, bf16, bf16, F32, false));
+    }
+    for ue8m0 in [0, 1] {
+        v.push(
+            Variant::new(kernels::ACT_QUANT)
+                .ty("x", BF16)
+                .ty("codes", F8E4M3Fn)
+                .ty("scales", F32)
+                .konst("UE8M0", ue8m0),
+        );
+    }
+    v.push(Variant::new(kernels::DEQUANTIZE).ty("codes", F8E4M3Fn).ty("scales", F32).ty("out", BF16));
+    v
 }

@@ -1,0 +1,131 @@
+//! gemm, grouped_gemm, act_quant and dequantize on the host emulator against the CPU oracle: the quick
+//! set, then shapes that reach what it does not (tiled grouped GEMMs, block-wide expert scans, decode GEMMs
+//! with long K, W8A8 at N = 576, DeepSeek-V3's act_quant size).
+
+mod common;
+
+use dsv3_backend_gpu::emulator::EmulatorBackend;
+use dsv3_conformance::case::Operand;
+use dsv3_conformance::cases::{self, gemm, grouped_gemm};
+use dsv3_conformance::gen::ScaleStore;
+use dsv3_conformance::Case;
+use dsv3_core::fp8::Fp8Format;
+use dsv3_core::ops::{Activations, GroupedGemm, Weights};
+use dsv3_core::DType::{self, BF16, F32};
+use dsv3_core::{Backend, Error, Op, Tensor};
+
+const BF: Operand = Operand::Dense(BF16);
+const F: Operand = Operand::Dense(F32);
+const FP8: Operand = Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::F32);
+const FP8_UE8M0: Operand = Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::Ue8m0);
+
+fn check_both_warps(op: &str, cases: &[Case]) {
+    for warp in [32, 64] {
+        common::check_cases(warp, op, cases);
+    }
+}
+
+/// The cases of the full set whose names start with `prefix` (at least one).
+fn from_full(prefix: &str) -> Vec<Case> {
+    let set: Vec<Case> = cases::full().into_iter().filter(|c| c.name.starts_with(prefix)).collect();
+    assert!(!set.is_empty(), "no full-set case starts with {prefix}");
+    set
+}
+
+#[test]
+fn gemm_quick() {
+    common::check_quick("gemm");
+}
+
+#[test]
+fn grouped_gemm_quick() {
+    common::check_quick("grouped_gemm");
+}
+
+#[test]
+fn act_quant_quick() {
+    common::check_quick("act_quant");
+}
+
+#[test]
+fn dequantize_quick() {
+    common::check_quick("dequantize");
+}
+
+#[test]
+fn gemm_tiles_and_decode() {
+    check_both_warps(
+        "gemm",
+        &[
+            // Tiled: partial row and column tiles, a partial last K block, W8A8 at kv_a_proj's N = 576.
+            gemm(200, 72, 384, BF, BF, BF16),
+            gemm(70, 576, 320, FP8, FP8, BF16),
+            gemm(9, 200, 200, FP8_UE8M0, FP8_UE8M0, F32),
+            gemm(65, 130, 130, F, FP8, F32),
+            // Decode: long K (many steps per lane), all eight rows, W8A8 at N = 576 with V3's K.
+            gemm(4, 64, 16384, F, F, F32),
+            gemm(8, 96, 18432, BF, FP8, BF16),
+            gemm(8, 576, 7168, FP8, FP8, BF16),
+            gemm(2, 40, 1000, FP8, BF, F32),
+        ],
+    );
+}
+
+#[test]
+fn grouped_gemm_tiles() {
+    // 300 experts, most empty: more experts than threads, so each thread counts a run of two.
+    let mut many = vec![0usize; 300];
+    for (i, c) in [(0, 5), (1, 70), (130, 1), (257, 64), (299, 3)] {
+        many[i] = c;
+    }
+    check_both_warps(
+        "grouped_gemm",
+        &[
+            // More than 16 rows: the tiled kernel, experts with a partial tile, several tiles, none.
+            grouped_gemm(&[70, 0, 3, 140, 0, 1], 128, 200, BF, FP8, BF16, "tiled"),
+            grouped_gemm(&[33, 31], 256, 256, FP8, FP8, F32, "tiled"),
+            grouped_gemm(&[20, 0, 45], 130, 72, BF, BF, BF16, "tiled"),
+            grouped_gemm(&[0, 0, 0, 17], 200, 130, FP8_UE8M0, FP8_UE8M0, BF16, "tiled_last"),
+            grouped_gemm(&many, 64, 128, BF, FP8, BF16, "many_experts"),
+            // Decode rows (at most 16), each to its own expert or shared.
+            grouped_gemm(&[4, 0, 1, 0, 11], 72, 3000, FP8, FP8, BF16, "decode"),
+        ],
+    );
+}
+
+#[test]
+fn act_quant_at_v3_size() {
+    check_both_warps("act_quant", &from_full("act_quant(m=128,k=7168"));
+}
+
+/// Offsets that break the contract (not starting at 0, decreasing, not ending at the row count) are
+/// reported at sync by the tiled kernel (40 rows) and the decode kernel (12 rows) alike.
+#[test]
+fn grouped_gemm_reports_bad_offsets() {
+    let device = EmulatorBackend::new(32).open(0).unwrap();
+    let stream = device.default_stream();
+    let tensor = |shape: &[usize], dtype: DType| {
+        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let buffer = device.alloc(bytes).unwrap();
+        stream.upload(&buffer, 0, &vec![0; bytes]).unwrap();
+        Tensor::contiguous(buffer, 0, shape, dtype)
+    };
+    for rows in [40i32, 12] {
+        for bad in [[1, 5, rows], [0, 9, 5], [0, 5, rows - 1]] {
+            let offsets = tensor(&[3], DType::I32);
+            let bytes: Vec<u8> = bad.iter().flat_map(|v| v.to_le_bytes()).collect();
+            stream.upload(&offsets.buffer, 0, &bytes).unwrap();
+            let op = Op::GroupedGemm(GroupedGemm {
+                a: Activations::Dense(tensor(&[rows as usize, 64], BF16)),
+                b: Weights::Dense(tensor(&[2, 32, 64], BF16)),
+                expert_offsets: offsets,
+                c: tensor(&[rows as usize, 32], F32),
+            });
+            stream.launch(&op).unwrap();
+            match stream.sync() {
+                Err(Error::InvalidArgument { op: "grouped_gemm", arg: "expert_offsets", .. }) => {}
+                other => panic!("rows {rows}, offsets {bad:?}: {other:?}"),
+            }
+        }
+    }
+}
