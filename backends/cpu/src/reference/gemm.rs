@@ -104,6 +104,9 @@ pub fn act_quant(op: &ActQuant, mut args: Args) -> Result<()> {
 pub fn dequantize(mut args: Args) -> Result<()> {
     let codes: In = args.input("codes")?;
     let values = block_dequant(&codes.to_f64(), &args.input("scales")?.to_f64(), &codes.t.shape);
+    // The exact product rounded to f32, then (for a bf16 output) rounded again when written: the contract's
+    // two roundings, not one from the exact value.
+    let values: Vec<f64> = values.into_iter().map(|v| v as f32 as f64).collect();
     args.output("out")?.write_f64(&values);
     Ok(())
 }
