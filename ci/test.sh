@@ -47,6 +47,10 @@ ci/check-cuda-kernels.sh
 DSV3_CUDA_LIB_DIR=$(ci/check-cuda-kernels.sh --lib-dir)
 export DSV3_CUDA_LIB_DIR
 
+# HIP kernels: every variant through hiprtc (gfx90a) and hipcc (gfx90a, gfx940), with resource usage; it
+# installs Debian's ROCm 5.2 compiler and runtime when missing, which the HIP tests need under CI=true.
+ci/check-hip-kernels.sh
+
 # The command-line tool end to end: device listing and the quick conformance set through the binary.
 cargo run --quiet -- devices
 cargo run --quiet -- conformance --backend cpu --quick
