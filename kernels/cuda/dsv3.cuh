@@ -22,8 +22,11 @@ typedef int i32;
 typedef unsigned long long u64;
 typedef long long i64;
 
+// DSV3_DEV marks device functions; DSV3_DEV_INLINE those that may not carry a storage class: explicit
+// specialisations of a DSV3_DEV template (they take its linkage) and member functions.
 #if defined(DSV3_CUDA)
 #define DSV3_DEV __device__ __forceinline__
+#define DSV3_DEV_INLINE __device__ __forceinline__
 #define DSV3_KERNEL extern "C" __global__
 #define DSV3_SHARED __shared__
 DSV3_DEV u32 f2u(float x) { return __float_as_uint(x); }
@@ -34,6 +37,7 @@ DSV3_DEV u32 dsv3_shfl_xor(u32 v, int m) { return __shfl_xor_sync(0xffffffffu, v
 DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 #elif defined(DSV3_HIP)
 #define DSV3_DEV __device__ __forceinline__
+#define DSV3_DEV_INLINE __device__ __forceinline__
 #define DSV3_KERNEL extern "C" __global__
 #define DSV3_SHARED __shared__
 DSV3_DEV u32 f2u(float x) { return __float_as_uint(x); }
@@ -44,7 +48,10 @@ DSV3_DEV float dsv3_shfl_xor(float v, int m) { return __shfl_xor(v, m); }
 DSV3_DEV u32 dsv3_shfl_xor(u32 v, int m) { return (u32)__shfl_xor((int)v, m); }
 DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return __shfl_xor(v, m); }
 #elif defined(DSV3_HOST)
-#define DSV3_DEV inline
+// Internal linkage: a static local (shared memory) in an inline function with external linkage would go to
+// a COMDAT section that conflicts with the kernel's own shared-memory section.
+#define DSV3_DEV static inline
+#define DSV3_DEV_INLINE inline
 #define DSV3_KERNEL static
 // Shared memory is one object per kernel: the emulator runs a block's threads as fibers on one OS thread
 // and the blocks of a launch one after another. Its own section lets the emulator fill it with garbage at
@@ -77,6 +84,31 @@ DSV3_DEV float warp_max(float v) {
     return v;
 }
 
+// Sum / max over a block whose size is a multiple of DSV3_WARP (at most 1024); every thread gets the
+// same bits: warp butterflies, then the warps' partials added in warp order. Every thread of the block must
+// call them (they hold barriers).
+DSV3_DEV float block_sum(float v) {
+    DSV3_SHARED float partial[1024 / DSV3_WARP];
+    v = warp_sum(v);
+    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
+    dsv3_sync();
+    float total = 0.0f;
+    for (u32 w = 0; w < blockDim.x / DSV3_WARP; w++) total += partial[w];
+    dsv3_sync();  // `partial` is reused by the next reduction
+    return total;
+}
+// NaN is ignored, as by fmaxf.
+DSV3_DEV float block_max(float v) {
+    DSV3_SHARED float partial[1024 / DSV3_WARP];
+    v = warp_max(v);
+    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
+    dsv3_sync();
+    float m = partial[0];
+    for (u32 w = 1; w < blockDim.x / DSV3_WARP; w++) m = fmaxf(m, partial[w]);
+    dsv3_sync();
+    return m;
+}
+
 // ---- element types -------------------------------------------------------------------------------------
 // Storage types are structs around the bits, so that a kernel cannot use one as a number by accident:
 // `to_f32(x)` decodes, `from_f32<T>(v)` encodes (round to nearest even; FP8 saturating, as core's kernels).
@@ -93,12 +125,12 @@ struct ue8m0 { u8 bits; };
 template <class T> DSV3_DEV T from_f32(float v);
 
 DSV3_DEV float to_f32(float x) { return x; }
-template <> DSV3_DEV float from_f32<float>(float v) { return v; }
+template <> DSV3_DEV_INLINE float from_f32<float>(float v) { return v; }
 DSV3_DEV float to_f32(i32 x) { return (float)x; }
 
 // bf16: the high half of an f32. NaN stays NaN with the quiet bit set; overflow rounds to ±inf (as `half`).
 DSV3_DEV float to_f32(dsv3::bf16 h) { return u2f((u32)h.bits << 16); }
-template <> DSV3_DEV dsv3::bf16 from_f32<dsv3::bf16>(float x) {
+template <> DSV3_DEV_INLINE dsv3::bf16 from_f32<dsv3::bf16>(float x) {
     u32 u = f2u(x);
     dsv3::bf16 r;
     if ((u & 0x7fffffffu) > 0x7f800000u) {
@@ -129,7 +161,7 @@ DSV3_DEV float to_f32(dsv3::f16 h) {
     if (e == 31u) return u2f(s | 0x7f800000u | (m << 13));
     return u2f(s | ((e + 112u) << 23) | (m << 13));
 }
-template <> DSV3_DEV dsv3::f16 from_f32<dsv3::f16>(float x) {
+template <> DSV3_DEV_INLINE dsv3::f16 from_f32<dsv3::f16>(float x) {
     u32 u = f2u(x);
     u32 s = (u >> 16) & 0x8000u;
     u32 a = u & 0x7fffffffu;
@@ -197,17 +229,17 @@ template <int MB, int BIAS, u32 MAX_CODE, bool FNUZ> DSV3_DEV u8 fp8_encode(floa
     if (FNUZ && code == 0u) return 0;
     return (u8)(code | sign);
 }
-template <> DSV3_DEV dsv3::e4m3fn from_f32<dsv3::e4m3fn>(float x) {
+template <> DSV3_DEV_INLINE dsv3::e4m3fn from_f32<dsv3::e4m3fn>(float x) {
     dsv3::e4m3fn r;
     r.bits = fp8_encode<3, 7, 0x7eu, false>(x);
     return r;
 }
-template <> DSV3_DEV dsv3::e4m3fnuz from_f32<dsv3::e4m3fnuz>(float x) {
+template <> DSV3_DEV_INLINE dsv3::e4m3fnuz from_f32<dsv3::e4m3fnuz>(float x) {
     dsv3::e4m3fnuz r;
     r.bits = fp8_encode<3, 8, 0x7fu, true>(x);
     return r;
 }
-template <> DSV3_DEV dsv3::e5m2 from_f32<dsv3::e5m2>(float x) {
+template <> DSV3_DEV_INLINE dsv3::e5m2 from_f32<dsv3::e5m2>(float x) {
     dsv3::e5m2 r;
     r.bits = fp8_encode<2, 15, 0x7bu, false>(x);
     return r;
@@ -220,7 +252,7 @@ DSV3_DEV float to_f32(dsv3::ue8m0 x) {
     if (x.bits == 0u) return u2f(0x00400000u);  // 2^-127, subnormal
     return u2f((u32)x.bits << 23);
 }
-template <> DSV3_DEV dsv3::ue8m0 from_f32<dsv3::ue8m0>(float s) {
+template <> DSV3_DEV_INLINE dsv3::ue8m0 from_f32<dsv3::ue8m0>(float s) {
     u32 b = f2u(s);
     i32 e = (i32)((b >> 23) & 0xffu) + ((b & 0x7fffffu) != 0u ? 1 : 0);
     dsv3::ue8m0 r;

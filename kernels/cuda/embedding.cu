@@ -15,10 +15,10 @@ struct Params {
 };
 
 template <class O, class T> struct Convert {
-    static DSV3_DEV O run(T v) { return from_f32<O>(to_f32(v)); }
+    static DSV3_DEV_INLINE O run(T v) { return from_f32<O>(to_f32(v)); }
 };
 template <class T> struct Convert<T, T> {
-    static DSV3_DEV T run(T v) { return v; }
+    static DSV3_DEV_INLINE T run(T v) { return v; }
 };
 
 DSV3_KERNEL void embedding(const Params p) {

@@ -25,55 +25,6 @@
 // A chunk: a whole number of warp steps (DSV3_WARP · RUN) for warps of 32 and 64 lanes.
 #define KC 1024
 #define PITCH (KC / RUN + 1)
-#define QB 128
-
-struct Params {
-    u64 rows, n, k;
-    const a_t* a;
-    u64 lda;
-    const as_t* a_scales;
-    const b_t* b;
-    const bs_t* b_scales;
-    c_t* c;
-    u64 ldc;
-    const i32* offsets;
-    u64 experts;
-    u32* err;
-    u64 site;
-};
-
-// The scales of K block kb: A's for row m, B's for expert e and column n (1 for a dense operand).
-DSV3_DEV float a_scale(const Params& p, u64 m, u64 kb) {
-#if A_FP8
-    return to_f32(p.a_scales[m * ((p.k + QB - 1) / QB) + kb]);
-#else
-    return 1.0f;
-#endif
-}
-DSV3_DEV float b_scale(const Params& p, u64 e, u64 n, u64 kb) {
-#if B_FP8
-    const u64 kb_n = (p.k + QB - 1) / QB, nb_n = (p.n + QB - 1) / QB;
-    return to_f32(p.b_scales[(e * nb_n + n / QB) * kb_n + kb]);
-#else
-    return 1.0f;
-#endif
-}
-
-// offsets[x] clamped to 0 .. rows.
-DSV3_DEV u64 offset_at(const Params& p, u64 x) {
-    i64 v = p.offsets[x];
-    if (v < 0) return 0;
-    return (u64)v > p.rows ? p.rows : (u64)v;
-}
-
-DSV3_DEV void check_offsets(const Params& p) {
-    for (u64 x = threadIdx.x; x < p.experts; x += blockDim.x) {
-        i32 lo = p.offsets[x], hi = p.offsets[x + 1];
-        if (x == 0 && lo != 0) report(p.err, (u32)p.site, 0u, (u32)lo);
-        if (hi < lo) report(p.err, (u32)p.site, (u32)(x + 1), (u32)hi);
-        if (x + 1 == p.experts && (i64)hi != (i64)p.rows) report(p.err, (u32)p.site, (u32)(x + 1), (u32)hi);
-    }
-}
 
 // The last expert x < E with offsets[x] <= row: the one whose rows hold `row` (experts without rows share
 // their offset with the next and are passed over).

@@ -15,8 +15,6 @@
 // ids[j] is the allowed expert of rank j among the selection scores.
 
 #define MAX_EXPERTS 1024
-// Most threads per block (sizes the per-warp partials of the softmax reductions).
-#define MAX_THREADS 1024
 
 struct Params {
     const float* logits;  // [T, E]
@@ -27,25 +25,6 @@ struct Params {
     u64 norm;      // 1: divide the weights by their sum
     double scale;  // routed_scaling_factor (an f32 value)
 };
-
-// Max / sum over the block, every thread gets it: warps reduce, then each thread folds the warps' partials
-// in warp order. `part` is used once per call site (no barrier is needed before it is read again).
-DSV3_DEV float block_max(float v, float* part) {
-    v = warp_max(v);
-    if (dsv3_lane() == 0) part[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float r = part[0];
-    for (u32 w = 1; w < blockDim.x / DSV3_WARP; w++) r = fmaxf(r, part[w]);
-    return r;
-}
-DSV3_DEV float block_sum(float v, float* part) {
-    v = warp_sum(v);
-    if (dsv3_lane() == 0) part[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float r = part[0];
-    for (u32 w = 1; w < blockDim.x / DSV3_WARP; w++) r += part[w];
-    return r;
-}
 
 // Whether item `j` (key kj) is ahead of item `i` (key ki): a larger key, or an equal key and a lower index.
 DSV3_DEV bool ahead_of(u32 kj, u32 j, u32 ki, u32 i) {
@@ -60,8 +39,6 @@ DSV3_KERNEL void moe_route(const Params p) {
     DSV3_SHARED u8 kept[MAX_EXPERTS];       // per group
     DSV3_SHARED u8 allowed[MAX_EXPERTS];    // per expert: its group is kept
     DSV3_SHARED i32 chosen[MAX_EXPERTS];    // the expert of each rank < top_k
-    DSV3_SHARED float part_max[MAX_THREADS / DSV3_WARP];
-    DSV3_SHARED float part_sum[MAX_THREADS / DSV3_WARP];
     DSV3_SHARED float chosen_sum;
 
     const u32 tid = threadIdx.x, nt = blockDim.x;
@@ -74,14 +51,14 @@ DSV3_KERNEL void moe_route(const Params p) {
 #else
     float m = -f32_inf();
     for (u32 e = tid; e < e_n; e += nt) m = fmaxf(m, logits[e]);
-    m = block_max(m, part_max);
+    m = block_max(m);
     float sum = 0.0f;
     for (u32 e = tid; e < e_n; e += nt) {
         float x = expf(logits[e] - m);
         score[e] = x;
         sum += x;
     }
-    sum = block_sum(sum, part_sum);
+    sum = block_sum(sum);
     // Each thread divides the scores it wrote: no barrier needed before.
     for (u32 e = tid; e < e_n; e += nt) score[e] = score[e] / sum;
 #endif

@@ -19,30 +19,6 @@ struct Params {
     double eps;  // rms_norm's eps (an f32 value)
 };
 
-DSV3_SHARED float partial[1024 / DSV3_WARP];
-
-// Σ v over the block; every thread gets the same bits.
-DSV3_DEV float block_sum(float v) {
-    v = warp_sum(v);
-    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float total = 0.0f;
-    for (u32 w = 0; w < blockDim.x / DSV3_WARP; w++) total += partial[w];
-    dsv3_sync();  // `partial` is reused by the next reduction
-    return total;
-}
-
-// max v over the block (NaN ignored, as fmaxf); every thread gets it.
-DSV3_DEV float block_max(float v) {
-    v = warp_max(v);
-    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float m = partial[0];
-    for (u32 w = 1; w < blockDim.x / DSV3_WARP; w++) m = fmaxf(m, partial[w]);
-    dsv3_sync();
-    return m;
-}
-
 DSV3_KERNEL void rows(const Params p) {
     const x_t* x = p.x + (u64)blockIdx.x * p.x_stride;
     out_t* out = p.out + (u64)blockIdx.x * p.out_stride;

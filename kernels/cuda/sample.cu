@@ -30,29 +30,7 @@ struct Params {
 
 #define NO_INDEX 0xffffffffu
 
-DSV3_SHARED float partial[1024 / DSV3_WARP];
 DSV3_SHARED u32 partial_count[1024 / DSV3_WARP];
-
-// Σ v over the block; every thread gets the same bits.
-DSV3_DEV float block_sum(float v) {
-    v = warp_sum(v);
-    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float total = 0.0f;
-    for (u32 w = 0; w < blockDim.x / DSV3_WARP; w++) total += partial[w];
-    dsv3_sync();
-    return total;
-}
-
-DSV3_DEV float block_max(float v) {
-    v = warp_max(v);
-    if (dsv3_lane() == 0) partial[threadIdx.x / DSV3_WARP] = v;
-    dsv3_sync();
-    float m = partial[0];
-    for (u32 w = 1; w < blockDim.x / DSV3_WARP; w++) m = fmaxf(m, partial[w]);
-    dsv3_sync();
-    return m;
-}
 
 DSV3_DEV u32 block_count(u32 v) {
     for (int m = DSV3_WARP / 2; m > 0; m /= 2) v += dsv3_shfl_xor(v, m);

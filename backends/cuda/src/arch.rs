@@ -1,6 +1,7 @@
 //! What a compute capability means for dsv3: the architecture kernels compile for, whether FP8 tensor
 //! cores exist, and datasheet peaks for "% of peak" figures.
 
+use dsv3_backend_gpu::device::DatasheetRow;
 use dsv3_core::Peak;
 
 /// The NVRTC architecture for a compute capability. Hopper and Blackwell datacenter parts get the
@@ -17,11 +18,11 @@ pub fn has_fp8_tensor_cores(major: i32, minor: i32) -> bool {
     (major, minor) >= (8, 9)
 }
 
-/// Dense datasheet peaks of parts dsv3 is likely to meet, matched on the driver's device name. Unknown
-/// parts get none (reports then show no percentage rather than a guess).
+/// Dense datasheet peaks of parts dsv3 is likely to meet, matched on the driver's device name (the most
+/// specific name first). Unknown parts get none.
 pub fn datasheet_peak(name: &str) -> Option<Peak> {
     // (name fragment, f32 FMA TFLOP/s, bf16 tensor TFLOP/s, fp8 tensor TFLOP/s, memory TB/s)
-    const TABLE: &[(&str, f64, f64, f64, f64)] = &[
+    const TABLE: &[DatasheetRow] = &[
         ("H200", 67.0, 989.0, 1979.0, 4.8),
         ("H100 PCIe", 51.0, 756.0, 1513.0, 2.0),
         ("H100 NVL", 60.0, 835.0, 1671.0, 3.9),
@@ -32,14 +33,7 @@ pub fn datasheet_peak(name: &str) -> Option<Peak> {
         ("A800", 19.5, 312.0, 0.0, 2.039),
         ("L40S", 91.6, 362.0, 733.0, 0.864),
     ];
-    let (frag, f32, bf16, fp8, tb) = TABLE.iter().find(|(frag, ..)| name.contains(frag))?;
-    Some(Peak {
-        f32_flops: f32 * 1e12,
-        bf16_flops: bf16 * 1e12,
-        fp8_flops: fp8 * 1e12,
-        bytes_per_s: tb * 1e12,
-        source: format!("NVIDIA datasheet ({frag}, dense)"),
-    })
+    dsv3_backend_gpu::device::datasheet_peak("NVIDIA", TABLE, name)
 }
 
 #[cfg(test)]

@@ -18,6 +18,23 @@ pub struct Profile {
     pub peak: Option<Peak>,
 }
 
+/// One row of a vendor's datasheet: a fragment of the driver's device name, then dense peaks — f32
+/// (TFLOP/s), bf16 and FP8 matrix (TFLOP/s; 0 when absent), memory (TB/s).
+pub type DatasheetRow = (&'static str, f64, f64, f64, f64);
+
+/// The peaks of the first row whose fragment the device name contains (tables list the most specific
+/// names first); `None` for parts the table lacks, so reports show no percentage rather than a guess.
+pub fn datasheet_peak(vendor: &str, table: &[DatasheetRow], name: &str) -> Option<Peak> {
+    let (frag, f32, bf16, fp8, tb) = table.iter().find(|(frag, ..)| name.contains(frag))?;
+    Some(Peak {
+        f32_flops: f32 * 1e12,
+        bf16_flops: bf16 * 1e12,
+        fp8_flops: fp8 * 1e12,
+        bytes_per_s: tb * 1e12,
+        source: format!("{vendor} datasheet ({frag}, dense)"),
+    })
+}
+
 /// Shared by the device and its streams.
 pub struct Ctx {
     // Declared (so dropped) before the runtime: compiled kernels must be released while it is alive.

@@ -12,18 +12,29 @@ use std::fmt::Write as _;
 pub const PORTABILITY: &str = include_str!("../../../kernels/cuda/dsv3.cuh");
 pub const HOST_EMULATOR: &str = include_str!("../../../kernels/cuda/host_emulator.h");
 
-/// One kernel file.
+/// One kernel file, with the shared `.cuh` files it uses (placed before it, after the variant's types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernel {
     /// The kernel's name and the file's stem.
     pub name: &'static str,
     pub source: &'static str,
+    pub uses: &'static [&'static str],
+}
+
+impl Kernel {
+    /// A kernel from source text alone (tests, tools).
+    pub const fn new(name: &'static str, source: &'static str) -> Kernel {
+        Kernel { name, source, uses: &[] }
+    }
 }
 
 macro_rules! kernel_files {
-    ($($konst:ident = $name:literal),* $(,)?) => {
-        $(pub const $konst: Kernel =
-            Kernel { name: $name, source: include_str!(concat!("../../../kernels/cuda/", $name, ".cu")) };)*
+    ($($konst:ident = $name:literal $(uses $($inc:literal)+)?),* $(,)?) => {
+        $(pub const $konst: Kernel = Kernel {
+            name: $name,
+            source: include_str!(concat!("../../../kernels/cuda/", $name, ".cu")),
+            uses: &[$($(include_str!(concat!("../../../kernels/cuda/", $inc, ".cuh"))),+)?],
+        };)*
         /// Every kernel file, for tools that compile them all.
         pub const ALL: &[Kernel] = &[$($konst),*];
     };
@@ -32,8 +43,8 @@ macro_rules! kernel_files {
 kernel_files! {
     ELEMENTWISE = "elementwise",
     // gemm group (ops/gemm.rs)
-    GEMM = "gemm",
-    GEMM_DECODE = "gemm_decode",
+    GEMM = "gemm" uses "gemm_common",
+    GEMM_DECODE = "gemm_decode" uses "gemm_common",
     ACT_QUANT = "act_quant",
     DEQUANTIZE = "dequantize",
     // attention group (ops/attention.rs)
@@ -49,8 +60,8 @@ kernel_files! {
     ROWS = "rows",
     ROPE = "rope",
     EMBEDDING = "embedding",
-    // select group (ops/select.rs)
-    // argmax and topk; not "select", which clashes with POSIX select() under offline hipcc
+    // select group (ops/select.rs): argmax and topk; not "select", which clashes with POSIX select()
+    // under offline hipcc
     TOPK = "topk",
     SAMPLE = "sample",
 }
@@ -127,6 +138,10 @@ impl Variant {
         }
         for (n, v) in &self.consts {
             let _ = writeln!(s, "#define {n} {v}");
+        }
+        for shared in self.kernel.uses {
+            s.push_str(shared);
+            s.push('\n');
         }
         let _ = writeln!(s, "#line 1 \"{}.cu\"", self.kernel.name);
         s.push_str(self.kernel.source);

@@ -331,7 +331,7 @@ fn emulator(warp: u32) -> Emulator {
 }
 
 fn kernel(rt: &Emulator, name: &'static str, source: &'static str) -> Function {
-    rt.compile("emu-test", &Variant::new(Kernel { name, source })).unwrap_or_else(|e| panic!("{e}"))
+    rt.compile("emu-test", &Variant::new(Kernel::new(name, source))).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn launch(rt: &Emulator, f: &Function, blocks: u32, block: u32, params: Params) -> Result<()> {
@@ -780,8 +780,7 @@ DSV3_KERNEL void emu_wide_shuffle(const Params p) {
 #[test]
 fn the_emulator_rejects_shuffles_the_gpu_compilers_reject() {
     let rt = emulator(32);
-    let compiled =
-        rt.compile("emu-test", &Variant::new(Kernel { name: "emu_wide_shuffle", source: WIDE_SHUFFLE }));
+    let compiled = rt.compile("emu-test", &Variant::new(Kernel::new("emu_wide_shuffle", WIDE_SHUFFLE)));
     assert!(compiled.is_err(), "a u64 shuffle compiled for the host; NVRTC rejects it");
 }
 

@@ -2,6 +2,7 @@
 //! compiler knows it, the FP8 format its matrix cores compute in, and datasheet peaks.
 
 use crate::api::Version;
+use dsv3_backend_gpu::device::DatasheetRow;
 use dsv3_core::{Fp8Format, Peak};
 
 /// Bytes given to `hipGetDeviceProperties`. The struct is about 800 bytes in ROCm 5 and about 1.5 KiB in
@@ -142,7 +143,7 @@ pub fn datasheet_peak(name: &str) -> Option<Peak> {
     // figure is AMD's "FP32 vector", which counts packed (dual) FP32 from CDNA3 on. Each row is CUs × peak
     // clock × operations per CU and clock, which reproduces AMD's published figures; the MI350 rows are
     // [UNCONFIRMED] against a datasheet.
-    const TABLE: &[(&str, f64, f64, f64, f64)] = &[
+    const TABLE: &[DatasheetRow] = &[
         ("MI355X", 157.3, 2516.6, 5033.2, 8.0),
         ("MI350X", 144.2, 2307.2, 4614.4, 8.0),
         ("MI325X", 163.4, 1307.4, 2614.9, 6.0),
@@ -152,14 +153,7 @@ pub fn datasheet_peak(name: &str) -> Option<Peak> {
         ("MI250", 45.3, 362.1, 0.0, 3.2768),
         ("MI210", 22.6, 181.0, 0.0, 1.6384),
     ];
-    let (frag, f32, bf16, fp8, tb) = TABLE.iter().find(|(frag, ..)| name.contains(frag))?;
-    Some(Peak {
-        f32_flops: f32 * 1e12,
-        bf16_flops: bf16 * 1e12,
-        fp8_flops: fp8 * 1e12,
-        bytes_per_s: tb * 1e12,
-        source: format!("AMD datasheet ({frag}, dense)"),
-    })
+    dsv3_backend_gpu::device::datasheet_peak("AMD", TABLE, name)
 }
 
 #[cfg(test)]
