@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod dtype;
 pub mod error;
+pub mod fnuz;
 pub mod fp8;
 pub mod ops;
 pub mod rope;

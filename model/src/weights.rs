@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use dsv3_core::ops::gemm::{blocks, Weights};
-use dsv3_core::{DType, Device, Error, Result, Stream, Tensor};
+use dsv3_core::{DType, Device, Error, Fp8Format, Result, Stream, Tensor};
 
 /// A tensor in host memory: borrowed from a memory-mapped checkpoint or generated.
 pub struct HostTensor<'a> {
@@ -119,15 +119,23 @@ impl<'s> Uploader<'s> {
         self.stacked(&[name.to_string()])
     }
 
+    /// Whether FP8 weights go to this device as e4m3fnuz: it computes in that format (AMD MI300).
+    fn wants_fnuz(&self) -> bool {
+        self.device.capabilities().fp8_formats.first() == Some(&Fp8Format::E4M3Fnuz)
+    }
+
     /// Projections of identical shape and storage stacked into `[E, N, K]` (routed experts); one name gives
-    /// a plain `[N, K]` weight.
+    /// a plain `[N, K]` weight. On a device that computes in e4m3fnuz, DeepSeek's e4m3fn codes are
+    /// converted on the way (`dsv3_core::fnuz`: the same values, codes kept and scales doubled).
     pub fn stacked(&mut self, names: &[String]) -> Result<Weights> {
         let first = self.fetch(&names[0])?;
         let (dtype, shape) = (first.dtype, first.shape.clone());
         let lead: &[usize] = if names.len() > 1 { &[names.len()] } else { &[] };
         let full: Vec<usize> = lead.iter().chain(&shape).copied().collect();
         let fp8 = dtype == DType::F8E4M3Fn;
-        let codes = self.alloc(&full, if fp8 { dtype } else { device_float(dtype) })?;
+        let fnuz = fp8 && self.wants_fnuz();
+        let stored = if fnuz { DType::F8E4M3Fnuz } else { dtype };
+        let codes = self.alloc(&full, if fp8 { stored } else { device_float(dtype) })?;
         let grid = [blocks(shape[0]), blocks(shape[1])];
         let scales = if fp8 {
             let g: Vec<usize> = lead.iter().chain(&grid).copied().collect();
@@ -143,14 +151,39 @@ impl<'s> Uploader<'s> {
                     format!("{} {:?} differs from {} {:?} of {}", t.dtype, t.shape, dtype, shape, names[0]);
                 return Err(data_error(self.source, name, why));
             }
-            self.write(&codes, e * per, &t)?;
-            if let Some(scales) = &scales {
-                let s = self.fetch(&format!("{name}_scale_inv"))?;
-                if s.dtype != DType::F32 || s.shape != grid {
-                    let why = format!("scale grid must be f32 {grid:?}, got {} {:?}", s.dtype, s.shape);
-                    return Err(data_error(self.source, &format!("{name}_scale_inv"), why));
+            let scale = match &scales {
+                Some(_) => {
+                    let s = self.fetch(&format!("{name}_scale_inv"))?;
+                    if s.dtype != DType::F32 || s.shape != grid {
+                        let why = format!("scale grid must be f32 {grid:?}, got {} {:?}", s.dtype, s.shape);
+                        return Err(data_error(self.source, &format!("{name}_scale_inv"), why));
+                    }
+                    Some(s)
                 }
-                self.write(scales, e * grid[0] * grid[1], &s)?;
+                None => None,
+            };
+            match (fnuz, scale) {
+                (true, Some(s)) => {
+                    let mut codes_fnuz = t.bytes.into_owned();
+                    let mut scales_fnuz: Vec<f32> = s
+                        .bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    dsv3_core::fnuz::e4m3fn_to_fnuz(&mut codes_fnuz, &mut scales_fnuz);
+                    self.stream.upload(&codes.buffer, codes.offset + e * per, &codes_fnuz)?;
+                    if let Some(scales) = &scales {
+                        let offset = scales.offset + e * grid[0] * grid[1] * 4;
+                        let bytes: Vec<u8> = scales_fnuz.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        self.stream.upload(&scales.buffer, offset, &bytes)?;
+                    }
+                }
+                (_, scale) => {
+                    self.write(&codes, e * per, &t)?;
+                    if let (Some(scales), Some(s)) = (&scales, scale) {
+                        self.write(scales, e * grid[0] * grid[1], &s)?;
+                    }
+                }
             }
         }
         Ok(match scales {

@@ -10,11 +10,8 @@
 
 pub mod api;
 pub mod arch;
-pub mod fp8;
 pub mod hiprtc;
 pub mod runtime;
-
-pub use fp8::e4m3fn_to_fnuz;
 
 use api::{Hip, BACKEND, HIP_ERROR_NO_DEVICE, HIP_SUCCESS};
 use dsv3_backend_gpu::runtime::Target;

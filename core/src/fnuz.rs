@@ -1,10 +1,11 @@
-//! DeepSeek's FP8 weights for MI300's matrix cores.
+//! DeepSeek's FP8 weights for devices that compute in e4m3fnuz (AMD MI300).
 //!
 //! DeepSeek ships e4m3fn weights (OCP: bias 7, max 448, NaN = S.1111.111, ±0) with f32 block scales. MI300
 //! (gfx940–942) multiplies e4m3fnuz (bias 8, max 240, NaN = 0x80, no −0). The same bits read with bias 8
 //! are worth exactly half, so a weight converts by keeping its code and doubling its scale; only the codes
-//! whose meaning differs change. dsv3's current kernels decode both formats in software, so e4m3fn weights
-//! already run correctly on MI300: this conversion is for kernels that feed FP8 to MFMA instructions.
+//! whose meaning differs change. The model loader converts weights this way on devices whose first FP8 format
+//! is e4m3fnuz, so the activations are quantized to e4m3fnuz too and both GEMM operands are in the format the
+//! matrix cores take.
 
 /// Converts e4m3fn codes in place to e4m3fnuz and doubles their scales, so that every block keeps its
 /// values: `fn(c)·s == fnuz(c')·2s` for every code `c` and scale `s`.
@@ -35,7 +36,7 @@ pub fn e4m3fn_to_fnuz(codes: &mut [u8], scales: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dsv3_core::Fp8Format;
+    use crate::fp8::Fp8Format;
 
     #[test]
     fn every_code_keeps_its_value_with_the_doubled_scale() {
