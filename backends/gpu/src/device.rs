@@ -115,3 +115,47 @@ impl Device for GpuDevice {
         Ok(Arc::new(GpuStream::new(self.ctx.clone())?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::Emulator;
+    use dsv3_core::DTypeUsage;
+
+    fn emulated() -> Arc<GpuDevice> {
+        let info = DeviceInfo {
+            backend: "cuda-emu",
+            ordinal: 0,
+            name: "test".into(),
+            vendor: "test".into(),
+            arch: "host".into(),
+            memory_bytes: 0,
+        };
+        let caps = Capabilities {
+            dtypes: vec![(dsv3_core::DType::F32, DTypeUsage::default())],
+            fp8_formats: Vec::new(),
+            memory_bytes: 0,
+            subgroup_size: 32,
+            graph_capture: false,
+            features: Vec::new(),
+        };
+        GpuDevice::new(Arc::new(Emulator::new(32).unwrap()), Profile { info, caps, peak: None }).unwrap()
+    }
+
+    #[test]
+    fn scratch_is_reused_only_after_the_work_that_used_it_is_synchronised() {
+        let dev = emulated();
+        let addr = |b: &Buffer| b.as_any().downcast_ref::<GpuBuffer>().unwrap().addr;
+        let a = dev.stream.scratch(1000).unwrap();
+        let b = dev.stream.scratch(1000).unwrap();
+        assert_ne!(addr(&a), addr(&b), "both are in use until sync");
+        dev.stream.sync().unwrap();
+        // The smallest free buffer that fits; a larger request than any gets a new one.
+        let c = dev.stream.scratch(500).unwrap();
+        assert!(addr(&c) == addr(&a) || addr(&c) == addr(&b));
+        let d = dev.stream.scratch(5000).unwrap();
+        assert!(addr(&d) != addr(&a) && addr(&d) != addr(&b) && d.len() >= 5000);
+        let e = dev.stream.scratch(1000).unwrap();
+        assert!(addr(&e) != addr(&c) && (addr(&e) == addr(&a) || addr(&e) == addr(&b)));
+    }
+}

@@ -6,7 +6,7 @@ use crate::kernels::Variant;
 use crate::runtime::{Dims, Function};
 use crate::stream::GpuStream;
 use dsv3_core::backend::own_buffer;
-use dsv3_core::{Buffer, Error, Result, Tensor};
+use dsv3_core::{Error, Result, Tensor};
 
 /// Threads per block of the element-wise and row kernels.
 pub const BLOCK: u32 = 256;
@@ -87,12 +87,12 @@ impl Launch<'_> {
         Ok(b.addr + t.offset as u64)
     }
 
-    /// Device memory for intermediate results, alive until the stream's next sync. Uninitialised.
+    /// Device memory for intermediate results, alive until the stream's next sync; uninitialised (or left
+    /// over from earlier work). Reused from the stream's pool when a free buffer is large enough, so a decode
+    /// loop does not allocate per step.
     pub fn scratch(&self, bytes: usize) -> Result<u64> {
-        let b: Buffer = self.stream.ctx.alloc(bytes)?;
-        let addr = b.as_any().downcast_ref::<GpuBuffer>().map(|g| g.addr).unwrap_or_default();
-        self.stream.keep(b);
-        Ok(addr)
+        let b = self.stream.scratch(bytes)?;
+        Ok(b.as_any().downcast_ref::<GpuBuffer>().map(|g| g.addr).unwrap_or_default())
     }
 
     /// A device-side check: kernels call `report(err, site, index, value)` when `rule` is broken for

@@ -24,6 +24,9 @@ pub struct GpuStream {
     err: Buffer,
     sites: Mutex<Vec<Site>>,
     in_flight: Mutex<Vec<Buffer>>,
+    /// Scratch buffers: in use by work enqueued since the last sync, and free for reuse after it.
+    scratch_used: Mutex<Vec<Buffer>>,
+    scratch_free: Mutex<Vec<Buffer>>,
     pub(crate) ctx: Arc<Ctx>,
 }
 
@@ -35,8 +38,15 @@ impl GpuStream {
     pub fn new(ctx: Arc<Ctx>) -> Result<GpuStream> {
         let queue = ctx.runtime.new_queue()?;
         let err = ctx.alloc(16)?;
-        let stream =
-            GpuStream { ctx, queue, err, sites: Mutex::new(Vec::new()), in_flight: Mutex::new(Vec::new()) };
+        let stream = GpuStream {
+            queue,
+            err,
+            sites: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(Vec::new()),
+            scratch_used: Mutex::new(Vec::new()),
+            scratch_free: Mutex::new(Vec::new()),
+            ctx,
+        };
         stream.queue.upload(stream.err_addr(), &[0; 16])?;
         Ok(stream)
     }
@@ -47,6 +57,22 @@ impl GpuStream {
 
     pub(crate) fn keep(&self, b: Buffer) {
         lock(&self.in_flight).push(b);
+    }
+
+    /// A scratch buffer of at least `bytes`: the smallest free one that fits, else a new one. It stays in
+    /// use (not reused) until the next sync, when the work that used it has finished.
+    pub(crate) fn scratch(&self, bytes: usize) -> Result<Buffer> {
+        let reused = {
+            let mut free = lock(&self.scratch_free);
+            let best = free.iter().enumerate().filter(|(_, b)| b.len() >= bytes).min_by_key(|(_, b)| b.len());
+            best.map(|(i, _)| i).map(|i| free.swap_remove(i))
+        };
+        let b = match reused {
+            Some(b) => b,
+            None => self.ctx.alloc(bytes)?,
+        };
+        lock(&self.scratch_used).push(b.clone());
+        Ok(b)
     }
 
     /// Site numbers start at 1 (0 means "no error"); a check already registered keeps its number.
@@ -101,6 +127,8 @@ impl Stream for GpuStream {
     fn sync(&self) -> Result<()> {
         let waited = self.queue.sync();
         lock(&self.in_flight).clear();
+        let used: Vec<Buffer> = lock(&self.scratch_used).drain(..).collect();
+        lock(&self.scratch_free).extend(used);
         waited?;
         let mut record = [0u8; 12];
         self.queue.download(self.err_addr(), &mut record)?;
