@@ -158,6 +158,12 @@ fn check(r: sys::nvrtcResult, call: &str) -> Result<()> {
 /// themselves and compile without these headers; they are found, passed to NVRTC, and shown by
 /// `dsv3 devices` for kernels that use CUDA's intrinsic types.
 pub fn include_dir() -> std::result::Result<PathBuf, String> {
+    // Searched once per process: it walks Python's site directories, and every kernel compilation asks.
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    FOUND.get_or_init(find_include_dir).clone()
+}
+
+fn find_include_dir() -> std::result::Result<PathBuf, String> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(d) = std::env::var_os("DSV3_CUDA_INCLUDE") {
         candidates.push(d.into());
@@ -208,6 +214,22 @@ pub struct Compiled {
     pub log: String,
 }
 
+/// NVRTC's version (major, minor) and the architectures it compiles SASS for.
+type Toolchain = (i32, i32, Vec<i32>);
+
+/// NVRTC's version and supported architectures, asked once per process (every compilation needs them).
+fn toolchain() -> std::result::Result<(i32, i32, &'static [i32]), String> {
+    static TOOLCHAIN: OnceLock<std::result::Result<Toolchain, String>> = OnceLock::new();
+    let found = TOOLCHAIN.get_or_init(|| {
+        let (major, minor) = version().map_err(|e| e.to_string())?;
+        Ok((major, minor, supported_archs().map_err(|e| e.to_string())?))
+    });
+    match found {
+        Ok((major, minor, archs)) => Ok((*major, *minor, archs.as_slice())),
+        Err(e) => Err(e.clone()),
+    }
+}
+
 /// `sm_90a` → ("90", "a"): the numeric part and the suffix.
 fn split_arch(arch: &str) -> Option<(i32, &str)> {
     let rest = arch.strip_prefix("sm_")?;
@@ -245,10 +267,8 @@ pub fn options(
 /// Compiles `source` (one assembled variant named `name`) for `arch`, from the disk cache when an identical
 /// compilation was done before. `verbose` asks ptxas for its resource report (never cached).
 pub fn compile(name: &str, source: &str, arch: &str, verbose: bool) -> std::result::Result<Compiled, String> {
-    ensure_loaded().map_err(|e| e.to_string())?;
-    let (major, minor) = version().map_err(|e| e.to_string())?;
-    let supported = supported_archs().map_err(|e| e.to_string())?;
-    let (opts, sass) = options(arch, &supported, verbose)?;
+    let (major, minor, supported) = toolchain()?;
+    let (opts, sass) = options(arch, supported, verbose)?;
     let nvrtc = format!("nvrtc {major}.{minor}");
     let key = disk_cache::hash(&[source.as_bytes(), nvrtc.as_bytes(), opts.join(" ").as_bytes()]);
     let path = disk_cache::path(&format!("cuda-{arch}-{name}"), &key, if sass { ".cubin" } else { ".ptx" });
