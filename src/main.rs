@@ -27,7 +27,7 @@ USAGE:
     dsv3 generate [--model DIR | --random-weights --config FILE] (--prompt TEXT | --tokens 1,2,3)
                   [--chat] [--system TEXT]
                   [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
-                  [--backend auto|NAME] [--path fast|bf16|w8a8|f32] [--json] [--ignore-eos]
+                  [--backend auto|NAME] [--place RULES] [--path fast|bf16|w8a8|f32] [--json] [--ignore-eos]
         Generate from a DeepSeek-V3 / V2 checkpoint (HF layout, FP8 or BF16), streaming text to stdout and
         prompt / decode tokens per second to stderr. Without --model: a small built-in model of the same
         architecture with random weights and the real tokenizer; --random-weights --config FILE times any
@@ -35,12 +35,16 @@ USAGE:
         top-p 0.95); --max-new-tokens defaults to 4096 (limit 8192). --path fast picks W8A8 for FP8
         checkpoints on devices with native FP8 arithmetic, else bf16 activations. --json: last stdout line is
         {\"tokens\":[new ids],\"text\":...,\"prefill_tok_s\":...,\"decode_tok_s\":...}.
-    dsv3 logits --model DIR --tokens IDS [--backend B] [--path f32|bf16|w8a8] --out FILE.safetensors
+        --place 'experts=cpu,*=cuda:0' puts parts of the model on other devices than --backend's: rules
+        PATTERN=DEVICE, first match wins, parts embed, norm, head and per layer attn, mlp, router, shared,
+        experts (`experts` alone: in every layer; `layers.0-2`, `layers.*.experts`); DEVICE as
+        `dsv3 devices` prints it. Parts no rule names stay on --backend's device.
+    dsv3 logits --model DIR --tokens IDS [--backend B] [--place RULES] [--path f32|bf16|w8a8] --out FILE.safetensors
         Write `logits` [T, V] f32 for every prompt position (default path f32), to compare with PyTorch.
     dsv3 inspect (--model DIR | --config FILE) [--json]
         Architecture, parameters (total, active, MTP), weight bytes by dtype, latent KV-cache bytes per
         token, and whether it fits on each device present. --json: last stdout line is a JSON object.
-    dsv3 golden [--backend B] [--path f32|bf16|w8a8|all] [--fixtures DIR]
+    dsv3 golden [--backend B] [--place RULES] [--path f32|bf16|w8a8|all] [--fixtures DIR]
         Run the golden fixtures (logits from HF transformers, model/tests/fixtures) on one backend and
         print the agreement against each path's derived bound. Exit status 1 on any failure.
 ";

@@ -1,5 +1,6 @@
 //! `dsv3 generate`, `dsv3 logits` and `dsv3 golden`: loading a model onto a device and running it.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
 use dsv3_model::golden;
 use dsv3_model::graph::{Logits, Model, NumericPath};
+use dsv3_model::placement::{Assignment, Rules};
 use dsv3_model::progress::Progress;
 use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
 use dsv3_model::weights::WeightSource;
@@ -39,6 +41,78 @@ pub fn pick_device(spec: &str) -> Result<Arc<dyn Device>, String> {
     Err(format!("no device for --backend {spec}: {}", reasons.join("; ")))
 }
 
+/// `backend:ordinal` of an opened device, as `dsv3 devices` prints it.
+pub fn device_name(device: &dyn Device) -> String {
+    format!("{}:{}", device.info().backend, device.info().ordinal)
+}
+
+/// Every device this machine has, by name, for messages.
+fn present_devices() -> Vec<String> {
+    let all = registry::select("all").into_iter().flatten().chain(registry::by_name_only());
+    all.flat_map(|b| b.devices().unwrap_or_default())
+        .map(|d| format!("{}:{}", d.backend, d.ordinal))
+        .collect()
+}
+
+/// Where a model's parts go: `--place` rules over `--backend`'s device, which takes every part no rule
+/// names. Opens each device a rule names once.
+pub struct Placement {
+    rules: Rules,
+    default: Arc<dyn Device>,
+    opened: HashMap<String, Arc<dyn Device>>,
+}
+
+impl Placement {
+    pub fn new(rules: Option<&str>, backend: &str) -> Result<Placement, String> {
+        let rules = rules.map(Rules::parse).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
+        let default = pick_device(backend)?;
+        let opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        Ok(Placement { rules, default, opened })
+    }
+
+    pub fn default_name(&self) -> String {
+        device_name(self.default.as_ref())
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The device a rule names (`cpu`, `wgpu:0`, `cuda-emu:0`), opened once.
+    pub fn open(&mut self, name: &str) -> Result<Arc<dyn Device>, Error> {
+        if let Some(d) = self.opened.get(name) {
+            return Ok(d.clone());
+        }
+        let absent = |why: String| {
+            let present = present_devices().join(", ");
+            Error::invalid("place", "device", format!("`{name}`: {why} (present: {present})"))
+        };
+        let (backend, ordinal) = name.split_once(':').unwrap_or((name, "0"));
+        let ordinal: usize = ordinal.parse().map_err(|_| absent("not a device name".into()))?;
+        let backends = registry::select(backend).map_err(absent)?;
+        let backend = backends.first().ok_or_else(|| absent("no such backend".into()))?;
+        let devices = backend.devices().map_err(|e| absent(e.to_string()))?;
+        if !devices.iter().any(|d| d.ordinal == ordinal) {
+            return Err(absent(format!("{} has {} device(s)", backend.name(), devices.len())));
+        }
+        let device = backend.open(ordinal)?;
+        self.opened.insert(name.to_string(), device.clone());
+        Ok(device)
+    }
+
+    /// Every part of a model with `config` assigned, and each device it names opened.
+    fn resolve(&mut self, config: &ModelConfig) -> Result<(Assignment, Vec<Arc<dyn Device>>), String> {
+        let assignment = self.rules.assign(config, &self.default_name()).map_err(|e| e.to_string())?;
+        let devices = assignment
+            .device_names()
+            .into_iter()
+            .map(|n| self.open(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok((assignment, devices))
+    }
+}
+
 /// A loaded model with its tokenizer (when one is known).
 pub struct Loaded {
     pub model: Model,
@@ -46,9 +120,13 @@ pub struct Loaded {
     pub random_weights: bool,
 }
 
-fn resolve_path(spec: &str, config: &ModelConfig, device: &dyn Device) -> Result<NumericPath, String> {
+fn resolve_path(
+    spec: &str,
+    config: &ModelConfig,
+    devices: &[Arc<dyn Device>],
+) -> Result<NumericPath, String> {
     match spec {
-        "fast" => NumericPath::fastest(config, device).map_err(|e| e.to_string()),
+        "fast" => NumericPath::fastest(config, devices).map_err(|e| e.to_string()),
         other => NumericPath::parse(other)
             .ok_or_else(|| format!("--path {other}: expected f32, bf16, w8a8 or fast")),
     }
@@ -62,8 +140,9 @@ pub enum ModelSource<'a> {
     Builtin,
 }
 
-/// Loads the model (a checkpoint is validated against its config first, with a progress bar).
-pub fn load(source: ModelSource, device: Arc<dyn Device>, path_spec: &str) -> Result<Loaded, String> {
+/// Loads the model onto the placement's devices (a checkpoint is validated against its config first, with a
+/// progress bar).
+pub fn load(source: ModelSource, place: &mut Placement, path_spec: &str) -> Result<Loaded, String> {
     let dir = match source {
         ModelSource::Checkpoint(dir) => dir,
         ModelSource::RandomConfig(_) | ModelSource::Builtin => {
@@ -73,20 +152,17 @@ pub fn load(source: ModelSource, device: Arc<dyn Device>, path_spec: &str) -> Re
                 }
                 _ => Builtin::new(0x5eed).map_err(|e| e.to_string())?,
             };
-            let path = resolve_path(path_spec, &builtin.config, device.as_ref())?;
             let tokenizer = match builtin.config.vocab_size {
                 dsv3_model::builtin::VOCAB => Some(Tokenizer::builtin().map_err(|e| e.to_string())?),
                 _ => None,
             };
-            let model = Model::load(builtin.config.clone(), &builtin, device, path, |_| {})
-                .map_err(|e| e.to_string())?;
+            let model = load_placed(builtin.config.clone(), &builtin, place, path_spec, None)?;
             return Ok(Loaded { model, tokenizer, random_weights: true });
         }
     };
     let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
     let checkpoint = Checkpoint::open(dir).map_err(|e| e.to_string())?;
     checkpoint.validate(&config, false).map_err(|e| e.to_string())?;
-    let path = resolve_path(path_spec, &config, device.as_ref())?;
     let tokenizer = match Tokenizer::from_dir(dir).map_err(|e| e.to_string())? {
         Some(t) => Some(t),
         // Checkpoints without tokenizer files (the test fixtures) still run from token ids.
@@ -95,28 +171,33 @@ pub fn load(source: ModelSource, device: Arc<dyn Device>, path_spec: &str) -> Re
         }
         None => None,
     };
-    let model = load_with_progress(config, &checkpoint, device, path)?;
-    Ok(Loaded { model, tokenizer, random_weights: false })
-}
-
-fn load_with_progress(
-    config: ModelConfig,
-    checkpoint: &Checkpoint,
-    device: Arc<dyn Device>,
-    path: NumericPath,
-) -> Result<Model, String> {
     let mut progress = Progress::new(
         &format!("loading {}", checkpoint.describe()),
         checkpoint.total_bytes(),
         checkpoint.len(),
     );
-    let model = Model::load(config, checkpoint, device, path, |bytes| {
-        progress.advance(bytes);
-        progress.tensor_done();
-    })
-    .map_err(|e| e.to_string())?;
+    let model = load_placed(config, &checkpoint, place, path_spec, Some(&mut progress))?;
     progress.finish();
-    Ok(model)
+    Ok(Loaded { model, tokenizer, random_weights: false })
+}
+
+fn load_placed(
+    config: ModelConfig,
+    source: &dyn WeightSource,
+    place: &mut Placement,
+    path_spec: &str,
+    mut progress: Option<&mut Progress>,
+) -> Result<Model, String> {
+    let (assignment, devices) = place.resolve(&config)?;
+    let path = resolve_path(path_spec, &config, &devices)?;
+    let mut open = |name: &str| place.open(name);
+    Model::load_placed(config, source, &assignment, &mut open, path, |bytes| {
+        if let Some(p) = progress.as_mut() {
+            p.advance(bytes);
+            p.tensor_done();
+        }
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn parse_tokens(s: &str) -> Result<Vec<u32>, String> {
@@ -152,28 +233,39 @@ fn try_generate(args: &[String]) -> Result<(), String> {
         "ignore-eos",
         "random-weights",
         "config",
+        "place",
     ])?;
     let json = opts.flag("json");
-    let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
+    let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
     let source = match (opts.value("model"), opts.value("config"), opts.flag("random-weights")) {
         (Some(dir), None, false) => ModelSource::Checkpoint(Path::new(dir)),
         (None, Some(file), true) => ModelSource::RandomConfig(Path::new(file)),
         (None, None, false) => ModelSource::Builtin,
         _ => return Err("give --model DIR, or --random-weights --config FILE, or neither".into()),
     };
-    let loaded = load(source, device, opts.value("path").unwrap_or("fast"))?;
+    let loaded = load(source, &mut place, opts.value("path").unwrap_or("fast"))?;
     let model = &loaded.model;
     if loaded.random_weights {
         eprintln!("note: running random weights (the built-in model, or --random-weights): timing is real, text is noise");
     }
+    let shares = model.devices();
+    let on = match shares.len() {
+        1 => model.device.info().name.clone(),
+        n => format!("{n} devices"),
+    };
     eprintln!(
-        "model: {} on {} ({}), {} layers, {:.1} MB of weights",
+        "model: {} on {on} ({}), {} layers, {:.1} MB of weights",
         model.config.arch.name(),
-        model.device.info().name,
         model.describe_numerics(),
         model.config.num_hidden_layers,
         model.weight_bytes as f64 / 1e6
     );
+    if shares.len() > 1 {
+        for share in &shares {
+            let parts = dsv3_model::placement::describe_parts(&share.parts);
+            eprintln!("  {}: {:.1} MB: {parts}", share.name, share.weight_bytes as f64 / 1e6);
+        }
+    }
     let tokenizer = loaded.tokenizer.as_ref();
     let prompt = match (opts.value("prompt"), opts.value("tokens")) {
         (Some(_), Some(_)) => return Err("give --prompt or --tokens, not both".into()),
@@ -257,12 +349,13 @@ pub fn run_logits(args: &[String]) -> i32 {
 
 fn try_logits(args: &[String]) -> Result<(), String> {
     let opts = Options::parse(args, &[])?;
-    opts.only(&["model", "tokens", "backend", "path", "out"])?;
+    opts.only(&["model", "tokens", "backend", "path", "out", "place"])?;
     let dir = opts.value("model").ok_or("--model DIR is required")?;
     let tokens = parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
     let out_path = PathBuf::from(opts.value("out").ok_or("--out FILE.safetensors is required")?);
-    let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
-    let loaded = load(ModelSource::Checkpoint(Path::new(dir)), device, opts.value("path").unwrap_or("f32"))?;
+    let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
+    let loaded =
+        load(ModelSource::Checkpoint(Path::new(dir)), &mut place, opts.value("path").unwrap_or("f32"))?;
     let model = &loaded.model;
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
     let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
@@ -291,7 +384,7 @@ pub fn run_golden(args: &[String]) -> i32 {
 
 fn try_golden(args: &[String]) -> Result<bool, String> {
     let opts = Options::parse(args, &[])?;
-    opts.only(&["backend", "path", "fixtures"])?;
+    opts.only(&["backend", "path", "fixtures", "place"])?;
     let root = PathBuf::from(opts.value("fixtures").unwrap_or("model/tests/fixtures"));
     let backend = opts.value("backend").unwrap_or("auto");
     let paths: Vec<NumericPath> =
@@ -308,8 +401,10 @@ fn try_golden(args: &[String]) -> Result<bool, String> {
             if path == NumericPath::W8A8 && config.quantization.is_none() {
                 continue; // a BF16 checkpoint has no W8A8 form
             }
-            let device = pick_device(backend)?;
-            let report = golden::check(&dir, device, path).map_err(|e| e.to_string())?;
+            let mut place = Placement::new(opts.value("place"), backend)?;
+            let (rules, default) = (place.rules().clone(), place.default_name());
+            let report = golden::check_placed(&dir, &rules, &default, &mut |n| place.open(n), path)
+                .map_err(|e| e.to_string())?;
             println!("{}", report.line());
             all_pass &= report.pass();
         }

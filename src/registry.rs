@@ -34,7 +34,7 @@ pub const NOT_BUILT: &[(&str, &str)] = &[];
 /// Backends chosen only by name, never by `all` or `auto`: the host emulator running the CUDA C kernels on
 /// the CPU with NVIDIA's warp width (`cuda-emu`) or AMD's wave64 (`hip-emu`), for checking kernels where
 /// no GPU is. Far slower than the CPU backend.
-fn by_name_only() -> Vec<Box<dyn Backend>> {
+pub fn by_name_only() -> Vec<Box<dyn Backend>> {
     vec![Box::new(EmulatorBackend::new(32)), Box::new(EmulatorBackend::new(64))]
 }
 

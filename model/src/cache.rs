@@ -1,5 +1,5 @@
 //! The latent KV cache: per layer one `[B, capacity, kv_lora_rank + qk_rope_head_dim]` tensor on the
-//! device (576 values per token per layer for DeepSeek-V3), with each sequence's length kept on the host,
+//! device of that layer's attention (576 values per token per layer for DeepSeek-V3), with each sequence's length kept on the host,
 //! which schedules every token and so always knows it.
 
 use dsv3_core::{DType, Error, Result, Tensor};
@@ -26,7 +26,7 @@ impl KvCache {
         let shape = [batch, capacity, cfg.kv_latent_width()];
         let bytes = shape.iter().product::<usize>() * model.act.size();
         let layers = (0..cfg.num_hidden_layers)
-            .map(|_| Ok(Tensor::contiguous(model.device.alloc(bytes.max(1))?, 0, &shape, model.act)))
+            .map(|l| Ok(Tensor::contiguous(model.attn_device(l).alloc(bytes.max(1))?, 0, &shape, model.act)))
             .collect::<Result<_>>()?;
         Ok(KvCache { layers, lens: vec![0; batch], capacity })
     }

@@ -24,6 +24,7 @@ use crate::cache::KvCache;
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::graph::{Logits, Model, NumericPath};
+use crate::placement::Rules;
 
 /// Agreement of computed logits with the reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -181,7 +182,21 @@ fn argmax(row: &[f32]) -> u32 {
 
 /// Runs the fixture in `dir` (config.json, model.safetensors, golden.safetensors) on `device`.
 pub fn check(dir: &Path, device: Arc<dyn Device>, path: NumericPath) -> Result<Report> {
+    let name = format!("{}:{}", device.info().backend, device.info().ordinal);
+    check_placed(dir, &Rules::default(), &name, &mut |_| Ok(device.clone()), path)
+}
+
+/// Runs the fixture with its parts placed by `rules` (the rest on `default`); `open` turns each device name
+/// into a device, once per name.
+pub fn check_placed(
+    dir: &Path,
+    rules: &Rules,
+    default: &str,
+    open: &mut dyn FnMut(&str) -> Result<Arc<dyn Device>>,
+    path: NumericPath,
+) -> Result<Report> {
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    let assignment = rules.assign(&cfg, default)?;
     let checkpoint = Checkpoint::open(dir)?;
     checkpoint.validate(&cfg, false)?;
     let golden_path = dir.join("golden.safetensors");
@@ -220,8 +235,11 @@ pub fn check(dir: &Path, device: Arc<dyn Device>, path: NumericPath) -> Result<R
     }
     let reference_rms =
         (prefill_want.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / prefill_want.len() as f64).sqrt();
-    let backend = device.info().backend.to_string();
-    let model = Model::load(cfg.clone(), &checkpoint, device, path, |_| {})?;
+    let model = Model::load_placed(cfg.clone(), &checkpoint, &assignment, open, path, |_| {})?;
+    let backend = match model.devices().as_slice() {
+        [_] => model.device.info().backend.to_string(),
+        several => several.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join("+"),
+    };
     let mut cache = KvCache::new(&model, 1, prompt.len() + steps)?;
 
     let prefill = download_f32(&model, &model.forward(&mut cache, &prompt, prompt.len(), Logits::All)?)?;

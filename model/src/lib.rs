@@ -1,15 +1,19 @@
 //! dsv3-model: the DeepSeek-V3 / V2 model graph, written once against the backend trait.
 
+pub(crate) mod blocks;
 pub mod builtin;
 pub mod cache;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub(crate) mod exec;
 pub mod generate;
 pub mod golden;
 pub mod graph;
 pub mod inspect;
 pub mod layout;
+pub mod numeric;
+pub mod placement;
 pub mod progress;
 pub mod tokenizer;
 pub mod weights;

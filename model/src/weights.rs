@@ -7,10 +7,11 @@
 //! `[H, dv, Dc]` (dequantized, as DeepSeek's reference does for this one matrix).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dsv3_core::ops::gemm::{blocks, Weights};
-use dsv3_core::{DType, Device, Error, Fp8Format, Result, Stream, Tensor};
+use dsv3_core::{DType, Device, DeviceId, Error, Fp8Format, Result, Stream, Tensor};
 
 /// A tensor in host memory: borrowed from a memory-mapped checkpoint or generated.
 pub struct HostTensor<'a> {
@@ -38,12 +39,13 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
 }
 
-/// Uploads tensors to one device and keeps count of what went there.
+/// Uploads tensors to a device (the one last set) and keeps count of what went to each.
 pub struct Uploader<'s> {
     pub device: Arc<dyn Device>,
     pub stream: Arc<dyn Stream>,
     pub source: &'s dyn WeightSource,
-    pub bytes: u64,
+    /// Bytes of weights uploaded, per device.
+    pub bytes: HashMap<DeviceId, u64>,
     on_tensor: Box<dyn FnMut(u64) + 's>,
 }
 
@@ -68,13 +70,21 @@ impl<'s> Uploader<'s> {
         on_tensor: impl FnMut(u64) + 's,
     ) -> Uploader<'s> {
         let stream = device.default_stream();
-        Uploader { device, stream, source, bytes: 0, on_tensor: Box::new(on_tensor) }
+        Uploader { device, stream, source, bytes: HashMap::new(), on_tensor: Box::new(on_tensor) }
+    }
+
+    /// Sends the next tensors to `device` (through its default stream).
+    pub fn set_device(&mut self, device: Arc<dyn Device>) {
+        if device.id() != self.device.id() {
+            self.stream = device.default_stream();
+            self.device = device;
+        }
     }
 
     fn alloc(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
         let buffer = self.device.alloc(bytes.max(1))?;
-        self.bytes += bytes as u64;
+        *self.bytes.entry(self.device.id()).or_insert(0) += bytes as u64;
         Ok(Tensor::contiguous(buffer, 0, shape, dtype))
     }
 
