@@ -331,12 +331,39 @@ fn try_generate(args: &[String]) -> Result<(), String> {
         out.decode_tokens,
         out.decode_tok_s()
     );
+    // The run report: what each device held and did (one line per device where there are several).
+    let shares = model.devices();
+    if shares.len() > 1 {
+        for d in &shares {
+            eprintln!(
+                "  {}: {:.2} s in launches, {:.2} MB in, {:.2} MB out across device boundaries",
+                d.name,
+                d.launch_secs,
+                d.bytes_in as f64 / 1e6,
+                d.bytes_out as f64 / 1e6
+            );
+        }
+    }
     if json {
+        let devices: Vec<serde_json::Value> = shares
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "device": d.name,
+                    "parts": dsv3_model::placement::describe_parts(&d.parts),
+                    "weight_bytes": d.weight_bytes,
+                    "launch_s": d.launch_secs,
+                    "bytes_in": d.bytes_in,
+                    "bytes_out": d.bytes_out,
+                })
+            })
+            .collect();
         let line = serde_json::json!({
             "tokens": out.tokens[0],
             "text": if tokenizer.is_some() { serde_json::Value::String(text) } else { serde_json::Value::Null },
             "prefill_tok_s": out.prefill_tok_s(),
             "decode_tok_s": out.decode_tok_s(),
+            "devices": devices,
         });
         println!("{line}");
     }

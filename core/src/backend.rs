@@ -192,6 +192,28 @@ pub trait Device: Send + Sync {
     fn new_stream(&self) -> Result<Arc<dyn Stream>>;
 }
 
+/// A point in one stream's work, made by [`Stream::record`]. Other streams order their later work after it
+/// with [`Stream::wait`]; the host waits for it with [`Event::synchronize`].
+pub trait Event: Send + Sync {
+    /// Blocks until the recorded work has finished; errors deferred by that work surface here.
+    fn synchronize(&self) -> Result<()>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// An event whose work has already finished: what a stream returns when its launches run to completion
+/// (the CPU), or when it waited for its work while recording.
+pub struct Finished;
+
+impl Event for Finished {
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 pub trait Stream: Send + Sync {
     /// Copy host bytes into `dst` at `offset`, ordered after earlier work on this stream.
     fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()>;
@@ -215,4 +237,19 @@ pub trait Stream: Send + Sync {
 
     /// Wait for all enqueued work; surfaces errors deferred by asynchronous execution.
     fn sync(&self) -> Result<()>;
+
+    /// Marks the work enqueued so far, for another stream (of this device or any other) to wait for.
+    /// This default waits for that work on the host and returns a [`Finished`] event: correct on every
+    /// backend, and it costs nothing where launches already run to completion (the CPU). A backend with
+    /// device-side events (CUDA, HIP) overrides it so that recording does not block the host.
+    fn record(&self) -> Result<Arc<dyn Event>> {
+        self.sync()?;
+        Ok(Arc::new(Finished))
+    }
+
+    /// Orders this stream's later work after `event`, recorded on any stream of any device. This default
+    /// waits on the host; a backend overrides it for its own events to wait on the device instead.
+    fn wait(&self, event: &dyn Event) -> Result<()> {
+        event.synchronize()
+    }
 }

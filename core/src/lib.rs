@@ -12,8 +12,8 @@ pub mod tensor;
 pub mod transfer;
 
 pub use backend::{
-    Backend, Buffer, Capabilities, DTypeUsage, Device, DeviceBuffer, DeviceId, DeviceInfo, Peak, Stream,
-    Support,
+    Backend, Buffer, Capabilities, DTypeUsage, Device, DeviceBuffer, DeviceId, DeviceInfo, Event, Finished,
+    Peak, Stream, Support,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};

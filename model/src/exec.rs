@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use dsv3_core::ops::elementwise::{Add, RmsNorm, SiluMul};
 use dsv3_core::ops::gemm::{blocks, ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights};
@@ -17,10 +18,15 @@ use crate::placement::Part;
 use crate::weights::Uploader;
 
 /// One device of the model: where some of its parts live and run.
+#[derive(Clone)]
 pub(crate) struct Exec {
     pub name: String,
     pub device: Arc<dyn Device>,
     pub stream: Arc<dyn Stream>,
+    /// A second stream, for work that overlaps the main stream's (a MoE layer's shared experts while its
+    /// routed experts run on another device).
+    pub side: Arc<dyn Stream>,
+    pub stats: Arc<ExecStats>,
     /// Activation and cache dtype.
     pub act: DType,
     /// Activation-scale format when the GEMMs run W8A8.
@@ -36,9 +42,28 @@ pub(crate) struct Mlp {
     pub down: Weights,
 }
 
+/// What one device did since the model was loaded, for the run report.
+#[derive(Default)]
+pub(crate) struct ExecStats {
+    /// Host time inside this device's launches: the compute time where launches run to completion (the
+    /// CPU), the time to enqueue where they are asynchronous.
+    pub launch_ns: AtomicU64,
+    /// Activation bytes copied onto / off this device at device boundaries.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
 impl Exec {
     pub fn launch(&self, op: Op) -> Result<()> {
-        self.stream.launch(&op)
+        let start = Instant::now();
+        let result = self.stream.launch(&op);
+        self.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// This device with its side stream as the one ops go to.
+    pub fn side(&self) -> Exec {
+        Exec { stream: self.side.clone(), ..self.clone() }
     }
 
     pub fn tmp(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
@@ -151,8 +176,6 @@ pub(crate) struct Step<'a> {
     pub starts: &'a [usize],
     /// Per exec (same index).
     pub inputs: Vec<DeviceInputs>,
-    /// Bytes of activations moved between devices, for the run report.
-    pub moved: &'a AtomicU64,
 }
 
 impl Step<'_> {
@@ -167,7 +190,9 @@ impl Step<'_> {
             return Ok(t.clone());
         }
         let (a, b) = (&self.execs[from], &self.execs[to]);
-        self.moved.fetch_add(t.span_bytes() as u64, Ordering::Relaxed);
+        let bytes = t.span_bytes() as u64;
+        a.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        b.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
         transfer::move_tensor(t, a.stream.as_ref(), b.device.as_ref(), b.stream.as_ref())
     }
 }

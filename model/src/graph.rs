@@ -5,7 +5,7 @@
 //! only the hidden state (and a MoE layer's routing) moves (`crate::exec::Step::to`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dsv3_core::ops::elementwise::Embedding;
@@ -36,13 +36,19 @@ pub enum Logits {
     Last,
 }
 
-/// What one device of a model holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one device of a model holds, and what it did since loading.
+#[derive(Clone, Debug, PartialEq)]
 pub struct DeviceShare {
     /// `backend:ordinal`.
     pub name: String,
     pub parts: Vec<Part>,
     pub weight_bytes: u64,
+    /// Host seconds inside this device's launches: its compute time where launches run to completion
+    /// (the CPU backends), the time to enqueue them where they are asynchronous (GPUs).
+    pub launch_secs: f64,
+    /// Activation bytes copied onto and off this device at device boundaries.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 pub struct Model {
@@ -61,7 +67,6 @@ pub struct Model {
     /// Bytes of weights over all devices.
     pub weight_bytes: u64,
     weight_bytes_per_exec: Vec<u64>,
-    moved: AtomicU64,
 }
 
 impl Model {
@@ -114,15 +119,19 @@ impl Model {
         let execs: Vec<Exec> = names
             .iter()
             .zip(&devices)
-            .map(|(name, device)| Exec {
-                name: name.to_string(),
-                device: device.clone(),
-                stream: device.default_stream(),
-                act,
-                w8a8,
-                eps: config.rms_norm_eps,
+            .map(|(name, device)| {
+                Ok(Exec {
+                    name: name.to_string(),
+                    device: device.clone(),
+                    stream: device.default_stream(),
+                    side: device.new_stream()?,
+                    stats: Default::default(),
+                    act,
+                    w8a8,
+                    eps: config.rms_norm_eps,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let exec_of: HashMap<Part, usize> = assignment
             .iter()
             .map(|(part, name)| (part, names.iter().position(|n| *n == name).unwrap_or(0)))
@@ -162,7 +171,6 @@ impl Model {
             layers,
             norm: (norm_exec, norm),
             head: (head_exec, head),
-            moved: AtomicU64::new(0),
             config,
         })
     }
@@ -195,13 +203,16 @@ impl Model {
                 name: e.name.clone(),
                 parts: self.assignment.parts_on(&e.name),
                 weight_bytes: bytes,
+                launch_secs: e.stats.launch_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+                bytes_in: e.stats.bytes_in.load(Ordering::Relaxed),
+                bytes_out: e.stats.bytes_out.load(Ordering::Relaxed),
             })
             .collect()
     }
 
     /// Bytes of activations moved between devices since loading.
     pub fn bytes_moved(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed)
+        self.execs.iter().map(|e| e.stats.bytes_in.load(Ordering::Relaxed)).sum()
     }
 
     /// Runs `new_tokens` tokens of each of the cache's sequences `slots` (row-major `[B, T]` in `tokens`),
@@ -241,15 +252,7 @@ impl Model {
                 Ok(DeviceInputs { positions: e.upload_i32(&positions)?, kv_lens: e.upload_i32(&kv_lens)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let s = Step {
-            execs: &self.execs,
-            rows: batch * t,
-            batch,
-            t,
-            starts: &starts,
-            inputs,
-            moved: &self.moved,
-        };
+        let s = Step { execs: &self.execs, rows: batch * t, batch, t, starts: &starts, inputs };
 
         let (mut at, table) = (self.embed.0, &self.embed.1);
         let e = s.exec(at);

@@ -173,9 +173,9 @@ fn wgpu_present() -> bool {
 }
 
 #[test]
-fn golden_attention_on_wgpu_the_rest_on_the_cpu() {
+fn golden_attention_and_shared_experts_on_wgpu_routed_experts_on_the_cpu() {
     if wgpu_present() {
-        golden_placed("attn=wgpu:0", "cpu:0");
+        golden_placed("attn=wgpu:0,shared=wgpu:0", "cpu:0");
     }
 }
 

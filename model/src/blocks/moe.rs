@@ -4,6 +4,8 @@
 //! runs on one GPU. The normalized hidden state comes from the layer's attention device and the output
 //! goes back there; only hidden states and the routing (ids, weights) cross devices.
 
+use std::sync::Arc;
+
 use dsv3_core::ops::moe::{MoeCombine, MoeDispatch, MoeRoute, TopkMethod};
 use dsv3_core::{DType, Op, Result, Tensor};
 
@@ -108,10 +110,18 @@ impl MoeBlock {
         };
         r.launch(Op::MoeRoute(route))?;
 
-        // The shared experts are enqueued before the routed ones: on an asynchronous device they run while
-        // the routed experts' inputs travel to their device.
+        // Where the routed experts run on another device, the shared experts run on a side stream of
+        // their own device meanwhile, joined after the routed output is back.
         let shared = match &self.shared {
-            Some((exec, mlp)) => Some((*exec, s.exec(*exec).mlp(&s.to(x, home, *exec)?, mlp)?)),
+            Some((exec, mlp)) => {
+                let main = s.exec(*exec);
+                let xs = s.to(x, home, *exec)?;
+                let on = if *exec == self.experts_exec { main.clone() } else { main.side() };
+                if !Arc::ptr_eq(&on.stream, &main.stream) {
+                    on.stream.wait(main.stream.record()?.as_ref())?;
+                }
+                Some((*exec, on.mlp(&xs, mlp)?, on))
+            }
             None => None,
         };
 
@@ -141,9 +151,11 @@ impl MoeBlock {
         ex.launch(Op::MoeCombine(MoeCombine { expert_out, slot_rows, weights, out: routed.clone() }))?;
 
         let routed = s.to(&routed, self.experts_exec, home)?;
-        match shared {
-            Some((exec, y)) => s.exec(home).add(&routed, &s.to(&y, exec, home)?),
-            None => Ok(routed),
+        let Some((exec, y, on)) = shared else { return Ok(routed) };
+        let main = s.exec(exec);
+        if !Arc::ptr_eq(&on.stream, &main.stream) {
+            main.stream.wait(on.stream.record()?.as_ref())?;
         }
+        s.exec(home).add(&routed, &s.to(&y, exec, home)?)
     }
 }
