@@ -3,15 +3,17 @@
 //! 2 × active parameters per token ÷ peak FLOP/s.
 //!
 //! Models: the two golden fixtures (overhead-dominated), a full-width DeepSeek-V2-Lite shape cut to 2
-//! layers (1 dense + 1 MoE with 64 experts, bf16, random weights), and — with `DSV3_BENCH_V3_LAYER=1`,
-//! since it needs ~12 GB of memory — one full-width DeepSeek-V3 MoE layer (MLA + 256 FP8 experts, top-8,
-//! plus the shared expert; vocabulary cut to 1024 so that the head does not dominate).
+//! layers (1 dense + 1 MoE with 64 experts, bf16, random weights), alone and split over devices, and,
+//! with `DSV3_BENCH_V3_LAYER=1` since it needs ~12 GB of memory, one full-width DeepSeek-V3 MoE layer
+//! (MLA + 256 FP8 experts, top-8, plus the shared expert; vocabulary cut to 1024 so that the head does not
+//! dominate), alone and with its routed experts on the CPU beside the rest on wgpu.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dsv3_backend_cpu::{CpuBackend, Mode};
+use dsv3_backend_wgpu::WgpuBackend;
 use dsv3_core::{Backend, Device};
 use dsv3_model::builtin::Builtin;
 use dsv3_model::cache::KvCache;
@@ -20,6 +22,7 @@ use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::{generate, Request, Sampling};
 use dsv3_model::graph::{Logits, Model, NumericPath};
 use dsv3_model::layout::param_count;
+use dsv3_model::placement::Rules;
 
 const DECODE_TOKENS: usize = 32;
 
@@ -33,14 +36,50 @@ fn fixture(name: &str, path: NumericPath) -> Model {
     Model::load(cfg, &Checkpoint::open(&dir).unwrap(), device(), path, |_| {}).unwrap()
 }
 
-fn v2_lite_two_layers() -> Model {
+fn v2_lite_two_layers_config() -> ModelConfig {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/configs");
     let text = std::fs::read_to_string(dir.join("deepseek-v2-lite.json")).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["num_hidden_layers"] = 2.into();
-    let cfg = ModelConfig::from_json(&json.to_string(), "deepseek-v2-lite.json (2 layers)").unwrap();
+    ModelConfig::from_json(&json.to_string(), "deepseek-v2-lite.json (2 layers)").unwrap()
+}
+
+/// The model placed by `rules` over devices opened by name: `cpu:N` is the N-th separate instance of the
+/// CPU backend (a device of its own, so every boundary copies through the host as between real devices),
+/// `wgpu:0` the Vulkan device.
+fn placed(cfg: &ModelConfig, source: &Builtin, rules: &str, path: NumericPath) -> Model {
+    let assignment = Rules::parse(rules).unwrap().assign(cfg, "cpu:0").unwrap();
+    let mut cpus: Vec<Arc<dyn Device>> = Vec::new();
+    let mut open = |name: &str| -> dsv3_core::Result<Arc<dyn Device>> {
+        let (backend, ordinal) = name.split_once(':').unwrap();
+        match backend {
+            "wgpu" => WgpuBackend::new().open(ordinal.parse().unwrap()),
+            _ => {
+                let n: usize = ordinal.parse().unwrap();
+                while cpus.len() <= n {
+                    cpus.push(device());
+                }
+                Ok(cpus[n].clone())
+            }
+        }
+    };
+    Model::load_placed(cfg.clone(), source, &assignment, &mut open, path, |_| {}).unwrap()
+}
+
+/// A full-width DeepSeek-V2-Lite shape cut to 2 layers, on one device; then what placement itself costs:
+/// the same model with its routed experts, or every part kind, on separate CPU devices, in the same run.
+fn v2_lite(c: &mut Criterion) {
+    let cfg = v2_lite_two_layers_config();
     let source = Builtin::with_config(cfg.clone(), 1);
-    Model::load(cfg, &source, device(), NumericPath::Bf16, |_| {}).unwrap()
+    let scattered = "embed=cpu:1,attn=cpu:2,router=cpu:3,shared=cpu:1,experts=cpu:2,mlp=cpu:3,head=cpu:1";
+    for rules in ["*=cpu:0", "experts=cpu:1", scattered] {
+        let model = placed(&cfg, &source, rules, NumericPath::Bf16);
+        let label = match rules {
+            "*=cpu:0" => "v2-lite-2-layers bf16".to_string(),
+            _ => format!("v2-lite-2-layers bf16 placed {rules}"),
+        };
+        bench_model(c, &label, &model, 64);
+    }
 }
 
 /// Prints the rooflines: weight bytes a decode token reads (the whole model but the unchosen experts and
@@ -100,10 +139,6 @@ fn fixtures(c: &mut Criterion) {
     bench_model(c, "tiny-dsv3-bf16 f32", &fixture("tiny-dsv3-bf16", NumericPath::F32), 20);
 }
 
-fn v2_lite(c: &mut Criterion) {
-    bench_model(c, "v2-lite-2-layers bf16", &v2_lite_two_layers(), 64);
-}
-
 fn v3_moe_layer() -> ModelConfig {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/configs");
     let text = std::fs::read_to_string(dir.join("deepseek-v3.json")).unwrap();
@@ -127,6 +162,14 @@ fn v3_layer(c: &mut Criterion) {
     for path in [NumericPath::W8A8, NumericPath::Bf16] {
         let model = Model::load(cfg.clone(), &source, device(), path, |_| {}).unwrap();
         bench_model(c, &format!("v3-moe-layer {}", path.name()), &model, 64);
+    }
+    // The one-GPU recipe's shape: routed experts on the CPU, attention and the rest on wgpu where a
+    // Vulkan device is present (on lavapipe this measures the machinery, not a GPU).
+    if WgpuBackend::new().devices().is_ok_and(|d| !d.is_empty()) {
+        let model = placed(&cfg, &source, "experts=cpu:0,*=wgpu:0", NumericPath::Bf16);
+        bench_model(c, "v3-moe-layer bf16 placed experts=cpu,*=wgpu:0", &model, 64);
+    } else {
+        eprintln!("v3-moe-layer experts=cpu,*=wgpu:0: skipped: no wgpu device");
     }
 }
 
