@@ -111,6 +111,35 @@ fn batched_generation_split_equals_single() {
 }
 
 #[test]
+fn a_tied_head_on_another_device_than_the_embedding_gets_its_own_copy() {
+    // The FP8 fixture's shape with random weights and a tied head.
+    let mut cfg = ModelConfig::from_file(&fixture("tiny-dsv3").join("config.json")).unwrap();
+    cfg.tie_word_embeddings = true;
+    let source = dsv3_model::builtin::Builtin::with_config(cfg.clone(), 3);
+    let load = |rules: &str| {
+        let assignment = Rules::parse(rules).unwrap().assign(&cfg, "cpu:0").unwrap();
+        let mut devices = Devices::new();
+        Model::load_placed(
+            cfg.clone(),
+            &source,
+            &assignment,
+            &mut |n| devices.open(n),
+            NumericPath::Bf16,
+            |_| {},
+        )
+        .unwrap()
+    };
+    let (single, split) = (load("*=cpu:0"), load("head=cpu:1"));
+    let table = (cfg.vocab_size * cfg.hidden_size * 2) as u64;
+    assert_eq!(split.devices()[1].weight_bytes, table, "the head's copy of the bf16 table");
+    assert_eq!(split.weight_bytes, single.weight_bytes + table);
+    assert!(logits(&single, &[9, 8, 7])
+        .iter()
+        .zip(&logits(&split, &[9, 8, 7]))
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
 fn the_model_reports_what_each_device_holds() {
     let model = load("tiny-dsv3", "experts=cpu:1,head=cpu:2", NumericPath::Bf16);
     let shares = model.devices();
