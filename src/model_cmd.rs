@@ -336,11 +336,13 @@ fn try_generate(args: &[String]) -> Result<(), String> {
     if shares.len() > 1 {
         for d in &shares {
             eprintln!(
-                "  {}: {:.2} s in launches, {:.2} MB in, {:.2} MB out across device boundaries",
+                "  {}: {:.2} s in launches, {:.2} MB in, {:.2} MB out across device boundaries, \
+                 {:.3} s waiting for shared experts the routed ones did not hide",
                 d.name,
                 d.launch_secs,
                 d.bytes_in as f64 / 1e6,
-                d.bytes_out as f64 / 1e6
+                d.bytes_out as f64 / 1e6,
+                d.join_wait_secs
             );
         }
     }
@@ -355,6 +357,7 @@ fn try_generate(args: &[String]) -> Result<(), String> {
                     "launch_s": d.launch_secs,
                     "bytes_in": d.bytes_in,
                     "bytes_out": d.bytes_out,
+                    "shared_experts_join_wait_s": d.join_wait_secs,
                 })
             })
             .collect();

@@ -51,6 +51,9 @@ pub(crate) struct ExecStats {
     /// Activation bytes copied onto / off this device at device boundaries.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Host time waiting, once the routed experts were done elsewhere, for the shared experts on this
+    /// device's side stream: the part of their time the routed experts did not hide.
+    pub join_wait_ns: AtomicU64,
 }
 
 impl Exec {
@@ -58,6 +61,14 @@ impl Exec {
         let start = Instant::now();
         let result = self.stream.launch(&op);
         self.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
+    /// Makes this device's main stream wait for `side`'s work, timing the wait.
+    pub fn join(&self, side: &Exec) -> Result<()> {
+        let start = Instant::now();
+        let result = side.stream.record().and_then(|event| self.stream.wait(event.as_ref()));
+        self.stats.join_wait_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         result
     }
 

@@ -49,6 +49,9 @@ pub struct DeviceShare {
     /// Activation bytes copied onto and off this device at device boundaries.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Host seconds waiting for this device's shared experts after the routed experts (elsewhere) were
+    /// done: the shared experts' time that the overlap did not hide.
+    pub join_wait_secs: f64,
 }
 
 pub struct Model {
@@ -206,6 +209,7 @@ impl Model {
                 launch_secs: e.stats.launch_ns.load(Ordering::Relaxed) as f64 * 1e-9,
                 bytes_in: e.stats.bytes_in.load(Ordering::Relaxed),
                 bytes_out: e.stats.bytes_out.load(Ordering::Relaxed),
+                join_wait_secs: e.stats.join_wait_ns.load(Ordering::Relaxed) as f64 * 1e-9,
             })
             .collect()
     }

@@ -154,7 +154,7 @@ impl MoeBlock {
         let Some((exec, y, on)) = shared else { return Ok(routed) };
         let main = s.exec(exec);
         if !Arc::ptr_eq(&on.stream, &main.stream) {
-            main.stream.wait(on.stream.record()?.as_ref())?;
+            main.join(&on)?;
         }
         s.exec(home).add(&routed, &s.to(&y, exec, home)?)
     }
