@@ -4,8 +4,6 @@
 //! runs on one GPU. The normalized hidden state comes from the layer's attention device and the output
 //! goes back there; only hidden states and the routing (ids, weights) cross devices.
 
-use std::sync::Arc;
-
 use dsv3_core::ops::moe::{MoeCombine, MoeDispatch, MoeRoute, TopkMethod};
 use dsv3_core::{DType, Op, Result, Tensor};
 
@@ -116,11 +114,15 @@ impl MoeBlock {
             Some((exec, mlp)) => {
                 let main = s.exec(*exec);
                 let xs = s.to(x, home, *exec)?;
-                let on = if *exec == self.experts_exec { main.clone() } else { main.side() };
-                if !Arc::ptr_eq(&on.stream, &main.stream) {
-                    on.stream.wait(main.stream.record()?.as_ref())?;
-                }
-                Some((*exec, on.mlp(&xs, mlp)?, on))
+                let side = (*exec != self.experts_exec).then(|| main.side());
+                let on = match &side {
+                    Some(side) => {
+                        side.stream.wait(main.stream.record()?.as_ref())?;
+                        side
+                    }
+                    None => main,
+                };
+                Some((*exec, on.mlp(&xs, mlp)?, side))
             }
             None => None,
         };
@@ -151,10 +153,9 @@ impl MoeBlock {
         ex.launch(Op::MoeCombine(MoeCombine { expert_out, slot_rows, weights, out: routed.clone() }))?;
 
         let routed = s.to(&routed, self.experts_exec, home)?;
-        let Some((exec, y, on)) = shared else { return Ok(routed) };
-        let main = s.exec(exec);
-        if !Arc::ptr_eq(&on.stream, &main.stream) {
-            main.join(&on)?;
+        let Some((exec, y, side)) = shared else { return Ok(routed) };
+        if let Some(side) = side {
+            s.exec(exec).join(&side)?;
         }
         s.exec(home).add(&routed, &s.to(&y, exec, home)?)
     }
