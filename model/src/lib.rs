@@ -5,6 +5,7 @@ pub mod cache;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod files;
 pub mod generate;
 pub mod golden;
 pub mod graph;

@@ -313,7 +313,7 @@ impl Tokenizer {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })
+    crate::files::read_capped(path, crate::files::TOKENIZER_LIMIT)
 }
 
 /// Turns generated ids into text as they come. Byte-level BPE can split one UTF-8 character over several
