@@ -6,6 +6,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod files;
+pub mod finite;
 pub mod generate;
 pub mod golden;
 pub mod graph;
