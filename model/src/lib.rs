@@ -12,6 +12,7 @@ pub mod golden;
 pub mod graph;
 pub mod inspect;
 pub mod layout;
+pub mod memory;
 pub mod progress;
 pub mod tokenizer;
 pub mod weights;
