@@ -24,6 +24,10 @@ fn try_run(args: &[OsString]) -> Result<i32, String> {
     registry::require_present(backend_name, &backends)?;
     let seconds: f64 =
         opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
+    // NaN and negative times were taken as "no time"; an hour is far beyond any useful measurement.
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("--seconds {seconds}: must be in (0, 3600]"));
+    }
     let set: Vec<Case> = match op {
         "gemm" => {
             let shape = opts.value("shape").ok_or("gemm needs --shape MxNxK")?;

@@ -269,6 +269,11 @@ fn try_logits(args: &[OsString]) -> Result<(), String> {
     let device = pick_device(opts.value("backend").unwrap_or("auto"))?;
     let loaded = load(ModelSource::Checkpoint(dir), device, opts.value("path").unwrap_or("f32"))?;
     let model = &loaded.model;
+    // Positions past the context are not what the model was trained for: refuse rather than extrapolate.
+    if tokens.len() > model.config.max_position_embeddings {
+        let context = model.config.max_position_embeddings;
+        return Err(format!("--tokens: {} tokens exceed the model's context of {context}", tokens.len()));
+    }
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
     let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
     let values = golden::download_f32(model, &logits).map_err(|e| e.to_string())?;

@@ -203,6 +203,15 @@ fn endless_files_and_out_of_range_numbers_are_errors() {
     let out = dsv3(&["inspect", "--config", "/dev/zero"]).output().unwrap();
     expect("inspect --config /dev/zero", &out, 2, &["/dev/zero", "larger than"]);
     let model = fixtures().join("tiny-dsv3");
+    let long = vec!["1"; 5121].join(","); // tiny-dsv3's context is 5120
+    let out = dsv3(&["logits", "--model", path_str(&model), "--tokens", &long, "--out", "/nonexistent/l"])
+        .output()
+        .unwrap();
+    expect("logits past the context", &out, 2, &["5121 tokens exceed the model's context of 5120"]);
+    for s in ["-1", "NaN", "1e300"] {
+        let out = dsv3(&["bench", "--op", "gemm", "--shape", "8x8x8", "--seconds", s]).output().unwrap();
+        expect(&format!("bench --seconds {s}"), &out, 2, &["--seconds", "must be in (0, 3600]"]);
+    }
     for t in ["1e-40", "-1", "NaN"] {
         let out = dsv3(&["generate", "--model", path_str(&model), "--tokens", "1,2", "--temperature", t])
             .output()
