@@ -251,8 +251,9 @@ impl Tokenizer {
         })
     }
 
-    /// `tokenizers` skips unknown ids silently when decoding; a model that emits one (the embedding has
-    /// padding rows past the vocabulary) should hear about it instead.
+    /// `tokenizers` skips unknown ids silently when decoding; a caller of [`Tokenizer::decode`] should hear
+    /// about one instead (the embedding has padding rows past the vocabulary; [`StreamDecoder`] shows
+    /// them as placeholders).
     fn check_id(&self, id: u32) -> Result<()> {
         if self.inner.id_to_token(id).is_none() {
             return Err(Error::Data {
@@ -283,7 +284,8 @@ impl Tokenizer {
     }
 
     /// Ids the tokenizer knows, added tokens included (128,815 for DeepSeek-V3, whose embedding has
-    /// 129,280 rows; the rows past the vocabulary are padding and decode to an error).
+    /// 129,280 rows; the rows past the vocabulary are padding: [`Tokenizer::decode`] refuses them, and
+    /// [`StreamDecoder`] shows them as [`unknown_id_placeholder`]).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
