@@ -2,28 +2,38 @@
 //! GEMMs take any shape; other ops are timed on the full conformance set's cases for that op (the
 //! DeepSeek-V3 shapes among them).
 
+use std::ffi::OsString;
+
+use crate::out::outln;
 use crate::{registry, Options};
 use dsv3_conformance::case::Operand;
 use dsv3_conformance::gen::ScaleStore;
 use dsv3_conformance::{cases, runner, Case, Mode, Row};
 use dsv3_core::{DType, Fp8Format};
 
-pub fn run(args: &[String]) -> i32 {
+pub fn run(args: &[OsString]) -> i32 {
     crate::finish("bench", try_run(args))
 }
 
-fn try_run(args: &[String]) -> Result<i32, String> {
+fn try_run(args: &[OsString]) -> Result<i32, String> {
     let opts = Options::parse(args, &["json"])?;
     opts.only(&["op", "backend", "dtype", "shape", "json", "seconds"])?;
     let op = opts.value("op").ok_or("--op is required")?;
     let backend_name = opts.value("backend").unwrap_or("cpu");
     let backends = registry::select(backend_name)?;
+    registry::require_present(backend_name, &backends)?;
     let seconds: f64 =
         opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
+    // NaN and negative times were taken as "no time"; an hour is far beyond any useful measurement.
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("--seconds {seconds}: must be in (0, 3600]"));
+    }
     let set: Vec<Case> = match op {
         "gemm" => {
-            let (m, n, k) = parse_shape(opts.value("shape").ok_or("gemm needs --shape MxNxK")?)?;
+            let shape = opts.value("shape").ok_or("gemm needs --shape MxNxK")?;
+            let (m, n, k) = parse_shape(shape)?;
             let (a, b, c) = parse_gemm_dtype(opts.value("dtype").unwrap_or("f32"))?;
+            check_gemm_fits(shape, (m, n, k), (a, b, c), &backends)?;
             vec![cases::gemm(m, n, k, a, b, c)]
         }
         _ if dsv3_core::ops::OP_NAMES.contains(&op) => {
@@ -38,20 +48,20 @@ fn try_run(args: &[String]) -> Result<i32, String> {
     let refs: Vec<&dyn dsv3_core::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let report = runner::run(&refs, &set, &options);
     for row in &report.results {
-        print_row(row);
+        print_row(row)?;
     }
     if opts.flag("json") {
         // The last line of stdout is one JSON object per the documented interface.
         if let Some(row) = report.results.last() {
-            println!("{}", json_line(row, opts.value("shape"), opts.value("dtype")));
+            outln!("{}", json_line(row, opts.value("shape"), opts.value("dtype")))?;
         }
     }
     Ok(if report.failed() { 1 } else { 0 })
 }
 
-fn print_row(row: &Row) {
+fn print_row(row: &Row) -> Result<(), String> {
     match &row.perf {
-        Some(p) => println!(
+        Some(p) => outln!(
             "{} {} {} [{}]: {:.3} ms, {:.1} GFLOP/s, {:.2} GB/s, {} ({} iterations)",
             row.backend,
             row.op,
@@ -66,8 +76,9 @@ fn print_row(row: &Row) {
             },
             p.iterations
         ),
-        None => println!("{} {} {}: {} {}", row.backend, row.op, row.case, row.status.as_str(), row.reason),
+        None => outln!("{} {} {}: {} {}", row.backend, row.op, row.case, row.status.as_str(), row.reason),
     }
+    .map_err(String::from)
 }
 
 fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
@@ -92,9 +103,46 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
     let dims: Vec<usize> =
         s.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
     match dims[..] {
+        // An empty product has no time to measure: its GFLOP/s and % of peak would be noise.
+        [m, n, k] if m == 0 || n == 0 || k == 0 => {
+            Err(format!("--shape {s}: every dimension must be at least 1"))
+        }
         [m, n, k] => Ok((m, n, k)),
         _ => Err(bad_shape(s)),
     }
+}
+
+/// Refuses a GEMM whose A, B and C (as stored; scale grids aside) exceed the memory of a device the bench
+/// will use, or the host's, which generates them, before anything is allocated. The size is computed in
+/// f64, so no shape overflows.
+fn check_gemm_fits(
+    shape: &str,
+    (m, n, k): (usize, usize, usize),
+    (a, b, c): (Operand, Operand, DType),
+    backends: &[Box<dyn dsv3_core::Backend>],
+) -> Result<(), String> {
+    let size = |o: Operand| match o {
+        Operand::Dense(d) => d.size() as f64,
+        Operand::Fp8(..) => 1.0,
+    };
+    let (m, n, k) = (m as f64, n as f64, k as f64);
+    let bytes = m * k * size(a) + n * k * size(b) + m * n * c.size() as f64;
+    let host = registry::backends().into_iter().filter(|b| b.name() == "cpu").collect::<Vec<_>>();
+    for backend in backends.iter().chain(&host) {
+        let Some(device) = backend.devices().ok().and_then(|d| d.into_iter().next()) else { continue };
+        // A device that does not report its memory is still held to what one allocation can address.
+        let have = match device.memory_bytes {
+            0 => isize::MAX as f64,
+            m => m as f64,
+        };
+        if bytes > have {
+            return Err(format!(
+                "--shape {shape}: A, B and C need {:.3e} bytes, more than {}:{} ({}) has ({:.3e} bytes)",
+                bytes, device.backend, device.ordinal, device.name, have
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn bad_shape(s: &str) -> String {

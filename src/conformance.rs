@@ -1,13 +1,16 @@
 //! `dsv3 conformance`: every case on the selected backends against the CPU oracle.
 
+use std::ffi::OsString;
+
+use crate::out::{out, write_file};
 use crate::{registry, Options};
 use dsv3_conformance::{cases, runner, Mode, Row, Status};
 
-pub fn run(args: &[String]) -> i32 {
+pub fn run(args: &[OsString]) -> i32 {
     crate::finish("conformance", try_run(args))
 }
 
-fn try_run(args: &[String]) -> Result<i32, String> {
+fn try_run(args: &[OsString]) -> Result<i32, String> {
     let opts = Options::parse(args, &["quick", "verify-xfail", "progress"])?;
     opts.only(&["backend", "op", "case", "quick", "json", "markdown", "verify-xfail", "mode", "progress"])?;
     let mode = match opts.value("mode").unwrap_or("test") {
@@ -20,6 +23,7 @@ fn try_run(args: &[String]) -> Result<i32, String> {
     // The oracle compared with itself proves nothing: `all` means every backend under test.
     let backends: Vec<_> =
         registry::select(spec)?.into_iter().filter(|b| spec != "all" || b.name() != "cpu-ref").collect();
+    registry::require_present(spec, &backends)?;
     if let Some(op) = opts.value("op") {
         if !dsv3_core::ops::OP_NAMES.contains(&op) {
             return Err(format!("--op {op}: unknown op (known: {})", dsv3_core::ops::OP_NAMES.join(", ")));
@@ -54,12 +58,12 @@ fn try_run(args: &[String]) -> Result<i32, String> {
             }
         }
     }
-    print!("{}", report.table());
-    if let Some(path) = opts.value("json") {
-        std::fs::write(path, report.to_json()).map_err(|e| format!("--json {path}: {e}"))?;
+    out!("{}", report.table())?;
+    if let Some(path) = opts.path("json") {
+        write_file("--json", path, report.to_json().as_bytes())?;
     }
-    if let Some(path) = opts.value("markdown") {
-        std::fs::write(path, report.markdown()).map_err(|e| format!("--markdown {path}: {e}"))?;
+    if let Some(path) = opts.path("markdown") {
+        write_file("--markdown", path, report.markdown().as_bytes())?;
     }
     Ok(if report.failed() { 1 } else { 0 })
 }

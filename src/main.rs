@@ -1,11 +1,15 @@
 //! `dsv3`: run DeepSeek-V3-class models on whatever hardware is present, check every backend against the
 //! CPU oracle, and measure each op.
 
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
 mod bench;
 mod conformance;
 mod devices;
 mod inspect;
 mod model_cmd;
+mod out;
 mod registry;
 
 const USAGE: &str = "\
@@ -50,8 +54,9 @@ USAGE:
 ";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
+    // `args_os`: `std::env::args` panics on an argument that is not UTF-8.
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let code = match args.first().and_then(|a| a.to_str()) {
         Some("devices") => devices::run(),
         Some("conformance") => conformance::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
@@ -60,8 +65,7 @@ fn main() {
         Some("golden") => model_cmd::run_golden(&args[1..]),
         Some("inspect") => inspect::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            0
+            finish("help", out::stdout(format_args!("{USAGE}")).map(|()| 0).map_err(String::from))
         }
         _ => {
             eprint!("{USAGE}");
@@ -79,30 +83,51 @@ pub fn finish(command: &str, result: Result<i32, String>) -> i32 {
     })
 }
 
+/// Options whose value is a file or directory: any bytes the OS allows (`--json` is a file name for
+/// `conformance`, a flag elsewhere). Every other value must be UTF-8.
+const PATH_OPTIONS: &[&str] = &["model", "config", "out", "json", "markdown", "fixtures"];
+
 /// `--name value` options after a subcommand.
 pub struct Options {
-    pairs: Vec<(String, Option<String>)>,
+    pairs: Vec<(String, Option<OsString>)>,
 }
 
 impl Options {
-    /// Parses `--flag` and `--key value`; `flags` lists the options that take no value.
-    pub fn parse(args: &[String], flags: &[&str]) -> Result<Options, String> {
+    /// Parses `--flag` and `--key value`; `flags` lists the options that take no value. A name, or the
+    /// value of an option not in [`PATH_OPTIONS`], that is not UTF-8 is an error naming the option.
+    pub fn parse(args: &[OsString], flags: &[&str]) -> Result<Options, String> {
         let mut pairs = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let Some(name) = a.strip_prefix("--") else { return Err(format!("unexpected argument `{a}`")) };
+            let Some(name) = a.to_str().and_then(|a| a.strip_prefix("--")) else {
+                return Err(format!("unexpected argument `{}`", a.to_string_lossy()));
+            };
             if flags.contains(&name) {
                 pairs.push((name.to_string(), None));
             } else {
                 let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+                if value.to_str().is_none() && !PATH_OPTIONS.contains(&name) {
+                    return Err(format!("--{name}: `{}` is not valid UTF-8", value.to_string_lossy()));
+                }
                 pairs.push((name.to_string(), Some(value.clone())));
             }
         }
         Ok(Options { pairs })
     }
 
-    pub fn value(&self, name: &str) -> Option<&str> {
+    fn raw(&self, name: &str) -> Option<&OsStr> {
         self.pairs.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    /// A text value (UTF-8, checked by [`Options::parse`]).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.raw(name).and_then(OsStr::to_str)
+    }
+
+    /// A path value, as the OS gave it.
+    pub fn path(&self, name: &str) -> Option<&Path> {
+        debug_assert!(PATH_OPTIONS.contains(&name), "--{name} is not a path option");
+        self.raw(name).map(Path::new)
     }
 
     pub fn flag(&self, name: &str) -> bool {

@@ -1,8 +1,8 @@
 //! `dsv3 generate`, `dsv3 logits` and `dsv3 golden`: loading a model onto a device and running it.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::Arc;
 
 use dsv3_core::{Device, Error};
@@ -13,11 +13,13 @@ use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
 use dsv3_model::golden;
 use dsv3_model::graph::{Logits, Model, NumericPath};
+use dsv3_model::inspect::Report;
 use dsv3_model::placement::{Assignment, Rules};
 use dsv3_model::progress::Progress;
 use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
 use dsv3_model::weights::WeightSource;
 
+use crate::out::{out, outln, write_file};
 use crate::{finish, registry, Options};
 
 /// The device `--backend` names; `auto` takes the first backend of the registry (most capable first) that
@@ -152,43 +154,40 @@ pub fn load(source: ModelSource, place: &mut Placement, path_spec: &str) -> Resu
                 }
                 _ => Builtin::new(0x5eed).map_err(|e| e.to_string())?,
             };
-            let tokenizer = match builtin.config.vocab_size {
-                dsv3_model::builtin::VOCAB => Some(Tokenizer::builtin().map_err(|e| e.to_string())?),
-                _ => None,
-            };
-            let model = load_placed(builtin.config.clone(), &builtin, place, path_spec, None)?;
+            let tokenizer =
+                Tokenizer::for_model(None, builtin.config.vocab_size).map_err(|e| e.to_string())?;
+            let model = load_placed(builtin.config.clone(), &builtin, None, place, path_spec, None)?;
             return Ok(Loaded { model, tokenizer, random_weights: true });
         }
     };
     let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
     let checkpoint = Checkpoint::open(dir).map_err(|e| e.to_string())?;
     checkpoint.validate(&config, false).map_err(|e| e.to_string())?;
-    let tokenizer = match Tokenizer::from_dir(dir).map_err(|e| e.to_string())? {
-        Some(t) => Some(t),
-        // Checkpoints without tokenizer files (the test fixtures) still run from token ids.
-        None if config.vocab_size == dsv3_model::builtin::VOCAB => {
-            Some(Tokenizer::builtin().map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
+    let tokenizer = Tokenizer::for_model(Some(dir), config.vocab_size).map_err(|e| e.to_string())?;
     let mut progress = Progress::new(
         &format!("loading {}", checkpoint.describe()),
         checkpoint.total_bytes(),
         checkpoint.len(),
     );
-    let model = load_placed(config, &checkpoint, place, path_spec, Some(&mut progress))?;
+    let model = load_placed(config, &checkpoint, Some(&checkpoint), place, path_spec, Some(&mut progress))?;
     progress.finish();
     Ok(Loaded { model, tokenizer, random_weights: false })
 }
 
+/// Loads `source` (the checkpoint itself when there is one, for the memory check) onto the placement's
+/// devices.
 fn load_placed(
     config: ModelConfig,
     source: &dyn WeightSource,
+    checkpoint: Option<&Checkpoint>,
     place: &mut Placement,
     path_spec: &str,
     mut progress: Option<&mut Progress>,
 ) -> Result<Model, String> {
     let (assignment, devices) = place.resolve(&config)?;
+    if let [device] = devices.as_slice() {
+        check_memory(&config, checkpoint, device.as_ref())?;
+    }
     let path = resolve_path(path_spec, &config, &devices)?;
     let mut open = |name: &str| place.open(name);
     Model::load_placed(config, source, &assignment, &mut open, path, |bytes| {
@@ -198,6 +197,17 @@ fn load_placed(
         }
     })
     .map_err(|e| e.to_string())
+}
+
+/// Refuses a model whose weights (as `inspect` counts them: the checkpoint's bytes, or estimated from the
+/// config) cannot fit the device, before the load allocates anything.
+fn check_memory(
+    config: &ModelConfig,
+    checkpoint: Option<&Checkpoint>,
+    device: &dyn Device,
+) -> Result<(), String> {
+    let bytes = Report::from_config(config, checkpoint, &[]).weight_bytes.main;
+    dsv3_model::memory::check_fits(bytes, device.info()).map_err(|e| e.to_string())
 }
 
 fn parse_tokens(s: &str) -> Result<Vec<u32>, String> {
@@ -211,11 +221,11 @@ fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Resul
         .map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name}: `{v}` is not a number")))
 }
 
-pub fn run_generate(args: &[String]) -> i32 {
+pub fn run_generate(args: &[OsString]) -> i32 {
     finish("generate", try_generate(args).map(|()| 0))
 }
 
-fn try_generate(args: &[String]) -> Result<(), String> {
+fn try_generate(args: &[OsString]) -> Result<(), String> {
     let opts = Options::parse(args, &["chat", "json", "ignore-eos", "random-weights"])?;
     opts.only(&[
         "model",
@@ -237,9 +247,9 @@ fn try_generate(args: &[String]) -> Result<(), String> {
     ])?;
     let json = opts.flag("json");
     let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
-    let source = match (opts.value("model"), opts.value("config"), opts.flag("random-weights")) {
-        (Some(dir), None, false) => ModelSource::Checkpoint(Path::new(dir)),
-        (None, Some(file), true) => ModelSource::RandomConfig(Path::new(file)),
+    let source = match (opts.path("model"), opts.path("config"), opts.flag("random-weights")) {
+        (Some(dir), None, false) => ModelSource::Checkpoint(dir),
+        (None, Some(file), true) => ModelSource::RandomConfig(file),
         (None, None, false) => ModelSource::Builtin,
         _ => return Err("give --model DIR, or --random-weights --config FILE, or neither".into()),
     };
@@ -310,8 +320,7 @@ fn try_generate(args: &[String]) -> Result<(), String> {
             let piece = d.step(token)?;
             text.push_str(&piece);
             if !json {
-                print!("{piece}");
-                std::io::stdout().flush().map_err(|source| Error::Io { context: "stdout".into(), source })?;
+                out!("{piece}")?;
             }
         }
         Ok(())
@@ -321,7 +330,7 @@ fn try_generate(args: &[String]) -> Result<(), String> {
         let rest = d.finish().map_err(|e| e.to_string())?;
         text.push_str(&rest);
         if !json {
-            println!("{rest}");
+            outln!("{rest}")?;
         }
     }
     eprintln!(
@@ -368,34 +377,49 @@ fn try_generate(args: &[String]) -> Result<(), String> {
             "decode_tok_s": out.decode_tok_s(),
             "devices": devices,
         });
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
 
-pub fn run_logits(args: &[String]) -> i32 {
+pub fn run_logits(args: &[OsString]) -> i32 {
     finish("logits", try_logits(args).map(|()| 0))
 }
 
-fn try_logits(args: &[String]) -> Result<(), String> {
+fn try_logits(args: &[OsString]) -> Result<(), String> {
     let opts = Options::parse(args, &[])?;
     opts.only(&["model", "tokens", "backend", "path", "out", "place"])?;
-    let dir = opts.value("model").ok_or("--model DIR is required")?;
+    let dir = opts.path("model").ok_or("--model DIR is required")?;
     let tokens = parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
-    let out_path = PathBuf::from(opts.value("out").ok_or("--out FILE.safetensors is required")?);
+    let out_path = opts.path("out").ok_or("--out FILE.safetensors is required")?;
     let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
-    let loaded =
-        load(ModelSource::Checkpoint(Path::new(dir)), &mut place, opts.value("path").unwrap_or("f32"))?;
+    let loaded = load(ModelSource::Checkpoint(dir), &mut place, opts.value("path").unwrap_or("f32"))?;
     let model = &loaded.model;
+    // Positions past the context are not what the model was trained for: refuse rather than extrapolate.
+    if tokens.len() > model.config.max_position_embeddings {
+        let context = model.config.max_position_embeddings;
+        return Err(format!("--tokens: {} tokens exceed the model's context of {context}", tokens.len()));
+    }
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
     let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
     let values = golden::download_f32(model, &logits).map_err(|e| e.to_string())?;
+    // A NaN written to the file would pass for a result; say where it appeared instead.
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        let vocab = model.config.vocab_size;
+        return Err(format!(
+            "op `lm_head`: tensor `logits` is {} at position {}, id {}; {} not written",
+            values[i],
+            i / vocab,
+            i % vocab,
+            out_path.display()
+        ));
+    }
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let shape = vec![tokens.len(), model.config.vocab_size];
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
         .map_err(|e| e.to_string())?;
-    safetensors::serialize_to_file([("logits", view)], None, &out_path)
-        .map_err(|e| format!("writing {}: {e}", out_path.display()))?;
+    let file = safetensors::serialize([("logits", view)], None).map_err(|e| e.to_string())?;
+    write_file("--out", out_path, &file)?;
     eprintln!(
         "wrote logits [{}, {}] ({}, {}) to {}",
         tokens.len(),
@@ -408,14 +432,14 @@ fn try_logits(args: &[String]) -> Result<(), String> {
 }
 
 /// `dsv3 golden`: the model-level oracle (fixtures with HF transformers logits) on one backend.
-pub fn run_golden(args: &[String]) -> i32 {
+pub fn run_golden(args: &[OsString]) -> i32 {
     finish("golden", try_golden(args).map(|pass| if pass { 0 } else { 1 }))
 }
 
-fn try_golden(args: &[String]) -> Result<bool, String> {
+fn try_golden(args: &[OsString]) -> Result<bool, String> {
     let opts = Options::parse(args, &[])?;
     opts.only(&["backend", "path", "fixtures", "place"])?;
-    let root = PathBuf::from(opts.value("fixtures").unwrap_or("model/tests/fixtures"));
+    let root = opts.path("fixtures").unwrap_or(Path::new("model/tests/fixtures"));
     let backend = opts.value("backend").unwrap_or("auto");
     let paths: Vec<NumericPath> =
         match opts.value("path").unwrap_or("all") {
@@ -435,7 +459,7 @@ fn try_golden(args: &[String]) -> Result<bool, String> {
             let (rules, default) = (place.rules().clone(), place.default_name());
             let report = golden::check_placed(&dir, &rules, &default, &mut |n| place.open(n), path)
                 .map_err(|e| e.to_string())?;
-            println!("{}", report.line());
+            outln!("{}", report.line())?;
             all_pass &= report.pass();
         }
     }

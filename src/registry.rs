@@ -57,3 +57,21 @@ pub fn select(spec: &str) -> Result<Vec<Box<dyn Backend>>, String> {
     }
     Ok(all.into_iter().filter(|b| wanted.contains(&b.name())).collect())
 }
+
+/// A backend asked for by name must be usable here: its absence is the command's failure, with the reason
+/// (`all` asks for whatever is present, and reports the rest as unavailable).
+pub fn require_present(spec: &str, backends: &[Box<dyn Backend>]) -> Result<(), String> {
+    if spec == "all" {
+        return Ok(());
+    }
+    for backend in backends {
+        match backend.devices() {
+            Ok(devices) if devices.is_empty() => {
+                return Err(format!("--backend {}: no device", backend.name()))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("--backend {}: {e}", backend.name())),
+        }
+    }
+    Ok(())
+}

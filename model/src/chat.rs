@@ -64,13 +64,18 @@ impl Message {
     }
 }
 
+/// Instructions a chat template may execute: this many, plus [`TEMPLATE_FUEL_PER_MESSAGE`] per message.
+pub const TEMPLATE_FUEL_BASE: u64 = 1_000_000;
+pub const TEMPLATE_FUEL_PER_MESSAGE: u64 = 10_000;
+
 /// Renders `template` over `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
 ///
 /// The result holds the special tokens as text (the DeepSeek template writes `bos_token` itself), so it
 /// must be encoded *without* adding special tokens (`Tokenizer::encode(text, false)`), as transformers
 /// does. Errors (template syntax, a failing `raise_exception(...)`) are [`Error::Data`] with field
 /// `chat_template`; the file is named `(chat template)` here, and `Tokenizer::chat_prompt` names the
-/// `tokenizer_config.json` it came from instead.
+/// `tokenizer_config.json` it came from instead. A template that runs out of fuel (see
+/// [`TEMPLATE_FUEL_BASE`]) is such an error too.
 pub fn render(
     template: &str,
     messages: &[Message],
@@ -79,6 +84,9 @@ pub fn render(
     add_generation_prompt: bool,
 ) -> Result<String> {
     let mut env = Environment::new();
+    // A template is code from the checkpoint: bound its work so a loop without end is an error, not a
+    // hang. DeepSeek-V3's template spends a few hundred instructions per message.
+    env.set_fuel(Some(TEMPLATE_FUEL_BASE + TEMPLATE_FUEL_PER_MESSAGE * messages.len() as u64));
     // transformers' settings. jinja2 also drops one trailing newline of the template source
     // (keep_trailing_newline=False), which is minijinja's default too.
     env.set_trim_blocks(true);

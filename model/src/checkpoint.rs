@@ -552,8 +552,7 @@ fn locate_fault(map: &[u8]) -> Option<(String, String)> {
 
 /// Opens the shards named by the index, checking that the index and the shards agree exactly.
 fn open_sharded(dir: &Path, index_path: &Path) -> Result<Checkpoint> {
-    let text = std::fs::read_to_string(index_path)
-        .map_err(|source| Error::Io { context: format!("reading {}", index_path.display()), source })?;
+    let text = crate::files::read_text_capped(index_path, crate::files::CONFIG_LIMIT)?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| data_error(index_path, "(json)", format!("not valid JSON: {e}")))?;
     let Some(weight_map) = value.get("weight_map").and_then(Value::as_object) else {

@@ -241,11 +241,15 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Bounds on config scalars that are finite yet make every output 0, ±inf or NaN: far above any release
+/// (rms_norm_eps 1e-6; routed_scaling_factor 1.0 to 16.0 for V2, 2.5 for V3).
+pub const MAX_RMS_NORM_EPS: f64 = 1.0;
+pub const MAX_ROUTED_SCALING_FACTOR: f64 = 1000.0;
+
 impl ModelConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })?;
+        let text = crate::files::read_text_capped(path, crate::files::CONFIG_LIMIT)?;
         ModelConfig::from_json(&text, &path.display().to_string())
     }
 
@@ -380,7 +384,11 @@ fn parse(f: &Fields) -> Result<ModelConfig> {
     };
     let max_position_embeddings = f.positive("max_position_embeddings")?;
     let rms_norm_eps = f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6);
-    f.check("rms_norm_eps", rms_norm_eps > 0.0, || format!("must be positive, got {rms_norm_eps}"))?;
+    // Checked as the f32 the norm uses: 1e-50 rounds to 0 (division by zero on a zero row) and a large
+    // epsilon swamps every activation (released configs use 1e-6).
+    f.check("rms_norm_eps", (rms_norm_eps as f32) > 0.0 && rms_norm_eps <= MAX_RMS_NORM_EPS, || {
+        format!("must be in (0, {MAX_RMS_NORM_EPS}] as an f32, got {rms_norm_eps}")
+    })?;
 
     let vocab_size = f.positive("vocab_size")?;
     let token = |key: &str, v: &Value| -> Result<u32> {
@@ -468,6 +476,15 @@ fn parse_moe(f: &Fields, arch: Arch) -> Result<Moe> {
     f.check("num_experts_per_tok", top_k <= reachable, || {
         format!("{top_k} exceeds the {reachable} experts reachable through the kept groups")
     })?;
+    // The routed experts' sum is scaled before it meets bf16 activations: 1e38 overflows them to ±inf, and
+    // the norm that follows turns every logit to 0 or NaN.
+    let routed_scaling_factor = f.opt_f64("routed_scaling_factor")?.unwrap_or(1.0);
+    f.check(
+        "routed_scaling_factor",
+        routed_scaling_factor > 0.0 && routed_scaling_factor <= MAX_ROUTED_SCALING_FACTOR,
+        || format!("must be in (0, {MAX_ROUTED_SCALING_FACTOR}], got {routed_scaling_factor}"),
+    )?;
+    let routed_scaling_factor = routed_scaling_factor as f32;
     let route = RouteConfig {
         scoring,
         method,
@@ -475,7 +492,7 @@ fn parse_moe(f: &Fields, arch: Arch) -> Result<Moe> {
         topk_group: if grouped { topk_group } else { 1 },
         top_k,
         norm_topk_prob: f.opt_bool("norm_topk_prob")?.unwrap_or(false),
-        routed_scaling_factor: f.opt_f64("routed_scaling_factor")?.unwrap_or(1.0) as f32,
+        routed_scaling_factor,
     };
     Ok(Moe {
         n_routed_experts: n_routed,
@@ -525,13 +542,19 @@ fn parse_yarn(f: &Fields, key: &str, prefix: &'static str, rope_theta: f64) -> R
     s.check("mscale", amplitude_one, || {
         format!("{mscale} differs from mscale_all_dim {mscale_all_dim}: a rotary amplitude other than 1 is not supported")
     })?;
-    Ok(Some(Yarn {
-        factor,
-        original_max_position: s.f64("original_max_position_embeddings")?,
-        beta_fast: s.opt_f64("beta_fast")?.unwrap_or(32.0),
-        beta_slow: s.opt_f64("beta_slow")?.unwrap_or(1.0),
-        mscale_all_dim,
-    }))
+    let original_max_position = s.f64("original_max_position_embeddings")?;
+    s.check("original_max_position_embeddings", original_max_position >= 1.0, || {
+        format!("must be at least 1, got {original_max_position}")
+    })?;
+    // YaRN interpolates between the dimension beta_fast rotations reach and the one beta_slow rotations
+    // reach: the ramp is empty or reversed unless beta_fast > beta_slow > 0.
+    let beta_fast = s.opt_f64("beta_fast")?.unwrap_or(32.0);
+    let beta_slow = s.opt_f64("beta_slow")?.unwrap_or(1.0);
+    s.check("beta_slow", beta_slow > 0.0, || format!("must be positive, got {beta_slow}"))?;
+    s.check("beta_fast", beta_fast > beta_slow, || {
+        format!("must be greater than beta_slow ({beta_slow}), got {beta_fast}")
+    })?;
+    Ok(Some(Yarn { factor, original_max_position, beta_fast, beta_slow, mscale_all_dim }))
 }
 
 /// transformers 5 re-saves repeat the rope settings under `rope_parameters`; they must agree.

@@ -12,9 +12,14 @@ use crate::graph::{Logits, Model};
 /// Hard ceiling on new tokens per request.
 pub const MAX_NEW_TOKENS_LIMIT: usize = 8192;
 
+/// The smallest temperature other than 0 (greedy). Below it `logits / temperature` overflows f32 for
+/// ordinary logits (a subnormal 1e-40 turns every logit into ±inf, softmax into NaN, and sampling into
+/// "token 0 forever"); and anything this small is greedy in all but name.
+pub const MIN_TEMPERATURE: f32 = 1e-3;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
-    /// 0: greedy.
+    /// 0: greedy; otherwise at least [`MIN_TEMPERATURE`].
     pub temperature: f32,
     pub top_p: f32,
     pub seed: u64,
@@ -81,6 +86,11 @@ pub fn generate(
     if request.max_new_tokens == 0 || request.max_new_tokens > MAX_NEW_TOKENS_LIMIT {
         let why = format!("{} must be in 1..={MAX_NEW_TOKENS_LIMIT}", request.max_new_tokens);
         return Err(Error::invalid("generate", "max_new_tokens", why));
+    }
+    let t = request.sampling.temperature;
+    if t != 0.0 && (t.is_nan() || t < MIN_TEMPERATURE) {
+        let why = format!("{t} must be 0 (greedy) or at least {MIN_TEMPERATURE}");
+        return Err(Error::invalid("generate", "temperature", why));
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {

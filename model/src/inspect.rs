@@ -313,3 +313,17 @@ fn billions(n: u64) -> String {
 fn gb(bytes: u64) -> String {
     format!("{:.2} GB ({} bytes)", bytes as f64 / 1e9, group(bytes))
 }
+
+/// The line `dsv3 inspect` prints when the embedding has rows the tokenizer has no id for (DeepSeek-V3:
+/// 129,280 rows, 128,815 ids): a model may still choose such a row, which generation then streams as a
+/// placeholder. `None` when every row has a token.
+pub fn vocabulary_gap(embedding_rows: usize, tokenizer_ids: usize) -> Option<String> {
+    (embedding_rows > tokenizer_ids).then(|| {
+        format!(
+            "vocab gap       {} embedding rows have no token (tokenizer: {} ids); generated, one streams as {}",
+            group((embedding_rows - tokenizer_ids) as u64),
+            group(tokenizer_ids as u64),
+            crate::tokenizer::unknown_id_placeholder(tokenizer_ids as u32)
+        )
+    })
+}

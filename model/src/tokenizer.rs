@@ -86,6 +86,19 @@ impl Tokenizer {
         )
     }
 
+    /// The tokenizer used with a model: the checkpoint directory's own (`dir`), else the built-in one when
+    /// the embedding has DeepSeek-V3's rows (the built-in model, `--random-weights`, the test fixtures);
+    /// `None` when neither applies, and the model runs from token ids.
+    pub fn for_model(dir: Option<&Path>, embedding_rows: usize) -> Result<Option<Tokenizer>> {
+        if let Some(t) = dir.map(Tokenizer::from_dir).transpose()?.flatten() {
+            return Ok(Some(t));
+        }
+        match embedding_rows {
+            crate::builtin::VOCAB => Tokenizer::builtin().map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// A checkpoint directory's tokenizer: `tokenizer.json` plus `tokenizer_config.json`. `Ok(None)` when
     /// the directory has no `tokenizer.json` (the caller may fall back to [`Tokenizer::builtin`]); an
     /// error when `tokenizer.json` is there but `tokenizer_config.json` is not, since BOS, EOS and the
@@ -238,8 +251,9 @@ impl Tokenizer {
         })
     }
 
-    /// `tokenizers` skips unknown ids silently when decoding; a model that emits one (the embedding has
-    /// padding rows past the vocabulary) should hear about it instead.
+    /// `tokenizers` skips unknown ids silently when decoding; a caller of [`Tokenizer::decode`] should hear
+    /// about one instead (the embedding has padding rows past the vocabulary; [`StreamDecoder`] shows
+    /// them as placeholders).
     fn check_id(&self, id: u32) -> Result<()> {
         if self.inner.id_to_token(id).is_none() {
             return Err(Error::Data {
@@ -270,7 +284,8 @@ impl Tokenizer {
     }
 
     /// Ids the tokenizer knows, added tokens included (128,815 for DeepSeek-V3, whose embedding has
-    /// 129,280 rows; the rows past the vocabulary are padding and decode to an error).
+    /// 129,280 rows; the rows past the vocabulary are padding: [`Tokenizer::decode`] refuses them, and
+    /// [`StreamDecoder`] shows them as [`unknown_id_placeholder`]).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -313,7 +328,13 @@ impl Tokenizer {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })
+    crate::files::read_capped(path, crate::files::TOKENIZER_LIMIT)
+}
+
+/// How [`StreamDecoder`] shows a generated id that has no tokenizer entry: visible, and distinct from any
+/// text the byte-level vocabulary produces on its own only by coincidence of bytes.
+pub fn unknown_id_placeholder(id: u32) -> String {
+    format!("<unk:{id}>")
 }
 
 /// Turns generated ids into text as they come. Byte-level BPE can split one UTF-8 character over several
@@ -336,10 +357,21 @@ pub struct StreamDecoder<'a> {
 }
 
 impl StreamDecoder<'_> {
-    /// Takes the next id; returns the text it completes (often empty). On an error (an id outside the
-    /// vocabulary) the decoder is left as it was.
+    /// Takes the next id; returns the text it completes (often empty). An id the tokenizer has no entry
+    /// for (DeepSeek-V3's embedding has 465 padding rows past its 128,815 ids, and a model may choose one)
+    /// is shown as [`unknown_id_placeholder`] after whatever the earlier ids had not yet emitted (a
+    /// partial character as U+FFFD): generation goes on rather than losing everything streamed so far.
+    /// On a decoding error the decoder is left as it was.
     pub fn step(&mut self, id: u32) -> Result<String> {
-        self.tokenizer.check_id(id)?;
+        if self.tokenizer.check_id(id).is_err() {
+            let mut text = self.pending_text()?;
+            text.push_str(&unknown_id_placeholder(id));
+            // The placeholder is not BPE output: decoding starts afresh after it.
+            self.ids.clear();
+            self.prefix_ids = 0;
+            self.prefix.clear();
+            return Ok(text);
+        }
         self.ids.push(id);
         let new = match self.completed_text() {
             Ok(Some(new)) => new,
@@ -369,6 +401,11 @@ impl StreamDecoder<'_> {
     /// The text of the ids not yet emitted, even if it ends inside a UTF-8 character (decoded as
     /// U+FFFD then): call it when generation stops.
     pub fn finish(self) -> Result<String> {
+        self.pending_text()
+    }
+
+    /// The text of the ids not yet emitted, a partial character as U+FFFD.
+    fn pending_text(&self) -> Result<String> {
         let text = self.tokenizer.decode_checked(&self.ids)?;
         if text.len() <= self.prefix.len() {
             return Ok(String::new());

@@ -90,6 +90,7 @@ impl<'s> Uploader<'s> {
 
     fn fetch(&mut self, name: &str) -> Result<HostTensor<'s>> {
         let t = self.source.tensor(name)?;
+        crate::finite::check_weight(&self.source.describe(), name, t.dtype, &t.bytes)?;
         (self.on_tensor)(t.bytes.len() as u64);
         Ok(t)
     }

@@ -116,6 +116,8 @@ fn template_errors_are_data_errors() {
         "{{ raise_exception('no system role') }}",         // a template rejecting the conversation
         "{{ messages[0].content.nosuchmethod() }}",        // an unknown Python method
         "{% for m in messages %}{{ m.content }}{% endfor", // unterminated
+        // 10^10 iterations: stopped by the template's fuel instead of hanging.
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     ];
     for template in cases {
         match render(template, &[Message::user("x")], "<s>", "</s>", false) {

@@ -83,6 +83,38 @@ fn errors_name_the_field() {
     assert_eq!(field_of("{not json"), "(json)");
 }
 
+/// Finite scalars that would make every output 0, ±inf or NaN, with exit status 0.
+#[test]
+fn scalars_out_of_range_name_the_field() {
+    use serde_json::json;
+    let cases = [
+        ("routed_scaling_factor", json!(1e38), "routed_scaling_factor"),
+        ("routed_scaling_factor", json!(0.0), "routed_scaling_factor"),
+        ("routed_scaling_factor", json!(-2.5), "routed_scaling_factor"),
+        ("rms_norm_eps", json!(1e300), "rms_norm_eps"),
+        ("rms_norm_eps", json!(1e-50), "rms_norm_eps"), // 0 as an f32
+    ];
+    for (key, value, field) in cases {
+        assert_eq!(field_of(&edit(|m| drop(m.insert(key.into(), value.clone())))), field, "{key} = {value}");
+    }
+    for (beta_fast, beta_slow, field) in
+        [(1.0, 32.0, "beta_fast"), (4.0, 4.0, "beta_fast"), (32.0, 0.0, "beta_slow")]
+    {
+        let text = edit(|m| {
+            m["rope_scaling"]["beta_fast"] = json!(beta_fast);
+            m["rope_scaling"]["beta_slow"] = json!(beta_slow);
+        });
+        assert_eq!(
+            field_of(&text),
+            format!("rope_scaling.{field}"),
+            "beta_fast {beta_fast}, beta_slow {beta_slow}"
+        );
+    }
+    // The released values stay accepted.
+    ModelConfig::from_json(&edit(|m| drop(m.insert("routed_scaling_factor".into(), json!(16.0)))), "c")
+        .unwrap();
+}
+
 /// transformers 5 re-saves drop `rope_scaling` for `rope_parameters` and add `mlp_bias`.
 #[test]
 fn transformers_5_resave_parses_the_same() {

@@ -207,3 +207,13 @@ fn estimate_matches_fixture_checkpoints() {
     let fp8 = Checkpoint::open(&fixtures().join("tiny-dsv3")).unwrap();
     assert!(fp8.bytes_by_dtype().contains_key("f8e4m3fn"));
 }
+
+/// DeepSeek-V3's embedding has 129,280 rows and its tokenizer 128,815 ids: a model can choose one of the
+/// 465 rows without a token, and `inspect` says so.
+#[test]
+fn the_vocabulary_gap_is_reported() {
+    let line = dsv3_model::inspect::vocabulary_gap(129_280, 128_815).expect("a gap");
+    assert!(line.contains("465 embedding rows have no token") && line.contains("<unk:128815>"), "{line}");
+    assert_eq!(dsv3_model::inspect::vocabulary_gap(128_815, 128_815), None);
+    assert_eq!(dsv3_model::inspect::vocabulary_gap(100, 128_815), None);
+}

@@ -193,12 +193,26 @@ fn bad_ids_are_errors_naming_the_file() {
     for id in [t.vocab_size() as u32, 129_279, u32::MAX] {
         let reason = expect_data_error(t.decode(&[1, id]), "tokenizer.json", "model.vocab");
         assert!(reason.contains(&id.to_string()), "{reason}");
+    }
+}
+
+#[test]
+fn streaming_shows_ids_without_a_token_as_placeholders() {
+    let t = tok();
+    for id in [t.vocab_size() as u32, 129_011, 129_279, u32::MAX] {
+        let mark = dsv3_model::tokenizer::unknown_id_placeholder(id);
+        assert!(mark.contains(&id.to_string()), "{mark}");
         let mut stream = t.stream_decoder();
         assert_eq!(stream.step(43).unwrap(), "I");
-        expect_data_error(stream.step(id), "tokenizer.json", "model.vocab");
-        // The decoder is unchanged by the rejected id.
+        assert_eq!(stream.step(id).unwrap(), mark);
+        // Decoding goes on after it.
         assert_eq!(stream.step(53341).unwrap(), "");
         assert_eq!(stream.step(100).unwrap(), " ❤");
+        // Arriving inside a character: the partial character is flushed (U+FFFD) before the placeholder.
+        assert_eq!(stream.step(53341).unwrap(), "");
+        assert_eq!(stream.step(id).unwrap(), format!(" \u{FFFD}{mark}"));
+        assert_eq!(stream.step(id).unwrap(), mark);
+        assert_eq!(stream.finish().unwrap(), "");
     }
 }
 

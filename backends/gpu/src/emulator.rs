@@ -215,9 +215,18 @@ impl Runtime for Emulator {
     fn compile(&self, op: &'static str, v: &Variant) -> Result<Function> {
         let path = self.library(op, v)?;
         let fail = |e: libloading::Error| self.kernel_error(op, &v.key(), format!("{}: {e}", path.display()));
-        // SAFETY: the library is one we just compiled from dsv3's kernel sources; its initialisers only set
-        // up static storage.
-        let lib = unsafe { libloading::Library::new(&path) }.map_err(fail)?;
+        // SAFETY: the library is one we compiled from dsv3's kernel sources, in a directory only this user
+        // writes (see disk_cache::dir); its initialisers only set up static storage.
+        let lib = match unsafe { libloading::Library::new(&path) } {
+            Ok(lib) => lib,
+            // A cached library that does not load is damaged (a crash or a full disk while it was
+            // written): compile it again, once, rather than fail at every run.
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                // SAFETY: as above, freshly compiled.
+                unsafe { libloading::Library::new(self.library(op, v)?) }.map_err(fail)?
+            }
+        };
         // SAFETY: `dsv3_host_launch` is defined by DSV3_HOST_ENTRY with exactly this signature.
         let launch = *unsafe { lib.get::<LaunchFn>(b"dsv3_host_launch\0") }.map_err(fail)?;
         Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key() }))
