@@ -236,6 +236,24 @@ fn a_backend_asked_for_by_name_must_be_present() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn placement_rules_that_cannot_mean_anything_are_refused_before_loading() {
+    let model = fixtures().join("tiny-dsv3");
+    for (rules, says) in [
+        ("experts=cpu:3", &["`cpu:3`", "cpu has 1 device(s)", "present: "][..]),
+        ("experts=nosuch", &["`nosuch:0`", "unknown backend"]),
+        ("expert=cpu", &["unknown part `expert`"]),
+        ("layers.7=cpu", &["`layers.7=cpu` matches no part of this model (3 layers"]),
+        ("layers.1.experts.0-3=cpu", &["splitting one layer's routed experts"]),
+        ("experts", &["expected PATTERN=DEVICE"]),
+    ] {
+        let args =
+            ["generate", "--model", path_str(&model), "--tokens", "1", "--backend", "cpu", "--place", rules];
+        let out = dsv3(&args).output().unwrap();
+        expect(&format!("--place {rules}"), &out, 2, says);
+    }
+}
+
 /// The host emulator compiles kernels into the cache directory; one that cannot be written falls back to a
 /// private temporary directory (said once), and an empty HOME writes nothing into the working directory.
 #[test]
