@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod layout;
 pub mod numeric;
 pub mod placement;
+pub mod plan;
 pub mod progress;
 pub mod tokenizer;
 pub mod weights;
