@@ -63,10 +63,16 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// `rules` `auto` plans against every device present (`crate::device_specs::present`); a plan that
+    /// does not fit is an error when a model is resolved, before a byte of it is loaded.
     pub fn new(rules: Option<&str>, backend: &str) -> Result<Placement, String> {
-        let rules = rules.map(Rules::parse).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
         let default = pick_device(backend)?;
-        let opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        let mut opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        let rules = match rules {
+            Some(text) if Rules::is_auto(text) => Rules::auto(crate::device_specs::present(&mut opened)),
+            Some(text) => Rules::parse(text).map_err(|e| e.to_string())?,
+            None => Rules::default(),
+        };
         Ok(Placement { rules, default, opened })
     }
 

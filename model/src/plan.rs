@@ -171,7 +171,7 @@ impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanError::Assume { item, reason } => write!(f, "--assume {item}: {reason}"),
-            PlanError::NoDevice(why) => write!(f, "--place auto: {why}"),
+            PlanError::NoDevice(why) => f.write_str(why),
             PlanError::UnknownDevice { device, known } => {
                 write!(
                     f,
@@ -184,11 +184,11 @@ impl fmt::Display for PlanError {
                     short.iter().map(|(d, b)| format!("{d} is {} short", gb(*b))).collect();
                 write!(
                     f,
-                    "--place auto: the model does not fit ({}; headroom {:.0} % or at least {}, cache for {} \
-                     tokens)",
+                    "the model does not fit ({}; headroom {:.0} % of each device or at least {:.0} GB, cache \
+                     for {} tokens)",
                     each.join(", "),
                     HEADROOM_FRACTION * 100.0,
-                    gb(HEADROOM_MIN_BYTES),
+                    HEADROOM_MIN_BYTES as f64 / 1e9,
                     FIT_CACHE_TOKENS
                 )
             }
@@ -206,10 +206,7 @@ pub type DatasheetLookup<'a> = &'a dyn Fn(&str) -> Result<(u64, Peak), String>;
 /// `DEVICE=NAME`, a datasheet entry that `datasheet` looks up (memory and peaks; its error lists the known
 /// names), or `DEVICE=MEMORY@BANDWIDTH[@FLOPS]` with units `GB`/`GiB`/`TB`/`TiB`/`MB`/`MiB`,
 /// `GB/s`/`TB/s`/`GiB/s` and `TFLOPS`/`GFLOPS` (without `@FLOPS` the prefill rate is unknown).
-pub fn parse_assume(
-    text: &str,
-    datasheet: DatasheetLookup,
-) -> Result<Vec<DeviceSpec>, PlanError> {
+pub fn parse_assume(text: &str, datasheet: DatasheetLookup) -> Result<Vec<DeviceSpec>, PlanError> {
     let mut specs: Vec<DeviceSpec> = Vec::new();
     for item in text.split(',').map(str::trim) {
         let fail = |reason: String| PlanError::Assume { item: item.to_string(), reason };
@@ -355,11 +352,11 @@ impl Plan {
 
     pub fn render_text(&self) -> String {
         let mut lines = vec![format!(
-            "plan            {} (weights + {}-token cache; headroom {:.0} % of each device, at least {})",
+            "plan            {} (weights + {}-token cache; headroom {:.0} % of each device, at least {:.0} GB)",
             if self.fits() { "fits" } else { "DOES NOT FIT" },
             FIT_CACHE_TOKENS,
             HEADROOM_FRACTION * 100.0,
-            gb(HEADROOM_MIN_BYTES)
+            HEADROOM_MIN_BYTES as f64 / 1e9
         )];
         let total = self.decode_s();
         for r in &self.rows {
@@ -396,16 +393,28 @@ impl Plan {
             self.transfer_s * 1e3,
             HOST_LINK_BYTES_PER_S / 1e9
         ));
-        let rate =
-            |r: Option<f64>, why: &str| r.map_or(format!("unknown ({why})"), |x| format!("{x:.1} tok/s"));
-        lines.push(format!(
-            "predicted       decode {} (batch 1, short context: bytes read / bandwidth)",
-            rate(self.decode_tok_s(), "a device's bandwidth is unknown")
-        ));
-        lines.push(format!(
-            "                prefill {} (2 FLOPs per active weight / peak matrix rate)",
-            rate(self.prefill_tok_s(), "a device's FLOP rate is unknown")
-        ));
+        // Which devices with parts lack the rate a prediction needs.
+        let lacking = |unknown: fn(&DeviceRow) -> bool| {
+            let names: Vec<&str> =
+                self.rows.iter().filter(|r| unknown(r)).map(|r| r.spec.name.as_str()).collect();
+            names.join(", ")
+        };
+        lines.push(match self.decode_tok_s() {
+            Some(x) => format!(
+                "predicted       decode {x:.1} tok/s (batch 1, short context: bytes read / bandwidth)"
+            ),
+            None => format!(
+                "predicted       decode unknown: no bandwidth for {}",
+                lacking(|r| r.decode_s.is_none())
+            ),
+        });
+        lines.push(match self.prefill_tok_s() {
+            Some(x) => format!("                prefill {x:.1} tok/s (2 FLOPs per weight a token uses / peak matrix rate)"),
+            None => format!(
+                "                prefill unknown: no FLOP rate for {} (--assume DEVICE=MEMORY@BANDWIDTH@FLOPS)",
+                lacking(|r| r.prefill_s.is_none())
+            ),
+        });
         let mut out = lines.join("\n");
         out.push('\n');
         out
