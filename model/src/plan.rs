@@ -422,11 +422,13 @@ impl Plan {
 
     /// The keys `dsv3 inspect --json` adds for a plan.
     pub fn json_fields(&self) -> Vec<(&'static str, Value)> {
+        let total = self.decode_s().filter(|t| *t > 0.0);
         let placement: Vec<Value> = self
             .rows
             .iter()
             .map(|r| {
                 json!({
+                    "decode_share": r.decode_s.zip(total).map(|(d, t)| d / t),
                     "device": r.spec.name,
                     "model": r.spec.model,
                     "parts": describe_parts(&r.parts),
