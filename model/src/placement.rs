@@ -266,7 +266,8 @@ impl Rules {
     /// The device of every part of a model with `cfg`; parts no rule matches go to `default`. A rule that
     /// matches no part of this model is an error (a typo would otherwise place nothing and say nothing), as
     /// is a range of expert ids that is not the whole layer: one layer's experts are not split over
-    /// devices yet.
+    /// devices yet. `auto` rules plan every part (the default takes none) from the config's size estimate,
+    /// and a plan that does not fit is an error naming each device's shortfall.
     pub fn assign(&self, cfg: &ModelConfig, default: &str) -> Result<Assignment> {
         if let Some(devices) = &self.auto {
             let fail = |e: crate::plan::PlanError| Error::invalid("place", "auto", e);

@@ -261,8 +261,8 @@ const RATES: [(&str, f64); 5] =
     [("TiB/s", 1099511627776.0), ("GiB/s", 1073741824.0), ("TB/s", 1e12), ("GB/s", 1e9), ("MB/s", 1e6)];
 const FLOPS: [(&str, f64); 4] = [("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("TFLOPS", 1e12), ("GFLOPS", 1e9)];
 
-/// `768GB`, `1.5 TB/s`, `20TFLOPS`: a positive number and one of `units` (checked in order, so `GiB` before
-/// `GB` is not needed: suffixes are matched exactly).
+/// `768GB`, `1.5 TB/s`, `20TFLOPS`: a positive number followed by one of `units` (the unit is the suffix
+/// that leaves a number before it, so `GiB` and `GB` cannot be confused).
 fn quantity(text: &str, units: &[(&str, f64)]) -> Result<f64, String> {
     let text = text.trim();
     let names: Vec<&str> = units.iter().map(|(u, _)| *u).collect();
