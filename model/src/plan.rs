@@ -380,8 +380,8 @@ impl Plan {
                 r.spec.bytes_per_s / 1e9
             ));
             lines.push(format!(
-                "    weights {:.2} GB, cache {:.1} MB per 1K tokens, {share}",
-                r.weight_bytes as f64 / 1e9,
+                "    weights {}, cache {:.1} MB per 1K tokens, {share}",
+                short_size(r.weight_bytes),
                 (r.cache_bytes_per_token * 1000) as f64 / 1e6
             ));
             let parts = if r.parts.is_empty() { "(none)".to_string() } else { describe_parts(&r.parts) };
@@ -448,6 +448,15 @@ impl Plan {
             ("predicted_decode_tok_s", json!(self.decode_tok_s())),
             ("predicted_prefill_tok_s", json!(self.prefill_tok_s())),
         ]
+    }
+}
+
+/// `131.85 GB`, or `4.70 MB` for the small models of the tests.
+fn short_size(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.2} MB", bytes as f64 / 1e6)
     }
 }
 
