@@ -6,6 +6,7 @@ use std::path::Path;
 
 mod bench;
 mod conformance;
+mod device_specs;
 mod devices;
 mod inspect;
 mod model_cmd;
@@ -42,12 +43,20 @@ USAGE:
         --place 'experts=cpu,*=cuda:0' puts parts of the model on other devices than --backend's: rules
         PATTERN=DEVICE, first match wins, parts embed, norm, head and per layer attn, mlp, router, shared,
         experts (`experts` alone: in every layer; `layers.0-2`, `layers.*.experts`); DEVICE as
-        `dsv3 devices` prints it. Parts no rule names stay on --backend's device.
+        `dsv3 devices` prints it. Parts no rule names stay on --backend's device. --place auto plans over
+        the devices present (see inspect) and fails before loading when the model does not fit.
     dsv3 logits --model DIR --tokens IDS [--backend B] [--place RULES] [--path f32|bf16|w8a8] --out FILE.safetensors
         Write `logits` [T, V] f32 for every prompt position (default path f32), to compare with PyTorch.
-    dsv3 inspect (--model DIR | --config FILE) [--json]
+    dsv3 inspect (--model DIR | --config FILE) [--place RULES|auto [--assume DEVICES]] [--json]
         Architecture, parameters (total, active, MTP), weight bytes by dtype, latent KV-cache bytes per
         token, and whether it fits on each device present. --json: last stdout line is a JSON object.
+        --place adds the plan: per device its parts, weight bytes, cache per 1K tokens, share of the decode
+        step and fit (or shortfall), and the predicted decode / prefill tok/s (parts no rule names go to
+        the first device). --place auto plans it: attention and its cache first on the fastest device,
+        then shared experts, dense layers, head, routers, routed experts by layer, spilling to the next.
+        --assume 'cuda:0=H200,cpu=768GB@300GB/s' plans for these devices instead of the present ones:
+        DEVICE=GPU (a datasheet name: H200, H100, MI300X, …) or DEVICE=MEMORY@BANDWIDTH[@FLOPS]
+        (GB, GiB, TB; GB/s, TB/s; TFLOPS — without it the prefill rate is unknown).
     dsv3 golden [--backend B] [--place RULES] [--path f32|bf16|w8a8|all] [--fixtures DIR]
         Run the golden fixtures (logits from HF transformers, model/tests/fixtures) on one backend and
         print the agreement against each path's derived bound. Exit status 1 on any failure.

@@ -13,7 +13,6 @@ use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
 use dsv3_model::golden;
 use dsv3_model::graph::{Logits, Model, NumericPath};
-use dsv3_model::inspect::Report;
 use dsv3_model::placement::{Assignment, Rules};
 use dsv3_model::progress::Progress;
 use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
@@ -65,10 +64,16 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// `rules` `auto` plans against every device present (`crate::device_specs::present`); a plan that
+    /// does not fit is an error when a model is resolved, before a byte of it is loaded.
     pub fn new(rules: Option<&str>, backend: &str) -> Result<Placement, String> {
-        let rules = rules.map(Rules::parse).transpose().map_err(|e| e.to_string())?.unwrap_or_default();
         let default = pick_device(backend)?;
-        let opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        let mut opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        let rules = match rules {
+            Some(text) if Rules::is_auto(text) => Rules::auto(crate::device_specs::present(&mut opened)),
+            Some(text) => Rules::parse(text).map_err(|e| e.to_string())?,
+            None => Rules::default(),
+        };
         Ok(Placement { rules, default, opened })
     }
 
@@ -185,9 +190,7 @@ fn load_placed(
     mut progress: Option<&mut Progress>,
 ) -> Result<Model, String> {
     let (assignment, devices) = place.resolve(&config)?;
-    if let [device] = devices.as_slice() {
-        check_memory(&config, checkpoint, device.as_ref())?;
-    }
+    check_memory(&config, checkpoint, &assignment, &devices)?;
     let path = resolve_path(path_spec, &config, &devices)?;
     let mut open = |name: &str| place.open(name);
     Model::load_placed(config, source, &assignment, &mut open, path, |bytes| {
@@ -199,15 +202,23 @@ fn load_placed(
     .map_err(|e| e.to_string())
 }
 
-/// Refuses a model whose weights (as `inspect` counts them: the checkpoint's bytes, or estimated from the
-/// config) cannot fit the device, before the load allocates anything.
+/// Refuses a placement that gives a device more weight bytes than it has memory (the checkpoint's bytes,
+/// or estimated from the config, as `inspect` counts them), naming the device and the shortfall, before the
+/// load allocates anything. Devices that share host memory (cpu, cpu-ref, the emulators) are each judged
+/// against the whole of it.
 fn check_memory(
     config: &ModelConfig,
     checkpoint: Option<&Checkpoint>,
-    device: &dyn Device,
+    assignment: &Assignment,
+    devices: &[Arc<dyn Device>],
 ) -> Result<(), String> {
-    let bytes = Report::from_config(config, checkpoint, &[]).weight_bytes.main;
-    dsv3_model::memory::check_fits(bytes, device.info()).map_err(|e| e.to_string())
+    let sizes = dsv3_model::plan::part_sizes(config, checkpoint).map_err(|e| e.to_string())?;
+    for (name, device) in assignment.device_names().into_iter().zip(devices) {
+        let on_device = sizes.iter().filter(|s| assignment.device(s.part) == Some(name));
+        let bytes = on_device.map(|s| s.weight_bytes).sum();
+        dsv3_model::memory::check_fits(bytes, device.info()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn parse_tokens(s: &str) -> Result<Vec<u32>, String> {

@@ -263,25 +263,12 @@ fn checkpoint_bytes(cfg: &ModelConfig, ckpt: &Checkpoint) -> WeightBytes {
     }
 }
 
-/// What the files of a DeepSeek checkpoint with this config hold: with a quantization_config every
-/// projection is FP8 (1 B) with an f32 [ceil(out/128), ceil(in/128)] scale grid; the routing correction
-/// bias is f32 in every released checkpoint; everything else is bf16.
+/// The config's tensor table through `layout::estimated_storage`.
 fn estimate_bytes(cfg: &ModelConfig) -> WeightBytes {
     let mut by_dtype: BTreeMap<String, u64> = BTreeMap::new();
     let (mut total, mut main) = (0u64, 0u64);
     for spec in layout::tensor_table(cfg) {
-        let numel = spec.numel() as u64;
-        let mut parts = Vec::new();
-        if spec.kind == Kind::Linear && cfg.quantization.is_some() {
-            let grid: u64 = layout::scale_companion(&spec).1.iter().map(|&d| d as u64).product();
-            parts.push(("f8e4m3fn", numel));
-            parts.push(("f32", 4 * grid));
-        } else if spec.name.ends_with("e_score_correction_bias") {
-            parts.push(("f32", 4 * numel));
-        } else {
-            parts.push(("bf16", 2 * numel));
-        }
-        for (dtype, bytes) in parts {
+        for (dtype, bytes) in layout::estimated_storage(cfg, &spec) {
             *by_dtype.entry(dtype.to_string()).or_insert(0) += bytes;
             total += bytes;
             if !spec.mtp {
@@ -293,7 +280,7 @@ fn estimate_bytes(cfg: &ModelConfig) -> WeightBytes {
 }
 
 /// 671026419200 → "671,026,419,200".
-fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -310,7 +297,7 @@ fn billions(n: u64) -> String {
 }
 
 /// Decimal gigabytes (1 GB = 10^9 bytes), with the exact count.
-fn gb(bytes: u64) -> String {
+pub(crate) fn gb(bytes: u64) -> String {
     format!("{:.2} GB ({} bytes)", bytes as f64 / 1e9, group(bytes))
 }
 

@@ -133,6 +133,22 @@ impl Table {
     }
 }
 
+/// What the files of a DeepSeek checkpoint with this config hold for `spec`, as (dtype, bytes), when only
+/// the config is known: with a quantization_config every projection is FP8 (1 B per parameter) with an f32
+/// [ceil(out/128), ceil(in/128)] scale grid; the routing correction bias is f32 in every released
+/// checkpoint; everything else is bf16. `dsv3 inspect` and the planner both estimate through this.
+pub fn estimated_storage(cfg: &ModelConfig, spec: &TensorSpec) -> Vec<(&'static str, u64)> {
+    let numel = spec.numel() as u64;
+    if spec.kind == Kind::Linear && cfg.quantization.is_some() {
+        let grid: u64 = scale_companion(spec).1.iter().map(|&d| d as u64).product();
+        vec![("f8e4m3fn", numel), ("f32", 4 * grid)]
+    } else if spec.name.ends_with("e_score_correction_bias") {
+        vec![("f32", 4 * numel)]
+    } else {
+        vec![("bf16", 2 * numel)]
+    }
+}
+
 /// Parameter counts from the tensor table (FP8 scales are not parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParamCount {

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod memory;
 pub mod numeric;
 pub mod placement;
+pub mod plan;
 pub mod progress;
 pub mod tokenizer;
 pub mod weights;

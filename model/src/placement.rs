@@ -217,10 +217,12 @@ struct Rule {
     device: String,
 }
 
-/// Placement rules as given by `--place`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Placement rules as given by `--place`: `PATTERN=DEVICE` rules, or `auto` (the planner, `crate::plan`,
+/// against the devices it was given).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rules {
     rules: Vec<Rule>,
+    auto: Option<Vec<crate::plan::DeviceSpec>>,
 }
 
 /// A device name as `dsv3 devices` prints it, `backend:ordinal`; a bare backend name means ordinal 0.
@@ -247,14 +249,36 @@ impl Rules {
             let device = canonical_device(device.trim()).map_err(fail)?;
             rules.push(Rule { text: item.to_string(), pattern, device });
         }
-        Ok(Rules { rules })
+        Ok(Rules { rules, auto: None })
+    }
+
+    /// `--place auto`: each model's parts placed by `crate::plan::auto` on `devices`, a plan that does not
+    /// fit being an error of [`Rules::assign`], before anything is loaded.
+    pub fn auto(devices: Vec<crate::plan::DeviceSpec>) -> Rules {
+        Rules { rules: Vec::new(), auto: Some(devices) }
+    }
+
+    /// Whether a `--place` value asks for the planner.
+    pub fn is_auto(text: &str) -> bool {
+        text.trim() == "auto"
     }
 
     /// The device of every part of a model with `cfg`; parts no rule matches go to `default`. A rule that
     /// matches no part of this model is an error (a typo would otherwise place nothing and say nothing), as
     /// is a range of expert ids that is not the whole layer: one layer's experts are not split over
-    /// devices yet.
+    /// devices yet. `auto` rules plan every part (the default takes none) from the config's size estimate,
+    /// and a plan that does not fit is an error naming each device's shortfall.
     pub fn assign(&self, cfg: &ModelConfig, default: &str) -> Result<Assignment> {
+        if let Some(devices) = &self.auto {
+            let fail = |e: crate::plan::PlanError| Error::invalid("place", "auto", e);
+            // The config's estimate: planning happens before a checkpoint's files are read.
+            let sizes = crate::plan::part_sizes(cfg, None)?;
+            let plan = crate::plan::auto(cfg, &sizes, devices).map_err(fail)?;
+            if !plan.fits() {
+                return Err(fail(crate::plan::PlanError::DoesNotFit(plan.shortfalls())));
+            }
+            return Ok(plan.assignment);
+        }
         let default = canonical_device(default).map_err(|why| Error::invalid("place", "device", why))?;
         let all = parts(cfg);
         let mut devices = BTreeMap::new();

@@ -1,7 +1,7 @@
 //! What a compute capability means for dsv3: the architecture kernels compile for, whether FP8 tensor
 //! cores exist, and datasheet peaks for "% of peak" figures.
 
-use dsv3_backend_gpu::device::DatasheetRow;
+use dsv3_backend_gpu::device::{Datasheet, DatasheetRow};
 use dsv3_core::Peak;
 
 /// The NVRTC architecture for a compute capability. Hopper and Blackwell datacenter parts get the
@@ -18,22 +18,30 @@ pub fn has_fp8_tensor_cores(major: i32, minor: i32) -> bool {
     (major, minor) >= (8, 9)
 }
 
-/// Dense datasheet peaks of parts dsv3 is likely to meet, matched on the driver's device name (the most
-/// specific name first). Unknown parts get none.
+/// Datasheets of parts dsv3 is likely to meet, matched on the driver's device name or an `--assume` name
+/// (the most specific name first): (name fragment, f32 FMA TFLOP/s, bf16 tensor TFLOP/s, fp8 tensor
+/// TFLOP/s, memory TB/s, memory GB). Memory sizes are NVIDIA's product pages (H100 NVL 94 GB, H20 96 GB;
+/// A100 and A800 also come with 40 GB, the row is the 80 GB part).
+pub const DATASHEET: &[DatasheetRow] = &[
+    ("H200", 67.0, 989.0, 1979.0, 4.8, 141.0),
+    ("H100 PCIe", 51.0, 756.0, 1513.0, 2.0, 80.0),
+    ("H100 NVL", 60.0, 835.0, 1671.0, 3.9, 94.0),
+    ("H100", 67.0, 989.0, 1979.0, 3.35, 80.0),
+    ("H800", 67.0, 989.0, 1979.0, 3.35, 80.0),
+    ("H20", 44.0, 148.0, 296.0, 4.0, 96.0),
+    ("A100", 19.5, 312.0, 0.0, 2.039, 80.0),
+    ("A800", 19.5, 312.0, 0.0, 2.039, 80.0),
+    ("L40S", 91.6, 362.0, 733.0, 0.864, 48.0),
+];
+
+/// The datasheet row of a device name; unknown parts get none.
+pub fn datasheet(name: &str) -> Option<Datasheet> {
+    dsv3_backend_gpu::device::datasheet("NVIDIA", DATASHEET, name)
+}
+
+/// Dense datasheet peaks, for "% of peak" figures.
 pub fn datasheet_peak(name: &str) -> Option<Peak> {
-    // (name fragment, f32 FMA TFLOP/s, bf16 tensor TFLOP/s, fp8 tensor TFLOP/s, memory TB/s)
-    const TABLE: &[DatasheetRow] = &[
-        ("H200", 67.0, 989.0, 1979.0, 4.8),
-        ("H100 PCIe", 51.0, 756.0, 1513.0, 2.0),
-        ("H100 NVL", 60.0, 835.0, 1671.0, 3.9),
-        ("H100", 67.0, 989.0, 1979.0, 3.35),
-        ("H800", 67.0, 989.0, 1979.0, 3.35),
-        ("H20", 44.0, 148.0, 296.0, 4.0),
-        ("A100", 19.5, 312.0, 0.0, 2.039),
-        ("A800", 19.5, 312.0, 0.0, 2.039),
-        ("L40S", 91.6, 362.0, 733.0, 0.864),
-    ];
-    dsv3_backend_gpu::device::datasheet_peak("NVIDIA", TABLE, name)
+    datasheet(name).map(|d| d.peak)
 }
 
 #[cfg(test)]
@@ -56,5 +64,8 @@ mod tests {
         assert_eq!(datasheet_peak("NVIDIA H100 PCIe").unwrap().bf16_flops, 756e12);
         assert_eq!(datasheet_peak("NVIDIA H100 80GB HBM3").unwrap().bytes_per_s, 3.35e12);
         assert!(datasheet_peak("NVIDIA GeForce RTX 3060").is_none());
+        // `--assume` names: case does not matter, memory comes with the peaks.
+        assert_eq!(datasheet("h200").unwrap().memory_bytes, 141_000_000_000);
+        assert_eq!(datasheet("H100").unwrap().memory_bytes, 80_000_000_000);
     }
 }

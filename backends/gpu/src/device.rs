@@ -19,19 +19,33 @@ pub struct Profile {
 }
 
 /// One row of a vendor's datasheet: a fragment of the driver's device name, then dense peaks — f32
-/// (TFLOP/s), bf16 and FP8 matrix (TFLOP/s; 0 when absent), memory (TB/s).
-pub type DatasheetRow = (&'static str, f64, f64, f64, f64);
+/// (TFLOP/s), bf16 and FP8 matrix (TFLOP/s; 0 when absent), memory bandwidth (TB/s) — and memory size (the
+/// vendor's GB figure, taken as 10^9 bytes: HBM is sized in GiB, so drivers report slightly more and a plan
+/// made from this row errs on the safe side).
+pub type DatasheetRow = (&'static str, f64, f64, f64, f64, f64);
 
-/// The peaks of the first row whose fragment the device name contains (tables list the most specific
+/// What a datasheet row says about one part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datasheet {
+    pub peak: Peak,
+    pub memory_bytes: u64,
+}
+
+/// The first row whose fragment the device name contains, ignoring case (tables list the most specific
 /// names first); `None` for parts the table lacks, so reports show no percentage rather than a guess.
-pub fn datasheet_peak(vendor: &str, table: &[DatasheetRow], name: &str) -> Option<Peak> {
-    let (frag, f32, bf16, fp8, tb) = table.iter().find(|(frag, ..)| name.contains(frag))?;
-    Some(Peak {
-        f32_flops: f32 * 1e12,
-        bf16_flops: bf16 * 1e12,
-        fp8_flops: fp8 * 1e12,
-        bytes_per_s: tb * 1e12,
-        source: format!("{vendor} datasheet ({frag}, dense)"),
+pub fn datasheet(vendor: &str, table: &[DatasheetRow], name: &str) -> Option<Datasheet> {
+    let lower = name.to_ascii_lowercase();
+    let (frag, f32, bf16, fp8, tb, gb) =
+        table.iter().find(|(frag, ..)| lower.contains(&frag.to_ascii_lowercase()))?;
+    Some(Datasheet {
+        peak: Peak {
+            f32_flops: f32 * 1e12,
+            bf16_flops: bf16 * 1e12,
+            fp8_flops: fp8 * 1e12,
+            bytes_per_s: tb * 1e12,
+            source: format!("{vendor} datasheet ({frag}, dense)"),
+        },
+        memory_bytes: (gb * 1e9) as u64,
     })
 }
 

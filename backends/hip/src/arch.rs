@@ -2,7 +2,7 @@
 //! compiler knows it, the FP8 format its matrix cores compute in, and datasheet peaks.
 
 use crate::api::Version;
-use dsv3_backend_gpu::device::DatasheetRow;
+use dsv3_backend_gpu::device::{Datasheet, DatasheetRow};
 use dsv3_core::{Fp8Format, Peak};
 
 /// Bytes given to `hipGetDeviceProperties`. The struct is about 800 bytes in ROCm 5 and about 1.5 KiB in
@@ -136,24 +136,32 @@ pub fn has_f16_matrix(arch: &str) -> bool {
         || a.starts_with("gfx12")
 }
 
-/// Dense datasheet peaks of AMD Instinct parts, matched on the runtime's device name (the most specific
-/// entry first). Unknown parts get none.
+/// Datasheets of AMD Instinct parts, matched on the runtime's device name or an `--assume` name (the most
+/// specific entry first): (name fragment, f32 vector TFLOP/s, bf16 matrix TFLOP/s, fp8 matrix TFLOP/s,
+/// memory TB/s, memory GB). The f32 figure is AMD's "FP32 vector", which counts packed (dual) FP32 from
+/// CDNA3 on. Each row is CUs × peak clock × operations per CU and clock, which reproduces AMD's published
+/// figures; the MI350 rows are [UNCONFIRMED] against a datasheet. Memory sizes are AMD's product pages
+/// (MI300X 192 GB and MI325X 256 GB as in /work/shared/docs/performance-anchors.md §0; MI300A's 128 GB is
+/// shared with its CPU cores).
+pub const DATASHEET: &[DatasheetRow] = &[
+    ("MI355X", 157.3, 2516.6, 5033.2, 8.0, 288.0),
+    ("MI350X", 144.2, 2307.2, 4614.4, 8.0, 288.0),
+    ("MI325X", 163.4, 1307.4, 2614.9, 6.0, 256.0),
+    ("MI300X", 163.4, 1307.4, 2614.9, 5.3, 192.0),
+    ("MI300A", 122.6, 980.6, 1961.2, 5.3, 128.0),
+    ("MI250X", 47.9, 383.0, 0.0, 3.2768, 128.0),
+    ("MI250", 45.3, 362.1, 0.0, 3.2768, 128.0),
+    ("MI210", 22.6, 181.0, 0.0, 1.6384, 64.0),
+];
+
+/// The datasheet row of a device name; unknown parts get none.
+pub fn datasheet(name: &str) -> Option<Datasheet> {
+    dsv3_backend_gpu::device::datasheet("AMD", DATASHEET, name)
+}
+
+/// Dense datasheet peaks, for "% of peak" figures.
 pub fn datasheet_peak(name: &str) -> Option<Peak> {
-    // (name fragment, f32 vector TFLOP/s, bf16 matrix TFLOP/s, fp8 matrix TFLOP/s, memory TB/s). The f32
-    // figure is AMD's "FP32 vector", which counts packed (dual) FP32 from CDNA3 on. Each row is CUs × peak
-    // clock × operations per CU and clock, which reproduces AMD's published figures; the MI350 rows are
-    // [UNCONFIRMED] against a datasheet.
-    const TABLE: &[DatasheetRow] = &[
-        ("MI355X", 157.3, 2516.6, 5033.2, 8.0),
-        ("MI350X", 144.2, 2307.2, 4614.4, 8.0),
-        ("MI325X", 163.4, 1307.4, 2614.9, 6.0),
-        ("MI300X", 163.4, 1307.4, 2614.9, 5.3),
-        ("MI300A", 122.6, 980.6, 1961.2, 5.3),
-        ("MI250X", 47.9, 383.0, 0.0, 3.2768),
-        ("MI250", 45.3, 362.1, 0.0, 3.2768),
-        ("MI210", 22.6, 181.0, 0.0, 1.6384),
-    ];
-    dsv3_backend_gpu::device::datasheet_peak("AMD", TABLE, name)
+    datasheet(name).map(|d| d.peak)
 }
 
 #[cfg(test)]
@@ -244,5 +252,6 @@ mod tests {
         assert_eq!(datasheet_peak("AMD Instinct MI250X/MI250").unwrap().f32_flops, 47.9e12);
         assert_eq!(datasheet_peak("AMD Instinct MI250").unwrap().f32_flops, 45.3e12);
         assert!(datasheet_peak("AMD Radeon RX 7900 XTX").is_none());
+        assert_eq!(datasheet("mi300x").unwrap().memory_bytes, 192_000_000_000);
     }
 }
