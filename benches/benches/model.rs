@@ -72,12 +72,12 @@ fn v2_lite(c: &mut Criterion) {
     let cfg = v2_lite_two_layers_config();
     let source = Builtin::with_config(cfg.clone(), 1);
     let scattered = "embed=cpu:1,attn=cpu:2,router=cpu:3,shared=cpu:1,experts=cpu:2,mlp=cpu:3,head=cpu:1";
-    for rules in ["*=cpu:0", "experts=cpu:1", scattered] {
+    for (what, rules) in
+        [("", "*=cpu:0"), (" experts elsewhere", "experts=cpu:1"), (" every part kind elsewhere", scattered)]
+    {
+        eprintln!("v2-lite-2-layers bf16{what}: --place {rules}");
         let model = placed(&cfg, &source, rules, NumericPath::Bf16);
-        let label = match rules {
-            "*=cpu:0" => "v2-lite-2-layers bf16".to_string(),
-            _ => format!("v2-lite-2-layers bf16 placed {rules}"),
-        };
+        let label = format!("v2-lite-2-layers bf16{what}");
         bench_model(c, &label, &model, 64);
     }
 }
