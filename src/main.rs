@@ -55,7 +55,18 @@ USAGE:
         print the agreement against each path's derived bound. Exit status 1 on any failure.
 ";
 
+/// Mesa's Vulkan drivers (lavapipe included) load the Wayland client library, which writes "error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment." once per Vulkan instance when that
+/// variable is unset, as on servers and in containers. It only looks for a display to draw on, which dsv3
+/// never does; an absolute path (the temporary directory) keeps it quiet. Set before any thread starts.
+fn quiet_wayland_probe() {
+    if !std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute()) {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
+
 fn main() {
+    quiet_wayland_probe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("devices") => devices::run(),
