@@ -9,6 +9,7 @@
 //! * [`tolerance`] — the one tolerance table, each bound with its derivation;
 //! * [`metrics`] — NMSE, max abs / rel, cosine distance, exact and tie-aware comparisons, guard checks;
 //! * [`expectations`] — per-backend unsupported and expected-failure lists;
+//! * [`sampling_stats`] — sampling judged by its distribution (chi-square against the exact nucleus);
 //! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix.
 
 pub mod case;
@@ -19,6 +20,7 @@ pub mod gen;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+pub mod sampling_stats;
 pub mod tolerance;
 
 pub use case::Case;

@@ -30,6 +30,15 @@ fn torch_op_cases_pass() {
     assert_eq!(report.count(Status::Pass), 23, "every case of the file ran and passed");
 }
 
+/// Sampling's distribution: 20,000 draws against the exact nucleus (chi-square p ≥ 1e-4, none outside).
+#[test]
+fn sampling_draws_the_nucleus_distribution() {
+    let Some(device) = common::device() else { return };
+    let stats = dsv3_conformance::sampling_stats::check(&device, dsv3_conformance::sampling_stats::DRAWS)
+        .expect("sampling runs");
+    assert!(stats.passed(), "{stats:?}");
+}
+
 #[test]
 fn quick_set_matches_the_oracle() {
     let Some(backend) = common::backend() else { return };
