@@ -64,9 +64,21 @@ export DSV3_CUDA_LIB_DIR
 # installs Debian's ROCm 5.2 compiler and runtime when missing, which the HIP tests need under CI=true.
 ci/check-hip-kernels.sh
 
-# The command-line tool end to end: device listing and the quick conformance set through the binary.
+# The command-line tool end to end: device listing, and the quick conformance set on cpu and wgpu through
+# the binary, three times per case (stress: any bitwise difference between the runs fails — races and
+# reads of memory a kernel never wrote; lavapipe runs workgroups on several threads). The emulators are
+# left out: their fibers run in a fixed order, so repeating proves nothing there (their uninitialised-
+# memory checks are their own), and it would cost 2 minutes. Its support matrix must equal the committed
+# conformance/SUPPORT-quick.md, device lines aside (they name this machine's CPU and Vulkan driver).
+quick_md=$(mktemp)
 cargo run --quiet -- devices
-cargo run --quiet -- conformance --backend cpu --quick
+cargo run --quiet -- conformance --backend cpu,wgpu --quick --repeat 3 --markdown "$quick_md"
+if ! diff <(grep -v '^\* `' conformance/SUPPORT-quick.md) <(grep -v '^\* `' "$quick_md"); then
+    echo "ci/test.sh: the quick support matrix differs from conformance/SUPPORT-quick.md; if the change is" \
+        "intended: cargo run -- conformance --backend cpu,wgpu --quick --markdown conformance/SUPPORT-quick.md" >&2
+    exit 1
+fi
+rm -f "$quick_md"
 
 # Unit, integration and conformance tests (the quick case set runs against the CPU oracle). The full
 # DeepSeek-shape set is `#[ignore]`d here (minutes in a release build): README's main command runs it.
