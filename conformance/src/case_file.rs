@@ -145,9 +145,18 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<CaseFile> {
     }
     let empty = BTreeMap::new();
     let mut cases = Vec::new();
+    // Each case's op is built (without uploading) on the oracle and validated against the op's contract,
+    // so what the builders do not check themselves (groups that do not divide the experts, a top-k past
+    // the row, …) is an error here, naming the case, rather than a failing row later.
+    let oracle = crate::runner::oracle()?;
     for (name, params) in &entries {
         let tensors = by_case.get(name).unwrap_or(&empty);
-        cases.push(read_case(file, name, params, tensors)?);
+        let fc = read_case(file, name, params, tensors)?;
+        fc.case
+            .bind(&oracle, &fc.inputs, false)
+            .and_then(|b| b.op.validate())
+            .map_err(|e| data(file, name, e))?;
+        cases.push(fc);
     }
     if cases.is_empty() {
         return Err(data(file, "__metadata__", "no cases"));

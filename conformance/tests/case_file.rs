@@ -159,6 +159,22 @@ fn unknown_ops_parameters_and_tensors_are_named() {
         m.insert("topk_f32".into(), r#"{"op": "topk", "k": "eight"}"#.into());
     });
     error_of(&bytes, "topk_f32.k", "non-negative integer");
+    // Parameters the op's contract rejects (64 experts do not split into 7 groups; top-k past the row).
+    let bytes = rewritten(|_, m| {
+        let v2 = r#"{"op": "moe_route", "scoring": "softmax", "method": "group_limited_greedy", "n_group": 7,
+                     "topk_group": 3, "top_k": 6, "norm_topk_prob": false, "routed_scaling_factor": 1.0}"#;
+        m.insert("moe_route_v2_group_limited_greedy".into(), v2.into());
+    });
+    error_of(&bytes, "moe_route_v2_group_limited_greedy", "do not split into 7 groups");
+    let bytes = rewritten(|e, m| {
+        m.insert("topk_f32".into(), r#"{"op": "topk", "k": 200000}"#.into());
+        for t in ["topk_f32.expect.values", "topk_f32.expect.ids"] {
+            let t = find(e, t);
+            t.shape = vec![2, 200000];
+            t.data = vec![0; 2 * 200000 * 4];
+        }
+    });
+    error_of(&bytes, "topk_f32", "k = 200000");
     let bytes = rewritten(|e, _| find(e, "argmax_f32.x").name = "argmax_f32.input".into());
     error_of(&bytes, "argmax_f32.x", "missing tensor");
     let bytes = rewritten(|e, _| {
