@@ -7,7 +7,7 @@
 //! values). RoPE rotates the checkpoint's interleaved pairs (DeepSeek's reference convention) for both the
 //! queries and the cached key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dsv3_core::ops::attention::MlaAttention;
 use dsv3_core::ops::elementwise::{Add, Embedding, RmsNorm, Rope, SiluMul};
@@ -132,6 +132,9 @@ pub struct Model {
     head: Weights,
     /// Bytes of weights on the device.
     pub weight_bytes: u64,
+    /// When `Some`, every MoE layer's routing ids `[rows, k]` of every forward pass, in order (the golden
+    /// comparison of low-precision paths; downloading them synchronises the stream).
+    routes: Mutex<Option<Vec<Vec<i32>>>>,
 }
 
 impl Model {
@@ -178,7 +181,8 @@ impl Model {
         };
         let weight_bytes = up.bytes;
         let stream = device.default_stream();
-        Ok(Model { config, path, device, stream, act, w8a8, embed, layers, norm, head, weight_bytes })
+        let routes = Mutex::new(None);
+        Ok(Model { config, path, device, stream, act, w8a8, embed, layers, norm, head, weight_bytes, routes })
     }
 
     /// A human-readable line on the arithmetic in use.
@@ -192,6 +196,17 @@ impl Model {
 
     pub fn stream(&self) -> &Arc<dyn Stream> {
         &self.stream
+    }
+
+    /// Starts recording every MoE layer's routing ids (see [`Model::take_routes`]).
+    pub fn record_routes(&self) {
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The routing ids recorded since the last call, one `[rows, k]` array per MoE layer run, in order.
+    pub fn take_routes(&self) -> Vec<Vec<i32>> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Runs `new_tokens` tokens of each of the cache's sequences `slots` (row-major `[B, T]` in `tokens`),
@@ -548,6 +563,12 @@ impl Step<'_> {
             weights: weights.clone(),
         };
         self.launch(Op::MoeRoute(route))?;
+        if let Some(routes) = self.model.routes.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let mut bytes = vec![0u8; rows * k * 4];
+            self.model.stream.download(&ids.buffer, ids.offset, &mut bytes)?;
+            routes
+                .push(bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+        }
         let d = x.shape[1];
         let slots = self.tmp(&[rows * k, d], self.model.act)?;
         let offsets = self.tmp(&[e + 1], DType::I32)?;
