@@ -12,7 +12,18 @@ pub fn run(args: &[OsString]) -> i32 {
 
 fn try_run(args: &[OsString]) -> Result<i32, String> {
     let opts = Options::parse(args, &["quick", "verify-xfail", "progress"])?;
-    opts.only(&["backend", "op", "case", "quick", "json", "markdown", "verify-xfail", "mode", "progress"])?;
+    opts.only(&[
+        "backend",
+        "op",
+        "case",
+        "quick",
+        "json",
+        "markdown",
+        "verify-xfail",
+        "mode",
+        "progress",
+        "repeat",
+    ])?;
     let mode = match opts.value("mode").unwrap_or("test") {
         "test" => Mode::Test,
         "perf" => Mode::Perf,
@@ -29,6 +40,15 @@ fn try_run(args: &[OsString]) -> Result<i32, String> {
             return Err(format!("--op {op}: unknown op (known: {})", dsv3_core::ops::OP_NAMES.join(", ")));
         }
     }
+    let repeat = match opts.value("repeat") {
+        None => 1,
+        Some(n) => {
+            n.parse().ok().filter(|&n: &usize| n >= 1).ok_or(format!("--repeat {n}: expected a count ≥ 1"))?
+        }
+    };
+    if repeat > 1 && mode != Mode::Test {
+        return Err("--repeat compares outputs: it needs --mode test".into());
+    }
     let set = if opts.flag("quick") { cases::quick() } else { cases::full() };
     let options = runner::Options {
         mode,
@@ -36,6 +56,7 @@ fn try_run(args: &[OsString]) -> Result<i32, String> {
         case: opts.value("case").map(str::to_string),
         verify_xfail: opts.flag("verify-xfail"),
         progress: opts.flag("progress"),
+        repeat,
         ..runner::Options::default()
     };
     let refs: Vec<&dyn dsv3_core::Backend> = backends.iter().map(|b| b.as_ref()).collect();

@@ -10,6 +10,7 @@ mod device_specs;
 mod devices;
 mod inspect;
 mod model_cmd;
+mod op_cmd;
 mod out;
 mod registry;
 
@@ -20,11 +21,20 @@ USAGE:
     dsv3 devices
         Every backend compiled in, its devices and capabilities, or why it is unavailable.
     dsv3 conformance [--backend all|cpu|NAME,...] [--op NAME] [--case TEXT] [--quick] [--mode test|perf|support]
-                     [--json FILE] [--markdown FILE] [--verify-xfail] [--progress]
+                     [--json FILE] [--markdown FILE] [--verify-xfail] [--progress] [--repeat N]
         Run every op case (the full set: DeepSeek-V3 shapes; --quick: edge shapes only) on the selected
         backends against the CPU reference (oracle). Exit status 1 on any failure. --markdown writes the
         support matrix (op × backend × dtype); --verify-xfail fails on expected failures that now pass.
         --mode perf times each case (ms, GFLOP/s, GB/s, % of peak); --mode support only asks each device.
+        --repeat N (stress) runs each case N times on fresh buffers and fails if any run's outputs differ
+        bitwise from the first (races, reads of uninitialised memory).
+    dsv3 op --cases FILE.safetensors [--case NAME] [--backend all|NAME,...] [--json] [--write-actual OUT]
+        Run the cases of a case file (inputs, expected outputs and parameters, e.g. written by PyTorch;
+        format in conformance/fixtures/CASES.md) on the selected backends (default all, cpu-ref included)
+        and compare each with its expected outputs under the op's bound. One row per case and backend;
+        exit status 1 on any failure. --json: last stdout line is {\"results\":[{\"case\",\"op\",
+        \"backend\",\"status\",\"nmse\",\"max_abs\",\"cos_dist\",...}]}. --write-actual (one backend)
+        saves its outputs under the expected tensors' names.
     dsv3 bench --op OP [--backend NAME] [--dtype D] [--shape MxNxK] [--json]
         Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak. For gemm, D is
         A/B/C dtypes, e.g. f32, bf16, fp8 (block-FP8 weights, f32 activations) or w8a8
@@ -62,12 +72,24 @@ USAGE:
         print the agreement against each path's derived bound. Exit status 1 on any failure.
 ";
 
+/// Mesa's Vulkan drivers (lavapipe included) load the Wayland client library, which writes "error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment." once per Vulkan instance when that
+/// variable is unset, as on servers and in containers. It only looks for a display to draw on, which dsv3
+/// never does; an absolute path (the temporary directory) keeps it quiet. Set before any thread starts.
+fn quiet_wayland_probe() {
+    if !std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute()) {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
+
 fn main() {
+    quiet_wayland_probe();
     // `args_os`: `std::env::args` panics on an argument that is not UTF-8.
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let code = match args.first().and_then(|a| a.to_str()) {
         Some("devices") => devices::run(),
         Some("conformance") => conformance::run(&args[1..]),
+        Some("op") => op_cmd::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("generate") => model_cmd::run_generate(&args[1..]),
         Some("logits") => model_cmd::run_logits(&args[1..]),
@@ -94,7 +116,8 @@ pub fn finish(command: &str, result: Result<i32, String>) -> i32 {
 
 /// Options whose value is a file or directory: any bytes the OS allows (`--json` is a file name for
 /// `conformance`, a flag elsewhere). Every other value must be UTF-8.
-const PATH_OPTIONS: &[&str] = &["model", "config", "out", "json", "markdown", "fixtures"];
+const PATH_OPTIONS: &[&str] =
+    &["model", "config", "out", "json", "markdown", "fixtures", "cases", "write-actual"];
 
 /// `--name value` options after a subcommand.
 pub struct Options {

@@ -2,20 +2,25 @@
 //!
 //! * [`case`] — cases as data: op × dtypes × shape × seed, with deterministic inputs, guard regions
 //!   around every output and the comparison with the oracle;
+//! * [`case_file`] — cases brought from outside: inputs, expected outputs and parameters in a safetensors
+//!   file (`dsv3 op --cases`), run and compared like generated cases;
 //! * [`cases`] — the two sets: [`cases::quick`] (seconds, every op, edge shapes) and [`cases::full`]
 //!   (plus DeepSeek-V3's real per-layer shapes);
 //! * [`tolerance`] — the one tolerance table, each bound with its derivation;
 //! * [`metrics`] — NMSE, max abs / rel, cosine distance, exact and tie-aware comparisons, guard checks;
 //! * [`expectations`] — per-backend unsupported and expected-failure lists;
+//! * [`sampling_stats`] — sampling judged by its distribution (chi-square against the exact nucleus);
 //! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix.
 
 pub mod case;
+pub mod case_file;
 pub mod cases;
 pub mod expectations;
 pub mod gen;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+pub mod sampling_stats;
 pub mod tolerance;
 
 pub use case::Case;

@@ -57,6 +57,31 @@ pub fn compare(actual: &[f64], expected: &[f64]) -> Metrics {
     m
 }
 
+/// The first element outside the per-element gate |a − b| ≤ ulp(max(|a|, |b|)) + rel·|b| (see
+/// `tolerance::elementwise`), as (index, actual, expected). `mantissa_bits` and `min_ulp` describe the
+/// output dtype (f32: 23, 2^-149; bf16: 7, 2^-133; f16: 10, 2^-24). Non-finite elements are left to
+/// [`compare`].
+pub fn elementwise_violation(
+    actual: &[f64],
+    expected: &[f64],
+    mantissa_bits: i32,
+    min_ulp: f64,
+    rel: f64,
+) -> Option<(usize, f64, f64)> {
+    actual.iter().zip(expected).enumerate().find_map(|(i, (&a, &b))| {
+        let big = a.abs().max(b.abs());
+        if !big.is_finite() {
+            return None;
+        }
+        let ulp = if big == 0.0 {
+            min_ulp
+        } else {
+            2f64.powi(big.log2().floor() as i32 - mantissa_bits).max(min_ulp)
+        };
+        ((a - b).abs() > ulp + rel * b.abs()).then_some((i, a, b))
+    })
+}
+
 /// Element-by-element byte equality of two packed arrays of `size`-byte elements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exact {
@@ -266,6 +291,18 @@ mod tests {
         // Matching a non-finite oracle is fine; disagreeing with it is not.
         assert_eq!(compare(&[f64::NAN, f64::NEG_INFINITY], &[f64::NAN, f64::NEG_INFINITY]).non_finite, 0);
         assert_eq!(compare(&[f64::INFINITY], &[f64::NEG_INFINITY]).non_finite, 1);
+    }
+
+    #[test]
+    fn the_elementwise_gate_sees_one_element_but_allows_one_ulp() {
+        let b = [1.0, 0.75, -3.0, 100.0];
+        // bf16 (7 mantissa bits): one ulp at 100 is 0.5; at 1.0 it is 2^-7.
+        let one_ulp = [1.0 + 2f64.powi(-7), 0.75, -3.0, 100.5];
+        assert_eq!(elementwise_violation(&one_ulp, &b, 7, 2f64.powi(-133), 0.0), None);
+        let two_ulp = [1.0, 0.75, -3.0 - 2.0 * 2f64.powi(-6), 100.0];
+        assert_eq!(elementwise_violation(&two_ulp, &b, 7, 2f64.powi(-133), 0.0).map(|v| v.0), Some(2));
+        // The relative term absorbs it.
+        assert_eq!(elementwise_violation(&two_ulp, &b, 7, 2f64.powi(-133), 0.02), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! every device — against the device's, or (perf mode) timing, or (support mode) just the answer of
 //! `supports`.
 
-use crate::case::{Case, Inputs, Outputs};
+use crate::case::{Bound, Case, Inputs, Outputs};
 use crate::expectations::{self, Expectations};
 use crate::report::{Perf, Report, Row, Status};
 use dsv3_backend_cpu::{CpuBackend, Mode as CpuMode};
@@ -36,6 +36,9 @@ pub struct Options {
     pub perf_max_iterations: usize,
     /// Print each row to stderr as it is produced.
     pub progress: bool,
+    /// Test mode: run each case this many times on each device and fail if any repetition's outputs
+    /// differ bitwise from the first (races, reads of uninitialised memory). 1 runs each case once.
+    pub repeat: usize,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             perf_seconds: 0.5,
             perf_max_iterations: 1000,
             progress: false,
+            repeat: 1,
         }
     }
 }
@@ -76,16 +80,45 @@ pub fn oracle() -> Result<Arc<dyn Device>> {
 
 /// Binds, launches, syncs and downloads one case on one device.
 pub fn execute(device: &Arc<dyn Device>, case: &Case, inputs: &Inputs) -> Result<Outputs> {
-    let bound = case.bind(device, inputs, true)?;
+    launch_bound(device, &case.bind(device, inputs, true)?)
+}
+
+/// Launches a bound case on its device, syncs and downloads the outputs.
+fn launch_bound(device: &Arc<dyn Device>, bound: &Bound) -> Result<Outputs> {
     let stream = device.default_stream();
     stream.launch(&bound.op)?;
     stream.sync()?;
     bound.download(stream.as_ref())
 }
 
+/// A case whose inputs and expected outputs are given (read from a case file) instead of generated from
+/// its seed and computed by the oracle.
+pub struct Given<'a> {
+    pub case: &'a Case,
+    pub inputs: &'a Inputs,
+    pub expected: &'a Outputs,
+}
+
+/// The outputs one device produced for one case (test mode), for `dsv3 op --write-actual`.
+pub struct Actual {
+    pub backend: &'static str,
+    pub case: String,
+    pub outputs: Outputs,
+}
+
+/// Runs generated cases: inputs from each case's seed, expected outputs from the oracle.
 pub fn run(backends: &[&dyn Backend], cases: &[Case], options: &Options) -> Report {
-    // Rows per backend, in the caller's order.
-    let mut slots: Vec<Vec<Row>> = vec![Vec::new(); backends.len()];
+    let items = cases.iter().filter(|c| options.selects(c)).map(|c| (c, None));
+    run_items(backends, items, options).0
+}
+
+/// Runs cases with given inputs and expected outputs; also returns each device's outputs.
+pub fn run_given(backends: &[&dyn Backend], cases: &[Given], options: &Options) -> (Report, Vec<Actual>) {
+    let items = cases.iter().filter(|g| options.selects(g.case)).map(|g| (g.case, Some(g)));
+    run_items(backends, items, options)
+}
+
+fn targets(backends: &[&dyn Backend], options: &Options, slots: &mut [Vec<Row>]) -> Vec<Target> {
     let mut targets = Vec::new();
     let ops: Vec<&str> =
         OP_NAMES.iter().copied().filter(|op| options.op.as_deref().is_none_or(|o| o == *op)).collect();
@@ -126,30 +159,54 @@ pub fn run(backends: &[&dyn Backend], cases: &[Case], options: &Options) -> Repo
             }
         }
     }
+    targets
+}
+
+fn run_items<'a>(
+    backends: &[&dyn Backend],
+    items: impl Iterator<Item = (&'a Case, Option<&'a Given<'a>>)>,
+    options: &Options,
+) -> (Report, Vec<Actual>) {
+    // Rows per backend, in the caller's order.
+    let mut slots: Vec<Vec<Row>> = vec![Vec::new(); backends.len()];
+    let mut targets = targets(backends, options, &mut slots);
+    let mut actuals = Vec::new();
     let oracle = if options.mode == Mode::Test { Some(oracle()) } else { None };
-    for case in cases.iter().filter(|c| options.selects(c)) {
+    for (case, given) in items {
         if targets.is_empty() {
             break;
         }
-        let inputs = case.inputs();
+        let generated;
+        let inputs = match given {
+            Some(g) => g.inputs,
+            None => {
+                generated = case.inputs();
+                &generated
+            }
+        };
         let mut oracle_out: Option<std::result::Result<Outputs, String>> = None;
         for t in &mut targets {
             let row = match options.mode {
                 Mode::Test => {
                     let oracle = oracle.as_ref().unwrap();
-                    test_one(t, case, &inputs, options, || {
-                        oracle_out
+                    let (row, outputs) = test_one(t, case, inputs, options, || match given {
+                        Some(g) => Ok(g.expected.clone()),
+                        None => oracle_out
                             .get_or_insert_with(|| match oracle {
                                 Ok(dev) => {
-                                    execute(dev, case, &inputs).map_err(|e| format!("oracle failed: {e}"))
+                                    execute(dev, case, inputs).map_err(|e| format!("oracle failed: {e}"))
                                 }
                                 Err(e) => Err(format!("oracle unavailable: {e}")),
                             })
-                            .clone()
-                    })
+                            .clone(),
+                    });
+                    if let (Some(outputs), Some(_)) = (outputs, given) {
+                        actuals.push(Actual { backend: t.backend, case: case.name.clone(), outputs });
+                    }
+                    row
                 }
-                Mode::Perf => perf_one(t, case, &inputs, options),
-                Mode::Support => support_one(t, case, &inputs),
+                Mode::Perf => perf_one(t, case, inputs, options),
+                Mode::Support => support_one(t, case, inputs),
             };
             if options.progress {
                 let m = row.nmse.map_or(String::new(), |v| format!(" nmse {v:.2e}"));
@@ -161,7 +218,7 @@ pub fn run(backends: &[&dyn Backend], cases: &[Case], options: &Options) -> Repo
     for t in targets {
         slots[t.slot].extend(t.rows);
     }
-    Report { results: slots.into_iter().flatten().collect() }
+    (Report { results: slots.into_iter().flatten().collect() }, actuals)
 }
 
 fn row(t: &Target, case: &Case, status: Status, reason: String) -> Row {
@@ -174,7 +231,7 @@ fn prepare(
     case: &Case,
     inputs: &Inputs,
     upload: bool,
-) -> std::result::Result<(crate::case::Bound, Support), Box<Row>> {
+) -> std::result::Result<(Bound, Support), Box<Row>> {
     if let Some(reason) = t.expect.unsupported_reason(case) {
         return Err(Box::new(row(t, case, Status::Unsupported, format!("listed unsupported: {reason}"))));
     }
@@ -194,28 +251,24 @@ fn test_one(
     inputs: &Inputs,
     options: &Options,
     oracle: impl FnOnce() -> std::result::Result<Outputs, String>,
-) -> Row {
+) -> (Row, Option<Outputs>) {
     let (bound, support) = match prepare(t, case, inputs, true) {
         Ok(x) => x,
-        Err(r) => return *r,
+        Err(r) => return (*r, None),
     };
-    let result = (|| -> Result<Outputs> {
-        let stream = t.dev.default_stream();
-        stream.launch(&bound.op)?;
-        stream.sync()?;
-        bound.download(stream.as_ref())
-    })();
+    let result = launch_bound(&t.dev, &bound);
     drop(bound);
     let mut r = row(t, case, Status::Pass, String::new());
     let outputs = match result {
         Ok(o) => o,
         Err(e) => {
-            return xfail(t, case, options, Row { status: Status::Fail, reason: format!("launch: {e}"), ..r })
+            let r = Row { status: Status::Fail, reason: format!("launch: {e}"), ..r };
+            return (xfail(t, case, options, r), None);
         }
     };
     let expected = match oracle() {
         Ok(o) => o,
-        Err(e) => return Row { status: Status::Fail, reason: e, ..r },
+        Err(e) => return (Row { status: Status::Fail, reason: e, ..r }, Some(outputs)),
     };
     let verdict = case.compare(inputs, &expected, &outputs);
     if let Some(m) = verdict.metrics {
@@ -225,16 +278,52 @@ fn test_one(
         r.cos_dist = Some(m.cos_dist);
         r.tolerance = Some(case.tolerance.nmse);
     }
-    let mut reasons = verdict.failures.clone();
+    let mut failures = verdict.failures.clone();
+    if let Some(why) = repetitions_differ(t, case, inputs, &outputs, options.repeat) {
+        failures.push(why);
+    }
+    let mut reasons = failures.clone();
     reasons.extend(verdict.notes.iter().cloned());
     if let Support::Emulated { via } = &support {
         reasons.push(format!("emulated via {via}"));
     }
     r.reason = reasons.join("; ");
-    if !verdict.passed() {
+    if !failures.is_empty() {
         r.status = Status::Fail;
     }
-    xfail(t, case, options, r)
+    (xfail(t, case, options, r), Some(outputs))
+}
+
+/// Stress mode: runs the case `repeat − 1` more times, each on freshly bound buffers (outputs pre-filled
+/// with garbage again, so a kernel that reads memory it never wrote shows up as well as a race), and
+/// says where the first output that is not bitwise identical to the first run's differs.
+fn repetitions_differ(
+    t: &Target,
+    case: &Case,
+    inputs: &Inputs,
+    first: &Outputs,
+    repeat: usize,
+) -> Option<String> {
+    for rep in 2..=repeat {
+        let again = match execute(&t.dev, case, inputs) {
+            Ok(o) => o,
+            Err(e) => return Some(format!("repetition {rep}: launch: {e}")),
+        };
+        for (a, b) in first.0.iter().zip(&again.0) {
+            let size = a.dtype.size();
+            let e = crate::metrics::exact(&b.elements, &a.elements, size);
+            if let Some(i) = e.first {
+                return Some(format!(
+                    "repetition {rep} differs bitwise from the first in `{}`: {} element(s), first at {i} ({} vs {})",
+                    a.arg,
+                    e.mismatches,
+                    a.dtype.read_f64(&b.elements, i),
+                    a.dtype.read_f64(&a.elements, i)
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Applies the expected-failure list to a finished row.

@@ -9,6 +9,7 @@ pub mod fp8;
 pub mod ops;
 pub mod rope;
 pub mod tensor;
+pub mod testing;
 pub mod transfer;
 
 pub use backend::{

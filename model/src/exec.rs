@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dsv3_core::ops::elementwise::{Add, RmsNorm, SiluMul};
@@ -187,6 +187,8 @@ pub(crate) struct Step<'a> {
     pub starts: &'a [usize],
     /// Per exec (same index).
     pub inputs: Vec<DeviceInputs>,
+    /// Where MoE layers record their routing ids, when the model records them (`Model::record_routes`).
+    pub routes: &'a Mutex<Option<Vec<Vec<i32>>>>,
 }
 
 impl Step<'_> {

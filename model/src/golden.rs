@@ -14,6 +14,13 @@
 //!   e4m3 (~2.5 % per GEMM, measured) while the fixtures' smallest routing margin is 2e-3: expert choices
 //!   flip, the error is not Gaussian, so only the rel L2 bound holds and greedy ids are reported, not
 //!   required.
+//! * Routing flips, on every low-precision path: a token whose expert choice has a margin below the
+//!   path's noise may pick another expert than the float32 run — a correct implementation's behaviour,
+//!   not an error the random-walk bound describes (on an FP8 V3-style checkpoint such rows reach 16–25 %
+//!   relative error while the others stay near 1 %; transformers' own bf16 run shows the same). So the
+//!   fixture also runs the f32 path on the same device, compares every logit row's routing (each MoE
+//!   layer's chosen experts), and reports the rows where it differs with their own error; those rows are
+//!   left out of the bounds and of the greedy comparison, every other row is held to the bound.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,9 +55,14 @@ pub struct Report {
     pub numerics: String,
     pub prefill: Diff,
     pub decode: Diff,
+    pub prompt_len: usize,
     pub greedy_expected: Vec<u32>,
     pub greedy_got: Vec<u32>,
     pub bound: Bound,
+    /// Low-precision paths: the logit rows (prefill positions 0..T, then decode steps T..T+N) whose MoE
+    /// routing differs from the f32 path's on the same device, with each row's relative L2 error. They
+    /// are reported and left out of `prefill` / `decode` and of the greedy comparison (see the module docs).
+    pub excused: Vec<(usize, f64)>,
 }
 
 impl Report {
@@ -58,8 +70,16 @@ impl Report {
         d.rel_l2 <= self.bound.rel_l2 && self.bound.max_abs.is_none_or(|m| d.max_abs <= m)
     }
 
+    /// Greedy ids agree wherever the row they are chosen from is not excused (step 0 reads the last
+    /// prefill row, step i the decode row i − 1).
     pub fn greedy_match(&self) -> bool {
-        self.greedy_expected == self.greedy_got
+        let t = self.prompt_len;
+        let excused = |row: usize| self.excused.iter().any(|&(r, _)| r == row);
+        self.greedy_expected.len() == self.greedy_got.len()
+            && (0..self.greedy_got.len()).all(|i| {
+                self.greedy_expected[i] == self.greedy_got[i]
+                    || excused(if i == 0 { t - 1 } else { t + i - 1 })
+            })
     }
 
     pub fn pass(&self) -> bool {
@@ -87,7 +107,15 @@ impl Report {
             } else {
                 " (not required on this path)"
             },
-        )
+        ) + &self.excused_note()
+    }
+
+    fn excused_note(&self) -> String {
+        if self.excused.is_empty() {
+            return String::new();
+        }
+        let rows: Vec<String> = self.excused.iter().map(|(r, e)| format!("{r} ({e:.1e})")).collect();
+        format!(" | routing differs from f32 on {} row(s), excused: {}", self.excused.len(), rows.join(", "))
     }
 }
 
@@ -238,28 +266,39 @@ pub fn check_placed(
     let decode_want = f32s("decode_logits", steps)?;
     let reference_rms =
         (prefill_want.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / prefill_want.len() as f64).sqrt();
+    // Low-precision paths: the f32 path's routing on the same devices is the yardstick for routing flips.
+    let reference_routes = if path == NumericPath::F32 {
+        None
+    } else {
+        let f32_model =
+            Model::load_placed(cfg.clone(), &checkpoint, &assignment, open, NumericPath::F32, |_| {})?;
+        Some(run(&f32_model, &prompt, &greedy_expected)?.routes)
+    };
     let model = Model::load_placed(cfg.clone(), &checkpoint, &assignment, open, path, |_| {})?;
     let backend = match model.devices().as_slice() {
         [_] => model.device.info().backend.to_string(),
         several => several.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join("+"),
     };
-    let mut cache = KvCache::new(&model, 1, prompt.len() + steps)?;
-
-    let prefill = download_f32(&model, &model.forward(&mut cache, &prompt, prompt.len(), Logits::All)?)?;
-    let mut acc = (0.0, 0.0, 0.0);
-    compare(&prefill, &prefill_want, &mut acc);
-    let prefill_diff = finish(acc);
-
-    // Greedy decoding: our own argmax picks each next token; the reference's token is fed regardless, so
-    // every decode step is compared against the same reference context.
-    let mut greedy_got = Vec::with_capacity(steps);
-    let mut last = prefill[(prompt.len() - 1) * v..].to_vec();
-    let mut acc = (0.0, 0.0, 0.0);
-    for (i, &token) in greedy_expected.iter().enumerate() {
-        greedy_got.push(argmax(&last));
-        last = download_f32(&model, &model.forward(&mut cache, &[token], 1, Logits::Last)?)?;
-        compare(&last, &decode_want[i * v..(i + 1) * v], &mut acc);
-    }
+    let got = run(&model, &prompt, &greedy_expected)?;
+    let t = prompt.len();
+    let flipped = |row: usize| reference_routes.as_ref().is_some_and(|r| r[row] != got.routes[row]);
+    let mut excused = Vec::new();
+    let mut diff = |rows: std::ops::Range<usize>, got_rows: &[f32], want: &[f32], first_row: usize| {
+        let mut acc = (0.0, 0.0, 0.0);
+        for r in rows {
+            let (a, b) = (&got_rows[r * v..(r + 1) * v], &want[r * v..(r + 1) * v]);
+            if flipped(first_row + r) {
+                let mut own = (0.0, 0.0, 0.0);
+                compare(a, b, &mut own);
+                excused.push((first_row + r, finish(own).rel_l2));
+            } else {
+                compare(a, b, &mut acc);
+            }
+        }
+        finish(acc)
+    };
+    let prefill_diff = diff(0..t, &got.prefill, &prefill_want, 0);
+    let decode_diff = diff(0..steps, &got.decode, &decode_want, t);
     Ok(Report {
         fixture: dir
             .file_name()
@@ -268,9 +307,57 @@ pub fn check_placed(
         path,
         numerics: model.describe_numerics(),
         prefill: prefill_diff,
-        decode: finish(acc),
+        decode: decode_diff,
+        prompt_len: t,
         greedy_expected,
-        greedy_got,
+        greedy_got: got.greedy,
         bound: bound(&cfg, path, reference_rms),
+        excused,
     })
+}
+
+/// One run of a fixture: prefill logits `[T, V]`, decode logits `[N, V]`, our greedy choices, and each
+/// logit row's routing (every MoE layer's chosen experts, sorted per layer, concatenated).
+struct Run {
+    prefill: Vec<f32>,
+    decode: Vec<f32>,
+    greedy: Vec<u32>,
+    routes: Vec<Vec<i32>>,
+}
+
+/// Prefill, then greedy decoding: our own argmax picks each next token; the reference's token is fed
+/// regardless, so every decode step is compared against the same reference context.
+fn run(model: &Model, prompt: &[u32], reference_tokens: &[u32]) -> Result<Run> {
+    let v = model.config.vocab_size;
+    let mut cache = KvCache::new(model, 1, prompt.len() + reference_tokens.len())?;
+    model.record_routes();
+    let prefill = download_f32(model, &model.forward(&mut cache, prompt, prompt.len(), Logits::All)?)?;
+    let mut routes = row_routes(model.take_routes(), prompt.len());
+    let mut greedy = Vec::with_capacity(reference_tokens.len());
+    let mut decode = Vec::with_capacity(reference_tokens.len() * v);
+    let mut last = prefill[(prompt.len() - 1) * v..].to_vec();
+    for &token in reference_tokens {
+        greedy.push(argmax(&last));
+        last = download_f32(model, &model.forward(&mut cache, &[token], 1, Logits::Last)?)?;
+        decode.extend_from_slice(&last);
+        routes.extend(row_routes(model.take_routes(), 1));
+    }
+    Ok(Run { prefill, decode, greedy, routes })
+}
+
+/// Per-row routing signatures from one forward pass's MoE layers (each `[rows, k]`).
+fn row_routes(layers: Vec<Vec<i32>>, rows: usize) -> Vec<Vec<i32>> {
+    (0..rows)
+        .map(|r| {
+            layers
+                .iter()
+                .flat_map(|ids| {
+                    let k = ids.len() / rows;
+                    let mut chosen = ids[r * k..(r + 1) * k].to_vec();
+                    chosen.sort_unstable();
+                    chosen
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dsv3_core::ops::elementwise::Embedding;
 use dsv3_core::ops::gemm::Weights;
@@ -70,6 +70,9 @@ pub struct Model {
     /// Bytes of weights over all devices.
     pub weight_bytes: u64,
     weight_bytes_per_exec: Vec<u64>,
+    /// When `Some`, every MoE layer's routing ids `[rows, k]` of every forward pass, in order (the golden
+    /// comparison of low-precision paths; downloading them synchronises the router's stream).
+    routes: Mutex<Option<Vec<Vec<i32>>>>,
 }
 
 impl Model {
@@ -174,6 +177,7 @@ impl Model {
             layers,
             norm: (norm_exec, norm),
             head: (head_exec, head),
+            routes: Mutex::new(None),
             config,
         })
     }
@@ -212,6 +216,17 @@ impl Model {
                 join_wait_secs: e.stats.join_wait_ns.load(Ordering::Relaxed) as f64 * 1e-9,
             })
             .collect()
+    }
+
+    /// Starts recording every MoE layer's routing ids (see [`Model::take_routes`]).
+    pub fn record_routes(&self) {
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The routing ids recorded since the last call, one `[rows, k]` array per MoE layer run, in order.
+    pub fn take_routes(&self) -> Vec<Vec<i32>> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Bytes of activations moved between devices since loading.
@@ -256,7 +271,15 @@ impl Model {
                 Ok(DeviceInputs { positions: e.upload_i32(&positions)?, kv_lens: e.upload_i32(&kv_lens)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let s = Step { execs: &self.execs, rows: batch * t, batch, t, starts: &starts, inputs };
+        let s = Step {
+            execs: &self.execs,
+            rows: batch * t,
+            batch,
+            t,
+            starts: &starts,
+            inputs,
+            routes: &self.routes,
+        };
 
         let (mut at, table) = (self.embed.0, &self.embed.1);
         let e = s.exec(at);

@@ -35,12 +35,7 @@ fn backends() -> Vec<Box<dyn Backend>> {
         Err(Error::Unavailable { reason, .. }) => reason,
         Err(e) => e.to_string(),
     };
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "wgpu unavailable under CI=true: {reason}");
-    // Straight to stderr (the harness captures `eprintln!` of passing tests): not running is not passing.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        format!("**** wgpu unavailable: {reason}: the golden fixtures did NOT run on wgpu ****\n").as_bytes(),
-    );
+    dsv3_core::testing::not_run("the golden fixtures on wgpu", &format!("wgpu unavailable: {reason}"));
     all
 }
 
@@ -57,6 +52,21 @@ fn fp8_fixture_bf16_path() {
 #[test]
 fn fp8_fixture_w8a8_path() {
     backends().iter().for_each(|b| run(b.as_ref(), "tiny-dsv3", NumericPath::W8A8));
+}
+
+/// Routing flips are found against the f32 path's routing, reported with their own error and left out of
+/// the bound: W8A8 quantizes the router's input, so tokens whose expert margin is below its noise pick
+/// other experts; bf16 keeps every choice on these fixtures (smallest margin 2e-3), so it excuses nothing.
+#[test]
+fn routing_flips_are_excused_and_reported_only_where_routing_differs() {
+    let device = CpuBackend::new(Mode::Fast).open(0).unwrap();
+    let w8a8 = golden::check(&fixture("tiny-dsv3"), device.clone(), NumericPath::W8A8).unwrap();
+    assert!(!w8a8.excused.is_empty(), "{}", w8a8.line());
+    assert!(w8a8.line().contains("excused"), "{}", w8a8.line());
+    // Flipped rows are the large errors the random-walk bound does not describe.
+    assert!(w8a8.excused.iter().all(|&(_, e)| e > w8a8.prefill.rel_l2), "{}", w8a8.line());
+    let bf16 = golden::check(&fixture("tiny-dsv3"), device, NumericPath::Bf16).unwrap();
+    assert!(bf16.excused.is_empty(), "{}", bf16.line());
 }
 
 #[test]

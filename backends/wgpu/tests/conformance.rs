@@ -1,7 +1,7 @@
 //! The conformance suite on the wgpu backend against the CPU oracle: the quick set (every op, edge
 //! shapes), cases that reach the kernel paths the quick set's small shapes do not (the tiled grouped
 //! GEMM, attention split over the keys), and the quick set again with storage bindings capped far below
-//! the tensors' sizes, so that every op runs through its split bindings.
+//! the tensors' sizes, so that every op runs through its split bindings; and PyTorch's case file.
 
 mod common;
 
@@ -17,6 +17,26 @@ fn check(report: &Report) {
     assert!(report.count(Status::Pass) > 0, "nothing ran: {}", report.summary());
     let not_run: Vec<_> = report.results.iter().filter(|r| r.status != Status::Pass).collect();
     assert!(not_run.is_empty(), "cases that did not pass: {}\n{}", report.summary(), report.table());
+}
+
+/// PyTorch's cases (`conformance/fixtures/torch-op-cases.safetensors`): the expected outputs come from
+/// outside the project, not from the oracle.
+#[test]
+fn torch_op_cases_pass() {
+    let Some(backend) = common::backend() else { return };
+    let path = std::path::Path::new(dsv3_conformance::case_file::TORCH_OP_CASES);
+    let report = dsv3_conformance::case_file::run_file(&backend, path).expect("the shipped case file reads");
+    check(&report);
+    assert_eq!(report.count(Status::Pass), 23, "every case of the file ran and passed");
+}
+
+/// Sampling's distribution: 20,000 draws against the exact nucleus (chi-square p ≥ 1e-4, none outside).
+#[test]
+fn sampling_draws_the_nucleus_distribution() {
+    let Some(device) = common::device() else { return };
+    let stats = dsv3_conformance::sampling_stats::check(&device, dsv3_conformance::sampling_stats::DRAWS)
+        .expect("sampling runs");
+    assert!(stats.passed(), "{stats:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub use compare::{group_scores, route_scores, Verdict};
 
 use crate::gen::{HostTensor, ScaleStore};
 use crate::metrics;
-use crate::tolerance::Tolerance;
+use crate::tolerance::{self as tol, Tolerance};
 use dsv3_core::fp8::Fp8Format;
 use dsv3_core::ops::{RouteConfig, ScaleFormat};
 use dsv3_core::rope::RopeParams;
@@ -234,6 +234,36 @@ pub enum Spec {
     Sample(SampleSpec),
 }
 
+impl Spec {
+    /// The case's bound from the tolerance table, from its shapes and output dtypes: the one place that
+    /// maps an op's parameters onto the table's formulas (generated cases and case files alike).
+    pub fn tolerance(&self) -> Tolerance {
+        match self {
+            Spec::Gemm(g) => tol::gemm(g.k, g.c, g.m * g.n),
+            Spec::GroupedGemm(g) => tol::grouped_gemm(g.k, g.c, g.counts.iter().sum::<usize>() * g.n),
+            Spec::ActQuant(_)
+            | Spec::Dequantize(_)
+            | Spec::MoeDispatch(_)
+            | Spec::Embedding(_)
+            | Spec::Cast(_) => tol::exact(),
+            Spec::MoeRoute(r) => tol::moe_route(r.e, r.config.top_k, r.max_bias, r.t * r.config.top_k),
+            Spec::MoeCombine(c) => tol::moe_combine(c.k, c.out, c.t * c.n),
+            Spec::MlaAttention(a) => {
+                tol::attention(a.d1 + a.d2, a.l, a.scale as f64, a.out, a.b * a.t * a.h * a.d1)
+            }
+            Spec::MhaAttention(a) => tol::attention(a.d1, a.l, a.scale as f64, a.out, a.b * a.t * a.h * a.d2),
+            Spec::RmsNorm(n) => tol::rms_norm(n.d, n.out, n.r * n.d),
+            Spec::Rope(r) => tol::rope(r.out, r.t * r.h * r.params.dim),
+            Spec::SiluMul(e) => tol::silu_mul(e.out, e.r * e.n),
+            Spec::Add(e) => tol::add(e.out, e.r * e.n),
+            Spec::Softmax(e) => tol::softmax(e.n, e.out, e.r * e.n),
+            Spec::Argmax(_) => tol::argmax(),
+            Spec::TopK(_) => tol::topk(),
+            Spec::Sample(s) => tol::sample(s.v),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Case {
     /// One of `dsv3_core::ops::OP_NAMES`.
@@ -254,7 +284,7 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    fn push(&mut self, name: &'static str, t: HostTensor) {
+    pub(crate) fn push(&mut self, name: &'static str, t: HostTensor) {
         self.tensors.push((name, t));
     }
 

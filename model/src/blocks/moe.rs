@@ -107,6 +107,11 @@ impl MoeBlock {
             weights: weights.clone(),
         };
         r.launch(Op::MoeRoute(route))?;
+        if let Some(routes) = s.routes.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let mut bytes = vec![0u8; rows * k * 4];
+            r.stream.download(&ids.buffer, ids.offset, &mut bytes)?;
+            routes.push(bytemuck::pod_collect_to_vec(&bytes));
+        }
 
         // Where the routed experts run on another device, the shared experts run on a side stream of
         // their own device meanwhile, joined after the routed output is back.
