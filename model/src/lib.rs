@@ -20,4 +20,5 @@ pub mod placement;
 pub mod plan;
 pub mod progress;
 pub mod tokenizer;
+pub mod values;
 pub mod weights;
