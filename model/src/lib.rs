@@ -9,6 +9,7 @@ pub mod config;
 pub(crate) mod exec;
 pub mod files;
 pub mod finite;
+pub mod fuzzing;
 pub mod generate;
 pub mod golden;
 pub mod graph;
