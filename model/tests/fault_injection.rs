@@ -160,6 +160,11 @@ fn every_failed_allocation_is_an_error_and_leaks_nothing() {
     assert_eq!(clean.live(), 0, "a clean run leaves buffers alive");
     let count = clean.allocs.load(Ordering::SeqCst);
     assert!(count > 10, "only {count} allocations: the wrapper is not on the allocation path");
+    // The count of live buffers sees a loaded model's weights, so zero afterwards means released.
+    let model = Model::load(cfg.clone(), &ckpt, clean.clone(), NumericPath::F32, |_| {}).unwrap();
+    assert!(clean.live() > 10, "{} live buffers with the model loaded", clean.live());
+    drop(model);
+    assert_eq!(clean.live(), 0);
     for_each_fault("allocation", count, |n| {
         let device = FailingDevice::new(Some(n));
         match load_and_generate(&cfg, &ckpt, &device) {
