@@ -31,7 +31,7 @@ fn try_run(args: &[OsString]) -> Result<i32, String> {
     let set: Vec<Case> = match op {
         "gemm" => {
             let shape = opts.value("shape").ok_or("gemm needs --shape MxNxK")?;
-            let (m, n, k) = parse_shape(shape)?;
+            let (m, n, k) = dsv3_model::values::parse_shape(shape)?;
             let (a, b, c) = parse_gemm_dtype(opts.value("dtype").unwrap_or("f32"))?;
             check_gemm_fits(shape, (m, n, k), (a, b, c), &backends)?;
             vec![cases::gemm(m, n, k, a, b, c)]
@@ -99,19 +99,6 @@ fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
     .to_string()
 }
 
-fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
-    let dims: Vec<usize> =
-        s.split('x').map(|d| d.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad_shape(s))?;
-    match dims[..] {
-        // An empty product has no time to measure: its GFLOP/s and % of peak would be noise.
-        [m, n, k] if m == 0 || n == 0 || k == 0 => {
-            Err(format!("--shape {s}: every dimension must be at least 1"))
-        }
-        [m, n, k] => Ok((m, n, k)),
-        _ => Err(bad_shape(s)),
-    }
-}
-
 /// Refuses a GEMM whose A, B and C (as stored; scale grids aside) exceed the memory of a device the bench
 /// will use, or the host's, which generates them, before anything is allocated. The size is computed in
 /// f64, so no shape overflows.
@@ -143,10 +130,6 @@ fn check_gemm_fits(
         }
     }
     Ok(())
-}
-
-fn bad_shape(s: &str) -> String {
-    format!("--shape {s}: expected MxNxK, e.g. 512x2048x7168 (C[M,N] = A[M,K]·B[N,K]ᵀ)")
 }
 
 /// `f32`, `bf16`, `fp8` (bf16 activations, block-FP8 weights, bf16 out), `w8a8` (FP8 activations and

@@ -221,12 +221,6 @@ fn check_memory(
     Ok(())
 }
 
-fn parse_tokens(s: &str) -> Result<Vec<u32>, String> {
-    s.split(',')
-        .map(|t| t.trim().parse::<u32>().map_err(|_| format!("--tokens: `{t}` is not a token id")))
-        .collect()
-}
-
 fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Result<T, String> {
     opts.value(name)
         .map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name}: `{v}` is not a number")))
@@ -290,7 +284,7 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
     let tokenizer = loaded.tokenizer.as_ref();
     let prompt = match (opts.value("prompt"), opts.value("tokens")) {
         (Some(_), Some(_)) => return Err("give --prompt or --tokens, not both".into()),
-        (None, Some(ids)) => parse_tokens(ids)?,
+        (None, Some(ids)) => dsv3_model::values::parse_tokens(ids)?,
         (Some(text), None) => {
             let tok = tokenizer.ok_or("this checkpoint has no tokenizer.json: use --tokens")?;
             let ids = if opts.flag("chat") {
@@ -401,7 +395,7 @@ fn try_logits(args: &[OsString]) -> Result<(), String> {
     let opts = Options::parse(args, &[])?;
     opts.only(&["model", "tokens", "backend", "path", "out", "place"])?;
     let dir = opts.path("model").ok_or("--model DIR is required")?;
-    let tokens = parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
+    let tokens = dsv3_model::values::parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
     let out_path = opts.path("out").ok_or("--out FILE.safetensors is required")?;
     let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
     let loaded = load(ModelSource::Checkpoint(dir), &mut place, opts.value("path").unwrap_or("f32"))?;

@@ -3,13 +3,12 @@
 //! return `Ok` or `Err`, never panic. A panic fails the property; proptest then shrinks it to a minimal case.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
+use dsv3_model::fuzzing::{exercise_checkpoint, small_safetensors};
 use proptest::prelude::*;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
@@ -35,19 +34,6 @@ fn v3_config_text() -> String {
     fs::read_to_string(fixtures().join("configs/deepseek-v3.json")).unwrap()
 }
 
-/// A small valid file: three tensors of different dtypes.
-fn base_safetensors() -> Vec<u8> {
-    let a = vec![1u8; 4 * 3 * 2];
-    let b = 1.5f32.to_le_bytes().repeat(2);
-    let c = vec![0x38u8; 5];
-    let views = vec![
-        ("model.a.weight", TensorView::new(Dtype::BF16, vec![4, 3], &a).unwrap()),
-        ("model.b.weight", TensorView::new(Dtype::F32, vec![2], &b).unwrap()),
-        ("model.c.weight", TensorView::new(Dtype::F8_E4M3, vec![5], &c).unwrap()),
-    ];
-    safetensors::serialize(views, None).unwrap()
-}
-
 fn split(file: &[u8]) -> (Map<String, Value>, Vec<u8>) {
     let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
     (serde_json::from_slice(&file[8..8 + n]).unwrap(), file[8 + n..].to_vec())
@@ -59,22 +45,6 @@ fn join(header: &Map<String, Value>, data: &[u8]) -> Vec<u8> {
     out.extend(text);
     out.extend(data);
     out
-}
-
-/// Opens `dir` and, if that succeeds, does what a loader does: reads every tensor, validates.
-fn exercise(dir: &Path) {
-    if let Ok(ckpt) = Checkpoint::open(dir) {
-        let mut sum = 0u64;
-        for name in ckpt.names() {
-            if let Ok(t) = ckpt.tensor(name) {
-                sum += t.bytes.iter().map(|&b| b as u64).sum::<u64>();
-            }
-        }
-        let _ = (sum, ckpt.total_bytes(), ckpt.bytes_by_dtype());
-        let cfg = ModelConfig::from_file(&fixtures().join("tiny-dsv3-bf16/config.json")).unwrap();
-        let _ = ckpt.validate(&cfg, true);
-        let _ = dsv3_model::inspect::Report::from_config(&cfg, Some(&ckpt), &[]).to_json();
-    }
 }
 
 /// JSON values of the kinds that break parsers: wrong types, huge, negative, fractional, empty.
@@ -253,13 +223,13 @@ proptest! {
     /// A valid safetensors file with one to three mutations, opened as a checkpoint.
     #[test]
     fn checkpoint_from_mutated_file(mutations in proptest::collection::vec(mutation(), 1..4)) {
-        let mut file = base_safetensors();
+        let mut file = small_safetensors();
         for m in &mutations {
             apply(&mut file, m);
         }
         let dir = TempDir::new().unwrap();
         fs::write(dir.path().join("model.safetensors"), &file).unwrap();
-        exercise(dir.path());
+        exercise_checkpoint(dir.path());
     }
 
     /// An index with arbitrary tensor → file entries next to one valid shard.
@@ -275,7 +245,7 @@ proptest! {
         garbage in proptest::option::of(json_value()),
     ) {
         let dir = TempDir::new().unwrap();
-        fs::write(dir.path().join("s.safetensors"), base_safetensors()).unwrap();
+        fs::write(dir.path().join("s.safetensors"), small_safetensors()).unwrap();
         let index = match garbage {
             Some(v) => json!({"weight_map": v}),
             None => {
@@ -285,7 +255,7 @@ proptest! {
             }
         };
         fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-        exercise(dir.path());
+        exercise_checkpoint(dir.path());
     }
 }
 
@@ -298,8 +268,8 @@ fn structured_mutations_hit_their_target() {
         fs::write(dir.path().join("model.safetensors"), file).unwrap();
         Checkpoint::open(dir.path()).map(|_| ())
     };
-    assert!(open(&base_safetensors()).is_ok());
-    let (header, data) = split(&base_safetensors());
+    assert!(open(&small_safetensors()).is_ok());
+    let (header, data) = split(&small_safetensors());
     let field_of = |r: dsv3_core::Result<()>| match r {
         Err(dsv3_core::Error::Data { field, .. }) => field,
         other => panic!("expected a Data error, got {other:?}"),
