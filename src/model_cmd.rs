@@ -42,11 +42,6 @@ pub fn pick_device(spec: &str) -> Result<Arc<dyn Device>, String> {
     Err(format!("no device for --backend {spec}: {}", reasons.join("; ")))
 }
 
-/// `backend:ordinal` of an opened device, as `dsv3 devices` prints it.
-pub fn device_name(device: &dyn Device) -> String {
-    format!("{}:{}", device.info().backend, device.info().ordinal)
-}
-
 /// Every device this machine has, by name, for messages.
 fn present_devices() -> Vec<String> {
     let all = registry::select("all").into_iter().flatten().chain(registry::by_name_only());
@@ -68,7 +63,7 @@ impl Placement {
     /// does not fit is an error when a model is resolved, before a byte of it is loaded.
     pub fn new(rules: Option<&str>, backend: &str) -> Result<Placement, String> {
         let default = pick_device(backend)?;
-        let mut opened = HashMap::from([(device_name(default.as_ref()), default.clone())]);
+        let mut opened = HashMap::from([(default.id().to_string(), default.clone())]);
         let rules = match rules {
             Some(text) if Rules::is_auto(text) => Rules::auto(crate::device_specs::present(&mut opened)),
             Some(text) => Rules::parse(text).map_err(|e| e.to_string())?,
@@ -78,7 +73,8 @@ impl Placement {
     }
 
     pub fn default_name(&self) -> String {
-        device_name(self.default.as_ref())
+        // `backend:ordinal`, as `dsv3 devices` prints it.
+        self.default.id().to_string()
     }
 
     pub fn rules(&self) -> &Rules {

@@ -211,7 +211,7 @@ fn argmax(row: &[f32]) -> u32 {
 
 /// Runs the fixture in `dir` (config.json, model.safetensors, golden.safetensors) on `device`.
 pub fn check(dir: &Path, device: Arc<dyn Device>, path: NumericPath) -> Result<Report> {
-    let name = format!("{}:{}", device.info().backend, device.info().ordinal);
+    let name = device.id().to_string();
     check_placed(dir, &Rules::default(), &name, &mut |_| Ok(device.clone()), path)
 }
 

@@ -85,7 +85,7 @@ impl Model {
         path: NumericPath,
         on_tensor: impl FnMut(u64),
     ) -> Result<Model> {
-        let name = format!("{}:{}", device.info().backend, device.info().ordinal);
+        let name = device.id().to_string();
         let assignment = Assignment::single(&config, &name);
         Model::load_placed(config, source, &assignment, &mut |_| Ok(device.clone()), path, on_tensor)
     }
