@@ -53,7 +53,7 @@ fn try_run(args: &[OsString]) -> Result<(), String> {
                 None => device_specs::present(&mut HashMap::new()),
             };
             let first = specs.first().ok_or("--place: no device present to plan on")?.name.clone();
-            let sizes = plan::part_sizes(&config, checkpoint.as_ref()).map_err(|e| e.to_string())?;
+            let sizes = plan::part_sizes(&config, checkpoint.as_ref(), None).map_err(|e| e.to_string())?;
             let plan = if Rules::is_auto(place) {
                 plan::auto(&config, &sizes, &specs)
             } else {

@@ -65,7 +65,9 @@ impl Placement {
         let default = pick_device(backend)?;
         let mut opened = HashMap::from([(default.id().to_string(), default.clone())]);
         let rules = match rules {
-            Some(text) if Rules::is_auto(text) => Rules::auto(crate::device_specs::present(&mut opened)),
+            Some(text) if Rules::is_auto(text) => {
+                Rules::auto(crate::device_specs::present(&mut opened), None)
+            }
             Some(text) => Rules::parse(text).map_err(|e| e.to_string())?,
             None => Rules::default(),
         };
@@ -208,7 +210,7 @@ fn check_memory(
     assignment: &Assignment,
     devices: &[Arc<dyn Device>],
 ) -> Result<(), String> {
-    let sizes = dsv3_model::plan::part_sizes(config, checkpoint).map_err(|e| e.to_string())?;
+    let sizes = dsv3_model::plan::part_sizes(config, checkpoint, None).map_err(|e| e.to_string())?;
     for (name, device) in assignment.device_names().into_iter().zip(devices) {
         let on_device = sizes.iter().filter(|s| assignment.device(s.part) == Some(name));
         let bytes = on_device.map(|s| s.weight_bytes).sum();
@@ -273,7 +275,7 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
     );
     if shares.len() > 1 {
         for share in &shares {
-            let parts = dsv3_model::placement::describe_parts(&share.parts);
+            let parts = model.describe_parts(&share.parts);
             eprintln!("  {}: {:.1} MB: {parts}", share.name, share.weight_bytes as f64 / 1e6);
         }
     }
@@ -362,7 +364,7 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
             .map(|d| {
                 serde_json::json!({
                     "device": d.name,
-                    "parts": dsv3_model::placement::describe_parts(&d.parts),
+                    "parts": model.describe_parts(&d.parts),
                     "weight_bytes": d.weight_bytes,
                     "launch_s": d.launch_secs,
                     "bytes_in": d.bytes_in,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dsv3_core::ops::elementwise::{Add, RmsNorm, SiluMul};
+use dsv3_core::ops::elementwise::{Add, Embedding, RmsNorm, SiluMul};
 use dsv3_core::ops::gemm::{blocks, ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights};
 use dsv3_core::{transfer, DType, Device, Error, Op, Result, Stream, Tensor};
 
@@ -88,6 +88,14 @@ impl Exec {
         Ok(t)
     }
 
+    /// Rows `ids` (i32 `[R]`) of `table` (`[V, D]`) in this device's activation dtype: the embedding
+    /// lookup, and any row gather.
+    pub fn gather(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let out = self.tmp(&[ids.shape[0], table.shape[1]], self.act)?;
+        self.launch(Op::Embedding(Embedding { table: table.clone(), ids: ids.clone(), out: out.clone() }))?;
+        Ok(out)
+    }
+
     pub fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let out = self.tmp(&x.shape, self.act)?;
         let op = RmsNorm { x: x.clone(), weight: weight.clone(), eps: self.eps, out: out.clone() };
@@ -156,6 +164,27 @@ pub(crate) struct Loader<'s> {
 impl<'s> Loader<'s> {
     pub fn new(up: Uploader<'s>, devices: Vec<Arc<dyn Device>>, exec_of: HashMap<Part, usize>) -> Loader<'s> {
         Loader { up, devices, exec_of }
+    }
+
+    /// Layer `layer`'s routed experts grouped by exec, in exec order: (exec, expert ids ascending).
+    pub fn expert_groups(&self, layer: usize) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut experts: Vec<(usize, usize)> = self
+            .exec_of
+            .iter()
+            .filter_map(|(part, &exec)| match *part {
+                Part::Expert(l, e) if l == layer => Some((exec, e)),
+                _ => None,
+            })
+            .collect();
+        experts.sort_unstable();
+        for (exec, e) in experts {
+            match groups.last_mut() {
+                Some((g, ids)) if *g == exec => ids.push(e),
+                _ => groups.push((exec, vec![e])),
+            }
+        }
+        groups
     }
 
     /// Points the uploader at `part`'s device and returns that device's exec index.

@@ -93,7 +93,7 @@ pub fn exercise_checkpoint(dir: &Path) {
     std::hint::black_box((sum, ckpt.total_bytes(), ckpt.bytes_by_dtype()));
     let cfg = tiny_config();
     let _ = ckpt.validate(&cfg, true);
-    let _ = crate::plan::part_sizes(&cfg, Some(&ckpt));
+    let _ = crate::plan::part_sizes(&cfg, Some(&ckpt), None);
     std::hint::black_box(crate::inspect::Report::from_config(&cfg, Some(&ckpt), &[]).to_json());
 }
 
@@ -116,7 +116,7 @@ pub fn shard_index(data: &[u8]) {
 pub fn config_json(data: &[u8]) {
     let Ok(cfg) = ModelConfig::from_json(&String::from_utf8_lossy(data), "fuzz/config.json") else { return };
     std::hint::black_box(crate::placement::parts(&cfg));
-    let _ = crate::plan::part_sizes(&cfg, None);
+    let _ = crate::plan::part_sizes(&cfg, None, None);
     std::hint::black_box(crate::inspect::Report::from_config(&cfg, None, &[]).to_json());
 }
 
@@ -171,5 +171,5 @@ pub fn assume(data: &[u8]) {
         }
     };
     let Ok(devices) = crate::plan::parse_assume(&String::from_utf8_lossy(data), &datasheet) else { return };
-    let _ = Rules::auto(devices).assign(&tiny_config(), "cpu:0");
+    let _ = Rules::auto(devices, None).assign(&tiny_config(), "cpu:0");
 }

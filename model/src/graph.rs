@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use dsv3_core::ops::elementwise::Embedding;
 use dsv3_core::ops::gemm::Weights;
-use dsv3_core::{DType, Device, Error, Op, Result, Stream, Tensor};
+use dsv3_core::{DType, Device, Error, Result, Stream, Tensor};
 
 use crate::blocks::attention::Attention;
 use crate::blocks::moe::Ffn;
@@ -218,6 +217,11 @@ impl Model {
             .collect()
     }
 
+    /// `layers.0-2.attn, layers.3.experts.0-31, …`: `parts` (of [`Model::devices`]) described compactly.
+    pub fn describe_parts(&self, parts: &[Part]) -> String {
+        self.assignment.describe_parts(parts)
+    }
+
     /// Starts recording every MoE layer's routing ids (see [`Model::take_routes`]).
     pub fn record_routes(&self) {
         *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
@@ -283,9 +287,7 @@ impl Model {
 
         let (mut at, table) = (self.embed.0, &self.embed.1);
         let e = s.exec(at);
-        let mut h = e.tmp(&[s.rows, cfg.hidden_size], self.act)?;
-        let ids = e.upload_i32(&ids)?;
-        e.launch(Op::Embedding(Embedding { table: table.clone(), ids, out: h.clone() }))?;
+        let mut h = e.gather(table, &e.upload_i32(&ids)?)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let home = layer.attn.exec;
             h = s.to(&h, at, home)?;

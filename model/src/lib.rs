@@ -7,6 +7,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub(crate) mod exec;
+pub mod expert_stats;
 pub mod files;
 pub mod finite;
 pub mod fuzzing;

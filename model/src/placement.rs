@@ -16,7 +16,9 @@ use dsv3_core::{Error, Result};
 
 use crate::config::ModelConfig;
 
-/// A unit of the model that is placed whole on one device.
+/// A unit of the model that is placed whole on one device. A layer's routed experts are one part each
+/// (`layers.N.experts.E`): the checkpoint stores them one by one, and a layer's experts may be spread
+/// over devices (the most used on a GPU, the rest in host RAM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Part {
     Embed,
@@ -28,8 +30,8 @@ pub enum Part {
     Router(usize),
     /// The shared experts of a MoE layer.
     Shared(usize),
-    /// The routed experts of a MoE layer.
-    Experts(usize),
+    /// One routed expert of a MoE layer: (layer, expert id).
+    Expert(usize, usize),
     Norm,
     Head,
 }
@@ -40,7 +42,7 @@ const LAYER_PARTS: [&str; 5] = ["attn", "mlp", "router", "shared", "experts"];
 impl Part {
     pub fn layer(self) -> Option<usize> {
         match self {
-            Part::Attn(l) | Part::Mlp(l) | Part::Router(l) | Part::Shared(l) | Part::Experts(l) => Some(l),
+            Part::Attn(l) | Part::Mlp(l) | Part::Router(l) | Part::Shared(l) | Part::Expert(l, _) => Some(l),
             Part::Embed | Part::Norm | Part::Head => None,
         }
     }
@@ -53,7 +55,7 @@ impl Part {
             Part::Mlp(_) => "mlp",
             Part::Router(_) => "router",
             Part::Shared(_) => "shared",
-            Part::Experts(_) => "experts",
+            Part::Expert(..) => "experts",
             Part::Norm => "norm",
             Part::Head => "head",
         }
@@ -79,8 +81,9 @@ impl Part {
             return Some(Part::Attn(layer));
         }
         let mlp = rest.strip_prefix("mlp.")?;
-        Some(if mlp.starts_with("experts.") {
-            Part::Experts(layer)
+        Some(if let Some(expert) = mlp.strip_prefix("experts.") {
+            let (id, _) = expert.split_once('.')?;
+            Part::Expert(layer, id.parse().ok()?)
         } else if mlp.starts_with("shared_experts.") {
             Part::Shared(layer)
         } else if mlp.starts_with("gate.") {
@@ -93,9 +96,10 @@ impl Part {
 
 impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.layer() {
-            Some(l) => write!(f, "layers.{l}.{}", self.kind()),
-            None => f.write_str(self.kind()),
+        match (self, self.layer()) {
+            (Part::Expert(l, e), _) => write!(f, "layers.{l}.experts.{e}"),
+            (_, Some(l)) => write!(f, "layers.{l}.{}", self.kind()),
+            (_, None) => f.write_str(self.kind()),
         }
     }
 }
@@ -112,7 +116,7 @@ pub fn parts(cfg: &ModelConfig) -> Vec<Part> {
                 if moe.n_shared_experts > 0 {
                     parts.push(Part::Shared(l));
                 }
-                parts.push(Part::Experts(l));
+                parts.extend((0..moe.n_routed_experts).map(|e| Part::Expert(l, e)));
             }
         }
     }
@@ -203,8 +207,13 @@ impl Pattern {
         match part.layer() {
             None => self.layers.is_none() && self.kind.as_deref() == Some(part.kind()),
             Some(l) => {
+                let expert = match part {
+                    Part::Expert(_, e) => self.experts.is_none_or(|r| r.contains(e)),
+                    _ => self.experts.is_none(),
+                };
                 self.layers.is_none_or(|r| r.contains(l))
                     && self.kind.as_deref().is_none_or(|k| k == part.kind())
+                    && expert
             }
         }
     }
@@ -222,7 +231,15 @@ struct Rule {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rules {
     rules: Vec<Rule>,
-    auto: Option<Vec<crate::plan::DeviceSpec>>,
+    auto: Option<Auto>,
+}
+
+/// What `--place auto` plans with.
+#[derive(Clone, Debug, PartialEq)]
+struct Auto {
+    devices: Vec<crate::plan::DeviceSpec>,
+    /// Recorded routing (`--expert-stats`): the most used experts go to the fastest device.
+    usage: Option<crate::expert_stats::ExpertStats>,
 }
 
 /// A device name as `dsv3 devices` prints it, `backend:ordinal`; a bare backend name means ordinal 0.
@@ -253,9 +270,13 @@ impl Rules {
     }
 
     /// `--place auto`: each model's parts placed by `crate::plan::auto` on `devices`, a plan that does not
-    /// fit being an error of [`Rules::assign`], before anything is loaded.
-    pub fn auto(devices: Vec<crate::plan::DeviceSpec>) -> Rules {
-        Rules { rules: Vec::new(), auto: Some(devices) }
+    /// fit being an error of [`Rules::assign`], before anything is loaded. With `usage` (recorded
+    /// routing, checked against the model in `assign`) each layer's most used experts go first.
+    pub fn auto(
+        devices: Vec<crate::plan::DeviceSpec>,
+        usage: Option<crate::expert_stats::ExpertStats>,
+    ) -> Rules {
+        Rules { rules: Vec::new(), auto: Some(Auto { devices, usage }) }
     }
 
     /// Whether a `--place` value asks for the planner.
@@ -264,15 +285,17 @@ impl Rules {
     }
 
     /// The device of every part of a model with `cfg`; parts no rule matches go to `default`. A rule that
-    /// matches no part of this model is an error (a typo would otherwise place nothing and say nothing), as
-    /// is a range of expert ids that is not the whole layer: one layer's experts are not split over
-    /// devices yet. `auto` rules plan every part (the default takes none) from the config's size estimate,
+    /// matches no part of this model is an error (a typo would otherwise place nothing and say nothing).
+    /// `auto` rules plan every part (the default takes none) from the config's size estimate,
     /// and a plan that does not fit is an error naming each device's shortfall.
     pub fn assign(&self, cfg: &ModelConfig, default: &str) -> Result<Assignment> {
-        if let Some(devices) = &self.auto {
+        if let Some(Auto { devices, usage }) = &self.auto {
             let fail = |e: crate::plan::PlanError| Error::invalid("place", "auto", e);
+            if let Some(usage) = usage {
+                usage.check(cfg, "--expert-stats")?;
+            }
             // The config's estimate: planning happens before a checkpoint's files are read.
-            let sizes = crate::plan::part_sizes(cfg, None)?;
+            let sizes = crate::plan::part_sizes(cfg, None, usage.as_ref())?;
             let plan = crate::plan::auto(cfg, &sizes, devices).map_err(fail)?;
             if !plan.fits() {
                 return Err(fail(crate::plan::PlanError::DoesNotFit(plan.shortfalls())));
@@ -284,19 +307,6 @@ impl Rules {
         let mut devices = BTreeMap::new();
         for &part in &all {
             let rule = self.rules.iter().find(|r| r.pattern.matches(part));
-            if let (Some(rule), Part::Experts(_)) = (rule, part) {
-                if let Some(r) = rule.pattern.experts {
-                    let n = cfg.moe.map_or(0, |m| m.n_routed_experts);
-                    if r.first != 0 || r.last + 1 != n {
-                        let why = format!(
-                            "`{}`: experts {}-{} of {n}: splitting one layer's routed experts over devices \
-                             is not supported yet; place the layer's experts whole (`layers.N.experts`)",
-                            rule.text, r.first, r.last
-                        );
-                        return Err(Error::invalid("place", "rule", why));
-                    }
-                }
-            }
             devices.insert(part, rule.map_or_else(|| default.clone(), |r| r.device.clone()));
         }
         for rule in &self.rules {
@@ -310,7 +320,7 @@ impl Rules {
                 return Err(Error::invalid("place", "rule", why));
             }
         }
-        Ok(Assignment { devices })
+        Ok(Assignment::from_map(cfg, devices))
     }
 }
 
@@ -328,21 +338,39 @@ fn kinds_present(parts: &[Part]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
     devices: BTreeMap<Part, String>,
+    /// Routed experts per MoE layer (0 without), to describe a layer's experts as a whole.
+    routed_experts: usize,
 }
 
 impl Assignment {
     /// Everything on one device.
     pub fn single(cfg: &ModelConfig, device: &str) -> Assignment {
-        Assignment { devices: parts(cfg).into_iter().map(|p| (p, device.to_string())).collect() }
+        Assignment::from_map(cfg, parts(cfg).into_iter().map(|p| (p, device.to_string())).collect())
     }
 
-    pub fn from_map(devices: BTreeMap<Part, String>) -> Assignment {
-        Assignment { devices }
+    pub fn from_map(cfg: &ModelConfig, devices: BTreeMap<Part, String>) -> Assignment {
+        Assignment { devices, routed_experts: cfg.moe.map_or(0, |m| m.n_routed_experts) }
     }
 
     /// The device of `part`; `None` for a part this model does not have.
     pub fn device(&self, part: Part) -> Option<&str> {
         self.devices.get(&part).map(String::as_str)
+    }
+
+    /// The devices layer `layer`'s routed experts live on, each with its expert ids (ascending), in the
+    /// order of the devices' first expert; empty for a dense layer.
+    pub fn expert_groups(&self, layer: usize) -> Vec<(&str, Vec<usize>)> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        let first = Part::Expert(layer, 0);
+        let last = Part::Expert(layer, usize::MAX);
+        for (part, device) in self.devices.range(first..=last) {
+            let Part::Expert(_, e) = *part else { continue };
+            match groups.iter_mut().find(|(d, _)| *d == device.as_str()) {
+                Some((_, ids)) => ids.push(e),
+                None => groups.push((device, vec![e])),
+            }
+        }
+        groups
     }
 
     /// The distinct devices, in the order of their first part in a forward pass.
@@ -372,41 +400,80 @@ impl Assignment {
 
     /// A compact description: `layers.0-2.attn` style ranges per device, for messages and the plan table.
     pub fn describe(&self, device: &str) -> String {
-        describe_parts(&self.parts_on(device))
+        self.describe_parts(&self.parts_on(device))
+    }
+
+    /// [`describe_parts`] for parts of this model.
+    pub fn describe_parts(&self, parts: &[Part]) -> String {
+        describe_parts(parts, self.routed_experts)
     }
 }
 
-/// Sort key: embed, then layer by layer (attn, mlp, router, shared, experts), then norm, head.
-fn forward_order(p: Part) -> (usize, usize) {
+/// Sort key: embed, then layer by layer (attn, mlp, router, shared, experts by id), then norm, head.
+fn forward_order(p: Part) -> (usize, usize, usize) {
     let kind = LAYER_PARTS.iter().position(|k| *k == p.kind()).unwrap_or(0);
     match p {
-        Part::Embed => (0, 0),
-        Part::Norm => (usize::MAX - 1, 0),
-        Part::Head => (usize::MAX, 0),
-        _ => (1 + p.layer().unwrap_or(0), kind),
+        Part::Embed => (0, 0, 0),
+        Part::Norm => (usize::MAX - 1, 0, 0),
+        Part::Head => (usize::MAX, 0, 0),
+        Part::Expert(l, e) => (1 + l, kind, e),
+        _ => (1 + p.layer().unwrap_or(0), kind, 0),
     }
 }
 
-/// `embed, layers.0-2.attn, layers.0-2.experts, head`: per part kind, consecutive layers as ranges.
-pub fn describe_parts(parts: &[Part]) -> String {
+/// Consecutive runs of ascending `ids` as inclusive ranges.
+fn runs(ids: &[usize]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &i in ids {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => out.push((i, i)),
+        }
+    }
+    out
+}
+
+/// `embed, layers.0-2.attn, layers.0-2.experts, layers.3.experts.0-31, head`: per part kind, consecutive
+/// layers with the same content as ranges. A layer's routed experts (of `routed_experts` per layer) read
+/// `experts` when all are here, `experts.A-B` for one range of ids, `experts (N of M)` otherwise.
+pub fn describe_parts(parts: &[Part], routed_experts: usize) -> String {
     let mut out: Vec<String> = Vec::new();
     if parts.contains(&Part::Embed) {
         out.push("embed".into());
     }
     for kind in LAYER_PARTS {
-        let mut layers: Vec<usize> =
-            parts.iter().filter(|p| p.kind() == kind).filter_map(|p| p.layer()).collect();
-        layers.sort_unstable();
+        // (layer, what follows `layers.N.`) in layer order.
+        let mut per_layer: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for p in parts.iter().filter(|p| p.kind() == kind) {
+            let ids = per_layer.entry(p.layer().unwrap_or(0)).or_default();
+            if let Part::Expert(_, e) = p {
+                ids.push(*e);
+            }
+        }
+        let label = |ids: &mut Vec<usize>| -> String {
+            ids.sort_unstable();
+            match runs(ids).as_slice() {
+                [] => kind.to_string(),
+                _ if ids.len() == routed_experts => kind.to_string(),
+                [(a, b)] if a == b => format!("{kind}.{a}"),
+                [(a, b)] => format!("{kind}.{a}-{b}"),
+                _ => format!("{kind} ({} of {routed_experts})", ids.len()),
+            }
+        };
+        let layers: Vec<(usize, String)> =
+            per_layer.into_iter().map(|(l, mut ids)| (l, label(&mut ids))).collect();
         let mut i = 0;
         while i < layers.len() {
             let mut j = i;
-            while j + 1 < layers.len() && layers[j + 1] == layers[j] + 1 {
+            while j + 1 < layers.len() && layers[j + 1].0 == layers[j].0 + 1 && layers[j + 1].1 == layers[i].1
+            {
                 j += 1;
             }
+            let what = &layers[i].1;
             out.push(if i == j {
-                format!("layers.{}.{kind}", layers[i])
+                format!("layers.{}.{what}", layers[i].0)
             } else {
-                format!("layers.{}-{}.{kind}", layers[i], layers[j])
+                format!("layers.{}-{}.{what}", layers[i].0, layers[j].0)
             });
             i = j + 1;
         }

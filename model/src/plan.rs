@@ -21,9 +21,10 @@ use serde_json::{json, Value};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
+use crate::expert_stats::ExpertStats;
 use crate::inspect::{gb, FIT_CACHE_TOKENS};
 use crate::layout;
-use crate::placement::{canonical_device, describe_parts, parts, Assignment, Part};
+use crate::placement::{canonical_device, parts, Assignment, Part};
 
 /// The share of each device's memory kept free for activations, workspace and the runtime, and its floor.
 /// A V3 prefill chunk of 4096 tokens holds a few [4096, 7168] f32 activations (117 MB each) plus the MoE
@@ -58,7 +59,13 @@ pub struct PartSize {
 
 /// Every part's sizes in forward order: weight bytes summed from `checkpoint`'s tensors when given (by
 /// `Part::of_tensor`), else estimated from the config (`layout::estimated_storage`, as `dsv3 inspect`).
-pub fn part_sizes(cfg: &ModelConfig, checkpoint: Option<&Checkpoint>) -> dsv3_core::Result<Vec<PartSize>> {
+/// A routed expert is read by the share of tokens that choose it: from `usage` (recorded routing) when
+/// given, else `top_k / n_routed_experts` (uniform routing).
+pub fn part_sizes(
+    cfg: &ModelConfig,
+    checkpoint: Option<&Checkpoint>,
+    usage: Option<&ExpertStats>,
+) -> dsv3_core::Result<Vec<PartSize>> {
     let mut params: BTreeMap<Part, u64> = BTreeMap::new();
     let mut estimated: BTreeMap<Part, u64> = BTreeMap::new();
     for spec in layout::tensor_table(cfg).iter().filter(|s| !s.mtp) {
@@ -88,7 +95,10 @@ pub fn part_sizes(cfg: &ModelConfig, checkpoint: Option<&Checkpoint>) -> dsv3_co
             let w = weights.get(&part).copied().unwrap_or(0);
             let p = params.get(&part).copied().unwrap_or(0);
             let (read, used) = match part {
-                Part::Experts(_) => (w * top_k / routed, p * top_k / routed),
+                Part::Expert(l, e) => match usage.and_then(|u| u.usage(l, e)) {
+                    Some(share) => ((w as f64 * share) as u64, (p as f64 * share) as u64),
+                    None => (w * top_k / routed, p * top_k / routed),
+                },
                 Part::Embed => (w / cfg.vocab_size.max(1) as u64, 0),
                 _ => (w, p),
             };
@@ -384,7 +394,11 @@ impl Plan {
                 short_size(r.weight_bytes),
                 (r.cache_bytes_per_token * 1000) as f64 / 1e6
             ));
-            let parts = if r.parts.is_empty() { "(none)".to_string() } else { describe_parts(&r.parts) };
+            let parts = if r.parts.is_empty() {
+                "(none)".to_string()
+            } else {
+                self.assignment.describe_parts(&r.parts)
+            };
             lines.push(format!("    parts: {parts}"));
         }
         lines.push(format!(
@@ -431,7 +445,7 @@ impl Plan {
                     "decode_share": r.decode_s.zip(total).map(|(d, t)| d / t),
                     "device": r.spec.name,
                     "model": r.spec.model,
-                    "parts": describe_parts(&r.parts),
+                    "parts": self.assignment.describe_parts(&r.parts),
                     "weight_bytes": r.weight_bytes,
                     "cache_bytes_per_1k_tokens": r.cache_bytes_per_token * 1000,
                     "memory_bytes": r.spec.memory_bytes,
@@ -516,15 +530,16 @@ pub fn crossings(cfg: &ModelConfig, assignment: &Assignment) -> usize {
     for l in 0..cfg.num_hidden_layers {
         let home = dev(Part::Attn(l));
         n += usize::from(home != at);
-        for (part, moves) in
-            [(Part::Mlp(l), 2), (Part::Router(l), 1), (Part::Shared(l), 2), (Part::Experts(l), 2)]
-        {
+        for (part, moves) in [(Part::Mlp(l), 2), (Part::Router(l), 1), (Part::Shared(l), 2)] {
             if let Some(d) = dev(part) {
                 if Some(d) != home {
                     n += moves;
                 }
             }
         }
+        // Each device holding some of the layer's routed experts: the hidden state there and back (counted
+        // whether or not this token's experts are among them: an upper bound).
+        n += 2 * assignment.expert_groups(l).iter().filter(|(d, _)| Some(*d) != home).count();
         at = home;
     }
     n += usize::from(dev(Part::Norm) != at);
@@ -533,18 +548,20 @@ pub fn crossings(cfg: &ModelConfig, assignment: &Assignment) -> usize {
 }
 
 /// The order `--place auto` places parts in: attention (with its cache) first, then shared experts, dense
-/// MLPs, embedding, norm and head, routers, and the routed experts layer by layer — the parts every token
-/// reads whole before the experts, of which a token reads a fraction.
-fn priority(p: Part) -> (usize, usize) {
-    match p {
-        Part::Attn(l) => (0, l),
-        Part::Shared(l) => (1, l),
-        Part::Mlp(l) => (2, l),
-        Part::Embed => (3, 0),
-        Part::Norm => (3, 1),
-        Part::Head => (3, 2),
-        Part::Router(l) => (4, l),
-        Part::Experts(l) => (5, l),
+/// MLPs, embedding, norm and head, routers, and the routed experts — the parts every token reads whole
+/// before the experts, of which a token reads a fraction: the most read expert first (from recorded
+/// routing, `part_sizes`' `usage`), layer by layer among equals.
+fn priority(s: &PartSize) -> (usize, std::cmp::Reverse<u64>, usize, usize) {
+    let whole = |rank, l| (rank, std::cmp::Reverse(0), l, 0);
+    match s.part {
+        Part::Attn(l) => whole(0, l),
+        Part::Shared(l) => whole(1, l),
+        Part::Mlp(l) => whole(2, l),
+        Part::Embed => whole(3, 0),
+        Part::Norm => whole(3, 1),
+        Part::Head => whole(3, 2),
+        Part::Router(l) => whole(4, l),
+        Part::Expert(l, e) => (5, std::cmp::Reverse(s.decode_read_bytes), l, e),
     }
 }
 
@@ -565,7 +582,7 @@ pub fn auto(cfg: &ModelConfig, sizes: &[PartSize], devices: &[DeviceSpec]) -> Re
     order.sort_by(|a, b| b.bytes_per_s.total_cmp(&a.bytes_per_s)); // stable: ties keep the given order
     let mut room: Vec<i128> = order.iter().map(|d| d.usable_bytes() as i128).collect();
     let mut by_priority: Vec<&PartSize> = sizes.iter().collect();
-    by_priority.sort_by_key(|s| priority(s.part));
+    by_priority.sort_by_key(|s| priority(s));
     let mut placed = BTreeMap::new();
     for s in by_priority {
         let need = (s.weight_bytes + FIT_CACHE_TOKENS * s.cache_bytes_per_token) as i128;
@@ -576,5 +593,5 @@ pub fn auto(cfg: &ModelConfig, sizes: &[PartSize], devices: &[DeviceSpec]) -> Re
         room[i] -= need;
         placed.insert(s.part, order[i].name.clone());
     }
-    evaluate(cfg, sizes, devices, Assignment::from_map(placed))
+    evaluate(cfg, sizes, devices, Assignment::from_map(cfg, placed))
 }

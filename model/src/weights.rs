@@ -127,7 +127,12 @@ impl<'s> Uploader<'s> {
 
     /// A projection `[N, K]`: block FP8 with its scale grid, or float.
     pub fn linear(&mut self, name: &str) -> Result<Weights> {
-        self.stacked(&[name.to_string()])
+        self.load_projections(&[name.to_string()], false)
+    }
+
+    /// Projections of identical shape and storage stacked into `[E, N, K]` (routed experts, one or more).
+    pub fn stacked(&mut self, names: &[String]) -> Result<Weights> {
+        self.load_projections(names, true)
     }
 
     /// Whether FP8 weights go to this device as e4m3fnuz: it computes in that format (AMD MI300).
@@ -135,13 +140,13 @@ impl<'s> Uploader<'s> {
         self.device.capabilities().fp8_formats.first() == Some(&Fp8Format::E4M3Fnuz)
     }
 
-    /// Projections of identical shape and storage stacked into `[E, N, K]` (routed experts); one name gives
-    /// a plain `[N, K]` weight. On a device that computes in e4m3fnuz, DeepSeek's e4m3fn codes are
-    /// converted on the way (`dsv3_core::fnuz`: the same values, codes kept and scales doubled).
-    pub fn stacked(&mut self, names: &[String]) -> Result<Weights> {
+    /// Projections of identical shape and storage, `[E, N, K]` when `stack`, else the one name's `[N, K]`.
+    /// On a device that computes in e4m3fnuz, DeepSeek's e4m3fn codes are converted on the way
+    /// (`dsv3_core::fnuz`: the same values, codes kept and scales doubled).
+    fn load_projections(&mut self, names: &[String], stack: bool) -> Result<Weights> {
         let first = self.fetch(&names[0])?;
         let (dtype, shape) = (first.dtype, first.shape.clone());
-        let lead: &[usize] = if names.len() > 1 { &[names.len()] } else { &[] };
+        let lead: &[usize] = if stack { &[names.len()] } else { &[] };
         let full: Vec<usize> = lead.iter().chain(&shape).copied().collect();
         let fp8 = dtype == DType::F8E4M3Fn;
         let fnuz = fp8 && self.wants_fnuz();

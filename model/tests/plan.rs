@@ -48,7 +48,7 @@ fn deepseek_v3_on_an_h200_plus_host_ram_fits_with_attention_and_shared_experts_o
     assert_eq!(devices[1].name, "cpu:0");
     assert_eq!(devices[1].memory_bytes, 768_000_000_000);
     assert_eq!(devices[1].bytes_per_s, 300e9);
-    let sizes = part_sizes(&cfg, None).unwrap();
+    let sizes = part_sizes(&cfg, None, None).unwrap();
     let plan = plan::auto(&cfg, &sizes, &devices).unwrap();
     assert!(plan.fits(), "{}", plan.render_text());
     let a = &plan.assignment;
@@ -61,25 +61,28 @@ fn deepseek_v3_on_an_h200_plus_host_ram_fits_with_attention_and_shared_experts_o
         }
     }
     // The GPU's remaining room holds the first layers' routed experts; the rest are in host RAM.
-    assert_eq!(a.device(Part::Experts(3)), Some("cuda:0"));
-    assert_eq!(a.device(Part::Experts(60)), Some("cpu:0"));
+    assert_eq!(a.device(Part::Expert(3, 0)), Some("cuda:0"));
+    assert_eq!(a.device(Part::Expert(60, 255)), Some("cpu:0"));
+    // Experts are placed one by one: the GPU is full to within one expert (3 FP8 matrices of
+    // 2048 × 7168 with their scales, 44.3 MB).
     let gpu = &plan.rows[0];
+    let expert = sizes.iter().find(|s| s.part == Part::Expert(3, 0)).unwrap().weight_bytes;
+    assert!((44_000_000..45_000_000).contains(&expert), "{expert}");
     assert!(
-        gpu.needed_bytes <= gpu.spec.usable_bytes()
-            && gpu.spec.usable_bytes() - gpu.needed_bytes < 12e9 as u64
+        gpu.needed_bytes <= gpu.spec.usable_bytes() && gpu.spec.usable_bytes() - gpu.needed_bytes < expert
     );
     // Decode is bound by the CPU's share: a few tens of tokens per second, not hundreds.
     let decode = plan.decode_tok_s().unwrap();
     assert!((5.0..50.0).contains(&decode), "{decode}");
     // The same plan through `--place auto`'s rules.
-    assert_eq!(Rules::auto(devices).assign(&cfg, "cpu:0").unwrap(), plan.assignment);
+    assert_eq!(Rules::auto(devices, None).assign(&cfg, "cpu:0").unwrap(), plan.assignment);
 }
 
 #[test]
 fn deepseek_v3_on_one_h200_does_not_fit_and_says_by_how_much() {
     let cfg = real("deepseek-v3");
     let devices = assume("cuda:0=H200");
-    let sizes = part_sizes(&cfg, None).unwrap();
+    let sizes = part_sizes(&cfg, None, None).unwrap();
     let plan = plan::auto(&cfg, &sizes, &devices).unwrap();
     assert!(!plan.fits());
     // Independently: the report's main weights plus the cache budget, over 141 GB minus 5 % headroom.
@@ -87,7 +90,7 @@ fn deepseek_v3_on_one_h200_does_not_fit_and_says_by_how_much() {
     let needed = report.weight_bytes.main + FIT_CACHE_TOKENS * kv_bytes_per_token(&cfg, 2);
     let usable = 141_000_000_000 - 7_050_000_000;
     assert_eq!(plan.shortfalls(), vec![("cuda:0".to_string(), needed - usable)]);
-    let err = Rules::auto(devices).assign(&cfg, "cuda:0").unwrap_err().to_string();
+    let err = Rules::auto(devices, None).assign(&cfg, "cuda:0").unwrap_err().to_string();
     let short = format!("cuda:0 is {:.2} GB", (needed - usable) as f64 / 1e9);
     assert!(err.contains("does not fit") && err.contains(&short), "{err}");
 }
@@ -95,7 +98,7 @@ fn deepseek_v3_on_one_h200_does_not_fit_and_says_by_how_much() {
 #[test]
 fn deepseek_v2_lite_fits_one_gpu_with_room_for_its_bf16_weights() {
     let cfg = real("deepseek-v2-lite");
-    let sizes = part_sizes(&cfg, None).unwrap();
+    let sizes = part_sizes(&cfg, None, None).unwrap();
     // 15.7 B parameters in bf16 are 31.4 GB: a 48 GB GPU holds all of it, nothing on the CPU.
     let devices = assume("cuda:0=48GB@864GB/s@362TFLOPS,cpu=64GB@50GB/s");
     let plan = plan::auto(&cfg, &sizes, &devices).unwrap();
@@ -117,7 +120,7 @@ fn deepseek_v2_lite_fits_one_gpu_with_room_for_its_bf16_weights() {
         .into_iter()
         .filter(|p| matches!(p, Part::Attn(_) | Part::Shared(_) | Part::Mlp(_)))
         .all(|p| a.device(p) == Some("cuda:0")));
-    assert_eq!(a.device(Part::Experts(26)), Some("cpu:0"));
+    assert_eq!(a.device(Part::Expert(26, 63)), Some("cpu:0"));
 }
 
 #[test]
@@ -153,7 +156,7 @@ fn bad_assume_items_are_errors_naming_them() {
 #[test]
 fn a_rule_naming_a_device_not_planned_is_an_error() {
     let cfg = real("deepseek-v2-lite");
-    let sizes = part_sizes(&cfg, None).unwrap();
+    let sizes = part_sizes(&cfg, None, None).unwrap();
     let assignment = Rules::parse("experts=cpu,*=cuda:1").unwrap().assign(&cfg, "cuda:1").unwrap();
     let err = plan::evaluate(&cfg, &sizes, &assume("cuda:0=H200,cpu=1TB@100GB/s"), assignment).unwrap_err();
     assert_eq!(err.to_string(), "--place: device `cuda:1` is not among the planned devices (cuda:0, cpu:0)");
@@ -166,8 +169,8 @@ fn part_sizes_from_the_checkpoint_match_the_estimate() {
     let dir = fixtures().join("tiny-dsv3");
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let ckpt = Checkpoint::open(&dir).unwrap();
-    let from_files = part_sizes(&cfg, Some(&ckpt)).unwrap();
-    assert_eq!(from_files, part_sizes(&cfg, None).unwrap());
+    let from_files = part_sizes(&cfg, Some(&ckpt), None).unwrap();
+    assert_eq!(from_files, part_sizes(&cfg, None, None).unwrap());
     let total: u64 = from_files.iter().map(|s| s.weight_bytes).sum();
     assert_eq!(total, Report::from_config(&cfg, Some(&ckpt), &[]).weight_bytes.main);
 }
@@ -182,7 +185,7 @@ fn predictions_match_a_hand_computation() {
     json.as_object_mut().unwrap().remove("quantization_config");
     let cfg = ModelConfig::from_json(&json.to_string(), "tiny-dsv3 bf16").unwrap();
     let devices = assume("cuda:0=10GB@1000GB/s@100TFLOPS,cpu=100GB@100GB/s@1TFLOPS");
-    let sizes = part_sizes(&cfg, None).unwrap();
+    let sizes = part_sizes(&cfg, None, None).unwrap();
     let assignment = Rules::parse("experts=cpu,*=cuda:0").unwrap().assign(&cfg, "cuda:0").unwrap();
     let plan = plan::evaluate(&cfg, &sizes, &devices, assignment).unwrap();
 

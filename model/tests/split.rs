@@ -79,17 +79,28 @@ fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
 const SCATTERED: &str = "embed=cpu:1,layers.0.attn=cpu:2,layers.0.mlp=cpu:3,router=cpu:3,shared=cpu:1,\
                          experts=cpu:2,norm=cpu:1,head=cpu:3";
 
+/// Each MoE layer's routed experts over three devices (the layer's own and two others). Both fixtures
+/// route by groups (the bf16 one's tokens here choose only among experts 4-7), so the ranges are picked
+/// where this test's tokens go: every device receives activations (asserted below).
+const SPLIT_EXPERTS: &str = "experts.4-5=cpu:1,experts.7=cpu:2";
+
 #[test]
 fn split_over_cpu_instances_is_bitwise_the_single_device() {
     for (fixture, path) in [("tiny-dsv3", NumericPath::W8A8), ("tiny-dsv3-bf16", NumericPath::Bf16)] {
         let single = load(fixture, "*=cpu:0", path);
         let tokens = [3, 100, 7, 42, 250];
         let want = logits(&single, &tokens);
-        for rules in ["experts=cpu:1", "layers.1=cpu:1,head=cpu:2", SCATTERED] {
+        for rules in ["experts=cpu:1", "layers.1=cpu:1,head=cpu:2", SCATTERED, SPLIT_EXPERTS] {
             let split = load(fixture, rules, path);
             assert!(split.devices().len() > 1, "{rules}");
             let got = logits(&split, &tokens);
             assert!(split.bytes_moved() > 0, "{rules}: nothing crossed a boundary");
+            // Every device had work: each received activations.
+            assert!(
+                split.devices().iter().all(|d| d.bytes_in > 0),
+                "{fixture} {rules}: {:?}",
+                split.devices()
+            );
             assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{fixture} {rules}");
         }
     }
@@ -104,10 +115,12 @@ fn batched_generation_split_equals_single() {
     };
     let prompts = vec![vec![5, 17, 300, 2, 9], vec![44, 3, 3, 500, 120, 7, 8], vec![1]];
     let single = load("tiny-dsv3", "*=cpu:0", NumericPath::Bf16);
-    let split = load("tiny-dsv3", SCATTERED, NumericPath::Bf16);
     let a = generate(&single, &prompts, &request, |_, _| Ok(())).unwrap();
-    let b = generate(&split, &prompts, &request, |_, _| Ok(())).unwrap();
-    assert_eq!(a.tokens, b.tokens);
+    for rules in [SCATTERED, SPLIT_EXPERTS] {
+        let split = load("tiny-dsv3", rules, NumericPath::Bf16);
+        let b = generate(&split, &prompts, &request, |_, _| Ok(())).unwrap();
+        assert_eq!(a.tokens, b.tokens, "{rules}");
+    }
 }
 
 #[test]
@@ -145,7 +158,7 @@ fn the_model_reports_what_each_device_holds() {
     let shares = model.devices();
     let names: Vec<&str> = shares.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["cpu:0", "cpu:1", "cpu:2"]);
-    assert!(shares[1].parts.iter().all(|p| matches!(p, Part::Experts(_))));
+    assert!(shares[1].parts.iter().all(|p| matches!(p, Part::Expert(..))));
     assert_eq!(shares[2].parts, [Part::Head]);
     assert_eq!(shares.iter().map(|s| s.weight_bytes).sum::<u64>(), model.weight_bytes);
     assert!(shares.iter().all(|s| s.weight_bytes > 0));
@@ -205,6 +218,8 @@ fn golden_attention_and_shared_experts_on_wgpu_routed_experts_on_the_cpu() {
 fn golden_three_devices() {
     if wgpu_present("golden split over three backends") {
         golden_placed("embed=cpu-ref,head=cpu-ref,experts=wgpu:0,layers.0=cuda-emu:0", "cpu:0");
+        // One layer's routed experts over three backends, none of them the attention's.
+        golden_placed("experts.0-1=cuda-emu:0,experts.2-4=wgpu:0,experts=cpu-ref", "cpu:0");
     }
 }
 
