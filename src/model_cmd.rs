@@ -202,8 +202,8 @@ fn load_placed(
 
 /// Refuses a placement that gives a device more weight bytes than it has memory (the checkpoint's bytes,
 /// or estimated from the config, as `inspect` counts them), naming the device and the shortfall, before the
-/// load allocates anything. Devices that share host memory (cpu, cpu-ref, the emulators) are each judged
-/// against the whole of it.
+/// load allocates anything. Devices that share host memory (cpu, cpu-ref, the emulators) are judged
+/// together against it.
 fn check_memory(
     config: &ModelConfig,
     checkpoint: Option<&Checkpoint>,
@@ -211,12 +211,16 @@ fn check_memory(
     devices: &[Arc<dyn Device>],
 ) -> Result<(), String> {
     let sizes = dsv3_model::plan::part_sizes(config, checkpoint, None).map_err(|e| e.to_string())?;
-    for (name, device) in assignment.device_names().into_iter().zip(devices) {
-        let on_device = sizes.iter().filter(|s| assignment.device(s.part) == Some(name));
-        let bytes = on_device.map(|s| s.weight_bytes).sum();
-        dsv3_model::memory::check_fits(bytes, device.info()).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let loads: Vec<(u64, &dyn Device)> = assignment
+        .device_names()
+        .into_iter()
+        .zip(devices)
+        .map(|(name, device)| {
+            let on_device = sizes.iter().filter(|s| assignment.device(s.part) == Some(name));
+            (on_device.map(|s| s.weight_bytes).sum(), device.as_ref())
+        })
+        .collect();
+    dsv3_model::memory::check_placement(&loads).map_err(|e| e.to_string())
 }
 
 fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Result<T, String> {

@@ -138,6 +138,9 @@ pub struct Capabilities {
     pub subgroup_size: u32,
     /// Whether a stream's work can be captured and replayed (CUDA graphs).
     pub graph_capture: bool,
+    /// Whether its buffers are host RAM (the CPU backends, the emulators, a software Vulkan driver):
+    /// devices with it draw on one pool, so a placement's memory check sums them.
+    pub host_memory: bool,
     /// Free-form features worth showing (`avx512_bf16`, `VK_KHR_cooperative_matrix`, `sm_90a` …).
     pub features: Vec<String>,
 }

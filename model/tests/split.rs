@@ -227,3 +227,20 @@ fn golden_three_devices() {
 fn golden_first_layer_on_the_cuda_kernels() {
     golden_placed("layers.0=cuda-emu:0", "cpu:0");
 }
+
+#[test]
+fn devices_sharing_host_memory_are_judged_together() {
+    let mut devices = Devices::new();
+    let (a, b) = (devices.open("cpu:0").unwrap(), devices.open("cpu-ref:0").unwrap());
+    let host = a.info().memory_bytes;
+    assert!(host > 0 && a.capabilities().host_memory && b.capabilities().host_memory);
+    let (share, fits) = (host / 5 * 3, host / 5 * 2);
+    // Each alone fits; 120 % of the host together does not, and the error names both.
+    dsv3_model::memory::check_placement(&[(share, a.as_ref())]).unwrap();
+    dsv3_model::memory::check_placement(&[(share, b.as_ref())]).unwrap();
+    let err = dsv3_model::memory::check_placement(&[(share, a.as_ref()), (share, b.as_ref())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("host memory shared by cpu:0, cpu-ref:0") && err.contains("GB short"), "{err}");
+    dsv3_model::memory::check_placement(&[(share, a.as_ref()), (fits, b.as_ref())]).unwrap();
+}

@@ -129,6 +129,7 @@ fn capabilities(soc: &str, memory_bytes: u64, features: Vec<String>) -> Capabili
         subgroup_size: 64,
         // CANN 8 can capture a stream (aclmdlRI); the stub does not use it.
         graph_capture: false,
+        host_memory: false,
         features,
     }
 }

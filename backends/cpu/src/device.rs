@@ -90,6 +90,7 @@ impl CpuDevice {
                 memory_bytes,
                 subgroup_size,
                 graph_capture: false,
+                host_memory: true,
                 features,
             },
             peak: OnceLock::new(),

@@ -152,6 +152,7 @@ fn profile(d: Described) -> Profile {
             memory_bytes: d.info.memory_bytes,
             subgroup_size: 32,
             graph_capture: false,
+            host_memory: false,
             features,
         },
         info: d.info,

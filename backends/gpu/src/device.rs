@@ -151,6 +151,7 @@ mod tests {
             memory_bytes: 0,
             subgroup_size: 32,
             graph_capture: false,
+            host_memory: true,
             features: Vec::new(),
         };
         GpuDevice::new(Arc::new(Emulator::new(32).unwrap()), Profile { info, caps, peak: None }).unwrap()

@@ -342,6 +342,7 @@ impl EmulatorBackend {
                 memory_bytes: 0,
                 subgroup_size: self.warp,
                 graph_capture: false,
+                host_memory: true,
                 features: vec![format!("compiler: {}", emulator.compiler_version())],
             },
             peak: None,

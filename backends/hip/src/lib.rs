@@ -176,6 +176,7 @@ fn profile(d: Described) -> Profile {
             memory_bytes: d.info.memory_bytes,
             subgroup_size: d.wave,
             graph_capture: false,
+            host_memory: false,
             features,
         },
         info: d.info,

@@ -144,6 +144,7 @@ pub fn open(
         memory_bytes,
         subgroup_size: subgroup,
         graph_capture: false,
+        host_memory: a.device_type == wgpu::DeviceType::Cpu,
         features: feats,
     };
     let stream = Arc::new(WgpuStream::new(ctx.clone())?);
