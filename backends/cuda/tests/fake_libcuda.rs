@@ -6,8 +6,9 @@
 //! and cudarc's loaded library are per process) and checks that it really ran and passed.
 
 use dsv3_backend_cuda::CudaBackend;
+use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{transfer, Backend, DType, Error, Finished, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Op, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -256,15 +257,7 @@ fn child_fake_events() {
     drop(event);
     assert_eq!(fake_counter("fake_cuda_events_live"), 0);
 
-    let bytes: Vec<u8> = (0..=255).rev().collect();
-    let a = d0.alloc(256).unwrap();
-    s0.upload(&a, 0, &bytes).unwrap();
-    let t = Tensor::contiguous(a, 16, &[60], DType::F32);
-    let moved = transfer::move_tensor(&t, s0.as_ref(), d1.as_ref(), s1.as_ref()).unwrap();
-    assert_eq!(moved.buffer.device_id(), d1.id());
-    let mut back = vec![0u8; 240];
-    s1.download(&moved.buffer, moved.offset, &mut back).unwrap();
-    assert_eq!(back, bytes[16..]);
+    assert_moves_bitwise(d0.as_ref(), s0.as_ref(), d1.as_ref(), s1.as_ref());
     assert_eq!(counts(), (4, 1, 1), "one peer copy, after the source's work and before its later work");
     assert_eq!(fake_counter("fake_cuda_events_live"), 0);
     dsv3_core::testing::child_ran("child_fake_events");

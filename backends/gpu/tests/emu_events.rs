@@ -7,6 +7,7 @@
 
 use dsv3_backend_cpu::{CpuBackend, Mode};
 use dsv3_backend_gpu::emulator::EmulatorBackend;
+use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
 use dsv3_core::{transfer, Backend, Buffer, DType, Device, Error, Finished, Op, Stream, Tensor};
 use std::sync::Arc;
@@ -84,22 +85,6 @@ fn events_of_a_foreign_backend_are_waited_for_on_the_host() {
     host.default_stream().wait(gpu_event.as_ref()).unwrap();
 }
 
-/// 1000 bytes no two alike in any 251-byte window, as a tensor on `dev`; moved from a view starting at byte
-/// 24, so that offsets matter.
-fn pattern(dev: &dyn Device) -> (Tensor, Vec<u8>) {
-    let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let buffer = dev.alloc(bytes.len()).unwrap();
-    dev.default_stream().upload(&buffer, 0, &bytes).unwrap();
-    let view = Tensor { buffer, offset: 24, shape: vec![10, 12], strides: vec![12, 1], dtype: DType::I32 };
-    (view, bytes[24..24 + 480].to_vec())
-}
-
-fn downloaded(dev: &dyn Device, buffer: &Buffer, offset: usize, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    dev.default_stream().download(buffer, offset, &mut out).unwrap();
-    out
-}
-
 /// Whether the destination's stream has a direct path from `src`'s device (asked with a 4-byte copy into
 /// a scratch buffer of `dst`).
 fn direct(src: &dyn Device, dst: &dyn Device) -> bool {
@@ -111,7 +96,9 @@ fn direct(src: &dyn Device, dst: &dyn Device) -> bool {
         None => false,
         Some(result) => {
             result.unwrap();
-            assert_eq!(downloaded(dst, &to, 0, 4), [1, 2, 3, 4]);
+            let mut back = [0u8; 4];
+            dst.default_stream().download(&to, 0, &mut back).unwrap();
+            assert_eq!(back, [1, 2, 3, 4]);
             true
         }
     }
@@ -134,20 +121,11 @@ fn tensors_move_bit_for_bit_on_every_path() {
         if src.id() != dst.id() {
             assert_eq!(direct(src.as_ref(), dst.as_ref()), want_direct, "{path}: direct path");
         }
-        let (t, want) = pattern(src.as_ref());
-        let moved = transfer::move_tensor(
-            &t,
+        assert_moves_bitwise(
+            src.as_ref(),
             src.default_stream().as_ref(),
             dst.as_ref(),
             dst.default_stream().as_ref(),
-        )
-        .unwrap();
-        assert_eq!(moved.buffer.device_id(), dst.id(), "{path}");
-        assert_eq!((&moved.shape, &moved.strides, moved.dtype), (&t.shape, &t.strides, t.dtype), "{path}");
-        assert_eq!(
-            downloaded(dst.as_ref(), &moved.buffer, moved.offset, moved.span_bytes()),
-            want,
-            "{path}: bytes"
         );
     }
 }

@@ -10,8 +10,9 @@ use dsv3_backend_gpu::kernels::{Variant, ELEMENTWISE};
 use dsv3_backend_gpu::runtime::{Runtime, Target};
 use dsv3_backend_hip::runtime::HipRuntime;
 use dsv3_backend_hip::HipBackend;
+use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{transfer, Backend, DType, Error, Finished, Fp8Format, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -318,15 +319,7 @@ fn child_fake_events() {
     drop(event);
     assert_eq!(count("events_live"), 0);
 
-    let bytes: Vec<u8> = (0..=255).rev().collect();
-    let a = d0.alloc(256).unwrap();
-    s0.upload(&a, 0, &bytes).unwrap();
-    let t = Tensor::contiguous(a, 16, &[60], DType::F32);
-    let moved = transfer::move_tensor(&t, s0.as_ref(), d1.as_ref(), s1.as_ref()).unwrap();
-    assert_eq!(moved.buffer.device_id(), d1.id());
-    let mut back = vec![0u8; 240];
-    s1.download(&moved.buffer, moved.offset, &mut back).unwrap();
-    assert_eq!(back, bytes[16..]);
+    assert_moves_bitwise(d0.as_ref(), s0.as_ref(), d1.as_ref(), s1.as_ref());
     assert_eq!(counts(), (1, 3, 1), "one peer copy, ordered by two host waits (two devices)");
     assert_eq!(count("events_live"), 0);
     dsv3_core::testing::child_ran("child_fake_events");
