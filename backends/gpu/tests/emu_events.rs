@@ -108,7 +108,7 @@ fn direct(src: &dyn Device, dst: &dyn Device) -> bool {
 fn tensors_move_bit_for_bit_on_every_path() {
     let (emu_a, emu_b, cpu_a, cpu_b) = (emu(), emu(), cpu(), cpu());
     let hip_emu = EmulatorBackend::new(64).open(0).unwrap();
-    let pairs: [(&Arc<dyn Device>, &Arc<dyn Device>, bool); 6] = [
+    let pairs = [
         (&emu_a, &emu_b, true),
         (&emu_a, &hip_emu, true),
         (&cpu_a, &cpu_b, true),
