@@ -196,9 +196,12 @@ pub trait Device: Send + Sync {
 }
 
 /// A point in one stream's work, made by [`Stream::record`]. Other streams order their later work after it
-/// with [`Stream::wait`]; the host waits for it with [`Event::synchronize`].
+/// with [`Stream::wait`]; the host waits for it with [`Event::synchronize`]. Backends downcast through
+/// `as_any` to their own event type, to wait for it on the device.
 pub trait Event: Send + Sync {
-    /// Blocks until the recorded work has finished; errors deferred by that work surface here.
+    /// Blocks until the recorded work has finished. Errors the driver reports for that work surface here;
+    /// errors a backend defers to its stream's `sync` (the GPU kernels' argument checks) surface at the
+    /// recording stream's next `sync`, as they would without the event.
     fn synchronize(&self) -> Result<()>;
     fn as_any(&self) -> &dyn Any;
 }
@@ -254,5 +257,23 @@ pub trait Stream: Send + Sync {
     /// waits on the host; a backend overrides it for its own events to wait on the device instead.
     fn wait(&self, event: &dyn Event) -> Result<()> {
         event.synchronize()
+    }
+
+    /// Copies `bytes` bytes of `src` at `src_offset`, a buffer of another device whose work `src_stream`
+    /// orders, into `dst` at `dst_offset`, a buffer of this stream's device, without staging them in host
+    /// memory: after `src_stream`'s earlier work, and before the later work of both streams.
+    /// `None` when this backend has no direct path from `src`'s device (nothing was done: the caller stages
+    /// through the host, `transfer::move_tensor`). Only `move_tensor` calls it, so that one place decides
+    /// how a tensor crosses devices.
+    fn copy_from_peer(
+        &self,
+        _src_stream: &dyn Stream,
+        _src: &Buffer,
+        _src_offset: usize,
+        _dst: &Buffer,
+        _dst_offset: usize,
+        _bytes: usize,
+    ) -> Option<Result<()>> {
+        None
     }
 }

@@ -6,6 +6,7 @@ pub mod dtype;
 pub mod error;
 pub mod fnuz;
 pub mod fp8;
+pub mod move_check;
 pub mod ops;
 pub mod rope;
 pub mod tensor;

@@ -1,8 +1,9 @@
 //! Moving a tensor from one device to another: the one place activations cross a device boundary.
 //!
-//! Today every pair goes through host memory (download on the source stream, which waits for the work that
-//! produced the tensor, then upload on the destination stream). A backend pair with a direct path (CUDA
-//! peer access) would short-cut here; callers do not change.
+//! Where the destination's backend has a direct path from the source device ([`Stream::copy_from_peer`]:
+//! CUDA peer copies, the GPU emulator's and the CPU's host memory), the bytes go straight across; every other
+//! pair goes through host memory (download on the source stream, which waits for the work that produced the
+//! tensor, then upload on the destination stream). Callers do not change either way.
 
 use crate::backend::{Device, Stream};
 use crate::error::Result;
@@ -20,9 +21,15 @@ pub fn move_tensor(
     if t.buffer.device_id() == dst_device.id() {
         return Ok(t.clone());
     }
-    let mut host = vec![0u8; t.span_bytes()];
-    src.download(&t.buffer, t.offset, &mut host)?;
-    let buffer = dst_device.alloc(host.len().max(1))?;
-    dst.upload(&buffer, 0, &host)?;
+    let bytes = t.span_bytes();
+    let buffer = dst_device.alloc(bytes.max(1))?;
+    match dst.copy_from_peer(src, &t.buffer, t.offset, &buffer, 0, bytes) {
+        Some(copied) => copied?,
+        None => {
+            let mut host = vec![0u8; bytes];
+            src.download(&t.buffer, t.offset, &mut host)?;
+            dst.upload(&buffer, 0, &host)?;
+        }
+    }
     Ok(Tensor { buffer, offset: 0, shape: t.shape.clone(), strides: t.strides.clone(), dtype: t.dtype })
 }

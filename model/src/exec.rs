@@ -52,7 +52,9 @@ pub(crate) struct ExecStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// Host time waiting, once the routed experts were done elsewhere, for the shared experts on this
-    /// device's side stream: the part of their time the routed experts did not hide.
+    /// device's side stream: the part of their time the routed experts did not hide. Where the backend
+    /// waits on the device instead (GPU streams: `Stream::wait` on its own event), this is only the time to
+    /// enqueue the wait, and the unhidden part is spent at the main stream's next host wait.
     pub join_wait_ns: AtomicU64,
 }
 

@@ -303,6 +303,14 @@ impl Model {
         };
         let normed = s.exec(self.norm.0).rms_norm(&s.to(&last, at, self.norm.0)?, &self.norm.1)?;
         let (head, w) = (self.head.0, &self.head.1);
-        s.exec(head).linear(&s.to(&normed, self.norm.0, head)?, w, DType::F32)
+        let logits = s.exec(head).linear(&s.to(&normed, self.norm.0, head)?, w, DType::F32)?;
+        // Every stream waits for its step here: asynchronous backends surface the errors their kernels'
+        // device-side checks found and release the step's buffers only at a sync, and with device-side
+        // events and peer copies nothing else makes one. The logits are waited for by the caller anyway.
+        for e in &self.execs {
+            e.stream.sync()?;
+            e.side.sync()?;
+        }
+        Ok(logits)
     }
 }

@@ -230,6 +230,60 @@ impl Stream for CpuStream {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+
+    /// From any CPU device of this process (every CPU buffer is host memory): one copy under both buffers'
+    /// locks instead of a download and an upload. No ordering is needed, the CPU's work having finished when
+    /// its launch returned. A view without any copy would be unsound here: a buffer is owned by its device
+    /// (its id is part of it), and the moved tensor must not change when the source's memory is reused.
+    fn copy_from_peer(
+        &self,
+        _src_stream: &dyn Stream,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Option<Result<()>> {
+        src.as_any().downcast_ref::<CpuBuffer>()?;
+        Some(self.copy_from_cpu(src, src_offset, dst, dst_offset, bytes))
+    }
+}
+
+impl CpuStream {
+    /// `copy_from_peer` once `src` is known to be a CPU buffer (of any CPU device).
+    fn copy_from_cpu(
+        &self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<()> {
+        if src.device_id() == self.device {
+            return self.copy(src, src_offset, dst, dst_offset, bytes);
+        }
+        let from: &CpuBuffer = dsv3_core::backend::own_buffer(
+            &self.backend(),
+            src.device_id(),
+            src,
+            src_offset,
+            bytes,
+            "peer copy source",
+        )?;
+        let to = self.own(dst, dst_offset, bytes, "peer copy destination")?;
+        // Two locks at once (different devices' buffers), taken in address order as launches take theirs
+        // (`bind`), so that no copy or launch on another thread can deadlock with this one.
+        let (mut src_words, mut dst_words) = if (from as *const CpuBuffer) < (to as *const CpuBuffer) {
+            let s = from.lock();
+            (s, to.lock())
+        } else {
+            let d = to.lock();
+            (from.lock(), d)
+        };
+        let from_bytes = &bytes_mut(&mut src_words, src.len())[src_offset..src_offset + bytes];
+        bytes_mut(&mut dst_words, dst.len())[dst_offset..dst_offset + bytes].copy_from_slice(from_bytes);
+        Ok(())
+    }
 }
 
 fn total_memory_bytes() -> u64 {

@@ -6,8 +6,9 @@ use crate::nvrtc::{self, Image};
 use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys;
 use dsv3_backend_gpu::kernels::Variant;
-use dsv3_backend_gpu::runtime::{Dims, Function, Queue, Runtime, Target};
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
 use dsv3_core::{Error, Result};
+use std::any::Any;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
@@ -99,6 +100,10 @@ impl Runtime for CudaRuntime {
         BACKEND
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
     fn target(&self) -> &Target {
         &self.target
     }
@@ -161,6 +166,13 @@ impl Runtime for CudaRuntime {
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| driver_error("cuStreamCreate", e))?;
         Ok(Box::new(CudaQueue { stream, ctx: RuntimeHandle(self.ctx) }))
+    }
+
+    /// Any CUDA device of this process: `cuMemcpyPeerAsync` copies between two contexts, directly over
+    /// NVLink / PCIe where the devices have peer access and staged by the driver where they do not (peer
+    /// access is not enabled here; the copy is correct either way).
+    fn can_copy_from(&self, src: &dyn Runtime) -> bool {
+        src.as_any().is::<CudaRuntime>()
     }
 }
 
@@ -259,5 +271,84 @@ impl Queue for CudaQueue {
         // SAFETY: a live stream of the current context.
         unsafe { result::stream::synchronize(self.stream) }
             .map_err(|e| driver_error("cuStreamSynchronize", e))
+    }
+
+    fn record_event(&self) -> Result<Box<dyn QueueEvent>> {
+        self.bind()?;
+        // Without timing an event is only a synchronisation point, the cheapest kind to record and wait on.
+        let event = result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)
+            .map_err(|e| driver_error("cuEventCreate", e))?;
+        // Made before recording, so that a failed record still destroys the event.
+        let event = CudaEvent { event, ctx: RuntimeHandle(self.ctx.0) };
+        // SAFETY: the event and the stream are live and of the current context (cuEventRecord requires
+        // both in one context).
+        unsafe { result::event::record(event.event, self.stream) }
+            .map_err(|e| driver_error("cuEventRecord", e))?;
+        Ok(Box::new(event))
+    }
+
+    fn wait_event(&self, event: &dyn QueueEvent) -> Result<()> {
+        let Some(e) = event.as_any().downcast_ref::<CudaEvent>() else { return event.synchronize() };
+        self.bind()?;
+        // SAFETY: both handles are live (the caller holds the event). The driver API allows the event to
+        // come from another context or device of this process ("hEvent may be from a different context or
+        // device than hStream"); the wait is then a cross-device one, still on the devices. Events do not
+        // cross processes without IPC handles, which dsv3 does not use.
+        unsafe {
+            result::stream::wait_event(self.stream, e.event, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
+        }
+        .map_err(|e| driver_error("cuStreamWaitEvent", e))
+    }
+
+    fn copy_peer(&self, src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        let Some(peer) = src_runtime.as_any().downcast_ref::<CudaRuntime>() else {
+            return Err(Error::Driver {
+                backend: BACKEND.into(),
+                call: "cuMemcpyPeerAsync".into(),
+                reason: format!("the source is {} memory, not CUDA's", src_runtime.backend()),
+            });
+        };
+        self.bind()?;
+        // SAFETY: `dst` lies in a live allocation of this queue's context and `src` in one of `peer`'s (both
+        // checked by the stream layer, which keeps both buffers alive until this stream's next sync); the
+        // caller ordered the copy after the work that wrote `src`. Both contexts are retained primary contexts.
+        unsafe { result::memcpy_peer_async(self.ctx.0, dst, peer.ctx, src, bytes, self.stream) }
+            .map_err(|e| driver_error("cuMemcpyPeerAsync", e))
+    }
+}
+
+/// A recorded CUDA event (no timing), destroyed with its context current.
+struct CudaEvent {
+    event: sys::CUevent,
+    ctx: RuntimeHandle,
+}
+
+// SAFETY: an event handle may be used from any thread; every call here makes its context current first.
+unsafe impl Send for CudaEvent {}
+// SAFETY: as above; recording, waiting and synchronising are thread-safe driver calls.
+unsafe impl Sync for CudaEvent {}
+
+impl QueueEvent for CudaEvent {
+    fn synchronize(&self) -> Result<()> {
+        // SAFETY: the context outlives the event (the stream layer's event holds the device context).
+        unsafe { result::ctx::set_current(self.ctx.0) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
+        // SAFETY: a live event, recorded once.
+        unsafe { result::event::synchronize(self.event) }.map_err(|e| driver_error("cuEventSynchronize", e))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for CudaEvent {
+    fn drop(&mut self) {
+        // SAFETY: created in `record_event` and destroyed once. Destroying an event whose work is still
+        // pending is allowed (the driver releases it when the work completes), and waits already enqueued on
+        // it are unaffected.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx.0);
+            let _ = result::event::destroy(self.event);
+        }
     }
 }

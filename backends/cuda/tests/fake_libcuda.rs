@@ -6,8 +6,9 @@
 //! and cudarc's loaded library are per process) and checks that it really ran and passed.
 
 use dsv3_backend_cuda::CudaBackend;
+use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{Backend, DType, Error, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Op, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -142,16 +143,34 @@ fn child_without_nvrtc() {
     dsv3_core::testing::child_ran("child_without_nvrtc");
 }
 
+/// A counter exported by the fake, read through the copy the backend loaded (same file, same mapping).
+fn fake_counter(name: &str) -> i32 {
+    // SAFETY: the fake's counters take nothing and return an int.
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").unwrap();
+        let f = lib.get::<unsafe extern "C" fn() -> i32>(name.as_bytes()).unwrap();
+        f()
+    }
+}
+
+/// The NVRTC directory for a child that opens devices; `None` (and the test reported as not run) when this
+/// machine has no NVRTC.
+fn nvrtc_vars(test: &str) -> Option<Vec<(&'static str, String)>> {
+    let lib_dir = std::env::var("DSV3_CUDA_LIB_DIR").ok();
+    if lib_dir.is_none() && dsv3_backend_cuda::nvrtc::ensure_loaded().is_err() {
+        let msg = "NVRTC not found (set DSV3_CUDA_LIB_DIR; ci/check-cuda-kernels.sh fetches it)";
+        dsv3_core::testing::not_run(test, msg);
+        return None;
+    }
+    Some(lib_dir.into_iter().map(|d| ("DSV3_CUDA_LIB_DIR", d)).collect())
+}
+
 /// The whole host path on the fake device: discovery, memory, NVRTC compilation of a real kernel,
 /// module loading, and a launch the "device" refuses — reported as a kernel error naming the op.
 #[test]
 fn the_host_path_reaches_the_driver_and_reports_its_errors() {
-    let lib_dir = std::env::var("DSV3_CUDA_LIB_DIR").ok();
-    if lib_dir.is_none() && dsv3_backend_cuda::nvrtc::ensure_loaded().is_err() {
-        let msg = "NVRTC not found (set DSV3_CUDA_LIB_DIR; ci/check-cuda-kernels.sh fetches it)";
-        return dsv3_core::testing::not_run("the_host_path_reaches_the_driver_and_reports_its_errors", msg);
-    }
-    let vars: Vec<(&str, &str)> = lib_dir.iter().map(|d| ("DSV3_CUDA_LIB_DIR", d.as_str())).collect();
+    let Some(vars) = nvrtc_vars("the_host_path_reaches_the_driver_and_reports_its_errors") else { return };
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     run_child("child_fake_device", &fake(false), &vars);
 }
 
@@ -204,4 +223,42 @@ fn child_fake_device() {
     };
     assert_eq!(launches, 1);
     dsv3_core::testing::child_ran("child_fake_device");
+}
+
+/// Events and moves between two fake devices: waits between CUDA streams, of one device or two, are enqueued
+/// (cuStreamWaitEvent), never made on the host; a foreign event is waited for on the host; a tensor crosses
+/// with one cuMemcpyPeerAsync, bit for bit; every event is destroyed.
+#[test]
+fn events_and_moves_between_devices_stay_on_the_devices() {
+    let Some(mut vars) = nvrtc_vars("events_and_moves_between_devices_stay_on_the_devices") else { return };
+    vars.push(("FAKE_CUDA_DEVICES", "2".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_child("child_fake_events", &fake(false), &vars);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_events() {
+    let backend = CudaBackend::new();
+    let (d0, d1) = (backend.open(0).unwrap(), backend.open(1).unwrap());
+    let (s0, side, s1) = (d0.default_stream(), d0.new_stream().unwrap(), d1.default_stream());
+    let counts = || {
+        let c = |name: &str| fake_counter(&format!("fake_cuda_{name}"));
+        (c("event_waits"), c("event_syncs"), c("peer_copies"))
+    };
+
+    let event = s0.record().unwrap();
+    side.wait(event.as_ref()).unwrap();
+    s1.wait(event.as_ref()).unwrap();
+    assert_eq!(counts(), (2, 0, 0), "same-device and cross-device waits are enqueued on the waiting stream");
+    side.wait(&Finished).unwrap();
+    event.synchronize().unwrap();
+    assert_eq!(counts(), (2, 1, 0), "a foreign event costs no call; the host waits with cuEventSynchronize");
+    drop(event);
+    assert_eq!(fake_counter("fake_cuda_events_live"), 0);
+
+    assert_moves_bitwise(d0.as_ref(), s0.as_ref(), d1.as_ref(), s1.as_ref());
+    assert_eq!(counts(), (4, 1, 1), "one peer copy, after the source's work and before its later work");
+    assert_eq!(fake_counter("fake_cuda_events_live"), 0);
+    dsv3_core::testing::child_ran("child_fake_events");
 }

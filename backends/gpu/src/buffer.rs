@@ -17,6 +17,11 @@ impl GpuBuffer {
     pub fn new(runtime: Arc<dyn Runtime>, device: DeviceId, addr: u64, len: usize) -> GpuBuffer {
         GpuBuffer { addr, len, device, runtime }
     }
+
+    /// The runtime whose memory this is (for a peer copy from it).
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.runtime.as_ref()
+    }
 }
 
 impl Drop for GpuBuffer {

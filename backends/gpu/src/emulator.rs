@@ -10,8 +10,9 @@
 use crate::device::{GpuDevice, Profile};
 use crate::disk_cache;
 use crate::kernels::Variant;
-use crate::runtime::{Dims, Function, Queue, Runtime, Target};
+use crate::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
 use dsv3_core::{Backend, Capabilities, DType, DTypeUsage, Device, DeviceInfo, Error, Result};
+use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
@@ -170,6 +171,10 @@ impl Runtime for Emulator {
         self.name
     }
 
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
     fn target(&self) -> &Target {
         &self.target
     }
@@ -235,6 +240,11 @@ impl Runtime for Emulator {
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
         Ok(Box::new(HostQueue { backend: self.name }))
     }
+
+    fn can_copy_from(&self, src: &dyn Runtime) -> bool {
+        // Every emulator's memory is host memory of this process: one copy, no staging.
+        src.as_any().is::<Emulator>()
+    }
 }
 
 /// Work runs when it is enqueued, so the queue is trivially in order.
@@ -298,6 +308,37 @@ impl Queue for HostQueue {
 
     fn sync(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn record_event(&self) -> Result<Box<dyn QueueEvent>> {
+        Ok(Box::new(HostEvent))
+    }
+
+    fn wait_event(&self, event: &dyn QueueEvent) -> Result<()> {
+        if event.as_any().is::<HostEvent>() {
+            return Ok(());
+        }
+        event.synchronize()
+    }
+
+    fn copy_peer(&self, _src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        // The source is another emulator (`can_copy_from`), whose memory is this process's memory too.
+        self.copy(src, dst, bytes)
+    }
+}
+
+/// An emulator queue's event. Its queue ran the work before `record_event` returned (launches and copies
+/// are synchronous), so the event is complete from the start: waiting for it, on a queue or the host, has
+/// nothing to wait for.
+struct HostEvent;
+
+impl QueueEvent for HostEvent {
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

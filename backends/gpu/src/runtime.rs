@@ -56,6 +56,8 @@ pub struct Dims {
 pub trait Runtime: Send + Sync {
     /// Backend name for errors (`cuda`, `hip`, `cuda-emu`).
     fn backend(&self) -> &'static str;
+    /// For a queue to recognise a runtime of its own kind (the source of a peer copy).
+    fn as_any(&self) -> &dyn Any;
     fn target(&self) -> &Target;
 
     /// `bytes` of device memory, 256-byte aligned. Zero bytes gives a valid, unique address.
@@ -68,6 +70,10 @@ pub trait Runtime: Send + Sync {
     fn compile(&self, op: &'static str, variant: &Variant) -> Result<Function>;
 
     fn new_queue(&self) -> Result<Box<dyn Queue>>;
+
+    /// Whether this runtime's queues copy directly from `src`'s memory ([`Queue::copy_peer`]); where not,
+    /// tensors cross through host memory.
+    fn can_copy_from(&self, src: &dyn Runtime) -> bool;
 }
 
 /// In-order work on one device.
@@ -81,4 +87,23 @@ pub trait Queue: Send + Sync {
     fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()>;
     /// Waits for everything queued; errors of asynchronous work surface here.
     fn sync(&self) -> Result<()>;
+
+    /// Marks the work queued so far, without waiting for it.
+    fn record_event(&self) -> Result<Box<dyn QueueEvent>>;
+    /// Orders later work on this queue after `event`: on the device when the runtime can (an event of its
+    /// own kind), else by waiting for it on the host.
+    fn wait_event(&self, event: &dyn QueueEvent) -> Result<()>;
+
+    /// Copies `bytes` from `src`, memory of `src_runtime` (another device, one this runtime
+    /// [`can_copy_from`](Runtime::can_copy_from)), to `dst` on this queue's device, ordered after this
+    /// queue's earlier work (the caller orders it after the source's).
+    fn copy_peer(&self, src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()>;
+}
+
+/// A point in one queue's work (see [`Queue::record_event`]).
+pub trait QueueEvent: Send + Sync {
+    /// Blocks until the recorded work has finished.
+    fn synchronize(&self) -> Result<()>;
+    /// For a queue to recognise an event of its own runtime.
+    fn as_any(&self) -> &dyn Any;
 }

@@ -1,13 +1,19 @@
 //! A dsv3 stream over a runtime queue. It keeps the buffers of enqueued work alive until the next sync and
 //! owns the error record that kernels' device-side checks write (read and cleared at sync).
+//!
+//! Its events are the queue's: a wait between two streams of one runtime kind is enqueued on the device
+//! (the host does not block), an event of any other backend is waited for on the host. Device-side waits do
+//! not change when buffers are released: each stream keeps what its own work uses until its own sync, which
+//! waits for that work (and so for whatever it waited on).
 
 use crate::buffer::GpuBuffer;
 use crate::device::Ctx;
 use crate::launch::Launch;
 use crate::ops;
-use crate::runtime::Queue;
+use crate::runtime::{Queue, QueueEvent};
 use dsv3_core::backend::own_buffer;
-use dsv3_core::{Buffer, Error, Op, Result, Stream};
+use dsv3_core::{Buffer, Error, Event, Op, Result, Stream};
+use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A device-side check: which op and argument, and the rule the kernel found broken.
@@ -88,6 +94,54 @@ impl GpuStream {
     fn buffer<'b>(&self, b: &'b Buffer, offset: usize, len: usize, what: &str) -> Result<&'b GpuBuffer> {
         own_buffer::<GpuBuffer>(self.ctx.runtime.backend(), self.ctx.id, b, offset, len, what)
     }
+
+    /// The direct copy of `copy_from_peer`, once the runtime has said it can read `src`'s memory.
+    fn copy_peer(
+        &self,
+        src_stream: &dyn Stream,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Result<()> {
+        let backend = self.ctx.runtime.backend();
+        let peer =
+            own_buffer::<GpuBuffer>(backend, src.device_id(), src, src_offset, bytes, "peer copy source")?;
+        let d = self.buffer(dst, dst_offset, bytes, "peer copy destination")?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        // After the work that wrote the source; the source stream's later work (which may overwrite it)
+        // after the copy. Both on the device where the runtimes allow it.
+        self.wait(src_stream.record()?.as_ref())?;
+        self.keep(src.clone());
+        self.keep(dst.clone());
+        self.queue.copy_peer(
+            peer.runtime(),
+            peer.addr + src_offset as u64,
+            d.addr + dst_offset as u64,
+            bytes,
+        )?;
+        src_stream.wait(self.record()?.as_ref())
+    }
+}
+
+/// A [`GpuStream`]'s event: the queue's, with the device context it was recorded in, kept alive as long as
+/// the event (releasing an event needs its context).
+struct GpuEvent {
+    inner: Box<dyn QueueEvent>,
+    _ctx: Arc<Ctx>,
+}
+
+impl Event for GpuEvent {
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl Stream for GpuStream {
@@ -151,5 +205,37 @@ impl Stream for GpuStream {
             s.arg,
             format!("{} (element {}, value {})", s.rule, word(1), word(2) as i32),
         ))
+    }
+
+    /// An event of the queue: recording does not wait for the work.
+    fn record(&self) -> Result<Arc<dyn Event>> {
+        Ok(Arc::new(GpuEvent { inner: self.queue.record_event()?, _ctx: self.ctx.clone() }))
+    }
+
+    /// The queue waits for a GPU stream's event (on the device when it is of its own runtime kind, see
+    /// `Queue::wait_event`); any other backend's event is waited for on the host.
+    fn wait(&self, event: &dyn Event) -> Result<()> {
+        match event.as_any().downcast_ref::<GpuEvent>() {
+            Some(e) => self.queue.wait_event(e.inner.as_ref()),
+            None => event.synchronize(),
+        }
+    }
+
+    /// Direct when this runtime can read the source's memory (`Runtime::can_copy_from`: CUDA devices of one
+    /// process, emulators); `None` (host staging) otherwise, and for buffers of other backends.
+    fn copy_from_peer(
+        &self,
+        src_stream: &dyn Stream,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        bytes: usize,
+    ) -> Option<Result<()>> {
+        let peer = src.as_any().downcast_ref::<GpuBuffer>()?;
+        if !self.ctx.runtime.can_copy_from(peer.runtime()) {
+            return None;
+        }
+        Some(self.copy_peer(src_stream, src, src_offset, dst, dst_offset, bytes))
     }
 }

@@ -26,6 +26,9 @@ pub const ATTRIBUTE_WARP_SIZE: c_int = 87;
 /// `hipStreamNonBlocking`: no implicit synchronisation with the null stream.
 pub const STREAM_NON_BLOCKING: c_uint = 1;
 
+/// `hipEventDisableTiming`: an event only for synchronisation, the cheapest kind.
+pub const EVENT_DISABLE_TIMING: c_uint = 2;
+
 /// `hiprtcResult` success.
 pub const HIPRTC_SUCCESS: c_int = 0;
 
@@ -52,6 +55,12 @@ pub const HIP_SYMBOLS: &[&str] = &[
     "hipStreamCreateWithFlags",
     "hipStreamSynchronize",
     "hipStreamDestroy",
+    "hipStreamWaitEvent",
+    "hipEventCreateWithFlags",
+    "hipEventRecord",
+    "hipEventSynchronize",
+    "hipEventDestroy",
+    "hipMemcpyPeerAsync",
     "hipModuleLoadData",
     "hipModuleGetFunction",
     "hipModuleUnload",
@@ -257,6 +266,13 @@ pub struct Hip {
     pub stream_create_with_flags: unsafe extern "C" fn(*mut Handle, c_uint) -> HipError,
     pub stream_synchronize: unsafe extern "C" fn(Handle) -> HipError,
     pub stream_destroy: unsafe extern "C" fn(Handle) -> HipError,
+    pub stream_wait_event: unsafe extern "C" fn(Handle, Handle, c_uint) -> HipError,
+    pub event_create_with_flags: unsafe extern "C" fn(*mut Handle, c_uint) -> HipError,
+    pub event_record: unsafe extern "C" fn(Handle, Handle) -> HipError,
+    pub event_synchronize: unsafe extern "C" fn(Handle) -> HipError,
+    pub event_destroy: unsafe extern "C" fn(Handle) -> HipError,
+    /// (dst, dst device, src, src device, bytes, stream)
+    pub memcpy_peer_async: unsafe extern "C" fn(Handle, c_int, Handle, c_int, usize, Handle) -> HipError,
     pub module_load_data: unsafe extern "C" fn(*mut Handle, *const c_void) -> HipError,
     pub module_get_function: unsafe extern "C" fn(*mut Handle, Handle, *const c_char) -> HipError,
     pub module_unload: unsafe extern "C" fn(Handle) -> HipError,
@@ -315,6 +331,12 @@ impl Hip {
                 stream_create_with_flags: sym(&lib, "hipStreamCreateWithFlags"),
                 stream_synchronize: sym(&lib, "hipStreamSynchronize"),
                 stream_destroy: sym(&lib, "hipStreamDestroy"),
+                stream_wait_event: sym(&lib, "hipStreamWaitEvent"),
+                event_create_with_flags: sym(&lib, "hipEventCreateWithFlags"),
+                event_record: sym(&lib, "hipEventRecord"),
+                event_synchronize: sym(&lib, "hipEventSynchronize"),
+                event_destroy: sym(&lib, "hipEventDestroy"),
+                memcpy_peer_async: sym(&lib, "hipMemcpyPeerAsync"),
                 module_load_data: sym(&lib, "hipModuleLoadData"),
                 module_get_function: sym(&lib, "hipModuleGetFunction"),
                 module_unload: sym(&lib, "hipModuleUnload"),

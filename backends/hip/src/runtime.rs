@@ -2,11 +2,14 @@
 //! first makes the device current on the calling thread (`hipSetDevice`, a per-thread setting in HIP).
 //! Every `unsafe` block states what it relies on.
 
-use crate::api::{self, Handle, Hip, BACKEND, HIP_ERROR_OUT_OF_MEMORY, STREAM_NON_BLOCKING};
+use crate::api::{
+    self, Handle, Hip, BACKEND, EVENT_DISABLE_TIMING, HIP_ERROR_OUT_OF_MEMORY, STREAM_NON_BLOCKING,
+};
 use crate::hiprtc::{self, RtcError};
 use dsv3_backend_gpu::kernels::Variant;
-use dsv3_backend_gpu::runtime::{Dims, Function, Queue, Runtime, Target};
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
 use dsv3_core::{Error, Result};
+use std::any::Any;
 use std::ffi::{c_int, c_void, CString};
 use std::sync::Arc;
 
@@ -74,6 +77,10 @@ impl Drop for HipKernel {
 impl Runtime for HipRuntime {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 
     fn target(&self) -> &Target {
@@ -144,6 +151,12 @@ impl Runtime for HipRuntime {
         let r = unsafe { (self.hip.stream_create_with_flags)(&mut stream, STREAM_NON_BLOCKING) };
         self.hip.check("hipStreamCreateWithFlags", r)?;
         Ok(Box::new(HipQueue { hip: self.hip, ordinal: self.ordinal, stream }))
+    }
+
+    /// Any HIP device of this process: `hipMemcpyPeerAsync` copies between two devices (directly where they
+    /// have peer access, staged by the runtime where not; peer access is not enabled here).
+    fn can_copy_from(&self, src: &dyn Runtime) -> bool {
+        src.as_any().is::<HipRuntime>()
     }
 }
 
@@ -271,5 +284,91 @@ impl Queue for HipQueue {
     fn sync(&self) -> Result<()> {
         bind(self.hip, self.ordinal)?;
         self.sync_stream()
+    }
+
+    fn record_event(&self) -> Result<Box<dyn QueueEvent>> {
+        bind(self.hip, self.ordinal)?;
+        let mut handle: Handle = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer and a documented flag.
+        let r = unsafe { (self.hip.event_create_with_flags)(&mut handle, EVENT_DISABLE_TIMING) };
+        self.hip.check("hipEventCreateWithFlags", r)?;
+        // Made before recording, so that a failed record still destroys the event.
+        let event = HipEvent { hip: self.hip, ordinal: self.ordinal, event: handle };
+        // SAFETY: a live event and a live stream, both of the current device.
+        self.hip.check("hipEventRecord", unsafe { (self.hip.event_record)(event.event, self.stream) })?;
+        Ok(Box::new(event))
+    }
+
+    /// On the device for an event of this device. HIP's documentation, unlike CUDA's, does not say that
+    /// `hipStreamWaitEvent` accepts an event of another device, so such an event is waited for on the host.
+    fn wait_event(&self, event: &dyn QueueEvent) -> Result<()> {
+        match event.as_any().downcast_ref::<HipEvent>() {
+            Some(e) if e.ordinal == self.ordinal => {
+                bind(self.hip, self.ordinal)?;
+                // SAFETY: a live stream and a live event of the current device; flags 0 is the default.
+                let r = unsafe { (self.hip.stream_wait_event)(self.stream, e.event, 0) };
+                self.hip.check("hipStreamWaitEvent", r)
+            }
+            _ => event.synchronize(),
+        }
+    }
+
+    fn copy_peer(&self, src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        let Some(peer) = src_runtime.as_any().downcast_ref::<HipRuntime>() else {
+            return Err(Error::Driver {
+                backend: BACKEND.into(),
+                call: "hipMemcpyPeerAsync".into(),
+                reason: format!("the source is {} memory, not HIP's", src_runtime.backend()),
+            });
+        };
+        bind(self.hip, self.ordinal)?;
+        // SAFETY: `dst` lies in a live allocation of this device and `src` in one of `peer`'s (both checked by
+        // the stream layer, which keeps both buffers alive until this stream's next sync); the caller ordered
+        // the copy after the work that wrote `src`.
+        let r = unsafe {
+            (self.hip.memcpy_peer_async)(
+                dst as Handle,
+                self.ordinal,
+                src as Handle,
+                peer.ordinal,
+                bytes,
+                self.stream,
+            )
+        };
+        self.hip.check("hipMemcpyPeerAsync", r)
+    }
+}
+
+/// A recorded HIP event (no timing) and the device it was recorded on.
+struct HipEvent {
+    hip: &'static Hip,
+    ordinal: c_int,
+    event: Handle,
+}
+
+// SAFETY: an event handle may be used from any thread; the calls here are thread-safe runtime calls.
+unsafe impl Send for HipEvent {}
+// SAFETY: as above.
+unsafe impl Sync for HipEvent {}
+
+impl QueueEvent for HipEvent {
+    fn synchronize(&self) -> Result<()> {
+        // SAFETY: a live event, recorded once.
+        self.hip.check("hipEventSynchronize", unsafe { (self.hip.event_synchronize)(self.event) })
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for HipEvent {
+    fn drop(&mut self) {
+        // SAFETY: created in `record_event` and destroyed once; like CUDA, HIP releases an event whose work
+        // is still pending once it completes, and waits already enqueued on it are unaffected.
+        unsafe {
+            let _ = (self.hip.set_device)(self.ordinal);
+            let _ = (self.hip.event_destroy)(self.event);
+        }
     }
 }

@@ -10,8 +10,9 @@ use dsv3_backend_gpu::kernels::{Variant, ELEMENTWISE};
 use dsv3_backend_gpu::runtime::{Runtime, Target};
 use dsv3_backend_hip::runtime::HipRuntime;
 use dsv3_backend_hip::HipBackend;
+use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{Backend, DType, Error, Fp8Format, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -286,6 +287,42 @@ fn child_fake_device() {
     stream.sync().unwrap();
     assert_eq!(fake_counter(&std::env::var("DSV3_HIP_LIB").unwrap(), "fake_hip_launches"), 0);
     dsv3_core::testing::child_ran("child_fake_device");
+}
+
+/// Events and moves between two fake devices: a wait between streams of one device is enqueued
+/// (hipStreamWaitEvent); across devices, which HIP does not document for stream waits, and for foreign
+/// events, the host waits; a tensor crosses with one hipMemcpyPeerAsync, bit for bit; every event is destroyed.
+#[test]
+fn events_wait_on_the_device_and_tensors_move_peer_to_peer() {
+    let lib = fake(false);
+    let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib)), ("FAKE_HIP_DEVICES", "2")];
+    run_child("child_fake_events", &vars);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_events() {
+    let backend = HipBackend::new();
+    let (d0, d1) = (backend.open(0).unwrap(), backend.open(1).unwrap());
+    let (s0, side, s1) = (d0.default_stream(), d0.new_stream().unwrap(), d1.default_stream());
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let count = |name: &str| fake_counter(&lib, &format!("fake_hip_{name}"));
+    let counts = || (count("event_waits"), count("event_syncs"), count("peer_copies"));
+
+    let event = s0.record().unwrap();
+    side.wait(event.as_ref()).unwrap();
+    assert_eq!(counts(), (1, 0, 0), "a wait between streams of one device is enqueued");
+    s1.wait(event.as_ref()).unwrap();
+    assert_eq!(counts(), (1, 1, 0), "another device's event is waited for on the host");
+    side.wait(&Finished).unwrap();
+    assert_eq!(counts(), (1, 1, 0), "a foreign, finished event costs no call");
+    drop(event);
+    assert_eq!(count("events_live"), 0);
+
+    assert_moves_bitwise(d0.as_ref(), s0.as_ref(), d1.as_ref(), s1.as_ref());
+    assert_eq!(counts(), (1, 3, 1), "one peer copy, ordered by two host waits (two devices)");
+    assert_eq!(count("events_live"), 0);
+    dsv3_core::testing::child_ran("child_fake_events");
 }
 
 /// The fake runtime with the machine's real hiprtc: a real kernel compiled for gfx90a, cached, loaded as a

@@ -1,8 +1,9 @@
 /* A fake libcuda for dsv3's tests: enough of the driver API for the CUDA backend's host side to run
  * without a GPU. FAKE_CUDA_DEVICES=0 makes cuInit fail with CUDA_ERROR_NO_DEVICE (a machine with the
- * driver installed but no GPU); 1 gives one "device" whose memory is host memory, which accepts any ELF
- * image as a module and refuses every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
- * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts. */
+ * driver installed but no GPU); N gives N "devices" (sharing one context) whose memory is host memory,
+ * which accept any ELF image as a module and refuse every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
+ * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts; the event
+ * and peer-copy counters are below. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,43 @@ CUresult cuModuleUnload(Handle m) { return m == &module ? OK : INVALID_VALUE; }
 CUresult cuStreamCreate(Handle *s, unsigned flags) { (void)flags; *s = &stream; return OK; }
 CUresult cuStreamSynchronize(Handle s) { return s == &stream ? OK : INVALID_VALUE; }
 CUresult cuStreamDestroy_v2(Handle s) { return s == &stream ? OK : INVALID_VALUE; }
+
+/* Events complete at once (the fake runs every copy when it is enqueued); counters tell which calls the
+ * backend made: waits on a stream (on the device) apart from waits on the host. Only CU_EVENT_DISABLE_TIMING
+ * (2) is taken: synchronisation events need no timing. */
+static int event, events_live, event_waits, event_syncs, peer_copies;
+int fake_cuda_events_live(void) { return events_live; }
+int fake_cuda_event_waits(void) { return event_waits; }
+int fake_cuda_event_syncs(void) { return event_syncs; }
+int fake_cuda_peer_copies(void) { return peer_copies; }
+CUresult cuEventCreate(Handle *e, unsigned flags) {
+    if (flags != 2) return INVALID_VALUE;
+    *e = &event;
+    events_live++;
+    return OK;
+}
+CUresult cuEventRecord(Handle e, Handle s) { return e == &event && s == &stream ? OK : INVALID_VALUE; }
+CUresult cuStreamWaitEvent(Handle s, Handle e, unsigned flags) {
+    if (s != &stream || e != &event || flags != 0) return INVALID_VALUE;
+    event_waits++;
+    return OK;
+}
+CUresult cuEventSynchronize(Handle e) {
+    if (e != &event) return INVALID_VALUE;
+    event_syncs++;
+    return OK;
+}
+CUresult cuEventDestroy_v2(Handle e) {
+    if (e != &event) return INVALID_VALUE;
+    events_live--;
+    return OK;
+}
+CUresult cuMemcpyPeerAsync(CUdeviceptr dst, Handle dst_ctx, CUdeviceptr src, Handle src_ctx, size_t n, Handle s) {
+    if (s != &stream || dst_ctx != &context || src_ctx != &context) return INVALID_VALUE;
+    memmove((void *)dst, (const void *)src, n);
+    peer_copies++;
+    return OK;
+}
 
 #ifndef INCOMPLETE
 CUresult cuLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,

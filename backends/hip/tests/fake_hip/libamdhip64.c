@@ -13,7 +13,8 @@
  * every compilation with HIPRTC_ERROR_COMPILATION and a log.
  *
  * Built with -DINCOMPLETE it lacks hipModuleLaunchKernel (an old or foreign library). fake_hip_launches()
- * counts launch attempts, fake_hip_modules() the modules loaded and not unloaded. */
+ * counts launch attempts, fake_hip_modules() the modules loaded and not unloaded; the event and peer-copy
+ * counters are below. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,45 @@ hipError_t hipStreamCreateWithFlags(Handle *s, unsigned flags) {
 }
 hipError_t hipStreamSynchronize(Handle s) { return s == &stream ? OK : INVALID_HANDLE; }
 hipError_t hipStreamDestroy(Handle s) { return s == &stream ? OK : INVALID_HANDLE; }
+
+/* Events complete at once (the fake runs every copy when it is enqueued); counters tell which calls the
+ * backend made: waits on a stream (on the device) apart from waits on the host. Only hipEventDisableTiming
+ * (2) is taken: synchronisation events need no timing. */
+static int event, events_live, event_waits, event_syncs, peer_copies;
+int fake_hip_events_live(void) { return events_live; }
+int fake_hip_event_waits(void) { return event_waits; }
+int fake_hip_event_syncs(void) { return event_syncs; }
+int fake_hip_peer_copies(void) { return peer_copies; }
+hipError_t hipEventCreateWithFlags(Handle *e, unsigned flags) {
+    if (flags != 2) return INVALID_VALUE;
+    *e = &event;
+    events_live++;
+    return OK;
+}
+hipError_t hipEventRecord(Handle e, Handle s) { return e == &event && s == &stream ? OK : INVALID_HANDLE; }
+hipError_t hipStreamWaitEvent(Handle s, Handle e, unsigned flags) {
+    if (s != &stream || e != &event) return INVALID_HANDLE;
+    if (flags != 0) return INVALID_VALUE;
+    event_waits++;
+    return OK;
+}
+hipError_t hipEventSynchronize(Handle e) {
+    if (e != &event) return INVALID_HANDLE;
+    event_syncs++;
+    return OK;
+}
+hipError_t hipEventDestroy(Handle e) {
+    if (e != &event) return INVALID_HANDLE;
+    events_live--;
+    return OK;
+}
+hipError_t hipMemcpyPeerAsync(void *dst, int dst_dev, const void *src, int src_dev, size_t n, Handle s) {
+    if (s != &stream) return INVALID_HANDLE;
+    if (dst_dev < 0 || dst_dev >= devices() || src_dev < 0 || src_dev >= devices()) return INVALID_DEVICE;
+    memmove(dst, src, n);
+    peer_copies++;
+    return OK;
+}
 
 static int module, function;
 hipError_t hipModuleLoadData(Handle *m, const void *image) {
