@@ -131,7 +131,7 @@ fn resolve_path(
     devices: &[Arc<dyn Device>],
 ) -> Result<NumericPath, String> {
     match spec {
-        "fast" => NumericPath::fastest(config, devices).map_err(|e| e.to_string()),
+        "fast" => Ok(NumericPath::fastest(config, devices)),
         other => NumericPath::parse(other)
             .ok_or_else(|| format!("--path {other}: expected f32, bf16, w8a8 or fast")),
     }

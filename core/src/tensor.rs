@@ -1,10 +1,12 @@
 //! Tensors are views: a device buffer, a byte offset, a shape, element strides and a dtype. They own
 //! nothing but a reference count on the buffer, so slicing a weight or a cache row allocates nothing.
 
-use crate::backend::Buffer;
+use crate::backend::{Buffer, DeviceBuffer, DeviceId};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Tensor {
@@ -25,7 +27,36 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// A buffer with no memory behind it: what [`Tensor::described`] holds.
+#[derive(Debug)]
+struct NoMemory {
+    device: DeviceId,
+    len: usize,
+}
+
+impl DeviceBuffer for NoMemory {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn device_id(&self) -> DeviceId {
+        self.device
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 impl Tensor {
+    /// A row-major tensor of `shape` on `device` with no memory behind it: for asking
+    /// `Device::supports` about an op without allocating. A stream given one refuses it (it is no
+    /// backend's buffer).
+    pub fn described(device: DeviceId, shape: &[usize], dtype: DType) -> Tensor {
+        let len = shape.iter().product::<usize>() * dtype.size();
+        Tensor::contiguous(Arc::new(NoMemory { device, len }), 0, shape, dtype)
+    }
+
     /// A row-major view of `shape` starting at `offset` bytes.
     pub fn contiguous(buffer: Buffer, offset: usize, shape: &[usize], dtype: DType) -> Tensor {
         Tensor { buffer, offset, strides: contiguous_strides(shape), shape: shape.to_vec(), dtype }

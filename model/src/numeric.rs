@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use dsv3_core::ops::gemm::{ActQuant, Activations, Gemm, ScaleFormat, Weights};
-use dsv3_core::{DType, Device, Op, Result, Support, Tensor};
+use dsv3_core::{DType, Device, Op, Support, Tensor};
 
 use crate::config::ModelConfig;
 
@@ -53,37 +53,39 @@ impl NumericPath {
     /// arithmetic, else bf16 activations (where FP8 is only emulated — the CPU decodes both operands —
     /// W8A8 is slower: measured 12.6 vs 20.4 tok/s on a full-width DeepSeek-V3 MoE layer,
     /// benches/results/2026-11-28-cpu-model.md).
-    pub fn fastest(config: &ModelConfig, devices: &[Arc<dyn Device>]) -> Result<NumericPath> {
-        let Some(q) = config.quantization else { return Ok(NumericPath::Bf16) };
-        for device in devices {
-            if !matches!(w8a8_support(device.as_ref(), q.activation_scales)?, Support::Native) {
-                return Ok(NumericPath::Bf16);
-            }
+    pub fn fastest(config: &ModelConfig, devices: &[Arc<dyn Device>]) -> NumericPath {
+        let Some(q) = config.quantization else { return NumericPath::Bf16 };
+        let native =
+            |d: &Arc<dyn Device>| matches!(w8a8_support(d.as_ref(), q.activation_scales), Support::Native);
+        if devices.iter().all(native) {
+            NumericPath::W8A8
+        } else {
+            NumericPath::Bf16
         }
-        Ok(NumericPath::W8A8)
     }
 }
 
 /// How the device runs the W8A8 GEMM (FP8 activations × block-FP8 weights) and its activation
-/// quantization, asked with minimal ops: the weaker of the two answers.
-pub(crate) fn w8a8_support(device: &dyn Device, scales: ScaleFormat) -> Result<Support> {
+/// quantization, asked with minimal ops (described tensors: nothing is allocated): the weaker of the two
+/// answers.
+pub(crate) fn w8a8_support(device: &dyn Device, scales: ScaleFormat) -> Support {
     let k = 128;
-    let t = |shape: &[usize], dtype: DType| -> Result<Tensor> {
-        let bytes = shape.iter().product::<usize>() * dtype.size();
-        Ok(Tensor::contiguous(device.alloc(bytes)?, 0, shape, dtype))
-    };
-    let x = t(&[1, k], DType::BF16)?;
-    let codes = t(&[1, k], DType::F8E4M3Fn)?;
-    let a_scales = t(&[1, 1], DType::F32)?;
-    let quant =
-        Op::ActQuant(ActQuant { x, codes: codes.clone(), scales: a_scales.clone(), scale_format: scales });
+    let t = |shape: &[usize], dtype: DType| Tensor::described(device.id(), shape, dtype);
+    let codes = t(&[1, k], DType::F8E4M3Fn);
+    let a_scales = t(&[1, 1], DType::F32);
+    let quant = Op::ActQuant(ActQuant {
+        x: t(&[1, k], DType::BF16),
+        codes: codes.clone(),
+        scales: a_scales.clone(),
+        scale_format: scales,
+    });
     let gemm = Op::Gemm(Gemm {
         a: Activations::Fp8 { codes, scales: a_scales },
-        b: Weights::BlockFp8 { codes: t(&[k, k], DType::F8E4M3Fn)?, scales: t(&[1, 1], DType::F32)? },
-        c: t(&[1, k], DType::BF16)?,
+        b: Weights::BlockFp8 { codes: t(&[k, k], DType::F8E4M3Fn), scales: t(&[1, 1], DType::F32) },
+        c: t(&[1, k], DType::BF16),
     });
     let answers = [device.supports(&quant), device.supports(&gemm)];
     let weakest =
         answers.iter().find(|s| !s.is_runnable()).or(answers.iter().find(|s| !matches!(s, Support::Native)));
-    Ok(weakest.unwrap_or(&answers[0]).clone())
+    weakest.unwrap_or(&answers[0]).clone()
 }

@@ -234,3 +234,14 @@ fn conformance_case_with_every_failed_allocation() {
         assert_eq!(format!("{again:?}"), format!("{expected:?}"), "the next request");
     });
 }
+
+#[test]
+fn choosing_the_numeric_path_allocates_nothing() {
+    let (cfg, _) = fixture();
+    assert!(cfg.quantization.is_some(), "the FP8 fixture: the W8A8 question is asked");
+    let device = FailingDevice::new(None);
+    let devices: Vec<Arc<dyn Device>> = vec![device.clone()];
+    // The fast CPU decodes FP8 in software: bf16 activations are its fastest path.
+    assert_eq!(NumericPath::fastest(&cfg, &devices), NumericPath::Bf16);
+    assert_eq!(device.allocs.load(Ordering::SeqCst), 0);
+}
