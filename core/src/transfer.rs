@@ -5,13 +5,13 @@
 //! pair goes through host memory (download on the source stream, which waits for the work that produced the
 //! tensor, then upload on the destination stream). Callers do not change either way.
 
-use crate::backend::{Device, Stream};
+use crate::backend::{Buffer, Device, Stream};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// `t` as a tensor on `dst_device`: `t` itself when it already lives there, else a copy of the bytes its
-/// view spans, with the same shape and strides, ordered after `src`'s earlier work and before `dst`'s later
-/// work.
+/// view spans in a new buffer, with the same shape and strides, ordered after `src`'s earlier work and
+/// before `dst`'s later work.
 pub fn move_tensor(
     t: &Tensor,
     src: &dyn Stream,
@@ -21,8 +21,13 @@ pub fn move_tensor(
     if t.buffer.device_id() == dst_device.id() {
         return Ok(t.clone());
     }
+    copy_to(t, src, dst_device.alloc(t.span_bytes().max(1))?, dst)
+}
+
+/// [`move_tensor`] into a buffer the caller provides (of `dst`'s device, holding at least the bytes `t`'s
+/// view spans): a caller that reuses its buffers moves without allocating.
+pub fn copy_to(t: &Tensor, src: &dyn Stream, buffer: Buffer, dst: &dyn Stream) -> Result<Tensor> {
     let bytes = t.span_bytes();
-    let buffer = dst_device.alloc(bytes.max(1))?;
     match dst.copy_from_peer(src, &t.buffer, t.offset, &buffer, 0, bytes) {
         Some(copied) => copied?,
         None => {

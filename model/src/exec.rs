@@ -16,6 +16,7 @@ use dsv3_core::{transfer, DType, Device, Error, Op, Result, Stream, Tensor};
 
 use crate::placement::Part;
 use crate::weights::Uploader;
+use crate::workspace::Workspace;
 
 /// One device of the model: where some of its parts live and run.
 #[derive(Clone)]
@@ -26,7 +27,11 @@ pub(crate) struct Exec {
     /// A second stream, for work that overlaps the main stream's (a MoE layer's shared experts while its
     /// routed experts run on another device).
     pub side: Arc<dyn Stream>,
+    /// The side stream's workspace: each stream reuses only its own buffers (see `crate::workspace`).
+    pub side_workspace: Arc<Workspace>,
     pub stats: Arc<ExecStats>,
+    /// Where its activations come from, reused step to step.
+    pub workspace: Arc<Workspace>,
     /// Activation and cache dtype.
     pub act: DType,
     /// Activation-scale format when the GEMMs run W8A8.
@@ -76,12 +81,13 @@ impl Exec {
 
     /// This device with its side stream as the one ops go to.
     pub fn side(&self) -> Exec {
-        Exec { stream: self.side.clone(), ..self.clone() }
+        Exec { stream: self.side.clone(), workspace: self.side_workspace.clone(), ..self.clone() }
     }
 
+    /// An activation tensor from the workspace (uninitialised).
     pub fn tmp(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = shape.iter().product::<usize>() * dtype.size();
-        Ok(Tensor::contiguous(self.device.alloc(bytes.max(1))?, 0, shape, dtype))
+        Ok(Tensor::contiguous(self.workspace.take(bytes)?, 0, shape, dtype))
     }
 
     pub fn upload_i32(&self, values: &[i32]) -> Result<Tensor> {
@@ -237,7 +243,8 @@ impl Step<'_> {
         let bytes = t.span_bytes() as u64;
         a.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         b.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-        transfer::move_tensor(t, a.stream.as_ref(), b.device.as_ref(), b.stream.as_ref())
+        let buffer = b.workspace.take(t.span_bytes())?;
+        transfer::copy_to(t, a.stream.as_ref(), buffer, b.stream.as_ref())
     }
 }
 

@@ -61,7 +61,7 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 
 fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> Result<Vec<u32>> {
     let rows = logits.shape[0];
-    let out = Tensor::contiguous(model.device.alloc(rows * 4)?, 0, &[rows], DType::I32);
+    let out = model.scratch(&[rows], DType::I32)?;
     let op = Sample {
         logits: logits.clone(),
         temperature: sampling.temperature,

@@ -20,6 +20,7 @@ use crate::numeric::w8a8_support;
 pub use crate::numeric::NumericPath;
 use crate::placement::{Assignment, Part};
 use crate::weights::{Uploader, WeightSource};
+use crate::workspace::Workspace;
 
 struct Layer {
     attn: Attention,
@@ -131,6 +132,8 @@ impl Model {
                     stream: device.default_stream(),
                     side: device.new_stream()?,
                     stats: Default::default(),
+                    workspace: Arc::new(Workspace::new(device.clone())),
+                    side_workspace: Arc::new(Workspace::new(device.clone())),
                     act,
                     w8a8,
                     eps: config.rms_norm_eps,
@@ -193,6 +196,11 @@ impl Model {
     /// The stream the logits are produced on.
     pub fn stream(&self) -> &Arc<dyn Stream> {
         &self.execs[self.head.0].stream
+    }
+
+    /// A tensor from the head device's workspace (where the logits are), for work on the logits.
+    pub(crate) fn scratch(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.execs[self.head.0].tmp(shape, dtype)
     }
 
     /// The device layer `layer`'s attention and latent cache live on.

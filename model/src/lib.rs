@@ -24,3 +24,4 @@ pub mod progress;
 pub mod tokenizer;
 pub mod values;
 pub mod weights;
+pub(crate) mod workspace;

@@ -245,3 +245,29 @@ fn choosing_the_numeric_path_allocates_nothing() {
     assert_eq!(NumericPath::fastest(&cfg, &devices), NumericPath::Bf16);
     assert_eq!(device.allocs.load(Ordering::SeqCst), 0);
 }
+
+/// The step workspace: once a decode step of a shape has run, the next ones take every activation (and the
+/// sampled ids) from buffers the earlier steps used — no device allocation per step.
+#[test]
+fn a_decode_step_allocates_nothing_after_the_first() {
+    let (cfg, ckpt) = fixture();
+    let device = FailingDevice::new(None);
+    let model = Model::load(cfg, &ckpt, device.clone(), NumericPath::Bf16, |_| {}).unwrap();
+    let allocations = |max_new_tokens| {
+        let request = Request {
+            max_new_tokens,
+            sampling: Sampling { temperature: 0.7, top_p: 0.9, seed: 5 },
+            stop: Vec::new(),
+        };
+        let before = device.allocs.load(Ordering::SeqCst);
+        let out = generate(&model, &[vec![3, 14, 15], vec![92, 65, 35]], &request, |_, _| Ok(())).unwrap();
+        assert_eq!(out.decode_tokens, 2 * (max_new_tokens - 1));
+        device.allocs.load(Ordering::SeqCst) - before
+    };
+    let first = allocations(3);
+    assert!(first > 0, "the first run fills the workspace");
+    // The same prompts: the cache is allocated again, nothing else; 7 more decode steps add nothing.
+    let short = allocations(3);
+    assert_eq!(allocations(10), short);
+    assert!(short < first, "{short} allocations on a warm workspace, {first} cold");
+}

@@ -149,7 +149,9 @@ impl MoeBlock {
                     }
                     None => main,
                 };
-                Some((*exec, on.mlp(&xs, mlp)?, side))
+                // `xs` (of the main stream's workspace) is kept until the join: the side stream may not
+                // have run its work when the main stream would otherwise reuse the buffer.
+                Some((*exec, on.mlp(&xs, mlp)?, side, xs))
             }
             None => None,
         };
@@ -158,10 +160,11 @@ impl MoeBlock {
             [group] => self.routed_on_one_device(s, x, home, group, &ids, &weights)?,
             _ => self.routed_split(s, x, home, &host_ids, &weights)?,
         };
-        let Some((exec, y, side)) = shared else { return Ok(routed) };
+        let Some((exec, y, side, xs)) = shared else { return Ok(routed) };
         if let Some(side) = side {
             s.exec(exec).join(&side)?;
         }
+        drop(xs);
         s.exec(home).add(&routed, &s.to(&y, exec, home)?)
     }
 
