@@ -50,6 +50,8 @@ pub(crate) struct Mlp {
 /// What one device did since the model was loaded, for the run report.
 #[derive(Default)]
 pub(crate) struct ExecStats {
+    /// Ops launched.
+    pub launches: AtomicU64,
     /// Host time inside this device's launches: the compute time where launches run to completion (the
     /// CPU), the time to enqueue where they are asynchronous.
     pub launch_ns: AtomicU64,
@@ -68,6 +70,7 @@ impl Exec {
         let start = Instant::now();
         let result = self.stream.launch(&op);
         self.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.launches.fetch_add(1, Ordering::Relaxed);
         result
     }
 

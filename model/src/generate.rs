@@ -42,6 +42,10 @@ pub struct Output {
     /// Tokens produced by decode steps (the first token of each sequence comes from its prefill).
     pub decode_tokens: usize,
     pub decode_secs: f64,
+    /// Decode steps run (each one forward pass of the whole batch and its sampling).
+    pub decode_steps: usize,
+    /// Op launches those steps made, over every device of the model.
+    pub decode_launches: u64,
 }
 
 impl Output {
@@ -51,6 +55,11 @@ impl Output {
 
     pub fn decode_tok_s(&self) -> f64 {
         self.decode_tokens as f64 / self.decode_secs.max(1e-9)
+    }
+
+    /// Launches per decode step; `None` without a decode step.
+    pub fn launches_per_step(&self) -> Option<f64> {
+        (self.decode_steps > 0).then(|| self.decode_launches as f64 / self.decode_steps as f64)
     }
 }
 
@@ -69,7 +78,7 @@ fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> R
         seed: step_seed(sampling.seed, step),
         out: out.clone(),
     };
-    model.stream().launch(&Op::Sample(op))?;
+    model.launch_on_head(Op::Sample(op))?;
     let mut host = vec![0u8; rows * 4];
     model.stream().download(&out.buffer, 0, &mut host)?;
     Ok(host.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32).collect())
@@ -117,6 +126,7 @@ pub fn generate(
     out.prefill_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
+    let launches = model.launches();
     for step in 1.. {
         for (b, &token) in next.iter().enumerate() {
             if done[b] {
@@ -136,7 +146,9 @@ pub fn generate(
         // Finished sequences still ride along (their tokens are ignored): the batch keeps one shape.
         let logits = model.forward(&mut cache, &next, 1, Logits::Last)?;
         next = sample(model, &logits, &request.sampling, step)?;
+        out.decode_steps += 1;
     }
     out.decode_secs = start.elapsed().as_secs_f64();
+    out.decode_launches = model.launches() - launches;
     Ok(out)
 }

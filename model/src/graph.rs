@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use dsv3_core::ops::gemm::Weights;
-use dsv3_core::{DType, Device, Error, Result, Stream, Tensor};
+use dsv3_core::{DType, Device, Error, Op, Result, Stream, Tensor};
 
 use crate::blocks::attention::Attention;
 use crate::blocks::moe::Ffn;
@@ -196,6 +196,16 @@ impl Model {
     /// The stream the logits are produced on.
     pub fn stream(&self) -> &Arc<dyn Stream> {
         &self.execs[self.head.0].stream
+    }
+
+    /// Launches `op` on the head device's stream (where the logits are), counted with the model's.
+    pub(crate) fn launch_on_head(&self, op: Op) -> Result<()> {
+        self.execs[self.head.0].launch(op)
+    }
+
+    /// Op launches since loading, over every device.
+    pub fn launches(&self) -> u64 {
+        self.execs.iter().map(|e| e.stats.launches.load(Ordering::Relaxed)).sum()
     }
 
     /// A tensor from the head device's workspace (where the logits are), for work on the logits.

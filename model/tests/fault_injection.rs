@@ -262,6 +262,9 @@ fn a_decode_step_allocates_nothing_after_the_first() {
         let before = device.allocs.load(Ordering::SeqCst);
         let out = generate(&model, &[vec![3, 14, 15], vec![92, 65, 35]], &request, |_, _| Ok(())).unwrap();
         assert_eq!(out.decode_tokens, 2 * (max_new_tokens - 1));
+        // Every decode step of one shape launches the same ops: the count per step is exact.
+        let per_step = out.launches_per_step().unwrap();
+        assert!(per_step > 10.0 && per_step.fract() == 0.0, "{per_step} launches per step");
         device.allocs.load(Ordering::SeqCst) - before
     };
     let first = allocations(3);
