@@ -514,7 +514,7 @@ fn try_logits(args: LogitsArgs) -> Result<(), String> {
         return Err(format!("--tokens: {} tokens exceed the model's context of {context}", tokens.len()));
     }
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
-    let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
+    let logits = model.forward(&mut cache, tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
     let values = golden::download_f32(model, &logits).map_err(|e| e.to_string())?;
     // A NaN written to the file would pass for a result; say where it appeared instead.
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {

@@ -11,6 +11,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A fuzz target's entry point: any bytes in, nothing out; it must return, without panicking.
+pub type Entry = fn(&[u8]);
+
 /// Mutated inputs per target. Each target's loop takes well under a few seconds in the dev profile.
 pub const MUTATIONS: usize = 2000;
 /// No single input may take this long (the chat template's fuel and the config size cap bound them far
@@ -84,7 +87,7 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
 /// Runs the corpus of target `name`, then [`MUTATIONS`] mutations of it, through `entry` on a worker
 /// thread; the calling thread watches for an input that does not return. Panics (fails the test) on an
 /// input that panicked or hung.
-pub fn replay(name: &str, entry: fn(&[u8])) {
+pub fn replay(name: &str, entry: Entry) {
     let seeds = corpus(name);
     assert!(!seeds.is_empty(), "the corpus of {name} is empty");
     // A fixed seed per target, so adding a target does not change the others' inputs.

@@ -13,10 +13,11 @@ use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
 use crate::case_file::{self, FileCase, TORCH_OP_CASES, VERSION_KEY};
+use crate::fuzz_replay::Entry;
 use crate::runner::{run_given, Given, Options};
 
 /// Every target of this crate: its name (the fuzz target's and its corpus directory's) and its entry.
-pub const TARGETS: [(&str, fn(&[u8])); 1] = [("case_file", case_file)];
+pub const TARGETS: [(&str, Entry); 1] = [("case_file", case_file)];
 
 /// The bytes as a case file; its cases, if it parses, run on the CPU backend and are compared with their
 /// expected outputs, as `dsv3 op --cases FILE --backend cpu --json` does.

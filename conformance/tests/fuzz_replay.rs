@@ -13,9 +13,11 @@ fn seed_path() -> std::path::PathBuf {
     corpus_root().join("case_file/torch-one-per-op.safetensors")
 }
 
-/// Name, dtype, shape and bytes of every tensor, and the metadata: the file's content, whatever order
-/// its header was written in.
-fn content(bytes: &[u8]) -> (Vec<(String, String, Vec<usize>, Vec<u8>)>, HashMap<String, String>) {
+/// Name, dtype, shape and bytes of every tensor, in name order, and the metadata.
+type Content = (Vec<(String, String, Vec<usize>, Vec<u8>)>, HashMap<String, String>);
+
+/// A file's content, whatever order its header was written in.
+fn content(bytes: &[u8]) -> Content {
     let st = SafeTensors::deserialize(bytes).unwrap();
     let mut tensors: Vec<_> = st
         .tensors()
