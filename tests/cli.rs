@@ -4,13 +4,18 @@
 
 use std::process::{Command, Output};
 
+/// The binary with `RUST_LOG` as given (unset by default, whatever the caller's environment holds).
+fn dsv3_logging(args: &[&str], rust_log: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsv3"));
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("RUST_LOG");
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
+    cmd.output().expect("dsv3 runs")
+}
+
 fn dsv3(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsv3"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("dsv3 runs")
+    dsv3_logging(args, None)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -115,12 +120,7 @@ fn log_levels_change_stderr_only() {
             "--json",
         ];
         args.extend(level);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsv3"));
-        cmd.args(&args).env_remove("RUST_LOG");
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let out = cmd.output().unwrap();
+        let out = dsv3_logging(&args, rust_log);
         assert_eq!(out.status.code(), Some(0), "{level:?}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert_eq!(stdout.lines().count(), 1, "{level:?}: stdout is the JSON line alone: {stdout}");
