@@ -2,58 +2,96 @@
 //! GEMMs take any shape; other ops are timed on the full conformance set's cases for that op (the
 //! DeepSeek-V3 shapes among them).
 
-use std::ffi::OsString;
-
+use crate::cli::{Checked, OP, TEXT};
 use crate::out::outln;
-use crate::{registry, Options};
+use crate::registry;
 use dsv3_conformance::case::Operand;
 use dsv3_conformance::gen::ScaleStore;
 use dsv3_conformance::{cases, runner, Case, Mode, Row};
 use dsv3_core::{DType, Fp8Format};
 
-pub fn run(args: &[OsString]) -> i32 {
+/// Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak
+///
+/// GEMMs take any --shape and --dtype; other ops are timed on the full conformance set's cases for that
+/// op (the DeepSeek-V3 shapes among them).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The op to time, by its conformance name (gemm, mla_attention, moe_route, …)
+    #[arg(long, value_parser = OP)]
+    op: String,
+    /// The backend to time on
+    #[arg(long, default_value = "cpu", value_parser = TEXT)]
+    backend: String,
+    /// For gemm: f32, bf16, fp8 (bf16 activations, block-FP8 weights), w8a8 (FP8 activations and
+    /// weights), or A/B/C with A and B each f32, bf16, fp8 or fp8-ue8m0 and C f32 or bf16 [default: f32]
+    #[arg(long, value_name = "D", value_parser = GEMM_DTYPE)]
+    dtype: Option<Spelled<(Operand, Operand, DType)>>,
+    /// For gemm: C[M,N] = A[M,K]·B[N,K]ᵀ
+    #[arg(long, value_name = "MxNxK", value_parser = SHAPE)]
+    shape: Option<Spelled<(usize, usize, usize)>>,
+    /// The last stdout line is {"op","backend","dtype","shape","ms","gflops","gbps",...}
+    #[arg(long)]
+    json: bool,
+    /// Time spent measuring each case, in (0, 3600]
+    #[arg(long, default_value = "1", value_parser = SECONDS, allow_negative_numbers = true)]
+    seconds: f64,
+}
+
+/// A value as the user wrote it (the JSON line repeats it) and what it means.
+#[derive(Clone)]
+struct Spelled<T> {
+    text: String,
+    value: T,
+}
+
+const SHAPE: Checked<Spelled<(usize, usize, usize)>> =
+    Checked(|s| Ok(Spelled { text: s.to_string(), value: dsv3_model::values::parse_shape(s)? }));
+
+const GEMM_DTYPE: Checked<Spelled<(Operand, Operand, DType)>> =
+    Checked(|s| Ok(Spelled { text: s.to_string(), value: parse_gemm_dtype(s)? }));
+
+/// NaN and negative times were taken as "no time"; an hour is far beyond any useful measurement.
+const SECONDS: Checked<f64> = Checked(|s| match s.parse::<f64>() {
+    Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+    _ => Err(format!("--seconds {s}: must be in (0, 3600]")),
+});
+
+pub fn run(args: Args) -> i32 {
     crate::finish("bench", try_run(args))
 }
 
-fn try_run(args: &[OsString]) -> Result<i32, String> {
-    let opts = Options::parse(args, &["json"])?;
-    opts.only(&["op", "backend", "dtype", "shape", "json", "seconds"])?;
-    let op = opts.value("op").ok_or("--op is required")?;
-    let backend_name = opts.value("backend").unwrap_or("cpu");
-    let backends = registry::select(backend_name)?;
-    registry::require_present(backend_name, &backends)?;
-    let seconds: f64 =
-        opts.value("seconds").map_or(Ok(1.0), |s| s.parse().map_err(|_| format!("--seconds {s}")))?;
-    // NaN and negative times were taken as "no time"; an hour is far beyond any useful measurement.
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        return Err(format!("--seconds {seconds}: must be in (0, 3600]"));
-    }
+fn try_run(args: Args) -> Result<i32, String> {
+    let op = args.op.as_str();
+    let backends = registry::select(&args.backend)?;
+    registry::require_present(&args.backend, &backends)?;
     let set: Vec<Case> = match op {
         "gemm" => {
-            let shape = opts.value("shape").ok_or("gemm needs --shape MxNxK")?;
-            let (m, n, k) = dsv3_model::values::parse_shape(shape)?;
-            let (a, b, c) = parse_gemm_dtype(opts.value("dtype").unwrap_or("f32"))?;
-            check_gemm_fits(shape, (m, n, k), (a, b, c), &backends)?;
+            let shape = args.shape.as_ref().ok_or("gemm needs --shape MxNxK")?;
+            let dtypes = args.dtype.as_ref().map_or_else(|| parse_gemm_dtype("f32"), |d| Ok(d.value))?;
+            check_gemm_fits(&shape.text, shape.value, dtypes, &backends)?;
+            let ((m, n, k), (a, b, c)) = (shape.value, dtypes);
             vec![cases::gemm(m, n, k, a, b, c)]
         }
-        _ if dsv3_core::ops::OP_NAMES.contains(&op) => {
-            if opts.value("shape").is_some() || opts.value("dtype").is_some() {
+        _ => {
+            if args.shape.is_some() || args.dtype.is_some() {
                 return Err(format!("--shape/--dtype apply to gemm; {op} is timed on its conformance cases"));
             }
             cases::full().into_iter().filter(|c| c.op == op).collect()
         }
-        _ => return Err(format!("--op {op}: unknown op (known: {})", dsv3_core::ops::OP_NAMES.join(", "))),
     };
-    let options = runner::Options { mode: Mode::Perf, perf_seconds: seconds, ..runner::Options::default() };
+    let options =
+        runner::Options { mode: Mode::Perf, perf_seconds: args.seconds, ..runner::Options::default() };
     let refs: Vec<&dyn dsv3_core::Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let report = runner::run(&refs, &set, &options);
     for row in &report.results {
         print_row(row)?;
     }
-    if opts.flag("json") {
+    if args.json {
         // The last line of stdout is one JSON object per the documented interface.
         if let Some(row) = report.results.last() {
-            outln!("{}", json_line(row, opts.value("shape"), opts.value("dtype")))?;
+            let shape = args.shape.as_ref().map(|s| s.text.as_str());
+            let dtype = args.dtype.as_ref().map(|d| d.text.as_str());
+            outln!("{}", json_line(row, shape, dtype))?;
         }
     }
     Ok(if report.failed() { 1 } else { 0 })

@@ -32,7 +32,7 @@ pub fn assumed(text: &str) -> Result<Vec<DeviceSpec>, String> {
 /// the default of `--place` rules), each opened once into `opened` (by `backend:ordinal`) for its peak
 /// rates; the CPU backend measures its own at the first ask, which takes a moment. `cpu-ref` is left out (it
 /// is the CPU's memory again, and slow), as are software rasterizers behind a GPU API (the CPU's memory
-/// too). A device that fails to open is skipped with a note on stderr. Memory is what the device reports
+/// too). A device that fails to open is skipped with a warning. Memory is what the device reports
 /// as its total (`DeviceInfo::memory_bytes`), not what is free now: the plan's headroom absorbs the runtime's
 /// share, another process's allocations are not seen.
 pub fn present(opened: &mut HashMap<String, Arc<dyn Device>>) -> Vec<DeviceSpec> {
@@ -45,7 +45,7 @@ pub fn present(opened: &mut HashMap<String, Arc<dyn Device>>) -> Vec<DeviceSpec>
                 None => match backend.open(info.ordinal) {
                     Ok(d) => d,
                     Err(e) => {
-                        eprintln!("note: {name} left out of the plan: {e}");
+                        tracing::warn!("{name} left out of the plan: {e}");
                         continue;
                     }
                 },

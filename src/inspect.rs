@@ -2,7 +2,7 @@
 //! downloads 640 GB of it; with `--place`, where its parts would go and how fast it would run.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::path::PathBuf;
 
 use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
@@ -11,28 +11,54 @@ use dsv3_model::placement::Rules;
 use dsv3_model::plan::{self, DeviceSpec};
 use dsv3_model::tokenizer::Tokenizer;
 
+use crate::cli::TEXT;
 use crate::out::{out, outln};
-use crate::{device_specs, finish, registry, Options};
+use crate::{device_specs, finish, registry};
 
-pub fn run(args: &[OsString]) -> i32 {
+/// What a checkpoint is, from its config alone or with its files
+///
+/// Architecture, parameters (total, active, MTP), weight bytes by dtype, latent KV-cache bytes per token,
+/// and whether it fits on each device present.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "config"])))]
+pub struct Args {
+    /// A checkpoint directory (HF layout)
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// A config.json alone
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The last stdout line is a JSON object
+    #[arg(long)]
+    json: bool,
+    /// Add the plan: per device its parts, weight bytes, cache per 1K tokens, share of the decode step and
+    /// fit (or shortfall), and the predicted decode / prefill tok/s. RULES as for `generate --place` (parts
+    /// no rule names go to the first device); `auto` plans it: attention and its cache first on the fastest
+    /// device, then shared experts, dense layers, head, routers, routed experts by layer, spilling to the
+    /// next
+    #[arg(long, value_name = "RULES|auto", value_parser = TEXT)]
+    place: Option<String>,
+    /// Plan for these devices instead of the present ones, e.g. 'cuda:0=H200,cpu=768GB@300GB/s':
+    /// DEVICE=GPU (a datasheet name: H200, H100, MI300X, …) or DEVICE=MEMORY@BANDWIDTH[@FLOPS] (GB, GiB, TB;
+    /// GB/s, TB/s; TFLOPS — without it the prefill rate is unknown)
+    #[arg(long, value_name = "DEVICES", requires = "place", value_parser = TEXT)]
+    assume: Option<String>,
+}
+
+pub fn run(args: Args) -> i32 {
     finish("inspect", try_run(args).map(|()| 0))
 }
 
-fn try_run(args: &[OsString]) -> Result<(), String> {
-    let opts = Options::parse(args, &["json"])?;
-    opts.only(&["model", "config", "json", "place", "assume"])?;
-    let (config, checkpoint) = match (opts.path("model"), opts.path("config")) {
-        (Some(dir), None) => {
+fn try_run(args: Args) -> Result<(), String> {
+    let (config, checkpoint) = match (&args.model, &args.config) {
+        (Some(dir), _) => {
             let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
             (config, Some(Checkpoint::open(dir).map_err(|e| e.to_string())?))
         }
         (None, Some(file)) => (ModelConfig::from_file(file).map_err(|e| e.to_string())?, None),
-        _ => return Err("give --model DIR or --config FILE".into()),
+        (None, None) => unreachable!("clap requires --model or --config"),
     };
-    let assume = opts.value("assume");
-    if assume.is_some() && opts.value("place").is_none() {
-        return Err("--assume plans for devices: give --place auto or --place RULES with it".into());
-    }
+    let assume = args.assume.as_deref();
     // Assumed devices replace the present ones, in the fit lines too (below).
     let devices: Vec<_> = match assume {
         Some(_) => Vec::new(),
@@ -45,7 +71,7 @@ fn try_run(args: &[OsString]) -> Result<(), String> {
     };
     // The plan first: a bad --place or --assume is an error before any output.
     let assumed = assume.map(device_specs::assumed).transpose()?;
-    let plan = match opts.value("place") {
+    let plan = match args.place.as_deref() {
         None => None,
         Some(place) => {
             let specs = match &assumed {
@@ -71,7 +97,7 @@ fn try_run(args: &[OsString]) -> Result<(), String> {
     }
     out!("{}", report.render_text())?;
     // The tokenizer generation would use: its faults are part of the report, not the end of it.
-    match Tokenizer::for_model(opts.path("model"), config.vocab_size) {
+    match Tokenizer::for_model(args.model.as_deref(), config.vocab_size) {
         Ok(tokenizer) => {
             if let Some(gap) = tokenizer.and_then(|t| vocabulary_gap(config.vocab_size, t.vocab_size())) {
                 outln!("{gap}")?;
@@ -82,7 +108,7 @@ fn try_run(args: &[OsString]) -> Result<(), String> {
     if let Some(plan) = &plan {
         out!("{}", plan.render_text())?;
     }
-    if opts.flag("json") {
+    if args.json {
         let mut object = report.to_json();
         if let (Some(plan), Some(map)) = (&plan, object.as_object_mut()) {
             for (key, value) in plan.json_fields() {

@@ -1,8 +1,7 @@
 //! `dsv3 generate`, `dsv3 logits` and `dsv3 golden`: loading a model onto a device and running it.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dsv3_core::{Device, Error};
@@ -10,7 +9,7 @@ use dsv3_model::builtin::Builtin;
 use dsv3_model::chat::Message;
 use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
-use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
+use dsv3_model::generate::{generate, Request, Sampling};
 use dsv3_model::golden;
 use dsv3_model::graph::{Logits, Model, NumericPath};
 use dsv3_model::placement::{Assignment, Rules};
@@ -18,8 +17,152 @@ use dsv3_model::progress::Progress;
 use dsv3_model::tokenizer::{BosPolicy, Tokenizer};
 use dsv3_model::weights::WeightSource;
 
-use crate::out::{out, outln, write_file};
-use crate::{finish, registry, Options};
+use crate::cli::{Checked, MAX_NEW_TOKENS, SEED, TEMPERATURE, TEXT, TOP_P};
+use crate::out::{errln, out, outln, write_file};
+use crate::{finish, registry};
+
+/// The device options `generate`, `logits` and `golden` share.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// `auto` (the most capable backend with a device) or NAME: the device of every part no --place rule
+    /// names
+    #[arg(long, default_value = "auto", value_parser = TEXT)]
+    backend: String,
+    /// Put parts of the model on other devices than --backend's, e.g. 'experts=cpu,*=cuda:0': rules
+    /// PATTERN=DEVICE, first match wins; parts embed, norm, head and per layer attn, mlp, router, shared,
+    /// experts (`experts` alone: in every layer; `layers.0-2`, `layers.*.experts`); DEVICE as `dsv3
+    /// devices` prints it. `auto` plans over the devices present (see inspect) and fails before loading
+    /// when the model does not fit
+    #[arg(long, value_name = "RULES|auto", value_parser = TEXT)]
+    place: Option<String>,
+}
+
+impl DeviceArgs {
+    fn placement(&self) -> Result<Placement, String> {
+        Placement::new(self.place.as_deref(), &self.backend)
+    }
+}
+
+/// `--path` of `generate` and `logits`: `fast`, chosen per model and devices once they are known, or one
+/// numeric path.
+#[derive(Clone, Copy)]
+pub enum PathChoice {
+    Fast,
+    Fixed(NumericPath),
+}
+
+const PATH: Checked<PathChoice> = Checked(|s| match s {
+    "fast" => Ok(PathChoice::Fast),
+    other => NumericPath::parse(other)
+        .map(PathChoice::Fixed)
+        .ok_or_else(|| format!("--path {other}: expected f32, bf16, w8a8 or fast")),
+});
+
+/// Generate from a DeepSeek-V3 / V2 checkpoint, streaming text to stdout
+///
+/// Prompt / decode tokens per second go to stderr. The checkpoint is in HF layout, FP8 or BF16. Without
+/// --model: a small built-in model of the same architecture with random weights and the real tokenizer;
+/// --random-weights --config FILE times any shape (hashed weights, no download).
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "tokens"])))]
+pub struct GenerateArgs {
+    /// A checkpoint directory (HF layout)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "random_weights"])]
+    model: Option<PathBuf>,
+    /// Hashed weights for --config's shape instead of a checkpoint
+    #[arg(long, requires = "config")]
+    random_weights: bool,
+    /// The config.json whose shape --random-weights runs
+    #[arg(long, value_name = "FILE", requires = "random_weights")]
+    config: Option<PathBuf>,
+    /// The prompt as text (needs a tokenizer)
+    #[arg(long, value_name = "TEXT", value_parser = TEXT, allow_hyphen_values = true)]
+    prompt: Option<String>,
+    /// The prompt as token ids, e.g. 1,2,3
+    #[arg(long, value_name = "IDS", value_parser = TOKENS)]
+    tokens: Option<TokenIds>,
+    /// Wrap --prompt in the model's chat template
+    #[arg(long)]
+    chat: bool,
+    /// A system message for --chat
+    #[arg(long, value_name = "TEXT", value_parser = TEXT, allow_hyphen_values = true)]
+    system: Option<String>,
+    /// At most 8192
+    #[arg(long, value_name = "N", default_value = "4096", value_parser = MAX_NEW_TOKENS)]
+    max_new_tokens: usize,
+    /// 0 is greedy; otherwise at least 0.001
+    #[arg(long, value_name = "T", default_value = "0.6", value_parser = TEMPERATURE, allow_negative_numbers = true)]
+    temperature: f32,
+    /// Nucleus sampling: the smallest set of tokens whose probabilities add up to P
+    #[arg(long, value_name = "P", default_value = "0.95", value_parser = TOP_P, allow_negative_numbers = true)]
+    top_p: f32,
+    /// The sampling seed: the same seed, prompt and device give the same tokens
+    #[arg(long, value_name = "S", default_value = "0", value_parser = SEED)]
+    seed: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// fast: W8A8 for FP8 checkpoints on devices with native FP8 arithmetic, else bf16 activations; or
+    /// bf16, w8a8, f32
+    #[arg(long, default_value = "fast", value_parser = PATH)]
+    path: PathChoice,
+    /// The last stdout line is {"tokens":[new ids],"text":...,"prefill_tok_s":...,"decode_tok_s":...}
+    #[arg(long)]
+    json: bool,
+    /// Always produce --max-new-tokens (benchmarking)
+    #[arg(long)]
+    ignore_eos: bool,
+}
+
+/// Token ids. A named type: clap takes a field of type `Vec` for an option given several times.
+type TokenIds = Vec<u32>;
+
+const TOKENS: Checked<TokenIds> = Checked(dsv3_model::values::parse_tokens);
+
+/// Write the logits of every prompt position, to compare with PyTorch
+///
+/// `logits` [T, V] f32 in a safetensors file.
+#[derive(clap::Args)]
+pub struct LogitsArgs {
+    /// A checkpoint directory (HF layout)
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The prompt as token ids, e.g. 1,2,3
+    #[arg(long, value_name = "IDS", value_parser = TOKENS)]
+    tokens: TokenIds,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// f32, bf16, w8a8 or fast (as for generate)
+    #[arg(long, default_value = "f32", value_parser = PATH)]
+    path: PathChoice,
+    #[arg(long, value_name = "FILE.safetensors")]
+    out: PathBuf,
+}
+
+/// Run the golden fixtures on one backend
+///
+/// The fixtures hold logits from HF transformers (model/tests/fixtures); each path's agreement is printed
+/// against its derived bound. Exit status 1 on any failure.
+#[derive(clap::Args)]
+pub struct GoldenArgs {
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// f32, bf16, w8a8 or all
+    #[arg(long, value_name = "PATH", default_value = "all", value_parser = GOLDEN_PATHS)]
+    path: NumericPaths,
+    /// The fixtures directory
+    #[arg(long, value_name = "DIR", default_value = "model/tests/fixtures")]
+    fixtures: PathBuf,
+}
+
+/// A named type for the same reason as [`TokenIds`].
+type NumericPaths = Vec<NumericPath>;
+
+const GOLDEN_PATHS: Checked<NumericPaths> = Checked(|s| match s {
+    "all" => Ok(vec![NumericPath::F32, NumericPath::Bf16, NumericPath::W8A8]),
+    p => NumericPath::parse(p)
+        .map(|p| vec![p])
+        .ok_or_else(|| format!("--path {p}: expected f32, bf16, w8a8 or all")),
+});
 
 /// The device `--backend` names; `auto` takes the first backend of the registry (most capable first) that
 /// has a device, skipping the slow reference oracle.
@@ -126,14 +269,17 @@ pub struct Loaded {
 }
 
 fn resolve_path(
-    spec: &str,
+    choice: PathChoice,
     config: &ModelConfig,
     devices: &[Arc<dyn Device>],
 ) -> Result<NumericPath, String> {
-    match spec {
-        "fast" => Ok(NumericPath::fastest(config, devices)),
-        other => NumericPath::parse(other)
-            .ok_or_else(|| format!("--path {other}: expected f32, bf16, w8a8 or fast")),
+    match choice {
+        PathChoice::Fast => {
+            let path = NumericPath::fastest(config, devices);
+            tracing::info!("--path fast: {} on these devices", path.name());
+            Ok(path)
+        }
+        PathChoice::Fixed(path) => Ok(path),
     }
 }
 
@@ -147,7 +293,7 @@ pub enum ModelSource<'a> {
 
 /// Loads the model onto the placement's devices (a checkpoint is validated against its config first, with a
 /// progress bar).
-pub fn load(source: ModelSource, place: &mut Placement, path_spec: &str) -> Result<Loaded, String> {
+pub fn load(source: ModelSource, place: &mut Placement, path: PathChoice) -> Result<Loaded, String> {
     let dir = match source {
         ModelSource::Checkpoint(dir) => dir,
         ModelSource::RandomConfig(_) | ModelSource::Builtin => {
@@ -159,7 +305,7 @@ pub fn load(source: ModelSource, place: &mut Placement, path_spec: &str) -> Resu
             };
             let tokenizer =
                 Tokenizer::for_model(None, builtin.config.vocab_size).map_err(|e| e.to_string())?;
-            let model = load_placed(builtin.config.clone(), &builtin, None, place, path_spec, None)?;
+            let model = load_placed(builtin.config.clone(), &builtin, None, place, path, None)?;
             return Ok(Loaded { model, tokenizer, random_weights: true });
         }
     };
@@ -172,7 +318,7 @@ pub fn load(source: ModelSource, place: &mut Placement, path_spec: &str) -> Resu
         checkpoint.total_bytes(),
         checkpoint.len(),
     );
-    let model = load_placed(config, &checkpoint, Some(&checkpoint), place, path_spec, Some(&mut progress))?;
+    let model = load_placed(config, &checkpoint, Some(&checkpoint), place, path, Some(&mut progress))?;
     progress.finish();
     Ok(Loaded { model, tokenizer, random_weights: false })
 }
@@ -184,12 +330,12 @@ fn load_placed(
     source: &dyn WeightSource,
     checkpoint: Option<&Checkpoint>,
     place: &mut Placement,
-    path_spec: &str,
+    path: PathChoice,
     mut progress: Option<&mut Progress>,
 ) -> Result<Model, String> {
     let (assignment, devices) = place.resolve(&config)?;
     check_memory(&config, checkpoint, &assignment, &devices)?;
-    let path = resolve_path(path_spec, &config, &devices)?;
+    let path = resolve_path(path, &config, &devices)?;
     let mut open = |name: &str| place.open(name);
     Model::load_placed(config, source, &assignment, &mut open, path, |bytes| {
         if let Some(p) = progress.as_mut() {
@@ -223,54 +369,32 @@ fn check_memory(
     dsv3_model::memory::check_placement(&loads).map_err(|e| e.to_string())
 }
 
-fn number<T: std::str::FromStr>(opts: &Options, name: &str, default: T) -> Result<T, String> {
-    opts.value(name)
-        .map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name}: `{v}` is not a number")))
-}
-
-pub fn run_generate(args: &[OsString]) -> i32 {
+pub fn run_generate(args: GenerateArgs) -> i32 {
     finish("generate", try_generate(args).map(|()| 0))
 }
 
-fn try_generate(args: &[OsString]) -> Result<(), String> {
-    let opts = Options::parse(args, &["chat", "json", "ignore-eos", "random-weights"])?;
-    opts.only(&[
-        "model",
-        "prompt",
-        "tokens",
-        "chat",
-        "system",
-        "max-new-tokens",
-        "temperature",
-        "top-p",
-        "seed",
-        "backend",
-        "path",
-        "json",
-        "ignore-eos",
-        "random-weights",
-        "config",
-        "place",
-    ])?;
-    let json = opts.flag("json");
-    let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
-    let source = match (opts.path("model"), opts.path("config"), opts.flag("random-weights")) {
-        (Some(dir), None, false) => ModelSource::Checkpoint(dir),
-        (None, Some(file), true) => ModelSource::RandomConfig(file),
-        (None, None, false) => ModelSource::Builtin,
-        _ => return Err("give --model DIR, or --random-weights --config FILE, or neither".into()),
+fn try_generate(args: GenerateArgs) -> Result<(), String> {
+    let json = args.json;
+    let mut place = args.device.placement()?;
+    // clap lets --model and --config (with --random-weights) through only one at a time.
+    let source = match (&args.model, &args.config) {
+        (Some(dir), _) => ModelSource::Checkpoint(dir),
+        (None, Some(file)) => ModelSource::RandomConfig(file),
+        (None, None) => ModelSource::Builtin,
     };
-    let loaded = load(source, &mut place, opts.value("path").unwrap_or("fast"))?;
+    let loaded = load(source, &mut place, args.path)?;
     let model = &loaded.model;
     if loaded.random_weights {
-        eprintln!("note: running random weights (the built-in model, or --random-weights): timing is real, text is noise");
+        tracing::warn!(
+            "running random weights (the built-in model, or --random-weights): timing is real, text is noise"
+        );
     }
     let shares = model.devices();
     let on = match shares.len() {
         1 => model.device.info().name.clone(),
         n => format!("{n} devices"),
     };
-    eprintln!(
+    tracing::info!(
         "model: {} on {on} ({}), {} layers, {:.1} MB of weights",
         model.config.arch.name(),
         model.describe_numerics(),
@@ -280,18 +404,18 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
     if shares.len() > 1 {
         for share in &shares {
             let parts = model.describe_parts(&share.parts);
-            eprintln!("  {}: {:.1} MB: {parts}", share.name, share.weight_bytes as f64 / 1e6);
+            tracing::info!("  {}: {:.1} MB: {parts}", share.name, share.weight_bytes as f64 / 1e6);
         }
     }
     let tokenizer = loaded.tokenizer.as_ref();
-    let prompt = match (opts.value("prompt"), opts.value("tokens")) {
-        (Some(_), Some(_)) => return Err("give --prompt or --tokens, not both".into()),
-        (None, Some(ids)) => dsv3_model::values::parse_tokens(ids)?,
-        (Some(text), None) => {
+    // clap lets exactly one of --prompt and --tokens through.
+    let prompt = match (args.tokens, &args.prompt) {
+        (Some(ids), _) => ids,
+        (None, Some(text)) => {
             let tok = tokenizer.ok_or("this checkpoint has no tokenizer.json: use --tokens")?;
-            let ids = if opts.flag("chat") {
+            let ids = if args.chat {
                 let mut messages = Vec::new();
-                if let Some(system) = opts.value("system") {
+                if let Some(system) = &args.system {
                     messages.push(Message::system(system));
                 }
                 messages.push(Message::user(text));
@@ -301,25 +425,17 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
             };
             ids.map_err(|e| e.to_string())?
         }
-        (None, None) => return Err("--prompt TEXT or --tokens IDS is required".into()),
+        (None, None) => unreachable!("clap requires --prompt or --tokens"),
     };
-    let max_new_tokens = number(&opts, "max-new-tokens", 4096usize)?;
-    if max_new_tokens > MAX_NEW_TOKENS_LIMIT {
-        return Err(format!("--max-new-tokens {max_new_tokens} exceeds the limit of {MAX_NEW_TOKENS_LIMIT}"));
-    }
-    let sampling = Sampling {
-        temperature: number(&opts, "temperature", 0.6f32)?,
-        top_p: number(&opts, "top-p", 0.95f32)?,
-        seed: number(&opts, "seed", 0u64)?,
-    };
+    let sampling = Sampling { temperature: args.temperature, top_p: args.top_p, seed: args.seed };
     let mut stop = model.config.eos_token_ids.clone();
     if let Some(t) = tokenizer {
         stop.push(t.eos_id());
     }
-    if opts.flag("ignore-eos") {
+    if args.ignore_eos {
         stop.clear(); // benchmarking: always produce --max-new-tokens
     }
-    let request = Request { max_new_tokens, sampling, stop };
+    let request = Request { max_new_tokens: args.max_new_tokens, sampling, stop };
     let mut decoder = tokenizer.map(Tokenizer::stream_decoder);
     let mut text = String::new();
     let out = generate(model, &[prompt], &request, |_, token| {
@@ -340,7 +456,7 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
             outln!("{rest}")?;
         }
     }
-    eprintln!(
+    errln!(
         "prompt: {} tokens, {:.1} tok/s | decode: {} tokens, {:.1} tok/s",
         out.prompt_tokens,
         out.prefill_tok_s(),
@@ -351,7 +467,7 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
     let shares = model.devices();
     if shares.len() > 1 {
         for d in &shares {
-            eprintln!(
+            errln!(
                 "  {}: {:.2} s in launches, {:.2} MB in, {:.2} MB out across device boundaries, \
                  {:.3} s waiting for shared experts the routed ones did not hide",
                 d.name,
@@ -389,18 +505,14 @@ fn try_generate(args: &[OsString]) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run_logits(args: &[OsString]) -> i32 {
+pub fn run_logits(args: LogitsArgs) -> i32 {
     finish("logits", try_logits(args).map(|()| 0))
 }
 
-fn try_logits(args: &[OsString]) -> Result<(), String> {
-    let opts = Options::parse(args, &[])?;
-    opts.only(&["model", "tokens", "backend", "path", "out", "place"])?;
-    let dir = opts.path("model").ok_or("--model DIR is required")?;
-    let tokens = dsv3_model::values::parse_tokens(opts.value("tokens").ok_or("--tokens IDS is required")?)?;
-    let out_path = opts.path("out").ok_or("--out FILE.safetensors is required")?;
-    let mut place = Placement::new(opts.value("place"), opts.value("backend").unwrap_or("auto"))?;
-    let loaded = load(ModelSource::Checkpoint(dir), &mut place, opts.value("path").unwrap_or("f32"))?;
+fn try_logits(args: LogitsArgs) -> Result<(), String> {
+    let (tokens, out_path) = (&args.tokens, args.out.as_path());
+    let mut place = args.device.placement()?;
+    let loaded = load(ModelSource::Checkpoint(&args.model), &mut place, args.path)?;
     let model = &loaded.model;
     // Positions past the context are not what the model was trained for: refuse rather than extrapolate.
     if tokens.len() > model.config.max_position_embeddings {
@@ -408,7 +520,7 @@ fn try_logits(args: &[OsString]) -> Result<(), String> {
         return Err(format!("--tokens: {} tokens exceed the model's context of {context}", tokens.len()));
     }
     let mut cache = dsv3_model::cache::KvCache::new(model, 1, tokens.len()).map_err(|e| e.to_string())?;
-    let logits = model.forward(&mut cache, &tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
+    let logits = model.forward(&mut cache, tokens, tokens.len(), Logits::All).map_err(|e| e.to_string())?;
     let values = golden::download_f32(model, &logits).map_err(|e| e.to_string())?;
     // A NaN written to the file would pass for a result; say where it appeared instead.
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
@@ -427,7 +539,7 @@ fn try_logits(args: &[OsString]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let file = safetensors::serialize([("logits", view)], None).map_err(|e| e.to_string())?;
     write_file("--out", out_path, &file)?;
-    eprintln!(
+    tracing::info!(
         "wrote logits [{}, {}] ({}, {}) to {}",
         tokens.len(),
         model.config.vocab_size,
@@ -439,30 +551,21 @@ fn try_logits(args: &[OsString]) -> Result<(), String> {
 }
 
 /// `dsv3 golden`: the model-level oracle (fixtures with HF transformers logits) on one backend.
-pub fn run_golden(args: &[OsString]) -> i32 {
+pub fn run_golden(args: GoldenArgs) -> i32 {
     finish("golden", try_golden(args).map(|pass| if pass { 0 } else { 1 }))
 }
 
-fn try_golden(args: &[OsString]) -> Result<bool, String> {
-    let opts = Options::parse(args, &[])?;
-    opts.only(&["backend", "path", "fixtures", "place"])?;
-    let root = opts.path("fixtures").unwrap_or(Path::new("model/tests/fixtures"));
-    let backend = opts.value("backend").unwrap_or("auto");
-    let paths: Vec<NumericPath> =
-        match opts.value("path").unwrap_or("all") {
-            "all" => vec![NumericPath::F32, NumericPath::Bf16, NumericPath::W8A8],
-            p => vec![NumericPath::parse(p)
-                .ok_or_else(|| format!("--path {p}: expected f32, bf16, w8a8 or all"))?],
-        };
+fn try_golden(args: GoldenArgs) -> Result<bool, String> {
+    let root = args.fixtures.as_path();
     let mut all_pass = true;
     for fixture in ["tiny-dsv3", "tiny-dsv3-bf16"] {
         let dir = root.join(fixture);
         let config = ModelConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
-        for &path in &paths {
+        for &path in &args.path {
             if path == NumericPath::W8A8 && config.quantization.is_none() {
                 continue; // a BF16 checkpoint has no W8A8 form
             }
-            let mut place = Placement::new(opts.value("place"), backend)?;
+            let mut place = args.device.placement()?;
             let (rules, default) = (place.rules().clone(), place.default_name());
             let report = golden::check_placed(&dir, &rules, &default, &mut |n| place.open(n), path)
                 .map_err(|e| e.to_string())?;

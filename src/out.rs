@@ -1,6 +1,6 @@
 //! Everything `dsv3` writes: stdout, whose errors end the command like any other error instead of the
-//! panic of `println!`, and the files named on the command line, which are never replaced when they are
-//! not regular files.
+//! panic of `println!`; stderr, whose errors are ignored instead of the panic of `eprintln!`; and the
+//! files named on the command line, which are never replaced when they are not regular files.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -55,7 +55,39 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::out::stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
-pub(crate) use {out, outln};
+/// `eprint!` that never panics (see [`Stderr`]).
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::out::stderr(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that never panics (see [`Stderr`]).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::out::stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+pub(crate) use {err, errln, out, outln};
+
+/// Stderr whose write errors are dropped. Stderr is where dsv3 says what went wrong; when it is itself
+/// gone (`2>&-` is harmless, but a closed pipe or a full disk is not), there is nowhere left to say
+/// anything, and `eprintln!`'s panic would turn a finished command into exit status 101. The log
+/// lines (`crate::logging`) go through it too.
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `args` to stderr, ignoring errors (see [`Stderr`]).
+pub fn stderr(args: fmt::Arguments) {
+    let _ = io::stderr().lock().write_fmt(args);
+}
 
 /// Writes `bytes` to the file `path` names (`flag` is the option that named it, for messages). A new path
 /// or a regular file is written to a temporary file beside it and renamed over it, so a failed write

@@ -1,7 +1,8 @@
 //! The `dsv3` binary against hostile but plausible input: closed and full stdout, arguments that are not
 //! UTF-8, special files as outputs, impossible shapes and sizes, endless files, tiny temperatures,
-//! unavailable backends and unusable cache directories. Each row asserts the exit status, that nothing
-//! panicked, and what stderr says; the special-file rows also check the file is still what it was.
+//! unavailable backends and unusable cache directories, a closed stderr. Each row asserts the exit status,
+//! that nothing panicked, and what stderr says; the special-file rows also check the file is still what it
+//! was.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -106,7 +107,17 @@ fn arguments_that_are_not_utf8() {
     let out = run(vec![os("inspect"), os("--config"), bad()]);
     expect("inspect --config <latin-1 path>", &out, 2, &["caf", "No such file"]);
     let out = run(vec![bad()]);
-    expect("<latin-1 subcommand>", &out, 2, &["USAGE"]);
+    expect("<latin-1 subcommand>", &out, 2, &["Usage: dsv3"]);
+    // Every path option takes any bytes: each of these fails on the missing file, named, not on UTF-8.
+    let dir = || OsString::from_vec(b"/nonexistent/caf\xe9".to_vec());
+    for args in [
+        vec![os("generate"), os("--model"), dir(), os("--tokens"), os("1")],
+        vec![os("op"), os("--cases"), dir()],
+        vec![os("golden"), os("--backend"), os("cpu"), os("--path"), os("f32"), os("--fixtures"), dir()],
+    ] {
+        let what = format!("{args:?}");
+        expect(&what, &run(args), 2, &["/nonexistent/caf"]);
+    }
 }
 
 #[test]
@@ -273,9 +284,9 @@ fn an_unusable_kernel_cache_falls_back() {
         "HOME=/proc conformance --backend cuda-emu",
         &out,
         0,
-        &["note: kernel cache /proc/.cache/dsv3/kernels"],
+        &["WARN", "kernel cache /proc/.cache/dsv3/kernels is not usable"],
     );
-    assert_eq!(stderr(&out).matches("note: kernel cache").count(), 1, "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("kernel cache").count(), 1, "{}", stderr(&out));
     let out = run("");
     expect("HOME='' conformance --backend cuda-emu", &out, 0, &[]);
     assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "HOME='' wrote into the working directory");
@@ -378,4 +389,40 @@ fn non_finite_logits_are_reported_not_written() {
     );
     assert!(!out_file.exists(), "non-finite logits were written");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A closed stderr is no reason to fail: `eprintln!` would panic (exit status 101) on a pipe whose reader
+/// has gone. The run's own result (exit status, stdout) is what it would have been. With stderr gone a
+/// panic message cannot be read, so the exit status is what tells.
+#[test]
+fn a_closed_stderr_changes_nothing_else() {
+    let model = fixtures().join("tiny-dsv3");
+    let generate =
+        ["generate", "--model", path_str(&model), "--tokens", "1,2", "--max-new-tokens", "2", "--json"];
+    for (args, code) in [
+        (&generate[..], 0),
+        (&["bench", "--op", "nosuch"][..], 2), // a usage error: clap's message
+        (&["inspect", "--config", "/nonexistent.json"][..], 2), // a command's error message
+        (&["conformance", "--backend", "cpu", "--quick", "--op", "add", "--progress"][..], 0),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = dsv3(args).stderr(writer).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>(closed pipe)");
+        // The descriptor itself closed (`2>&-`): a write fails with EBADF.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" 2>&-")
+            .arg(BIN)
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?} 2>&-");
+        if code == 0 && args[0] == "generate" {
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+            assert_eq!(last["tokens"].as_array().unwrap().len(), 2, "{stdout}");
+        }
+    }
 }

@@ -10,12 +10,16 @@
 //! * [`metrics`] — NMSE, max abs / rel, cosine distance, exact and tie-aware comparisons, guard checks;
 //! * [`expectations`] — per-backend unsupported and expected-failure lists;
 //! * [`sampling_stats`] — sampling judged by its distribution (chi-square against the exact nucleus);
-//! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix.
+//! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix;
+//! * [`fuzzing`] — the case-file reader's fuzz entry; [`fuzz_replay`] — the stable replay of every fuzz
+//!   target's corpus, shared with the model crate's targets.
 
 pub mod case;
 pub mod case_file;
 pub mod cases;
 pub mod expectations;
+pub mod fuzz_replay;
+pub mod fuzzing;
 pub mod gen;
 pub mod metrics;
 pub mod report;

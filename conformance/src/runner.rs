@@ -10,6 +10,7 @@ use crate::report::{Perf, Report, Row, Status};
 use dsv3_backend_cpu::{CpuBackend, Mode as CpuMode};
 use dsv3_core::ops::OP_NAMES;
 use dsv3_core::{Backend, DType, Device, Error, Op, Result, Support};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -210,7 +211,10 @@ fn run_items<'a>(
             };
             if options.progress {
                 let m = row.nmse.map_or(String::new(), |v| format!(" nmse {v:.2e}"));
-                eprintln!("{} {} {}{m} {}", row.backend, row.case, row.status.as_str(), row.reason);
+                // Not `eprintln!`: a closed stderr must not end the run (a panic, exit status 101).
+                let line =
+                    format!("{} {} {}{m} {}\n", row.backend, row.case, row.status.as_str(), row.reason);
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
             t.rows.push(row);
         }

@@ -63,8 +63,8 @@ fn usable(dir: &Path, private: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// The cache directory: the configured one if it can be written, else [`fallback_dir`] (said once on
-/// stderr). Decided once per process.
+/// The cache directory: the configured one if it can be written, else [`fallback_dir`] (said once, as a
+/// `tracing` warning: the program decides where it goes). Decided once per process.
 pub fn dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -74,18 +74,18 @@ pub fn dir() -> PathBuf {
         match usable(&configured, private) {
             Ok(()) => configured,
             Err(why) if !private => {
-                eprintln!(
-                    "note: kernel cache {} is not usable ({why}); using {}",
+                tracing::warn!(
+                    "kernel cache {} is not usable ({why}); using {}",
                     configured.display(),
                     fallback.display()
                 );
                 if let Err(why) = usable(&fallback, true) {
-                    eprintln!("note: kernel cache {} is not usable either ({why})", fallback.display());
+                    tracing::warn!("kernel cache {} is not usable either ({why})", fallback.display());
                 }
                 fallback
             }
             Err(why) => {
-                eprintln!("note: kernel cache {} is not usable ({why})", configured.display());
+                tracing::warn!("kernel cache {} is not usable ({why})", configured.display());
                 configured
             }
         }
