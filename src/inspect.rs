@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
+use dsv3_model::expert_stats::ExpertStats;
 use dsv3_model::inspect::{vocabulary_gap, DeviceFit, Report};
 use dsv3_model::placement::Rules;
 use dsv3_model::plan::{self, DeviceSpec};
@@ -43,6 +44,10 @@ pub struct Args {
     /// GB/s, TB/s; TFLOPS — without it the prefill rate is unknown)
     #[arg(long, value_name = "DEVICES", requires = "place", value_parser = TEXT)]
     assume: Option<String>,
+    /// Expert-usage counts (written by `generate --record-expert-stats`): each routed expert is read by
+    /// its recorded share of tokens, and `auto` puts the most used first on the fastest device
+    #[arg(long, value_name = "FILE", requires = "place")]
+    expert_stats: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -79,7 +84,16 @@ fn try_run(args: Args) -> Result<(), String> {
                 None => device_specs::present(&mut HashMap::new()),
             };
             let first = specs.first().ok_or("--place: no device present to plan on")?.name.clone();
-            let sizes = plan::part_sizes(&config, checkpoint.as_ref(), None).map_err(|e| e.to_string())?;
+            let usage = match &args.expert_stats {
+                Some(file) => {
+                    let stats = ExpertStats::load(file).map_err(|e| e.to_string())?;
+                    stats.check(&config, &file.display().to_string()).map_err(|e| e.to_string())?;
+                    Some(stats)
+                }
+                None => None,
+            };
+            let sizes =
+                plan::part_sizes(&config, checkpoint.as_ref(), usage.as_ref()).map_err(|e| e.to_string())?;
             let plan = if Rules::is_auto(place) {
                 plan::auto(&config, &sizes, &specs)
             } else {

@@ -9,6 +9,7 @@ use dsv3_model::builtin::Builtin;
 use dsv3_model::chat::Message;
 use dsv3_model::checkpoint::Checkpoint;
 use dsv3_model::config::ModelConfig;
+use dsv3_model::expert_stats::ExpertStats;
 use dsv3_model::generate::{generate, Request, Sampling};
 use dsv3_model::golden;
 use dsv3_model::graph::{Logits, Model, NumericPath};
@@ -30,16 +31,27 @@ pub struct DeviceArgs {
     backend: String,
     /// Put parts of the model on other devices than --backend's, e.g. 'experts=cpu,*=cuda:0': rules
     /// PATTERN=DEVICE, first match wins; parts embed, norm, head and per layer attn, mlp, router, shared,
-    /// experts (`experts` alone: in every layer; `layers.0-2`, `layers.*.experts`); DEVICE as `dsv3
-    /// devices` prints it. `auto` plans over the devices present (see inspect) and fails before loading
-    /// when the model does not fit
+    /// experts (`experts` alone: in every layer; `layers.0-2`, `layers.*.experts`, `layers.5.experts.0-63`:
+    /// a range of expert ids); DEVICE as `dsv3 devices` prints it. `auto` plans over the devices present
+    /// (see inspect) and fails before loading when the model does not fit
     #[arg(long, value_name = "RULES|auto", value_parser = TEXT)]
     place: Option<String>,
+    /// Expert-usage counts (written by `generate --record-expert-stats`): --place auto puts each layer's
+    /// most used routed experts on the fastest device first
+    #[arg(long, value_name = "FILE", requires = "place")]
+    expert_stats: Option<PathBuf>,
 }
 
 impl DeviceArgs {
     fn placement(&self) -> Result<Placement, String> {
-        Placement::new(self.place.as_deref(), &self.backend)
+        let usage = match (&self.expert_stats, self.place.as_deref()) {
+            (None, _) => None,
+            (Some(file), Some(place)) if Rules::is_auto(place) => {
+                Some(ExpertStats::load(file).map_err(|e| e.to_string())?)
+            }
+            (Some(_), _) => return Err("--expert-stats orders the experts for --place auto".into()),
+        };
+        Placement::new(self.place.as_deref(), &self.backend, usage)
     }
 }
 
@@ -111,6 +123,10 @@ pub struct GenerateArgs {
     /// Always produce --max-new-tokens (benchmarking)
     #[arg(long)]
     ignore_eos: bool,
+    /// Count how many tokens chose each routed expert of each layer into FILE (added to its counts when
+    /// it exists), for --place auto --expert-stats
+    #[arg(long, value_name = "FILE")]
+    record_expert_stats: Option<PathBuf>,
 }
 
 /// Token ids. A named type: clap takes a field of type `Vec` for an option given several times.
@@ -204,12 +220,13 @@ pub struct Placement {
 impl Placement {
     /// `rules` `auto` plans against every device present (`crate::device_specs::present`); a plan that
     /// does not fit is an error when a model is resolved, before a byte of it is loaded.
-    pub fn new(rules: Option<&str>, backend: &str) -> Result<Placement, String> {
+    /// `usage` (recorded expert counts) orders the routed experts for `auto`.
+    pub fn new(rules: Option<&str>, backend: &str, usage: Option<ExpertStats>) -> Result<Placement, String> {
         let default = pick_device(backend)?;
         let mut opened = HashMap::from([(default.id().to_string(), default.clone())]);
         let rules = match rules {
             Some(text) if Rules::is_auto(text) => {
-                Rules::auto(crate::device_specs::present(&mut opened), None)
+                Rules::auto(crate::device_specs::present(&mut opened), usage)
             }
             Some(text) => Rules::parse(text).map_err(|e| e.to_string())?,
             None => Rules::default(),
@@ -436,6 +453,14 @@ fn try_generate(args: GenerateArgs) -> Result<(), String> {
         stop.clear(); // benchmarking: always produce --max-new-tokens
     }
     let request = Request { max_new_tokens: args.max_new_tokens, sampling, stop };
+    // The counts to add to, read (and checked against this model) before the run rather than after it.
+    let expert_stats = match &args.record_expert_stats {
+        Some(file) => {
+            model.record_routes();
+            Some((file, expert_stats_to_extend(file, &model.config)?))
+        }
+        None => None,
+    };
     let mut decoder = tokenizer.map(Tokenizer::stream_decoder);
     let mut text = String::new();
     let out = generate(model, &[prompt], &request, |_, token| {
@@ -463,6 +488,11 @@ fn try_generate(args: GenerateArgs) -> Result<(), String> {
         out.decode_tokens,
         out.decode_tok_s()
     );
+    if let Some((file, mut stats)) = expert_stats {
+        stats.add_routes(&model.take_routes()).map_err(|e| e.to_string())?;
+        write_file("--record-expert-stats", file, stats.to_json().as_bytes())?;
+        tracing::info!("expert usage of {} tokens in {}", stats.tokens, file.display());
+    }
     // The run report: what each device held and did (one line per device where there are several).
     let shares = model.devices();
     if shares.len() > 1 {
@@ -498,11 +528,25 @@ fn try_generate(args: GenerateArgs) -> Result<(), String> {
             "text": if tokenizer.is_some() { serde_json::Value::String(text) } else { serde_json::Value::Null },
             "prefill_tok_s": out.prefill_tok_s(),
             "decode_tok_s": out.decode_tok_s(),
+            "launches_per_step": out.launches_per_step(),
             "devices": devices,
         });
         outln!("{line}")?;
     }
     Ok(())
+}
+
+/// The counts `--record-expert-stats FILE` adds to: FILE's when it exists (for this model's shape, else an
+/// error naming the file and field), else none yet.
+fn expert_stats_to_extend(file: &Path, config: &ModelConfig) -> Result<ExpertStats, String> {
+    let stats = if file.exists() {
+        let stats = ExpertStats::load(file).map_err(|e| e.to_string())?;
+        stats.check(config, &file.display().to_string()).map_err(|e| e.to_string())?;
+        stats
+    } else {
+        ExpertStats::new(config).map_err(|e| format!("--record-expert-stats: {e}"))?
+    };
+    Ok(stats)
 }
 
 pub fn run_logits(args: LogitsArgs) -> i32 {

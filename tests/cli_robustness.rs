@@ -255,7 +255,7 @@ fn placement_rules_that_cannot_mean_anything_are_refused_before_loading() {
         ("experts=nosuch", &["`nosuch:0`", "unknown backend"]),
         ("expert=cpu", &["unknown part `expert`"]),
         ("layers.7=cpu", &["`layers.7=cpu` matches no part of this model (3 layers"]),
-        ("layers.1.experts.0-3=cpu", &["splitting one layer's routed experts"]),
+        ("layers.1.experts.16-20=cpu", &["`layers.1.experts.16-20=cpu` matches no part"]),
         ("experts", &["expected PATTERN=DEVICE"]),
     ] {
         let args =

@@ -65,3 +65,96 @@ fn inspect_names_an_unknown_gpu_and_a_plan_that_does_not_fit() {
     assert!(json["placement"][0]["shortfall_bytes"].as_u64().unwrap() > 500_000_000_000);
     assert!(stdout.contains("DOES NOT FIT:"), "{stdout}");
 }
+
+/// `generate --record-expert-stats` writes counts (and adds to them), `--place auto --expert-stats` uses
+/// them, and counts of another model's shape are refused naming the file and field.
+#[test]
+fn expert_usage_is_recorded_by_generate_and_used_by_the_planner() {
+    let dir = std::env::temp_dir().join(format!("dsv3-expert-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny.json");
+    let path = file.to_str().unwrap();
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/model/tests/fixtures/tiny-dsv3");
+    let record = [
+        "generate",
+        "--model",
+        tiny,
+        "--tokens",
+        "1,2,3",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--record-expert-stats",
+        path,
+    ];
+    let tokens = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        stats["tokens"].as_u64().unwrap()
+    };
+    // 3 prompt tokens, then 3 decode steps (the first new token comes from the prefill).
+    assert_eq!(tokens(&dsv3(&record)), 6);
+    assert_eq!(tokens(&dsv3(&record)), 12, "a second run adds to the counts");
+    // The tiny model's counts do not describe DeepSeek-V3.
+    let out = dsv3(&[
+        "inspect",
+        "--config",
+        V3,
+        "--place",
+        "auto",
+        "--assume",
+        "cuda:0=H200",
+        "--expert-stats",
+        path,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(path) && err.contains("n_routed_experts"), "{err}");
+    let out = dsv3(&[
+        "generate",
+        "--model",
+        tiny,
+        "--tokens",
+        "1",
+        "--place",
+        "experts=cpu",
+        "--expert-stats",
+        path,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--expert-stats orders the experts for --place auto")
+    );
+
+    // DeepSeek-V3 where every token chose experts 0-7 of every MoE layer: planned with these counts, the
+    // GPU holds those experts and no step reads an expert from host RAM.
+    let hot: Vec<u64> = (0..256).map(|e| if e < 8 { 1000 } else { 0 }).collect();
+    let layers: serde_json::Map<String, serde_json::Value> =
+        (3..61).map(|l| (l.to_string(), serde_json::json!(hot))).collect();
+    let stats = serde_json::json!({"format": "dsv3-expert-stats", "version": 1, "n_routed_experts": 256,
+        "top_k": 8, "tokens": 1000, "layers": layers});
+    let v3_file = dir.join("v3.json");
+    std::fs::write(&v3_file, stats.to_string()).unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "inspect",
+            "--config",
+            V3,
+            "--place",
+            "auto",
+            "--assume",
+            "cuda:0=H200,cpu=768GB@300GB/s",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = dsv3(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str::<serde_json::Value>(stdout.lines().last().unwrap()).unwrap()
+    };
+    let (uniform, hot) = (plan(&[]), plan(&["--expert-stats", v3_file.to_str().unwrap()]));
+    assert_eq!(hot["placement"][1]["decode_share"], 0.0, "{}", hot["placement"]);
+    let rate = |p: &serde_json::Value| p["predicted_decode_tok_s"].as_f64().unwrap();
+    assert!(rate(&hot) > 3.0 * rate(&uniform), "{} vs {}", rate(&hot), rate(&uniform));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
