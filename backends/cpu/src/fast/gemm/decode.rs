@@ -12,11 +12,18 @@
 //!   contract's scale-folded form) whenever `s · 2^fold` is finite (checked; otherwise the portable path
 //!   runs). NaN codes decode to NaN, as in [`Fp8Format::decode`].
 //!
+//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the two-level kernel instead ([`two_level`]): 64 codes
+//! per step decoded exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to
+//! match), partial sums per 128-wide K block without the scale, then `acc += partial · s` (one FMA per
+//! block) — measured faster there than the table-free decoder (benches/results/
+//! 2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2` bypasses it.
+//!
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
 use rayon::prelude::*;
 
+use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
 use super::{Fp8Format, Isa, SCALE_BLOCK};
 
@@ -57,19 +64,32 @@ struct WView<'a> {
     kb: usize,
     /// `2^fold` for FP8 (see [`f16_bits`]), 1 otherwise: multiplied into each block scale.
     fold: f32,
+    /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI, M ≤ 4), the two-level kernel runs.
+    tables: Option<&'a Fp8Tables>,
 }
+
+/// Largest M for the two-level VBMI kernel (above it, the partial sums no longer fit in registers).
+const TWO_LEVEL_MAX_M: usize = 4;
 
 fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
     bytemuck::cast_slice(x)
 }
 
 /// The SIMD view of `b`, or `None` when a folded block scale overflows (the portable path is exact).
+/// `two_level`: use the VBMI tables when `b` has them.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn view<'a>(b: &'a RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
+fn view<'a>(b: &'a RhsSrc<'a>, k: usize, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
-        RhsSrc::F32(d) => WView { kind: F32, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0 },
-        RhsSrc::Bf16(d) => WView { kind: BF16, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0 },
+        RhsSrc::F32(d) => {
+            WView { kind: F32, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
+        }
+        RhsSrc::Bf16(d) => {
+            WView { kind: BF16, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
+        }
+        RhsSrc::BlockFp8 { codes, scales, simd: Some(t), .. } if two_level => {
+            WView { kind: E4M3FN, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
+        }
         RhsSrc::BlockFp8 { codes, scales, format, .. } => {
             let (kind, fold) = match format {
                 Fp8Format::E4M3Fn => (E4M3FN, 256.0),
@@ -79,7 +99,7 @@ fn view<'a>(b: &'a RhsSrc<'a>, k: usize) -> Option<WView<'a>> {
             if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
                 return None;
             }
-            WView { kind, bytes: codes, k, scales, kb, fold }
+            WView { kind, bytes: codes, k, scales, kb, fold, tables: None }
         }
     })
 }
@@ -101,7 +121,24 @@ pub(crate) fn gemm_decode(
     for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
         a.load_row(i, 0, &mut row[..k]);
     }
-    let w = view(b, k);
+    #[cfg(target_arch = "x86_64")]
+    let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
+    #[cfg(not(target_arch = "x86_64"))]
+    let two_level = false;
+    let w = view(b, k, two_level);
+    #[cfg(target_arch = "x86_64")]
+    if w.as_ref().is_some_and(|w| w.tables.is_some()) {
+        // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
+        // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
+        for row in abuf.chunks_exact_mut(kp) {
+            for chunk in row.chunks_exact_mut(64) {
+                let src: [f32; 64] = (&*chunk).try_into().unwrap();
+                for (i, &v) in src.iter().enumerate() {
+                    chunk[super::fp8_simd::lane_order(i)] = v;
+                }
+            }
+        }
+    }
     let isa = if w.is_none() { Isa::Scalar } else { isa };
 
     // Output transposed ([N, M]) so that threads own disjoint chunks; scattered into C at the end.
@@ -345,9 +382,11 @@ mod x86 {
         let a = &a[..M * kp];
         assert!(kp >= k && kp.is_multiple_of(STEP) && out.len() > (NB - 1) * ldo + M - 1);
         let step = STEP / esz;
+        // Whole steps only; the row's last partial step is copied into zeroed buffers (code 0 and +0.0
+        // decode to +0, and A is zero-padded past k).
+        let kfull = k - k % step;
         // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract).
         let mut acc = [[unsafe { S::zero() }; NB]; M];
-        let mut tail: [u8; STEP];
         let mut kb0 = 0;
         while kb0 < k {
             let kend = (kb0 + SCALE_BLOCK).min(k);
@@ -360,38 +399,30 @@ mod x86 {
                 unsafe { S::splat(s * w.fold) }
             });
             let mut k0 = kb0;
-            while k0 < kend {
-                for (j, row) in rows.iter().enumerate() {
+            while k0 < kend.min(kfull) {
+                for row in &rows {
                     // Prefetch PF bytes ahead; past the end of the row, the same row of the next group (NB
                     // rows on), so that the next group starts warm. `wrapping_add`: the address may lie past
                     // the weights; prefetches never fault.
                     let off = k0 * esz + PF;
                     let off = if off < k * esz { off } else { off + (NB - 1) * k * esz };
                     _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(off).cast());
-                    // A whole step, or the row's last partial one copied into a zeroed buffer (code 0 and
-                    // +0.0 decode to +0, and A is zero-padded past k).
-                    let src = if k0 + step <= k {
-                        &row[k0 * esz..][..STEP]
-                    } else {
-                        tail = [0u8; STEP];
-                        tail[..(k - k0) * esz].copy_from_slice(&row[k0 * esz..]);
-                        &tail[..]
-                    };
-                    // SAFETY: `src` holds STEP bytes; A loads: k0 % step == 0, k0 < k <= kp, kp % STEP == 0,
-                    // so i*kp + k0 + v*LANES + LANES <= i*kp + k0 + step <= M*kp.
-                    unsafe {
-                        S::decode_step::<KIND>(src.as_ptr(), |v, mut wv| {
-                            if is_fp8(KIND) {
-                                wv = S::mul(wv, scale[j]);
-                            }
-                            for (i, acc_i) in acc.iter_mut().enumerate() {
-                                let av = S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES));
-                                acc_i[j] = S::fma(av, wv, acc_i[j]);
-                            }
-                        })
-                    };
                 }
+                let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
+                // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.
+                unsafe { step_all::<S, M, NB, KIND>(src, a, kp, k0, &scale, &mut acc) };
                 k0 += step;
+            }
+            if k0 < kend {
+                let tails: [[u8; STEP]; NB] = std::array::from_fn(|j| {
+                    let mut t = [0u8; STEP];
+                    t[..(k - k0) * esz].copy_from_slice(&rows[j][k0 * esz..]);
+                    t
+                });
+                // SAFETY: as above.
+                unsafe {
+                    step_all::<S, M, NB, KIND>(tails.each_ref().map(|t| &t[..]), a, kp, k0, &scale, &mut acc)
+                };
             }
             kb0 = kend;
         }
@@ -399,6 +430,39 @@ mod x86 {
             for (j, &v) in acc_i.iter().enumerate() {
                 out[j * ldo + i] = unsafe { S::hsum(v) };
             }
+        }
+    }
+
+    /// One step of every row of the group: decode `src[j]` (STEP bytes each), scale, and accumulate
+    /// `acc[i][j] += a[i, k0..k0 + step] · w[j]`.
+    ///
+    /// # Safety
+    /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
+    /// `k0 < kp`, `kp` a multiple of STEP and `a` holds M·kp values, so every A load
+    /// (`i*kp + k0 + v*LANES`, LANES values, within the step) lies inside `a`.
+    #[inline(always)]
+    unsafe fn step_all<S: Simd, const M: usize, const NB: usize, const KIND: u8>(
+        src: [&[u8]; NB],
+        a: &[f32],
+        kp: usize,
+        k0: usize,
+        scale: &[S::V; NB],
+        acc: &mut [[S::V; NB]; M],
+    ) {
+        for j in 0..NB {
+            debug_assert!(src[j].len() >= STEP && M * kp <= a.len());
+            // SAFETY: see the function's contract.
+            unsafe {
+                S::decode_step::<KIND>(src[j].as_ptr(), |v, mut wv| {
+                    if is_fp8(KIND) {
+                        wv = S::mul(wv, scale[j]);
+                    }
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES));
+                        acc_i[j] = S::fma(av, wv, acc_i[j]);
+                    }
+                })
+            };
         }
     }
 
@@ -494,6 +558,10 @@ mod x86 {
 
     pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx512_ok());
+        if let Some(t) = w.tables {
+            super::two_level::rows(m, w, t, a, kp, n0, out);
+            return;
+        }
         // 32 registers: up to 16 accumulators plus the decode's temporaries.
         let pick = |mc, kind| {
             pick!(group_avx512, mc, kind, [
@@ -559,6 +627,107 @@ mod x86 {
         }
         out.truncate(STEP / elem_bytes(kind));
         out
+    }
+}
+
+/// FP8 weights on AVX-512 + VBMI: exact 64-code decode ([`super::fp8_simd`]) and the two-level form
+/// (per 128-wide K block, `p = Σ a·decode(q)` in f32, then `acc += p·s` with one FMA).
+#[cfg(target_arch = "x86_64")]
+mod two_level {
+    use std::arch::x86_64::*;
+
+    use super::super::fp8_simd::{decode64_lanes, regs, Fp8Tables};
+    use super::{WView, SCALE_BLOCK};
+
+    type Kern = unsafe fn(&WView, &Fp8Tables, &[f32], usize, usize, &mut [f32]);
+
+    /// Software prefetch distance in bytes.
+    const PF: usize = 1024;
+
+    pub(super) fn rows(m: usize, w: &WView, t: &Fp8Tables, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+        let (nb, f, f1): (usize, Kern, Kern) = match m {
+            1 => (4, group::<1, 4>, group::<1, 1>),
+            2 => (4, group::<2, 4>, group::<2, 1>),
+            3 => (2, group::<3, 2>, group::<3, 1>),
+            4 => (2, group::<4, 2>, group::<4, 1>),
+            _ => (2, group::<4, 2>, group::<4, 1>),
+        };
+        debug_assert!(m <= super::TWO_LEVEL_MAX_M);
+        let rows = out.len() / m;
+        let mut r = 0;
+        while r < rows {
+            let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
+            let o = &mut out[r * m..(r + g) * m];
+            // SAFETY: `t` exists only on CPUs with AVX-512F/BW/VL + VBMI; the kernel checks its slices.
+            unsafe { kern(w, t, a, kp, n0 + r, o) };
+            r += g;
+        }
+    }
+
+    /// `out[j*M + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL + VBMI available. Every pointer used is derived from a slice checked here.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    unsafe fn group<const M: usize, const NB: usize>(
+        w: &WView,
+        t: &Fp8Tables,
+        a: &[f32],
+        kp: usize,
+        n0: usize,
+        out: &mut [f32],
+    ) {
+        let k = w.k;
+        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
+        let a = &a[..M * kp];
+        assert!(kp >= k && kp.is_multiple_of(64) && out.len() == M * NB);
+        // SAFETY: the features are enabled (caller's contract).
+        let r = unsafe { regs(t) };
+        let mut acc = [[_mm512_setzero_ps(); NB]; M];
+        let mut kb0 = 0;
+        while kb0 < k {
+            let kend = (kb0 + SCALE_BLOCK).min(k);
+            let mut part = [[_mm512_setzero_ps(); NB]; M];
+            let mut k0 = kb0;
+            while k0 < kend {
+                let rem = kend - k0;
+                let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+                // Prefetch PF bytes ahead in each row; past a row's end, continue into the same row of
+                // the next group (NB rows further on), so that the next group starts warm.
+                let off = if k0 + PF < k { k0 + PF } else { k0 + PF - k + NB * k };
+                for j in 0..NB {
+                    // `wrapping_add`: the address may lie past the weights; prefetches never fault.
+                    let ahead = rows[j].as_ptr().wrapping_add(off);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside rows[j];
+                    // masked-off lanes are zero (code 0 decodes to +0) and never read.
+                    let x = unsafe { _mm512_maskz_loadu_epi8(mask, rows[j].as_ptr().add(k0).cast()) };
+                    // SAFETY: features enabled.
+                    let wv = unsafe { decode64_lanes(&r, x) };
+                    for (c, wc) in wv.iter().enumerate() {
+                        for (i, part_i) in part.iter_mut().enumerate() {
+                            // SAFETY: k0 < k <= kp, k0 % 64 == 0 and kp % 64 == 0, so
+                            // i*kp + k0 + 16c + 16 <= M*kp (A is zero past k).
+                            let av = unsafe { _mm512_loadu_ps(a.as_ptr().add(i * kp + k0 + 16 * c)) };
+                            part_i[j] = _mm512_fmadd_ps(av, *wc, part_i[j]);
+                        }
+                    }
+                }
+                k0 += 64;
+            }
+            for j in 0..NB {
+                let s = _mm512_set1_ps(w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]);
+                for i in 0..M {
+                    acc[i][j] = _mm512_fmadd_ps(part[i][j], s, acc[i][j]);
+                }
+            }
+            kb0 = kend;
+        }
+        for i in 0..M {
+            for j in 0..NB {
+                out[j * M + i] = _mm512_reduce_add_ps(acc[i][j]);
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! AVX-512 VBMI decode of 64 FP8 codes at a time into exact f32 values, used to decode FP8 operands
-//! while packing panels for the prefill kernels (M > 16). The decode kernels use table-free decoders
-//! (`decode.rs`).
+//! AVX-512 VBMI decode of 64 FP8 codes at a time into exact f32 values: about a quarter of the
+//! instructions per code of the table-free f16 decoder in `decode.rs`, so FP8 GEMMs use it where the CPU
+//! has VBMI (the prefill packing, and the decode kernel for M ≤ 4).
 //!
 //! Every FP8 value (e4m3fn, e4m3fnuz, e5m2; subnormals, ±0 and ±inf included) is an f32 whose low 16 bits
 //! are zero, so it is fully described by two bytes: `bits = hi << 24 | lo << 16`. Both bytes of a
@@ -74,7 +74,7 @@ mod x86 {
 
     /// The tables and constants in registers.
     #[derive(Clone, Copy)]
-    struct Regs {
+    pub(crate) struct Regs {
         hi0: __m512i,
         hi1: __m512i,
         lo0: __m512i,
@@ -103,7 +103,7 @@ mod x86 {
     /// # Safety
     /// AVX-512F/BW/VBMI available (implied by the existence of `t`).
     #[inline(always)]
-    unsafe fn regs(t: &Fp8Tables) -> Regs {
+    pub(crate) unsafe fn regs(t: &Fp8Tables) -> Regs {
         // SAFETY: each table is 128 bytes (two 64-byte loads each); IDX rows are 64 bytes.
         unsafe {
             Regs {
@@ -136,18 +136,48 @@ mod x86 {
         }
     }
 
+    /// Position of value `i` of a 64-code chunk in the output of [`decode64_lanes`], as an index into the
+    /// four vectors laid end to end: `16c + 4L + d` for `i = 16L + 4c + d`.
+    pub(crate) const fn lane_order(i: usize) -> usize {
+        let (l, c, d) = (i / 16, (i / 4) % 4, i % 4);
+        16 * c + 4 * l + d
+    }
+
     /// Decodes the 64 codes of `x`: `out[c]` lane `d` is `decode(x[16c + d])` exactly.
     ///
     /// # Safety
     /// AVX-512F/BW/VBMI available.
     #[inline(always)]
-    unsafe fn decode64(r: &Regs, x: __m512i) -> [__m512; 4] {
+    pub(crate) unsafe fn decode64(r: &Regs, x: __m512i) -> [__m512; 4] {
         // SAFETY: register-only intrinsics of the features the caller guarantees.
         unsafe {
             let (lo, hi) = lo_hi(r, x);
             std::array::from_fn(|c| {
                 _mm512_castsi512_ps(_mm512_maskz_permutex2var_epi8(HI_HALVES, lo, r.idx[c], hi))
             })
+        }
+    }
+
+    /// Decodes the 64 codes of `x` in the order of in-lane unpacks (one op fewer per 16 values than
+    /// [`decode64`]): `out[c]` lane `4L + d` is `decode(x[16L + 4c + d])` (`L`: 128-bit lane, `d < 4`);
+    /// see [`lane_order`].
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VBMI available.
+    #[inline(always)]
+    pub(crate) unsafe fn decode64_lanes(r: &Regs, x: __m512i) -> [__m512; 4] {
+        // SAFETY: register-only intrinsics of the features the caller guarantees.
+        unsafe {
+            let (lo, hi) = lo_hi(r, x);
+            let w0 = _mm512_unpacklo_epi8(lo, hi);
+            let w1 = _mm512_unpackhi_epi8(lo, hi);
+            let z = _mm512_setzero_si512();
+            [
+                _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w0)),
+                _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w0)),
+                _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, w1)),
+                _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, w1)),
+            ]
         }
     }
 

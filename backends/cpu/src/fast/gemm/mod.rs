@@ -6,9 +6,15 @@
 //! * Every product is formed from exactly decoded f32 operand values: f32 as is, bf16 → f32 (exact, a
 //!   16-bit shift), FP8 → f32 (exact: every FP8 value is an f32).
 //! * Scaled FP8 operands (`s = scales[(n/128)·ceil(K/128) + k/128]` for [`Rhs::BlockFp8`],
-//!   `s = scales[m·ceil(K/128) + k/128]` for [`Lhs::Fp8`]) enter with the **scale folded into the
-//!   value**: the operand value is `decode(q) · s` rounded **once** to f32 (round to nearest even), and
-//!   that f32 enters the product.
+//!   `s = scales[m·ceil(K/128) + k/128]` for [`Lhs::Fp8`]) enter in one of two forms, by path:
+//!   - **scale folded into the value** (every path except the one below): the operand value is
+//!     `decode(q) · s` rounded **once** to f32 (round to nearest even), and that f32 enters the product.
+//!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 4) on AVX-512
+//!     CPUs with VBMI: for each 128-wide K block, `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32
+//!     (FMA) from the exact decoded values, then `C += p · s` with one FMA. (An FP8 left operand is
+//!     still folded: `a_mk` is its `decode·s` rounded once.)
+//!
+//!   Both are within the error bound below.
 //! * Accumulation is in f32 with fused multiply-add (the portable scalar fallback, used only on CPUs
 //!   without AVX2+FMA or on non-x86 targets, uses a separate multiply and add: same bound). The order of
 //!   summation is unspecified (it depends on the kernel, the tile sizes and the K blocking), so results
@@ -19,15 +25,19 @@
 //! * Error bound: with `S[m,n] = Σ_k |a_mk|·|b_nk|` over the decoded (and scale-folded) values,
 //!   `|C − C_exact| ≤ γ_K · S` with `γ_K ≈ K·2⁻²⁴` (standard bound for any summation order), plus for
 //!   folded-scale operands a relative 2⁻²⁴ per factor (already inside `S` when `S` is taken over the
-//!   rounded values), plus half a bf16 ulp of `|C|` for `Out::Bf16`.
+//!   rounded values), plus half a bf16 ulp of `|C|` for `Out::Bf16`. The two-level form has no value rounding
+//!   and adds one rounding per term (the `p · s` FMA): every term passes through at most
+//!   `min(K, 8) + ceil(K/128) + 4 ≤ K + 8` roundings (8 FMAs per lane per block, one per block, a
+//!   4-level lane reduction), so the same `γ_{K+8} · S` bound holds.
 //! * NaN FP8 codes decode to NaN on every path; every other code decodes exactly (the decode kernels
-//!   without tables, by way of f16 bits, [`decode`]; the prefill packing by table or AVX-512 VBMI
-//!   byte tables built from [`Fp8Format::decode`], `fp8_simd`).
+//!   without tables, by way of f16 bits, [`decode`]; AVX-512 VBMI byte tables built from
+//!   [`Fp8Format::decode`], `fp8_simd`, for the two-level kernel and the prefill packing; else a table).
 //!
 //! # Kernels
 //!
-//! * M ≤ 16 ("decode"): no packing; weight rows are streamed once and decoded in registers without
-//!   tables, M accumulators per weight row, threads split N ([`decode`]).
+//! * M ≤ 16 ("decode"): no packing; weight rows are streamed once and decoded in registers (without
+//!   tables, except the VBMI two-level kernel), M accumulators per weight row (two-level: M partial sums
+//!   plus M accumulators), threads split N ([`decode`]).
 //! * M > 16 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
 //!   MR-row panels and B (decoded, scale folded) into NR-column panels; a register-blocked microkernel
 //!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles.
