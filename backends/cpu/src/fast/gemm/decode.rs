@@ -210,12 +210,13 @@ mod x86 {
         /// `p` readable for `LANES` f32.
         unsafe fn load(p: *const f32) -> Self::V;
         unsafe fn hsum(v: Self::V) -> f32;
-        /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) and calls
-        /// `f(v, x)` for each vector `x` of `LANES` of them (`v`: its index in the step).
+        /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) into
+        /// vectors of `LANES`; entries past `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a
+        /// callback: a closure would be compiled without the path's target features.
         ///
         /// # Safety
         /// `p` readable for `STEP` bytes.
-        unsafe fn decode_step<const KIND: u8>(p: *const u8, f: impl FnMut(usize, Self::V));
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [Self::V; 8];
     }
 
     /// f16 bit patterns of 16 FP8 codes (zero-extended to 16 bits each) of `KIND`, exactly:
@@ -279,7 +280,9 @@ mod x86 {
             _mm512_reduce_add_ps(v)
         }
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8>(p: *const u8, mut f: impl FnMut(usize, __m512)) {
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m512; 8] {
+            let mut out = [_mm512_setzero_ps(); 8];
+            let mut f = |v: usize, x| out[v] = x;
             // SAFETY: every load below lies within the STEP bytes the caller guarantees.
             unsafe {
                 match KIND {
@@ -298,6 +301,7 @@ mod x86 {
                     }
                 }
             }
+            out
         }
     }
 
@@ -335,7 +339,9 @@ mod x86 {
             ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
         }
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8>(p: *const u8, mut f: impl FnMut(usize, __m256)) {
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m256; 8] {
+            let mut out = [_mm256_setzero_ps(); 8];
+            let mut f = |v: usize, x| out[v] = x;
             // SAFETY: every load below lies within the STEP bytes the caller guarantees.
             unsafe {
                 match KIND {
@@ -360,6 +366,7 @@ mod x86 {
                     }
                 }
             }
+            out
         }
     }
 
@@ -453,15 +460,14 @@ mod x86 {
             debug_assert!(src[j].len() >= STEP && M * kp <= a.len());
             // SAFETY: see the function's contract.
             unsafe {
-                S::decode_step::<KIND>(src[j].as_ptr(), |v, mut wv| {
-                    if is_fp8(KIND) {
-                        wv = S::mul(wv, scale[j]);
-                    }
+                let ws = S::decode_step::<KIND>(src[j].as_ptr());
+                for (v, &w) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / S::LANES) {
+                    let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
                     for (i, acc_i) in acc.iter_mut().enumerate() {
                         let av = S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES));
                         acc_i[j] = S::fma(av, wv, acc_i[j]);
                     }
-                })
+                }
             };
         }
     }
@@ -590,19 +596,19 @@ mod x86 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
         unsafe fn on_avx512<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
             // SAFETY: src holds STEP bytes; out holds STEP f32 >= every index written.
-            unsafe {
-                Avx512::decode_step::<KIND>(src.as_ptr(), |v, x| {
-                    _mm512_storeu_ps(out[16 * v..][..16].as_mut_ptr(), x)
-                })
+            let ws = unsafe { Avx512::decode_step::<KIND>(src.as_ptr()) };
+            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 16) {
+                // SAFETY: out holds STEP >= 16(v + 1) f32.
+                unsafe { _mm512_storeu_ps(out[16 * v..][..16].as_mut_ptr(), *x) };
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
             // SAFETY: as above.
-            unsafe {
-                Avx2::decode_step::<KIND>(src.as_ptr(), |v, x| {
-                    _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), x)
-                })
+            let ws = unsafe { Avx2::decode_step::<KIND>(src.as_ptr()) };
+            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 8) {
+                // SAFETY: out holds STEP >= 8(v + 1) f32.
+                unsafe { _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), *x) };
             }
         }
         let mut out = vec![f32::from_bits(0x7F80_1234); STEP];
