@@ -1,78 +1,99 @@
-//! M ≤ 8 ("decode") GEMM: memory-bandwidth bound, so B is not packed. Each weight row is streamed once
-//! and decoded in registers (bf16: 16-bit shift; FP8 e4m3: bit trick; e5m2: via f16), the block scale is
-//! folded in with one multiply, and M accumulators per weight row are kept; rows of B (columns of C) are
-//! split among threads. A (at most 8 rows) is converted to f32 once, zero-padded to a multiple of 16.
+//! M ≤ 16 ("decode") GEMM: memory-bandwidth bound, so B is not packed. Each weight row is streamed once,
+//! one 64-byte cache line per step, decoded in registers, and every decoded vector is multiplied into the
+//! accumulators of all M rows of A (register blocking: M × NB accumulators for NB weight rows at a time).
+//! Rows of B (columns of C) are split among threads. A (at most 16 rows) is converted to f32 once,
+//! zero-padded to a multiple of 64 values.
 //!
-//! FP8 e4m3 decode: with `x` the code, `((x << 24) >>ₐ 4) & 0x87F0_0000` puts the sign in bit 31 and the
-//! 7 magnitude bits at f32 bits 20..26 (exponent field's low 4 bits + top 3 mantissa bits); that f32 is
-//! `decode(x) · 2⁻¹²⁰` exactly (e4m3fn; `2⁻¹¹⁹` for e4m3fnuz), subnormals included. The weight value is
-//! then `t · (s · 2¹²⁰)`, one rounding, equal to `decode(x) · s` rounded once whenever `s · 2¹²⁰` is
-//! finite (checked; otherwise the portable path runs). NaN codes give finite values here.
+//! Decoding, without tables ([`Simd::decode_step`]):
+//! * bf16: a 16-bit shift into the top half of an f32.
+//! * FP8: the code is turned into the bits of an f16 holding `decode(q) · 2^-fold` exactly, then converted
+//!   by `vcvtph2ps` (F16C, or its AVX-512 form) — see [`f16_bits`]; the block scale, pre-multiplied by
+//!   `2^fold`, is applied with one multiply, so each weight value is `decode(q) · s` rounded once (the
+//!   contract's scale-folded form) whenever `s · 2^fold` is finite (checked; otherwise the portable path
+//!   runs). NaN codes decode to NaN, as in [`Fp8Format::decode`].
 //!
-//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the two-level kernel instead: 64 codes per step decoded
-//! exactly by table lookup ([`super::fp8_simd`], in unpack order, A permuted to match), partial sums
-//! per 128-wide K block without the scale, then `acc += partial · s` (one FMA per block). Its software
-//! prefetch rolls over from the end of each row into the next group's rows, so groups start warm.
+//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the two-level kernel instead ([`two_level`]): 64 codes
+//! per step decoded exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to
+//! match), partial sums per 128-wide K block without the scale, then `acc += partial · s` (one FMA per
+//! block) — measured faster there than the table-free decoder (benches/results/
+//! 2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2` bypasses it.
+//!
+//! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
+//! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
-use half::bf16;
 use rayon::prelude::*;
 
 use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
 use super::{Fp8Format, Isa, SCALE_BLOCK};
 
-/// Weight element kinds of the SIMD paths.
+/// Weight element kinds of the SIMD paths (a const parameter of the kernels).
 const F32: u8 = 0;
-const BF16: u8 = 1;
-const E4M3: u8 = 2;
-const E5M2: u8 = 3;
+pub(crate) const BF16: u8 = 1;
+const E4M3FN: u8 = 2;
+const E4M3FNUZ: u8 = 3;
+const E5M2: u8 = 4;
+
+const fn is_fp8(kind: u8) -> bool {
+    kind >= E4M3FN
+}
+
+const fn elem_bytes(kind: u8) -> usize {
+    match kind {
+        F32 => 4,
+        BF16 => 2,
+        _ => 1,
+    }
+}
+
+/// Bytes of each weight row consumed per step: one cache line, so one prefetch per row and step, and a
+/// step never straddles a 128-wide scale block (128 elements are 2, 4 or 8 steps).
+const STEP: usize = 64;
+
+/// Software prefetch distance in bytes. Measured on Sapphire Rapids (benches/results/
+/// 2026-12-06-cpu-decode-gemm.md): a few hundred bytes ahead keeps each row's stream ahead of the
+/// hardware prefetcher, which stops at 4 KiB page boundaries.
+const PF: usize = 1024;
 
 /// A byte view of B plus what its decode needs.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct WView<'a> {
     kind: u8,
     bytes: &'a [u8],
     k: usize,
     scales: &'a [f32],
     kb: usize,
-    /// Multiplier folded into the block scale (2^120 e4m3fn, 2^119 e4m3fnuz, 1 otherwise).
+    /// `2^fold` for FP8 (see [`f16_bits`]), 1 otherwise: multiplied into each block scale.
     fold: f32,
-    /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI), the two-level kernel runs.
+    /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI, M ≤ 4), the two-level kernel runs.
     tables: Option<&'a Fp8Tables>,
 }
 
-fn as_bytes_f32(x: &[f32]) -> &[u8] {
-    // SAFETY: u8 has no alignment or validity requirement; the byte length covers exactly `x`.
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
-}
-
-fn as_bytes_bf16(x: &[bf16]) -> &[u8] {
-    // SAFETY: as above (bf16 is a plain 2-byte value).
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
-}
-
-/// Largest M for the two-level VBMI kernel (above it, the partial sums no longer fit in registers and
-/// the scale-folded kernel is faster).
+/// Largest M for the two-level VBMI kernel (above it, the partial sums no longer fit in registers).
 const TWO_LEVEL_MAX_M: usize = 4;
 
-/// `two_level`: use the VBMI tables when `b` has them (AVX-512 path only).
+fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
+    bytemuck::cast_slice(x)
+}
+
+/// The SIMD view of `b`, or `None` when a folded block scale overflows (the portable path is exact).
+/// `two_level`: use the VBMI tables when `b` has them.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn view<'a>(b: &'a RhsSrc<'a>, k: usize, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
         RhsSrc::F32(d) => {
-            WView { kind: F32, bytes: as_bytes_f32(d), k, scales: &[], kb, fold: 1.0, tables: None }
+            WView { kind: F32, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
         }
         RhsSrc::Bf16(d) => {
-            WView { kind: BF16, bytes: as_bytes_bf16(d), k, scales: &[], kb, fold: 1.0, tables: None }
+            WView { kind: BF16, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
         }
-        RhsSrc::BlockFp8 { codes, scales, format, simd: Some(t), .. } if two_level => {
-            let kind = if *format == Fp8Format::E5M2 { E5M2 } else { E4M3 };
-            WView { kind, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
+        RhsSrc::BlockFp8 { codes, scales, simd: Some(t), .. } if two_level => {
+            WView { kind: E4M3FN, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
         }
         RhsSrc::BlockFp8 { codes, scales, format, .. } => {
             let (kind, fold) = match format {
-                Fp8Format::E4M3Fn => (E4M3, 2f32.powi(120)),
-                Fp8Format::E4M3Fnuz => (E4M3, 2f32.powi(119)),
+                Fp8Format::E4M3Fn => (E4M3FN, 256.0),
+                Fp8Format::E4M3Fnuz => (E4M3FNUZ, 128.0),
                 Fp8Format::E5M2 => (E5M2, 1.0),
             };
             if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
@@ -95,7 +116,7 @@ pub(crate) fn gemm_decode(
     ldc: usize,
 ) {
     debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
-    let kp = k.next_multiple_of(64);
+    let kp = k.next_multiple_of(STEP);
     let mut abuf = vec![0f32; m * kp];
     for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
         a.load_row(i, 0, &mut row[..k]);
@@ -128,9 +149,9 @@ pub(crate) fn gemm_decode(
         let n0 = t * rows_per_task;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
+            Isa::Avx512 => x86::rows_avx512(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::rows(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
+            Isa::Avx2 => x86::rows_avx2(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
             Isa::Scalar => scalar_rows(m, k, b, &abuf, kp, n0, out),
         }
     });
@@ -165,154 +186,453 @@ fn scalar_rows(m: usize, k: usize, b: &RhsSrc, abuf: &[f32], kp: usize, n0: usiz
     }
 }
 
-/// Dispatches a row chunk to the monomorphised kernel for (M, rows per group, weight kind).
-#[cfg(target_arch = "x86_64")]
-macro_rules! dispatch_rows {
-    ($kern:ident, $m:expr, $w:expr, $a:expr, $kp:expr, $n0:expr, $out:expr) => {{
-        macro_rules! by_kind {
-            ($M:literal, $NB:literal) => {
-                match $w.kind {
-                    F32 => group::<$M, $NB, F32>,
-                    BF16 => group::<$M, $NB, BF16>,
-                    E4M3 => group::<$M, $NB, E4M3>,
-                    _ => group::<$M, $NB, E5M2>,
-                }
-            };
-        }
-        let (nb, f, f1): (usize, Kern, Kern) = match $m {
-            1 => (4, by_kind!(1, 4), by_kind!(1, 1)),
-            2 => (4, by_kind!(2, 4), by_kind!(2, 1)),
-            3 => (4, by_kind!(3, 4), by_kind!(3, 1)),
-            4 => (4, by_kind!(4, 4), by_kind!(4, 1)),
-            5 => (2, by_kind!(5, 2), by_kind!(5, 1)),
-            6 => (2, by_kind!(6, 2), by_kind!(6, 1)),
-            7 => (2, by_kind!(7, 2), by_kind!(7, 1)),
-            _ => (2, by_kind!(8, 2), by_kind!(8, 1)),
-        };
-        let rows = $out.len() / $m;
-        let mut r = 0;
-        while r < rows {
-            let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
-            let o = &mut $out[r * $m..(r + g) * $m];
-            // SAFETY: this module is reached only through an Isa chosen after feature detection; the
-            // kernel's own slice checks cover its memory accesses.
-            unsafe { kern($w, $a, $kp, $n0 + r, o) };
-            r += g;
-        }
-    }};
-}
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) use x86::decode_step_for_test;
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{WView, BF16, E4M3, E5M2, F32, SCALE_BLOCK};
+    use super::{elem_bytes, is_fp8, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32, PF, SCALE_BLOCK, STEP};
 
-    type Kern = unsafe fn(&WView, &[f32], usize, usize, &mut [f32]);
-
-    /// Software prefetch distance in bytes.
-    const PF: usize = 1024;
-
-    pub(super) fn rows(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
-        debug_assert!(crate::fast::gemm::avx512_ok());
-        if let Some(t) = w.tables {
-            super::two_level::rows(m, w, t, a, kp, n0, out);
-            return;
-        }
-        dispatch_rows!(group, m, w, a, kp, n0, out);
+    /// The vector operations the kernel needs, for one instruction-set path. Every method is
+    /// `#[inline(always)]` and only ever inlined into a `#[target_feature]` wrapper of its path
+    /// ([`group_avx512`], [`group_avx2`]): that wrapper's feature detection is the safety invariant.
+    pub(super) trait Simd {
+        type V: Copy;
+        const LANES: usize;
+        unsafe fn zero() -> Self::V;
+        unsafe fn splat(x: f32) -> Self::V;
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+        /// `a · b + c`, one rounding.
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// # Safety
+        /// `p` readable for `LANES` f32.
+        unsafe fn load(p: *const f32) -> Self::V;
+        unsafe fn hsum(v: Self::V) -> f32;
+        /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) into
+        /// vectors of `LANES`; entries past `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a
+        /// callback: a closure would be compiled without the path's target features.
+        ///
+        /// # Safety
+        /// `p` readable for `STEP` bytes.
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [Self::V; 8];
     }
 
-    /// Decodes 16 weights (lanes past `mask` are zero and not read).
+    /// f16 bit patterns of 16 FP8 codes (zero-extended to 16 bits each) of `KIND`, exactly:
+    /// * e5m2 is the top byte of an f16 (same exponent width and bias): `q << 8`.
+    /// * e4m3 (fn: bias 7, fnuz: bias 8): `(q << 8) >>ₐ 1` puts the sign in bit 15 and the exponent and
+    ///   mantissa bits in bits 13..7, the f16's low 4 exponent bits and top 3 mantissa bits (the mask
+    ///   clears the copied sign in bit 14). Read with f16's bias 15 that is `decode(q) · 2^-8` (fn) or
+    ///   `2^-7` (fnuz), subnormals included (an e4m3 subnormal lands on an f16 subnormal with the same
+    ///   digits); hence `fold` = 256 / 128. NaN codes (fn: S.1111.111, fnuz: 0x80) get the exponent field
+    ///   all ones OR-ed in; their mantissa bits are non-zero, so the result is an f16 NaN.
     ///
     /// # Safety
-    /// AVX-512F/BW/VL available; `p` readable for `popcount(mask)` leading elements of the kind.
+    /// AVX2 available.
     #[inline(always)]
-    unsafe fn load<const KIND: u8>(p: *const u8, mask: __mmask16) -> __m512 {
-        // SAFETY: masked loads read only the enabled lanes (masked-off lanes never fault).
+    unsafe fn f16_bits<const KIND: u8>(q: __m256i) -> __m256i {
+        // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
         unsafe {
-            match KIND {
-                F32 => _mm512_maskz_loadu_ps(mask, p.cast()),
-                BF16 => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                    _mm256_maskz_loadu_epi16(mask, p.cast()),
-                ))),
-                E4M3 => {
-                    let x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p.cast()));
-                    let t = _mm512_srai_epi32::<4>(_mm512_slli_epi32::<24>(x));
-                    _mm512_castsi512_ps(_mm512_and_si512(t, _mm512_set1_epi32(0x87F0_0000u32 as i32)))
+            let hi = _mm256_slli_epi16::<8>(q);
+            if KIND == E5M2 {
+                return hi;
+            }
+            let t = _mm256_and_si256(_mm256_srai_epi16::<1>(hi), _mm256_set1_epi16(0xBF80u16 as i16));
+            let nan = if KIND == E4M3FN {
+                let mag = _mm256_and_si256(q, _mm256_set1_epi16(0x7F));
+                _mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7F))
+            } else {
+                _mm256_cmpeq_epi16(q, _mm256_set1_epi16(0x80))
+            };
+            _mm256_or_si256(t, _mm256_and_si256(nan, _mm256_set1_epi16(0x7E00)))
+        }
+    }
+
+    pub(super) struct Avx512;
+
+    impl Simd for Avx512 {
+        type V = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            _mm512_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable f32.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m512) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m512; 8] {
+            let mut out = [_mm512_setzero_ps(); 8];
+            let mut f = |v: usize, x| out[v] = x;
+            // SAFETY: every load below lies within the STEP bytes the caller guarantees.
+            unsafe {
+                match KIND {
+                    F32 => f(0, _mm512_loadu_ps(p.cast())),
+                    BF16 => {
+                        for v in 0..2 {
+                            let h = _mm256_loadu_si256(p.add(32 * v).cast());
+                            f(v, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))));
+                        }
+                    }
+                    _ => {
+                        for v in 0..4 {
+                            let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16 * v).cast()));
+                            f(v, _mm512_cvtph_ps(f16_bits::<KIND>(q)));
+                        }
+                    }
                 }
-                _ => {
-                    let x = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(mask, p.cast()));
-                    _mm512_cvtph_ps(_mm256_slli_epi16::<8>(x))
+            }
+            out
+        }
+    }
+
+    pub(super) struct Avx2;
+
+    impl Simd for Avx2 {
+        type V = __m256;
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            _mm256_mul_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable f32.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let mut t = [0f32; 8];
+            // SAFETY: `t` holds 8 f32.
+            unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
+            ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
+        }
+        #[inline(always)]
+        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m256; 8] {
+            let mut out = [_mm256_setzero_ps(); 8];
+            let mut f = |v: usize, x| out[v] = x;
+            // SAFETY: every load below lies within the STEP bytes the caller guarantees.
+            unsafe {
+                match KIND {
+                    F32 => {
+                        for v in 0..2 {
+                            f(v, _mm256_loadu_ps(p.add(32 * v).cast()));
+                        }
+                    }
+                    BF16 => {
+                        for v in 0..4 {
+                            let h = _mm_loadu_si128(p.add(16 * v).cast());
+                            f(v, _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))));
+                        }
+                    }
+                    _ => {
+                        for v in 0..4 {
+                            let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16 * v).cast()));
+                            let h = f16_bits::<KIND>(q);
+                            f(2 * v, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+                            f(2 * v + 1, _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h)));
+                        }
+                    }
                 }
+            }
+            out
+        }
+    }
+
+    /// `out[j*ldo + i] = Σ_k a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`.
+    ///
+    /// # Safety
+    /// The features of `S` are available (the caller is its `#[target_feature]` wrapper). Every memory
+    /// access is derived from a slice checked here.
+    #[inline(always)]
+    unsafe fn group<S: Simd, const M: usize, const NB: usize, const KIND: u8>(
+        w: &WView,
+        a: &[f32],
+        kp: usize,
+        n0: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        let (k, esz) = (w.k, elem_bytes(KIND));
+        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k * esz..][..k * esz]);
+        let a = &a[..M * kp];
+        assert!(kp >= k && kp.is_multiple_of(STEP) && out.len() > (NB - 1) * ldo + M - 1);
+        let step = STEP / esz;
+        // Whole steps only; the row's last partial step is copied into zeroed buffers (code 0 and +0.0
+        // decode to +0, and A is zero-padded past k).
+        let kfull = k - k % step;
+        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract).
+        let mut acc = [[unsafe { S::zero() }; NB]; M];
+        let mut kb0 = 0;
+        while kb0 < k {
+            let kend = (kb0 + SCALE_BLOCK).min(k);
+            let scale: [S::V; NB] = std::array::from_fn(|j| {
+                let s = if is_fp8(KIND) {
+                    w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]
+                } else {
+                    1.0
+                };
+                unsafe { S::splat(s * w.fold) }
+            });
+            let mut k0 = kb0;
+            while k0 < kend.min(kfull) {
+                for row in &rows {
+                    // Prefetch PF bytes ahead; past the end of the row, the same row of the next group (NB
+                    // rows on), so that the next group starts warm. `wrapping_add`: the address may lie past
+                    // the weights; prefetches never fault.
+                    let off = k0 * esz + PF;
+                    let off = if off < k * esz { off } else { off + (NB - 1) * k * esz };
+                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(off).cast());
+                }
+                let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
+                // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.
+                unsafe { step_all::<S, M, NB, KIND>(src, a, kp, k0, &scale, &mut acc) };
+                k0 += step;
+            }
+            if k0 < kend {
+                let tails: [[u8; STEP]; NB] = std::array::from_fn(|j| {
+                    let mut t = [0u8; STEP];
+                    t[..(k - k0) * esz].copy_from_slice(&rows[j][k0 * esz..]);
+                    t
+                });
+                // SAFETY: as above.
+                unsafe {
+                    step_all::<S, M, NB, KIND>(tails.each_ref().map(|t| &t[..]), a, kp, k0, &scale, &mut acc)
+                };
+            }
+            kb0 = kend;
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (j, &v) in acc_i.iter().enumerate() {
+                out[j * ldo + i] = unsafe { S::hsum(v) };
             }
         }
     }
 
-    /// `out[j*M + i] = Σ_k a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`.
+    /// One step of every row of the group: decode `src[j]` (STEP bytes each), scale, and accumulate
+    /// `acc[i][j] += a[i, k0..k0 + step] · w[j]`.
     ///
     /// # Safety
-    /// AVX-512F/BW/VL available. Every pointer used is derived from a slice checked here.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn group<const M: usize, const NB: usize, const KIND: u8>(
+    /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
+    /// `k0 < kp`, `kp` a multiple of STEP and `a` holds M·kp values, so every A load
+    /// (`i*kp + k0 + v*LANES`, LANES values, within the step) lies inside `a`.
+    #[inline(always)]
+    unsafe fn step_all<S: Simd, const M: usize, const NB: usize, const KIND: u8>(
+        src: [&[u8]; NB],
+        a: &[f32],
+        kp: usize,
+        k0: usize,
+        scale: &[S::V; NB],
+        acc: &mut [[S::V; NB]; M],
+    ) {
+        for j in 0..NB {
+            debug_assert!(src[j].len() >= STEP && M * kp <= a.len());
+            // SAFETY: see the function's contract.
+            unsafe {
+                let ws = S::decode_step::<KIND>(src[j].as_ptr());
+                for (v, &w) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / S::LANES) {
+                    let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
+                    for (i, acc_i) in acc.iter_mut().enumerate() {
+                        let av = S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES));
+                        acc_i[j] = S::fma(av, wv, acc_i[j]);
+                    }
+                }
+            };
+        }
+    }
+
+    type Kern = unsafe fn(&WView, &[f32], usize, usize, &mut [f32], usize);
+
+    /// The `#[target_feature]` wrapper of [`group`] for one path.
+    macro_rules! wrapper {
+        ($name:ident, $simd:ty, $features:literal) => {
+            /// # Safety
+            /// The features named here are available.
+            #[target_feature(enable = $features)]
+            unsafe fn $name<const M: usize, const NB: usize, const KIND: u8>(
+                w: &WView,
+                a: &[f32],
+                kp: usize,
+                n0: usize,
+                out: &mut [f32],
+                ldo: usize,
+            ) {
+                // SAFETY: the features of the path are enabled on this function.
+                unsafe { group::<$simd, M, NB, KIND>(w, a, kp, n0, out, ldo) }
+            }
+        };
+    }
+    wrapper!(group_avx512, Avx512, "avx512f,avx512bw,avx512vl,avx2,fma,f16c");
+    wrapper!(group_avx2, Avx2, "avx2,fma,f16c");
+
+    /// `(NB, kernel for NB rows, kernel for 1 row)` of `$wrap` for M rows of A (an expression) and the
+    /// weight kind, from a list `M => NB`.
+    macro_rules! pick {
+        ($wrap:ident, $m:expr, $kind:expr, [$($M:literal => $NB:literal),*]) => {{
+            macro_rules! by_kind {
+                ($MM:literal, $NN:literal) => {
+                    match $kind {
+                        F32 => $wrap::<$MM, $NN, F32> as Kern,
+                        BF16 => $wrap::<$MM, $NN, BF16>,
+                        E4M3FN => $wrap::<$MM, $NN, E4M3FN>,
+                        E4M3FNUZ => $wrap::<$MM, $NN, E4M3FNUZ>,
+                        _ => $wrap::<$MM, $NN, E5M2>,
+                    }
+                };
+            }
+            match $m {
+                $($M => ($NB, by_kind!($M, $NB), by_kind!($M, 1)),)*
+                _ => unreachable!("M chunk out of range"),
+            }
+        }};
+    }
+
+    /// Runs the kernels over the weight rows of `out` (`out.len() / m` of them, from `n0`), M split into
+    /// chunks of at most `max_m` rows of A; each group of weight rows is decoded once per chunk while it is
+    /// in L1.
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows(
+        m: usize,
+        max_m: usize,
+        pick: impl Fn(usize, u8) -> (usize, Kern, Kern),
         w: &WView,
         a: &[f32],
         kp: usize,
         n0: usize,
         out: &mut [f32],
     ) {
-        let k = w.k;
-        let esz = match KIND {
-            F32 => 4,
-            BF16 => 2,
-            _ => 1,
+        let chunks = m.div_ceil(max_m);
+        let (base, extra) = (m / chunks, m % chunks);
+        let kerns: Vec<(usize, usize, (usize, Kern, Kern))> = (0..chunks)
+            .map(|c| {
+                let mc = base + usize::from(c < extra);
+                let i0 = c * base + c.min(extra);
+                (i0, mc, pick(mc, w.kind))
+            })
+            .collect();
+        let nrows = out.len() / m;
+        let nb = kerns.iter().map(|(_, _, (nb, _, _))| *nb).min().unwrap_or(1);
+        let mut r = 0;
+        while r < nrows {
+            let g = if r + nb <= nrows { nb } else { 1 };
+            for &(i0, mc, (knb, f, f1)) in &kerns {
+                // Each chunk runs its own group size over the g rows.
+                let mut j = 0;
+                while j < g {
+                    let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
+                    let o = &mut out[(r + j) * m + i0..];
+                    // SAFETY: this module is reached only through an Isa chosen after feature detection
+                    // (see `Isa`); the kernel checks its slices.
+                    unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, n0 + r + j, o, m) };
+                    j += gg;
+                }
+            }
+            r += g;
+        }
+    }
+
+    pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+        debug_assert!(crate::fast::gemm::avx512_ok());
+        if let Some(t) = w.tables {
+            super::two_level::rows(m, w, t, a, kp, n0, out);
+            return;
+        }
+        // 32 registers: up to 16 accumulators plus the decode's temporaries.
+        let pick = |mc, kind| {
+            pick!(group_avx512, mc, kind, [
+                1 => 4, 2 => 4, 3 => 4, 4 => 4, 5 => 2, 6 => 2, 7 => 2, 8 => 2,
+                9 => 1, 10 => 1, 11 => 1, 12 => 1, 13 => 1, 14 => 1, 15 => 1, 16 => 1
+            ])
         };
-        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k * esz..][..k * esz]);
-        let a = &a[..M * kp];
-        assert!(kp >= k && kp.is_multiple_of(16) && out.len() == M * NB);
-        let mut acc = [[_mm512_setzero_ps(); NB]; M];
-        let mut kb0 = 0;
-        while kb0 < k {
-            let kend = (kb0 + SCALE_BLOCK).min(k);
-            let scale: [__m512; NB] = std::array::from_fn(|j| {
-                if KIND == E4M3 || KIND == E5M2 {
-                    let s = w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK];
-                    _mm512_set1_ps(s * w.fold)
-                } else {
-                    _mm512_set1_ps(1.0)
-                }
-            });
-            let mut k0 = kb0;
-            while k0 < kend {
-                let rem = kend - k0;
-                let mask: __mmask16 = if rem >= 16 { 0xFFFF } else { (1u16 << rem) - 1 };
-                let av: [__m512; M] = std::array::from_fn(|i| {
-                    // SAFETY: k0 < k <= kp, k0 % 16 == 0 and kp % 16 == 0, so i*kp + k0 + 16 <= M*kp.
-                    unsafe { _mm512_loadu_ps(a.as_ptr().add(i * kp + k0)) }
-                });
-                for j in 0..NB {
-                    // Software prefetch PF bytes ahead (the hardware streamer stops at 4 KiB pages).
-                    // `wrapping_add`: the address may lie past the row; prefetches never fault.
-                    let ahead = rows[j].as_ptr().wrapping_add(k0 * esz + PF);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    // SAFETY: rows[j] holds k elements of esz bytes; lanes enabled by `mask` are
-                    // k0..k0+min(rem,16) <= k.
-                    let mut wv = unsafe { load::<KIND>(rows[j].as_ptr().add(k0 * esz), mask) };
-                    if KIND == E4M3 || KIND == E5M2 {
-                        wv = _mm512_mul_ps(wv, scale[j]);
-                    }
-                    for i in 0..M {
-                        acc[i][j] = _mm512_fmadd_ps(av[i], wv, acc[i][j]);
-                    }
-                }
-                k0 += 16;
-            }
-            kb0 = kend;
-        }
-        for i in 0..M {
-            for j in 0..NB {
-                out[j * M + i] = _mm512_reduce_add_ps(acc[i][j]);
+        run_rows(m, 16, pick, w, a, kp, n0, out);
+    }
+
+    pub(crate) fn rows_avx2(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+        debug_assert!(crate::fast::gemm::avx2_ok());
+        // 16 registers: up to 8 accumulators plus the decode's temporaries; M > 8 runs in two chunks.
+        let pick = |mc, kind| {
+            pick!(group_avx2, mc, kind, [
+                1 => 4, 2 => 4, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1
+            ])
+        };
+        run_rows(m, 8, pick, w, a, kp, n0, out);
+    }
+
+    /// Decodes one step of weights of `format` (`STEP` codes) with `isa`'s decoder, scale 1 (tests).
+    #[cfg(test)]
+    pub(crate) fn decode_step_for_test(isa: crate::fast::gemm::Isa, kind: u8, src: &[u8; STEP]) -> Vec<f32> {
+        use crate::fast::gemm::Isa;
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn on_avx512<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
+            // SAFETY: src holds STEP bytes; out holds STEP f32 >= every index written.
+            let ws = unsafe { Avx512::decode_step::<KIND>(src.as_ptr()) };
+            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 16) {
+                // SAFETY: out holds STEP >= 16(v + 1) f32.
+                unsafe { _mm512_storeu_ps(out[16 * v..][..16].as_mut_ptr(), *x) };
             }
         }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
+            // SAFETY: as above.
+            let ws = unsafe { Avx2::decode_step::<KIND>(src.as_ptr()) };
+            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 8) {
+                // SAFETY: out holds STEP >= 8(v + 1) f32.
+                unsafe { _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), *x) };
+            }
+        }
+        let mut out = vec![f32::from_bits(0x7F80_1234); STEP];
+        macro_rules! call {
+            ($f:ident) => {
+                match kind {
+                    F32 => $f::<F32>(src, &mut out),
+                    BF16 => $f::<BF16>(src, &mut out),
+                    E4M3FN => $f::<E4M3FN>(src, &mut out),
+                    E4M3FNUZ => $f::<E4M3FNUZ>(src, &mut out),
+                    _ => $f::<E5M2>(src, &mut out),
+                }
+            };
+        }
+        // SAFETY: tests pass only paths from `Isa::available()`, which checks the features.
+        unsafe {
+            match isa {
+                Isa::Avx512 => call!(on_avx512),
+                Isa::Avx2 => call!(on_avx2),
+                Isa::Scalar => unreachable!("no SIMD decoder on the scalar path"),
+            }
+        }
+        out.truncate(STEP / elem_bytes(kind));
+        out
     }
 }
 
@@ -417,124 +737,12 @@ mod two_level {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::{WView, BF16, E4M3, E5M2, F32, SCALE_BLOCK};
-
-    type Kern = unsafe fn(&WView, &[f32], usize, usize, &mut [f32]);
-
-    /// Software prefetch distance in bytes.
-    const PF: usize = 1024;
-
-    pub(super) fn rows(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
-        debug_assert!(crate::fast::gemm::avx2_ok());
-        dispatch_rows!(group, m, w, a, kp, n0, out);
-    }
-
-    /// Decodes 8 weights from `p`, which is readable for 8 elements of the kind.
-    ///
-    /// # Safety
-    /// AVX2/FMA/F16C available; `p` readable for 8 elements.
-    #[inline(always)]
-    unsafe fn load<const KIND: u8>(p: *const u8) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable elements (32, 16 or 8 bytes).
-        unsafe {
-            match KIND {
-                F32 => _mm256_loadu_ps(p.cast()),
-                BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(
-                    p.cast(),
-                )))),
-                E4M3 => {
-                    let x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
-                    let t = _mm256_srai_epi32::<4>(_mm256_slli_epi32::<24>(x));
-                    _mm256_castsi256_ps(_mm256_and_si256(t, _mm256_set1_epi32(0x87F0_0000u32 as i32)))
-                }
-                _ => {
-                    let x = _mm_cvtepu8_epi16(_mm_loadl_epi64(p.cast()));
-                    _mm256_cvtph_ps(_mm_slli_epi16::<8>(x))
-                }
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn hsum(v: __m256) -> f32 {
-        let mut t = [0f32; 8];
-        // SAFETY: `t` holds 8 f32; AVX is available in the callers' context.
-        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
-        ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
-    }
-
-    /// # Safety
-    /// AVX2/FMA/F16C available. Every pointer used is derived from a slice checked here.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group<const M: usize, const NB: usize, const KIND: u8>(
-        w: &WView,
-        a: &[f32],
-        kp: usize,
-        n0: usize,
-        out: &mut [f32],
-    ) {
-        let k = w.k;
-        let esz = match KIND {
-            F32 => 4,
-            BF16 => 2,
-            _ => 1,
-        };
-        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k * esz..][..k * esz]);
-        let a = &a[..M * kp];
-        assert!(kp >= k && kp.is_multiple_of(16) && out.len() == M * NB);
-        let mut acc = [[_mm256_setzero_ps(); NB]; M];
-        let mut tail = [0u8; 32];
-        let mut kb0 = 0;
-        while kb0 < k {
-            let kend = (kb0 + SCALE_BLOCK).min(k);
-            let scale: [__m256; NB] = std::array::from_fn(|j| {
-                if KIND == E4M3 || KIND == E5M2 {
-                    let s = w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK];
-                    _mm256_set1_ps(s * w.fold)
-                } else {
-                    _mm256_set1_ps(1.0)
-                }
-            });
-            let mut k0 = kb0;
-            while k0 < kend {
-                let rem = kend - k0;
-                let av: [__m256; M] = std::array::from_fn(|i| {
-                    // SAFETY: k0 < k <= kp, k0 % 8 == 0, kp % 16 == 0, so i*kp + k0 + 8 <= M*kp.
-                    unsafe { _mm256_loadu_ps(a.as_ptr().add(i * kp + k0)) }
-                });
-                for j in 0..NB {
-                    // Software prefetch (see the AVX-512 kernel).
-                    let ahead = rows[j].as_ptr().wrapping_add(k0 * esz + PF);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    let mut wv = if rem >= 8 {
-                        // SAFETY: rows[j] holds k elements; k0 + 8 <= k.
-                        unsafe { load::<KIND>(rows[j][k0 * esz..(k0 + 8) * esz].as_ptr()) }
-                    } else {
-                        tail = [0u8; 32];
-                        tail[..rem * esz].copy_from_slice(&rows[j][k0 * esz..(k0 + rem) * esz]);
-                        // SAFETY: `tail` holds 32 bytes >= 8 elements of any kind.
-                        unsafe { load::<KIND>(tail.as_ptr()) }
-                    };
-                    if KIND == E4M3 || KIND == E5M2 {
-                        wv = _mm256_mul_ps(wv, scale[j]);
-                    }
-                    for i in 0..M {
-                        acc[i][j] = _mm256_fmadd_ps(av[i], wv, acc[i][j]);
-                    }
-                }
-                k0 += 8;
-            }
-            kb0 = kend;
-        }
-        let _ = &tail;
-        for i in 0..M {
-            for j in 0..NB {
-                out[j * M + i] = hsum(acc[i][j]);
-            }
-        }
+/// The kind code of an FP8 format (tests).
+#[cfg(test)]
+pub(crate) fn fp8_kind(format: Fp8Format) -> u8 {
+    match format {
+        Fp8Format::E4M3Fn => E4M3FN,
+        Fp8Format::E4M3Fnuz => E4M3FNUZ,
+        Fp8Format::E5M2 => E5M2,
     }
 }

@@ -29,17 +29,16 @@
 //!   and adds one rounding per term (the `p · s` FMA): every term passes through at most
 //!   `min(K, 8) + ceil(K/128) + 4 ≤ K + 8` roundings (8 FMAs per lane per block, one per block, a
 //!   4-level lane reduction), so the same `γ_{K+8} · S` bound holds.
-//! * NaN FP8 codes decode to NaN, except in the scale-folded decode kernels (M ≤ 8 without VBMI, and
-//!   M = 5..8), which decode weight codes with SIMD bit tricks in which NaN codes of e4m3fn/e4m3fnuz
-//!   give finite values (weights are never NaN in a valid checkpoint). Non-NaN codes are exact on every
-//!   path (the AVX-512 VBMI decoder, `fp8_simd`, uses byte tables built from [`Fp8Format::decode`]).
+//! * NaN FP8 codes decode to NaN on every path; every other code decodes exactly (the decode kernels
+//!   without tables, by way of f16 bits, [`decode`]; AVX-512 VBMI byte tables built from
+//!   [`Fp8Format::decode`], `fp8_simd`, for the two-level kernel and the prefill packing; else a table).
 //!
 //! # Kernels
 //!
-//! * M ≤ 8 ("decode"): no packing; weight rows are streamed once and decoded in registers, M
-//!   accumulators per weight row (two-level: M partial sums plus M accumulators), threads split N
-//!   ([`decode`]).
-//! * M > 8 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
+//! * M ≤ 16 ("decode"): no packing; weight rows are streamed once and decoded in registers (without
+//!   tables, except the VBMI two-level kernel), M accumulators per weight row (two-level: M partial sums
+//!   plus M accumulators), threads split N ([`decode`]).
+//! * M > 16 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
 //!   MR-row panels and B (decoded, scale folded) into NR-column panels; a register-blocked microkernel
 //!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles.
 //!
@@ -69,7 +68,7 @@ mod tests;
 pub const SCALE_BLOCK: usize = 128;
 
 /// Largest M handled by the streaming (unpacked) decode path.
-pub const DECODE_MAX_M: usize = 8;
+pub const DECODE_MAX_M: usize = 16;
 
 /// Left operand, row-major `[M, K]` with row stride `lda` elements (`lda >= K`).
 #[derive(Clone, Copy, Debug)]
@@ -125,18 +124,28 @@ pub(crate) enum Isa {
 }
 
 impl Isa {
+    /// The [`KERNEL_ENV`] value that forces this path.
+    fn key(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, streaming decode)",
+            Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, table-free streaming decode)",
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => "x86-64 AVX2+FMA (6x16 f32 microkernel, streaming decode)",
+            Isa::Avx2 => "x86-64 AVX2+FMA+F16C (6x16 f32 microkernel, table-free streaming decode)",
             Isa::Scalar => "portable scalar (4x8 microkernel)",
         }
     }
 
     /// Every path this machine can run, best first (tests exercise all of them).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn available() -> Vec<Isa> {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]
@@ -178,14 +187,42 @@ fn detect() -> Isa {
     Isa::Scalar
 }
 
-pub(crate) fn isa() -> Isa {
-    static CHOICE: OnceLock<Isa> = OnceLock::new();
-    *CHOICE.get_or_init(detect)
+/// Environment variable that forces the kernel path: `avx512`, `avx2` or `scalar`. Read once, at the
+/// first GEMM (or `dsv3 devices`), so that a slower path can be tested and timed on a machine that has a
+/// faster one. A path this CPU cannot run is not taken: the detected one runs, and [`kernel_name`] says so.
+pub const KERNEL_ENV: &str = "DSV3_CPU_KERNEL";
+
+/// The path a [`KERNEL_ENV`] value names, if this CPU can run it.
+fn path_named(name: &str) -> Option<Isa> {
+    Isa::available().into_iter().find(|i| i.key() == name)
 }
 
-/// Which kernel path [`gemm`] uses on this machine (for `dsv3 devices`).
+/// The chosen path and its description.
+fn choice() -> &'static (Isa, String) {
+    static CHOICE: OnceLock<(Isa, String)> = OnceLock::new();
+    CHOICE.get_or_init(|| {
+        let detected = detect();
+        match std::env::var(KERNEL_ENV) {
+            Err(_) => (detected, detected.name().to_string()),
+            Ok(v) => match path_named(v.trim()) {
+                Some(isa) => (isa, format!("{} (forced by {KERNEL_ENV}={v})", isa.name())),
+                None => {
+                    let known: Vec<_> = Isa::available().iter().map(|i| i.key()).collect();
+                    let why = format!("{KERNEL_ENV}={v} ignored: this CPU runs {}", known.join(", "));
+                    (detected, format!("{} ({why})", detected.name()))
+                }
+            },
+        }
+    })
+}
+
+pub(crate) fn isa() -> Isa {
+    choice().0
+}
+
+/// Which kernel path [`gemm`] uses in this process (for `dsv3 devices`), and whether it was forced.
 pub fn kernel_name() -> &'static str {
-    isa().name()
+    &choice().1
 }
 
 /// `C[m, n] = Σ_k A[m,k]·B[n,k]` for `m < M`, `n < N`, f32 accumulation; overwrites C (no beta).

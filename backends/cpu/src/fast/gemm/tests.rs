@@ -232,6 +232,7 @@ fn every_operand_combination() {
         (7, 33, 130),
         (8, 200, 384),
         (9, 200, 384),
+        (16, 131, 200),
         (17, 3, 257),
         (33, 130, 7),
         (1, 576, 300),
@@ -273,7 +274,106 @@ fn large_block_scales_take_the_exact_fallback() {
 #[test]
 fn kernel_name_is_reported() {
     assert!(!kernel_name().is_empty());
-    assert_eq!(Isa::available()[0], isa());
+    // `cargo test` may run under DSV3_CPU_KERNEL (ci/test.sh does, for the forced-path runs).
+    match std::env::var(KERNEL_ENV).ok().and_then(|v| path_named(&v)) {
+        Some(forced) => assert_eq!(forced, isa()),
+        None => assert_eq!(Isa::available()[0], isa()),
+    }
+}
+
+#[test]
+fn every_decode_m_on_every_path() {
+    // Each M of the streaming decode path (its register blocking and, on AVX2, the split of M > 8 into
+    // two chunks), with N not a multiple of the row groups and K with a partial last step.
+    let mut rng = Rng(0x5EED_0F16);
+    let isas = Isa::available();
+    let rks = [
+        RKind::Bf16,
+        RKind::Fp8(Fp8Format::E4M3Fn),
+        RKind::Fp8(Fp8Format::E4M3Fnuz),
+        RKind::Fp8(Fp8Format::E5M2),
+    ];
+    for m in 1..=DECODE_MAX_M {
+        for rk in rks {
+            check(&mut rng, m, 13, 200, LKind::F32, rk, &isas, false);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn table_free_decoders_are_exact_for_every_code() {
+    use super::decode::{decode_step_for_test, fp8_kind};
+    let simd: Vec<Isa> = Isa::available().into_iter().filter(|&i| i != Isa::Scalar).collect();
+    if simd.is_empty() {
+        let why = "this CPU has neither AVX2+FMA+F16C nor AVX-512";
+        return dsv3_core::testing::not_run("table_free_decoders_are_exact_for_every_code", why);
+    }
+    for &isa in &simd {
+        // FP8: all 256 codes, four steps of 64. The decoder yields decode(q)·2^-fold (a power of two the
+        // kernel folds into the block scale), so v·2^fold must equal decode(q) bit for bit (scaling by a
+        // power of two is exact here: every value stays a normal f32), NaN exactly where decode gives NaN.
+        for fmt in Fp8Format::ALL {
+            let fold = match fmt {
+                Fp8Format::E4M3Fn => 256.0f32,
+                Fp8Format::E4M3Fnuz => 128.0,
+                Fp8Format::E5M2 => 1.0,
+            };
+            for step in 0..4u8 {
+                let src: [u8; 64] = std::array::from_fn(|i| step * 64 + i as u8);
+                let got = decode_step_for_test(isa, fp8_kind(fmt), &src);
+                assert_eq!(got.len(), 64);
+                for (&q, &v) in src.iter().zip(&got) {
+                    let want = fmt.decode(q);
+                    let ctx = format!("{isa:?} {fmt:?} code {q:#04x}: got {v}·{fold}, want {want}");
+                    if want.is_nan() {
+                        assert!(v.is_nan(), "{ctx}");
+                    } else {
+                        assert_eq!((v * fold).to_bits(), want.to_bits(), "{ctx}");
+                    }
+                }
+            }
+        }
+        // bf16: all 65536 patterns, 32 per step; the shift keeps every bit (NaN payloads included).
+        for step in 0..2048u32 {
+            let vals: [u16; 32] = std::array::from_fn(|i| (step * 32 + i as u32) as u16);
+            let src: [u8; 64] = bytemuck::cast(vals);
+            let got = decode_step_for_test(isa, super::decode::BF16, &src);
+            for (&h, &v) in vals.iter().zip(&got) {
+                assert_eq!(v.to_bits(), (h as u32) << 16, "{isa:?} bf16 {h:#06x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn nan_weight_codes_give_nan_on_every_path() {
+    // The oracle decodes NaN codes to NaN, so every output column that reads one is NaN; the others stay
+    // finite. Weight row 1 holds a NaN code at k = 70 (inside the second 64-byte step).
+    // M = 1 and 3 take the decode kernels, M = 17 the packed prefill path.
+    let (n, k) = (5, 150);
+    let a: Vec<f32> = (0..17 * k).map(|i| (i % 7) as f32 - 3.0).collect();
+    for fmt in Fp8Format::ALL {
+        let nan_code = (0..=255u8).find(|&q| fmt.is_nan_code(q)).unwrap();
+        let mut q = vec![0x38u8; n * k];
+        q[k + 70] = nan_code;
+        let scales = vec![0.5f32; 2];
+        for isa in Isa::available() {
+            for mm in [1, 3, DECODE_MAX_M + 1] {
+                let mut c = vec![0f32; mm * n];
+                let (a, b) = (
+                    Lhs::F32 { data: &a, lda: k },
+                    Rhs::BlockFp8 { codes: &q, scales: &scales, format: fmt },
+                );
+                gemm_with(isa, mm, n, k, a, b, Out::F32 { data: &mut c, ldc: n });
+                for i in 0..mm {
+                    for j in 0..n {
+                        assert_eq!(c[i * n + j].is_nan(), j == 1, "{isa:?} {fmt:?} m={mm} C[{i},{j}]");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
