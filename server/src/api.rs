@@ -121,14 +121,18 @@ pub struct ChatChoice {
     pub finish_reason: FinishReason,
 }
 
+/// What every completion response and stream chunk has around its choices (`chat.completion`,
+/// `chat.completion.chunk`, `text_completion`).
 #[derive(Clone, Debug, Serialize)]
-pub struct ChatCompletion {
+pub struct Completion<Choice> {
     pub id: String,
     pub object: &'static str,
     pub created: u64,
     pub model: String,
-    pub choices: Vec<ChatChoice>,
-    pub usage: Usage,
+    pub choices: Vec<Choice>,
+    /// On a whole response; on a stream only in the last chunk, when `stream_options.include_usage` asks
+    /// (and `null` before it, as OpenAI).
+    pub usage: Option<Usage>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -146,34 +150,13 @@ pub struct ChatChunkChoice {
     pub finish_reason: Option<FinishReason>,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct ChatChunk {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChunkChoice>,
-    /// Only on the last chunk, when `stream_options.include_usage` asks (and `null` before it, as OpenAI).
-    pub usage: Option<Usage>,
-}
-
+/// A text completion's choice, whole or streamed.
 #[derive(Clone, Debug, Serialize)]
 pub struct TextChoice {
     pub index: u32,
     pub text: String,
     pub logprobs: Option<()>,
     pub finish_reason: Option<FinishReason>,
-}
-
-/// A text completion, or one chunk of a streamed one (`usage` then only on the last, when asked for).
-#[derive(Clone, Debug, Serialize)]
-pub struct TextCompletion {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<TextChoice>,
-    pub usage: Option<Usage>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -49,10 +49,6 @@ impl DiskStore {
         self.dir.join(format!("{}.{SUFFIX}", hex(key)))
     }
 
-    pub fn contains(&self, key: &Key) -> bool {
-        self.path(key).is_file()
-    }
-
     /// Writes the unit `key` (temporary file, sync, rename: see the module docs).
     pub fn write(&self, key: &Key, unit: &Unit) -> std::io::Result<()> {
         let shape_ok =
@@ -145,7 +141,7 @@ mod tests {
             }
             fs::write(store.path(&key), &bytes).unwrap();
             assert!(store.read(&key).is_none(), "damage {damage}");
-            assert!(!store.contains(&key), "a bad unit is deleted");
+            assert!(!store.path(&key).exists(), "a bad unit is deleted");
         }
         // Another model's unit under the same key, or a unit filed under another key, is a miss.
         store.write(&key, &unit()).unwrap();

@@ -20,13 +20,13 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::api::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, Delta, FinishReason, ModelCard,
-    ModelList, TextChoice, TextCompletion, Usage,
+    AssistantMessage, ChatChoice, ChatChunkChoice, Completion, Delta, FinishReason, ModelCard, ModelList,
+    TextChoice, Usage,
 };
 use crate::engine::{Engine, Event, Job};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::validate::{self, Checked, Limits};
+use crate::validate::{self, Limits};
 
 /// Request bodies larger than this are refused (413): a prompt at the full context is well below it.
 pub const BODY_LIMIT: usize = 4 << 20;
@@ -146,20 +146,12 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn chat(
-    State(app): State<Arc<AppState>>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let checked = validate::chat(validate::parse(&body(raw)?)?, &app.limits(), &app.tokenizer)?;
-    respond(&app, checked, Kind::Chat).await
+async fn chat(State(app): State<Arc<AppState>>, raw: Result<Bytes, BytesRejection>) -> Response {
+    complete(&app, raw, Kind::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(
-    State(app): State<Arc<AppState>>,
-    raw: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let checked = validate::completion(validate::parse(&body(raw)?)?, &app.limits(), &app.tokenizer)?;
-    respond(&app, checked, Kind::Text).await
+async fn completions(State(app): State<Arc<AppState>>, raw: Result<Bytes, BytesRejection>) -> Response {
+    complete(&app, raw, Kind::Text).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,8 +160,17 @@ enum Kind {
     Text,
 }
 
-/// Queues the generation and answers: a stream, or one object once it is done.
-async fn respond(app: &AppState, checked: Checked, kind: Kind) -> Result<Response, ApiError> {
+/// Checks the request, queues its generation and answers: a stream, or one object once it is done.
+async fn complete(
+    app: &AppState,
+    raw: Result<Bytes, BytesRejection>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let request = validate::parse(&body(raw)?)?;
+    let checked = match kind {
+        Kind::Chat => validate::chat(request, &app.limits(), &app.tokenizer)?,
+        Kind::Text => validate::completion(request, &app.limits(), &app.tokenizer)?,
+    };
     let (events, mut rx) = unbounded_channel();
     app.engine.submit(Job { generation: checked.generation, events })?;
     let n = app.next_id.fetch_add(1, Ordering::Relaxed);
@@ -211,68 +212,54 @@ struct Shape {
 
 impl Shape {
     fn whole(&self, text: String, finish: FinishReason, usage: Usage) -> Response {
-        let (id, model) = (self.id.clone(), self.model.clone());
         match self.kind {
-            Kind::Chat => Json(ChatCompletion {
-                id,
-                object: "chat.completion",
-                created: self.created,
-                model,
-                choices: vec![ChatChoice {
-                    index: 0,
-                    message: AssistantMessage { role: "assistant", content: text },
-                    finish_reason: finish,
-                }],
-                usage,
-            })
-            .into_response(),
-            Kind::Text => Json(self.text_chunk(text, Some(finish), Some(usage))).into_response(),
+            Kind::Chat => {
+                let message = AssistantMessage { role: "assistant", content: text };
+                let choice = ChatChoice { index: 0, message, finish_reason: finish };
+                Json(self.envelope("chat.completion", choice, Some(usage))).into_response()
+            }
+            Kind::Text => {
+                Json(self.envelope("text_completion", text_choice(text, Some(finish)), Some(usage)))
+                    .into_response()
+            }
         }
     }
 
-    /// One streamed chunk: text, or the end (`finish`); `usage` only on the usage chunk.
+    /// One streamed chunk: text, or the end (`finish`), or the usage (which has no choices, as OpenAI's).
     fn chunk(&mut self, text: Option<String>, finish: Option<FinishReason>, usage: Option<Usage>) -> String {
         let json = match self.kind {
             Kind::Chat => {
                 let role = (!self.sent_role).then_some("assistant");
                 self.sent_role = true;
-                let choices = match usage {
-                    // OpenAI's usage chunk has no choices.
-                    Some(_) => Vec::new(),
-                    None => vec![ChatChunkChoice {
-                        index: 0,
-                        delta: Delta { role, content: text },
-                        finish_reason: finish,
-                    }],
-                };
-                serde_json::to_string(&ChatChunk {
-                    id: self.id.clone(),
-                    object: "chat.completion.chunk",
-                    created: self.created,
-                    model: self.model.clone(),
-                    choices,
-                    usage,
-                })
+                let choice =
+                    ChatChunkChoice { index: 0, delta: Delta { role, content: text }, finish_reason: finish };
+                serde_json::to_string(&self.chunk_envelope("chat.completion.chunk", choice, usage))
             }
-            Kind::Text => {
-                let mut chunk = self.text_chunk(text.unwrap_or_default(), finish, usage);
-                if usage.is_some() {
-                    chunk.choices.clear();
-                }
-                serde_json::to_string(&chunk)
-            }
+            Kind::Text => serde_json::to_string(&self.chunk_envelope(
+                "text_completion",
+                text_choice(text.unwrap_or_default(), finish),
+                usage,
+            )),
         };
         // Serialising these plain structs cannot fail.
         json.unwrap_or_default()
     }
 
-    fn text_chunk(&self, text: String, finish: Option<FinishReason>, usage: Option<Usage>) -> TextCompletion {
-        TextCompletion {
+    fn chunk_envelope<C>(&self, object: &'static str, choice: C, usage: Option<Usage>) -> Completion<C> {
+        let mut chunk = self.envelope(object, choice, usage);
+        if usage.is_some() {
+            chunk.choices.clear();
+        }
+        chunk
+    }
+
+    fn envelope<C>(&self, object: &'static str, choice: C, usage: Option<Usage>) -> Completion<C> {
+        Completion {
             id: self.id.clone(),
-            object: "text_completion",
+            object,
             created: self.created,
             model: self.model.clone(),
-            choices: vec![TextChoice { index: 0, text, logprobs: None, finish_reason: finish }],
+            choices: vec![choice],
             usage,
         }
     }
@@ -293,6 +280,10 @@ impl Shape {
             None => (vec![ApiError::shutting_down().json().to_string(), "[DONE]".into()], false),
         }
     }
+}
+
+fn text_choice(text: String, finish_reason: Option<FinishReason>) -> TextChoice {
+    TextChoice { index: 0, text, logprobs: None, finish_reason }
 }
 
 /// The engine's events as server-sent events. When the client goes away the stream is dropped, which

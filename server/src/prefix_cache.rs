@@ -45,12 +45,19 @@ pub fn unit_keys(identity: &Key, tokens: &[u32]) -> Vec<Key> {
         .collect()
 }
 
+struct Entry {
+    unit: Arc<Unit>,
+    last_use: u64,
+    on_disk: bool,
+}
+
 pub struct PrefixCache {
     budget: usize,
     used: usize,
     /// Increases at every use; a unit's last use orders eviction.
     clock: u64,
-    units: HashMap<Key, (Arc<Unit>, u64)>,
+    /// Each unit with its last use and whether `disk` holds it already (read from there, or written).
+    units: HashMap<Key, Entry>,
     by_age: BTreeMap<u64, Key>,
     disk: Option<DiskStore>,
 }
@@ -73,7 +80,7 @@ impl PrefixCache {
             let unit = match self.touch(key) {
                 Some(unit) => unit,
                 None => match self.disk.as_ref().and_then(|d| d.read(key)) {
-                    Some(unit) => self.insert(*key, unit),
+                    Some(unit) => self.add(*key, unit, true),
                     None => break,
                 },
             };
@@ -88,20 +95,26 @@ impl PrefixCache {
     }
 
     /// Stores a unit (most recently used), evicting the least recently used units beyond the budget.
+    /// A unit just computed is written to disk when it leaves memory, replacing any file of that key
+    /// (which, had it been sound, would have been found instead of computing the unit).
     pub fn insert(&mut self, key: Key, unit: Unit) -> Arc<Unit> {
+        self.add(key, unit, false)
+    }
+
+    fn add(&mut self, key: Key, unit: Unit, on_disk: bool) -> Arc<Unit> {
         let unit = Arc::new(unit);
-        if let Some((old, age)) = self.units.remove(&key) {
-            self.by_age.remove(&age);
-            self.used -= old.bytes();
+        if let Some(old) = self.units.remove(&key) {
+            self.by_age.remove(&old.last_use);
+            self.used -= old.unit.bytes();
         }
         self.clock += 1;
         self.used += unit.bytes();
-        self.units.insert(key, (unit.clone(), self.clock));
+        self.units.insert(key, Entry { unit: unit.clone(), last_use: self.clock, on_disk });
         self.by_age.insert(self.clock, key);
         while self.used > self.budget {
             let Some((_, oldest)) = self.by_age.pop_first() else { break };
-            if let Some((evicted, _)) = self.units.remove(&oldest) {
-                self.used -= evicted.bytes();
+            if let Some(evicted) = self.units.remove(&oldest) {
+                self.used -= evicted.unit.bytes();
                 self.spill(&oldest, &evicted);
             }
         }
@@ -110,26 +123,26 @@ impl PrefixCache {
 
     /// Writes every unit in memory to disk (at shutdown, so that a restart finds them).
     pub fn flush(&self) {
-        for (key, (unit, _)) in &self.units {
-            self.spill(key, unit);
+        for (key, entry) in &self.units {
+            self.spill(key, entry);
         }
     }
 
     fn touch(&mut self, key: &Key) -> Option<Arc<Unit>> {
-        let (unit, age) = self.units.get_mut(key)?;
-        self.by_age.remove(age);
+        let entry = self.units.get_mut(key)?;
+        self.by_age.remove(&entry.last_use);
         self.clock += 1;
-        *age = self.clock;
+        entry.last_use = self.clock;
         self.by_age.insert(self.clock, *key);
-        Some(unit.clone())
+        Some(entry.unit.clone())
     }
 
     /// A unit to disk, unless there is no disk or it is there already; a failed write is only reported
     /// (the unit is then a miss later, which is correct).
-    fn spill(&self, key: &Key, unit: &Unit) {
+    fn spill(&self, key: &Key, entry: &Entry) {
         let Some(disk) = &self.disk else { return };
-        if !disk.contains(key) {
-            if let Err(e) = disk.write(key, unit) {
+        if !entry.on_disk {
+            if let Err(e) = disk.write(key, &entry.unit) {
                 eprintln!("dsv3 serve: writing cache unit {} failed: {e}", disk.path(key).display());
             }
         }
