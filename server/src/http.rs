@@ -42,38 +42,13 @@ pub struct AppState {
     /// Reported by `/health`.
     pub bytes_per_cached_token: usize,
     pub max_batch: usize,
+    /// Unix seconds at start: `/v1/models`' `created`, and part of every response id.
     pub started: u64,
-    next_id: AtomicU64,
+    /// Numbers the responses since start.
+    pub next_id: AtomicU64,
 }
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        engine: Engine,
-        tokenizer: Arc<Tokenizer>,
-        metrics: Arc<Metrics>,
-        model: String,
-        context: usize,
-        vocab: usize,
-        api_key: Option<String>,
-        bytes_per_cached_token: usize,
-        max_batch: usize,
-    ) -> AppState {
-        AppState {
-            engine,
-            tokenizer,
-            metrics,
-            model,
-            context,
-            vocab,
-            api_key,
-            bytes_per_cached_token,
-            max_batch,
-            started: now(),
-            next_id: AtomicU64::new(0),
-        }
-    }
-
     fn limits(&self) -> Limits<'_> {
         Limits { model: &self.model, context: self.context, vocab: self.vocab }
     }
@@ -93,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

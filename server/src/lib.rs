@@ -20,6 +20,7 @@ pub mod stop;
 pub mod validate;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use dsv3_model::cache::KvCache;
@@ -124,17 +125,19 @@ impl App {
             options.max_queue,
         )
         .map_err(|source| ServeError::Io { what: "starting the engine thread".into(), source })?;
-        let state = AppState::new(
+        let state = AppState {
             engine,
             tokenizer,
             metrics,
-            options.model.clone(),
-            model.config.max_position_embeddings,
-            model.config.vocab_size,
-            options.api_key.clone(),
-            bytes_per_token,
-            options.max_batch,
-        );
+            model: options.model.clone(),
+            context: model.config.max_position_embeddings,
+            vocab: model.config.vocab_size,
+            api_key: options.api_key.clone(),
+            bytes_per_cached_token: bytes_per_token,
+            max_batch: options.max_batch,
+            started: http::now(),
+            next_id: AtomicU64::new(0),
+        };
         Ok(App { state: Arc::new(state) })
     }
 
