@@ -2,6 +2,8 @@
 //! device of that layer's attention (576 values per token per layer for DeepSeek-V3), with each sequence's length kept on the host,
 //! which schedules every token and so always knows it.
 
+use std::ops::Range;
+
 use dsv3_core::{DType, Error, Result, Tensor};
 
 use crate::graph::Model;
@@ -90,5 +92,51 @@ impl KvCache {
     /// Takes over the length of a single-slot view made by [`KvCache::slot`].
     pub fn absorb(&mut self, b: usize, slot: &KvCache) {
         self.lens[b] = slot.lens[0];
+    }
+
+    /// The latent rows of tokens `tokens` of sequence `b`, one byte vector per layer (each downloaded from
+    /// that layer's attention device): what a prefix cache keeps of a finished request.
+    pub fn export_rows(&self, model: &Model, b: usize, tokens: Range<usize>) -> Result<Vec<Vec<u8>>> {
+        if b >= self.batch() || tokens.start > tokens.end || tokens.end > self.lens[b] {
+            let why = format!("tokens {tokens:?} of sequence {b}: not all cached (lengths {:?})", self.lens);
+            return Err(Error::invalid("kv_cache", "export_rows", why));
+        }
+        let n = tokens.end - tokens.start;
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let rows = layer.narrow(0, b, 1)?.narrow(1, tokens.start, n)?;
+                let mut host = vec![0u8; rows.span_bytes()];
+                model.attn_device(l).default_stream().download(&rows.buffer, rows.offset, &mut host)?;
+                Ok(host)
+            })
+            .collect()
+    }
+
+    /// Appends latent rows made by [`KvCache::export_rows`] (one byte vector per layer, whole rows, the
+    /// same number in every layer) to sequence `b`: those tokens then count as cached, so a forward pass
+    /// goes on after them without recomputing them.
+    pub fn append_rows(&mut self, model: &Model, b: usize, rows: &[Vec<u8>]) -> Result<()> {
+        let row_bytes = self.bytes_per_token() / self.layers.len().max(1);
+        let n = rows.first().map_or(0, |r| r.len() / row_bytes.max(1));
+        let fits = b < self.batch() && self.lens[b] + n <= self.capacity;
+        if rows.len() != self.layers.len() || rows.iter().any(|r| r.len() != n * row_bytes) || !fits {
+            let sizes: Vec<usize> = rows.iter().map(Vec::len).collect();
+            let why = format!(
+                "{sizes:?} bytes for sequence {b} of {:?} tokens (capacity {}): want {} layers of whole                  {row_bytes}-byte rows that fit",
+                self.lens,
+                self.capacity,
+                self.layers.len()
+            );
+            return Err(Error::invalid("kv_cache", "append_rows", why));
+        }
+        let start = self.lens[b];
+        for (l, (layer, bytes)) in self.layers.iter().zip(rows).enumerate() {
+            let dst = layer.narrow(0, b, 1)?.narrow(1, start, n)?;
+            model.attn_device(l).default_stream().upload(&dst.buffer, dst.offset, bytes)?;
+        }
+        self.lens[b] += n;
+        Ok(())
     }
 }

@@ -91,6 +91,23 @@ pub fn generate(
     request: &Request,
     mut on_token: impl FnMut(usize, u32) -> Result<()>,
 ) -> Result<Output> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let capacity = longest.saturating_add(request.max_new_tokens).min(model.config.max_position_embeddings);
+    let mut cache = KvCache::new(model, prompts.len(), capacity.max(1))?;
+    generate_cached(model, &mut cache, prompts, request, |b, token| on_token(b, token).map(|()| true))
+}
+
+/// [`generate`] into a cache whose sequence `b` may already hold a prefix of its prompt (a prefix cache's
+/// rows, [`KvCache::append_rows`]): `prompts[b]` is the rest of the prompt, prefilled after the cached
+/// tokens. `on_token` returns whether sequence `b` goes on (a client that went away, a stop string).
+/// The cache keeps every token that was fed through the model, for the caller to store.
+pub fn generate_cached(
+    model: &Model,
+    cache: &mut KvCache,
+    prompts: &[Vec<u32>],
+    request: &Request,
+    mut on_token: impl FnMut(usize, u32) -> Result<bool>,
+) -> Result<Output> {
     let cfg = &model.config;
     if request.max_new_tokens == 0 || request.max_new_tokens > MAX_NEW_TOKENS_LIMIT {
         let why = format!("{} must be in 1..={MAX_NEW_TOKENS_LIMIT}", request.max_new_tokens);
@@ -101,7 +118,11 @@ pub fn generate(
         let why = format!("{t} must be 0 (greedy) or at least {MIN_TEMPERATURE}");
         return Err(Error::invalid("generate", "temperature", why));
     }
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.len() != cache.batch() {
+        let why = format!("{} prompts for a cache of {} sequences", prompts.len(), cache.batch());
+        return Err(Error::invalid("generate", "prompt", why));
+    }
+    let longest = prompts.iter().zip(cache.lens()).map(|(p, cached)| cached + p.len()).max().unwrap_or(0);
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(Error::invalid("generate", "prompt", "every prompt needs at least one token"));
     }
@@ -109,8 +130,6 @@ pub fn generate(
         let why = format!("{longest} tokens exceed the model's context of {}", cfg.max_position_embeddings);
         return Err(Error::invalid("generate", "prompt", why));
     }
-    let capacity = (longest + request.max_new_tokens).min(cfg.max_position_embeddings);
-    let mut cache = KvCache::new(model, prompts.len(), capacity)?;
     let mut out = Output { tokens: vec![Vec::new(); prompts.len()], ..Output::default() };
     let mut done = vec![false; prompts.len()];
 
@@ -133,18 +152,19 @@ pub fn generate(
                 continue;
             }
             out.tokens[b].push(token);
-            on_token(b, token)?;
+            let go_on = on_token(b, token)?;
             if step > 1 {
                 out.decode_tokens += 1;
             }
-            done[b] = request.stop.contains(&token) || out.tokens[b].len() == request.max_new_tokens;
+            done[b] =
+                !go_on || request.stop.contains(&token) || out.tokens[b].len() == request.max_new_tokens;
         }
         let room = cache.lens().iter().all(|&l| l < cache.capacity());
         if done.iter().all(|&d| d) || !room {
             break;
         }
         // Finished sequences still ride along (their tokens are ignored): the batch keeps one shape.
-        let logits = model.forward(&mut cache, &next, 1, Logits::Last)?;
+        let logits = model.forward(cache, &next, 1, Logits::Last)?;
         next = sample(model, &logits, &request.sampling, step)?;
         out.decode_steps += 1;
     }

@@ -72,3 +72,46 @@ fn bad_requests_are_errors() {
     let err = generate(&model, &[vec![3]], &request(0, 0.0), |_, _| Ok(())).unwrap_err();
     assert!(err.to_string().contains("max_new_tokens"), "{err}");
 }
+
+#[test]
+fn a_prefix_exported_and_appended_continues_as_a_cold_run() {
+    use dsv3_model::cache::KvCache;
+    use dsv3_model::generate::generate_cached;
+    let model = load(NumericPath::F32);
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % 500).collect();
+    let cold = generate(&model, std::slice::from_ref(&prompt), &request(5, 0.0), |_, _| Ok(())).unwrap();
+
+    let mut first = KvCache::new(&model, 1, 32).unwrap();
+    generate_cached(&model, &mut first, std::slice::from_ref(&prompt), &request(2, 0.0), |_, _| Ok(true))
+        .unwrap();
+    let rows = first.export_rows(&model, 0, 0..12).unwrap();
+    assert_eq!(rows.len(), model.config.num_hidden_layers);
+    assert_eq!(rows[0].len(), 12 * first.bytes_per_token() / rows.len());
+
+    let mut warm = KvCache::new(&model, 1, 32).unwrap();
+    warm.append_rows(&model, 0, &rows).unwrap();
+    assert_eq!(warm.lens(), &[12]);
+    let rest = vec![prompt[12..].to_vec()];
+    let out = generate_cached(&model, &mut warm, &rest, &request(5, 0.0), |_, _| Ok(true)).unwrap();
+    assert_eq!(out.tokens[0], cold.tokens[0]);
+    // Every token fed through the model stays cached: the prompt and all new tokens but the last.
+    assert_eq!(warm.lens(), &[prompt.len() + 4]);
+
+    // Rows that are not whole, a layer missing, or more than the capacity are refused.
+    let mut other = KvCache::new(&model, 1, 16).unwrap();
+    let mut ragged = rows.clone();
+    ragged[0].pop();
+    assert!(other.append_rows(&model, 0, &ragged).is_err());
+    assert!(other.append_rows(&model, 0, &rows[1..]).is_err());
+    other.append_rows(&model, 0, &rows).unwrap();
+    assert!(other.append_rows(&model, 0, &rows).unwrap_err().to_string().contains("append_rows"));
+    assert!(other.export_rows(&model, 0, 10..13).is_err());
+    // A sequence that stops itself (the callback says so) ends after that token.
+    let mut fresh = KvCache::new(&model, 1, 32).unwrap();
+    let stopped =
+        generate_cached(&model, &mut fresh, std::slice::from_ref(&prompt), &request(5, 0.0), |_, _| {
+            Ok(false)
+        })
+        .unwrap();
+    assert_eq!(stopped.tokens[0].len(), 1);
+}
