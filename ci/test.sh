@@ -80,6 +80,9 @@ if ! diff <(grep -v '^\* `' conformance/SUPPORT-quick.md) <(grep -v '^\* `' "$qu
 fi
 rm -f "$quick_md"
 
+# `dsv3 serve` driven by the official openai Python client (installs python3-venv and the package).
+ci/openai-client.sh
+
 # Unit, integration and conformance tests (the quick case set runs against the CPU oracle). The full
 # DeepSeek-shape set is `#[ignore]`d here (minutes in a release build): README's main command runs it.
 log=$(mktemp)

@@ -12,6 +12,7 @@ mod model_cmd;
 mod op_cmd;
 mod out;
 mod registry;
+mod serve;
 
 use cli::Command;
 use out::errln;
@@ -42,6 +43,7 @@ fn main() {
         Command::Logits(args) => model_cmd::run_logits(args),
         Command::Golden(args) => model_cmd::run_golden(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Completions { shell } => cli::completions(shell),
     };
     std::process::exit(code);

@@ -43,7 +43,7 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    fn placement(&self) -> Result<Placement, String> {
+    pub fn placement(&self) -> Result<Placement, String> {
         let usage = match (&self.expert_stats, self.place.as_deref()) {
             (None, _) => None,
             (Some(file), Some(place)) if Rules::is_auto(place) => {
@@ -63,7 +63,7 @@ pub enum PathChoice {
     Fixed(NumericPath),
 }
 
-const PATH: Checked<PathChoice> = Checked(|s| match s {
+pub const PATH: Checked<PathChoice> = Checked(|s| match s {
     "fast" => Ok(PathChoice::Fast),
     other => NumericPath::parse(other)
         .map(PathChoice::Fixed)

@@ -122,7 +122,7 @@ impl Engine {
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
-                eprintln!("dsv3 serve: the engine thread panicked");
+                tracing::error!("dsv3 serve: the engine thread panicked");
             }
         }
     }

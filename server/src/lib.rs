@@ -183,7 +183,7 @@ pub fn serve(options: ServeOptions, model: Model, tokenizer: Tokenizer) -> Resul
     let served = runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(&address).await.map_err(io(&format!("listening on {address}")))?;
-        eprintln!(
+        tracing::info!(
             "dsv3 serve: {} on http://{address} ({} bytes per cached token; requests run one at a time)",
             options.model,
             app.bytes_per_cached_token()
@@ -192,7 +192,7 @@ pub fn serve(options: ServeOptions, model: Model, tokenizer: Tokenizer) -> Resul
         axum::serve(listener, app.router())
             .with_graceful_shutdown(async move {
                 signal().await;
-                eprintln!("dsv3 serve: shutting down");
+                tracing::info!("dsv3 serve: shutting down");
                 stopper.begin_shutdown();
             })
             .await

@@ -143,7 +143,7 @@ impl PrefixCache {
         let Some(disk) = &self.disk else { return };
         if !entry.on_disk {
             if let Err(e) = disk.write(key, &entry.unit) {
-                eprintln!("dsv3 serve: writing cache unit {} failed: {e}", disk.path(key).display());
+                tracing::warn!("dsv3 serve: writing cache unit {} failed: {e}", disk.path(key).display());
             }
         }
     }
