@@ -69,8 +69,19 @@ impl Exec {
     pub fn launch(&self, op: Op) -> Result<()> {
         let start = Instant::now();
         let result = self.stream.launch(&op);
-        self.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let elapsed = start.elapsed();
+        self.stats.launch_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         self.stats.launches.fetch_add(1, Ordering::Relaxed);
+        // `-vv`: every launch, its host time and the kernel path the device takes for it.
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let path = self.device.supports(&op);
+            tracing::trace!(
+                "{} on {}: {:.1} µs host time, {path}",
+                op.name(),
+                self.name,
+                elapsed.as_secs_f64() * 1e6
+            );
+        }
         result
     }
 
