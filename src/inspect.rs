@@ -84,14 +84,8 @@ fn try_run(args: Args) -> Result<(), String> {
                 None => device_specs::present(&mut HashMap::new()),
             };
             let first = specs.first().ok_or("--place: no device present to plan on")?.name.clone();
-            let usage = match &args.expert_stats {
-                Some(file) => {
-                    let stats = ExpertStats::load(file).map_err(|e| e.to_string())?;
-                    stats.check(&config, &file.display().to_string()).map_err(|e| e.to_string())?;
-                    Some(stats)
-                }
-                None => None,
-            };
+            let usage = args.expert_stats.as_deref().map(|file| ExpertStats::load_for(file, &config));
+            let usage = usage.transpose().map_err(|e| e.to_string())?;
             let sizes =
                 plan::part_sizes(&config, checkpoint.as_ref(), usage.as_ref()).map_err(|e| e.to_string())?;
             let plan = if Rules::is_auto(place) {

@@ -539,14 +539,11 @@ fn try_generate(args: GenerateArgs) -> Result<(), String> {
 /// The counts `--record-expert-stats FILE` adds to: FILE's when it exists (for this model's shape, else an
 /// error naming the file and field), else none yet.
 fn expert_stats_to_extend(file: &Path, config: &ModelConfig) -> Result<ExpertStats, String> {
-    let stats = if file.exists() {
-        let stats = ExpertStats::load(file).map_err(|e| e.to_string())?;
-        stats.check(config, &file.display().to_string()).map_err(|e| e.to_string())?;
-        stats
+    if file.exists() {
+        ExpertStats::load_for(file, config).map_err(|e| e.to_string())
     } else {
-        ExpertStats::new(config).map_err(|e| format!("--record-expert-stats: {e}"))?
-    };
-    Ok(stats)
+        ExpertStats::new(config).map_err(|e| format!("--record-expert-stats: {e}"))
+    }
 }
 
 pub fn run_logits(args: LogitsArgs) -> i32 {

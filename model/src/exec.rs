@@ -14,7 +14,7 @@ use dsv3_core::ops::elementwise::{Add, Embedding, RmsNorm, SiluMul};
 use dsv3_core::ops::gemm::{blocks, ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights};
 use dsv3_core::{transfer, DType, Device, Error, Op, Result, Stream, Tensor};
 
-use crate::placement::Part;
+use crate::placement::{Assignment, Part};
 use crate::weights::Uploader;
 use crate::workspace::Workspace;
 
@@ -180,32 +180,30 @@ impl Exec {
 pub(crate) struct Loader<'s> {
     pub up: Uploader<'s>,
     devices: Vec<Arc<dyn Device>>,
+    assignment: &'s Assignment,
     exec_of: HashMap<Part, usize>,
 }
 
 impl<'s> Loader<'s> {
-    pub fn new(up: Uploader<'s>, devices: Vec<Arc<dyn Device>>, exec_of: HashMap<Part, usize>) -> Loader<'s> {
-        Loader { up, devices, exec_of }
+    pub fn new(
+        up: Uploader<'s>,
+        devices: Vec<Arc<dyn Device>>,
+        assignment: &'s Assignment,
+        exec_of: HashMap<Part, usize>,
+    ) -> Loader<'s> {
+        Loader { up, devices, assignment, exec_of }
     }
 
-    /// Layer `layer`'s routed experts grouped by exec, in exec order: (exec, expert ids ascending).
+    /// Layer `layer`'s routed experts grouped by exec, in exec order (the devices' order in the model):
+    /// (exec, expert ids ascending).
     pub fn expert_groups(&self, layer: usize) -> Vec<(usize, Vec<usize>)> {
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut experts: Vec<(usize, usize)> = self
-            .exec_of
-            .iter()
-            .filter_map(|(part, &exec)| match *part {
-                Part::Expert(l, e) if l == layer => Some((exec, e)),
-                _ => None,
-            })
+        let mut groups: Vec<(usize, Vec<usize>)> = self
+            .assignment
+            .expert_groups(layer)
+            .into_iter()
+            .map(|(_, ids)| (self.exec_of[&Part::Expert(layer, ids[0])], ids))
             .collect();
-        experts.sort_unstable();
-        for (exec, e) in experts {
-            match groups.last_mut() {
-                Some((g, ids)) if *g == exec => ids.push(e),
-                _ => groups.push((exec, vec![e])),
-            }
-        }
+        groups.sort_by_key(|(exec, _)| *exec);
         groups
     }
 

@@ -150,4 +150,11 @@ impl ExpertStats {
     pub fn load(path: &Path) -> Result<ExpertStats> {
         ExpertStats::from_json(&read_text_capped(path, CONFIG_LIMIT)?, &path.display().to_string())
     }
+
+    /// [`ExpertStats::load`], then [`ExpertStats::check`] against the model with `cfg`.
+    pub fn load_for(path: &Path, cfg: &ModelConfig) -> Result<ExpertStats> {
+        let stats = ExpertStats::load(path)?;
+        stats.check(cfg, &path.display().to_string())?;
+        Ok(stats)
+    }
 }

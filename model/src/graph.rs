@@ -145,7 +145,7 @@ impl Model {
             .map(|(part, name)| (part, names.iter().position(|n| *n == name).unwrap_or(0)))
             .collect();
         let up = Uploader::new(devices[0].clone(), source, on_tensor);
-        let mut ld = Loader::new(up, devices.clone(), exec_of);
+        let mut ld = Loader::new(up, devices.clone(), assignment, exec_of);
 
         let embed_exec = ld.part(Part::Embed)?;
         let embed = ld.up.float("model.embed_tokens.weight")?;

@@ -71,8 +71,8 @@ impl Ffn {
             None
         };
         let mut experts = Vec::new();
-        for (_, ids) in ld.expert_groups(layer) {
-            let exec = ld.part(Part::Expert(layer, ids[0]))?;
+        for (exec, ids) in ld.expert_groups(layer) {
+            ld.part(Part::Expert(layer, ids[0]))?; // the uploader goes to the group's device
             let names = |proj: &str| -> Vec<String> {
                 ids.iter().map(|j| format!("{p}experts.{j}.{proj}.weight")).collect()
             };
@@ -240,6 +240,7 @@ impl MoeBlock {
         // Every group's work is queued before any output is brought back, so that devices that run
         // asynchronously (GPUs, queued first: groups follow the devices' order) overlap the others.
         let mut outputs = Vec::new();
+        let mut first = 0;
         for (g, group) in self.experts.iter().enumerate() {
             let slots: Vec<usize> = (0..ids.len()).filter(|&slot| owners[slot].0 == g).collect();
             if slots.is_empty() {
@@ -252,20 +253,19 @@ impl MoeBlock {
             let local = ex.upload_i32(&local)?;
             let local = Tensor::contiguous(local.buffer, local.offset, &[slots.len(), 1], DType::I32);
             let (expert_out, permuted) = self.run_group(ex, group, xg, local)?;
-            let first = outputs.iter().map(|(_, _, n): &(usize, Tensor, usize)| n).sum::<usize>();
             for (i, &slot) in slots.iter().enumerate() {
                 slot_rows[slot] = (first + i) as i32;
             }
-            outputs.push((group.exec, ex.gather(&expert_out, &permuted)?, slots.len()));
+            outputs.push((group.exec, ex.gather(&expert_out, &permuted)?, first));
+            first += slots.len();
         }
         let h = s.exec(home);
         let all = h.tmp(&[ids.len(), d], h.act)?;
-        let mut first = 0;
-        for (exec, y, n) in outputs {
+        let row = d * h.act.size();
+        for (exec, y, first) in outputs {
+            // `y` is `[rows, d]`: its rows go to `all` from row `first` on.
             let y = s.to(&y, exec, home)?;
-            let row = d * h.act.size();
-            h.stream.copy(&y.buffer, y.offset, &all.buffer, all.offset + first * row, n * row)?;
-            first += n;
+            h.stream.copy(&y.buffer, y.offset, &all.buffer, all.offset + first * row, y.shape[0] * row)?;
         }
         let routed = h.tmp(&[s.rows, d], h.act)?;
         let combine = MoeCombine {
