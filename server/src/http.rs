@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +29,12 @@ use crate::validate::{self, Limits};
 
 /// Request bodies larger than this are refused (413): a prompt at the full context is well below it.
 pub const BODY_LIMIT: usize = 4 << 20;
+
+/// Past `BODY_LIMIT` a body is still read, and dropped, up to this many bytes more before the 413 goes
+/// out. Closing a connection with unread input resets it (TCP RST), and the reset can destroy the 413
+/// before the client reads it: the client would see a broken connection instead of the error. Bodies
+/// beyond this bound are answered at once and the connection closes.
+const DRAIN_LIMIT: usize = 64 << 20;
 
 pub struct AppState {
     pub engine: Engine,
@@ -64,7 +69,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .layer(middleware::from_fn_with_state(state.clone(), count_refusals))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -113,20 +117,42 @@ async fn models(State(app): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList { object: "list", data: vec![card] })
 }
 
-/// The body, or the error for one that is too large or unreadable.
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(BODY_LIMIT),
-        _ => ApiError::malformed(None, format!("the request body could not be read: {e}")),
-    })
+/// The body, or the error for one that is too large or unreadable. A body over the limit is read to its
+/// end (up to `DRAIN_LIMIT` more) and dropped, never kept.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT + DRAIN_LIMIT) {
+        return Err(ApiError::too_large(BODY_LIMIT));
+    }
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::malformed(None, format!("the request body could not be read: {e}")))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= BODY_LIMIT {
+            kept.extend_from_slice(&chunk);
+        } else if seen > BODY_LIMIT + DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(ApiError::too_large(BODY_LIMIT));
+    }
+    Ok(kept.into())
 }
 
-async fn chat(State(app): State<Arc<AppState>>, raw: Result<Bytes, BytesRejection>) -> Response {
-    complete(&app, raw, Kind::Chat).await.unwrap_or_else(IntoResponse::into_response)
+async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    complete(&app, read_body(&headers, body).await, Kind::Chat)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(app): State<Arc<AppState>>, raw: Result<Bytes, BytesRejection>) -> Response {
-    complete(&app, raw, Kind::Text).await.unwrap_or_else(IntoResponse::into_response)
+async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    complete(&app, read_body(&headers, body).await, Kind::Text)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,12 +162,8 @@ enum Kind {
 }
 
 /// Checks the request, queues its generation and answers: a stream, or one object once it is done.
-async fn complete(
-    app: &AppState,
-    raw: Result<Bytes, BytesRejection>,
-    kind: Kind,
-) -> Result<Response, ApiError> {
-    let request = validate::parse(&body(raw)?)?;
+async fn complete(app: &AppState, body: Result<Bytes, ApiError>, kind: Kind) -> Result<Response, ApiError> {
+    let request = validate::parse(&body?)?;
     let checked = match kind {
         Kind::Chat => validate::chat(request, &app.limits(), &app.tokenizer)?,
         Kind::Text => validate::completion(request, &app.limits(), &app.tokenizer)?,

@@ -325,7 +325,7 @@ async fn bad_input_gets_an_openai_error_and_the_server_goes_on() {
         (good.clone(), None, 401, Value::Null, "invalid_api_key"),
         (good.clone(), Some("wrong"), 401, Value::Null, "invalid_api_key"),
         (
-            format!("{{\"model\": \"tiny\", \"prompt\": \"{}\"}}", "a".repeat(5 << 20)),
+            format!("{{\"model\": \"tiny\", \"prompt\": \"{}\"}}", "a".repeat(16 << 20)),
             Some("sekret"),
             413,
             Value::Null,
