@@ -82,6 +82,34 @@ pub fn grouped_gemm(
     make("grouped_gemm", &params, dtypes, Spec::GroupedGemm(spec))
 }
 
+/// `layout`: "heads" (a and c as interleaved per-head slices of rows, as absorbed MLA has them),
+/// "shared_b" (one b for every batch), or "contiguous".
+#[allow(clippy::too_many_arguments)]
+pub fn batched_gemm(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: DType,
+    b: DType,
+    c: DType,
+    layout: &str,
+) -> Case {
+    let spec =
+        BatchedGemmSpec { batch, m, n, k, a, b, c, heads: layout == "heads", shared_b: layout == "shared_b" };
+    let params = [
+        p("batch", batch),
+        p("m", m),
+        p("n", n),
+        p("k", k),
+        p("a", a),
+        p("b", b),
+        p("c", c),
+        p("layout", layout),
+    ];
+    make("batched_gemm", &params, format!("a={a},b={b},c={c}"), Spec::BatchedGemm(spec))
+}
+
 fn act_quant(
     m: usize,
     k: usize,
@@ -375,6 +403,16 @@ pub fn quick() -> Vec<Case> {
     c.push(grouped_gemm(&[9, 0, 0], 40, 300, FP8, FP8, BF16, "all_to_0"));
     c.push(grouped_gemm(&[1], 200, 384, FP8_UE8M0, FP8_UE8M0, BF16, "one_row"));
 
+    // batched_gemm: absorbed MLA's per-head layout at decode (M = 1) and prefill sizes, every dtype pair,
+    // one shared b, a single batch, K = 1, and tile edges (N, K not multiples of anything).
+    c.push(batched_gemm(4, 1, 40, 72, BF16, BF16, BF16, "heads"));
+    c.push(batched_gemm(4, 3, 40, 72, F32, BF16, F32, "heads"));
+    c.push(batched_gemm(3, 33, 65, 130, BF16, BF16, F32, "heads"));
+    c.push(batched_gemm(5, 2, 24, 48, F32, F32, BF16, "contiguous"));
+    c.push(batched_gemm(3, 4, 24, 40, BF16, F32, BF16, "shared_b"));
+    c.push(batched_gemm(1, 1, 200, 384, BF16, BF16, BF16, "contiguous"));
+    c.push(batched_gemm(6, 5, 17, 1, F32, F32, F32, "heads"));
+
     // act_quant: every format, f32 and power-of-two scales, stored as f32 or ue8m0; K = 200 (partial group).
     for x in [F32, BF16] {
         for f in [E4M3Fn, E4M3Fnuz, E5M2] {
@@ -535,6 +573,13 @@ pub fn full() -> Vec<Case> {
         BF16,
         "down_8_tokens_one_expert",
     ));
+
+    // batched_gemm: DeepSeek-V3's absorbed products over 128 heads, W_UK (N = 512, K = 128) and W_UV
+    // (N = 128, K = 512), at decode (4 tokens) and a prefill chunk (64 tokens).
+    for m in [4, 64] {
+        c.push(batched_gemm(128, m, 512, 128, BF16, BF16, BF16, "heads"));
+        c.push(batched_gemm(128, m, 128, 512, BF16, BF16, BF16, "heads"));
+    }
 
     c.push(act_quant(128, 7168, BF16, E4M3Fn, ScaleFormat::F32, F32));
     c.push(act_quant(128, 7168, BF16, E4M3Fn, ScaleFormat::Ue8m0, Ue8m0));

@@ -1,7 +1,7 @@
 //! Bad input yields typed errors naming the op and the argument — never a panic — on both CPU modes.
 
 use dsv3_backend_cpu::{CpuBackend, Mode};
-use dsv3_core::ops::{Activations, Embedding, Gemm, Weights};
+use dsv3_core::ops::{Activations, BatchedGemm, Embedding, Gemm, Weights};
 use dsv3_core::{Backend, DType, Device, Error, Op, Tensor};
 use std::sync::Arc;
 
@@ -136,5 +136,47 @@ fn id_out_of_range() {
         let ids = Tensor::contiguous(ids_buf, 0, &[2], DType::I32);
         let op = Op::Embedding(Embedding { table, ids, out: out(&dev, &[2, 2], DType::F32) });
         assert_invalid(dev.default_stream().launch(&op), "embedding", "ids");
+    }
+}
+
+/// A valid batch of 2 × (3×4 · (5×4)ᵀ) f32 products, and the same batch with its operands replaced.
+fn batched(dev: &Arc<dyn Device>) -> BatchedGemm {
+    BatchedGemm {
+        a: f32_tensor(dev, &[2, 3, 4], &[1.0; 24]),
+        b: f32_tensor(dev, &[2, 5, 4], &[0.5; 40]),
+        c: out(dev, &[2, 3, 5], DType::F32),
+    }
+}
+
+#[test]
+fn batched_gemm_layouts_are_checked() {
+    for dev in devices() {
+        let stream = dev.default_stream();
+        stream.launch(&Op::BatchedGemm(batched(&dev))).unwrap();
+        // c with batch stride 0: both batches would write the same elements.
+        let mut g = batched(&dev);
+        g.c.strides = vec![0, 5, 1];
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "c");
+        // c rows interleaved with a stride shorter than a row: elements shared between rows.
+        let mut g = batched(&dev);
+        g.c = Tensor { strides: vec![15, 3, 1], ..g.c };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "c");
+        // b's batch is not a contiguous [N, K] matrix.
+        let mut g = batched(&dev);
+        g.b = Tensor { shape: vec![2, 5, 2], strides: vec![20, 4, 1], ..g.b };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "b");
+        // a batch count that differs between a and b.
+        let mut g = batched(&dev);
+        g.b = f32_tensor(&dev, &[1, 5, 4], &[0.5; 20]);
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "b");
+        // elements of a row not adjacent.
+        let mut g = batched(&dev);
+        g.a = Tensor { shape: vec![2, 3, 2], strides: vec![12, 4, 2], ..g.a };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "a");
+        // One b for both batches (batch stride 0) is a valid layout.
+        let mut g = batched(&dev);
+        g.b =
+            Tensor { shape: vec![2, 5, 4], strides: vec![0, 4, 1], ..f32_tensor(&dev, &[5, 4], &[0.5; 20]) };
+        stream.launch(&Op::BatchedGemm(g)).unwrap();
     }
 }

@@ -138,6 +138,11 @@ impl Case {
                 let c = b.output("c", g.c, &[rows, g.n], None)?;
                 Op::GroupedGemm(ops::GroupedGemm { a, b: w, expert_offsets, c })
             }
+            Spec::BatchedGemm(g) => {
+                let (a, w) = (input("a")?, input("b")?);
+                let c = b.output("c", g.c, &[g.batch, g.m, g.n], Some(g.c_strides()))?;
+                Op::BatchedGemm(ops::BatchedGemm { a, b: w, c })
+            }
             Spec::ActQuant(q) => {
                 let x = input("x")?;
                 let codes = b.output("codes", DType::from_fp8(q.format), &[q.m, q.k], None)?;

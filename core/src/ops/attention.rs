@@ -12,6 +12,8 @@
 //! mscale² included (see [`crate::rope::softmax_scale`]).
 
 use super::check::{self, ACTIVATIONS};
+use super::Access::{Read, Write};
+use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -58,8 +60,24 @@ fn check_scale(op: &'static str, scale: f32) -> Result<()> {
     })
 }
 
-impl MlaAttention {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MlaAttention {
+    fn flops(&self) -> Option<f64> {
+        let (b, t, h, dc, dr, l) = self.dims();
+        // Upper bound: every query against the whole cache (causal masking does less).
+        Some(2.0 * (b * t * h * l * (dc + dr + dc)) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("q_latent", &self.q_latent, Read),
+            ("q_pe", &self.q_pe, Read),
+            ("kv_cache", &self.kv_cache, Read),
+            ("kv_lens", &self.kv_lens, Read),
+            ("out", &self.out, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "mla_attention";
         check::rank(OP, "q_latent", &self.q_latent, 4)?;
         let [b, t, h, dc] = self.q_latent.shape[..] else { unreachable!() };
@@ -85,7 +103,9 @@ impl MlaAttention {
         check_lens(OP, &self.kv_lens, b)?;
         check_scale(OP, self.softmax_scale)
     }
+}
 
+impl MlaAttention {
     /// (B, T, H, Dc, Dr, L)
     pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let q = &self.q_latent.shape;
@@ -106,8 +126,23 @@ pub struct MhaAttention {
     pub out: Tensor,
 }
 
-impl MhaAttention {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MhaAttention {
+    fn flops(&self) -> Option<f64> {
+        let (b, t, h, dk, dv, l) = self.dims();
+        Some(2.0 * (b * t * h * l * (dk + dv)) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("q", &self.q, Read),
+            ("k", &self.k, Read),
+            ("v", &self.v, Read),
+            ("kv_lens", &self.kv_lens, Read),
+            ("out", &self.out, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "mha_attention";
         check::rank(OP, "q", &self.q, 4)?;
         let [b, t, h, dk] = self.q.shape[..] else { unreachable!() };
@@ -126,7 +161,9 @@ impl MhaAttention {
         check_lens(OP, &self.kv_lens, b)?;
         check_scale(OP, self.softmax_scale)
     }
+}
 
+impl MhaAttention {
     /// (B, T, H, Dk, Dv, L)
     pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let q = &self.q.shape;

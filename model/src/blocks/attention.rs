@@ -7,7 +7,7 @@
 
 use dsv3_core::ops::attention::MlaAttention;
 use dsv3_core::ops::elementwise::{RmsNorm, Rope};
-use dsv3_core::ops::gemm::{Activations, Gemm, Weights};
+use dsv3_core::ops::gemm::{BatchedGemm, Weights};
 use dsv3_core::{DType, Op, Result, Tensor};
 
 use crate::config::ModelConfig;
@@ -147,20 +147,17 @@ impl Attention {
     }
 }
 
-/// One GEMM per head: `out[:, h] = x[:, h, 0..k] · w[h]ᵀ`, where each row of `x` holds the heads' operands
-/// `stride` values apart and `w` is `[H, N, K]`; `out` is `[rows, H·N]`. (A batched GEMM op would make this
-/// one launch.)
+/// Every head's product in one launch: `out[:, h] = x[:, h, 0..k] · w[h]ᵀ`, where each row of `x` holds
+/// the heads' operands `stride` values apart and `w` is `[H, N, K]`; `out` is `[rows, H·N]`.
 fn per_head(e: &Exec, x: &Tensor, stride: usize, k: usize, w: &Tensor) -> Result<Tensor> {
     let (heads, n) = (w.shape[0], w.shape[1]);
     let rows = x.shape[0];
     let out = e.tmp(&[rows, heads * n], e.act)?;
-    for h in 0..heads {
-        let gemm = Gemm {
-            a: Activations::Dense(view(x, h * stride, &[rows, k], &[heads * stride, 1])),
-            b: Weights::Dense(view(w, h * n * k, &[n, k], &[k, 1])),
-            c: view(&out, h * n, &[rows, n], &[heads * n, 1]),
-        };
-        e.launch(Op::Gemm(gemm))?;
-    }
+    let gemm = BatchedGemm {
+        a: view(x, 0, &[heads, rows, k], &[stride, heads * stride, 1]),
+        b: w.clone(),
+        c: view(&out, 0, &[heads, rows, n], &[n, heads * n, 1]),
+    };
+    e.launch(Op::BatchedGemm(gemm))?;
     Ok(out)
 }

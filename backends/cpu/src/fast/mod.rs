@@ -33,6 +33,7 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
     match op {
         Op::Gemm(o) => linear::gemm(o, args),
         Op::GroupedGemm(o) => linear::grouped_gemm(o, args),
+        Op::BatchedGemm(o) => linear::batched_gemm(o, args),
         Op::ActQuant(o) => linear::act_quant(o, args),
         Op::Dequantize(_) => linear::dequantize(args),
         Op::MoeRoute(o) => moe::route(o, args),

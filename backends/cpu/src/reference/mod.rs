@@ -15,6 +15,7 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
     match op {
         Op::Gemm(o) => gemm::gemm(o, args),
         Op::GroupedGemm(o) => gemm::grouped_gemm(o, args),
+        Op::BatchedGemm(o) => gemm::batched_gemm(o, args),
         Op::ActQuant(o) => gemm::act_quant(o, args),
         Op::Dequantize(_) => gemm::dequantize(args),
         Op::MoeRoute(o) => moe::route(o, args),

@@ -21,6 +21,7 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
     match op {
         Op::Gemm(o) => gemm::gemm(l, o),
         Op::GroupedGemm(o) => gemm::grouped_gemm(l, o),
+        Op::BatchedGemm(o) => gemm::batched_gemm(l, o),
         Op::ActQuant(o) => gemm::act_quant(l, o),
         Op::Dequantize(o) => gemm::dequantize(l, o),
         Op::MoeRoute(o) => moe::route(l, o),
@@ -44,7 +45,9 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
 /// Whether the kernels run `op` with these dtypes and shapes, asked of the module that launches it.
 pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     match op {
-        Op::Gemm(_) | Op::GroupedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => gemm::supports(ctx, op),
+        Op::Gemm(_) | Op::GroupedGemm(_) | Op::BatchedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => {
+            gemm::supports(ctx, op)
+        }
         Op::MoeRoute(_) | Op::MoeDispatch(_) | Op::MoeCombine(_) => moe::supports(ctx, op),
         Op::MlaAttention(_) | Op::MhaAttention(_) => attention::supports(ctx, op),
         Op::RmsNorm(_) | Op::Softmax(_) | Op::Rope(_) | Op::Embedding(_) => rows::supports(ctx, op),

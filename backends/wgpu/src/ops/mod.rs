@@ -27,6 +27,7 @@ pub fn record(rec: &mut Recorder, op: &Op) -> Result<()> {
         Op::Embedding(o) => elementwise::embedding(rec, o),
         Op::Gemm(o) => gemm::gemm(rec, o),
         Op::GroupedGemm(o) => gemm::grouped_gemm(rec, o),
+        Op::BatchedGemm(o) => gemm::batched_gemm(rec, o),
         Op::ActQuant(o) => gemm::act_quant(rec, o),
         Op::Dequantize(o) => gemm::dequantize(rec, o),
         Op::MoeRoute(o) => moe::route(rec, o),
