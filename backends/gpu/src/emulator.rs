@@ -4,8 +4,10 @@
 //!
 //! Memory is host memory, each allocation ending against an inaccessible guard page, so a kernel reading
 //! or writing past the end of a buffer faults instead of passing silently, and filled with 0xff bytes, so a
-//! kernel reading memory nobody wrote sees NaN rather than zero. Launches run synchronously,
-//! one at a time per process (blocks share their emulated shared memory within a compiled variant).
+//! kernel reading memory nobody wrote sees NaN rather than zero; a stream's pooled scratch is refilled so
+//! each time it is handed out again, so a kernel cannot read the last step's values either. Launches run
+//! synchronously, one at a time per process (blocks share their emulated shared memory within a compiled
+//! variant).
 
 use crate::device::{GpuDevice, Profile};
 use crate::disk_cache;
@@ -214,6 +216,16 @@ impl Runtime for Emulator {
         if let Some((base, total)) = self.mappings.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr) {
             // SAFETY: (base, total) is a mapping made by `alloc` and removed from the table exactly once.
             unsafe { libc::munmap(base as *mut c_void, total) };
+        }
+    }
+
+    fn scratch_reused(&self, addr: u64, bytes: usize) {
+        // Garbage again, as fresh memory is. Only a live allocation is written, and only its 256-byte
+        // rounded span, which lies inside the read-write part of its mapping.
+        if self.mappings.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&addr) {
+            // SAFETY: addr..addr + span is the read-write body of a live mapping made by `alloc`; the
+            // stream hands scratch out again only after the work that used it finished (its sync).
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0xff, bytes.div_ceil(256) * 256) };
         }
     }
 
