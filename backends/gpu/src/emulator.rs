@@ -80,6 +80,8 @@ struct HostKernel {
     _lib: libloading::Library,
     launch: LaunchFn,
     name: String,
+    /// The kernel file's declared largest block (`Kernel::max_block`), what check-kernels proved fits.
+    max_block: u32,
 }
 
 pub struct Emulator {
@@ -246,7 +248,7 @@ impl Runtime for Emulator {
         };
         // SAFETY: `dsv3_host_launch` is defined by DSV3_HOST_ENTRY with exactly this signature.
         let launch = *unsafe { lib.get::<LaunchFn>(b"dsv3_host_launch\0") }.map_err(fail)?;
-        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key() }))
+        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key(), max_block: v.kernel.max_block }))
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
@@ -290,6 +292,19 @@ impl Queue for HostQueue {
             kernel: "?".into(),
             reason: "not a kernel compiled by the emulator".into(),
         })?;
+        if dims.block > k.max_block {
+            // A GPU might run it, or refuse it for want of registers: check-kernels only proved the
+            // declared size, so the launch code and the kernel table disagree.
+            return Err(Error::Kernel {
+                backend: self.backend.into(),
+                op,
+                kernel: k.name.clone(),
+                reason: format!(
+                    "block size {} is over the {} threads its kernel file declares (kernels.rs)",
+                    dims.block, k.max_block
+                ),
+            });
+        }
         let block = [dims.block, 1, 1];
         let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
             backend: self.backend.into(),
