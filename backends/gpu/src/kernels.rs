@@ -63,12 +63,15 @@ kernel_files! {
     MOE_COMBINE = "moe_combine" block 256,
     // rows group (ops/rows.rs)
     ROWS = "rows" block 1024,
+    SOFTMAX_SPLIT = "softmax_split" block 256,
     ROPE = "rope" block 256,
     EMBEDDING = "embedding" block 256,
     // select group (ops/select.rs): argmax and topk; not "select", which clashes with POSIX select()
     // under offline hipcc
     TOPK = "topk" block 1024,
-    SAMPLE = "sample" block 1024,
+    SAMPLE = "sample" block 1024 uses "sample_common",
+    SAMPLE_SPLIT = "sample_split" block 256 uses "sample_common" "sample_radix",
+    SAMPLE_CUT = "sample_cut" block 1024 uses "sample_common" "sample_radix",
 }
 
 /// The C type a kernel sees for elements of `d`.
