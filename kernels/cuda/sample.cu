@@ -1,5 +1,6 @@
 // Seeded sampling (the contract in dsv3-core's ops/sampling.rs), one block per row of logits [R, V] (row
-// stride free) → out i32 [R]; blockDim.x is a power of two, a multiple of DSV3_WARP, at most 1024.
+// stride free) → out i32 [R]; blockDim.x is a power of two, a multiple of DSV3_WARP, at most 1024. Long rows
+// go to sample_split.cu instead, which spreads each over many blocks.
 //   temperature 0: argmax in f32 total order, ties to the lower index.
 //   Otherwise p_i = e_i / Σ with s_i = l_i / T (one correctly rounded f32 division, as the CPU), m = max s,
 //   e_i = expf(s_i − m), Σ = Σ e_i in f32. p is computed once into `probs` (scratch [R, V]; each thread

@@ -75,8 +75,16 @@ pub fn catalog() -> Vec<Variant> {
 }
 
 /// The `k` first elements of each row of `x` in decreasing order: `ids`, and `values` for top-k. Long rows
-/// take two launches: the k first of every chunk into scratch, then the k first of those per row.
-fn select(l: &Launch, x: &Tensor, k: usize, values: Option<&Tensor>, ids: &Tensor) -> Result<()> {
+/// take two launches: the k first of every chunk into scratch, then the k first of those per row. `names`
+/// are the op's names for `x` and `ids`, for errors.
+fn select(
+    l: &Launch,
+    names: [&'static str; 2],
+    x: &Tensor,
+    k: usize,
+    values: Option<&Tensor>,
+    ids: &Tensor,
+) -> Result<()> {
     let (rows, n) = (x.shape[0], x.shape[1]);
     if rows == 0 {
         return Ok(());
@@ -85,7 +93,7 @@ fn select(l: &Launch, x: &Tensor, k: usize, values: Option<&Tensor>, ids: &Tenso
         Some(v) => l.addr("values", v)?,
         None => 0,
     };
-    let (x_addr, ids) = (l.addr("x", x)?, l.addr("ids", ids)?);
+    let (x_addr, ids) = (l.addr(names[0], x)?, l.addr(names[1], ids)?);
     let chunks = select_chunks(n, k);
     if chunks == 1 {
         let f = l.kernel(&select_variant(x.dtype))?;
@@ -113,11 +121,11 @@ fn select_params(n: usize, k: usize, x: u64, x_stride: usize, values: u64, ids: 
 }
 
 pub fn argmax(l: &Launch, o: &Argmax) -> Result<()> {
-    select(l, &o.x, 1, None, &o.out)
+    select(l, ["x", "out"], &o.x, 1, None, &o.out)
 }
 
 pub fn topk(l: &Launch, o: &TopK) -> Result<()> {
-    select(l, &o.x, o.k, Some(&o.values), &o.ids)
+    select(l, ["x", "ids"], &o.x, o.k, Some(&o.values), &o.ids)
 }
 
 pub fn sample(l: &Launch, o: &Sample) -> Result<()> {
@@ -129,7 +137,7 @@ pub fn sample(l: &Launch, o: &Sample) -> Result<()> {
     if chunks > 1 {
         // Greedy sampling is argmax: the same order (value, then the lower id), the same split.
         if o.temperature == 0.0 {
-            return select(l, &o.logits, 1, None, &o.out);
+            return select(l, ["logits", "out"], &o.logits, 1, None, &o.out);
         }
         return sample_split(l, o, chunks);
     }
@@ -168,15 +176,12 @@ fn sample_split(l: &Launch, o: &Sample, chunks: usize) -> Result<()> {
         rows * chunks * 8,
         rows * chunks * 8,
     ];
-    let aligned: Vec<usize> = sizes.iter().map(|s| s.div_ceil(256) * 256).collect();
-    let base = l.scratch(aligned.iter().sum())?;
-    let mut at = Vec::with_capacity(sizes.len());
-    let mut offset = 0;
-    for a in &aligned {
-        at.push(base + offset as u64);
-        offset += a;
+    let aligned = sizes.map(|s| s.div_ceil(256) * 256);
+    let mut at = [l.scratch(aligned.iter().sum())?; 7];
+    for i in 1..at.len() {
+        at[i] = at[i - 1] + aligned[i - 1] as u64;
     }
-    let (probs, part, hist, ties, state, win_key, win) = (at[0], at[1], at[2], at[3], at[4], at[5], at[6]);
+    let [probs, part, hist, ties, state, win_key, win] = at;
     let (x, out) = (l.addr("logits", &o.logits)?, l.addr("out", &o.out)?);
     let chunk_grid = l.grid((rows * chunks) as u64 * BLOCK as u64, BLOCK)?;
     let row_grid = l.grid(rows as u64 * BLOCK as u64, BLOCK)?;
