@@ -35,7 +35,10 @@ backend=cuda
 selected=""
 force=0
 bin=""
-usage() { echo "usage: ci/device-check.sh [--backend cuda|hip] [--step S | --steps S,S...] [--force] [BINARY]" >&2; exit 2; }
+usage() {
+    echo "usage: ci/device-check.sh [--backend cuda|hip] [--step S | --steps S,S...] [--force] [BINARY]" >&2
+    exit 2
+}
 while [ $# -gt 0 ]; do
     case "$1" in
     --backend) [ $# -ge 2 ] || usage; backend=$2; shift 2 ;;

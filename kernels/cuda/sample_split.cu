@@ -146,8 +146,8 @@ DSV3_KERNEL void sample_split(const Params p) {
     u64 per = (end - begin + blockDim.x - 1) / blockDim.x;
     u64 lo = begin + threadIdx.x * per, hi = lo + per < end ? lo + per : end;
     if (cutting) {
-        u32 earlier = 0;
-        for (u64 i = threadIdx.x; i < j; i += blockDim.x) earlier += p.ties[(row * p.chunks + i) * HIST + (k_cut & (HIST - 1u))];
+        u32 earlier = 0, digit = k_cut & (HIST - 1u);
+        for (u64 i = threadIdx.x; i < j; i += blockDim.x) earlier += p.ties[(row * p.chunks + i) * HIST + digit];
         earlier = block_count(earlier);
         u32 mine = 0;
         for (u64 c = lo; c < hi; c++) mine += order_key(probs[c]) == k_cut ? 1u : 0u;
