@@ -110,6 +110,13 @@ pub fn batched_gemm(
     make("batched_gemm", &params, format!("a={a},b={b},c={c}"), Spec::BatchedGemm(spec))
 }
 
+fn cache_append(b: usize, t: usize, l: usize, w: usize, kv_lens: &[usize], dtype: DType) -> Case {
+    let spec = CacheAppendSpec { b, t, l, w, kv_lens: kv_lens.to_vec(), dtype };
+    let lens: Vec<String> = kv_lens.iter().map(|l| l.to_string()).collect();
+    let params = [p("b", b), p("t", t), p("l", l), p("w", w), p("lens", lens.join("/")), p("dtype", dtype)];
+    make("cache_append", &params, format!("{dtype}"), Spec::CacheAppend(spec))
+}
+
 fn act_quant(
     m: usize,
     k: usize,
@@ -477,6 +484,11 @@ pub fn quick() -> Vec<Case> {
         c.push(mla(2, 5, 3, 32, 16, 24, &[24, 9], true, dt, out));
     }
     c.push(mla(1, 6, 2, 32, 16, 8, &[6], true, BF16, F32)); // prefill from position 0
+                                                            // cache_append: decode rows at the first, a middle and the last position; a prefill chunk at the
+                                                            // start and one ending at the capacity.
+    c.push(cache_append(3, 1, 9, 40, &[1, 5, 9], BF16));
+    c.push(cache_append(2, 4, 11, 24, &[4, 11], F32));
+    c.push(cache_append(1, 1, 1, 576, &[1], BF16));
     c.push(mla(2, 4, 2, 32, 16, 12, &[10, 4], false, F32, F32)); // non-causal
     c.push(mla(2, 1, 2, 512, 64, 19, &[19, 5], true, BF16, BF16)); // V3 head dims
 
@@ -592,6 +604,8 @@ pub fn full() -> Vec<Case> {
     // MLA with V3's dimensions: 128 heads, 512 + 64, decode over 4k (B = 2, different lengths), prefill.
     c.push(mla(2, 1, 128, 512, 64, 4096, &[4096, 3001], true, BF16, BF16));
     c.push(mla(1, 128, 128, 512, 64, 128, &[128], true, BF16, BF16));
+    // cache_append: V3's latent width (512 + 64) for a decode batch over a 4K cache.
+    c.push(cache_append(8, 1, 4096, 576, &[4096, 1, 3001, 17, 2048, 4095, 512, 9], BF16));
     c.push(mha(1, 128, 128, 192, 128, 128, &[128], true, BF16, BF16));
 
     c.push(rms_norm(64, 7168, BF16, BF16, BF16));

@@ -232,8 +232,6 @@ pub(crate) struct Step<'a> {
     pub rows: usize,
     pub batch: usize,
     pub t: usize,
-    /// Cache position of each sequence's first new token.
-    pub starts: &'a [usize],
     /// Per exec (same index).
     pub inputs: Vec<DeviceInputs>,
     /// Where MoE layers record their routing ids, when the model records them (`Model::record_routes`).

@@ -298,7 +298,6 @@ impl Model {
             rows: batch * t,
             batch,
             t,
-            starts: &starts,
             inputs,
             routes: &self.routes,
         };

@@ -59,6 +59,10 @@ pub(crate) fn supports(soc: &str, op: &Op) -> Support {
         Op::MhaAttention(_) => {
             plan("aclnnFusedInferAttentionScoreV3 (decompressed K/V, kv_lens as actualSeqLengthsKv)")
         }
+        Op::CacheAppend(_) => plan(
+            "aclnnScatterPaKvCache or aclnnInplaceIndexCopy with positions from kv_lens [UNCONFIRMED: which \
+             takes per-sequence positions on the device for a contiguous (non-paged) cache]",
+        ),
         Op::RmsNorm(_) => plan("aclnnRmsNorm"),
         Op::Rope(_) => plan(
             "aclnnApplyRotaryPosEmbV2 or aclnnRotaryPositionEmbedding with cos/sin tables gathered by \

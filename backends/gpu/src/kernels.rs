@@ -55,6 +55,7 @@ kernel_files! {
     // attention group (ops/attention.rs)
     ATTENTION = "attention" block 256,
     ATTENTION_COMBINE = "attention_combine" block 128,
+    CACHE_APPEND = "cache_append" block 256,
     // moe group (ops/moe.rs)
     MOE_ROUTE = "moe_route" block 256,
     MOE_INDEX = "moe_index" block 256,

@@ -157,6 +157,12 @@ impl Case {
                 inp.push("v", cache(a.dtype, a.b, a.l, a.h, a.d2, &a.kv_lens, derive(s, 3)));
                 inp.push("kv_lens", lens(&a.kv_lens));
             }
+            Spec::CacheAppend(a) => {
+                inp.push("rows", dense(a.dtype, &[a.b, a.t, a.w], derive(s, 1), 1.0));
+                inp.push("kv_lens", lens(&a.kv_lens));
+                // What the cache holds before: every position the op does not name must keep it.
+                inp.push("cache", dense(a.dtype, &[a.b, a.l, a.w], derive(s, 2), 1.0));
+            }
             Spec::RmsNorm(n) => {
                 inp.push("x", dense(n.x, &[n.r, n.d], derive(s, 1), 1.0));
                 let w: Vec<f64> = normals(n.d, derive(s, 2), 0.1).iter().map(|v| 1.0 + v).collect();

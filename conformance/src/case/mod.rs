@@ -187,6 +187,17 @@ pub struct AttentionSpec {
     pub scale: f32,
 }
 
+/// cache_append: `t` rows per sequence into a `[b, l, w]` cache that starts with other values.
+#[derive(Clone, Debug)]
+pub struct CacheAppendSpec {
+    pub b: usize,
+    pub t: usize,
+    pub l: usize,
+    pub w: usize,
+    pub kv_lens: Vec<usize>,
+    pub dtype: DType,
+}
+
 #[derive(Clone, Debug)]
 pub struct RmsNormSpec {
     pub r: usize,
@@ -268,6 +279,7 @@ pub enum Spec {
     MoeCombine(CombineSpec),
     MlaAttention(AttentionSpec),
     MhaAttention(AttentionSpec),
+    CacheAppend(CacheAppendSpec),
     RmsNorm(RmsNormSpec),
     Rope(RopeSpec),
     SiluMul(RowsSpec),
@@ -292,6 +304,7 @@ impl Spec {
             | Spec::Dequantize(_)
             | Spec::MoeDispatch(_)
             | Spec::Embedding(_)
+            | Spec::CacheAppend(_)
             | Spec::Cast(_) => tol::exact(),
             Spec::MoeRoute(r) => tol::moe_route(r.e, r.config.top_k, r.max_bias, r.t * r.config.top_k),
             Spec::MoeCombine(c) => tol::moe_combine(c.k, c.out, c.t * c.n),

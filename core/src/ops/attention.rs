@@ -12,7 +12,7 @@
 //! mscale² included (see [`crate::rope::softmax_scale`]).
 
 use super::check::{self, ACTIVATIONS};
-use super::Access::{Read, Write};
+use super::Access::{Read, Update, Write};
 use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -168,5 +168,53 @@ impl MhaAttention {
     pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let q = &self.q.shape;
         (q[0], q[1], q[2], q[3], self.v.shape[3], self.k.shape[1])
+    }
+}
+
+/// Appends a step's rows to each sequence's cache: row `(b, t)` of `rows` `[B, T, W]` is written to
+/// `cache[b, kv_lens[b] − T + t]` (`cache` `[B, L, W]`) — the step's tokens are the last `T` of the
+/// `kv_lens[b]` positions the attention after it reads. `kv_lens` (i32 `[B]`) is read on the device, so
+/// one launch serves every sequence at any positions and a captured step replays at new ones. The cache
+/// is updated in place: positions the op does not name keep their values. Each length must satisfy
+/// `T ≤ kv_lens[b] ≤ L`; where the lengths are read (on the host by the CPU backends, in the kernel on a
+/// GPU, reported at `sync`) a length that breaks it is an error and its sequence is left unwritten.
+/// Numerics: none; rows and cache share a dtype and values are copied exactly.
+#[derive(Clone, Debug)]
+pub struct CacheAppend {
+    pub rows: Tensor,
+    pub kv_lens: Tensor,
+    pub cache: Tensor,
+}
+
+impl OpDef for CacheAppend {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("rows", &self.rows, Read), ("kv_lens", &self.kv_lens, Read), ("cache", &self.cache, Update)]
+    }
+
+    fn validate(&self) -> Result<()> {
+        const OP: &str = "cache_append";
+        check::rank(OP, "rows", &self.rows, 3)?;
+        check::rank(OP, "cache", &self.cache, 3)?;
+        let [b, _, w] = self.rows.shape[..] else { unreachable!("rank checked") };
+        let l = self.cache.shape[1];
+        check::shape(OP, "cache", &self.cache, &[b, l, w])?;
+        check::dtype(OP, "rows", &self.rows, ACTIVATIONS)?;
+        check::dtype(OP, "cache", &self.cache, &[self.rows.dtype])?;
+        check::unit_last_stride(OP, "rows", &self.rows)?;
+        check::unit_last_stride(OP, "cache", &self.cache)?;
+        check::non_overlapping(OP, "cache", &self.cache)?;
+        check::dtype(OP, "kv_lens", &self.kv_lens, &[DType::I32])?;
+        check::shape(OP, "kv_lens", &self.kv_lens, &[b])?;
+        check::contiguous(OP, "kv_lens", &self.kv_lens)
+    }
+
+    /// A copy: each row read once and written once.
+    fn flops(&self) -> Option<f64> {
+        Some(0.0)
+    }
+
+    fn bytes(&self) -> Option<f64> {
+        let rows = self.rows.numel() * self.rows.dtype.size();
+        Some((2 * rows + self.kv_lens.numel() * 4) as f64)
     }
 }

@@ -9,7 +9,7 @@ pub mod gemm;
 pub mod moe;
 pub mod sampling;
 
-pub use attention::{MhaAttention, MlaAttention};
+pub use attention::{CacheAppend, MhaAttention, MlaAttention};
 pub use elementwise::{Add, Cast, Embedding, RmsNorm, Rope, SiluMul, Softmax};
 pub use gemm::{
     ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,
@@ -59,6 +59,7 @@ op_table! {
     MoeDispatch = "moe_dispatch",
     MoeCombine = "moe_combine",
     MlaAttention = "mla_attention",
+    CacheAppend = "cache_append",
     MhaAttention = "mha_attention",
     RmsNorm = "rms_norm",
     Rope = "rope",
@@ -96,7 +97,10 @@ pub trait OpDef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Read,
+    /// Every element is written; the prior contents do not matter.
     Write,
+    /// Updated in place: the elements the op writes change, every other keeps its value (a cache).
+    Update,
 }
 
 /// Work an op does, for GFLOP/s and GB/s figures: floating-point operations (a multiply-add is 2) and the
@@ -134,7 +138,7 @@ impl Op {
         }
         self.def().validate()?;
         for (i, (arg, out, access)) in tensors.iter().enumerate() {
-            if *access != Access::Write {
+            if *access == Access::Read {
                 continue;
             }
             for (j, (other, t, _)) in tensors.iter().enumerate() {
@@ -157,7 +161,7 @@ impl Op {
             .bytes()
             .unwrap_or_else(|| tensors.iter().map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64).sum());
         let flops = self.def().flops().unwrap_or_else(|| {
-            tensors.iter().filter(|(_, _, a)| *a == Access::Write).map(|(_, t, _)| t.numel() as f64).sum()
+            tensors.iter().filter(|(_, _, a)| *a != Access::Read).map(|(_, t, _)| t.numel() as f64).sum()
         });
         Cost { flops, bytes }
     }

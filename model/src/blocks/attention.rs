@@ -5,7 +5,7 @@
 //! (`kv_lora_rank + qk_rope_head_dim` values). RoPE rotates the checkpoint's interleaved pairs (DeepSeek's
 //! reference convention) for both the queries and the cached key.
 
-use dsv3_core::ops::attention::MlaAttention;
+use dsv3_core::ops::attention::{CacheAppend, MlaAttention};
 use dsv3_core::ops::elementwise::{RmsNorm, Rope};
 use dsv3_core::ops::gemm::{BatchedGemm, Weights};
 use dsv3_core::{DType, Op, Result, Tensor};
@@ -97,28 +97,32 @@ impl Attention {
             }
             QProj::Direct(w) => e.linear(x, w, act)?,
         };
-        // The new tokens' latents go straight into the cache: c_kv normalized, k_pe rotated.
+        // The new tokens' latents (c_kv normalized, k_pe rotated) for every sequence at once, then appended
+        // to the cache at the positions the device reads from kv_lens: three launches for any batch, and
+        // nothing in them depends on where the sequences are (a captured step replays anywhere).
         let kv = e.linear(x, &self.kv_a, act)?;
         let width = dc + dr;
-        let capacity = cache.shape[1];
-        for (b, &start) in s.starts.iter().enumerate() {
-            let src = b * s.t * width;
-            let dst = (b * capacity + start) * width;
-            let norm = RmsNorm {
-                x: view(&kv, src, &[s.t, dc], &[width, 1]),
-                weight: self.kv_norm.clone(),
-                eps: e.eps,
-                out: view(cache, dst, &[s.t, dc], &[width, 1]),
-            };
-            e.launch(Op::RmsNorm(norm))?;
-            let rope = Rope {
-                x: view(&kv, src + dc, &[s.t, 1, dr], &[width, dr, 1]),
-                positions: view(&inputs.positions, b * s.t, &[s.t], &[1]),
-                params: cfg.rope(),
-                out: view(cache, dst + dc, &[s.t, 1, dr], &[width, dr, 1]),
-            };
-            e.launch(Op::Rope(rope))?;
-        }
+        let latents = e.tmp(&[rows, width], act)?;
+        let norm = RmsNorm {
+            x: view(&kv, 0, &[rows, dc], &[width, 1]),
+            weight: self.kv_norm.clone(),
+            eps: e.eps,
+            out: view(&latents, 0, &[rows, dc], &[width, 1]),
+        };
+        e.launch(Op::RmsNorm(norm))?;
+        let rope = Rope {
+            x: view(&kv, dc, &[rows, 1, dr], &[width, dr, 1]),
+            positions: inputs.positions.clone(),
+            params: cfg.rope(),
+            out: view(&latents, dc, &[rows, 1, dr], &[width, dr, 1]),
+        };
+        e.launch(Op::Rope(rope))?;
+        let append = CacheAppend {
+            rows: latents.reshape(&[s.batch, s.t, width])?,
+            kv_lens: inputs.kv_lens.clone(),
+            cache: cache.clone(),
+        };
+        e.launch(Op::CacheAppend(append))?;
         let q_pe = e.tmp(&[rows, heads, dr], act)?;
         let rope = Rope {
             x: view(&q, dn, &[rows, heads, dr], &[heads * qk, qk, 1]),

@@ -8,6 +8,8 @@ mod moe;
 mod rows;
 mod sampling;
 
+pub(crate) use rows::cache_append;
+
 use crate::bind::Args;
 use dsv3_core::{Op, Result};
 
@@ -22,6 +24,7 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
         Op::MoeDispatch(o) => moe::dispatch(o, args),
         Op::MoeCombine(_) => moe::combine(args),
         Op::MlaAttention(o) => attention::mla(o, args),
+        Op::CacheAppend(_) => rows::cache_append(args),
         Op::MhaAttention(o) => attention::mha(o, args),
         Op::RmsNorm(o) => rows::rms_norm(o, args),
         Op::Rope(o) => rows::rope(o, args),

@@ -4,6 +4,7 @@
 //! cache rows) into dispatches that each bind only what they touch.
 
 mod attention;
+mod cache;
 mod elementwise;
 mod gemm;
 mod moe;
@@ -35,6 +36,7 @@ pub fn record(rec: &mut Recorder, op: &Op) -> Result<()> {
         Op::MoeCombine(o) => moe::combine(rec, o),
         Op::MlaAttention(o) => attention::mla(rec, o),
         Op::MhaAttention(o) => attention::mha(rec, o),
+        Op::CacheAppend(o) => cache::cache_append(rec, o),
         Op::Argmax(o) => select::argmax(rec, o),
         Op::TopK(o) => select::topk(rec, o),
         Op::Sample(o) => select::sample(rec, o),
