@@ -1,5 +1,5 @@
 //! `dsv3 bench model` and `dsv3 bench compare` through the binary: a tiny grid on the built-in model
-//! writes a saved run with every field of the schema and a table; comparisons of
+//! writes a saved run with every field of the schema, a table and an SVG chart; comparisons of
 //! hand-written runs give the verdicts and exit statuses documented, and bad files or flags a named error.
 
 use std::path::{Path, PathBuf};
@@ -44,13 +44,13 @@ fn expect(what: &str, out: &Output, code: i32, says: &[&str]) -> String {
 }
 
 #[test]
-fn bench_model_saves_a_complete_run_and_a_table() {
+fn bench_model_saves_a_complete_run_a_table_and_a_chart() {
     let dir = tempdir("model");
-    let json_file = dir.join("run.json");
+    let (json_file, svg_file) = (dir.join("run.json"), dir.join("run.svg"));
     let args =
         ["bench", "model", "--backend", "cpu", "-p", "4", "-n", "2", "-b", "1,2", "--repetitions", "2"];
     let mut args = args.to_vec();
-    args.extend(["--warmup", "0", "--json", path(&json_file), "--markdown"]);
+    args.extend(["--warmup", "0", "--json", path(&json_file), "--plot", path(&svg_file), "--markdown"]);
     let out = dsv3(&args);
     let shown = expect(
         "bench model",
@@ -104,6 +104,10 @@ fn bench_model_saves_a_complete_run_and_a_table() {
         let fraction = r["mean"].as_f64().unwrap() / roof["rate"].as_f64().unwrap();
         assert!((roof["fraction"].as_f64().unwrap() - fraction).abs() <= 1e-9 * fraction, "{r}");
     }
+
+    let svg = std::fs::read_to_string(&svg_file).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("decode tok/s by batch") && svg.contains("p4 n2 roofline"));
 
     // A run against itself: every row within noise, no regression at any threshold.
     let out = dsv3(&["bench", "compare", path(&json_file), path(&json_file), "--fail-on-regression", "0"]);

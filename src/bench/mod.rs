@@ -1,12 +1,13 @@
 //! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), and the comparison of two
 //! saved runs (`compare`). One concern per file: the op timer (`op`), the model grid (`model`), the saved
 //! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
-//! (`machine`), tables (`report`) and the comparison (`compare`).
+//! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
 
 mod compare;
 mod machine;
 mod model;
 mod op;
+mod plot;
 mod report;
 mod results;
 mod roofline;

@@ -11,7 +11,7 @@ use dsv3_model::plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::results::{self, ModelEntry, Roofline, Row, Run};
-use super::{machine, report, roofline};
+use super::{machine, plot, report, roofline};
 use crate::cli::Checked;
 use crate::model_cmd::{self, DeviceArgs, ModelSource, PathChoice, PATH};
 use crate::out::{outln, write_file};
@@ -64,6 +64,9 @@ pub struct Args {
     /// Print the table as Markdown
     #[arg(long)]
     markdown: bool,
+    /// Draw tok/s by batch size (prefill and decode, with their rooflines) as an SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Comma-separated counts. A named type: clap takes a field of type `Vec` for an option given several
@@ -187,6 +190,9 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
     };
     if let Some(file) = &args.json {
         write_file("--json", file, run.to_json().as_bytes())?;
+    }
+    if let Some(file) = &args.plot {
+        write_file("--plot", file, plot::tok_s_by_batch(&run)?.as_bytes())?;
     }
     let table = if args.csv {
         report::csv(&run)
