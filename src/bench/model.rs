@@ -257,8 +257,11 @@ fn add_rooflines(
         .map(|(s, p)| roofline::Share { parts: &s.parts, peak: p.as_ref() })
         .collect();
     for row in rows {
-        let tokens = if row.phase == "prefill" { row.prompt } else { row.batch };
-        row.roofline = roofline::rate(&model.config, &sizes, &shares, model.path, tokens)
+        // generate's prefill takes one prompt per pass and its last position's logits; a decode step
+        // takes a token and gives logits per sequence.
+        let (tokens, logit_rows) =
+            if row.phase == "prefill" { (row.prompt, 1) } else { (row.batch, row.batch) };
+        row.roofline = roofline::rate(&model.config, &sizes, &shares, model.path, tokens, logit_rows)
             .map(|(rate, bound)| Roofline { rate, bound: bound.to_string(), fraction: row.mean / rate });
     }
     Ok(())

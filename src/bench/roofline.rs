@@ -2,7 +2,9 @@
 //! forward pass over `tokens` tokens (a prefill of one prompt, or one decode step of a batch).
 //!
 //! A pass reads the weights it uses once and does two FLOPs per weight per token (`plan::part_sizes`'
-//! counts). On each device it takes the longer of its weight bytes over the bandwidth and its FLOPs over
+//! counts), except the head, which only the rows that get logits go through: the last position of a
+//! prefilled prompt, every sequence of a decode step (the head of the built-in model is most of its FLOPs,
+//! so counting it per prompt token would put the prefill roofline below what is reached). On each device it takes the longer of its weight bytes over the bandwidth and its FLOPs over
 //! the matrix rate of the numeric path; devices run one after another (a layer's parts wait for the one
 //! before). Attention's reads of the latent cache and its quadratic FLOPs are left out: the roofline is
 //! the weights' bound, an upper bound that loosens at long contexts.
@@ -20,14 +22,15 @@ pub struct Share<'a> {
     pub peak: Option<&'a Peak>,
 }
 
-/// The bound and whichever of bandwidth and compute sets it; `None` when a device holding parts lacks a
-/// peak it needs.
+/// The bound in tokens per second for a pass over `tokens` tokens of which `logit_rows` get logits, and
+/// whichever of bandwidth and compute sets it; `None` when a device holding parts lacks a peak it needs.
 pub fn rate(
     cfg: &ModelConfig,
     sizes: &[PartSize],
     shares: &[Share],
     path: NumericPath,
     tokens: usize,
+    logit_rows: usize,
 ) -> Option<(f64, &'static str)> {
     let t = tokens as f64;
     // Under uniform routing a routed expert is read in a pass when any of its tokens chooses it.
@@ -50,7 +53,10 @@ pub fn rate(
                 _ => s.weight_bytes as f64,
             })
             .sum();
-        let flops: f64 = t * on.iter().map(|s| s.flops_per_token).sum::<f64>();
+        let flops: f64 = on
+            .iter()
+            .map(|s| s.flops_per_token * if s.part == Part::Head { logit_rows as f64 } else { t })
+            .sum();
         let peak = share.peak?;
         let flop_rate = match path {
             NumericPath::F32 => peak.f32_flops,
@@ -85,7 +91,7 @@ mod tests {
         let parts: Vec<Part> = sizes.iter().map(|s| s.part).collect();
         let p = peak(100e9, 1e12);
         let shares = [Share { parts: &parts, peak: Some(&p) }];
-        let (decode, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, 1).unwrap();
+        let (decode, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, 1, 1).unwrap();
         assert_eq!(bound, "memory");
         // One token reads every non-expert weight, top_k / n of the experts and one embedding row.
         let moe = cfg.moe.as_ref().unwrap();
@@ -99,14 +105,19 @@ mod tests {
             })
             .sum();
         assert!((decode - 100e9 / bytes).abs() / decode < 1e-9, "{decode} vs {}", 100e9 / bytes);
-        let (prefill, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, 1 << 16).unwrap();
+        // A long prompt: every token through the layers, only the last through the head.
+        let t = 1 << 16;
+        let (prefill, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, t, 1).unwrap();
         assert_eq!(bound, "compute");
-        let flops: f64 = sizes.iter().map(|s| s.flops_per_token).sum();
-        assert!((prefill - 1e12 / flops).abs() / prefill < 1e-9);
+        let head: f64 = sizes.iter().filter(|s| s.part == Part::Head).map(|s| s.flops_per_token).sum();
+        let flops: f64 = sizes.iter().map(|s| s.flops_per_token).sum::<f64>() - head;
+        assert!(head > 0.0 && flops > 0.0);
+        let expected = t as f64 / ((t as f64 * flops + head) / 1e12);
+        assert!((prefill - expected).abs() / prefill < 1e-9, "{prefill} vs {expected}");
         // A device without a peak has no roofline; one without parts does not matter.
         let none = [Share { parts: &parts, peak: None }];
-        assert!(rate(&cfg, &sizes, &none, NumericPath::Bf16, 1).is_none());
+        assert!(rate(&cfg, &sizes, &none, NumericPath::Bf16, 1, 1).is_none());
         let idle = [Share { parts: &parts, peak: Some(&p) }, Share { parts: &[], peak: None }];
-        assert_eq!(rate(&cfg, &sizes, &idle, NumericPath::Bf16, 1).unwrap().0, decode);
+        assert_eq!(rate(&cfg, &sizes, &idle, NumericPath::Bf16, 1, 1).unwrap().0, decode);
     }
 }
