@@ -40,7 +40,7 @@ fn context(run: &Run) -> Vec<String> {
         ),
         format!("devices: {}", devices.join("; ")),
         format!(
-            "commit {}, {} ({} cores, {}), {} repetitions per cell",
+            "commit {}, {} ({} cores, {}), repetitions per cell: {}",
             run.commit,
             run.machine.cpu,
             run.machine.cores,
@@ -133,4 +133,68 @@ pub fn csv(run: &Run) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::results::{DeviceEntry, Machine, ModelEntry, Roofline, Row};
+    use super::*;
+
+    fn run() -> Run {
+        let mut decode = Row::new("decode", (512, 128, 8), vec![40.0, 42.0]);
+        decode.roofline = Some(Roofline { rate: 100.0, bound: "memory".into(), fraction: 0.41 });
+        Run {
+            format: "dsv3-bench".into(),
+            version: 1,
+            kind: "model".into(),
+            created_unix_s: 0,
+            commit: "abc1234".into(),
+            flags: vec![],
+            machine: Machine { cpu: "Test CPU".into(), cores: 2, os: "linux".into(), arch: "x86_64".into() },
+            devices: vec![DeviceEntry {
+                id: "cuda:0".into(),
+                name: "H200".into(),
+                arch: "sm_90a".into(),
+                driver: vec!["nvrtc 13.0".into()],
+                memory_bytes: 0,
+                peak: None,
+            }],
+            model: ModelEntry {
+                source: "built-in".into(),
+                arch: "deepseek_v3".into(),
+                layers: 2,
+                weight_bytes: 2_000_000,
+                dtype_path: "bf16".into(),
+                numerics: "bf16 activations".into(),
+            },
+            rows: vec![Row::new("prefill", (512, 128, 8), vec![1000.0]), decode],
+        }
+    }
+
+    #[test]
+    fn every_format_carries_the_rows_and_their_context() {
+        let text = text(&run());
+        assert!(
+            text.contains("cuda:0 H200 (peak unknown, nvrtc 13.0)") && text.contains("commit abc1234"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.ends_with(&[
+                "  phase  prompt  gen  batch  tok/s (mean ± sd)  roofline tok/s  of roofline",
+                "prefill     512  128      8     1000.00 ± 0.00         unknown            -",
+                " decode     512  128      8       41.00 ± 1.41  100.0 (memory)       41.0 %",
+            ]),
+            "{text}"
+        );
+        let md = markdown(&run());
+        assert!(md.ends_with("| decode | 512 | 128 | 8 | 41.00 ± 1.41 | 100.0 (memory) | 41.0 % |"), "{md}");
+        assert!(md.contains("\n|---|---|---|---|---|---|---|\n"), "{md}");
+        let csv = csv(&run());
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1], "prefill,512,128,8,tok/s,1000,0,1000,1000,,,,bf16,cuda:0,abc1234");
+        assert_eq!(rows[2].split(',').nth(8), Some("40 42"));
+        assert_eq!(rows[0].split(',').count(), rows[2].split(',').count());
+    }
 }
