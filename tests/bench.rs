@@ -249,6 +249,11 @@ fn bad_files_and_flags_get_a_named_error() {
         (&["bench", "model", "-b", "2,2"], "--batch 2,2: 2 appears twice"),
         (&["bench", "model", "--repetitions", "0"], "--repetitions 0: must be in 1..=1000"),
         (&["bench", "model", "--csv", "--markdown"], "cannot be used with"),
+        (&["bench", "model", "--json", "/"], "--json /: is a directory"),
+        (
+            &["bench", "model", "--plot", "/no/such/dir/run.svg"],
+            "--plot /no/such/dir/run.svg: no directory /no/such/dir",
+        ),
         (&["bench", "--op", "gemm", "model"], "the subcommand 'model' cannot be used with '--op"),
     ] {
         expect(&format!("{args:?}"), &dsv3(args), 2, &[says]);

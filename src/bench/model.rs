@@ -108,6 +108,12 @@ pub fn run(args: Args, quiet: bool) -> i32 {
 }
 
 fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
+    // A grid can run for an hour: an output that cannot be written is refused before it starts.
+    for (flag, file) in [("--json", &args.json), ("--plot", &args.plot)] {
+        if let Some(file) = file {
+            writable(flag, file)?;
+        }
+    }
     let mut place = args.device.placement()?;
     let (source, described) = match (&args.model, &args.config) {
         (Some(dir), _) => (ModelSource::Checkpoint(dir), dir.display().to_string()),
@@ -188,12 +194,6 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
         },
         rows,
     };
-    if let Some(file) = &args.json {
-        write_file("--json", file, run.to_json().as_bytes())?;
-    }
-    if let Some(file) = &args.plot {
-        write_file("--plot", file, plot::tok_s_by_batch(&run)?.as_bytes())?;
-    }
     let table = if args.csv {
         report::csv(&run)
     } else if args.markdown {
@@ -201,8 +201,27 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
     } else {
         report::text(&run)
     };
+    // The table first: should a file fail after all (a full disk), the figures are still shown.
     outln!("{table}")?;
+    if let Some(file) = &args.json {
+        write_file("--json", file, run.to_json().as_bytes())?;
+    }
+    if let Some(file) = &args.plot {
+        write_file("--plot", file, plot::tok_s_by_batch(&run)?.as_bytes())?;
+    }
     Ok(0)
+}
+
+/// Refuses an output path that is a directory or whose directory does not exist.
+fn writable(flag: &str, file: &std::path::Path) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!("{flag} {}: is a directory", file.display()));
+    }
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("{flag} {}: no directory {}", file.display(), dir.display()));
+    }
+    Ok(())
 }
 
 /// Progress on stderr: hidden with -q, and by indicatif itself when stderr is not a terminal.
