@@ -101,6 +101,9 @@ fn bench_model_saves_a_complete_run_a_table_and_a_chart() {
         let roof = &r["roofline"];
         assert!(roof["rate"].as_f64().unwrap() > 0.0, "{r}");
         assert!(["memory", "compute"].contains(&roof["bound"].as_str().unwrap()), "{r}");
+        let tokens = if r["phase"] == "prefill" { 4 } else { r["batch"].as_u64().unwrap() };
+        assert_eq!(roof["tokens"].as_u64(), Some(tokens), "{r}");
+        assert!(roof["flops"].as_f64().unwrap() > 0.0 && roof["bytes"].as_f64().unwrap() > 0.0, "{r}");
         let fraction = r["mean"].as_f64().unwrap() / roof["rate"].as_f64().unwrap();
         assert!((roof["fraction"].as_f64().unwrap() - fraction).abs() <= 1e-9 * fraction, "{r}");
     }
@@ -108,6 +111,7 @@ fn bench_model_saves_a_complete_run_a_table_and_a_chart() {
     let svg = std::fs::read_to_string(&svg_file).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
     assert!(svg.contains("decode tok/s by batch") && svg.contains("p4 n2 roofline"));
+    assert!(svg.contains("roofline (weights)") && svg.contains("cpu:0 roof"), "{svg}");
 
     // A run against itself: every row within noise, no regression at any threshold.
     let out = dsv3(&["bench", "compare", path(&json_file), path(&json_file), "--fail-on-regression", "0"]);

@@ -280,8 +280,17 @@ fn add_rooflines(
         // takes a token and gives logits per sequence.
         let (tokens, logit_rows) =
             if row.phase == "prefill" { (row.prompt, 1) } else { (row.batch, row.batch) };
-        row.roofline = roofline::rate(&model.config, &sizes, &shares, model.path, tokens, logit_rows)
-            .map(|(rate, bound)| Roofline { rate, bound: bound.to_string(), fraction: row.mean / rate });
+        row.roofline =
+            roofline::rate(&model.config, &sizes, &shares, model.path, tokens, logit_rows).map(|b| {
+                Roofline {
+                    rate: b.rate,
+                    bound: b.kind.to_string(),
+                    fraction: row.mean / b.rate,
+                    tokens,
+                    flops: b.flops,
+                    bytes: b.bytes,
+                }
+            });
     }
     Ok(())
 }

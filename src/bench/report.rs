@@ -142,7 +142,14 @@ mod tests {
 
     fn run() -> Run {
         let mut decode = Row::new("decode", (512, 128, 8), vec![40.0, 42.0]);
-        decode.roofline = Some(Roofline { rate: 100.0, bound: "memory".into(), fraction: 0.41 });
+        decode.roofline = Some(Roofline {
+            rate: 100.0,
+            bound: "memory".into(),
+            fraction: 0.41,
+            tokens: 8,
+            flops: 1e9,
+            bytes: 1e8,
+        });
         Run {
             format: "dsv3-bench".into(),
             version: 1,

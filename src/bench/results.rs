@@ -113,6 +113,12 @@ pub struct Roofline {
     pub bound: String,
     /// The row's mean over `rate`.
     pub fraction: f64,
+    /// The work of one pass (a prompt's prefill, a decode step of the batch) the bound is computed from:
+    /// its tokens, FLOPs and weight bytes read, over every device. Achieved FLOP/s is
+    /// `mean / tokens × flops`.
+    pub tokens: usize,
+    pub flops: f64,
+    pub bytes: f64,
 }
 
 impl Row {

@@ -22,6 +22,18 @@ pub struct Share<'a> {
     pub peak: Option<&'a Peak>,
 }
 
+/// A pass's bound and the work it is computed from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bound {
+    /// Tokens per second.
+    pub rate: f64,
+    /// `memory` or `compute`: whichever takes longer over the devices.
+    pub kind: &'static str,
+    /// FLOPs and weight bytes of the pass, over every device (the roofline chart's intensity).
+    pub flops: f64,
+    pub bytes: f64,
+}
+
 /// The bound in tokens per second for a pass over `tokens` tokens of which `logit_rows` get logits, and
 /// whichever of bandwidth and compute sets it; `None` when a device holding parts lacks a peak it needs.
 pub fn rate(
@@ -31,7 +43,7 @@ pub fn rate(
     path: NumericPath,
     tokens: usize,
     logit_rows: usize,
-) -> Option<(f64, &'static str)> {
+) -> Option<Bound> {
     let t = tokens as f64;
     // Under uniform routing a routed expert is read in a pass when any of its tokens chooses it.
     let expert_share = cfg
@@ -39,6 +51,7 @@ pub fn rate(
         .as_ref()
         .map_or(1.0, |m| 1.0 - (1.0 - m.route.top_k as f64 / m.n_routed_experts.max(1) as f64).powf(t));
     let (mut memory_s, mut compute_s, mut total_s) = (0.0, 0.0, 0.0);
+    let (mut all_flops, mut all_bytes) = (0.0, 0.0);
     for share in shares {
         let on: Vec<&PartSize> = sizes.iter().filter(|s| share.parts.contains(&s.part)).collect();
         if on.is_empty() {
@@ -67,11 +80,17 @@ pub fn rate(
             return None;
         }
         let (m, c) = (bytes / peak.bytes_per_s, flops / flop_rate);
+        (all_flops, all_bytes) = (all_flops + flops, all_bytes + bytes);
         memory_s += m;
         compute_s += c;
         total_s += m.max(c);
     }
-    (total_s > 0.0).then(|| (t / total_s, if memory_s >= compute_s { "memory" } else { "compute" }))
+    (total_s > 0.0).then(|| Bound {
+        rate: t / total_s,
+        kind: if memory_s >= compute_s { "memory" } else { "compute" },
+        flops: all_flops,
+        bytes: all_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -91,8 +110,9 @@ mod tests {
         let parts: Vec<Part> = sizes.iter().map(|s| s.part).collect();
         let p = peak(100e9, 1e12);
         let shares = [Share { parts: &parts, peak: Some(&p) }];
-        let (decode, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, 1, 1).unwrap();
-        assert_eq!(bound, "memory");
+        let one = rate(&cfg, &sizes, &shares, NumericPath::Bf16, 1, 1).unwrap();
+        let decode = one.rate;
+        assert_eq!(one.kind, "memory");
         // One token reads every non-expert weight, top_k / n of the experts and one embedding row.
         let moe = cfg.moe.as_ref().unwrap();
         let k = moe.route.top_k as f64 / moe.n_routed_experts as f64;
@@ -105,19 +125,22 @@ mod tests {
             })
             .sum();
         assert!((decode - 100e9 / bytes).abs() / decode < 1e-9, "{decode} vs {}", 100e9 / bytes);
+        assert!((one.bytes - bytes).abs() < 1.0, "{one:?}");
         // A long prompt: every token through the layers, only the last through the head.
         let t = 1 << 16;
-        let (prefill, bound) = rate(&cfg, &sizes, &shares, NumericPath::Bf16, t, 1).unwrap();
-        assert_eq!(bound, "compute");
+        let long = rate(&cfg, &sizes, &shares, NumericPath::Bf16, t, 1).unwrap();
+        let prefill = long.rate;
+        assert_eq!(long.kind, "compute");
         let head: f64 = sizes.iter().filter(|s| s.part == Part::Head).map(|s| s.flops_per_token).sum();
         let flops: f64 = sizes.iter().map(|s| s.flops_per_token).sum::<f64>() - head;
         assert!(head > 0.0 && flops > 0.0);
         let expected = t as f64 / ((t as f64 * flops + head) / 1e12);
         assert!((prefill - expected).abs() / prefill < 1e-9, "{prefill} vs {expected}");
+        assert!((long.flops - (t as f64 * flops + head)).abs() / long.flops < 1e-12);
         // A device without a peak has no roofline; one without parts does not matter.
         let none = [Share { parts: &parts, peak: None }];
         assert!(rate(&cfg, &sizes, &none, NumericPath::Bf16, 1, 1).is_none());
         let idle = [Share { parts: &parts, peak: Some(&p) }, Share { parts: &[], peak: None }];
-        assert_eq!(rate(&cfg, &sizes, &idle, NumericPath::Bf16, 1, 1).unwrap().0, decode);
+        assert_eq!(rate(&cfg, &sizes, &idle, NumericPath::Bf16, 1, 1).unwrap().rate, decode);
     }
 }
