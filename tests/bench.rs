@@ -271,3 +271,22 @@ fn bad_files_and_flags_get_a_named_error() {
         &["--prompt 16380 --gen 8: 16388 tokens exceed the model's context of 16384"],
     );
 }
+
+/// Every run recorded in `benches/results/` still reads with this build's schema (a schema change that
+/// breaks them must bump the version and say so).
+#[test]
+fn recorded_runs_still_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        let is_run = file.extension().is_some_and(|e| e == "json")
+            && std::fs::read_to_string(&file).unwrap().contains("\"format\": \"dsv3-bench\"");
+        if is_run {
+            let out = dsv3(&["bench", "compare", path(&file), path(&file), "--fail-on-regression", "0"]);
+            expect(path(&file), &out, 0, &["within noise"]);
+            recorded += 1;
+        }
+    }
+    assert!(recorded > 0, "no dsv3-bench run in {}", dir.display());
+}
