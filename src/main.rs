@@ -38,7 +38,7 @@ fn main() {
         Command::Devices => devices::run(),
         Command::Conformance(args) => conformance::run(args),
         Command::Op(args) => op_cmd::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, cli.quiet),
         Command::Generate(args) => model_cmd::run_generate(args),
         Command::Logits(args) => model_cmd::run_logits(args),
         Command::Golden(args) => model_cmd::run_golden(args),

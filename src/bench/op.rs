@@ -1,4 +1,4 @@
-//! `dsv3 bench`: time one op on one backend — ms, GFLOP/s, GB/s and % of the device's measured peak.
+//! `dsv3 bench --op`: time one op on one backend — ms, GFLOP/s, GB/s and % of the device's measured peak.
 //! GEMMs take any shape; other ops are timed on the full conformance set's cases for that op (the
 //! DeepSeek-V3 shapes among them).
 
@@ -10,15 +10,14 @@ use dsv3_conformance::gen::ScaleStore;
 use dsv3_conformance::{cases, runner, Case, Mode, Row};
 use dsv3_core::{DType, Fp8Format};
 
-/// Time one op: ms, GFLOP/s, GB/s and % of the device's measured peak
-///
-/// GEMMs take any --shape and --dtype; other ops are timed on the full conformance set's cases for that
-/// op (the DeepSeek-V3 shapes among them).
+/// The options of `dsv3 bench --op` (the command's help is `super::Args`'). Flattened into a struct also
+/// named `Args`, so its argument group needs a name of its own.
 #[derive(clap::Args)]
+#[group(id = "bench-op")]
 pub struct Args {
     /// The op to time, by its conformance name (gemm, mla_attention, moe_route, …)
-    #[arg(long, value_parser = OP)]
-    op: String,
+    #[arg(long, value_parser = OP, required = true)]
+    op: Option<String>,
     /// The backend to time on
     #[arg(long, default_value = "cpu", value_parser = TEXT)]
     backend: String,
@@ -61,7 +60,8 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn try_run(args: Args) -> Result<i32, String> {
-    let op = args.op.as_str();
+    // clap requires --op unless a subcommand (`bench model`, `bench compare`) was given instead.
+    let op = args.op.as_deref().ok_or("--op is required")?;
     let backends = registry::select(&args.backend)?;
     registry::require_present(&args.backend, &backends)?;
     let set: Vec<Case> = match op {

@@ -1,0 +1,44 @@
+//! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), and the comparison of two
+//! saved runs (`compare`). One concern per file: the op timer (`op`), the model grid (`model`), the saved
+//! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
+//! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
+
+mod compare;
+mod machine;
+mod model;
+mod op;
+mod plot;
+mod report;
+mod results;
+mod roofline;
+mod stats;
+
+/// Time one op (ms, GFLOP/s, GB/s, % of peak), a model (`bench model`), or compare saved runs
+///
+/// `dsv3 bench --op OP`: GEMMs take any --shape and --dtype; other ops are timed on the full conformance
+/// set's cases for that op (the DeepSeek-V3 shapes among them). `dsv3 bench model`: prefill and decode
+/// tok/s over prompt × generation × batch, saved with --json. `dsv3 bench compare A.json B.json`: ratios
+/// with a noise verdict.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    op: op::Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Model(model::Args),
+    Compare(compare::Args),
+}
+
+/// `quiet` (-q) hides the progress bar of `bench model`.
+pub fn run(args: Args, quiet: bool) -> i32 {
+    match args.command {
+        Some(Command::Model(args)) => model::run(args, quiet),
+        Some(Command::Compare(args)) => compare::run(args),
+        None => op::run(args.op),
+    }
+}

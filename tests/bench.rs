@@ -1,0 +1,292 @@
+//! `dsv3 bench model` and `dsv3 bench compare` through the binary: a tiny grid on the built-in model
+//! writes a saved run with every field of the schema, a table and an SVG chart; comparisons of
+//! hand-written runs give the verdicts and exit statuses documented, and bad files or flags a named error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn dsv3(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dsv3"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("dsv3 runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Exit status `code`, no panic, and stdout + stderr containing each of `says`.
+fn expect(what: &str, out: &Output, code: i32, says: &[&str]) -> String {
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert!(!all.contains("panicked"), "{what}: panicked:\n{all}");
+    assert_eq!(out.status.code(), Some(code), "{what}: exit status {:?}:\n{all}", out.status);
+    for s in says {
+        assert!(all.contains(s), "{what}: output lacks {s:?}:\n{all}");
+    }
+    all
+}
+
+#[test]
+fn bench_model_saves_a_complete_run_a_table_and_a_chart() {
+    let dir = tempdir("model");
+    let (json_file, svg_file) = (dir.join("run.json"), dir.join("run.svg"));
+    let args =
+        ["bench", "model", "--backend", "cpu", "-p", "4", "-n", "2", "-b", "1,2", "--repetitions", "2"];
+    let mut args = args.to_vec();
+    args.extend(["--warmup", "0", "--json", path(&json_file), "--plot", path(&svg_file), "--markdown"]);
+    let out = dsv3(&args);
+    let shown = expect(
+        "bench model",
+        &out,
+        0,
+        &["| phase | prompt |", "| prefill | 4 | 2 | 1 |", "| decode | 4 | 2 | 2 |"],
+    );
+    assert!(text(&out.stdout).contains("commit "), "{shown}");
+
+    let run: Value = serde_json::from_slice(&std::fs::read(&json_file).unwrap()).unwrap();
+    assert_eq!(run["format"], "dsv3-bench");
+    assert_eq!(run["version"], 1);
+    assert_eq!(run["kind"], "model");
+    assert!(run["created_unix_s"].as_u64().unwrap() > 1_700_000_000);
+    assert!(!run["commit"].as_str().unwrap().is_empty());
+    assert_eq!(run["flags"][0], "bench");
+    assert!(run["flags"].as_array().unwrap().contains(&json!("1,2")));
+    let machine = &run["machine"];
+    assert!(!machine["cpu"].as_str().unwrap().is_empty() && machine["cores"].as_u64().unwrap() >= 1);
+    assert!(machine["os"].is_string() && machine["arch"].is_string());
+    let devices = run["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0]["id"], "cpu:0");
+    assert!(!devices[0]["name"].as_str().unwrap().is_empty() && devices[0]["driver"].is_array());
+    assert!(devices[0]["peak"]["bytes_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(run["model"]["source"], "built-in (random weights)");
+    assert_eq!(run["model"]["layers"], 2);
+    assert!(run["model"]["dtype_path"].is_string() && run["model"]["weight_bytes"].as_u64().unwrap() > 0);
+
+    let rows = run["rows"].as_array().unwrap();
+    let keys: Vec<(&str, u64)> =
+        rows.iter().map(|r| (r["phase"].as_str().unwrap(), r["batch"].as_u64().unwrap())).collect();
+    assert_eq!(keys, [("prefill", 1), ("decode", 1), ("prefill", 2), ("decode", 2)]);
+    for r in rows {
+        assert_eq!(
+            (r["prompt"].as_u64(), r["gen"].as_u64(), r["unit"].as_str()),
+            (Some(4), Some(2), Some("tok/s"))
+        );
+        let samples: Vec<f64> =
+            r["samples"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect();
+        assert_eq!(samples.len(), 2, "{r}");
+        assert!(samples.iter().all(|s| s.is_finite() && *s > 0.0), "{r}");
+        let mean = (samples[0] + samples[1]) / 2.0;
+        assert!((r["mean"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean, "{r}");
+        assert!((r["median"].as_f64().unwrap() - mean).abs() <= 1e-9 * mean, "{r}");
+        let sd = (samples[0] - samples[1]).abs() / 2f64.sqrt();
+        assert!((r["stddev"].as_f64().unwrap() - sd).abs() <= 1e-9 * mean, "{r}");
+        let roof = &r["roofline"];
+        assert!(roof["rate"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(["memory", "compute"].contains(&roof["bound"].as_str().unwrap()), "{r}");
+        let tokens = if r["phase"] == "prefill" { 4 } else { r["batch"].as_u64().unwrap() };
+        assert_eq!(roof["tokens"].as_u64(), Some(tokens), "{r}");
+        assert!(roof["flops"].as_f64().unwrap() > 0.0 && roof["bytes"].as_f64().unwrap() > 0.0, "{r}");
+        let fraction = r["mean"].as_f64().unwrap() / roof["rate"].as_f64().unwrap();
+        assert!((roof["fraction"].as_f64().unwrap() - fraction).abs() <= 1e-9 * fraction, "{r}");
+    }
+
+    let svg = std::fs::read_to_string(&svg_file).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("decode tok/s by batch") && svg.contains("p4 n2 roofline"));
+    assert!(svg.contains("roofline (weights)") && svg.contains("cpu:0 roof"), "{svg}");
+
+    // A run against itself: every row within noise, no regression at any threshold.
+    let out = dsv3(&["bench", "compare", path(&json_file), path(&json_file), "--fail-on-regression", "0"]);
+    let shown = expect("compare a run with itself", &out, 0, &["within noise"]);
+    assert!(!shown.contains("slower") && !shown.contains("faster"), "{shown}");
+}
+
+/// A saved run with the given rows (phase, batch, samples); summaries are left wrong on purpose: they
+/// are recomputed from the samples.
+fn saved(rows: &[(&str, u64, &[f64])]) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(phase, batch, samples)| {
+            json!({"phase": phase, "prompt": 4, "gen": 2, "batch": batch, "unit": "tok/s",
+                   "samples": samples, "mean": 0.0, "stddev": 0.0, "median": 0.0, "roofline": null})
+        })
+        .collect();
+    json!({
+        "format": "dsv3-bench", "version": 1, "kind": "model", "created_unix_s": 1765000000,
+        "commit": "abc1234", "flags": ["bench", "model"],
+        "machine": {"cpu": "Test CPU", "cores": 2, "os": "linux", "arch": "x86_64"},
+        "devices": [{"id": "cpu:0", "name": "Test CPU", "arch": "x86_64", "driver": [], "memory_bytes": 1,
+                     "peak": null}],
+        "model": {"source": "built-in", "arch": "deepseek_v3", "layers": 2, "weight_bytes": 1,
+                  "dtype_path": "bf16", "numerics": "bf16"},
+        "rows": rows,
+    })
+}
+
+fn write(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, value.to_string()).unwrap();
+    file
+}
+
+#[test]
+fn compare_gives_verdicts_from_the_samples_and_fails_on_a_regression() {
+    let dir = tempdir("compare");
+    let base: &[f64] = &[100.0, 101.0, 99.0, 100.5, 99.5];
+    let a = write(&dir, "a.json", &saved(&[("prefill", 1, base), ("decode", 1, base), ("decode", 8, base)]));
+    let b = write(
+        &dir,
+        "b.json",
+        &saved(&[
+            ("prefill", 1, &[100.4, 101.4, 99.4, 100.9, 99.9]), // +0.4 %: noise
+            ("decode", 1, &[90.0, 91.0, 89.0, 90.5, 89.5]),     // −10 %
+            ("decode", 32, base),
+        ]),
+    );
+    let (a, b) = (path(&a), path(&b));
+    let shown = expect(
+        "compare",
+        &dsv3(&["bench", "compare", a, b]),
+        0,
+        &["B / A", "0.900", "only in A", "only in B"],
+    );
+    let line = |key: &str| shown.lines().find(|l| l.starts_with(key)).unwrap_or_default().to_string();
+    assert!(line("prefill p4 n2 b1").ends_with("within noise"), "{shown}");
+    assert!(line("decode p4 n2 b1").ends_with("slower"), "{shown}");
+    assert!(
+        line("decode p4 n2 b8").ends_with("only in A") && line("decode p4 n2 b32").ends_with("only in B")
+    );
+    // The other way round the same row is faster.
+    let shown = expect("compare B A", &dsv3(&["bench", "compare", b, a]), 0, &[]);
+    assert!(shown.lines().any(|l| l.starts_with("decode p4 n2 b1") && l.ends_with("faster")), "{shown}");
+
+    // 10 % slower and outside the noise: a regression past 5 %, not past 20 %.
+    let out = dsv3(&["bench", "compare", a, b, "--fail-on-regression", "5"]);
+    let shown = expect("regression past 5 %", &out, 1, &["regression: decode p4 n2 b1 is 10.0 % slower"]);
+    assert!(!shown.contains("regression: prefill"), "{shown}");
+    expect(
+        "no regression past 20 %",
+        &dsv3(&["bench", "compare", a, b, "--fail-on-regression", "20"]),
+        0,
+        &[],
+    );
+
+    // A large drop whose samples scatter as widely is noise, and fails nothing.
+    let noisy = write(&dir, "noisy.json", &saved(&[("decode", 1, &[60.0, 140.0, 50.0, 150.0, 70.0])]));
+    let out = dsv3(&["bench", "compare", a, path(&noisy), "--fail-on-regression", "1"]);
+    expect("noise is no regression", &out, 0, &["within noise"]);
+    // One sample: no noise estimate, so no verdict and no failure.
+    let single = write(&dir, "single.json", &saved(&[("decode", 1, &[10.0])]));
+    let out = dsv3(&["bench", "compare", a, path(&single), "--fail-on-regression", "1"]);
+    expect("one sample", &out, 0, &["no noise estimate"]);
+}
+
+#[test]
+fn bad_files_and_flags_get_a_named_error() {
+    let dir = tempdir("bad");
+    let good = write(&dir, "good.json", &saved(&[("decode", 1, &[1.0, 2.0])]));
+    let mut bad_samples = saved(&[("decode", 1, &[1.0, 2.0])]);
+    bad_samples["rows"][0]["samples"] = json!("fast");
+    let mut negative = saved(&[("decode", 1, &[1.0, 2.0])]);
+    negative["rows"][0]["samples"] = json!([1.0, -2.0]);
+    let mut other_format = saved(&[]);
+    other_format["format"] = json!("llama-bench");
+    let mut future = saved(&[]);
+    future["version"] = json!(2);
+    let mut no_machine = saved(&[]);
+    no_machine.as_object_mut().unwrap().remove("machine");
+    let mut op_kind = saved(&[]);
+    op_kind["kind"] = json!("op");
+    let mut other_unit = saved(&[("decode", 1, &[1.0, 2.0])]);
+    other_unit["rows"][0]["unit"] = json!("ms");
+    let twice = saved(&[("decode", 1, &[1.0, 2.0]), ("decode", 1, &[1.0, 2.0])]);
+    let cases = [
+        ("samples.json", bad_samples, "field `rows[0].samples`"),
+        ("negative.json", negative, "field `rows[0].samples`: -2 is not a positive rate"),
+        ("format.json", other_format, "field `format`"),
+        ("version.json", future, "field `version`: 2, this build reads version 1"),
+        ("machine.json", no_machine, "missing field `machine`"),
+        ("kind.json", op_kind, "field `kind`: `op`, but the baseline is `model`"),
+        ("unit.json", other_unit, "field `rows[0].unit`"),
+        ("twice.json", twice, "field `rows[1]`: `decode p4 n2 b1` appears twice"),
+    ];
+    for (name, value, says) in cases {
+        let file = write(&dir, name, &value);
+        let out = dsv3(&["bench", "compare", path(&good), path(&file)]);
+        expect(name, &out, 2, &[path(&file), says]);
+    }
+    let not_json = dir.join("not.json");
+    std::fs::write(&not_json, "{\"format\": ").unwrap();
+    expect(
+        "not JSON",
+        &dsv3(&["bench", "compare", path(&not_json), path(&good)]),
+        2,
+        &[path(&not_json), "not JSON"],
+    );
+    let absent = dir.join("absent.json");
+    expect("absent", &dsv3(&["bench", "compare", path(&absent), path(&good)]), 2, &[path(&absent)]);
+
+    let g = path(&good);
+    for (args, says) in [
+        (&["bench", "compare", g, g, "--fail-on-regression", "150"][..], "--fail-on-regression 150: must be"),
+        (&["bench", "model", "-p", "0"], "--prompt 0: must be in 1..="),
+        (&["bench", "model", "-n", "1"], "--gen 1: must be in 2..="),
+        (&["bench", "model", "-b", "1,x"], "--batch: `x` is not a number"),
+        (&["bench", "model", "-b", "2,2"], "--batch 2,2: 2 appears twice"),
+        (&["bench", "model", "--repetitions", "0"], "--repetitions 0: must be in 1..=1000"),
+        (&["bench", "model", "--csv", "--markdown"], "cannot be used with"),
+        (&["bench", "model", "--json", "/"], "--json /: is a directory"),
+        (
+            &["bench", "model", "--plot", "/no/such/dir/run.svg"],
+            "--plot /no/such/dir/run.svg: no directory /no/such/dir",
+        ),
+        (&["bench", "--op", "gemm", "model"], "the subcommand 'model' cannot be used with '--op"),
+    ] {
+        expect(&format!("{args:?}"), &dsv3(args), 2, &[says]);
+    }
+    // The built-in model's context is 16384 tokens.
+    let out = dsv3(&["bench", "model", "--backend", "cpu", "-p", "16380", "-n", "8", "-q"]);
+    expect(
+        "past the context",
+        &out,
+        2,
+        &["--prompt 16380 --gen 8: 16388 tokens exceed the model's context of 16384"],
+    );
+}
+
+/// Every run recorded in `benches/results/` still reads with this build's schema (a schema change that
+/// breaks them must bump the version and say so).
+#[test]
+fn recorded_runs_still_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let mut recorded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().path();
+        let is_run = file.extension().is_some_and(|e| e == "json")
+            && std::fs::read_to_string(&file).unwrap().contains("\"format\": \"dsv3-bench\"");
+        if is_run {
+            let out = dsv3(&["bench", "compare", path(&file), path(&file), "--fail-on-regression", "0"]);
+            expect(path(&file), &out, 0, &["within noise"]);
+            recorded += 1;
+        }
+    }
+    assert!(recorded > 0, "no dsv3-bench run in {}", dir.display());
+}
