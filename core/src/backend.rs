@@ -6,6 +6,8 @@
 //! * [`Device`] — one opened device: what it is, what it can do, whether it runs a given op, memory.
 //! * [`Stream`] — ordered execution on a device. Work may run asynchronously; `sync` is where deferred
 //!   errors surface. Downloads are ordered after earlier work on the same stream.
+//! * [`Graph`] — a stream's work captured once (`begin_capture` / `end_capture`) and replayed as a whole,
+//!   where the backend can (CUDA graphs, hipGraph, the GPU emulator).
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -220,6 +222,22 @@ impl Event for Finished {
     }
 }
 
+/// Work captured from a stream by [`Stream::begin_capture`] / [`Stream::end_capture`]: the same launches
+/// and device-to-device copies, on the same buffers (which the graph keeps alive), run again by `replay`
+/// on the stream it was captured on, after that stream's earlier work. Whatever those buffers hold when it
+/// runs is what the work reads: new inputs are uploaded into the captured input buffers before a replay.
+pub trait Graph: Send + Sync {
+    /// Enqueues the captured work once more. Like a launch, its device-side errors surface at the
+    /// stream's next `sync`.
+    fn replay(&self) -> Result<()>;
+}
+
+/// The error of a capture call on a stream that cannot capture (the defaults of [`Stream::begin_capture`]
+/// and [`Stream::end_capture`]): its device's `Capabilities::graph_capture` is false.
+fn no_capture(call: &'static str) -> crate::Error {
+    crate::Error::unsupported("stream", call, "this backend cannot capture work as a graph")
+}
+
 pub trait Stream: Send + Sync {
     /// Copy host bytes into `dst` at `offset`, ordered after earlier work on this stream.
     fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()>;
@@ -275,5 +293,21 @@ pub trait Stream: Send + Sync {
         _bytes: usize,
     ) -> Option<Result<()>> {
         None
+    }
+
+    /// Starts recording instead of running: launches and device-to-device copies enqueued until
+    /// [`end_capture`](Stream::end_capture) are captured, not run. While capturing, anything that needs the
+    /// host in the middle of the stream's work — `upload`, `download`, `sync`, events, peer copies — is an
+    /// `InvalidArgument` error naming the call, and the capture is spoilt (`end_capture` then fails too).
+    /// This default: `Unsupported` (devices whose `Capabilities::graph_capture` is false).
+    fn begin_capture(&self) -> Result<()> {
+        Err(no_capture("begin_capture"))
+    }
+
+    /// Ends the capture and returns its work as a graph; it has not run yet (replay it). The stream leaves
+    /// capture mode whatever the result: an error (a call that failed while capturing, a driver that could
+    /// not instantiate the graph) leaves no capture behind, and the stream runs work eagerly again.
+    fn end_capture(&self) -> Result<Box<dyn Graph>> {
+        Err(no_capture("end_capture"))
     }
 }

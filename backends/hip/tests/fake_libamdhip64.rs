@@ -12,7 +12,7 @@ use dsv3_backend_hip::runtime::HipRuntime;
 use dsv3_backend_hip::HipBackend;
 use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Stream, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -499,4 +499,96 @@ fn child_fp8_formats() {
     assert_eq!(caps.usage(DType::F8E4M3Fnuz).matrix, fnuz);
     assert_eq!(caps.usage(DType::F8E4M3Fn).matrix, !fnuz && !caps.fp8_formats.is_empty());
     dsv3_core::testing::child_ran("child_fp8_formats");
+}
+
+fn bytes_on(dev: &dyn dsv3_core::Device, stream: &dyn Stream, bytes: &[u8]) -> dsv3_core::Buffer {
+    let b = dev.alloc(bytes.len()).unwrap();
+    stream.upload(&b, 0, bytes).unwrap();
+    b
+}
+
+fn bytes_of(stream: &dyn Stream, b: &dsv3_core::Buffer) -> Vec<u8> {
+    let mut back = vec![0u8; b.len()];
+    stream.download(b, 0, &mut back).unwrap();
+    back
+}
+
+/// Capture on the fake runtime: a captured device copy runs only when the graph is launched
+/// (hipStreamBeginCapture in relaxed mode, hipStreamEndCapture, hipGraphInstantiate, hipGraphLaunch), again
+/// on new contents at each replay; graph and executable are destroyed with it; a download while capturing
+/// is refused and spoils the capture.
+#[test]
+fn stream_capture_becomes_a_hip_graph() {
+    let lib = fake(false);
+    run_child("child_fake_graphs", &[("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib))]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_graphs() {
+    let dev = HipBackend::new().open(0).unwrap();
+    assert!(dev.capabilities().graph_capture);
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let count = |name: &str| fake_counter(&lib, &format!("fake_hip_{name}"));
+    let stream = dev.default_stream();
+    let st = stream.as_ref();
+    let a = bytes_on(dev.as_ref(), st, &[7; 64]);
+    let b = bytes_on(dev.as_ref(), st, &[0; 64]);
+    st.begin_capture().unwrap();
+    st.copy(&a, 0, &b, 0, 64).unwrap();
+    let graph = st.end_capture().unwrap();
+    assert_eq!(bytes_of(st, &b), [0; 64], "captured, not run");
+    graph.replay().unwrap();
+    st.sync().unwrap();
+    assert_eq!(bytes_of(st, &b), [7; 64]);
+    st.upload(&a, 0, &[9; 64]).unwrap();
+    graph.replay().unwrap();
+    st.sync().unwrap();
+    assert_eq!(bytes_of(st, &b), [9; 64]);
+    assert_eq!((count("graph_launches"), count("graphs_live"), count("execs_live")), (2, 1, 1));
+    drop(graph);
+    assert_eq!((count("graphs_live"), count("execs_live")), (0, 0));
+
+    st.begin_capture().unwrap();
+    let mut host = [0u8; 4];
+    assert!(matches!(st.download(&a, 0, &mut host), Err(Error::InvalidArgument { op: "download", .. })));
+    assert!(matches!(st.end_capture(), Err(Error::InvalidArgument { op: "end_capture", .. })));
+    assert_eq!(
+        (count("graphs_live"), count("execs_live")),
+        (0, 0),
+        "the spoilt capture's graph is destroyed"
+    );
+    dsv3_core::testing::child_ran("child_fake_graphs");
+}
+
+#[test]
+fn a_graph_the_runtime_cannot_instantiate_is_a_driver_error() {
+    let lib = fake(false);
+    let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib)), ("FAKE_HIP_INSTANTIATE_FAILS", "1")];
+    run_child("child_fake_instantiate_fails", &vars);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_instantiate_fails() {
+    let dev = HipBackend::new().open(0).unwrap();
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let stream = dev.default_stream();
+    let st = stream.as_ref();
+    let a = bytes_on(dev.as_ref(), st, &[5; 16]);
+    let b = bytes_on(dev.as_ref(), st, &[0; 16]);
+    st.begin_capture().unwrap();
+    st.copy(&a, 0, &b, 0, 16).unwrap();
+    match st.end_capture() {
+        Err(Error::Driver { backend, call, reason }) => {
+            assert_eq!((backend.as_str(), call.as_str()), ("hip", "hipGraphInstantiate"));
+            assert!(reason.contains("hipErrorOutOfMemory"), "{reason}");
+        }
+        Err(other) => panic!("expected the instantiation's driver error, got {other}"),
+        Ok(_) => panic!("a graph the runtime did not instantiate was returned"),
+    }
+    assert_eq!(fake_counter(&lib, "fake_hip_graphs_live"), 0, "the captured graph is destroyed");
+    st.copy(&a, 0, &b, 0, 16).unwrap();
+    assert_eq!(bytes_of(st, &b), [5; 16], "the stream runs work eagerly again");
+    dsv3_core::testing::child_ran("child_fake_instantiate_fails");
 }
