@@ -22,6 +22,7 @@ enum QProj {
 pub(crate) struct Attention {
     /// The exec this block, the layer's residual stream and its cache live on.
     pub exec: usize,
+    layer: usize,
     attn_norm: Tensor,
     ffn_norm: Tensor,
     q: QProj,
@@ -57,6 +58,7 @@ impl Attention {
         )?;
         Ok(Attention {
             exec,
+            layer,
             attn_norm: up.float(&format!("{p}input_layernorm.weight"))?,
             ffn_norm: up.float(&format!("{p}post_attention_layernorm.weight"))?,
             q,
@@ -97,27 +99,12 @@ impl Attention {
             }
             QProj::Direct(w) => e.linear(x, w, act)?,
         };
-        // The new tokens' latents go straight into the cache: c_kv normalized, k_pe rotated.
+        // The new tokens' latents go straight into the cache: c_kv normalized, k_pe rotated. A captured step
+        // leaves the write out of its graphs, to be made at each replay (`Segment::Latents`).
         let kv = e.linear(x, &self.kv_a, act)?;
-        let width = dc + dr;
-        let capacity = cache.shape[1];
-        for (b, &start) in s.starts.iter().enumerate() {
-            let src = b * s.t * width;
-            let dst = (b * capacity + start) * width;
-            let norm = RmsNorm {
-                x: view(&kv, src, &[s.t, dc], &[width, 1]),
-                weight: self.kv_norm.clone(),
-                eps: e.eps,
-                out: view(cache, dst, &[s.t, dc], &[width, 1]),
-            };
-            e.launch(Op::RmsNorm(norm))?;
-            let rope = Rope {
-                x: view(&kv, src + dc, &[s.t, 1, dr], &[width, dr, 1]),
-                positions: view(&inputs.positions, b * s.t, &[s.t], &[1]),
-                params: cfg.rope(),
-                out: view(cache, dst + dc, &[s.t, 1, dr], &[width, dr, 1]),
-            };
-            e.launch(Op::Rope(rope))?;
+        match s.capture {
+            Some(capture) => capture.cut_for_latents(self.layer, &kv)?,
+            None => self.write_latents(s, cfg, cache, &kv)?,
         }
         let q_pe = e.tmp(&[rows, heads, dr], act)?;
         let rope = Rope {
@@ -144,6 +131,37 @@ impl Attention {
         // Back out of the latent space per head, o_h = õ_h · W_UV[h]ᵀ, then the output projection.
         let heads_out = per_head(e, &latent_out.reshape(&[rows, heads * dc])?, dc, dc, &self.w_uv)?;
         e.linear(&heads_out, &self.o, act)
+    }
+}
+
+impl Attention {
+    /// Writes the step's latent rows `kv` (`[rows, kv_lora_rank + qk_rope_head_dim]`) into `cache` at each
+    /// sequence's positions: `c_kv` through the layer's norm, `k_pe` rotated.
+    pub fn write_latents(&self, s: &Step, cfg: &ModelConfig, cache: &Tensor, kv: &Tensor) -> Result<()> {
+        let e = s.exec(self.exec);
+        let inputs = &s.inputs[self.exec];
+        let (dr, dc) = (cfg.qk_rope_head_dim, cfg.kv_lora_rank);
+        let width = dc + dr;
+        let capacity = cache.shape[1];
+        for (b, &start) in s.starts.iter().enumerate() {
+            let src = b * s.t * width;
+            let dst = (b * capacity + start) * width;
+            let norm = RmsNorm {
+                x: view(kv, src, &[s.t, dc], &[width, 1]),
+                weight: self.kv_norm.clone(),
+                eps: e.eps,
+                out: view(cache, dst, &[s.t, dc], &[width, 1]),
+            };
+            e.launch(Op::RmsNorm(norm))?;
+            let rope = Rope {
+                x: view(kv, src + dc, &[s.t, 1, dr], &[width, dr, 1]),
+                positions: view(&inputs.positions, b * s.t, &[s.t], &[1]),
+                params: cfg.rope(),
+                out: view(cache, dst + dc, &[s.t, 1, dr], &[width, dr, 1]),
+            };
+            e.launch(Op::Rope(rope))?;
+        }
+        Ok(())
     }
 }
 
