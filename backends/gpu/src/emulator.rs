@@ -355,15 +355,15 @@ impl Queue for HostQueue {
     }
 
     fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()> {
-        if let Some(work) = self.recording().as_mut() {
-            // Checked now, as an eager launch would be, so that a wrong function spoils the capture.
-            if !f.is::<HostKernel>() {
-                return host_launch(self.backend, op, f, dims, params);
+        match self.recording().as_mut() {
+            // A function of another runtime fails now (`host_launch` checks it before running anything),
+            // as it would eagerly, rather than at every replay.
+            Some(work) if f.is::<HostKernel>() => {
+                work.push(HostWork::Launch { op, f: f.clone(), dims, params: params.to_vec() });
+                Ok(())
             }
-            work.push(HostWork::Launch { op, f: f.clone(), dims, params: params.to_vec() });
-            return Ok(());
+            _ => host_launch(self.backend, op, f, dims, params),
         }
-        host_launch(self.backend, op, f, dims, params)
     }
 
     fn sync(&self) -> Result<()> {

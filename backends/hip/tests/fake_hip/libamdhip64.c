@@ -276,7 +276,8 @@ int hiprtcGetCode(Handle p, char *code) { (void)p; (void)code; return RTC_INVALI
 
 /* Stream capture: device copies enqueued while capturing are recorded, not run; a launch of the graph runs
  * them in order. Only the relaxed capture mode (2) is taken. FAKE_HIP_INSTANTIATE_FAILS=1 makes
- * hipGraphInstantiate fail with hipErrorOutOfMemory. */
+ * hipGraphInstantiate fail with hipErrorOutOfMemory. Built with -DNO_GRAPHS the entry points are absent (an
+ * old ROCm): capture is unavailable, everything else works. */
 enum { MAX_COPIES = 64 };
 struct graph { void *dst[MAX_COPIES], *src[MAX_COPIES]; size_t n[MAX_COPIES]; int count, failed; };
 static struct graph *recording;
@@ -297,6 +298,7 @@ static int record_copy(void *dst, void *src, size_t n) {
     return 1;
 }
 
+#ifndef NO_GRAPHS
 hipError_t hipStreamBeginCapture(Handle s, int mode) {
     if (s != &stream || mode != 2 || recording) return INVALID_VALUE;
     recording = calloc(1, sizeof *recording);
@@ -340,3 +342,4 @@ hipError_t hipGraphDestroy(struct graph *g) {
     graphs_live--;
     return OK;
 }
+#endif
