@@ -3,8 +3,8 @@
 //! On the CUDA C kernels' host emulator (`cuda-emu`, which captures by recording its launches) the tiny
 //! fixture generates the same tokens, token for token, with capture on and off, for a batch of sequences
 //! that sample (so every logit matters), and the replay path is really taken: one capture per batch size,
-//! every decode step a replay, the same op count per step. On the CPU, which cannot capture, steps run
-//! eagerly.
+//! every decode step a replay, the same op count per step. On the CPU, which cannot capture, and over two
+//! devices (crossings need the host mid-step), steps run eagerly.
 
 use std::path::PathBuf;
 
@@ -17,13 +17,23 @@ use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::{generate, Output, Request, Sampling};
 use dsv3_model::golden;
 use dsv3_model::graph::{GraphStats, Logits, Model, NumericPath};
+use dsv3_model::placement::Rules;
 use std::sync::Arc;
 
-fn load(device: Arc<dyn Device>) -> Model {
+fn fixture() -> (ModelConfig, Checkpoint) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-dsv3");
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let checkpoint = Checkpoint::open(&dir).unwrap();
+    (ModelConfig::from_file(&dir.join("config.json")).unwrap(), Checkpoint::open(&dir).unwrap())
+}
+
+fn load(device: Arc<dyn Device>) -> Model {
+    let (cfg, checkpoint) = fixture();
     Model::load(cfg, &checkpoint, device, NumericPath::Bf16, |_| {}).unwrap()
+}
+
+fn load_placed(rules: &str, open: &mut dyn FnMut(&str) -> dsv3_core::Result<Arc<dyn Device>>) -> Model {
+    let (cfg, checkpoint) = fixture();
+    let assignment = Rules::parse(rules).unwrap().assign(&cfg, "cpu:0").unwrap();
+    Model::load_placed(cfg, &checkpoint, &assignment, open, NumericPath::Bf16, |_| {}).unwrap()
 }
 
 fn run(model: &Model, capture: bool) -> Output {
@@ -82,6 +92,21 @@ fn replayed_logits_are_bitwise_the_eager_logits_and_stay_the_callers() {
 fn a_device_that_cannot_capture_runs_decode_eagerly() {
     let model = load(CpuBackend::new(Mode::Fast).open(0).unwrap());
     let out = run(&model, true);
+    assert_eq!(out.decode_graph_replays, 0);
+    assert_eq!(model.graph_stats(), GraphStats::default());
+}
+
+#[test]
+fn a_model_over_two_devices_runs_decode_eagerly() {
+    let (emu, cpu) =
+        (EmulatorBackend::new(32).open(0).unwrap(), CpuBackend::new(Mode::Fast).open(0).unwrap());
+    let model = load_placed("experts=cpu:0,*=cuda-emu:0", &mut |name| match name {
+        "cpu:0" => Ok(cpu.clone()),
+        _ => Ok(emu.clone()),
+    });
+    assert_eq!(model.devices().len(), 2);
+    let out = run(&model, true);
+    assert_eq!(out.decode_steps, 4);
     assert_eq!(out.decode_graph_replays, 0);
     assert_eq!(model.graph_stats(), GraphStats::default());
 }
