@@ -138,7 +138,8 @@ pub struct Capabilities {
     pub memory_bytes: u64,
     /// Threads that execute in lockstep (warp 32, wave 64, subgroup, SIMD lanes of f32 on a CPU).
     pub subgroup_size: u32,
-    /// Whether a stream's work can be captured and replayed (CUDA graphs).
+    /// Whether a stream's work can be captured and replayed (`Stream::begin_capture`: CUDA graphs, hipGraph,
+    /// the GPU emulator).
     pub graph_capture: bool,
     /// Whether its buffers are host RAM (the CPU backends, the emulators, a software Vulkan driver):
     /// devices with it draw on one pool, so a placement's memory check sums them.
