@@ -505,7 +505,13 @@ impl Model {
         };
         for segment in &g.segments {
             match segment {
-                Segment::Graph(graph) => graph.replay()?,
+                Segment::Graph(graph) => {
+                    // Counted as launch time, as the ops inside would be eagerly (run time on the
+                    // emulator, enqueue time on a GPU).
+                    let start = std::time::Instant::now();
+                    graph.replay()?;
+                    e.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
                 Segment::Latents { layer, kv } => {
                     self.layers[*layer].attn.write_latents(&s, &self.config, &cache.layers[*layer], kv)?
                 }
