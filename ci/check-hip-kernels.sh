@@ -7,7 +7,11 @@
 # about 70 MB). Debian bookworm's clang is LLVM 15: gfx942 (MI300X) needs LLVM >= 17 and gfx950 (MI350)
 # LLVM >= 20, so neither can be compiled here — gfx940 is the nearest ISA LLVM 15 knows; and hiprtc 5.2 aborts
 # the process for gfx940 (the backend refuses it: too old), so hiprtc is checked for gfx90a only.
-# Fails on any compile error or on a kernel file the catalog does not cover.
+# Fails on any compile error, on a kernel file the catalog does not cover, and on a kernel that spills VGPRs
+# or SGPRs (the remarks' VGPRSpill / SGPRSpill). That is also the register gate: without launch bounds clang
+# compiles every kernel for workgroups of up to 1024 threads (amdgpu-flat-work-group-size's default), so it
+# keeps registers within what such a block may use and spills what does not fit; no spill, so every block
+# size our launches use (at most 1024) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,14 +61,26 @@ fi
 # One line per architecture and variant from the remarks.
 printf '%-7s %-80s %5s %5s %5s %11s %7s %4s\n' arch variant vgpr agpr sgpr "spill v/s" lds occ
 n=0
+spilled=()
 for a in "${ARCHS[@]}"; do
     while IFS=$'\t' read -r i key; do
         yaml=$(ls "$src/$i"-*-hip-amdgcn-amd-amdhsa-"$a".opt.yaml)
         field() { sed -n "s/^  - $1: *'\\{0,1\\}\\([0-9]*\\)'\\{0,1\\}$/\\1/p" "$yaml" | head -n 1; }
+        vspill=$(field VGPRSpill) sspill=$(field SGPRSpill)
         printf '%-7s %-80s %5s %5s %5s %11s %7s %4s\n' "$a" "${key:0:80}" "$(field NumVGPR)" "$(field NumAGPR)" \
-            "$(field NumSGPR)" "$(field VGPRSpill)/$(field SGPRSpill)" "$(field BytesLDS)" "$(field Occupancy)"
+            "$(field NumSGPR)" "$vspill/$sspill" "$(field BytesLDS)" "$(field Occupancy)"
+        # A missing remark is a failure too: nothing would have been checked.
+        if [ -z "$vspill" ] || [ -z "$sspill" ]; then
+            spilled+=("$a $key: no resource-usage remark")
+        elif [ "$vspill" != 0 ] || [ "$sspill" != 0 ]; then
+            spilled+=("$a $key: spills $vspill VGPRs, $sspill SGPRs")
+        fi
         n=$((n + 1))
     done <"$src/index.tsv"
 done
+if [ ${#spilled[@]} -gt 0 ]; then
+    printf 'check-hip-kernels: FAILED: %s\n' "${spilled[@]}" >&2
+    exit 1
+fi
 echo "check-hip-kernels: $n hipcc compilations (${ARCHS[*]}) and hiprtc for gfx90a passed in $((SECONDS - start)) s;" \
     "gfx942 / gfx950 not compiled (LLVM 15 here; they need >= 17 / >= 20)"

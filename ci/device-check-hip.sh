@@ -5,5 +5,5 @@
 # benches/results/<date>-hip-device-check.md (or $OUT). Never run on AMD hardware by its authors yet: please
 # send the report back.
 #
-#   ci/device-check-hip.sh [BINARY]
+#   ci/device-check-hip.sh [--step S | --steps S,S...] [--force] [BINARY]   (steps and resuming: device-check.sh)
 exec "$(dirname "$0")/device-check.sh" --backend hip "$@"

@@ -12,8 +12,8 @@
 //! the [`Spec`]) and one line in [`OPS`].
 
 use crate::case::{
-    ActQuantSpec, AttentionSpec, Case, EmbeddingSpec, GemmSpec, GroupedGemmSpec, Inputs, Operand, Output,
-    Outputs, RmsNormSpec, RopeSpec, RouteSpec, RowsSpec, Spec, TopKSpec,
+    ActQuantSpec, AttentionSpec, BatchedGemmSpec, Case, EmbeddingSpec, GemmSpec, GroupedGemmSpec, Inputs,
+    Operand, Output, Outputs, RmsNormSpec, RopeSpec, RouteSpec, RowsSpec, Spec, TopKSpec,
 };
 use crate::gen::{HostTensor, ScaleStore};
 use crate::metrics::GuardReport;
@@ -65,6 +65,7 @@ type Builder = fn(&mut Reader) -> Result<Spec>;
 const OPS: &[(&str, Builder)] = &[
     ("gemm", gemm),
     ("grouped_gemm", grouped_gemm),
+    ("batched_gemm", batched_gemm),
     ("act_quant", act_quant),
     ("rms_norm", rms_norm),
     ("rope", rope),
@@ -88,6 +89,13 @@ const COMMON_KEYS: &[&str] = &["op", "note", "fp8", "scale_format"];
 
 /// PyTorch's cases for every op but sampling, shipped with this crate (see `fixtures/CASES.md`).
 pub const TORCH_OP_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/torch-op-cases.safetensors");
+
+/// numpy's cases for the ops PyTorch's file does not cover (`fixtures/make_numpy_cases.py` writes it).
+pub const NUMPY_OP_CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/numpy-op-cases.safetensors");
+
+/// Every shipped case file whose expected outputs come from outside the project; together they cover
+/// every op a case file can name.
+pub const OUTSIDE_CASE_FILES: &[&str] = &[TORCH_OP_CASES, NUMPY_OP_CASES];
 
 /// Runs every case of the case file at `path` on `backend` (test mode) and reports one row per case.
 pub fn run_file(backend: &dyn Backend, path: &Path) -> Result<Report> {
@@ -463,6 +471,16 @@ fn grouped_gemm(r: &mut Reader) -> Result<Spec> {
     let counts = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
     let c = r.expect("c", Kind::Float, &[rows, n])?;
     Ok(Spec::GroupedGemm(GroupedGemmSpec { counts, n, k, a, b, c }))
+}
+
+fn batched_gemm(r: &mut Reader) -> Result<Spec> {
+    let [batch, m, k] = r.input_dims("a", Kind::Float)?;
+    let [bb, n, kb] = r.input_dims("b", Kind::Float)?;
+    r.same("b", "batch (first dimension)", bb, batch)?;
+    r.same("b", "K (last dimension)", kb, k)?;
+    let (a, b) = (r.inputs.get("a").dtype, r.inputs.get("b").dtype);
+    let c = r.expect("c", Kind::Float, &[batch, m, n])?;
+    Ok(Spec::BatchedGemm(BatchedGemmSpec { batch, m, n, k, a, b, c, heads: false, shared_b: false }))
 }
 
 fn act_quant(r: &mut Reader) -> Result<Spec> {

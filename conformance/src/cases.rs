@@ -82,6 +82,41 @@ pub fn grouped_gemm(
     make("grouped_gemm", &params, dtypes, Spec::GroupedGemm(spec))
 }
 
+/// `layout`: "heads" (a and c as interleaved per-head slices of rows, as absorbed MLA has them),
+/// "shared_b" (one b for every batch), or "contiguous".
+#[allow(clippy::too_many_arguments)]
+pub fn batched_gemm(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: DType,
+    b: DType,
+    c: DType,
+    layout: &str,
+) -> Case {
+    let spec =
+        BatchedGemmSpec { batch, m, n, k, a, b, c, heads: layout == "heads", shared_b: layout == "shared_b" };
+    let params = [
+        p("batch", batch),
+        p("m", m),
+        p("n", n),
+        p("k", k),
+        p("a", a),
+        p("b", b),
+        p("c", c),
+        p("layout", layout),
+    ];
+    make("batched_gemm", &params, format!("a={a},b={b},c={c}"), Spec::BatchedGemm(spec))
+}
+
+fn cache_append(b: usize, t: usize, l: usize, w: usize, kv_lens: &[usize], dtype: DType) -> Case {
+    let spec = CacheAppendSpec { b, t, l, w, kv_lens: kv_lens.to_vec(), dtype };
+    let lens: Vec<String> = kv_lens.iter().map(|l| l.to_string()).collect();
+    let params = [p("b", b), p("t", t), p("l", l), p("w", w), p("lens", lens.join("/")), p("dtype", dtype)];
+    make("cache_append", &params, format!("{dtype}"), Spec::CacheAppend(spec))
+}
+
 fn act_quant(
     m: usize,
     k: usize,
@@ -375,6 +410,16 @@ pub fn quick() -> Vec<Case> {
     c.push(grouped_gemm(&[9, 0, 0], 40, 300, FP8, FP8, BF16, "all_to_0"));
     c.push(grouped_gemm(&[1], 200, 384, FP8_UE8M0, FP8_UE8M0, BF16, "one_row"));
 
+    // batched_gemm: absorbed MLA's per-head layout at decode (M = 1) and prefill sizes, every dtype pair,
+    // one shared b, a single batch, K = 1, and tile edges (N, K not multiples of anything).
+    c.push(batched_gemm(4, 1, 40, 72, BF16, BF16, BF16, "heads"));
+    c.push(batched_gemm(4, 3, 40, 72, F32, BF16, F32, "heads"));
+    c.push(batched_gemm(3, 33, 65, 130, BF16, BF16, F32, "heads"));
+    c.push(batched_gemm(5, 2, 24, 48, F32, F32, BF16, "contiguous"));
+    c.push(batched_gemm(3, 4, 24, 40, BF16, F32, BF16, "shared_b"));
+    c.push(batched_gemm(1, 1, 200, 384, BF16, BF16, BF16, "contiguous"));
+    c.push(batched_gemm(6, 5, 17, 1, F32, F32, F32, "heads"));
+
     // act_quant: every format, f32 and power-of-two scales, stored as f32 or ue8m0; K = 200 (partial group).
     for x in [F32, BF16] {
         for f in [E4M3Fn, E4M3Fnuz, E5M2] {
@@ -439,6 +484,11 @@ pub fn quick() -> Vec<Case> {
         c.push(mla(2, 5, 3, 32, 16, 24, &[24, 9], true, dt, out));
     }
     c.push(mla(1, 6, 2, 32, 16, 8, &[6], true, BF16, F32)); // prefill from position 0
+                                                            // cache_append: decode rows at the first, a middle and the last position; a prefill chunk at the
+                                                            // start and one ending at the capacity.
+    c.push(cache_append(3, 1, 9, 40, &[1, 5, 9], BF16));
+    c.push(cache_append(2, 4, 11, 24, &[4, 11], F32));
+    c.push(cache_append(1, 1, 1, 576, &[1], BF16));
     c.push(mla(2, 4, 2, 32, 16, 12, &[10, 4], false, F32, F32)); // non-causal
     c.push(mla(2, 1, 2, 512, 64, 19, &[19, 5], true, BF16, BF16)); // V3 head dims
 
@@ -536,6 +586,13 @@ pub fn full() -> Vec<Case> {
         "down_8_tokens_one_expert",
     ));
 
+    // batched_gemm: DeepSeek-V3's absorbed products over 128 heads, W_UK (N = 512, K = 128) and W_UV
+    // (N = 128, K = 512), at decode (4 tokens) and a prefill chunk (64 tokens).
+    for m in [4, 64] {
+        c.push(batched_gemm(128, m, 512, 128, BF16, BF16, BF16, "heads"));
+        c.push(batched_gemm(128, m, 128, 512, BF16, BF16, BF16, "heads"));
+    }
+
     c.push(act_quant(128, 7168, BF16, E4M3Fn, ScaleFormat::F32, F32));
     c.push(act_quant(128, 7168, BF16, E4M3Fn, ScaleFormat::Ue8m0, Ue8m0));
     c.push(dequantize(&[576, 7168], E4M3Fn, ScaleStore::F32, BF16));
@@ -547,6 +604,8 @@ pub fn full() -> Vec<Case> {
     // MLA with V3's dimensions: 128 heads, 512 + 64, decode over 4k (B = 2, different lengths), prefill.
     c.push(mla(2, 1, 128, 512, 64, 4096, &[4096, 3001], true, BF16, BF16));
     c.push(mla(1, 128, 128, 512, 64, 128, &[128], true, BF16, BF16));
+    // cache_append: V3's latent width (512 + 64) for a decode batch over a 4K cache.
+    c.push(cache_append(8, 1, 4096, 576, &[4096, 1, 3001, 17, 2048, 4095, 512, 9], BF16));
     c.push(mha(1, 128, 128, 192, 128, 128, &[128], true, BF16, BF16));
 
     c.push(rms_norm(64, 7168, BF16, BF16, BF16));
@@ -564,6 +623,7 @@ pub fn full() -> Vec<Case> {
     c.push(cast(&[64, 7168], BF16, F8E4M3Fn));
     c.push(argmax(4, 129280, F32));
     c.push(topk(64, 256, 8, F32));
+    c.push(topk(4, 129280, 8, F32)); // the vocabulary: GPUs spread each row over many blocks
     c.push(sample(4, 129280, F32, 0.8, 0.9, 5));
     c.push(sample(4, 129280, F32, 0.0, 1.0, 6));
     c

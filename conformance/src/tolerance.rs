@@ -85,6 +85,11 @@ pub const TABLE: &[Rule] = &[
         reason: "each row is one gemm row against its expert's weights",
     },
     Rule {
+        key: "batched_gemm",
+        bound: "as gemm, per batch",
+        reason: "each batch is one dense gemm; batches share nothing",
+    },
+    Rule {
         key: "attention",
         bound: "n = scale·D + √L + 8; (4·n·u)² + output terms",
         reason: "a score's absolute f32 error is ≈ u·√D·(score std) = u·scale·D for unit-variance q, k; that is the \
@@ -191,6 +196,11 @@ pub fn gemm(k: usize, out: DType, count: usize) -> Tolerance {
     chain("gemm", (k as f64).sqrt().max(1.0), out, count)
 }
 
+/// `batched_gemm`: as gemm.
+pub fn batched_gemm(k: usize, out: DType, count: usize) -> Tolerance {
+    Tolerance { rule: "batched_gemm", ..gemm(k, out, count) }
+}
+
 /// `grouped_gemm`: as gemm.
 pub fn grouped_gemm(k: usize, out: DType, count: usize) -> Tolerance {
     Tolerance { rule: "grouped_gemm", ..gemm(k, out, count) }
@@ -267,6 +277,7 @@ mod tests {
             exact(),
             gemm(7168, DType::BF16, 100),
             grouped_gemm(7168, DType::BF16, 100),
+            batched_gemm(512, DType::BF16, 100),
             attention(576, 4096, 0.135, DType::BF16, 100),
             rms_norm(7168, DType::F32, 100),
             softmax(1000, DType::F32, 100),

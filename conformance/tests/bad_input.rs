@@ -1,7 +1,7 @@
 //! Bad input yields typed errors naming the op and the argument — never a panic — on both CPU modes.
 
 use dsv3_backend_cpu::{CpuBackend, Mode};
-use dsv3_core::ops::{Activations, Embedding, Gemm, Weights};
+use dsv3_core::ops::{Activations, BatchedGemm, CacheAppend, Embedding, Gemm, Weights};
 use dsv3_core::{Backend, DType, Device, Error, Op, Tensor};
 use std::sync::Arc;
 
@@ -136,5 +136,84 @@ fn id_out_of_range() {
         let ids = Tensor::contiguous(ids_buf, 0, &[2], DType::I32);
         let op = Op::Embedding(Embedding { table, ids, out: out(&dev, &[2, 2], DType::F32) });
         assert_invalid(dev.default_stream().launch(&op), "embedding", "ids");
+    }
+}
+
+/// A valid batch of 2 × (3×4 · (5×4)ᵀ) f32 products, and the same batch with its operands replaced.
+fn batched(dev: &Arc<dyn Device>) -> BatchedGemm {
+    BatchedGemm {
+        a: f32_tensor(dev, &[2, 3, 4], &[1.0; 24]),
+        b: f32_tensor(dev, &[2, 5, 4], &[0.5; 40]),
+        c: out(dev, &[2, 3, 5], DType::F32),
+    }
+}
+
+#[test]
+fn batched_gemm_layouts_are_checked() {
+    for dev in devices() {
+        let stream = dev.default_stream();
+        stream.launch(&Op::BatchedGemm(batched(&dev))).unwrap();
+        // c with batch stride 0: both batches would write the same elements.
+        let mut g = batched(&dev);
+        g.c.strides = vec![0, 5, 1];
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "c");
+        // c rows interleaved with a stride shorter than a row: elements shared between rows.
+        let mut g = batched(&dev);
+        g.c = Tensor { strides: vec![15, 3, 1], ..g.c };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "c");
+        // b's batch is not a contiguous [N, K] matrix.
+        let mut g = batched(&dev);
+        g.b = Tensor { shape: vec![2, 5, 2], strides: vec![20, 4, 1], ..g.b };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "b");
+        // a batch count that differs between a and b.
+        let mut g = batched(&dev);
+        g.b = f32_tensor(&dev, &[1, 5, 4], &[0.5; 20]);
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "b");
+        // elements of a row not adjacent.
+        let mut g = batched(&dev);
+        g.a = Tensor { shape: vec![2, 3, 2], strides: vec![12, 4, 2], ..g.a };
+        assert_invalid(stream.launch(&Op::BatchedGemm(g)), "batched_gemm", "a");
+        // One b for both batches (batch stride 0) is a valid layout.
+        let mut g = batched(&dev);
+        g.b =
+            Tensor { shape: vec![2, 5, 4], strides: vec![0, 4, 1], ..f32_tensor(&dev, &[5, 4], &[0.5; 20]) };
+        stream.launch(&Op::BatchedGemm(g)).unwrap();
+    }
+}
+
+/// cache_append's contract by hand (the oracle itself is checked here, not against itself): rows land at
+/// `kv_lens[b] − T + t`, every other position keeps its value; a length outside `T..=L` is an error that
+/// writes nothing.
+#[test]
+fn cache_append_writes_its_rows_and_nothing_else() {
+    for dev in devices() {
+        let stream = dev.default_stream();
+        let before: Vec<f32> = (0..12).map(|i| -(i as f32)).collect();
+        let op = |lens: &[f32]| {
+            let lens: Vec<u8> = lens.iter().flat_map(|&l| (l as i32).to_le_bytes()).collect();
+            let kv_lens = Tensor::contiguous(dev.alloc(8).unwrap(), 0, &[2], DType::I32);
+            stream.upload(&kv_lens.buffer, 0, &lens).unwrap();
+            CacheAppend {
+                rows: f32_tensor(&dev, &[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]),
+                kv_lens,
+                cache: f32_tensor(&dev, &[2, 3, 2], &before),
+            }
+        };
+        let read = |t: &Tensor| {
+            let mut bytes = vec![0u8; 48];
+            stream.download(&t.buffer, 0, &mut bytes).unwrap();
+            bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>()
+        };
+        let good = op(&[1.0, 3.0]);
+        stream.launch(&Op::CacheAppend(good.clone())).unwrap();
+        let mut want = before.clone();
+        want[0..2].copy_from_slice(&[1.0, 2.0]); // sequence 0, position 0
+        want[10..12].copy_from_slice(&[3.0, 4.0]); // sequence 1, position 2
+        assert_eq!(read(&good.cache), want);
+        for lens in [[0.0, 3.0], [1.0, 4.0]] {
+            let bad = op(&lens);
+            assert_invalid(stream.launch(&Op::CacheAppend(bad.clone())), "cache_append", "kv_lens");
+            assert_eq!(read(&bad.cache), before, "lengths {lens:?}: nothing written");
+        }
     }
 }

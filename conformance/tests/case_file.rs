@@ -1,8 +1,8 @@
-//! Case files (`dsv3 op --cases`): PyTorch's cases pass on both CPU modes, and files that break the format
+//! Case files (`dsv3 op --cases`): PyTorch's and numpy's cases pass on both CPU modes, and files that break the format
 //! are typed errors naming the case and the tensor or field — never a panic.
 
 use dsv3_backend_cpu::{CpuBackend, Mode};
-use dsv3_conformance::case_file::{self, TORCH_OP_CASES};
+use dsv3_conformance::case_file::{self, OUTSIDE_CASE_FILES, TORCH_OP_CASES};
 use dsv3_conformance::runner::{run_given, Options};
 use dsv3_conformance::Status;
 use dsv3_core::Error;
@@ -11,14 +11,16 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Every case of the PyTorch file passes on `backend`; a row that is anything but a pass fails the test,
-/// so it cannot pass by skipping.
+/// Every case of the outside files passes on `backend`; a row that is anything but a pass fails the
+/// test, so it cannot pass by skipping.
 fn all_pass(backend: &CpuBackend) {
-    let cases = case_file::read(Path::new(TORCH_OP_CASES)).expect("the shipped case file reads").cases.len();
-    let report = case_file::run_file(backend, Path::new(TORCH_OP_CASES)).expect("reads");
-    println!("{}", report.table());
-    assert_eq!(report.count(Status::Pass), cases, "{}", report.table());
-    assert_eq!(report.results.len(), cases);
+    for path in OUTSIDE_CASE_FILES.iter().map(Path::new) {
+        let cases = case_file::read(path).expect("the shipped case file reads").cases.len();
+        let report = case_file::run_file(backend, path).expect("reads");
+        println!("{}", report.table());
+        assert_eq!(report.count(Status::Pass), cases, "{}", report.table());
+        assert_eq!(report.results.len(), cases);
+    }
 }
 
 #[test]
@@ -32,11 +34,11 @@ fn torch_cases_pass_on_the_fast_cpu_backend() {
 }
 
 #[test]
-fn the_shipped_file_covers_every_op_a_case_file_can_name() {
-    let file = case_file::read(Path::new(TORCH_OP_CASES)).unwrap();
-    assert_eq!(file.cases.len(), 23);
+fn the_shipped_files_cover_every_op_a_case_file_can_name() {
+    assert_eq!(case_file::read(Path::new(TORCH_OP_CASES)).unwrap().cases.len(), 23);
+    let files: Vec<_> = OUTSIDE_CASE_FILES.iter().map(|p| case_file::read(Path::new(p)).unwrap()).collect();
     for op in case_file::op_names() {
-        assert!(file.cases.iter().any(|c| c.case.op == op), "no case of {op}");
+        assert!(files.iter().flat_map(|f| &f.cases).any(|c| c.case.op == op), "no case of {op}");
     }
 }
 

@@ -22,6 +22,9 @@
 // non-decreasing, `rows` last); every block clamps what it reads to 0 .. rows, so bad offsets cannot make a
 // kernel touch memory outside its arguments.
 //
+// batched_gemm: the grid's z is the batch; A, B and C start batch_a / batch_b / batch_c elements further
+// per batch (dense operands only).
+//
 // Switches: A_FP8 (A is FP8 codes with a_scales [M, ceil(K/128)]), B_FP8 (B is FP8 codes with b_scales
 // [E, ceil(N/128), ceil(K/128)]), GROUPED.
 
@@ -98,7 +101,10 @@ DSV3_KERNEL void gemm(const Params p) {
 #endif
     // `active` is the same for the whole block, so every thread reaches the barriers below or none does.
     if (active) {
-        const b_t* b = p.b + e * n_total * k_total;
+        const u64 z = blockIdx.z;
+        const a_t* a = p.a + z * p.batch_a;
+        const b_t* b = p.b + z * p.batch_b + e * n_total * k_total;
+        c_t* c = p.c + z * p.batch_c;
         float acc[TM][TN], part[TM][TN];
         for (u32 i = 0; i < TM; i++) {
             for (u32 j = 0; j < TN; j++) {
@@ -110,7 +116,7 @@ DSV3_KERNEL void gemm(const Params p) {
             for (u32 i = t; i < BM * BK; i += NT) {
                 u32 r = i / BK, c = i % BK;
                 u64 m = m0 + r, k = k0 + c;
-                As[c][r] = m < m1 && k < k_total ? to_f32(p.a[m * p.lda + k]) : 0.0f;
+                As[c][r] = m < m1 && k < k_total ? to_f32(a[m * p.lda + k]) : 0.0f;
             }
             for (u32 i = t; i < BN * BK; i += NT) {
                 u32 r = i / BK, c = i % BK;
@@ -145,7 +151,7 @@ DSV3_KERNEL void gemm(const Params p) {
             const u64 m = m0 + ty + i * TY;
             for (u32 j = 0; j < TN; j++) {
                 const u64 n = n0 + tx + j * TX;
-                if (m < m1 && n < n_total) p.c[m * p.ldc + n] = from_f32<c_t>(acc[i][j]);
+                if (m < m1 && n < n_total) c[m * p.ldc + n] = from_f32<c_t>(acc[i][j]);
             }
         }
     }

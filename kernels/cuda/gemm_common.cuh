@@ -19,6 +19,9 @@ struct Params {
     u64 experts;
     u32* err;
     u64 site;
+    // batched_gemm: elements between consecutive batches of A, B and C; the batch is the grid's z
+    // (0 everywhere for gemm and grouped_gemm, whose grid has one z).
+    u64 batch_a, batch_b, batch_c;
 };
 
 // The scales of K block kb: A's for row m, B's for expert e and column n (1 for a dense operand).

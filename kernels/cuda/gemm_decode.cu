@@ -18,6 +18,8 @@
 // checks the offsets against the contract; the search reads them clamped to 0 .. rows, so bad offsets
 // cannot make it leave its arguments.
 //
+// batched_gemm: the grid's z is the batch, as in gemm.cu.
+//
 // Switches: A_FP8, B_FP8, GROUPED, as in gemm.cu.
 
 #define MAXM 8
@@ -71,13 +73,16 @@ DSV3_KERNEL void gemm_decode(const Params p) {
     rows = 1;
     e = expert_of(p, m0);
 #endif
-    const b_t* b = p.b + (e * n_total + n) * k_total;
+    const u64 z = blockIdx.z;
+    const a_t* a = p.a + z * p.batch_a;
+    const b_t* b = p.b + z * p.batch_b + (e * n_total + n) * k_total;
+    c_t* c = p.c + z * p.batch_c;
     float acc[MAXM];
     for (u32 m = 0; m < MAXM; m++) acc[m] = 0.0f;
     for (u64 k0 = 0; k0 < k_total; k0 += KC) {
         for (u32 i = threadIdx.x; i < rows * KC; i += blockDim.x) {
             const u32 m = i / KC, k = i % KC;
-            const float v = k0 + k < k_total ? to_f32(p.a[(m0 + m) * p.lda + k0 + k]) : 0.0f;
+            const float v = k0 + k < k_total ? to_f32(a[(m0 + m) * p.lda + k0 + k]) : 0.0f;
             As[(m * RUN + k % RUN) * PITCH + k / RUN] = v;
         }
         dsv3_sync();
@@ -107,6 +112,6 @@ DSV3_KERNEL void gemm_decode(const Params p) {
         if (m < rows) acc[m] = warp_sum(acc[m]);
     }
     if (lane == 0 && n < n_total) {
-        for (u32 m = 0; m < rows; m++) p.c[(m0 + m) * p.ldc + n] = from_f32<c_t>(acc[m]);
+        for (u32 m = 0; m < rows; m++) c[(m0 + m) * p.ldc + n] = from_f32<c_t>(acc[m]);
     }
 }

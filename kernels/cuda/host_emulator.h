@@ -248,6 +248,11 @@ static inline int atomicAdd(int* p, int v) {
     *p = old + v;
     return old;
 }
+static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    unsigned long long old = *p;
+    *p = old + v;
+    return old;
+}
 static inline float atomicAdd(float* p, float v) {
     float old = *p;
     *p = old + v;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use dsv3_core::ops::elementwise::{Add, Embedding, RmsNorm, SiluMul};
 use dsv3_core::ops::gemm::{blocks, ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights};
-use dsv3_core::{transfer, DType, Device, Error, Graph, Op, Result, Stream, Tensor};
+use dsv3_core::{transfer, DType, Device, Error, Op, Result, Stream, Tensor};
 
 use crate::placement::{Assignment, Part};
 use crate::weights::Uploader;
@@ -232,42 +232,10 @@ pub(crate) struct Step<'a> {
     pub rows: usize,
     pub batch: usize,
     pub t: usize,
-    /// Cache position of each sequence's first new token.
-    pub starts: &'a [usize],
     /// Per exec (same index).
     pub inputs: Vec<DeviceInputs>,
     /// Where MoE layers record their routing ids, when the model records them (`Model::record_routes`).
     pub routes: &'a Mutex<Option<Vec<Vec<i32>>>>,
-    /// Set while the step is captured as a graph (one device only): the work is recorded, not run.
-    pub capture: Option<&'a Capturing>,
-}
-
-/// A piece of a captured decode step, run in order at each replay.
-pub(crate) enum Segment {
-    Graph(Box<dyn Graph>),
-    /// Layer `layer`'s new latent rows `kv` (a buffer the graphs keep) written into the cache eagerly: where
-    /// they go depends on each sequence's cache length, which the host knows and a graph cannot.
-    Latents {
-        layer: usize,
-        kv: Tensor,
-    },
-}
-
-/// The segments of a decode step being captured on one stream.
-pub(crate) struct Capturing {
-    pub stream: Arc<dyn Stream>,
-    pub segments: Mutex<Vec<Segment>>,
-}
-
-impl Capturing {
-    /// Ends the graph so far before layer `layer`'s cache write and starts the next one after it.
-    pub fn cut_for_latents(&self, layer: usize, kv: &Tensor) -> Result<()> {
-        let graph = self.stream.end_capture()?;
-        let mut segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        segments.push(Segment::Graph(graph));
-        segments.push(Segment::Latents { layer, kv: kv.clone() });
-        self.stream.begin_capture()
-    }
 }
 
 impl Step<'_> {

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dsv3_core::ops::gemm::Weights;
-use dsv3_core::{DType, Device, Error, Op, Result, Stream, Tensor};
+use dsv3_core::{DType, Device, Error, Graph, Op, Result, Stream, Tensor};
 
 use crate::blocks::attention::Attention;
 use crate::blocks::moe::Ffn;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
-use crate::exec::{view, Capturing, DeviceInputs, Exec, Loader, Segment, Step};
+use crate::exec::{view, DeviceInputs, Exec, Loader, Step};
 use crate::numeric::w8a8_support;
 pub use crate::numeric::NumericPath;
 use crate::placement::{Assignment, Part};
@@ -86,7 +86,7 @@ pub struct Model {
 
 /// A decode step captured for one shape bucket, and its fixed inputs.
 struct StepGraph {
-    segments: Vec<Segment>,
+    graph: Box<dyn Graph>,
     ids: Tensor,
     positions: Tensor,
     kv_lens: Tensor,
@@ -375,9 +375,7 @@ impl Model {
         let ids: Vec<i32> = tokens.iter().map(|&id| id as i32).collect();
         match self.eager_reason(t) {
             None => {
-                if let Some(logits) =
-                    self.forward_graph(cache, &starts, [&ids, &positions, &kv_lens], which)?
-                {
+                if let Some(logits) = self.forward_graph(cache, [&ids, &positions, &kv_lens], which)? {
                     return Ok(logits);
                 }
             }
@@ -393,16 +391,7 @@ impl Model {
                 Ok(DeviceInputs { positions: e.upload_i32(&positions)?, kv_lens: e.upload_i32(&kv_lens)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let s = Step {
-            execs: &self.execs,
-            rows: batch * t,
-            batch,
-            t,
-            starts: &starts,
-            inputs,
-            routes: &self.routes,
-            capture: None,
-        };
+        let s = Step { execs: &self.execs, rows: batch * t, batch, t, inputs, routes: &self.routes };
         let e = s.exec(self.embed.0);
         let logits = self.body(&s, cache, &e.upload_i32(&ids)?, which)?;
         self.sync_all()?;
@@ -446,15 +435,14 @@ impl Model {
     }
 
     /// A decode step (one device, which captures) from its graph: captured on the first step of its batch
-    /// size (and cache), then the step's inputs uploaded into the graph's fixed buffers and the graph's
-    /// segments run — its graphs replayed and, between them, each layer's cache write made eagerly. The
-    /// logits are copied out of the graph's buffer, so the next replay does not overwrite what the caller
-    /// holds. `None` when the capture failed (logged; capture is then off for this model): nothing ran, and
-    /// the caller runs the step eagerly.
+    /// size (and cache), then the step's inputs uploaded into the graph's fixed buffers and the graph
+    /// replayed (nothing in the step depends on host-side positions: the cache append reads them from
+    /// kv_lens on the device). The logits are copied out of the graph's buffer, so the next replay does not
+    /// overwrite what the caller holds. `None` when the capture failed (logged; capture is then off for this
+    /// model): nothing ran, and the caller runs the step eagerly.
     fn forward_graph(
         &self,
         cache: &KvCache,
-        starts: &[usize],
         [ids, positions, kv_lens]: [&[i32]; 3],
         which: Logits,
     ) -> Result<Option<Tensor>> {
@@ -465,11 +453,11 @@ impl Model {
         if graphs.cache != buffer {
             *graphs = StepGraphs { cache: buffer, by_bucket: HashMap::new() };
         }
-        let batch = starts.len();
+        let batch = kv_lens.len();
         let g = match graphs.by_bucket.entry((batch, which)) {
             Entry::Occupied(o) if Some(o.get().cache_offset) == offset => o.into_mut(),
             entry => {
-                let graph = match self.capture_step(cache, starts, which) {
+                let graph = match self.capture_step(cache, batch, which) {
                     Ok(graph) => graph,
                     // Capture ran nothing: the step runs eagerly, and so do later ones.
                     Err(e) => {
@@ -478,8 +466,7 @@ impl Model {
                         return Ok(None);
                     }
                 };
-                let segments = graph.segments.len();
-                tracing::debug!("decode step of batch {batch} captured as a graph ({segments} segments)");
+                tracing::debug!("decode step of batch {batch} captured as a graph ({} ops)", graph.ops);
                 self.captures.fetch_add(1, Ordering::Relaxed);
                 match entry {
                     Entry::Occupied(mut o) => {
@@ -493,30 +480,11 @@ impl Model {
         for (t, values) in [(&g.ids, ids), (&g.positions, positions), (&g.kv_lens, kv_lens)] {
             e.stream.upload(&t.buffer, t.offset, bytemuck::cast_slice(values))?;
         }
-        let s = Step {
-            execs: &self.execs,
-            rows: batch,
-            batch,
-            t: 1,
-            starts,
-            inputs: vec![DeviceInputs { positions: g.positions.clone(), kv_lens: g.kv_lens.clone() }],
-            routes: &self.routes,
-            capture: None,
-        };
-        for segment in &g.segments {
-            match segment {
-                Segment::Graph(graph) => {
-                    // Counted as launch time, as the ops inside would be eagerly (run time on the
-                    // emulator, enqueue time on a GPU).
-                    let start = std::time::Instant::now();
-                    graph.replay()?;
-                    e.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                }
-                Segment::Latents { layer, kv } => {
-                    self.layers[*layer].attn.write_latents(&s, &self.config, &cache.layers[*layer], kv)?
-                }
-            }
-        }
+        // Counted as launch time, as the ops inside would be eagerly (run time on the emulator, enqueue
+        // time on a GPU).
+        let start = std::time::Instant::now();
+        g.graph.replay()?;
+        e.stats.launch_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         e.stats.launches.fetch_add(g.ops, Ordering::Relaxed);
         self.replays.fetch_add(1, Ordering::Relaxed);
         let logits = e.tmp(&g.logits.shape, g.logits.dtype)?;
@@ -531,37 +499,31 @@ impl Model {
         Ok(Some(logits))
     }
 
-    /// Captures a decode step for `starts.len()` sequences: nothing runs. Its inputs get buffers of their
-    /// own, uploaded before each replay; if anything fails, the stream leaves capture mode and the error is
+    /// Captures a decode step for `batch` sequences: nothing runs. Its inputs get buffers of their own,
+    /// uploaded before each replay; if anything fails, the stream leaves capture mode and the error is
     /// returned.
-    fn capture_step(&self, cache: &KvCache, starts: &[usize], which: Logits) -> Result<StepGraph> {
+    fn capture_step(&self, cache: &KvCache, batch: usize, which: Logits) -> Result<StepGraph> {
         let e = &self.execs[0];
-        let batch = starts.len();
         let zeros = vec![0i32; batch];
         let (ids, positions, kv_lens) = (e.upload_i32(&zeros)?, e.upload_i32(&zeros)?, e.upload_i32(&zeros)?);
-        let capturing = Capturing { stream: e.stream.clone(), segments: Mutex::new(Vec::new()) };
         let s = Step {
             execs: &self.execs,
             rows: batch,
             batch,
             t: 1,
-            starts,
             inputs: vec![DeviceInputs { positions: positions.clone(), kv_lens: kv_lens.clone() }],
             routes: &self.routes,
-            capture: Some(&capturing),
         };
         let before = e.stats.launches.load(Ordering::Relaxed);
         e.stream.begin_capture()?;
         let body = self.body(&s, cache, &ids, which);
         // Ended whatever happened, so that a failed capture leaves the stream as it was.
-        let last = e.stream.end_capture();
+        let graph = e.stream.end_capture();
         // Launches while capturing ran nothing; each replay counts them.
         let ops = e.stats.launches.load(Ordering::Relaxed) - before;
         e.stats.launches.fetch_sub(ops, Ordering::Relaxed);
         let logits = body?;
-        let mut segments = capturing.segments.into_inner().unwrap_or_else(|e| e.into_inner());
-        segments.push(Segment::Graph(last?));
         let cache_offset = cache.layers.first().map_or(0, |l| l.offset);
-        Ok(StepGraph { segments, ids, positions, kv_lens, logits, ops, cache_offset })
+        Ok(StepGraph { graph: graph?, ids, positions, kv_lens, logits, ops, cache_offset })
     }
 }

@@ -31,6 +31,10 @@ pub(crate) fn supports(soc: &str, op: &Op) -> Support {
             "aclnnGroupedMatmulV4 (rows grouped by expert, groupList = expert_offsets as a cumsum; block-FP8 \
              weights through its scale inputs on FP8-capable parts [UNCONFIRMED: 128x128 block scales])",
         ),
+        Op::BatchedGemm(_) => plan(
+            "aclnnBatchMatMul (a strided batch of bf16 products; the heads-interleaved views of absorbed MLA \
+             as non-contiguous inputs [UNCONFIRMED: which strides aclnn accepts without a copy])",
+        ),
         Op::ActQuant(_) => plan(
             "aclnnDynamicBlockQuant (1x128 blocks per token; FP8 output on Ascend 950-class parts only)",
         ),
@@ -55,6 +59,10 @@ pub(crate) fn supports(soc: &str, op: &Op) -> Support {
         Op::MhaAttention(_) => {
             plan("aclnnFusedInferAttentionScoreV3 (decompressed K/V, kv_lens as actualSeqLengthsKv)")
         }
+        Op::CacheAppend(_) => plan(
+            "aclnnScatterPaKvCache or aclnnInplaceIndexCopy with positions from kv_lens [UNCONFIRMED: which \
+             takes per-sequence positions on the device for a contiguous (non-paged) cache]",
+        ),
         Op::RmsNorm(_) => plan("aclnnRmsNorm"),
         Op::Rope(_) => plan(
             "aclnnApplyRotaryPosEmbV2 or aclnnRotaryPositionEmbedding with cos/sin tables gathered by \

@@ -70,7 +70,7 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
             .filter(|(_, owner)| std::ptr::eq(**owner, *buffer))
             .map(|(t, _)| t)
             .collect();
-        let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a == Access::Write).collect();
+        let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a != Access::Read).collect();
         writes.sort_by_key(|(_, t, _)| t.offset);
         // Shared gaps between outputs, as (start, bytes).
         let mut gaps: Vec<(usize, &[u8])> = Vec::new();

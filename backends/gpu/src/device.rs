@@ -173,4 +173,24 @@ mod tests {
         let e = dev.stream.scratch(1000).unwrap();
         assert!(addr(&e) != addr(&c) && (addr(&e) == addr(&a) || addr(&e) == addr(&b)));
     }
+
+    #[test]
+    fn reused_scratch_holds_garbage_on_the_emulator_not_the_last_users_values() {
+        // A kernel that forgets to write part of its scratch must not find the previous launch's values
+        // there: on a GPU they would be whatever ran last, so tests could pass by luck.
+        let dev = emulated();
+        let first = dev.stream.scratch(1000).unwrap();
+        let a = first.as_any().downcast_ref::<GpuBuffer>().unwrap().addr;
+        dev.stream.queue.upload(a, &[7u8; 1024]).unwrap();
+        dev.stream.sync().unwrap();
+        let again = dev.stream.scratch(600).unwrap();
+        assert_eq!(
+            again.as_any().downcast_ref::<GpuBuffer>().unwrap().addr,
+            a,
+            "the pool hands it out again"
+        );
+        let mut bytes = vec![0u8; 1024];
+        dev.stream.queue.download(a, &mut bytes).unwrap();
+        assert!(bytes.iter().all(|&b| b == 0xff), "stale bytes left: {:?}", &bytes[..16]);
+    }
 }

@@ -4,10 +4,11 @@
 //!
 //! Memory is host memory, each allocation ending against an inaccessible guard page, so a kernel reading
 //! or writing past the end of a buffer faults instead of passing silently, and filled with 0xff bytes, so a
-//! kernel reading memory nobody wrote sees NaN rather than zero. Launches run synchronously,
-//! one at a time per process (blocks share their emulated shared memory within a compiled variant).
-//! A capture records each launch (kernel, grid, parameter block) and copy instead of running it; a replay
-//! runs the record in order.
+//! kernel reading memory nobody wrote sees NaN rather than zero; a stream's pooled scratch is refilled so
+//! each time it is handed out again, so a kernel cannot read the last step's values either. Launches run
+//! synchronously, one at a time per process (blocks share their emulated shared memory within a compiled
+//! variant). A capture records each launch (kernel, grid, parameter block) and copy instead of running it;
+//! a replay runs the record in order.
 
 use crate::device::{GpuDevice, Profile};
 use crate::disk_cache;
@@ -80,6 +81,8 @@ struct HostKernel {
     _lib: libloading::Library,
     launch: LaunchFn,
     name: String,
+    /// The kernel file's declared largest block (`Kernel::max_block`), what check-kernels proved fits.
+    max_block: u32,
 }
 
 pub struct Emulator {
@@ -219,6 +222,16 @@ impl Runtime for Emulator {
         }
     }
 
+    fn scratch_reused(&self, addr: u64, bytes: usize) {
+        // Garbage again, as fresh memory is. Only a live allocation is written, and only its 256-byte
+        // rounded span, which lies inside the read-write part of its mapping.
+        if self.mappings.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&addr) {
+            // SAFETY: addr..addr + span is the read-write body of a live mapping made by `alloc`; the
+            // stream hands scratch out again only after the work that used it finished (its sync).
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0xff, bytes.div_ceil(256) * 256) };
+        }
+    }
+
     fn compile(&self, op: &'static str, v: &Variant) -> Result<Function> {
         let path = self.library(op, v)?;
         let fail = |e: libloading::Error| self.kernel_error(op, &v.key(), format!("{}: {e}", path.display()));
@@ -236,7 +249,7 @@ impl Runtime for Emulator {
         };
         // SAFETY: `dsv3_host_launch` is defined by DSV3_HOST_ENTRY with exactly this signature.
         let launch = *unsafe { lib.get::<LaunchFn>(b"dsv3_host_launch\0") }.map_err(fail)?;
-        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key() }))
+        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key(), max_block: v.kernel.max_block }))
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
@@ -287,6 +300,19 @@ fn host_launch(
         kernel: "?".into(),
         reason: "not a kernel compiled by the emulator".into(),
     })?;
+    if dims.block > k.max_block {
+        // A GPU might run it, or refuse it for want of registers: check-kernels only proved the
+        // declared size, so the launch code and the kernel table disagree.
+        return Err(Error::Kernel {
+            backend: backend.into(),
+            op,
+            kernel: k.name.clone(),
+            reason: format!(
+                "block size {} is over the {} threads its kernel file declares (kernels.rs)",
+                dims.block, k.max_block
+            ),
+        });
+    }
     let block = [dims.block, 1, 1];
     let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
         backend: backend.into(),

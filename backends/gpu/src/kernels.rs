@@ -19,51 +19,60 @@ pub struct Kernel {
     pub name: &'static str,
     pub source: &'static str,
     pub uses: &'static [&'static str],
+    /// The most threads per block any launch of it uses: `check-kernels` fails a kernel whose registers
+    /// cannot hold a block this large, and the emulator refuses a larger block, so the two cannot drift.
+    pub max_block: u32,
 }
 
 impl Kernel {
-    /// A kernel from source text alone (tests, tools).
+    /// A kernel from source text alone (tests, tools), launched with blocks of up to 1024 threads.
     pub const fn new(name: &'static str, source: &'static str) -> Kernel {
-        Kernel { name, source, uses: &[] }
+        Kernel { name, source, uses: &[], max_block: 1024 }
     }
 }
 
 macro_rules! kernel_files {
-    ($($konst:ident = $name:literal $(uses $($inc:literal)+)?),* $(,)?) => {
+    ($($konst:ident = $name:literal block $max:literal $(uses $($inc:literal)+)?),* $(,)?) => {
         $(pub const $konst: Kernel = Kernel {
             name: $name,
             source: include_str!(concat!("../../../kernels/cuda/", $name, ".cu")),
             uses: &[$($(include_str!(concat!("../../../kernels/cuda/", $inc, ".cuh"))),+)?],
+            max_block: $max,
         };)*
         /// Every kernel file, for tools that compile them all.
         pub const ALL: &[Kernel] = &[$($konst),*];
     };
 }
 
+// Each file with the largest block its launch code (ops/) uses.
 kernel_files! {
-    ELEMENTWISE = "elementwise",
+    ELEMENTWISE = "elementwise" block 256,
     // gemm group (ops/gemm.rs)
-    GEMM = "gemm" uses "gemm_common",
-    GEMM_DECODE = "gemm_decode" uses "gemm_common",
-    ACT_QUANT = "act_quant",
-    DEQUANTIZE = "dequantize",
+    GEMM = "gemm" block 256 uses "gemm_common",
+    GEMM_DECODE = "gemm_decode" block 256 uses "gemm_common",
+    ACT_QUANT = "act_quant" block 256,
+    DEQUANTIZE = "dequantize" block 256,
     // attention group (ops/attention.rs)
-    ATTENTION = "attention",
-    ATTENTION_COMBINE = "attention_combine",
+    ATTENTION = "attention" block 256,
+    ATTENTION_COMBINE = "attention_combine" block 128,
+    CACHE_APPEND = "cache_append" block 256,
     // moe group (ops/moe.rs)
-    MOE_ROUTE = "moe_route",
-    MOE_INDEX = "moe_index",
-    MOE_OFFSETS = "moe_offsets",
-    MOE_GATHER = "moe_gather",
-    MOE_COMBINE = "moe_combine",
+    MOE_ROUTE = "moe_route" block 256,
+    MOE_INDEX = "moe_index" block 256,
+    MOE_OFFSETS = "moe_offsets" block 1024,
+    MOE_GATHER = "moe_gather" block 256,
+    MOE_COMBINE = "moe_combine" block 256,
     // rows group (ops/rows.rs)
-    ROWS = "rows",
-    ROPE = "rope",
-    EMBEDDING = "embedding",
+    ROWS = "rows" block 1024,
+    SOFTMAX_SPLIT = "softmax_split" block 256,
+    ROPE = "rope" block 256,
+    EMBEDDING = "embedding" block 256,
     // select group (ops/select.rs): argmax and topk; not "select", which clashes with POSIX select()
     // under offline hipcc
-    TOPK = "topk",
-    SAMPLE = "sample",
+    TOPK = "topk" block 1024,
+    SAMPLE = "sample" block 1024 uses "sample_common",
+    SAMPLE_SPLIT = "sample_split" block 256 uses "sample_common" "sample_radix",
+    SAMPLE_CUT = "sample_cut" block 1024 uses "sample_common" "sample_radix",
 }
 
 /// The C type a kernel sees for elements of `d`.

@@ -66,6 +66,11 @@ pub trait Runtime: Send + Sync {
     /// Releases memory from `alloc`. Callers guarantee no queued work still uses it.
     fn free(&self, addr: u64, bytes: usize);
 
+    /// Scratch memory from `alloc` is handed out again, the work that used it finished. GPUs keep what
+    /// that work wrote (so this does nothing by default); the emulator overwrites it with garbage, so that
+    /// a kernel reading scratch it did not write fails its tests instead of reading the last step's values.
+    fn scratch_reused(&self, _addr: u64, _bytes: usize) {}
+
     /// Compiles (or loads from the disk cache) one kernel variant; `op` names the op for errors.
     fn compile(&self, op: &'static str, variant: &Variant) -> Result<Function>;
 

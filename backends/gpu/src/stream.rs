@@ -117,7 +117,12 @@ impl GpuStream {
             best.map(|(i, _)| i).map(|i| free.swap_remove(i))
         };
         let b = match reused {
-            Some(b) => b,
+            Some(b) => {
+                if let Some(g) = b.as_any().downcast_ref::<GpuBuffer>() {
+                    self.ctx.runtime.scratch_reused(g.addr, g.len);
+                }
+                b
+            }
             None => self.ctx.alloc(bytes)?,
         };
         lock(&self.scratch_used).push(b.clone());

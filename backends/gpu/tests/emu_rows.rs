@@ -5,7 +5,7 @@ mod common;
 
 use dsv3_backend_gpu::emulator::EmulatorBackend;
 use dsv3_conformance::{cases, Case};
-use dsv3_core::ops::Embedding;
+use dsv3_core::ops::{CacheAppend, Embedding};
 use dsv3_core::{Backend, DType, Error, Op, Tensor};
 
 /// The full set's cases whose names start with one of `prefixes` (each must match at least one).
@@ -89,4 +89,41 @@ fn embedding_ids_are_checked_on_the_device() {
     s.download(&out, 0, &mut got).unwrap();
     let got: Vec<f32> = got.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     assert_eq!(got, [21.0, 22.0, 23.0, 0.0, 1.0, 2.0, 6.0, 7.0, 8.0]);
+}
+
+#[test]
+fn cache_append_lengths_are_checked_on_the_device() {
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    let s = dev.default_stream();
+    let rows: Vec<u8> = (0..2 * 2 * 4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let rows = upload(&dev, &rows);
+    let cache = upload(&dev, &[0u8; 4 * 2 * 5 * 4]);
+    let lens = |lens: &[i32]| {
+        let bytes: Vec<u8> = lens.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::contiguous(upload(&dev, &bytes), 0, &[2], DType::I32)
+    };
+    let op = |kv_lens| {
+        Op::CacheAppend(CacheAppend {
+            rows: Tensor::contiguous(rows.clone(), 0, &[2, 2, 4], DType::F32),
+            kv_lens,
+            cache: Tensor::contiguous(cache.clone(), 0, &[2, 5, 4], DType::F32),
+        })
+    };
+    s.launch(&op(lens(&[2, 6]))).expect("the lengths are only known on the device");
+    match s.sync() {
+        Err(Error::InvalidArgument { op: "cache_append", arg: "kv_lens", reason }) => {
+            assert!(reason.contains("2..=5") && reason.contains("element 1, value 6"), "{reason}")
+        }
+        other => panic!("expected the device to report kv_lens[1] = 6, got {other:?}"),
+    }
+    s.launch(&op(lens(&[2, 5]))).unwrap();
+    s.sync().unwrap();
+    let mut got = vec![0u8; 4 * 2 * 5 * 4];
+    s.download(&cache, 0, &mut got).unwrap();
+    let got: Vec<f32> = got.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    // Sequence 0 at positions 0..2, sequence 1 at 3..5 (the bad launch wrote only sequence 0, the same rows).
+    let mut want = vec![0.0f32; 40];
+    want[0..8].copy_from_slice(&(0..8).map(|v| v as f32).collect::<Vec<_>>());
+    want[32..40].copy_from_slice(&(8..16).map(|v| v as f32).collect::<Vec<_>>());
+    assert_eq!(got, want);
 }

@@ -825,3 +825,17 @@ fn a_grid_past_the_gpu_limits_is_a_kernel_error() {
         assert!(matches!(r, Err(Error::Kernel { .. })), "grid {grid:?} ran: {r:?}");
     }
 }
+
+#[test]
+fn a_block_over_the_kernels_declared_size_is_a_kernel_error() {
+    // check-kernels proves each kernel file's declared largest block fits the registers; a launch code
+    // change that uses more threads must fail here, where every kernel is tested, not first on a GPU.
+    let rt = emulator(32);
+    let small = Kernel { max_block: 64, ..Kernel::new("emu_store", STORE) };
+    let f = rt.compile("emu-test", &Variant::new(small)).unwrap_or_else(|e| panic!("{e}"));
+    let out = Mem::new(&rt, 4 * 128);
+    let params = |n: usize| Params::new().addr(out.addr).u(0).u(n);
+    launch(&rt, &f, 1, 64, params(64)).unwrap();
+    let reason = kernel_error(launch(&rt, &f, 1, 128, params(128)));
+    assert!(reason.contains("block size 128") && reason.contains("64 threads"), "{reason}");
+}

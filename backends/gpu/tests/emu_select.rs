@@ -56,7 +56,7 @@ fn argmax_matches() {
 #[test]
 fn topk_matches() {
     common::check_quick("topk");
-    let mut set = full_cases(&["topk(r=64,"]);
+    let mut set = full_cases(&["topk(r=64,", "topk(r=4,n=129280"]);
     // Many rounds, each winner's thread rescanning its slice, through runs of equal bf16 values.
     set.push(topk(2, 3000, 300, BF16));
     set.push(topk(2, 20000, 40, BF16));
@@ -75,6 +75,10 @@ fn sample_matches() {
     set.push(sample(4, 5000, BF16, 1.0, 0.5, 7));
     set.push(sample(4, 5000, BF16, 0.7, 0.05, 8));
     set.push(sample(2, 3000, F32, 2.0, 1.0, 9)); // the whole vocabulary races
+                                                 // Rows spread over blocks: the cut inside runs of equal bf16 p, and top_p = 1 (every token, or a
+                                                 // cut at the very bottom where the row's mass exceeds 1 by rounding).
+    set.push(sample(4, 20000, BF16, 0.7, 0.05, 11));
+    set.push(sample(2, 20000, F32, 2.0, 1.0, 12));
     common::check_cases(32, "sample", &set);
     common::check_cases(64, "sample", &[sample(2, 20000, BF16, 1.0, 0.3, 10)]);
 }
@@ -97,13 +101,12 @@ fn on_emulator_and_oracle(op: impl Fn(&Arc<dyn Device>) -> (Op, Buffer)) -> Vec<
         .collect()
 }
 
-#[test]
-fn nucleus_cut_inside_a_run_of_equal_probabilities() {
-    // Each row: 200 tokens at logit 0 spread over the row, the rest at −20 (p ≈ 1e-11 each). With
-    // top_p = 0.3025 the nucleus is the 61 lowest ids of the run (60.5 of p ≈ 1/200), so the winner
-    // must be one of them; the race over all 200 would pick outside them in ~70 % of the rows.
-    let (rows, v, run) = (8, 3000, 200);
-    let in_run = |r: usize, i: usize| i % 15 == r % 15 && i / 15 < run;
+/// Rows of `v` tokens: 200 at logit 0 spread `stride` apart, the rest at −20 (p ≈ 1e-11 each). With
+/// top_p = 0.3025 the nucleus is the 61 lowest ids of the run (60.5 of p ≈ 1/200), so the winner must be
+/// one of them; the race over all 200 would pick outside them in ~70 % of the rows.
+fn cut_inside_a_run(v: usize, stride: usize) {
+    let (rows, run) = (8, 200);
+    let in_run = |r: usize, i: usize| i % stride == r % stride && i / stride < run;
     let logits: Vec<u8> =
         (0..rows * v).flat_map(|e| if in_run(e / v, e % v) { 0.0f32 } else { -20.0 }.to_le_bytes()).collect();
     let results = on_emulator_and_oracle(|d| {
@@ -121,8 +124,15 @@ fn nucleus_cut_inside_a_run_of_equal_probabilities() {
     });
     for (r, &id) in results[0].iter().enumerate() {
         let id = id as usize;
-        assert!(in_run(r, id) && id / 15 < 61, "row {r}: the oracle chose {id}, outside the nucleus");
+        assert!(in_run(r, id) && id / stride < 61, "row {r}: the oracle chose {id}, outside the nucleus");
     }
-    assert_eq!(results[1], results[0], "warp 32");
-    assert_eq!(results[2], results[0], "warp 64");
+    assert_eq!(results[1], results[0], "warp 32, v = {v}");
+    assert_eq!(results[2], results[0], "warp 64, v = {v}");
+}
+
+#[test]
+fn nucleus_cut_inside_a_run_of_equal_probabilities() {
+    cut_inside_a_run(3000, 15); // one block per row: the binary search over the index
+                                // Rows spread over 9 blocks, the run over all of them: the ties' ranks carried from block to block.
+    cut_inside_a_run(20000, 97);
 }

@@ -22,6 +22,7 @@ pub mod src {
     pub const ROWS: &str = include_str!("../../../kernels/wgsl/rows.wgsl");
     pub const ROPE: &str = include_str!("../../../kernels/wgsl/rope.wgsl");
     pub const EMBEDDING: &str = include_str!("../../../kernels/wgsl/embedding.wgsl");
+    pub const CACHE_APPEND: &str = include_str!("../../../kernels/wgsl/cache_append.wgsl");
     pub const GEMM_COMMON: &str = include_str!("../../../kernels/wgsl/gemm_common.wgsl");
     pub const GEMM: &str = include_str!("../../../kernels/wgsl/gemm.wgsl");
     pub const GEMM_DECODE: &str = include_str!("../../../kernels/wgsl/gemm_decode.wgsl");
@@ -387,6 +388,12 @@ mod tests {
                 "embedding",
                 vec![src::EMBEDDING],
                 vec![input("table", bf16), input("ids", i32_), output("out", bf16)],
+                vec![("WG", 256)],
+            ),
+            (
+                "cache_append",
+                vec![src::CACHE_APPEND],
+                vec![input("rows", bf16), input("lens", i32_), output("cache", bf16)],
                 vec![("WG", 256)],
             ),
             ("gemm", vec![src::GEMM_COMMON, src::GEMM], g1.to_vec(), t1.to_vec()),

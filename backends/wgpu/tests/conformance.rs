@@ -19,15 +19,18 @@ fn check(report: &Report) {
     assert!(not_run.is_empty(), "cases that did not pass: {}\n{}", report.summary(), report.table());
 }
 
-/// PyTorch's cases (`conformance/fixtures/torch-op-cases.safetensors`): the expected outputs come from
-/// outside the project, not from the oracle.
+/// PyTorch's and numpy's cases (`conformance/fixtures/*-op-cases.safetensors`): the expected outputs come
+/// from outside the project, not from the oracle.
 #[test]
-fn torch_op_cases_pass() {
+fn outside_op_cases_pass() {
     let Some(backend) = common::backend() else { return };
-    let path = std::path::Path::new(dsv3_conformance::case_file::TORCH_OP_CASES);
-    let report = dsv3_conformance::case_file::run_file(&backend, path).expect("the shipped case file reads");
-    check(&report);
-    assert_eq!(report.count(Status::Pass), 23, "every case of the file ran and passed");
+    for path in dsv3_conformance::case_file::OUTSIDE_CASE_FILES.iter().map(std::path::Path::new) {
+        let cases = dsv3_conformance::case_file::read(path).expect("the shipped case file reads").cases.len();
+        let report =
+            dsv3_conformance::case_file::run_file(&backend, path).expect("the shipped case file reads");
+        check(&report);
+        assert_eq!(report.count(Status::Pass), cases, "every case of the file ran and passed");
+    }
 }
 
 /// Sampling's distribution: 20,000 draws against the exact nucleus (chi-square p ≥ 1e-4, none outside).

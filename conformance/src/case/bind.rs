@@ -64,6 +64,22 @@ impl Binder<'_> {
         shape: &[usize],
         strides: Option<Vec<usize>>,
     ) -> Result<Tensor> {
+        self.slot(arg, dtype, shape, strides, None)
+    }
+
+    /// An argument updated in place: an output slot whose elements start as `initial`'s (contiguous).
+    fn updated(&mut self, arg: &'static str, initial: &HostTensor) -> Result<Tensor> {
+        self.slot(arg, initial.dtype, &initial.shape, None, Some(initial))
+    }
+
+    fn slot(
+        &mut self,
+        arg: &'static str,
+        dtype: DType,
+        shape: &[usize],
+        strides: Option<Vec<usize>>,
+        initial: Option<&HostTensor>,
+    ) -> Result<Tensor> {
         let strides = strides.unwrap_or_else(|| dsv3_core::tensor::contiguous_strides(shape));
         let span = gen::span_bytes(dtype, shape, &strides);
         let total = GUARD + span + GUARD;
@@ -74,8 +90,9 @@ impl Binder<'_> {
         let mut before = vec![SENTINEL; total];
         let mut is_element = vec![false; total];
         let garbage = garbage_element(dtype);
-        for &e in &elements {
-            before[e..e + size].copy_from_slice(&garbage);
+        for (i, &e) in elements.iter().enumerate() {
+            let value = initial.map_or(&garbage[..], |t| &t.bytes[i * size..(i + 1) * size]);
+            before[e..e + size].copy_from_slice(value);
             is_element[e..e + size].iter_mut().for_each(|b| *b = true);
         }
         if self.upload {
@@ -137,6 +154,11 @@ impl Case {
                 let rows: usize = g.counts.iter().sum();
                 let c = b.output("c", g.c, &[rows, g.n], None)?;
                 Op::GroupedGemm(ops::GroupedGemm { a, b: w, expert_offsets, c })
+            }
+            Spec::BatchedGemm(g) => {
+                let (a, w) = (input("a")?, input("b")?);
+                let c = b.output("c", g.c, &[g.batch, g.m, g.n], Some(g.c_strides()))?;
+                Op::BatchedGemm(ops::BatchedGemm { a, b: w, c })
             }
             Spec::ActQuant(q) => {
                 let x = input("x")?;
@@ -201,6 +223,14 @@ impl Case {
                     softmax_scale: a.scale,
                     causal: a.causal,
                     out,
+                })
+            }
+            Spec::CacheAppend(_) => {
+                let (rows, kv_lens) = (input("rows")?, input("kv_lens")?);
+                Op::CacheAppend(ops::CacheAppend {
+                    rows,
+                    kv_lens,
+                    cache: b.updated("cache", inp.get("cache"))?,
                 })
             }
             Spec::RmsNorm(n) => {

@@ -73,6 +73,20 @@ impl Case {
                 }
                 inp.push("expert_offsets", HostTensor::from_i32(&[e + 1], &offsets));
             }
+            Spec::BatchedGemm(g) => {
+                let a = normals(g.batch * g.m * g.k, derive(s, 1), 1.0);
+                let a = HostTensor::from_f64(g.a, &[g.batch, g.m, g.k], &a);
+                inp.push("a", a.restrided(&g.a_strides()));
+                let stored = if g.shared_b { 1 } else { g.batch };
+                let b = normals(stored * g.n * g.k, derive(s, 2), 1.0 / (g.k as f64).sqrt());
+                let b = HostTensor::from_f64(g.b, &[stored, g.n, g.k], &b);
+                let b = if g.shared_b {
+                    HostTensor { shape: vec![g.batch, g.n, g.k], strides: g.b_strides(), ..b }
+                } else {
+                    b
+                };
+                inp.push("b", b);
+            }
             Spec::ActQuant(q) => {
                 let mut x = normals(q.m * q.k, derive(s, 1), 1.0);
                 for (r, row) in x.chunks_mut(q.k.max(1)).enumerate() {
@@ -142,6 +156,12 @@ impl Case {
                 inp.push("k", cache(a.dtype, a.b, a.l, a.h, a.d1, &a.kv_lens, derive(s, 2)));
                 inp.push("v", cache(a.dtype, a.b, a.l, a.h, a.d2, &a.kv_lens, derive(s, 3)));
                 inp.push("kv_lens", lens(&a.kv_lens));
+            }
+            Spec::CacheAppend(a) => {
+                inp.push("rows", dense(a.dtype, &[a.b, a.t, a.w], derive(s, 1), 1.0));
+                inp.push("kv_lens", lens(&a.kv_lens));
+                // What the cache holds before: every position the op does not name must keep it.
+                inp.push("cache", dense(a.dtype, &[a.b, a.l, a.w], derive(s, 2), 1.0));
             }
             Spec::RmsNorm(n) => {
                 inp.push("x", dense(n.x, &[n.r, n.d], derive(s, 1), 1.0));

@@ -59,6 +59,51 @@ pub struct GemmSpec {
     pub c_pitch: usize,
 }
 
+/// batched_gemm: `c[i] = a[i] · b[i]ᵀ` over `batch` dense products.
+#[derive(Clone, Debug)]
+pub struct BatchedGemmSpec {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: DType,
+    pub b: DType,
+    pub c: DType,
+    /// The absorbed-MLA layout: a's batches are `pitch`-apart slices of each row (`[M, B·pitch]`, pitch
+    /// > K) and c's batches interleave the same way (`[M, B·N]`); otherwise a and c are contiguous.
+    pub heads: bool,
+    /// One b for every batch (batch stride 0).
+    pub shared_b: bool,
+}
+
+impl BatchedGemmSpec {
+    /// Elements between a's batches in the heads layout: K plus a rope part's worth of other values.
+    pub fn a_pitch(&self) -> usize {
+        self.k + 3
+    }
+
+    pub fn a_strides(&self) -> Vec<usize> {
+        let p = self.a_pitch();
+        if self.heads {
+            vec![p, self.batch * p, 1]
+        } else {
+            vec![self.m * self.k, self.k, 1]
+        }
+    }
+
+    pub fn b_strides(&self) -> Vec<usize> {
+        vec![if self.shared_b { 0 } else { self.n * self.k }, self.k, 1]
+    }
+
+    pub fn c_strides(&self) -> Vec<usize> {
+        if self.heads {
+            vec![self.n, self.batch * self.n, 1]
+        } else {
+            vec![self.m * self.n, self.n, 1]
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct GroupedGemmSpec {
     /// Rows per expert (zeros are empty experts).
@@ -142,6 +187,17 @@ pub struct AttentionSpec {
     pub scale: f32,
 }
 
+/// cache_append: `t` rows per sequence into a `[b, l, w]` cache that starts with other values.
+#[derive(Clone, Debug)]
+pub struct CacheAppendSpec {
+    pub b: usize,
+    pub t: usize,
+    pub l: usize,
+    pub w: usize,
+    pub kv_lens: Vec<usize>,
+    pub dtype: DType,
+}
+
 #[derive(Clone, Debug)]
 pub struct RmsNormSpec {
     pub r: usize,
@@ -215,6 +271,7 @@ pub struct SampleSpec {
 pub enum Spec {
     Gemm(GemmSpec),
     GroupedGemm(GroupedGemmSpec),
+    BatchedGemm(BatchedGemmSpec),
     ActQuant(ActQuantSpec),
     Dequantize(DequantSpec),
     MoeRoute(RouteSpec),
@@ -222,6 +279,7 @@ pub enum Spec {
     MoeCombine(CombineSpec),
     MlaAttention(AttentionSpec),
     MhaAttention(AttentionSpec),
+    CacheAppend(CacheAppendSpec),
     RmsNorm(RmsNormSpec),
     Rope(RopeSpec),
     SiluMul(RowsSpec),
@@ -241,10 +299,12 @@ impl Spec {
         match self {
             Spec::Gemm(g) => tol::gemm(g.k, g.c, g.m * g.n),
             Spec::GroupedGemm(g) => tol::grouped_gemm(g.k, g.c, g.counts.iter().sum::<usize>() * g.n),
+            Spec::BatchedGemm(g) => tol::batched_gemm(g.k, g.c, g.batch * g.m * g.n),
             Spec::ActQuant(_)
             | Spec::Dequantize(_)
             | Spec::MoeDispatch(_)
             | Spec::Embedding(_)
+            | Spec::CacheAppend(_)
             | Spec::Cast(_) => tol::exact(),
             Spec::MoeRoute(r) => tol::moe_route(r.e, r.config.top_k, r.max_bias, r.t * r.config.top_k),
             Spec::MoeCombine(c) => tol::moe_combine(c.k, c.out, c.t * c.n),

@@ -12,6 +12,8 @@
 //! mscale² included (see [`crate::rope::softmax_scale`]).
 
 use super::check::{self, ACTIVATIONS};
+use super::Access::{Read, Update, Write};
+use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -58,8 +60,24 @@ fn check_scale(op: &'static str, scale: f32) -> Result<()> {
     })
 }
 
-impl MlaAttention {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MlaAttention {
+    fn flops(&self) -> Option<f64> {
+        let (b, t, h, dc, dr, l) = self.dims();
+        // Upper bound: every query against the whole cache (causal masking does less).
+        Some(2.0 * (b * t * h * l * (dc + dr + dc)) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("q_latent", &self.q_latent, Read),
+            ("q_pe", &self.q_pe, Read),
+            ("kv_cache", &self.kv_cache, Read),
+            ("kv_lens", &self.kv_lens, Read),
+            ("out", &self.out, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "mla_attention";
         check::rank(OP, "q_latent", &self.q_latent, 4)?;
         let [b, t, h, dc] = self.q_latent.shape[..] else { unreachable!() };
@@ -85,7 +103,9 @@ impl MlaAttention {
         check_lens(OP, &self.kv_lens, b)?;
         check_scale(OP, self.softmax_scale)
     }
+}
 
+impl MlaAttention {
     /// (B, T, H, Dc, Dr, L)
     pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let q = &self.q_latent.shape;
@@ -106,8 +126,23 @@ pub struct MhaAttention {
     pub out: Tensor,
 }
 
-impl MhaAttention {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MhaAttention {
+    fn flops(&self) -> Option<f64> {
+        let (b, t, h, dk, dv, l) = self.dims();
+        Some(2.0 * (b * t * h * l * (dk + dv)) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("q", &self.q, Read),
+            ("k", &self.k, Read),
+            ("v", &self.v, Read),
+            ("kv_lens", &self.kv_lens, Read),
+            ("out", &self.out, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "mha_attention";
         check::rank(OP, "q", &self.q, 4)?;
         let [b, t, h, dk] = self.q.shape[..] else { unreachable!() };
@@ -126,10 +161,60 @@ impl MhaAttention {
         check_lens(OP, &self.kv_lens, b)?;
         check_scale(OP, self.softmax_scale)
     }
+}
 
+impl MhaAttention {
     /// (B, T, H, Dk, Dv, L)
     pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let q = &self.q.shape;
         (q[0], q[1], q[2], q[3], self.v.shape[3], self.k.shape[1])
+    }
+}
+
+/// Appends a step's rows to each sequence's cache: row `(b, t)` of `rows` `[B, T, W]` is written to
+/// `cache[b, kv_lens[b] − T + t]` (`cache` `[B, L, W]`) — the step's tokens are the last `T` of the
+/// `kv_lens[b]` positions the attention after it reads. `kv_lens` (i32 `[B]`) is read on the device, so
+/// one launch serves every sequence at any positions and a captured step replays at new ones. The cache
+/// is updated in place: positions the op does not name keep their values. Each length must satisfy
+/// `T ≤ kv_lens[b] ≤ L`; where the lengths are read (on the host by the CPU backends, in the kernel on a
+/// GPU, reported at `sync`) a length that breaks it is an error and its sequence is left unwritten.
+/// Numerics: none; rows and cache share a dtype and values are copied exactly.
+#[derive(Clone, Debug)]
+pub struct CacheAppend {
+    pub rows: Tensor,
+    pub kv_lens: Tensor,
+    pub cache: Tensor,
+}
+
+impl OpDef for CacheAppend {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("rows", &self.rows, Read), ("kv_lens", &self.kv_lens, Read), ("cache", &self.cache, Update)]
+    }
+
+    fn validate(&self) -> Result<()> {
+        const OP: &str = "cache_append";
+        check::rank(OP, "rows", &self.rows, 3)?;
+        check::rank(OP, "cache", &self.cache, 3)?;
+        let [b, _, w] = self.rows.shape[..] else { unreachable!("rank checked") };
+        let l = self.cache.shape[1];
+        check::shape(OP, "cache", &self.cache, &[b, l, w])?;
+        check::dtype(OP, "rows", &self.rows, ACTIVATIONS)?;
+        check::dtype(OP, "cache", &self.cache, &[self.rows.dtype])?;
+        check::unit_last_stride(OP, "rows", &self.rows)?;
+        check::unit_last_stride(OP, "cache", &self.cache)?;
+        check::non_overlapping(OP, "cache", &self.cache)?;
+        check::dtype(OP, "kv_lens", &self.kv_lens, &[DType::I32])?;
+        check::shape(OP, "kv_lens", &self.kv_lens, &[b])?;
+        check::contiguous(OP, "kv_lens", &self.kv_lens)
+    }
+
+    /// A copy: each row read once and written once.
+    fn flops(&self) -> Option<f64> {
+        Some(0.0)
+    }
+
+    fn bytes(&self) -> Option<f64> {
+        let rows = self.rows.numel() * self.rows.dtype.size();
+        Some((2 * rows + self.kv_lens.numel() * 4) as f64)
     }
 }

@@ -67,6 +67,31 @@ pub fn contiguous(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()>
     Err(Error::invalid(op, arg, format!("must be contiguous (row-major), got {t:?}")))
 }
 
+/// Elements along the last dimension are adjacent (any other stride is free).
+pub fn unit_last_stride(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
+    if t.shape.last().is_none_or(|&n| n <= 1) || t.strides.last() == Some(&1) {
+        return Ok(());
+    }
+    Err(Error::invalid(op, arg, format!("elements of the last dimension must be adjacent, got {t:?}")))
+}
+
+/// No two elements share memory: with the dimensions ordered by stride, each stride reaches past the
+/// whole extent of the ones below it. (Sufficient, and what every strided view the model writes meets;
+/// an output must be injective or the result would depend on the order of writes.)
+pub fn non_overlapping(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
+    let mut dims: Vec<(usize, usize)> =
+        t.strides.iter().copied().zip(t.shape.iter().copied()).filter(|&(_, n)| n > 1).collect();
+    dims.sort_unstable();
+    let mut reach = 1usize;
+    for (stride, n) in dims {
+        if stride < reach {
+            return Err(Error::invalid(op, arg, format!("has elements that share memory, got {t:?}")));
+        }
+        reach = stride.saturating_mul(n);
+    }
+    Ok(())
+}
+
 /// Rows of a row-major matrix may be strided (a view into a wider matrix) but elements within a row
 /// must be adjacent.
 pub fn row_major(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {

@@ -2,6 +2,8 @@
 //! round once when writing the output.
 
 use super::check::{self, ACTIVATIONS, FLOATS, FP8};
+use super::Access::{Read, Write};
+use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::rope::RopeParams;
@@ -24,8 +26,12 @@ pub struct RmsNorm {
     pub out: Tensor,
 }
 
-impl RmsNorm {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for RmsNorm {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("weight", &self.weight, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "rms_norm";
         same_shape_rows(OP, ("x", &self.x), ("out", &self.out))?;
         check::dtype(OP, "x", &self.x, ACTIVATIONS)?;
@@ -52,8 +58,12 @@ pub struct Rope {
     pub out: Tensor,
 }
 
-impl Rope {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Rope {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("positions", &self.positions, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "rope";
         for (name, t) in [("x", &self.x), ("out", &self.out)] {
             check::rank(OP, name, t, 3)?;
@@ -79,8 +89,12 @@ pub struct SiluMul {
     pub out: Tensor,
 }
 
-impl SiluMul {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for SiluMul {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("gate", &self.gate, Read), ("up", &self.up, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "silu_mul";
         same_shape_rows(OP, ("gate", &self.gate), ("out", &self.out))?;
         check::shape(OP, "up", &self.up, &self.gate.shape)?;
@@ -100,8 +114,12 @@ pub struct Add {
     pub out: Tensor,
 }
 
-impl Add {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Add {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("a", &self.a, Read), ("b", &self.b, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "add";
         same_shape_rows(OP, ("a", &self.a), ("out", &self.out))?;
         check::shape(OP, "b", &self.b, &self.a.shape)?;
@@ -122,8 +140,21 @@ pub struct Embedding {
     pub out: Tensor,
 }
 
-impl Embedding {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Embedding {
+    /// A lookup reads only the rows it gathers, not the whole table.
+    fn bytes(&self) -> Option<f64> {
+        let rows = self.out.numel() * self.table.dtype.size();
+        Some(
+            (rows + self.ids.numel() * self.ids.dtype.size() + self.out.numel() * self.out.dtype.size())
+                as f64,
+        )
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("table", &self.table, Read), ("ids", &self.ids, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "embedding";
         check::rank(OP, "table", &self.table, 2)?;
         check::dtype(OP, "table", &self.table, ACTIVATIONS)?;
@@ -144,8 +175,12 @@ pub struct Softmax {
     pub out: Tensor,
 }
 
-impl Softmax {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Softmax {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "softmax";
         same_shape_rows(OP, ("x", &self.x), ("out", &self.out))?;
         check::dtype(OP, "x", &self.x, ACTIVATIONS)?;
@@ -162,8 +197,12 @@ pub struct Cast {
     pub out: Tensor,
 }
 
-impl Cast {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Cast {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "cast";
         let floats: Vec<DType> = FLOATS.iter().chain(FP8).copied().collect();
         check::dtype(OP, "x", &self.x, &floats)?;

@@ -12,6 +12,8 @@
 //! or per 128-wide K block, as the backend documents; C rounded once, to nearest even, at the end.
 
 use super::check::{self, ACTIVATIONS, FP8, SCALES};
+use super::Access::{Read, Write};
+use super::{reads, Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -137,8 +139,17 @@ pub struct Gemm {
     pub c: Tensor,
 }
 
-impl Gemm {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Gemm {
+    fn flops(&self) -> Option<f64> {
+        let (m, n, k) = self.dims();
+        Some(2.0 * (m * n * k) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        [reads(self.a.tensors()), reads(self.b.tensors()), vec![("c", &self.c, Write)]].concat()
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "gemm";
         let (m, k) = self.a.validate(OP)?;
         let (_, n, kb) = self.b.validate(OP, 0)?;
@@ -148,7 +159,9 @@ impl Gemm {
         check::shape(OP, "c", &self.c, &[m, n])?;
         check::row_major(OP, "c", &self.c)
     }
+}
 
+impl Gemm {
     /// (M, N, K)
     pub fn dims(&self) -> (usize, usize, usize) {
         let a = self.a.values();
@@ -168,8 +181,22 @@ pub struct GroupedGemm {
     pub c: Tensor,
 }
 
-impl GroupedGemm {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for GroupedGemm {
+    fn flops(&self) -> Option<f64> {
+        let (rows, n, k, _) = self.dims();
+        Some(2.0 * (rows * n * k) as f64)
+    }
+
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        [
+            reads(self.a.tensors()),
+            reads(self.b.tensors()),
+            vec![("expert_offsets", &self.expert_offsets, Read), ("c", &self.c, Write)],
+        ]
+        .concat()
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "grouped_gemm";
         let (rows, k) = self.a.validate(OP)?;
         let (lead, n, kb) = self.b.validate(OP, 1)?;
@@ -181,12 +208,65 @@ impl GroupedGemm {
         check::shape(OP, "c", &self.c, &[rows, n])?;
         check::row_major(OP, "c", &self.c)
     }
+}
 
+impl GroupedGemm {
     /// (rows, N, K, experts)
     pub fn dims(&self) -> (usize, usize, usize, usize) {
         let a = self.a.values();
         let b = self.b.values();
         (a.shape[0], b.shape[1], a.shape[1], b.shape[0])
+    }
+}
+
+/// A strided batch of independent dense products, `c[i] = a[i] · b[i]ᵀ` for each `i < B`: the per-head
+/// products of absorbed MLA (q̃_h = q_nope_h · W_UK[h], o_h = õ_h · W_UV[h]ᵀ) in one launch. a `[B, M, K]`,
+/// b `[B, N, K]`, c `[B, M, N]`, each f32 or bf16. Elements within a row are adjacent in every operand;
+/// a's and c's batch and row strides are free (a head's operand is a slice of a wider row), each batch of
+/// b is a contiguous `[N, K]` matrix at any batch stride (0: one matrix for all), and no two elements of c
+/// may share memory. Numerics: as [`Gemm`], per batch.
+#[derive(Clone, Debug)]
+pub struct BatchedGemm {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub c: Tensor,
+}
+
+impl OpDef for BatchedGemm {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("a", &self.a, Read), ("b", &self.b, Read), ("c", &self.c, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
+        const OP: &str = "batched_gemm";
+        for (arg, t) in [("a", &self.a), ("b", &self.b), ("c", &self.c)] {
+            check::rank(OP, arg, t, 3)?;
+            check::dtype(OP, arg, t, ACTIVATIONS)?;
+            check::unit_last_stride(OP, arg, t)?;
+        }
+        let [batch, m, k] = self.a.shape[..] else { unreachable!("rank checked") };
+        check::condition(OP, "a", self.a.strides[1] >= k || m <= 1, || {
+            format!("rows must not overlap (row stride ≥ K = {k}), got {:?}", self.a)
+        })?;
+        let n = self.b.shape[1];
+        check::shape(OP, "b", &self.b, &[batch, n, k])?;
+        check::condition(OP, "b", self.b.strides[1] == k || n <= 1, || {
+            format!("each batch must be a contiguous [N, K] matrix (row stride {k}), got {:?}", self.b)
+        })?;
+        check::shape(OP, "c", &self.c, &[batch, m, n])?;
+        check::non_overlapping(OP, "c", &self.c)
+    }
+
+    fn flops(&self) -> Option<f64> {
+        let (batch, m, n, k) = self.dims();
+        Some(2.0 * (batch * m * n * k) as f64)
+    }
+}
+
+impl BatchedGemm {
+    /// (B, M, N, K)
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        (self.a.shape[0], self.a.shape[1], self.b.shape[1], self.a.shape[2])
     }
 }
 
@@ -216,8 +296,12 @@ pub struct ActQuant {
 /// The floor on a group's amax, so that an all-zero group gets a finite scale.
 pub const AMAX_FLOOR: f32 = 1e-4;
 
-impl ActQuant {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for ActQuant {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("codes", &self.codes, Write), ("scales", &self.scales, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "act_quant";
         check::rank(OP, "x", &self.x, 2)?;
         check::row_major(OP, "x", &self.x)?;
@@ -248,8 +332,12 @@ pub struct Dequantize {
     pub out: Tensor,
 }
 
-impl Dequantize {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Dequantize {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("codes", &self.codes, Read), ("scales", &self.scales, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "dequantize";
         let w = Weights::BlockFp8 { codes: self.codes.clone(), scales: self.scales.clone() };
         let lead = self.codes.rank().saturating_sub(2);

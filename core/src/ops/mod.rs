@@ -9,42 +9,98 @@ pub mod gemm;
 pub mod moe;
 pub mod sampling;
 
-pub use attention::{MhaAttention, MlaAttention};
+pub use attention::{CacheAppend, MhaAttention, MlaAttention};
 pub use elementwise::{Add, Cast, Embedding, RmsNorm, Rope, SiluMul, Softmax};
-pub use gemm::{ActQuant, Activations, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK};
+pub use gemm::{
+    ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,
+};
 pub use moe::{MoeCombine, MoeDispatch, MoeRoute, RouteConfig, Scoring, TopkMethod};
 pub use sampling::{Argmax, Sample, TopK};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-#[derive(Clone, Debug)]
-pub enum Op {
-    Gemm(Gemm),
-    GroupedGemm(GroupedGemm),
-    ActQuant(ActQuant),
-    Dequantize(Dequantize),
-    MoeRoute(MoeRoute),
-    MoeDispatch(MoeDispatch),
-    MoeCombine(MoeCombine),
-    MlaAttention(MlaAttention),
-    MhaAttention(MhaAttention),
-    RmsNorm(RmsNorm),
-    Rope(Rope),
-    SiluMul(SiluMul),
-    Add(Add),
-    Embedding(Embedding),
-    Softmax(Softmax),
-    Cast(Cast),
-    Argmax(Argmax),
-    TopK(TopK),
-    Sample(Sample),
+/// The op table: each op's variant (named as its struct) and the name reports, filters and case files use.
+/// Adding an op is its struct in one of the modules (with its [`OpDef`]) and one line here; every backend
+/// then has to say whether it supports it.
+macro_rules! op_table {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        #[derive(Clone, Debug)]
+        pub enum Op {
+            $($variant($variant),)*
+        }
+
+        /// Every op name, in the order the support matrix lists them.
+        pub const OP_NAMES: &[&str] = &[$($name),*];
+
+        impl Op {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$variant(_) => $name,)*
+                }
+            }
+
+            fn def(&self) -> &dyn OpDef {
+                match self {
+                    $(Op::$variant(o) => o,)*
+                }
+            }
+        }
+    };
+}
+
+op_table! {
+    Gemm = "gemm",
+    GroupedGemm = "grouped_gemm",
+    BatchedGemm = "batched_gemm",
+    ActQuant = "act_quant",
+    Dequantize = "dequantize",
+    MoeRoute = "moe_route",
+    MoeDispatch = "moe_dispatch",
+    MoeCombine = "moe_combine",
+    MlaAttention = "mla_attention",
+    CacheAppend = "cache_append",
+    MhaAttention = "mha_attention",
+    RmsNorm = "rms_norm",
+    Rope = "rope",
+    SiluMul = "silu_mul",
+    Add = "add",
+    Embedding = "embedding",
+    Softmax = "softmax",
+    Cast = "cast",
+    Argmax = "argmax",
+    TopK = "topk",
+    Sample = "sample",
+}
+
+/// What each op's struct says about itself; [`Op`] forwards to it, so an op's facts live beside its
+/// numerics contract.
+pub trait OpDef {
+    /// Every tensor the op touches, with its argument name and whether it is read or written.
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)>;
+
+    /// The op's own shape, dtype and parameter rules. Bounds, devices and overlapping outputs are checked
+    /// for every op by [`Op::validate`], before and after this.
+    fn validate(&self) -> Result<()>;
+
+    /// Floating-point operations (a multiply-add is 2), where it is not one per output element.
+    fn flops(&self) -> Option<f64> {
+        None
+    }
+
+    /// Bytes the op must move at least once, where it is not every argument once.
+    fn bytes(&self) -> Option<f64> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Read,
+    /// Every element is written; the prior contents do not matter.
     Write,
+    /// Updated in place: the elements the op writes change, every other keeps its value (a cache).
+    Update,
 }
 
 /// Work an op does, for GFLOP/s and GB/s figures: floating-point operations (a multiply-add is 2) and the
@@ -55,122 +111,15 @@ pub struct Cost {
     pub bytes: f64,
 }
 
-/// Every op name, in the order the support matrix lists them.
-pub const OP_NAMES: &[&str] = &[
-    "gemm",
-    "grouped_gemm",
-    "act_quant",
-    "dequantize",
-    "moe_route",
-    "moe_dispatch",
-    "moe_combine",
-    "mla_attention",
-    "mha_attention",
-    "rms_norm",
-    "rope",
-    "silu_mul",
-    "add",
-    "embedding",
-    "softmax",
-    "cast",
-    "argmax",
-    "topk",
-    "sample",
-];
+/// The read arguments of an op, for [`OpDef::args`].
+pub(crate) fn reads<'t>(v: Vec<(&'static str, &'t Tensor)>) -> Vec<(&'static str, &'t Tensor, Access)> {
+    v.into_iter().map(|(n, t)| (n, t, Access::Read)).collect()
+}
 
 impl Op {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Gemm(_) => "gemm",
-            Op::GroupedGemm(_) => "grouped_gemm",
-            Op::ActQuant(_) => "act_quant",
-            Op::Dequantize(_) => "dequantize",
-            Op::MoeRoute(_) => "moe_route",
-            Op::MoeDispatch(_) => "moe_dispatch",
-            Op::MoeCombine(_) => "moe_combine",
-            Op::MlaAttention(_) => "mla_attention",
-            Op::MhaAttention(_) => "mha_attention",
-            Op::RmsNorm(_) => "rms_norm",
-            Op::Rope(_) => "rope",
-            Op::SiluMul(_) => "silu_mul",
-            Op::Add(_) => "add",
-            Op::Embedding(_) => "embedding",
-            Op::Softmax(_) => "softmax",
-            Op::Cast(_) => "cast",
-            Op::Argmax(_) => "argmax",
-            Op::TopK(_) => "topk",
-            Op::Sample(_) => "sample",
-        }
-    }
-
     /// Every tensor the op touches, with its argument name and whether it is read or written.
     pub fn tensors(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        use Access::{Read, Write};
-        fn reads<'t>(v: Vec<(&'static str, &'t Tensor)>) -> Vec<(&'static str, &'t Tensor, Access)> {
-            v.into_iter().map(|(n, t)| (n, t, Access::Read)).collect()
-        }
-        match self {
-            Op::Gemm(g) => [reads(g.a.tensors()), reads(g.b.tensors()), vec![("c", &g.c, Write)]].concat(),
-            Op::GroupedGemm(g) => [
-                reads(g.a.tensors()),
-                reads(g.b.tensors()),
-                vec![("expert_offsets", &g.expert_offsets, Read), ("c", &g.c, Write)],
-            ]
-            .concat(),
-            Op::ActQuant(q) => {
-                vec![("x", &q.x, Read), ("codes", &q.codes, Write), ("scales", &q.scales, Write)]
-            }
-            Op::Dequantize(d) => {
-                vec![("codes", &d.codes, Read), ("scales", &d.scales, Read), ("out", &d.out, Write)]
-            }
-            Op::MoeRoute(r) => {
-                let mut v = vec![("logits", &r.logits, Read)];
-                if let Some(b) = &r.bias {
-                    v.push(("bias", b, Read));
-                }
-                v.extend([("ids", &r.ids, Write), ("weights", &r.weights, Write)]);
-                v
-            }
-            Op::MoeDispatch(d) => vec![
-                ("x", &d.x, Read),
-                ("ids", &d.ids, Read),
-                ("rows", &d.rows, Write),
-                ("expert_offsets", &d.expert_offsets, Write),
-                ("slot_rows", &d.slot_rows, Write),
-            ],
-            Op::MoeCombine(c) => vec![
-                ("expert_out", &c.expert_out, Read),
-                ("slot_rows", &c.slot_rows, Read),
-                ("weights", &c.weights, Read),
-                ("out", &c.out, Write),
-            ],
-            Op::MlaAttention(a) => vec![
-                ("q_latent", &a.q_latent, Read),
-                ("q_pe", &a.q_pe, Read),
-                ("kv_cache", &a.kv_cache, Read),
-                ("kv_lens", &a.kv_lens, Read),
-                ("out", &a.out, Write),
-            ],
-            Op::MhaAttention(a) => vec![
-                ("q", &a.q, Read),
-                ("k", &a.k, Read),
-                ("v", &a.v, Read),
-                ("kv_lens", &a.kv_lens, Read),
-                ("out", &a.out, Write),
-            ],
-            Op::RmsNorm(n) => vec![("x", &n.x, Read), ("weight", &n.weight, Read), ("out", &n.out, Write)],
-            Op::Rope(r) => vec![("x", &r.x, Read), ("positions", &r.positions, Read), ("out", &r.out, Write)],
-            Op::SiluMul(s) => vec![("gate", &s.gate, Read), ("up", &s.up, Read), ("out", &s.out, Write)],
-            Op::Add(a) => vec![("a", &a.a, Read), ("b", &a.b, Read), ("out", &a.out, Write)],
-            Op::Embedding(e) => {
-                vec![("table", &e.table, Read), ("ids", &e.ids, Read), ("out", &e.out, Write)]
-            }
-            Op::Softmax(s) => vec![("x", &s.x, Read), ("out", &s.out, Write)],
-            Op::Cast(c) => vec![("x", &c.x, Read), ("out", &c.out, Write)],
-            Op::Argmax(a) => vec![("x", &a.x, Read), ("out", &a.out, Write)],
-            Op::TopK(t) => vec![("x", &t.x, Read), ("values", &t.values, Write), ("ids", &t.ids, Write)],
-            Op::Sample(s) => vec![("logits", &s.logits, Read), ("out", &s.out, Write)],
-        }
+        self.def().args()
     }
 
     /// Shapes, dtypes and buffer bounds; outputs that overlap any other argument are rejected (in-place
@@ -187,29 +136,9 @@ impl Op {
                 format!("lives on {} but the op's first argument lives on {device}", t.buffer.device_id())
             })?;
         }
-        match self {
-            Op::Gemm(o) => o.validate(),
-            Op::GroupedGemm(o) => o.validate(),
-            Op::ActQuant(o) => o.validate(),
-            Op::Dequantize(o) => o.validate(),
-            Op::MoeRoute(o) => o.validate(),
-            Op::MoeDispatch(o) => o.validate(),
-            Op::MoeCombine(o) => o.validate(),
-            Op::MlaAttention(o) => o.validate(),
-            Op::MhaAttention(o) => o.validate(),
-            Op::RmsNorm(o) => o.validate(),
-            Op::Rope(o) => o.validate(),
-            Op::SiluMul(o) => o.validate(),
-            Op::Add(o) => o.validate(),
-            Op::Embedding(o) => o.validate(),
-            Op::Softmax(o) => o.validate(),
-            Op::Cast(o) => o.validate(),
-            Op::Argmax(o) => o.validate(),
-            Op::TopK(o) => o.validate(),
-            Op::Sample(o) => o.validate(),
-        }?;
+        self.def().validate()?;
         for (i, (arg, out, access)) in tensors.iter().enumerate() {
-            if *access != Access::Write {
+            if *access == Access::Read {
                 continue;
             }
             for (j, (other, t, _)) in tensors.iter().enumerate() {
@@ -226,46 +155,14 @@ impl Op {
     }
 
     pub fn cost(&self) -> Cost {
-        let bytes_of = |pred: &dyn Fn(Access) -> bool| -> f64 {
-            self.tensors()
-                .iter()
-                .filter(|(_, _, a)| pred(*a))
-                .map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64)
-                .sum()
-        };
-        let bytes = match self {
-            // A lookup reads only the rows it gathers, not the whole table.
-            Op::Embedding(e) => {
-                let rows = e.out.numel() * e.table.dtype.size();
-                (rows + e.ids.numel() * e.ids.dtype.size() + e.out.numel() * e.out.dtype.size()) as f64
-            }
-            _ => bytes_of(&|_| true),
-        };
-        let flops = match self {
-            Op::Gemm(g) => {
-                let (m, n, k) = g.dims();
-                2.0 * (m * n * k) as f64
-            }
-            Op::GroupedGemm(g) => {
-                let (rows, n, k, _) = g.dims();
-                2.0 * (rows * n * k) as f64
-            }
-            Op::MlaAttention(a) => {
-                let (b, t, h, dc, dr, l) = a.dims();
-                // Upper bound: every query against the whole cache (causal masking does less).
-                2.0 * (b * t * h * l * (dc + dr + dc)) as f64
-            }
-            Op::MhaAttention(a) => {
-                let (b, t, h, dk, dv, l) = a.dims();
-                2.0 * (b * t * h * l * (dk + dv)) as f64
-            }
-            _ => self
-                .tensors()
-                .iter()
-                .filter(|(_, _, a)| *a == Access::Write)
-                .map(|(_, t, _)| t.numel() as f64)
-                .sum(),
-        };
+        let tensors = self.tensors();
+        let bytes = self
+            .def()
+            .bytes()
+            .unwrap_or_else(|| tensors.iter().map(|(_, t, _)| (t.numel() * t.dtype.size()) as f64).sum());
+        let flops = self.def().flops().unwrap_or_else(|| {
+            tensors.iter().filter(|(_, _, a)| *a != Access::Read).map(|(_, t, _)| t.numel() as f64).sum()
+        });
         Cost { flops, bytes }
     }
 }

@@ -2,6 +2,8 @@
 //! combine. Everything stays on the device: no op here needs the host to read routing results.
 
 use super::check::{self, ACTIVATIONS};
+use super::Access::{Read, Write};
+use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -56,8 +58,19 @@ pub struct MoeRoute {
     pub weights: Tensor,
 }
 
-impl MoeRoute {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MoeRoute {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        {
+            let mut v = vec![("logits", &self.logits, Read)];
+            if let Some(b) = &self.bias {
+                v.push(("bias", b, Read));
+            }
+            v.extend([("ids", &self.ids, Write), ("weights", &self.weights, Write)]);
+            v
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "moe_route";
         let c = &self.config;
         check::rank(OP, "logits", &self.logits, 2)?;
@@ -122,8 +135,18 @@ pub struct MoeDispatch {
     pub slot_rows: Tensor,
 }
 
-impl MoeDispatch {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MoeDispatch {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("x", &self.x, Read),
+            ("ids", &self.ids, Read),
+            ("rows", &self.rows, Write),
+            ("expert_offsets", &self.expert_offsets, Write),
+            ("slot_rows", &self.slot_rows, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "moe_dispatch";
         check::rank(OP, "x", &self.x, 2)?;
         check::row_major(OP, "x", &self.x)?;
@@ -158,8 +181,17 @@ pub struct MoeCombine {
     pub out: Tensor,
 }
 
-impl MoeCombine {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for MoeCombine {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![
+            ("expert_out", &self.expert_out, Read),
+            ("slot_rows", &self.slot_rows, Read),
+            ("weights", &self.weights, Read),
+            ("out", &self.out, Write),
+        ]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "moe_combine";
         check::rank(OP, "weights", &self.weights, 2)?;
         check::dtype(OP, "weights", &self.weights, &[DType::F32])?;

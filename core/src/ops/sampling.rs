@@ -1,6 +1,8 @@
 //! Choosing tokens: argmax, top-k, and seeded sampling that every backend reproduces exactly.
 
 use super::check::{self, ACTIVATIONS};
+use super::Access::{Read, Write};
+use super::{Access, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -19,8 +21,12 @@ pub struct Argmax {
     pub out: Tensor,
 }
 
-impl Argmax {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Argmax {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "argmax";
         check_rows(OP, &self.x)?;
         check::dtype(OP, "out", &self.out, &[DType::I32])?;
@@ -39,8 +45,12 @@ pub struct TopK {
     pub ids: Tensor,
 }
 
-impl TopK {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for TopK {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("x", &self.x, Read), ("values", &self.values, Write), ("ids", &self.ids, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "topk";
         check_rows(OP, &self.x)?;
         let (r, n) = (self.x.shape[0], self.x.shape[1]);
@@ -73,8 +83,12 @@ pub struct Sample {
     pub out: Tensor,
 }
 
-impl Sample {
-    pub fn validate(&self) -> Result<()> {
+impl OpDef for Sample {
+    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+        vec![("logits", &self.logits, Read), ("out", &self.out, Write)]
+    }
+
+    fn validate(&self) -> Result<()> {
         const OP: &str = "sample";
         check_rows(OP, &self.logits)?;
         check::condition(OP, "temperature", self.temperature.is_finite() && self.temperature >= 0.0, || {

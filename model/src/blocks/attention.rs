@@ -5,9 +5,9 @@
 //! (`kv_lora_rank + qk_rope_head_dim` values). RoPE rotates the checkpoint's interleaved pairs (DeepSeek's
 //! reference convention) for both the queries and the cached key.
 
-use dsv3_core::ops::attention::MlaAttention;
+use dsv3_core::ops::attention::{CacheAppend, MlaAttention};
 use dsv3_core::ops::elementwise::{RmsNorm, Rope};
-use dsv3_core::ops::gemm::{Activations, Gemm, Weights};
+use dsv3_core::ops::gemm::{BatchedGemm, Weights};
 use dsv3_core::{DType, Op, Result, Tensor};
 
 use crate::config::ModelConfig;
@@ -22,7 +22,6 @@ enum QProj {
 pub(crate) struct Attention {
     /// The exec this block, the layer's residual stream and its cache live on.
     pub exec: usize,
-    layer: usize,
     attn_norm: Tensor,
     ffn_norm: Tensor,
     q: QProj,
@@ -58,7 +57,6 @@ impl Attention {
         )?;
         Ok(Attention {
             exec,
-            layer,
             attn_norm: up.float(&format!("{p}input_layernorm.weight"))?,
             ffn_norm: up.float(&format!("{p}post_attention_layernorm.weight"))?,
             q,
@@ -99,13 +97,32 @@ impl Attention {
             }
             QProj::Direct(w) => e.linear(x, w, act)?,
         };
-        // The new tokens' latents go straight into the cache: c_kv normalized, k_pe rotated. A captured step
-        // leaves the write out of its graphs, to be made at each replay (`Segment::Latents`).
+        // The new tokens' latents (c_kv normalized, k_pe rotated) for every sequence at once, then appended
+        // to the cache at the positions the device reads from kv_lens: three launches for any batch, and
+        // nothing in them depends on where the sequences are (a captured step replays anywhere).
         let kv = e.linear(x, &self.kv_a, act)?;
-        match s.capture {
-            Some(capture) => capture.cut_for_latents(self.layer, &kv)?,
-            None => self.write_latents(s, cfg, cache, &kv)?,
-        }
+        let width = dc + dr;
+        let latents = e.tmp(&[rows, width], act)?;
+        let norm = RmsNorm {
+            x: view(&kv, 0, &[rows, dc], &[width, 1]),
+            weight: self.kv_norm.clone(),
+            eps: e.eps,
+            out: view(&latents, 0, &[rows, dc], &[width, 1]),
+        };
+        e.launch(Op::RmsNorm(norm))?;
+        let rope = Rope {
+            x: view(&kv, dc, &[rows, 1, dr], &[width, dr, 1]),
+            positions: inputs.positions.clone(),
+            params: cfg.rope(),
+            out: view(&latents, dc, &[rows, 1, dr], &[width, dr, 1]),
+        };
+        e.launch(Op::Rope(rope))?;
+        let append = CacheAppend {
+            rows: latents.reshape(&[s.batch, s.t, width])?,
+            kv_lens: inputs.kv_lens.clone(),
+            cache: cache.clone(),
+        };
+        e.launch(Op::CacheAppend(append))?;
         let q_pe = e.tmp(&[rows, heads, dr], act)?;
         let rope = Rope {
             x: view(&q, dn, &[rows, heads, dr], &[heads * qk, qk, 1]),
@@ -134,51 +151,17 @@ impl Attention {
     }
 }
 
-impl Attention {
-    /// Writes the step's latent rows `kv` (`[rows, kv_lora_rank + qk_rope_head_dim]`) into `cache` at each
-    /// sequence's positions: `c_kv` through the layer's norm, `k_pe` rotated.
-    pub fn write_latents(&self, s: &Step, cfg: &ModelConfig, cache: &Tensor, kv: &Tensor) -> Result<()> {
-        let e = s.exec(self.exec);
-        let inputs = &s.inputs[self.exec];
-        let (dr, dc) = (cfg.qk_rope_head_dim, cfg.kv_lora_rank);
-        let width = dc + dr;
-        let capacity = cache.shape[1];
-        for (b, &start) in s.starts.iter().enumerate() {
-            let src = b * s.t * width;
-            let dst = (b * capacity + start) * width;
-            let norm = RmsNorm {
-                x: view(kv, src, &[s.t, dc], &[width, 1]),
-                weight: self.kv_norm.clone(),
-                eps: e.eps,
-                out: view(cache, dst, &[s.t, dc], &[width, 1]),
-            };
-            e.launch(Op::RmsNorm(norm))?;
-            let rope = Rope {
-                x: view(kv, src + dc, &[s.t, 1, dr], &[width, dr, 1]),
-                positions: view(&inputs.positions, b * s.t, &[s.t], &[1]),
-                params: cfg.rope(),
-                out: view(cache, dst + dc, &[s.t, 1, dr], &[width, dr, 1]),
-            };
-            e.launch(Op::Rope(rope))?;
-        }
-        Ok(())
-    }
-}
-
-/// One GEMM per head: `out[:, h] = x[:, h, 0..k] · w[h]ᵀ`, where each row of `x` holds the heads' operands
-/// `stride` values apart and `w` is `[H, N, K]`; `out` is `[rows, H·N]`. (A batched GEMM op would make this
-/// one launch.)
+/// Every head's product in one launch: `out[:, h] = x[:, h, 0..k] · w[h]ᵀ`, where each row of `x` holds
+/// the heads' operands `stride` values apart and `w` is `[H, N, K]`; `out` is `[rows, H·N]`.
 fn per_head(e: &Exec, x: &Tensor, stride: usize, k: usize, w: &Tensor) -> Result<Tensor> {
     let (heads, n) = (w.shape[0], w.shape[1]);
     let rows = x.shape[0];
     let out = e.tmp(&[rows, heads * n], e.act)?;
-    for h in 0..heads {
-        let gemm = Gemm {
-            a: Activations::Dense(view(x, h * stride, &[rows, k], &[heads * stride, 1])),
-            b: Weights::Dense(view(w, h * n * k, &[n, k], &[k, 1])),
-            c: view(&out, h * n, &[rows, n], &[heads * n, 1]),
-        };
-        e.launch(Op::Gemm(gemm))?;
-    }
+    let gemm = BatchedGemm {
+        a: view(x, 0, &[heads, rows, k], &[stride, heads * stride, 1]),
+        b: w.clone(),
+        c: view(&out, 0, &[heads, rows, n], &[n, heads * n, 1]),
+    };
+    e.launch(Op::BatchedGemm(gemm))?;
     Ok(out)
 }

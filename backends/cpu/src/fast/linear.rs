@@ -7,7 +7,9 @@ use crate::bind::{typed, typed_mut, Args, In};
 use crate::checks;
 use dsv3_core::fp8::ue8m0;
 use dsv3_core::ops::gemm::{blocks, AMAX_FLOOR};
-use dsv3_core::ops::{ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK};
+use dsv3_core::ops::{
+    ActQuant, Activations, BatchedGemm, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,
+};
 use dsv3_core::{DType, Result};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -114,6 +116,39 @@ pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
         let b = rhs(OP, &op.b, &b_all[e * b_bytes..(e + 1) * b_bytes], b_scales_e)?;
         let rows_bytes = &mut c.bytes[lo * ldc * size..((hi - 1) * ldc + n) * size];
         gemm::gemm(hi - lo, n, k, a, b, out(OP, c.t.dtype, rows_bytes, ldc)?);
+    }
+    Ok(())
+}
+
+/// One batch at a time, each a full parallel GEMM on its strided slices of a, b and c.
+pub fn batched_gemm(op: &BatchedGemm, mut args: Args) -> Result<()> {
+    const OP: &str = "batched_gemm";
+    let (batch, m, n, k) = op.dims();
+    let (a, b) = (args.input("a")?, args.input("b")?);
+    let c = args.output("c")?;
+    let (a_dtype, b_dtype, c_dtype) = (a.t.dtype, b.t.dtype, c.t.dtype);
+    let [sa, lda, _] = a.t.strides[..] else { unreachable!("validated rank 3") };
+    let sb = b.t.strides[0];
+    let [sc, ldc, _] = c.t.strides[..] else { unreachable!("validated rank 3") };
+    let (lda, ldc) = (lda.max(k), ldc.max(n));
+    let c_size = c_dtype.size();
+    for i in 0..batch {
+        if m == 0 || n == 0 {
+            break;
+        }
+        // With K = 0 the operands are empty views and C is zeros: `get` keeps those slices empty.
+        let lhs = match a_dtype {
+            DType::F32 => Lhs::F32 { data: typed(OP, "a", a.bytes)?.get(i * sa..).unwrap_or(&[]), lda },
+            _ => Lhs::Bf16 { data: typed(OP, "a", a.bytes)?.get(i * sa..).unwrap_or(&[]), lda },
+        };
+        let (b_start, b_len) = (i * sb * b_dtype.size(), n * k * b_dtype.size());
+        let b_bytes = b.bytes.get(b_start..b_start + b_len).unwrap_or(&[]);
+        let rhs = match b_dtype {
+            DType::F32 => Rhs::F32(typed(OP, "b", b_bytes)?),
+            _ => Rhs::Bf16(typed(OP, "b", b_bytes)?),
+        };
+        let c_bytes = &mut c.bytes[i * sc * c_size..][..((m - 1) * ldc + n) * c_size];
+        gemm::gemm(m, n, k, lhs, rhs, out(OP, c_dtype, c_bytes, ldc)?);
     }
     Ok(())
 }

@@ -3,7 +3,9 @@ use crate::bind::{Args, In};
 use crate::checks;
 use dsv3_core::fp8::{ue8m0, Overflow};
 use dsv3_core::ops::gemm::{blocks, AMAX_FLOOR};
-use dsv3_core::ops::{ActQuant, Activations, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK};
+use dsv3_core::ops::{
+    ActQuant, Activations, BatchedGemm, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,
+};
 use dsv3_core::Result;
 use rayon::prelude::*;
 
@@ -69,6 +71,19 @@ pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
         let (lo, hi) = (offsets[e], offsets[e + 1]);
         let part = matmul(&a[lo * k..hi * k], &b[e * n * k..(e + 1) * n * k], hi - lo, k, n);
         c[lo * n..hi * n].copy_from_slice(&part);
+    }
+    args.output("c")?.write_f64(&c);
+    Ok(())
+}
+
+pub fn batched_gemm(op: &BatchedGemm, mut args: Args) -> Result<()> {
+    let (batch, m, n, k) = op.dims();
+    // Both operands in logical order: a `[B, M, K]`, b `[B, N, K]`, whatever their strides.
+    let a = args.input("a")?.to_f64();
+    let b = args.input("b")?.to_f64();
+    let mut c = Vec::with_capacity(batch * m * n);
+    for i in 0..batch {
+        c.extend(matmul(&a[i * m * k..(i + 1) * m * k], &b[i * n * k..(i + 1) * n * k], m, k, n));
     }
     args.output("c")?.write_f64(&c);
     Ok(())

@@ -8,6 +8,8 @@ mod moe;
 mod rows;
 mod sampling;
 
+pub(crate) use rows::cache_append;
+
 use crate::bind::Args;
 use dsv3_core::{Op, Result};
 
@@ -15,12 +17,14 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
     match op {
         Op::Gemm(o) => gemm::gemm(o, args),
         Op::GroupedGemm(o) => gemm::grouped_gemm(o, args),
+        Op::BatchedGemm(o) => gemm::batched_gemm(o, args),
         Op::ActQuant(o) => gemm::act_quant(o, args),
         Op::Dequantize(_) => gemm::dequantize(args),
         Op::MoeRoute(o) => moe::route(o, args),
         Op::MoeDispatch(o) => moe::dispatch(o, args),
         Op::MoeCombine(_) => moe::combine(args),
         Op::MlaAttention(o) => attention::mla(o, args),
+        Op::CacheAppend(_) => rows::cache_append(args),
         Op::MhaAttention(o) => attention::mha(o, args),
         Op::RmsNorm(o) => rows::rms_norm(o, args),
         Op::Rope(o) => rows::rope(o, args),

@@ -1,7 +1,7 @@
 use crate::bind::Args;
 use crate::checks;
 use dsv3_core::ops::{RmsNorm, Rope};
-use dsv3_core::Result;
+use dsv3_core::{Error, Result};
 
 pub fn rms_norm(op: &RmsNorm, mut args: Args) -> Result<()> {
     let x = args.input("x")?.to_f64();
@@ -87,5 +87,31 @@ pub fn softmax(mut args: Args) -> Result<()> {
 pub fn cast(mut args: Args) -> Result<()> {
     let x = args.input("x")?.to_f64();
     args.output("out")?.write_f64(&x);
+    Ok(())
+}
+
+/// A copy of bytes, exact in both CPU modes (the fast mode calls this too). Every length is checked
+/// before anything is written, so a bad one leaves the cache as it was.
+pub fn cache_append(mut args: Args) -> Result<()> {
+    const OP: &str = "cache_append";
+    let rows = args.input("rows")?;
+    let lens = args.input("kv_lens")?.i32s();
+    let cache = args.output("cache")?;
+    let ([_, t, w], l) =
+        (<[usize; 3]>::try_from(&rows.t.shape[..]).expect("validated rank 3"), cache.t.shape[1]);
+    if let Some((b, len)) = lens.iter().enumerate().find(|(_, &len)| len < t as i32 || len as i64 > l as i64)
+    {
+        let why = format!("sequence {b}: length {len} must hold the step's {t} rows and fit the cache's {l}");
+        return Err(Error::invalid(OP, "kv_lens", why));
+    }
+    let size = rows.t.dtype.size();
+    for (b, &len) in lens.iter().enumerate() {
+        for i in 0..t {
+            let src = (b * rows.t.strides[0] + i * rows.t.strides[1]) * size;
+            let pos = len as usize - t + i;
+            let dst = (b * cache.t.strides[0] + pos * cache.t.strides[1]) * size;
+            cache.bytes[dst..dst + w * size].copy_from_slice(&rows.bytes[src..src + w * size]);
+        }
+    }
     Ok(())
 }

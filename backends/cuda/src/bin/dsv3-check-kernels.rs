@@ -1,6 +1,9 @@
 //! Compiles every kernel variant of the catalog with NVRTC for the given architectures, prints registers,
 //! spills and shared memory per kernel (ptxas's report), optionally writes the CUBINs, and exits non-zero
-//! on any compile error or on a kernel file the catalog does not cover. No GPU or driver is needed.
+//! on any compile error, on a kernel file the catalog does not cover, and on a kernel that could not run:
+//! one whose registers cannot hold its largest block (`Kernel::max_block`, which the emulator enforces on
+//! every launch) in one multiprocessor's register file, or that spills registers to local memory. No GPU
+//! or driver is needed: ptxas's report (NVRTC's log with `-Xptxas -v`, see nvrtc.rs) carries all of it.
 //!
 //! `dsv3-check-kernels --arch sm_80 --arch sm_90a [--out DIR]`
 
@@ -17,12 +20,35 @@ struct Usage {
     spill_stores: u32,
     spill_loads: u32,
     shared: u32,
+    /// Whether the log held the "Used N registers" line at all (without it nothing above was checked).
+    reported: bool,
 }
 
 /// The number in front of `unit` in `line` ("Used 40 registers, 4096 bytes smem" → 40 / 4096).
 fn number_before(line: &str, unit: &str) -> Option<u32> {
     let at = line.find(unit)?;
     line[..at].split(|c: char| !c.is_ascii_digit()).rev().find(|s| !s.is_empty())?.parse().ok()
+}
+
+/// 32-bit registers in one multiprocessor's register file, and the most one block may use: 64 K on every
+/// architecture CI compiles for (sm_80, sm_90a; CUDA C Programming Guide, "Technical Specifications per
+/// Compute Capability").
+const REGISTER_FILE: u32 = 64 * 1024;
+
+/// Registers are given to a warp in units of 256 (the occupancy calculator's "register allocation unit
+/// size", per warp): 8 per thread.
+const REGISTER_UNIT: u32 = 256;
+
+/// Why a block of `threads` threads of a kernel using `registers` each cannot launch, if it cannot.
+fn block_unfit(registers: u32, threads: u32) -> Option<String> {
+    let per_warp = (registers * 32).div_ceil(REGISTER_UNIT) * REGISTER_UNIT;
+    let needed = threads.div_ceil(32) * per_warp;
+    (needed > REGISTER_FILE).then(|| {
+        format!(
+            "{registers} registers × {threads} threads need {needed} registers (allocated per warp in units              of {REGISTER_UNIT}), over the {REGISTER_FILE} of a block: at most {} per thread at this size",
+            REGISTER_FILE / threads.div_ceil(32) / REGISTER_UNIT * REGISTER_UNIT / 32
+        )
+    })
 }
 
 fn parse_usage(log: &str) -> Usage {
@@ -34,6 +60,7 @@ fn parse_usage(log: &str) -> Usage {
         }
         if line.contains("Used") && line.contains("registers") {
             u.registers = number_before(line, "registers").unwrap_or(0);
+            u.reported = true;
             u.shared = number_before(line, "bytes smem").unwrap_or(0);
         }
     }
@@ -105,6 +132,20 @@ fn check(arch: &str, index: usize, v: &Variant, out: Option<&PathBuf>, failures:
             let u = parse_usage(&c.log);
             let spills = format!("{}/{}", u.spill_stores, u.spill_loads);
             println!("{arch:<8} {:<70} {:>5} {spills:>13} {:>8}", v.key(), u.registers, u.shared);
+            if !u.reported {
+                failures.push(format!("{arch} {}: ptxas reported no register usage to check", v.key()));
+            }
+            if let Some(why) = block_unfit(u.registers, v.kernel.max_block) {
+                failures.push(format!("{arch} {}: cannot launch its largest block: {why}", v.key()));
+            }
+            if u.spill_stores + u.spill_loads > 0 {
+                failures.push(format!(
+                    "{arch} {}: spills registers ({} bytes stored, {} loaded per thread to local memory)",
+                    v.key(),
+                    u.spill_stores,
+                    u.spill_loads
+                ));
+            }
             let Image::Cubin(bytes) = &c.image else {
                 failures.push(format!(
                     "{arch} {}: NVRTC {arch} gave PTX, not a CUBIN (architecture unknown to it)",
@@ -139,8 +180,22 @@ mod tests {
                    ptxas info    : Used 128 registers, used 1 barriers, 16640 bytes smem, 400 bytes cmem[0]\n";
         assert_eq!(
             parse_usage(log),
-            Usage { registers: 128, spill_stores: 16, spill_loads: 12, shared: 16640 }
+            Usage { registers: 128, spill_stores: 16, spill_loads: 12, shared: 16640, reported: true }
         );
         assert_eq!(parse_usage(""), Usage::default());
+    }
+
+    #[test]
+    fn blocks_fit_the_register_file_as_warps_are_given_registers() {
+        // 64 registers at 1024 threads fill the 64 K exactly; 65 round up to 72 per thread and do not fit.
+        assert_eq!(block_unfit(64, 1024), None);
+        let why = block_unfit(65, 1024).unwrap();
+        assert!(why.contains("73728") && why.contains("at most 64 per thread"), "{why}");
+        // 255 (the most ptxas gives a thread) fit at 256 threads, not at 512.
+        assert_eq!(block_unfit(255, 256), None);
+        assert!(block_unfit(255, 512).unwrap().contains("at most 128 per thread"));
+        // A partial warp is given a whole warp's registers.
+        assert_eq!(block_unfit(64, 993), None);
+        assert!(block_unfit(128, 513).is_some());
     }
 }

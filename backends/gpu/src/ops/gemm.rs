@@ -6,7 +6,9 @@ use crate::device::Ctx;
 use crate::kernels::{self, Variant};
 use crate::launch::{grid_2d, Launch, Params, BLOCK};
 use dsv3_core::ops::gemm::blocks;
-use dsv3_core::ops::{ActQuant, Activations, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights};
+use dsv3_core::ops::{
+    ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights,
+};
 use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
 /// gemm rows at or below which the decode kernel runs (it reads every weight once for all rows).
@@ -19,11 +21,34 @@ const TILE: usize = 64;
 const TILE_THREADS: u32 = 256;
 /// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
 const MAX_N: usize = 65535 * TILE;
+/// Batches go along the grid's z.
+const MAX_BATCH: usize = 65535;
+
+/// Elements between consecutive batches of A, B and C (batched_gemm; one batch elsewhere).
+#[derive(Clone, Copy)]
+struct Batch {
+    count: usize,
+    strides: [usize; 3],
+}
+
+impl Batch {
+    const ONE: Batch = Batch { count: 1, strides: [0; 3] };
+}
 
 pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
     let (a, b) = match op {
         Op::Gemm(o) => (&o.a, &o.b),
         Op::GroupedGemm(o) => (&o.a, &o.b),
+        Op::BatchedGemm(o) => {
+            let (batch, _, n, _) = o.dims();
+            return if n > MAX_N {
+                Support::Unsupported { reason: format!("N = {n}: more than 65535 column tiles of {TILE}") }
+            } else if batch > MAX_BATCH {
+                Support::Unsupported { reason: format!("{batch} batches: the grid's z holds {MAX_BATCH}") }
+            } else {
+                Support::Native
+            };
+        }
         // act_quant, dequantize: f32 arithmetic; FP8 codes are converted with integer operations, as in
         // every kernel (cast included).
         _ => return Support::Native,
@@ -76,14 +101,33 @@ fn matmul_variant(kernel: kernels::Kernel, a: Operand, b: Operand, c: DType, gro
 }
 
 pub fn gemm(l: &Launch, o: &Gemm) -> Result<()> {
-    matmul(l, &o.a, &o.b, &o.c, None)
+    matmul(l, &o.a, &o.b, &o.c, None, Batch::ONE)
 }
 
 pub fn grouped_gemm(l: &Launch, o: &GroupedGemm) -> Result<()> {
-    matmul(l, &o.a, &o.b, &o.c, Some(&o.expert_offsets))
+    matmul(l, &o.a, &o.b, &o.c, Some(&o.expert_offsets), Batch::ONE)
 }
 
-fn matmul(l: &Launch, a: &Activations, b: &Weights, c: &Tensor, offsets: Option<&Tensor>) -> Result<()> {
+/// gemm's kernels on batch 0's matrices, the grid's z walking the batches.
+pub fn batched_gemm(l: &Launch, o: &BatchedGemm) -> Result<()> {
+    let matrix =
+        |t: &Tensor| Tensor { shape: t.shape[1..].to_vec(), strides: t.strides[1..].to_vec(), ..t.clone() };
+    let batch = Batch { count: o.a.shape[0], strides: [o.a.strides[0], o.b.strides[0], o.c.strides[0]] };
+    if batch.count == 0 {
+        return Ok(());
+    }
+    let (a, b) = (Activations::Dense(matrix(&o.a)), Weights::Dense(matrix(&o.b)));
+    matmul(l, &a, &b, &matrix(&o.c), None, batch)
+}
+
+fn matmul(
+    l: &Launch,
+    a: &Activations,
+    b: &Weights,
+    c: &Tensor,
+    offsets: Option<&Tensor>,
+    batch: Batch,
+) -> Result<()> {
     let (av, bv) = (a.values(), b.values());
     let (rows, k) = (av.shape[0], av.shape[1]);
     let lead = bv.rank() - 2;
@@ -109,9 +153,10 @@ fn matmul(l: &Launch, a: &Activations, b: &Weights, c: &Tensor, offsets: Option<
         let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
         grid_2d(tiles as u64, n.div_ceil(TILE) as u64, TILE_THREADS)
     };
-    let dims = dims.ok_or_else(|| {
+    let mut dims = dims.ok_or_else(|| {
         Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
     })?;
+    dims.grid[2] = batch.count as u32; // at most MAX_BATCH: `supports` said so before the launch
     let a_scales = match a {
         Activations::Fp8 { scales, .. } => l.addr("a_scales", scales)?,
         Activations::Dense(_) => 0,
@@ -140,7 +185,10 @@ fn matmul(l: &Launch, a: &Activations, b: &Weights, c: &Tensor, offsets: Option<
         .addr(offsets)
         .u(experts)
         .addr(l.err())
-        .u(site as usize);
+        .u(site as usize)
+        .u(batch.strides[0])
+        .u(batch.strides[1])
+        .u(batch.strides[2]);
     l.run(&f, dims, params)
 }
 

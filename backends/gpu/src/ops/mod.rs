@@ -3,6 +3,7 @@
 //! for every runtime; what differs per device (warp width, FP8 matrix units) comes from the [`Ctx`].
 
 mod attention;
+mod cache;
 mod elementwise;
 mod gemm;
 mod moe;
@@ -21,6 +22,7 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
     match op {
         Op::Gemm(o) => gemm::gemm(l, o),
         Op::GroupedGemm(o) => gemm::grouped_gemm(l, o),
+        Op::BatchedGemm(o) => gemm::batched_gemm(l, o),
         Op::ActQuant(o) => gemm::act_quant(l, o),
         Op::Dequantize(o) => gemm::dequantize(l, o),
         Op::MoeRoute(o) => moe::route(l, o),
@@ -28,6 +30,7 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
         Op::MoeCombine(o) => moe::combine(l, o),
         Op::MlaAttention(o) => attention::mla(l, o),
         Op::MhaAttention(o) => attention::mha(l, o),
+        Op::CacheAppend(o) => cache::cache_append(l, o),
         Op::RmsNorm(o) => rows::rms_norm(l, o),
         Op::Softmax(o) => rows::softmax(l, o),
         Op::Rope(o) => rows::rope(l, o),
@@ -44,11 +47,13 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
 /// Whether the kernels run `op` with these dtypes and shapes, asked of the module that launches it.
 pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     match op {
-        Op::Gemm(_) | Op::GroupedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => gemm::supports(ctx, op),
+        Op::Gemm(_) | Op::GroupedGemm(_) | Op::BatchedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => {
+            gemm::supports(ctx, op)
+        }
         Op::MoeRoute(_) | Op::MoeDispatch(_) | Op::MoeCombine(_) => moe::supports(ctx, op),
         Op::MlaAttention(_) | Op::MhaAttention(_) => attention::supports(ctx, op),
         Op::RmsNorm(_) | Op::Softmax(_) | Op::Rope(_) | Op::Embedding(_) => rows::supports(ctx, op),
-        Op::Add(_) | Op::SiluMul(_) | Op::Cast(_) => Support::Native,
+        Op::Add(_) | Op::SiluMul(_) | Op::Cast(_) | Op::CacheAppend(_) => Support::Native,
         Op::Argmax(_) | Op::TopK(_) | Op::Sample(_) => select::supports(ctx, op),
     }
 }
@@ -61,6 +66,7 @@ pub fn catalog() -> Vec<Variant> {
         gemm::catalog(),
         moe::catalog(),
         attention::catalog(),
+        cache::catalog(),
         rows::catalog(),
         select::catalog(),
     ]

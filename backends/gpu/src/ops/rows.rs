@@ -1,5 +1,6 @@
-//! Row-wise ops: rms_norm and softmax (one block per row, rows.cu), rope (one thread per rotated pair),
-//! embedding (one block per token, ids checked on the device).
+//! Row-wise ops: rms_norm and softmax (one block per row, rows.cu; softmax over long rows spread over many
+//! blocks, softmax_split.cu), rope (one thread per rotated pair), embedding (one block per token, ids
+//! checked on the device).
 
 use super::row_stride;
 use crate::device::Ctx;
@@ -22,11 +23,32 @@ pub(super) fn row_block(n: usize) -> u32 {
     }
 }
 
-/// Whether `rows` blocks fit the grid, for ops with one block per row.
-pub(super) fn rows_fit(rows: usize) -> Support {
-    if rows as u64 > MAX_GRID_X {
+/// Elements per block when a row is spread over several ([`row_chunks`]); a block of [`BLOCK`] threads
+/// then loads 8 per thread per pass, and V3's vocabulary (129280) becomes 63 blocks per row.
+pub(super) const ROW_CHUNK: usize = 2048;
+
+/// Rows at least this long are spread over blocks of [`ROW_CHUNK`] elements: one block per row leaves a
+/// GPU's other multiprocessors idle when rows are few (4 rows of the vocabulary were 4 blocks on 132 SMs).
+/// Shorter rows stay one block each, where the extra launches would cost more than they save.
+pub(super) const SPLIT_MIN: usize = 4 * ROW_CHUNK;
+
+/// How many blocks a row of `n` elements is spread over: 1, or `n / ROW_CHUNK` (the last block of a row
+/// also takes the remainder, so every block has at least [`ROW_CHUNK`] elements).
+pub(super) fn row_chunks(n: usize) -> usize {
+    if n >= SPLIT_MIN {
+        n / ROW_CHUNK
+    } else {
+        1
+    }
+}
+
+/// Whether `rows` rows of `chunks` blocks each fit the grid of one launch.
+pub(super) fn rows_fit(rows: usize, chunks: usize) -> Support {
+    if rows as u64 * chunks as u64 > MAX_GRID_X {
         return Support::Unsupported {
-            reason: format!("{rows} rows exceed the {MAX_GRID_X} blocks of one launch (one block per row)"),
+            reason: format!(
+                "{rows} rows of {chunks} blocks each exceed the {MAX_GRID_X} blocks of one launch"
+            ),
         };
     }
     Support::Native
@@ -34,9 +56,12 @@ pub(super) fn rows_fit(rows: usize) -> Support {
 
 pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
     match op {
-        Op::RmsNorm(o) => rows_fit(o.x.shape.first().copied().unwrap_or(0)),
-        Op::Softmax(o) => rows_fit(o.x.shape.first().copied().unwrap_or(0)),
-        Op::Embedding(o) => rows_fit(o.ids.shape.first().copied().unwrap_or(0)),
+        Op::RmsNorm(o) => rows_fit(o.x.shape.first().copied().unwrap_or(0), 1),
+        Op::Softmax(o) => {
+            let n = o.x.shape.get(1).copied().unwrap_or(0);
+            rows_fit(o.x.shape.first().copied().unwrap_or(0), row_chunks(n))
+        }
+        Op::Embedding(o) => rows_fit(o.ids.shape.first().copied().unwrap_or(0), 1),
         Op::Rope(o) if o.params.dim / 2 > ROPE_MAX_PAIRS => Support::Unsupported {
             reason: format!(
                 "rotary dim {} exceeds the {} dims whose frequencies the kernel's parameter block carries",
@@ -57,6 +82,10 @@ fn rows_variant(opk: i64, x: DType, w: Option<DType>, out: DType) -> Variant {
     v.ty("out", out).konst("OPK", opk)
 }
 
+fn softmax_split_variant(x: DType, out: DType) -> Variant {
+    Variant::new(kernels::SOFTMAX_SPLIT).ty("x", x).ty("out", out)
+}
+
 fn rope_variant(x: DType, out: DType) -> Variant {
     Variant::new(kernels::ROPE).ty("x", x).ty("out", out).konst("MAX_PAIRS", ROPE_MAX_PAIRS as i64)
 }
@@ -71,6 +100,7 @@ pub fn catalog() -> Vec<Variant> {
     vec![
         rows_variant(0, BF16, Some(BF16), BF16),
         rows_variant(1, F32, None, F32),
+        softmax_split_variant(F32, F32),
         rope_variant(BF16, BF16),
         embedding_variant(BF16, BF16),
     ]
@@ -104,7 +134,30 @@ pub fn rms_norm(l: &Launch, o: &RmsNorm) -> Result<()> {
 }
 
 pub fn softmax(l: &Launch, o: &Softmax) -> Result<()> {
-    rows(l, 1, &o.x, None, 0.0, &o.out)
+    let (r, n) = (o.x.shape[0], o.x.shape[1]);
+    let chunks = row_chunks(n);
+    if chunks == 1 || r == 0 {
+        return rows(l, 1, &o.x, None, 0.0, &o.out);
+    }
+    let f = l.kernel(&softmax_split_variant(o.x.dtype, o.out.dtype))?;
+    // Each block's max, then each block's sum: what a row's blocks need of each other between passes.
+    let part = l.scratch(r * 2 * chunks * 4)?;
+    let (x, out) = (l.addr("x", &o.x)?, l.addr("out", &o.out)?);
+    let grid = l.grid((r * chunks) as u64 * BLOCK as u64, BLOCK)?;
+    for pass in 0..3 {
+        let params = Params::new()
+            .u(n)
+            .u(ROW_CHUNK)
+            .u(chunks)
+            .addr(x)
+            .u(row_stride(&o.x))
+            .addr(out)
+            .u(row_stride(&o.out))
+            .addr(part)
+            .u(pass);
+        l.run(&f, grid, params)?;
+    }
+    Ok(())
 }
 
 pub fn rope(l: &Launch, o: &Rope) -> Result<()> {

@@ -6,7 +6,9 @@ use super::{count32, row_chunks, row_stride, rows_range};
 use crate::kernels::{self, input, output, Elem};
 use crate::stream::{Recorder, Win};
 use dsv3_core::ops::gemm::blocks;
-use dsv3_core::ops::{ActQuant, Activations, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights};
+use dsv3_core::ops::{
+    ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights,
+};
 use dsv3_core::{Error, Result, Tensor};
 
 /// Rows at or below which the decode kernel runs (one workgroup streams B once for all rows).
@@ -30,6 +32,23 @@ pub fn gemm(rec: &mut Recorder, o: &Gemm) -> Result<()> {
 pub fn grouped_gemm(rec: &mut Recorder, o: &GroupedGemm) -> Result<()> {
     let experts = o.b.values().shape[0];
     matmul(rec, &Operands { a: &o.a, b: &o.b, c: &o.c, offsets: Some((&o.expert_offsets, experts)) })
+}
+
+/// One dispatch per batch, each batch's matrices as 2-D views (the tiled and decode kernels as gemm runs
+/// them). The op is still one launch for the stream; a batch index in the kernels would make it one
+/// dispatch too.
+pub fn batched_gemm(rec: &mut Recorder, o: &BatchedGemm) -> Result<()> {
+    let matrix = |t: &Tensor, i: usize| Tensor {
+        offset: t.offset + i * t.strides[0] * t.dtype.size(),
+        shape: t.shape[1..].to_vec(),
+        strides: t.strides[1..].to_vec(),
+        ..t.clone()
+    };
+    for i in 0..o.a.shape[0] {
+        let (a, b) = (Activations::Dense(matrix(&o.a, i)), Weights::Dense(matrix(&o.b, i)));
+        matmul(rec, &Operands { a: &a, b: &b, c: &matrix(&o.c, i), offsets: None })?;
+    }
+    Ok(())
 }
 
 fn matmul(rec: &mut Recorder, ops: &Operands) -> Result<()> {

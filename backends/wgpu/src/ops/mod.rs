@@ -4,6 +4,7 @@
 //! cache rows) into dispatches that each bind only what they touch.
 
 mod attention;
+mod cache;
 mod elementwise;
 mod gemm;
 mod moe;
@@ -27,6 +28,7 @@ pub fn record(rec: &mut Recorder, op: &Op) -> Result<()> {
         Op::Embedding(o) => elementwise::embedding(rec, o),
         Op::Gemm(o) => gemm::gemm(rec, o),
         Op::GroupedGemm(o) => gemm::grouped_gemm(rec, o),
+        Op::BatchedGemm(o) => gemm::batched_gemm(rec, o),
         Op::ActQuant(o) => gemm::act_quant(rec, o),
         Op::Dequantize(o) => gemm::dequantize(rec, o),
         Op::MoeRoute(o) => moe::route(rec, o),
@@ -34,6 +36,7 @@ pub fn record(rec: &mut Recorder, op: &Op) -> Result<()> {
         Op::MoeCombine(o) => moe::combine(rec, o),
         Op::MlaAttention(o) => attention::mla(rec, o),
         Op::MhaAttention(o) => attention::mha(rec, o),
+        Op::CacheAppend(o) => cache::cache_append(rec, o),
         Op::Argmax(o) => select::argmax(rec, o),
         Op::TopK(o) => select::topk(rec, o),
         Op::Sample(o) => select::sample(rec, o),
