@@ -529,6 +529,7 @@ fn try_generate(args: GenerateArgs) -> Result<(), String> {
             "prefill_tok_s": out.prefill_tok_s(),
             "decode_tok_s": out.decode_tok_s(),
             "launches_per_step": out.launches_per_step(),
+            "decode_graph_replays": out.decode_graph_replays,
             "devices": devices,
         });
         outln!("{line}")?;

@@ -6,6 +6,8 @@
 //! * [`Device`] — one opened device: what it is, what it can do, whether it runs a given op, memory.
 //! * [`Stream`] — ordered execution on a device. Work may run asynchronously; `sync` is where deferred
 //!   errors surface. Downloads are ordered after earlier work on the same stream.
+//! * [`Graph`] — a stream's work captured once (`begin_capture` / `end_capture`) and replayed as a whole,
+//!   where the backend can (CUDA graphs, hipGraph, the GPU emulator).
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -136,7 +138,8 @@ pub struct Capabilities {
     pub memory_bytes: u64,
     /// Threads that execute in lockstep (warp 32, wave 64, subgroup, SIMD lanes of f32 on a CPU).
     pub subgroup_size: u32,
-    /// Whether a stream's work can be captured and replayed (CUDA graphs).
+    /// Whether a stream's work can be captured and replayed (`Stream::begin_capture`: CUDA graphs, hipGraph,
+    /// the GPU emulator).
     pub graph_capture: bool,
     /// Whether its buffers are host RAM (the CPU backends, the emulators, a software Vulkan driver):
     /// devices with it draw on one pool, so a placement's memory check sums them.
@@ -220,6 +223,22 @@ impl Event for Finished {
     }
 }
 
+/// Work captured from a stream by [`Stream::begin_capture`] / [`Stream::end_capture`]: the same launches
+/// and device-to-device copies, on the same buffers (which the graph keeps alive), run again by `replay`
+/// on the stream it was captured on, after that stream's earlier work. Whatever those buffers hold when it
+/// runs is what the work reads: new inputs are uploaded into the captured input buffers before a replay.
+pub trait Graph: Send + Sync {
+    /// Enqueues the captured work once more. Like a launch, its device-side errors surface at the
+    /// stream's next `sync`.
+    fn replay(&self) -> Result<()>;
+}
+
+/// The error of a capture call on a stream that cannot capture (the defaults of [`Stream::begin_capture`]
+/// and [`Stream::end_capture`]): its device's `Capabilities::graph_capture` is false.
+fn no_capture(call: &'static str) -> crate::Error {
+    crate::Error::unsupported("stream", call, "this backend cannot capture work as a graph")
+}
+
 pub trait Stream: Send + Sync {
     /// Copy host bytes into `dst` at `offset`, ordered after earlier work on this stream.
     fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()>;
@@ -275,5 +294,21 @@ pub trait Stream: Send + Sync {
         _bytes: usize,
     ) -> Option<Result<()>> {
         None
+    }
+
+    /// Starts recording instead of running: launches and device-to-device copies enqueued until
+    /// [`end_capture`](Stream::end_capture) are captured, not run. While capturing, anything that needs the
+    /// host in the middle of the stream's work — `upload`, `download`, `sync`, events, peer copies — is an
+    /// `InvalidArgument` error naming the call, and the capture is spoilt (`end_capture` then fails too).
+    /// This default: `Unsupported` (devices whose `Capabilities::graph_capture` is false).
+    fn begin_capture(&self) -> Result<()> {
+        Err(no_capture("begin_capture"))
+    }
+
+    /// Ends the capture and returns its work as a graph; it has not run yet (replay it). The stream leaves
+    /// capture mode whatever the result: an error (a call that failed while capturing, a driver that could
+    /// not instantiate the graph) leaves no capture behind, and the stream runs work eagerly again.
+    fn end_capture(&self) -> Result<Box<dyn Graph>> {
+        Err(no_capture("end_capture"))
     }
 }

@@ -15,7 +15,7 @@ pub mod transfer;
 
 pub use backend::{
     Backend, Buffer, Capabilities, DTypeUsage, Device, DeviceBuffer, DeviceId, DeviceInfo, Event, Finished,
-    Peak, Stream, Support,
+    Graph, Peak, Stream, Support,
 };
 pub use dtype::DType;
 pub use error::{Error, Result};

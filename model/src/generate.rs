@@ -46,6 +46,9 @@ pub struct Output {
     pub decode_steps: usize,
     /// Op launches those steps made, over every device of the model.
     pub decode_launches: u64,
+    /// Decode steps that ran from a captured graph (see `Model::graph_stats`): 0 where the device cannot
+    /// capture, the model spans several devices, or `DSV3_GRAPH=0`.
+    pub decode_graph_replays: u64,
 }
 
 impl Output {
@@ -146,6 +149,7 @@ pub fn generate_cached(
 
     let start = Instant::now();
     let launches = model.launches();
+    let replays = model.graph_stats().replays;
     for step in 1.. {
         for (b, &token) in next.iter().enumerate() {
             if done[b] {
@@ -170,5 +174,6 @@ pub fn generate_cached(
     }
     out.decode_secs = start.elapsed().as_secs_f64();
     out.decode_launches = model.launches() - launches;
+    out.decode_graph_replays = model.graph_stats().replays - replays;
     Ok(out)
 }

@@ -6,7 +6,7 @@ use crate::nvrtc::{self, Image};
 use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys;
 use dsv3_backend_gpu::kernels::Variant;
-use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
 use dsv3_core::{Error, Result};
 use std::any::Any;
 use std::ffi::{c_void, CString};
@@ -26,6 +26,8 @@ pub struct CudaRuntime {
     device: sys::CUdevice,
     ctx: sys::CUcontext,
     target: Target,
+    /// Whether libcuda has the stream-capture and graph entry points (`crate::GRAPH_SYMBOLS`).
+    graphs: bool,
 }
 
 // SAFETY: a CUDA context may be used from any thread once made current there, which every method does
@@ -36,12 +38,12 @@ unsafe impl Sync for CudaRuntime {}
 
 impl CudaRuntime {
     /// Retains device `ordinal`'s primary context. The driver must be initialised (`result::init`).
-    pub fn open(ordinal: usize, arch: String) -> Result<CudaRuntime> {
+    pub fn open(ordinal: usize, arch: String, graphs: bool) -> Result<CudaRuntime> {
         let device = result::device::get(ordinal as i32).map_err(|e| driver_error("cuDeviceGet", e))?;
         // SAFETY: `device` is a valid device handle from cuDeviceGet.
         let ctx = unsafe { result::primary_ctx::retain(device) }
             .map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
-        Ok(CudaRuntime { device, ctx, target: Target::Cuda { arch } })
+        Ok(CudaRuntime { device, ctx, target: Target::Cuda { arch }, graphs })
     }
 
     fn bind(&self) -> Result<()> {
@@ -165,7 +167,7 @@ impl Runtime for CudaRuntime {
         self.bind()?;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| driver_error("cuStreamCreate", e))?;
-        Ok(Box::new(CudaQueue { stream, ctx: RuntimeHandle(self.ctx) }))
+        Ok(Box::new(CudaQueue { stream, ctx: RuntimeHandle(self.ctx), graphs: self.graphs }))
     }
 
     /// Any CUDA device of this process: `cuMemcpyPeerAsync` copies between two contexts, directly over
@@ -179,6 +181,7 @@ impl Runtime for CudaRuntime {
 struct CudaQueue {
     stream: sys::CUstream,
     ctx: RuntimeHandle,
+    graphs: bool,
 }
 
 // SAFETY: a stream handle may be used from any thread with its context current (`bind`).
@@ -314,6 +317,83 @@ impl Queue for CudaQueue {
         // caller ordered the copy after the work that wrote `src`. Both contexts are retained primary contexts.
         unsafe { result::memcpy_peer_async(self.ctx.0, dst, peer.ctx, src, bytes, self.stream) }
             .map_err(|e| driver_error("cuMemcpyPeerAsync", e))
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        if !self.graphs {
+            let why =
+                "libcuda lacks the stream-capture / graph entry points (driver too old or not NVIDIA's)";
+            return Err(Error::unsupported(BACKEND, "begin_capture", why));
+        }
+        self.bind()?;
+        // Relaxed: the model's workspace may allocate (cuMemAlloc) while a step is captured, which the
+        // global and thread-local modes refuse; allocation is not stream work, so the graph is the same.
+        // SAFETY: a live stream of the current context, checked present symbols (`graphs`).
+        unsafe {
+            result::stream::begin_capture(
+                self.stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+            )
+        }
+        .map_err(|e| driver_error("cuStreamBeginCapture", e))
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn QueueGraph>> {
+        self.bind()?;
+        // SAFETY: the stream is capturing (the stream layer pairs the calls); the driver ends the capture
+        // whether it succeeds or not (an invalidated capture returns an error and no graph).
+        let graph = unsafe { result::stream::end_capture(self.stream) }
+            .map_err(|e| driver_error("cuStreamEndCapture", e))?;
+        // SAFETY: `graph` was just made by the capture.
+        match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
+            Ok(exec) => {
+                Ok(Box::new(CudaGraph { graph, exec, stream: self.stream, ctx: RuntimeHandle(self.ctx.0) }))
+            }
+            Err(e) => {
+                // SAFETY: the graph is destroyed once, here, having no executable.
+                unsafe {
+                    let _ = result::graph::destroy(graph);
+                }
+                Err(driver_error("cuGraphInstantiateWithFlags", e))
+            }
+        }
+    }
+}
+
+/// A captured graph, instantiated, and the stream it was captured on (where it is launched). The stream
+/// layer drops it before the queue that owns the stream.
+struct CudaGraph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: sys::CUstream,
+    ctx: RuntimeHandle,
+}
+
+// SAFETY: graph, executable and stream handles may be used from any thread with their context current,
+// which every call here makes first.
+unsafe impl Send for CudaGraph {}
+// SAFETY: as above; launching one executable graph from several threads is serialised by the driver.
+unsafe impl Sync for CudaGraph {}
+
+impl QueueGraph for CudaGraph {
+    fn launch(&self) -> Result<()> {
+        // SAFETY: the context outlives the graph (the stream layer's graph holds the stream and so the device).
+        unsafe { result::ctx::set_current(self.ctx.0) }.map_err(|e| driver_error("cuCtxSetCurrent", e))?;
+        // SAFETY: a live executable graph and its live stream; the buffers its nodes use are kept alive by
+        // the stream layer's graph, and by the stream until its next sync.
+        unsafe { result::graph::launch(self.exec, self.stream) }.map_err(|e| driver_error("cuGraphLaunch", e))
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: made in `end_capture` and destroyed once. A launched executable may be destroyed while
+        // its work is pending: the driver completes that work first.
+        unsafe {
+            let _ = result::ctx::set_current(self.ctx.0);
+            let _ = result::graph::exec_destroy(self.exec);
+            let _ = result::graph::destroy(self.graph);
+        }
     }
 }
 

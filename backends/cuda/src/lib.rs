@@ -48,6 +48,33 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuMemcpyPeerAsync",
 ];
 
+/// Stream capture and graphs: optional. A libcuda without them still runs every op; its devices report
+/// `graph_capture: false` and capture is `Unsupported`.
+const GRAPH_SYMBOLS: &[&str] = &[
+    "cuStreamBeginCapture_v2",
+    "cuStreamEndCapture",
+    "cuGraphInstantiateWithFlags",
+    "cuGraphLaunch",
+    "cuGraphExecDestroy",
+    "cuGraphDestroy",
+];
+
+/// The names of `symbols` the loaded libcuda lacks. The driver must be present (`init_driver` succeeded
+/// or is checking).
+fn missing(symbols: &[&'static str]) -> Vec<&'static str> {
+    // SAFETY: the library is present (checked by the callers), so `culib` does not panic; `get` only
+    // looks up names.
+    let lib = unsafe { sys::culib() };
+    symbols.iter().copied().filter(|s| unsafe { lib.get::<*const ()>(s.as_bytes()) }.is_err()).collect()
+}
+
+/// Whether this libcuda can capture streams as graphs (checked once; the driver is loaded).
+fn has_graphs() -> bool {
+    use std::sync::OnceLock;
+    static GRAPHS: OnceLock<bool> = OnceLock::new();
+    *GRAPHS.get_or_init(|| missing(GRAPH_SYMBOLS).is_empty())
+}
+
 fn unavailable(reason: impl Into<String>) -> Error {
     Error::Unavailable { backend: BACKEND.into(), reason: reason.into() }
 }
@@ -65,13 +92,7 @@ fn init_driver() -> Result<()> {
                     .into(),
             );
         }
-        // SAFETY: the library is present (checked above), so `culib` does not panic; `get` only looks up names.
-        let lib = unsafe { sys::culib() };
-        let missing: Vec<&str> = REQUIRED_SYMBOLS
-            .iter()
-            .copied()
-            .filter(|s| unsafe { lib.get::<*const ()>(s.as_bytes()) }.is_err())
-            .collect();
+        let missing = missing(REQUIRED_SYMBOLS);
         if !missing.is_empty() {
             return Err(format!("libcuda lacks {} (driver too old or not NVIDIA's)", missing.join(", ")));
         }
@@ -150,6 +171,9 @@ fn profile(d: Described) -> Profile {
         Ok(dir) => format!("cuda headers: {}", dir.display()),
         Err(reason) => format!("cuda headers: {reason} (dsv3's kernels do not need them)"),
     });
+    if !has_graphs() {
+        features.push(format!("no graph capture: libcuda lacks {}", missing(GRAPH_SYMBOLS).join(", ")));
+    }
     let peak = arch::datasheet_peak(&d.info.name);
     Profile {
         caps: Capabilities {
@@ -157,7 +181,7 @@ fn profile(d: Described) -> Profile {
             fp8_formats: if fp8 { vec![Fp8Format::E4M3Fn, Fp8Format::E5M2] } else { Vec::new() },
             memory_bytes: d.info.memory_bytes,
             subgroup_size: 32,
-            graph_capture: false,
+            graph_capture: has_graphs(),
             host_memory: false,
             features,
         },
@@ -192,7 +216,7 @@ impl Backend for CudaBackend {
             return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
         }
         let d = describe(ordinal)?;
-        let runtime = CudaRuntime::open(ordinal, d.info.arch.clone())?;
+        let runtime = CudaRuntime::open(ordinal, d.info.arch.clone(), has_graphs())?;
         let device: Arc<dyn Device> = GpuDevice::new(Arc::new(runtime), profile(d))?;
         Ok(device)
     }

@@ -8,18 +8,29 @@
 use dsv3_backend_cuda::CudaBackend;
 use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{Backend, DType, Error, Finished, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Op, Stream, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The fake built as `libcuda.so` / `libcuda.so.1` in a directory of its own, complete or without
-/// cuLaunchKernel.
-fn fake(incomplete: bool) -> PathBuf {
-    static DIRS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
-    DIRS[incomplete as usize]
+/// Which fake: complete, without cuLaunchKernel (unusable), or without the graph entry points.
+#[derive(Clone, Copy)]
+enum Fake {
+    Complete,
+    Incomplete,
+    NoGraphs,
+}
+
+/// The fake built as `libcuda.so` / `libcuda.so.1` in a directory of its own.
+fn fake(which: Fake) -> PathBuf {
+    static DIRS: [OnceLock<PathBuf>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    DIRS[which as usize]
         .get_or_init(|| {
-            let kind = if incomplete { "incomplete" } else { "complete" };
+            let (kind, define) = match which {
+                Fake::Complete => ("complete", None),
+                Fake::Incomplete => ("incomplete", Some("-DINCOMPLETE")),
+                Fake::NoGraphs => ("no-graphs", Some("-DNO_GRAPHS")),
+            };
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("fake_cuda-{}-{kind}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -28,9 +39,7 @@ fn fake(incomplete: bool) -> PathBuf {
             let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
             let mut cmd = Command::new(&cc);
             cmd.args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&lib).arg(&source);
-            if incomplete {
-                cmd.arg("-DINCOMPLETE");
-            }
+            cmd.args(define);
             let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
             assert!(
                 out.status.success(),
@@ -99,7 +108,7 @@ fn child_no_libcuda() {
 
 #[test]
 fn a_driver_without_a_device_is_unavailable_not_a_panic() {
-    run_child("child_no_device", &fake(false), &[("FAKE_CUDA_DEVICES", "0")]);
+    run_child("child_no_device", &fake(Fake::Complete), &[("FAKE_CUDA_DEVICES", "0")]);
 }
 
 #[test]
@@ -114,7 +123,7 @@ fn child_no_device() {
 
 #[test]
 fn an_incomplete_driver_is_named_not_called() {
-    run_child("child_incomplete", &fake(true), &[]);
+    run_child("child_incomplete", &fake(Fake::Incomplete), &[]);
 }
 
 #[test]
@@ -127,7 +136,7 @@ fn child_incomplete() {
 
 #[test]
 fn a_device_without_nvrtc_is_listed_as_unable_to_compile() {
-    run_child("child_without_nvrtc", &fake(false), &[("DSV3_CUDA_LIB_DIR", "/nonexistent")]);
+    run_child("child_without_nvrtc", &fake(Fake::Complete), &[("DSV3_CUDA_LIB_DIR", "/nonexistent")]);
 }
 
 #[test]
@@ -171,7 +180,7 @@ fn nvrtc_vars(test: &str) -> Option<Vec<(&'static str, String)>> {
 fn the_host_path_reaches_the_driver_and_reports_its_errors() {
     let Some(vars) = nvrtc_vars("the_host_path_reaches_the_driver_and_reports_its_errors") else { return };
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run_child("child_fake_device", &fake(false), &vars);
+    run_child("child_fake_device", &fake(Fake::Complete), &vars);
 }
 
 #[test]
@@ -233,7 +242,7 @@ fn events_and_moves_between_devices_stay_on_the_devices() {
     let Some(mut vars) = nvrtc_vars("events_and_moves_between_devices_stay_on_the_devices") else { return };
     vars.push(("FAKE_CUDA_DEVICES", "2".into()));
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run_child("child_fake_events", &fake(false), &vars);
+    run_child("child_fake_events", &fake(Fake::Complete), &vars);
 }
 
 #[test]
@@ -261,4 +270,142 @@ fn child_fake_events() {
     assert_eq!(counts(), (4, 1, 1), "one peer copy, after the source's work and before its later work");
     assert_eq!(fake_counter("fake_cuda_events_live"), 0);
     dsv3_core::testing::child_ran("child_fake_events");
+}
+
+fn run_fake_child(test: &str, child: &str, which: Fake, extra: &[(&'static str, &str)]) {
+    let Some(mut vars) = nvrtc_vars(test) else { return };
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_child(child, &fake(which), &vars);
+}
+
+fn fake_bytes(dev: &dyn dsv3_core::Device, stream: &dyn Stream, bytes: &[u8]) -> dsv3_core::Buffer {
+    let b = dev.alloc(bytes.len()).unwrap();
+    stream.upload(&b, 0, bytes).unwrap();
+    b
+}
+
+fn fake_download(stream: &dyn Stream, b: &dsv3_core::Buffer) -> Vec<u8> {
+    let mut back = vec![0u8; b.len()];
+    stream.download(b, 0, &mut back).unwrap();
+    back
+}
+
+/// Capture on the fake driver: a captured device copy is not run until the graph is launched
+/// (cuStreamBeginCapture in relaxed mode, cuStreamEndCapture, cuGraphInstantiateWithFlags, cuGraphLaunch),
+/// runs again on new contents at each replay, and the graph and its executable are destroyed with it; a
+/// launch the driver refuses while capturing spoils the capture (typed errors, nothing leaked), and so does a
+/// download.
+#[test]
+fn stream_capture_becomes_a_cuda_graph() {
+    run_fake_child("stream_capture_becomes_a_cuda_graph", "child_fake_graphs", Fake::Complete, &[]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_graphs() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    assert!(dev.capabilities().graph_capture);
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let a = fake_bytes(dev.as_ref(), s, &[7; 64]);
+    let b = fake_bytes(dev.as_ref(), s, &[0; 64]);
+    s.begin_capture().unwrap();
+    s.copy(&a, 0, &b, 0, 64).unwrap();
+    let graph = s.end_capture().unwrap();
+    assert_eq!(fake_download(s, &b), [0; 64], "captured, not run");
+    graph.replay().unwrap();
+    s.sync().unwrap();
+    assert_eq!(fake_download(s, &b), [7; 64]);
+    s.upload(&a, 0, &[9; 64]).unwrap();
+    graph.replay().unwrap();
+    s.sync().unwrap();
+    assert_eq!(fake_download(s, &b), [9; 64]);
+    assert_eq!(fake_counter("fake_cuda_graph_launches"), 2);
+    assert_eq!((fake_counter("fake_cuda_graphs_live"), fake_counter("fake_cuda_execs_live")), (1, 1));
+    drop(graph);
+    assert_eq!((fake_counter("fake_cuda_graphs_live"), fake_counter("fake_cuda_execs_live")), (0, 0));
+
+    // A launch the driver refuses while capturing: the kernel error, then a capture that gives no graph.
+    let t = |buf: &dsv3_core::Buffer| Tensor::contiguous(buf.clone(), 0, &[4, 4], DType::F32);
+    let op = Op::Add(Add { a: t(&a), b: t(&a), out: t(&b) });
+    s.begin_capture().unwrap();
+    assert!(matches!(s.launch(&op), Err(Error::Kernel { op: "add", .. })));
+    assert!(matches!(s.end_capture(), Err(Error::InvalidArgument { op: "end_capture", .. })));
+    // A download while capturing is refused before it reaches the driver.
+    s.begin_capture().unwrap();
+    let mut host = [0u8; 4];
+    assert!(matches!(s.download(&a, 0, &mut host), Err(Error::InvalidArgument { op: "download", .. })));
+    assert!(s.end_capture().is_err());
+    assert_eq!((fake_counter("fake_cuda_graphs_live"), fake_counter("fake_cuda_execs_live")), (0, 0));
+    s.copy(&a, 0, &b, 0, 64).unwrap();
+    s.upload(&a, 0, &[3; 64]).unwrap();
+    assert_eq!(fake_download(s, &b), [9; 64], "the stream runs work eagerly again");
+    dsv3_core::testing::child_ran("child_fake_graphs");
+}
+
+#[test]
+fn a_graph_the_driver_cannot_instantiate_is_a_driver_error() {
+    let test = "a_graph_the_driver_cannot_instantiate_is_a_driver_error";
+    run_fake_child(
+        test,
+        "child_fake_instantiate_fails",
+        Fake::Complete,
+        &[("FAKE_CUDA_INSTANTIATE_FAILS", "1")],
+    );
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_instantiate_fails() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let a = fake_bytes(dev.as_ref(), s, &[5; 16]);
+    let b = fake_bytes(dev.as_ref(), s, &[0; 16]);
+    s.begin_capture().unwrap();
+    s.copy(&a, 0, &b, 0, 16).unwrap();
+    match s.end_capture() {
+        Err(Error::Driver { backend, call, reason }) => {
+            assert_eq!((backend.as_str(), call.as_str()), ("cuda", "cuGraphInstantiateWithFlags"));
+            assert!(reason.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{reason}");
+        }
+        Err(other) => panic!("expected the instantiation's driver error, got {other}"),
+        Ok(_) => panic!("a graph the driver did not instantiate was returned"),
+    }
+    assert_eq!(fake_counter("fake_cuda_graphs_live"), 0, "the captured graph is destroyed");
+    s.copy(&a, 0, &b, 0, 16).unwrap();
+    assert_eq!(fake_download(s, &b), [5; 16], "the stream runs work eagerly again");
+    dsv3_core::testing::child_ran("child_fake_instantiate_fails");
+}
+
+#[test]
+fn a_driver_without_graphs_runs_without_capture() {
+    run_fake_child(
+        "a_driver_without_graphs_runs_without_capture",
+        "child_fake_no_graphs",
+        Fake::NoGraphs,
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_no_graphs() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    assert!(!dev.capabilities().graph_capture);
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    match s.begin_capture() {
+        Err(Error::Unsupported { backend, op: "begin_capture", reason }) => {
+            assert_eq!(backend, "cuda");
+            assert!(reason.contains("libcuda lacks"), "{reason}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let a = fake_bytes(dev.as_ref(), s, &[1; 16]);
+    let b = fake_bytes(dev.as_ref(), s, &[0; 16]);
+    s.copy(&a, 0, &b, 0, 16).unwrap();
+    assert_eq!(fake_download(s, &b), [1; 16], "the device works without capture");
+    dsv3_core::testing::child_ran("child_fake_no_graphs");
 }

@@ -87,7 +87,7 @@ impl GpuDevice {
     pub fn new(runtime: Arc<dyn Runtime>, profile: Profile) -> Result<Arc<GpuDevice>> {
         let id = DeviceId::new(runtime.backend(), profile.info.ordinal);
         let ctx = Arc::new(Ctx { id, runtime, caps: profile.caps, kernels: Mutex::new(HashMap::new()) });
-        let stream = Arc::new(GpuStream::new(ctx.clone())?);
+        let stream = GpuStream::new(ctx.clone())?;
         Ok(Arc::new(GpuDevice { ctx, info: profile.info, peak: profile.peak, stream }))
     }
 
@@ -126,7 +126,7 @@ impl Device for GpuDevice {
     }
 
     fn new_stream(&self) -> Result<Arc<dyn Stream>> {
-        Ok(Arc::new(GpuStream::new(self.ctx.clone())?))
+        Ok(GpuStream::new(self.ctx.clone())?)
     }
 }
 

@@ -7,12 +7,13 @@
 //! kernel reading memory nobody wrote sees NaN rather than zero; a stream's pooled scratch is refilled so
 //! each time it is handed out again, so a kernel cannot read the last step's values either. Launches run
 //! synchronously, one at a time per process (blocks share their emulated shared memory within a compiled
-//! variant).
+//! variant). A capture records each launch (kernel, grid, parameter block) and copy instead of running it;
+//! a replay runs the record in order.
 
 use crate::device::{GpuDevice, Profile};
 use crate::disk_cache;
 use crate::kernels::Variant;
-use crate::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
+use crate::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
 use dsv3_core::{Backend, Capabilities, DType, DTypeUsage, Device, DeviceInfo, Error, Result};
 use std::any::Any;
 use std::collections::HashMap;
@@ -252,7 +253,7 @@ impl Runtime for Emulator {
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
-        Ok(Box::new(HostQueue { backend: self.name }))
+        Ok(Box::new(HostQueue { backend: self.name, capture: Mutex::new(None) }))
     }
 
     fn can_copy_from(&self, src: &dyn Runtime) -> bool {
@@ -261,9 +262,101 @@ impl Runtime for Emulator {
     }
 }
 
-/// Work runs when it is enqueued, so the queue is trivially in order.
+/// Work runs when it is enqueued, so the queue is trivially in order; while capturing, it is recorded instead.
 struct HostQueue {
     backend: &'static str,
+    capture: Mutex<Option<Vec<HostWork>>>,
+}
+
+/// One recorded piece of work: what a replay runs again.
+enum HostWork {
+    Launch { op: &'static str, f: Function, dims: Dims, params: Vec<u64> },
+    Copy { src: u64, dst: u64, bytes: usize },
+}
+
+impl HostQueue {
+    /// The recording when capturing (the work is then recorded by the caller, not run).
+    fn recording(&self) -> std::sync::MutexGuard<'_, Option<Vec<HostWork>>> {
+        self.capture.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn host_copy(src: u64, dst: u64, bytes: usize) {
+    // SAFETY: both ranges were checked against live allocations by the stream layer (a graph's buffers
+    // are kept alive by the graph); `copy` tolerates overlap.
+    unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+}
+
+fn host_launch(
+    backend: &'static str,
+    op: &'static str,
+    f: &Function,
+    dims: Dims,
+    params: &[u64],
+) -> Result<()> {
+    let k = f.downcast_ref::<HostKernel>().ok_or_else(|| Error::Kernel {
+        backend: backend.into(),
+        op,
+        kernel: "?".into(),
+        reason: "not a kernel compiled by the emulator".into(),
+    })?;
+    if dims.block > k.max_block {
+        // A GPU might run it, or refuse it for want of registers: check-kernels only proved the
+        // declared size, so the launch code and the kernel table disagree.
+        return Err(Error::Kernel {
+            backend: backend.into(),
+            op,
+            kernel: k.name.clone(),
+            reason: format!(
+                "block size {} is over the {} threads its kernel file declares (kernels.rs)",
+                dims.block, k.max_block
+            ),
+        });
+    }
+    let block = [dims.block, 1, 1];
+    let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
+        backend: backend.into(),
+        bytes: MAX_THREADS * (FIBER_STACK + FIBER_GUARD),
+    })?;
+    let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: grid and block are 3 u32 each; `params` outlives the call and holds the kernel's Params
+    // fields in order (the kernel reads no further than its struct); every address in it was checked
+    // against a live allocation by the launch code (a graph keeps its launches' buffers alive). The stack
+    // pool has MAX_THREADS slots of the sizes passed, used by one launch at a time (the lock above).
+    let err = unsafe {
+        (k.launch)(
+            dims.grid.as_ptr(),
+            block.as_ptr(),
+            params.as_ptr() as *const c_void,
+            stacks as *mut u8,
+            FIBER_STACK,
+            FIBER_GUARD,
+        )
+    };
+    if err.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null result is a static NUL-terminated message in the kernel library.
+    let reason = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    Err(Error::Kernel { backend: backend.into(), op, kernel: k.name.clone(), reason })
+}
+
+/// An emulator queue's captured work.
+struct HostGraph {
+    backend: &'static str,
+    work: Vec<HostWork>,
+}
+
+impl QueueGraph for HostGraph {
+    fn launch(&self) -> Result<()> {
+        for w in &self.work {
+            match w {
+                HostWork::Launch { op, f, dims, params } => host_launch(self.backend, op, f, *dims, params)?,
+                HostWork::Copy { src, dst, bytes } => host_copy(*src, *dst, *bytes),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Queue for HostQueue {
@@ -280,57 +373,23 @@ impl Queue for HostQueue {
     }
 
     fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
-        // SAFETY: both ranges were checked against live allocations; `copy` tolerates overlap.
-        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+        match self.recording().as_mut() {
+            Some(work) => work.push(HostWork::Copy { src, dst, bytes }),
+            None => host_copy(src, dst, bytes),
+        }
         Ok(())
     }
 
     fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()> {
-        let k = f.downcast_ref::<HostKernel>().ok_or_else(|| Error::Kernel {
-            backend: self.backend.into(),
-            op,
-            kernel: "?".into(),
-            reason: "not a kernel compiled by the emulator".into(),
-        })?;
-        if dims.block > k.max_block {
-            // A GPU might run it, or refuse it for want of registers: check-kernels only proved the
-            // declared size, so the launch code and the kernel table disagree.
-            return Err(Error::Kernel {
-                backend: self.backend.into(),
-                op,
-                kernel: k.name.clone(),
-                reason: format!(
-                    "block size {} is over the {} threads its kernel file declares (kernels.rs)",
-                    dims.block, k.max_block
-                ),
-            });
+        match self.recording().as_mut() {
+            // A function of another runtime fails now (`host_launch` checks it before running anything),
+            // as it would eagerly, rather than at every replay.
+            Some(work) if f.is::<HostKernel>() => {
+                work.push(HostWork::Launch { op, f: f.clone(), dims, params: params.to_vec() });
+                Ok(())
+            }
+            _ => host_launch(self.backend, op, f, dims, params),
         }
-        let block = [dims.block, 1, 1];
-        let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
-            backend: self.backend.into(),
-            bytes: MAX_THREADS * (FIBER_STACK + FIBER_GUARD),
-        })?;
-        let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
-        // SAFETY: grid and block are 3 u32 each; `params` outlives the call and holds the kernel's Params
-        // fields in order (the kernel reads no further than its struct); every address in it was checked
-        // against a live allocation by the launch code. The stack pool has MAX_THREADS slots of the sizes
-        // passed, used by one launch at a time (the lock above).
-        let err = unsafe {
-            (k.launch)(
-                dims.grid.as_ptr(),
-                block.as_ptr(),
-                params.as_ptr() as *const c_void,
-                stacks as *mut u8,
-                FIBER_STACK,
-                FIBER_GUARD,
-            )
-        };
-        if err.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null result is a static NUL-terminated message in the kernel library.
-        let reason = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
-        Err(Error::Kernel { backend: self.backend.into(), op, kernel: k.name.clone(), reason })
     }
 
     fn sync(&self) -> Result<()> {
@@ -351,6 +410,20 @@ impl Queue for HostQueue {
     fn copy_peer(&self, _src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()> {
         // The source is another emulator (`can_copy_from`), whose memory is this process's memory too.
         self.copy(src, dst, bytes)
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        *self.recording() = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn QueueGraph>> {
+        let work = self.recording().take().ok_or_else(|| Error::Driver {
+            backend: self.backend.into(),
+            call: "end_capture".into(),
+            reason: "the queue is not capturing".into(),
+        })?;
+        Ok(Box::new(HostGraph { backend: self.backend, work }))
     }
 }
 
@@ -409,7 +482,7 @@ impl EmulatorBackend {
                 fp8_formats: Vec::new(),
                 memory_bytes: 0,
                 subgroup_size: self.warp,
-                graph_capture: false,
+                graph_capture: true,
                 host_memory: true,
                 features: vec![format!("compiler: {}", emulator.compiler_version())],
             },

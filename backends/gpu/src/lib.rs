@@ -18,4 +18,4 @@ pub mod runtime;
 pub mod stream;
 
 pub use device::{GpuDevice, Profile};
-pub use runtime::{Queue, QueueEvent, Runtime, Target};
+pub use runtime::{Queue, QueueEvent, QueueGraph, Runtime, Target};

@@ -103,6 +103,20 @@ pub trait Queue: Send + Sync {
     /// [`can_copy_from`](Runtime::can_copy_from)), to `dst` on this queue's device, ordered after this
     /// queue's earlier work (the caller orders it after the source's).
     fn copy_peer(&self, src_runtime: &dyn Runtime, src: u64, dst: u64, bytes: usize) -> Result<()>;
+
+    /// Starts capturing: launches and copies enqueued from now on are recorded, not run, until
+    /// [`end_capture`](Queue::end_capture). The stream layer calls nothing else on a capturing queue.
+    fn begin_capture(&self) -> Result<()>;
+    /// Stops capturing and makes the recorded work replayable; the queue runs work eagerly again whether
+    /// or not this succeeds.
+    fn end_capture(&self) -> Result<Box<dyn QueueGraph>>;
+}
+
+/// Work captured on a queue, replayable on that queue (the stream layer keeps the queue, and every buffer
+/// the work uses, alive as long as the graph).
+pub trait QueueGraph: Send + Sync {
+    /// Enqueues the captured work on its queue, after the queue's earlier work.
+    fn launch(&self) -> Result<()>;
 }
 
 /// A point in one queue's work (see [`Queue::record_event`]).

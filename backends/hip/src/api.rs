@@ -67,6 +67,20 @@ pub const HIP_SYMBOLS: &[&str] = &[
     "hipModuleLaunchKernel",
 ];
 
+/// Stream capture and graphs: optional. A libamdhip64 without them still runs every op; its devices report
+/// `graph_capture: false` and capture is `Unsupported`.
+pub const GRAPH_SYMBOLS: &[&str] = &[
+    "hipStreamBeginCapture",
+    "hipStreamEndCapture",
+    "hipGraphInstantiate",
+    "hipGraphLaunch",
+    "hipGraphExecDestroy",
+    "hipGraphDestroy",
+];
+
+/// `hipStreamCaptureModeRelaxed`.
+pub const STREAM_CAPTURE_MODE_RELAXED: c_int = 2;
+
 /// Either fills a `hipDeviceProp_t`, first found first: ROCm 6 introduced a new layout under a new name
 /// (`hipGetDeviceProperties` is a macro for it in ROCm 6's headers) and kept the old name with the old layout
 /// for binaries built against ROCm 5; ROCm 5 has only the old name.
@@ -290,9 +304,26 @@ pub struct Hip {
         *mut *mut c_void,
         *mut *mut c_void,
     ) -> HipError,
+    /// The graph entry points, when the library has them all (`GRAPH_SYMBOLS`).
+    pub graphs: Option<Graphs>,
     // Last, so that it is dropped after nothing else refers to it (the library is never unloaded anyway:
     // it lives in a static).
     _lib: Library,
+}
+
+/// libamdhip64's stream-capture and graph entry points.
+pub struct Graphs {
+    /// (stream, mode)
+    pub stream_begin_capture: unsafe extern "C" fn(Handle, c_int) -> HipError,
+    /// (stream, graph out)
+    pub stream_end_capture: unsafe extern "C" fn(Handle, *mut Handle) -> HipError,
+    /// (executable out, graph, error node out, log buffer, log size)
+    pub graph_instantiate:
+        unsafe extern "C" fn(*mut Handle, Handle, *mut Handle, *mut c_char, usize) -> HipError,
+    /// (executable, stream)
+    pub graph_launch: unsafe extern "C" fn(Handle, Handle) -> HipError,
+    pub graph_exec_destroy: unsafe extern "C" fn(Handle) -> HipError,
+    pub graph_destroy: unsafe extern "C" fn(Handle) -> HipError,
 }
 
 impl Hip {
@@ -341,6 +372,14 @@ impl Hip {
                 module_get_function: sym(&lib, "hipModuleGetFunction"),
                 module_unload: sym(&lib, "hipModuleUnload"),
                 module_launch_kernel: sym(&lib, "hipModuleLaunchKernel"),
+                graphs: GRAPH_SYMBOLS.iter().all(|s| lib.get::<*const c_void>(*s).is_ok()).then(|| Graphs {
+                    stream_begin_capture: sym(&lib, "hipStreamBeginCapture"),
+                    stream_end_capture: sym(&lib, "hipStreamEndCapture"),
+                    graph_instantiate: sym(&lib, "hipGraphInstantiate"),
+                    graph_launch: sym(&lib, "hipGraphLaunch"),
+                    graph_exec_destroy: sym(&lib, "hipGraphExecDestroy"),
+                    graph_destroy: sym(&lib, "hipGraphDestroy"),
+                }),
                 _lib: lib,
             })
         }

@@ -163,9 +163,14 @@ fn profile(d: Described) -> Profile {
         format!("wave{}", d.wave),
         arch::fp8_feature(&d.target_id),
     ];
+    let mut graphs = false;
     if let Ok(hip) = api::hip() {
         let v = hip.version().map_or("of unknown version".to_string(), |v| v.to_string());
         features.push(format!("HIP runtime {v}"));
+        graphs = hip.graphs.is_some();
+        if !graphs {
+            features.push(format!("no graph capture: libamdhip64 lacks {}", api::GRAPH_SYMBOLS.join(" / ")));
+        }
     }
     features.push(hiprtc::describe().unwrap_or_else(|e| format!("hiprtc: {e}")));
     let peak = arch::datasheet_peak(&d.info.name);
@@ -175,7 +180,7 @@ fn profile(d: Described) -> Profile {
             fp8_formats: fp8,
             memory_bytes: d.info.memory_bytes,
             subgroup_size: d.wave,
-            graph_capture: false,
+            graph_capture: graphs,
             host_memory: false,
             features,
         },

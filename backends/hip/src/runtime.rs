@@ -3,11 +3,12 @@
 //! Every `unsafe` block states what it relies on.
 
 use crate::api::{
-    self, Handle, Hip, BACKEND, EVENT_DISABLE_TIMING, HIP_ERROR_OUT_OF_MEMORY, STREAM_NON_BLOCKING,
+    self, Handle, Hip, BACKEND, EVENT_DISABLE_TIMING, HIP_ERROR_OUT_OF_MEMORY, STREAM_CAPTURE_MODE_RELAXED,
+    STREAM_NON_BLOCKING,
 };
 use crate::hiprtc::{self, RtcError};
 use dsv3_backend_gpu::kernels::Variant;
-use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, Runtime, Target};
+use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
 use dsv3_core::{Error, Result};
 use std::any::Any;
 use std::ffi::{c_int, c_void, CString};
@@ -336,6 +337,81 @@ impl Queue for HipQueue {
             )
         };
         self.hip.check("hipMemcpyPeerAsync", r)
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        let Some(g) = &self.hip.graphs else {
+            let why = format!("libamdhip64 lacks {} (ROCm too old)", api::GRAPH_SYMBOLS.join(" / "));
+            return Err(Error::unsupported(BACKEND, "begin_capture", why));
+        };
+        bind(self.hip, self.ordinal)?;
+        // Relaxed: the model's workspace may allocate (hipMalloc) while a step is captured; allocation is not
+        // stream work, so the graph is the same.
+        // SAFETY: a live stream of the current device; the entry point exists (`graphs`).
+        let r = unsafe { (g.stream_begin_capture)(self.stream, STREAM_CAPTURE_MODE_RELAXED) };
+        self.hip.check("hipStreamBeginCapture", r)
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn QueueGraph>> {
+        let Some(g) = self.hip.graphs.as_ref() else {
+            return Err(Error::unsupported(
+                BACKEND,
+                "end_capture",
+                "libamdhip64 lacks the graph entry points",
+            ));
+        };
+        bind(self.hip, self.ordinal)?;
+        let mut graph: Handle = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer; the stream is capturing (the stream layer pairs the calls), and leaves
+        // capture mode whatever the result.
+        self.hip.check("hipStreamEndCapture", unsafe { (g.stream_end_capture)(self.stream, &mut graph) })?;
+        let mut exec: Handle = std::ptr::null_mut();
+        // SAFETY: `graph` was just made by the capture; no error node or log is asked for (null, 0).
+        let r =
+            unsafe { (g.graph_instantiate)(&mut exec, graph, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        if let Err(e) = self.hip.check("hipGraphInstantiate", r) {
+            // SAFETY: destroyed once, here: no executable was made from it.
+            unsafe { (g.graph_destroy)(graph) };
+            return Err(e);
+        }
+        Ok(Box::new(HipGraph { hip: self.hip, g, ordinal: self.ordinal, graph, exec, stream: self.stream }))
+    }
+}
+
+/// A captured graph, instantiated, and the stream it was captured on (where it is launched). The stream
+/// layer drops it before the queue that owns the stream.
+struct HipGraph {
+    hip: &'static Hip,
+    g: &'static api::Graphs,
+    ordinal: c_int,
+    graph: Handle,
+    exec: Handle,
+    stream: Handle,
+}
+
+// SAFETY: graph, executable and stream handles may be used from any thread with their device current.
+unsafe impl Send for HipGraph {}
+// SAFETY: as above; launches of one executable are serialised on its stream by the runtime.
+unsafe impl Sync for HipGraph {}
+
+impl QueueGraph for HipGraph {
+    fn launch(&self) -> Result<()> {
+        let g = self.g;
+        bind(self.hip, self.ordinal)?;
+        // SAFETY: a live executable graph and its live stream; the buffers its nodes use are kept alive by the
+        // stream layer's graph, and by the stream until its next sync.
+        self.hip.check("hipGraphLaunch", unsafe { (g.graph_launch)(self.exec, self.stream) })
+    }
+}
+
+impl Drop for HipGraph {
+    fn drop(&mut self) {
+        // SAFETY: made in `end_capture` and destroyed once; the runtime completes launched work first.
+        unsafe {
+            let _ = (self.hip.set_device)(self.ordinal);
+            let _ = (self.g.graph_exec_destroy)(self.exec);
+            let _ = (self.g.graph_destroy)(self.graph);
+        }
     }
 }
 

@@ -12,17 +12,29 @@ use dsv3_backend_hip::runtime::HipRuntime;
 use dsv3_backend_hip::HipBackend;
 use dsv3_core::move_check::assert_moves_bitwise;
 use dsv3_core::ops::Add;
-use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Support, Tensor};
+use dsv3_core::{Backend, DType, Error, Finished, Fp8Format, Op, Stream, Support, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The fake built as `libamdhip64.so` in a directory of its own, complete or without hipModuleLaunchKernel.
-fn fake(incomplete: bool) -> PathBuf {
-    static LIBS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
-    LIBS[incomplete as usize]
+/// Which fake: complete, without hipModuleLaunchKernel (unusable), or without the graph entry points.
+#[derive(Clone, Copy)]
+enum Fake {
+    Complete,
+    Incomplete,
+    NoGraphs,
+}
+
+/// The fake built as `libamdhip64.so` in a directory of its own.
+fn fake(which: Fake) -> PathBuf {
+    static LIBS: [OnceLock<PathBuf>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    LIBS[which as usize]
         .get_or_init(|| {
-            let kind = if incomplete { "incomplete" } else { "complete" };
+            let (kind, define) = match which {
+                Fake::Complete => ("complete", None),
+                Fake::Incomplete => ("incomplete", Some("-DINCOMPLETE")),
+                Fake::NoGraphs => ("no-graphs", Some("-DNO_GRAPHS")),
+            };
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("fake_hip-{}-{kind}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -31,9 +43,7 @@ fn fake(incomplete: bool) -> PathBuf {
             let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
             let mut cmd = Command::new(&cc);
             cmd.args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&lib).arg(&source);
-            if incomplete {
-                cmd.arg("-DINCOMPLETE");
-            }
+            cmd.args(define);
             let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
             assert!(
                 out.status.success(),
@@ -180,7 +190,7 @@ fn child_no_library() {
 
 #[test]
 fn a_runtime_without_a_device_is_unavailable_not_a_panic() {
-    run_child("child_no_device", &[("DSV3_HIP_LIB", s(&fake(false))), ("FAKE_HIP_DEVICES", "0")]);
+    run_child("child_no_device", &[("DSV3_HIP_LIB", s(&fake(Fake::Complete))), ("FAKE_HIP_DEVICES", "0")]);
 }
 
 #[test]
@@ -198,7 +208,7 @@ fn child_no_device() {
 
 #[test]
 fn an_incomplete_library_is_named_not_called() {
-    run_child("child_incomplete", &[("DSV3_HIP_LIB", s(&fake(true)))]);
+    run_child("child_incomplete", &[("DSV3_HIP_LIB", s(&fake(Fake::Incomplete)))]);
 }
 
 #[test]
@@ -213,7 +223,7 @@ fn child_incomplete() {
 fn a_device_without_hiprtc_is_listed_as_unable_to_compile() {
     run_child(
         "child_without_hiprtc",
-        &[("DSV3_HIP_LIB", s(&fake(false))), ("DSV3_HIPRTC_LIB", "/nonexistent/libhiprtc.so")],
+        &[("DSV3_HIP_LIB", s(&fake(Fake::Complete))), ("DSV3_HIPRTC_LIB", "/nonexistent/libhiprtc.so")],
     );
 }
 
@@ -230,7 +240,7 @@ fn child_without_hiprtc() {
 /// compilation hiprtc refuses — a kernel error with hiprtc's log.
 #[test]
 fn the_host_path_reaches_the_runtime_and_reports_its_errors() {
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     run_child("child_fake_device", &[("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib))]);
 }
 
@@ -294,7 +304,7 @@ fn child_fake_device() {
 /// events, the host waits; a tensor crosses with one hipMemcpyPeerAsync, bit for bit; every event is destroyed.
 #[test]
 fn events_wait_on_the_device_and_tensors_move_peer_to_peer() {
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib)), ("FAKE_HIP_DEVICES", "2")];
     run_child("child_fake_events", &vars);
 }
@@ -332,7 +342,10 @@ fn a_real_hiprtc_compiles_for_the_fake_device() {
     let Some(rtc) = real_hiprtc() else {
         return without_real_hiprtc("a_real_hiprtc_compiles_for_the_fake_device");
     };
-    run_child("child_real_hiprtc", &[("DSV3_HIP_LIB", s(&fake(false))), ("DSV3_HIPRTC_LIB", s(&rtc))]);
+    run_child(
+        "child_real_hiprtc",
+        &[("DSV3_HIP_LIB", s(&fake(Fake::Complete))), ("DSV3_HIPRTC_LIB", s(&rtc))],
+    );
 }
 
 #[test]
@@ -385,7 +398,7 @@ fn child_real_hiprtc() {
 /// both versions, and never calls it. The fake's hiprtc aborts on gfx942 as the real ROCm 5.2 does.
 #[test]
 fn a_hiprtc_too_old_for_the_architecture_is_never_called() {
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     let out = run_child(
         "child_too_old",
         &[
@@ -402,7 +415,7 @@ fn a_hiprtc_too_old_for_the_architecture_is_never_called() {
 /// A hiprtc whose ROCm version nothing tells is not trusted with an architecture newer than ROCm 5.
 #[test]
 fn a_hiprtc_of_unknown_version_is_not_trusted_with_gfx942() {
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     let out = run_child(
         "child_too_old",
         &[
@@ -422,7 +435,7 @@ fn a_real_hiprtc_too_old_for_the_architecture_is_never_called() {
     let Some(rtc) = real_hiprtc() else {
         return without_real_hiprtc("a_real_hiprtc_too_old_for_the_architecture_is_never_called");
     };
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&rtc)), ("FAKE_HIP_ARCH", "gfx942")];
     let out = run_child("child_too_old", &vars);
     // A hiprtc from ROCm >= 6 knows gfx942: the child reported a skip (passed on above), nothing to check.
@@ -461,7 +474,7 @@ fn child_too_old() {
 /// The FP8 format each architecture computes in, as `dsv3 devices` shows it, and the wavefront width.
 #[test]
 fn fp8_formats_and_wave_width_follow_the_architecture() {
-    let lib = fake(false);
+    let lib = fake(Fake::Complete);
     let cases = [
         ("gfx942:sramecc+:xnack-", "64", "e4m3fnuz", "fp8: e4m3fnuz (MI300)"),
         ("gfx950:sramecc+:xnack-", "64", "e4m3fn e5m2", "fp8: e4m3fn e5m2 (OCP, MI350)"),
@@ -499,4 +512,124 @@ fn child_fp8_formats() {
     assert_eq!(caps.usage(DType::F8E4M3Fnuz).matrix, fnuz);
     assert_eq!(caps.usage(DType::F8E4M3Fn).matrix, !fnuz && !caps.fp8_formats.is_empty());
     dsv3_core::testing::child_ran("child_fp8_formats");
+}
+
+fn bytes_on(dev: &dyn dsv3_core::Device, stream: &dyn Stream, bytes: &[u8]) -> dsv3_core::Buffer {
+    let b = dev.alloc(bytes.len()).unwrap();
+    stream.upload(&b, 0, bytes).unwrap();
+    b
+}
+
+fn bytes_of(stream: &dyn Stream, b: &dsv3_core::Buffer) -> Vec<u8> {
+    let mut back = vec![0u8; b.len()];
+    stream.download(b, 0, &mut back).unwrap();
+    back
+}
+
+/// Capture on the fake runtime: a captured device copy runs only when the graph is launched
+/// (hipStreamBeginCapture in relaxed mode, hipStreamEndCapture, hipGraphInstantiate, hipGraphLaunch), again
+/// on new contents at each replay; graph and executable are destroyed with it; a download while capturing
+/// is refused and spoils the capture.
+#[test]
+fn stream_capture_becomes_a_hip_graph() {
+    let lib = fake(Fake::Complete);
+    run_child("child_fake_graphs", &[("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib))]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_graphs() {
+    let dev = HipBackend::new().open(0).unwrap();
+    assert!(dev.capabilities().graph_capture);
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let count = |name: &str| fake_counter(&lib, &format!("fake_hip_{name}"));
+    let stream = dev.default_stream();
+    let st = stream.as_ref();
+    let a = bytes_on(dev.as_ref(), st, &[7; 64]);
+    let b = bytes_on(dev.as_ref(), st, &[0; 64]);
+    st.begin_capture().unwrap();
+    st.copy(&a, 0, &b, 0, 64).unwrap();
+    let graph = st.end_capture().unwrap();
+    assert_eq!(bytes_of(st, &b), [0; 64], "captured, not run");
+    graph.replay().unwrap();
+    st.sync().unwrap();
+    assert_eq!(bytes_of(st, &b), [7; 64]);
+    st.upload(&a, 0, &[9; 64]).unwrap();
+    graph.replay().unwrap();
+    st.sync().unwrap();
+    assert_eq!(bytes_of(st, &b), [9; 64]);
+    assert_eq!((count("graph_launches"), count("graphs_live"), count("execs_live")), (2, 1, 1));
+    drop(graph);
+    assert_eq!((count("graphs_live"), count("execs_live")), (0, 0));
+
+    st.begin_capture().unwrap();
+    let mut host = [0u8; 4];
+    assert!(matches!(st.download(&a, 0, &mut host), Err(Error::InvalidArgument { op: "download", .. })));
+    assert!(matches!(st.end_capture(), Err(Error::InvalidArgument { op: "end_capture", .. })));
+    assert_eq!(
+        (count("graphs_live"), count("execs_live")),
+        (0, 0),
+        "the spoilt capture's graph is destroyed"
+    );
+    dsv3_core::testing::child_ran("child_fake_graphs");
+}
+
+#[test]
+fn a_graph_the_runtime_cannot_instantiate_is_a_driver_error() {
+    let lib = fake(Fake::Complete);
+    let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib)), ("FAKE_HIP_INSTANTIATE_FAILS", "1")];
+    run_child("child_fake_instantiate_fails", &vars);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_instantiate_fails() {
+    let dev = HipBackend::new().open(0).unwrap();
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let stream = dev.default_stream();
+    let st = stream.as_ref();
+    let a = bytes_on(dev.as_ref(), st, &[5; 16]);
+    let b = bytes_on(dev.as_ref(), st, &[0; 16]);
+    st.begin_capture().unwrap();
+    st.copy(&a, 0, &b, 0, 16).unwrap();
+    match st.end_capture() {
+        Err(Error::Driver { backend, call, reason }) => {
+            assert_eq!((backend.as_str(), call.as_str()), ("hip", "hipGraphInstantiate"));
+            assert!(reason.contains("hipErrorOutOfMemory"), "{reason}");
+        }
+        Err(other) => panic!("expected the instantiation's driver error, got {other}"),
+        Ok(_) => panic!("a graph the runtime did not instantiate was returned"),
+    }
+    assert_eq!(fake_counter(&lib, "fake_hip_graphs_live"), 0, "the captured graph is destroyed");
+    st.copy(&a, 0, &b, 0, 16).unwrap();
+    assert_eq!(bytes_of(st, &b), [5; 16], "the stream runs work eagerly again");
+    dsv3_core::testing::child_ran("child_fake_instantiate_fails");
+}
+
+#[test]
+fn a_runtime_without_graphs_runs_without_capture() {
+    let lib = fake(Fake::NoGraphs);
+    run_child("child_fake_no_graphs", &[("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&lib))]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_no_graphs() {
+    let dev = HipBackend::new().open(0).unwrap();
+    assert!(!dev.capabilities().graph_capture);
+    assert!(dev.capabilities().features.iter().any(|f| f.starts_with("no graph capture: libamdhip64 lacks")));
+    let stream = dev.default_stream();
+    let st = stream.as_ref();
+    match st.begin_capture() {
+        Err(Error::Unsupported { backend, op: "begin_capture", reason }) => {
+            assert_eq!(backend, "hip");
+            assert!(reason.contains("hipStreamBeginCapture"), "{reason}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let a = bytes_on(dev.as_ref(), st, &[1; 16]);
+    let b = bytes_on(dev.as_ref(), st, &[0; 16]);
+    st.copy(&a, 0, &b, 0, 16).unwrap();
+    assert_eq!(bytes_of(st, &b), [1; 16], "the device works without capture");
+    dsv3_core::testing::child_ran("child_fake_no_graphs");
 }

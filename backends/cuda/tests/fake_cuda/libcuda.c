@@ -2,8 +2,8 @@
  * without a GPU. FAKE_CUDA_DEVICES=0 makes cuInit fail with CUDA_ERROR_NO_DEVICE (a machine with the
  * driver installed but no GPU); N gives N "devices" (sharing one context) whose memory is host memory,
  * which accept any ELF image as a module and refuse every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
- * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts; the event
- * and peer-copy counters are below. */
+ * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts; the event,
+ * peer-copy and graph counters are below. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,8 +89,12 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, Handle
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, Handle s) {
     (void)s; memcpy(dst, (const void *)src, n); return OK;
 }
+static int record_copy(CUdeviceptr dst, CUdeviceptr src, size_t n);
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, Handle s) {
-    (void)s; memmove((void *)dst, (const void *)src, n); return OK;
+    (void)s;
+    if (record_copy(dst, src, n)) return OK;
+    memmove((void *)dst, (const void *)src, n);
+    return OK;
 }
 
 static int module, function, stream;
@@ -149,5 +153,74 @@ CUresult cuLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigne
     (void)extra;
     launches++;
     return NOT_SUPPORTED;
+}
+#endif
+
+/* Stream capture: device copies enqueued while capturing are recorded, not run; a launch of the graph runs
+ * them in order. Only the relaxed capture mode (2) is taken. FAKE_CUDA_INSTANTIATE_FAILS=1 makes
+ * instantiation fail with CUDA_ERROR_OUT_OF_MEMORY. Built with -DNO_GRAPHS the entry points are absent (an
+ * old driver): capture is unavailable, everything else works. */
+enum { MAX_COPIES = 64 };
+struct graph { CUdeviceptr dst[MAX_COPIES], src[MAX_COPIES]; size_t n[MAX_COPIES]; int count, failed; };
+static struct graph *recording;
+static int graphs_live, execs_live, graph_launches;
+int fake_cuda_graphs_live(void) { return graphs_live; }
+int fake_cuda_execs_live(void) { return execs_live; }
+int fake_cuda_graph_launches(void) { return graph_launches; }
+
+static int record_copy(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    if (!recording) return 0;
+    if (recording->count == MAX_COPIES) {
+        recording->failed = 1;
+        return 1;
+    }
+    recording->dst[recording->count] = dst;
+    recording->src[recording->count] = src;
+    recording->n[recording->count++] = n;
+    return 1;
+}
+
+#ifndef NO_GRAPHS
+CUresult cuStreamBeginCapture_v2(Handle s, int mode) {
+    if (s != &stream || mode != 2 || recording) return INVALID_VALUE;
+    recording = calloc(1, sizeof *recording);
+    return recording ? OK : OUT_OF_MEMORY;
+}
+CUresult cuStreamEndCapture(Handle s, struct graph **g) {
+    if (s != &stream || !recording) return INVALID_VALUE;
+    struct graph *done = recording;
+    recording = 0;
+    if (done->failed) {
+        free(done);
+        return INVALID_VALUE;
+    }
+    *g = done;
+    graphs_live++;
+    return OK;
+}
+CUresult cuGraphInstantiateWithFlags(struct graph **exec, struct graph *g, unsigned long long flags) {
+    const char *fail = getenv("FAKE_CUDA_INSTANTIATE_FAILS");
+    if (!g || flags != 0) return INVALID_VALUE;
+    if (fail && atoi(fail)) return OUT_OF_MEMORY;
+    *exec = g;
+    execs_live++;
+    return OK;
+}
+CUresult cuGraphLaunch(struct graph *exec, Handle s) {
+    if (!exec || s != &stream || recording) return INVALID_VALUE;
+    for (int i = 0; i < exec->count; i++) memmove((void *)exec->dst[i], (const void *)exec->src[i], exec->n[i]);
+    graph_launches++;
+    return OK;
+}
+CUresult cuGraphExecDestroy(struct graph *exec) {
+    if (!exec) return INVALID_VALUE;
+    execs_live--;
+    return OK;
+}
+CUresult cuGraphDestroy(struct graph *g) {
+    if (!g) return INVALID_VALUE;
+    free(g);
+    graphs_live--;
+    return OK;
 }
 #endif

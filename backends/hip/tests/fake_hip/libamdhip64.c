@@ -14,7 +14,7 @@
  *
  * Built with -DINCOMPLETE it lacks hipModuleLaunchKernel (an old or foreign library). fake_hip_launches()
  * counts launch attempts, fake_hip_modules() the modules loaded and not unloaded; the event and peer-copy
- * counters are below. */
+ * counters are below, and the graph counters after them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,8 +134,10 @@ hipError_t hipMemcpyDtoHAsync(void *dst, void *src, size_t n, Handle s) {
     memcpy(dst, src, n);
     return OK;
 }
+static int record_copy(void *dst, void *src, size_t n);
 hipError_t hipMemcpyDtoDAsync(void *dst, void *src, size_t n, Handle s) {
     if (s != &stream) return INVALID_HANDLE;
+    if (record_copy(dst, src, n)) return OK;
     memmove(dst, src, n);
     return OK;
 }
@@ -271,3 +273,73 @@ int hiprtcGetProgramLog(Handle p, char *log) {
 }
 int hiprtcGetCodeSize(Handle p, size_t *n) { (void)p; (void)n; return RTC_INVALID_PROGRAM; }
 int hiprtcGetCode(Handle p, char *code) { (void)p; (void)code; return RTC_INVALID_PROGRAM; }
+
+/* Stream capture: device copies enqueued while capturing are recorded, not run; a launch of the graph runs
+ * them in order. Only the relaxed capture mode (2) is taken. FAKE_HIP_INSTANTIATE_FAILS=1 makes
+ * hipGraphInstantiate fail with hipErrorOutOfMemory. Built with -DNO_GRAPHS the entry points are absent (an
+ * old ROCm): capture is unavailable, everything else works. */
+enum { MAX_COPIES = 64 };
+struct graph { void *dst[MAX_COPIES], *src[MAX_COPIES]; size_t n[MAX_COPIES]; int count, failed; };
+static struct graph *recording;
+static int graphs_live, execs_live, graph_launches;
+int fake_hip_graphs_live(void) { return graphs_live; }
+int fake_hip_execs_live(void) { return execs_live; }
+int fake_hip_graph_launches(void) { return graph_launches; }
+
+static int record_copy(void *dst, void *src, size_t n) {
+    if (!recording) return 0;
+    if (recording->count == MAX_COPIES) {
+        recording->failed = 1;
+        return 1;
+    }
+    recording->dst[recording->count] = dst;
+    recording->src[recording->count] = src;
+    recording->n[recording->count++] = n;
+    return 1;
+}
+
+#ifndef NO_GRAPHS
+hipError_t hipStreamBeginCapture(Handle s, int mode) {
+    if (s != &stream || mode != 2 || recording) return INVALID_VALUE;
+    recording = calloc(1, sizeof *recording);
+    return recording ? OK : OUT_OF_MEMORY;
+}
+hipError_t hipStreamEndCapture(Handle s, struct graph **g) {
+    if (s != &stream || !recording) return INVALID_VALUE;
+    struct graph *done = recording;
+    recording = 0;
+    if (done->failed) {
+        free(done);
+        return INVALID_VALUE;
+    }
+    *g = done;
+    graphs_live++;
+    return OK;
+}
+hipError_t hipGraphInstantiate(struct graph **exec, struct graph *g, Handle *error_node, char *log, size_t log_size) {
+    const char *fail = getenv("FAKE_HIP_INSTANTIATE_FAILS");
+    (void)error_node; (void)log; (void)log_size;
+    if (!g) return INVALID_VALUE;
+    if (fail && atoi(fail)) return OUT_OF_MEMORY;
+    *exec = g;
+    execs_live++;
+    return OK;
+}
+hipError_t hipGraphLaunch(struct graph *exec, Handle s) {
+    if (!exec || s != &stream || recording) return INVALID_VALUE;
+    for (int i = 0; i < exec->count; i++) memmove(exec->dst[i], exec->src[i], exec->n[i]);
+    graph_launches++;
+    return OK;
+}
+hipError_t hipGraphExecDestroy(struct graph *exec) {
+    if (!exec) return INVALID_VALUE;
+    execs_live--;
+    return OK;
+}
+hipError_t hipGraphDestroy(struct graph *g) {
+    if (!g) return INVALID_VALUE;
+    free(g);
+    graphs_live--;
+    return OK;
+}
+#endif
