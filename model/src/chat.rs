@@ -68,6 +68,13 @@ impl Message {
 pub const TEMPLATE_FUEL_BASE: u64 = 1_000_000;
 pub const TEMPLATE_FUEL_PER_MESSAGE: u64 = 10_000;
 
+/// Bytes a rendered prompt may take: this many, plus [`TEMPLATE_OUTPUT_PER_CONTENT_BYTE`] per byte of the
+/// messages' contents. A template wraps each message in a few markers (DeepSeek-V3's adds ~30 bytes per
+/// message; one that repeats the system text per turn stays within 8×), so only a template built to blow
+/// up its output reaches the bound; it then stops with an error instead of filling memory.
+pub const TEMPLATE_OUTPUT_BASE: usize = 1 << 20;
+pub const TEMPLATE_OUTPUT_PER_CONTENT_BYTE: usize = 8;
+
 /// Renders `template` over `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
 ///
 /// The result holds the special tokens as text (the DeepSeek template writes `bos_token` itself), so it
@@ -75,7 +82,10 @@ pub const TEMPLATE_FUEL_PER_MESSAGE: u64 = 10_000;
 /// does. Errors (template syntax, a failing `raise_exception(...)`) are [`Error::Data`] with field
 /// `chat_template`; the file is named `(chat template)` here, and `Tokenizer::chat_prompt` names the
 /// `tokenizer_config.json` it came from instead. A template that runs out of fuel (see
-/// [`TEMPLATE_FUEL_BASE`]) is such an error too.
+/// [`TEMPLATE_FUEL_BASE`]) or writes more than its output bound (see [`TEMPLATE_OUTPUT_BASE`]) is such an
+/// error too. Fuel and the output bound do not bound the strings a template builds without printing them
+/// (`{% set ns.s = ns.s ~ ns.s %}` in a loop doubles one per instruction; minijinja has no memory limit):
+/// the template is part of the checkpoint the user chose to run.
 pub fn render(
     template: &str,
     messages: &[Message],
@@ -105,17 +115,55 @@ pub fn render(
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, format!("template raised: {msg}")))
     });
     let compiled = env.template_from_str(template).map_err(template_error)?;
-    compiled
-        .render(context! {
-            messages => messages,
-            bos_token => bos_token,
-            eos_token => eos_token,
-            add_generation_prompt => add_generation_prompt,
-        })
-        .map_err(template_error)
+    let content: usize = messages.iter().map(|m| m.content.len()).sum();
+    let limit = TEMPLATE_OUTPUT_BASE.saturating_add(content.saturating_mul(TEMPLATE_OUTPUT_PER_CONTENT_BYTE));
+    let mut out = BoundedOutput { bytes: Vec::new(), limit, overflowed: false };
+    let context = context! {
+        messages => messages,
+        bos_token => bos_token,
+        eos_token => eos_token,
+        add_generation_prompt => add_generation_prompt,
+    };
+    let rendered = compiled.render_captured_to(context, &mut out).map(drop);
+    match rendered {
+        Ok(()) => {
+            String::from_utf8(out.bytes).map_err(|_| data_error("the rendered prompt is not UTF-8".into()))
+        }
+        Err(_) if out.overflowed => Err(data_error(format!(
+            "the rendered prompt exceeds {limit} bytes ({TEMPLATE_OUTPUT_BASE} + \
+             {TEMPLATE_OUTPUT_PER_CONTENT_BYTE} per byte of message content)"
+        ))),
+        Err(e) => Err(template_error(e)),
+    }
+}
+
+/// The rendered prompt, refusing to grow past `limit` bytes: the write that would cross it fails, which
+/// ends the render, and says so in `overflowed`.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.limit - self.bytes.len() {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output bound reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn template_error(e: minijinja::Error) -> Error {
     // `Display` gives the kind, the detail and the template line.
-    Error::Data { file: "(chat template)".into(), field: "chat_template".into(), reason: e.to_string() }
+    data_error(e.to_string())
+}
+
+fn data_error(reason: String) -> Error {
+    Error::Data { file: "(chat template)".into(), field: "chat_template".into(), reason }
 }

@@ -128,6 +128,16 @@ fn template_errors_are_data_errors() {
             other => panic!("{template:?}: expected a Data error, got {other:?}"),
         }
     }
+    // Output past the bound (1 MiB + 8 bytes per content byte) ends the render: 100,000 × 100 bytes
+    // within the fuel, each write checked, nothing past the bound kept.
+    let wide = "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}";
+    match render(wide, &[Message::user("x")], "<s>", "</s>", false) {
+        Err(Error::Data { reason, .. }) => assert!(reason.contains("exceeds 1048584 bytes"), "{reason}"),
+        other => panic!("expected the output bound, got {other:?}"),
+    }
+    // Just under the bound is rendered whole.
+    let under = "{% for i in range(10485) %}{{ 'x' * 100 }}{% endfor %}";
+    assert_eq!(render(under, &[Message::user("x")], "<s>", "</s>", false).unwrap().len(), 1_048_500);
     match render("{{ raise_exception('no system role') }}", &[], "<s>", "</s>", false) {
         Err(Error::Data { reason, .. }) => assert!(reason.contains("no system role"), "{reason}"),
         other => panic!("{other:?}"),
