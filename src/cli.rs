@@ -79,10 +79,10 @@ pub fn completions(shell: clap_complete::Shell) -> i32 {
     finish("completions", out!("{script}").map(|()| 0).map_err(String::from))
 }
 
-/// A value parser from a function of the text: the function's error is the message, as it is (so each
-/// names its option, as the commands' own errors do). A value that is not UTF-8 is an error naming the
-/// option — clap's own parsers say only that some argument was not UTF-8. Paths take `PathBuf` instead:
-/// any bytes the OS allows.
+/// A value parser from a function of the text: the function's error is the message, as it is when it
+/// names its option (as the commands' own errors do), else after `--option value: ` (for a check several
+/// options share). A value that is not UTF-8 is an error naming the option — clap's own parsers say only
+/// that some argument was not UTF-8. Paths take `PathBuf` instead: any bytes the OS allows.
 #[derive(Clone)]
 pub struct Checked<T>(pub fn(&str) -> Result<T, String>);
 
@@ -95,12 +95,15 @@ impl<T: Clone + Send + Sync + 'static> TypedValueParser for Checked<T> {
         arg: Option<&clap::Arg>,
         value: &OsStr,
     ) -> Result<T, clap::Error> {
+        let flag = arg.and_then(clap::Arg::get_long).unwrap_or("value");
         let Some(text) = value.to_str() else {
-            let flag = arg.and_then(clap::Arg::get_long).unwrap_or("value");
             let message = format!("--{flag}: `{}` is not valid UTF-8", value.to_string_lossy());
             return Err(cmd.clone().error(ErrorKind::InvalidUtf8, message));
         };
-        (self.0)(text).map_err(|e| cmd.clone().error(ErrorKind::ValueValidation, e))
+        (self.0)(text).map_err(|e| {
+            let message = if e.starts_with("--") { e } else { format!("--{flag} {text}: {e}") };
+            cmd.clone().error(ErrorKind::ValueValidation, message)
+        })
     }
 }
 

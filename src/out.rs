@@ -89,6 +89,19 @@ pub fn stderr(args: fmt::Arguments) {
     let _ = io::stderr().lock().write_fmt(args);
 }
 
+/// Refuses an output path that is a directory or whose directory does not exist: asked before a long run,
+/// so its results are not lost at the end.
+pub fn writable(flag: &str, file: &Path) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!("{flag} {}: is a directory", file.display()));
+    }
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("{flag} {}: no directory {}", file.display(), dir.display()));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to the file `path` names (`flag` is the option that named it, for messages). A new path
 /// or a regular file is written to a temporary file beside it and renamed over it, so a failed write
 /// leaves the old file whole. Anything else is written through in place, never replaced: a symlink's

@@ -290,3 +290,35 @@ fn recorded_runs_still_load() {
     }
     assert!(recorded > 0, "no dsv3-bench run in {}", dir.display());
 }
+
+#[test]
+fn bench_ops_times_every_op_of_a_step_and_checks_each_on_a_replica() {
+    let dir = tempdir("ops");
+    let json_file = dir.join("ops.json");
+    let args = ["bench", "ops", "--suite", "quick", "--repetitions", "2", "--seconds", "0.01"];
+    let mut args = args.to_vec();
+    args.extend(["--context", "64", "--prefill", "16", "--json", path(&json_file)]);
+    let out = dsv3(&args);
+    let parts = ["embed", "attn.q_a", "attn.cache_append", "attn.mla", "moe.experts.down", "head.sample"];
+    let shown = expect("bench ops", &out, 0, &parts);
+    // Both phases, every row timed on cpu:0 and its replica passed against the oracle.
+    let rows: Vec<&str> =
+        shown.lines().filter(|l| l.starts_with("decode") || l.starts_with("prefill")).collect();
+    assert!(rows.len() > 2 * 20, "{shown}");
+    for row in &rows {
+        assert!(row.contains("cpu:0") && row.ends_with("pass"), "not timed and checked: {row}");
+    }
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    assert_eq!(run["kind"], "ops");
+    let saved = run["rows"].as_array().unwrap();
+    assert_eq!(saved.len(), rows.len());
+    assert!(saved.iter().all(|r| r["unit"] == "calls/s" && r["samples"].as_array().unwrap().len() == 2));
+    // A saved op run compares like a model run.
+    let compared = dsv3(&["bench", "compare", path(&json_file), path(&json_file)]);
+    expect("bench compare ops", &compared, 0, &["attn.mla"]);
+    // Bad flags name themselves.
+    let bad = dsv3(&["bench", "ops", "--suite", "deepseek-v4"]);
+    expect("bench ops --suite deepseek-v4", &bad, 2, &["--suite"]);
+    let bad = dsv3(&["bench", "ops", "--suite", "quick", "--batch", "0"]);
+    expect("bench ops --batch 0", &bad, 2, &["--batch"]);
+}

@@ -110,7 +110,7 @@ pub fn batched_gemm(
     make("batched_gemm", &params, format!("a={a},b={b},c={c}"), Spec::BatchedGemm(spec))
 }
 
-fn cache_append(b: usize, t: usize, l: usize, w: usize, kv_lens: &[usize], dtype: DType) -> Case {
+pub(crate) fn cache_append(b: usize, t: usize, l: usize, w: usize, kv_lens: &[usize], dtype: DType) -> Case {
     let spec = CacheAppendSpec { b, t, l, w, kv_lens: kv_lens.to_vec(), dtype };
     let lens: Vec<String> = kv_lens.iter().map(|l| l.to_string()).collect();
     let params = [p("b", b), p("t", t), p("l", l), p("w", w), p("lens", lens.join("/")), p("dtype", dtype)];
@@ -155,7 +155,7 @@ fn dequantize(shape: &[usize], format: Fp8Format, scales: ScaleStore, out: DType
     make("dequantize", &params, dtypes, Spec::Dequantize(spec))
 }
 
-fn route(label: &str, t: usize, e: usize, config: RouteConfig) -> Case {
+pub(crate) fn route(label: &str, t: usize, e: usize, config: RouteConfig) -> Case {
     let max_bias = if config.method == TopkMethod::NoAuxTc { 0.1 } else { 0.0 };
     let params = [
         p("kind", label),
@@ -182,7 +182,7 @@ fn v3_route(t: usize, e: usize, n_group: usize, topk_group: usize, top_k: usize)
     route("v3_noaux_tc", t, e, config)
 }
 
-fn dispatch(t: usize, d: usize, k: usize, experts: usize, x: DType, ids: IdPattern) -> Case {
+pub(crate) fn dispatch(t: usize, d: usize, k: usize, experts: usize, x: DType, ids: IdPattern) -> Case {
     let pattern = match ids {
         IdPattern::Random => "random".to_string(),
         IdPattern::EvenOnly => "even_only".to_string(),
@@ -193,7 +193,7 @@ fn dispatch(t: usize, d: usize, k: usize, experts: usize, x: DType, ids: IdPatte
     make("moe_dispatch", &params, format!("x={x}"), Spec::MoeDispatch(spec))
 }
 
-fn combine(t: usize, k: usize, n: usize, x: DType, out: DType) -> Case {
+pub(crate) fn combine(t: usize, k: usize, n: usize, x: DType, out: DType) -> Case {
     let params = [p("t", t), p("k", k), p("n", n), p("x", x), p("out", out)];
     let spec = CombineSpec { t, k, n, x, out };
     make("moe_combine", &params, format!("x={x},out={out}"), Spec::MoeCombine(spec))
@@ -248,7 +248,7 @@ fn attention(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mla(
+pub(crate) fn mla(
     b: usize,
     t: usize,
     h: usize,
@@ -279,13 +279,13 @@ fn mha(
     attention(Form::Mha, b, t, h, dk, dv, l, lens, causal, dtype, out)
 }
 
-fn rms_norm(r: usize, d: usize, x: DType, w: DType, out: DType) -> Case {
+pub(crate) fn rms_norm(r: usize, d: usize, x: DType, w: DType, out: DType) -> Case {
     let params = [p("r", r), p("d", d), p("x", x), p("w", w), p("out", out)];
     let spec = RmsNormSpec { r, d, x, w, out, eps: 1e-6 };
     make("rms_norm", &params, format!("x={x},w={w},out={out}"), Spec::RmsNorm(spec))
 }
 
-fn rope(
+pub(crate) fn rope(
     t: usize,
     h: usize,
     params: RopeParams,
@@ -314,13 +314,13 @@ fn rows_spec(r: usize, n: usize, a: DType, b: DType, out: DType, std: f64) -> Ro
     RowsSpec { r, n, a, b, out, std }
 }
 
-fn silu_mul(r: usize, n: usize, a: DType, out: DType, std: f64) -> Case {
+pub(crate) fn silu_mul(r: usize, n: usize, a: DType, out: DType, std: f64) -> Case {
     let params = [p("r", r), p("n", n), p("in", a), p("out", out), p("std", std)];
     let spec = rows_spec(r, n, a, a, out, std);
     make("silu_mul", &params, format!("in={a},out={out}"), Spec::SiluMul(spec))
 }
 
-fn add(r: usize, n: usize, a: DType, b: DType, out: DType) -> Case {
+pub(crate) fn add(r: usize, n: usize, a: DType, b: DType, out: DType) -> Case {
     let params = [p("r", r), p("n", n), p("a", a), p("b", b), p("out", out)];
     let spec = rows_spec(r, n, a, b, out, 1.0);
     make("add", &params, format!("a={a},b={b},out={out}"), Spec::Add(spec))
@@ -337,7 +337,7 @@ fn argmax(r: usize, n: usize, x: DType) -> Case {
     make("argmax", &params, format!("x={x}"), Spec::Argmax(rows_spec(r, n, x, x, DType::I32, 1.0)))
 }
 
-fn embedding(v: usize, d: usize, t: usize, table: DType, out: DType) -> Case {
+pub(crate) fn embedding(v: usize, d: usize, t: usize, table: DType, out: DType) -> Case {
     let params = [p("v", v), p("d", d), p("t", t), p("table", table), p("out", out)];
     let spec = EmbeddingSpec { v, d, t, table, out };
     make("embedding", &params, format!("table={table},out={out}"), Spec::Embedding(spec))
@@ -355,7 +355,7 @@ fn topk(r: usize, n: usize, k: usize, x: DType) -> Case {
     make("topk", &params, format!("x={x}"), Spec::TopK(TopKSpec { r, n, k, x }))
 }
 
-fn sample(r: usize, v: usize, x: DType, temperature: f32, top_p: f32, sample_seed: u64) -> Case {
+pub(crate) fn sample(r: usize, v: usize, x: DType, temperature: f32, top_p: f32, sample_seed: u64) -> Case {
     let params = [
         p("r", r),
         p("v", v),

@@ -10,6 +10,7 @@
 //! * [`metrics`] — NMSE, max abs / rel, cosine distance, exact and tie-aware comparisons, guard checks;
 //! * [`expectations`] — per-backend unsupported and expected-failure lists;
 //! * [`sampling_stats`] — sampling judged by its distribution (chi-square against the exact nucleus);
+//! * [`suite`] — the ops of one model step at its real shapes, each with a checked replica (`bench ops`);
 //! * [`runner`] — test / perf / support modes; [`report`] — console table, JSON, markdown matrix;
 //! * [`fuzzing`] — the case-file reader's fuzz entry; [`fuzz_replay`] — the stable replay of every fuzz
 //!   target's corpus, shared with the model crate's targets.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod report;
 pub mod runner;
 pub mod sampling_stats;
+pub mod suite;
 pub mod tolerance;
 
 pub use case::Case;

@@ -1,5 +1,6 @@
-//! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), and the comparison of two
-//! saved runs (`compare`). One concern per file: the op timer (`op`), the model grid (`model`), the saved
+//! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), every op of a model's step
+//! (`ops`), and the comparison of two saved runs (`compare`). One concern per file: the op timer (`op`),
+//! the op suite (`ops`), the model grid (`model`), the saved
 //! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
 //! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
 
@@ -7,6 +8,7 @@ mod compare;
 mod machine;
 mod model;
 mod op;
+mod ops;
 mod plot;
 mod report;
 mod results;
@@ -16,7 +18,8 @@ mod stats;
 /// Time one op (ms, GFLOP/s, GB/s, % of peak), a model (`bench model`), or compare saved runs
 ///
 /// `dsv3 bench --op OP`: GEMMs take any --shape and --dtype; other ops are timed on the full conformance
-/// set's cases for that op (the DeepSeek-V3 shapes among them). `dsv3 bench model`: prefill and decode
+/// set's cases for that op (the DeepSeek-V3 shapes among them). `dsv3 bench ops --suite deepseek-v3`:
+/// every op of a decode and a prefill step at the model's shapes, each checked on a replica. `dsv3 bench model`: prefill and decode
 /// tok/s over prompt × generation × batch, saved with --json. `dsv3 bench compare A.json B.json`: ratios
 /// with a noise verdict.
 #[derive(clap::Args)]
@@ -31,6 +34,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     Model(model::Args),
+    Ops(ops::Args),
     Compare(compare::Args),
 }
 
@@ -38,6 +42,7 @@ enum Command {
 pub fn run(args: Args, quiet: bool) -> i32 {
     match args.command {
         Some(Command::Model(args)) => model::run(args, quiet),
+        Some(Command::Ops(args)) => ops::run(args),
         Some(Command::Compare(args)) => compare::run(args),
         None => op::run(args.op),
     }

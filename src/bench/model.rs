@@ -14,7 +14,7 @@ use super::results::{self, ModelEntry, Roofline, Row, Run};
 use super::{machine, plot, report, roofline};
 use crate::cli::Checked;
 use crate::model_cmd::{self, DeviceArgs, ModelSource, PathChoice, PATH};
-use crate::out::{outln, write_file};
+use crate::out::{outln, writable, write_file};
 
 /// Prefill and decode tok/s over prompt × generation × batch, with mean ± stddev and rooflines
 ///
@@ -210,18 +210,6 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
         write_file("--plot", file, plot::tok_s_by_batch(&run)?.as_bytes())?;
     }
     Ok(0)
-}
-
-/// Refuses an output path that is a directory or whose directory does not exist.
-fn writable(flag: &str, file: &std::path::Path) -> Result<(), String> {
-    if file.is_dir() {
-        return Err(format!("{flag} {}: is a directory", file.display()));
-    }
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        return Err(format!("{flag} {}: no directory {}", file.display(), dir.display()));
-    }
-    Ok(())
 }
 
 /// Progress on stderr: hidden with -q, and by indicatif itself when stderr is not a terminal.

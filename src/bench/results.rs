@@ -95,13 +95,17 @@ pub struct Row {
     pub prompt: usize,
     pub gen: usize,
     pub batch: usize,
-    /// Always `tok/s` for model rows: higher is better.
+    /// `tok/s` for model rows, `calls/s` for op rows: higher is better.
     pub unit: String,
     pub samples: Vec<f64>,
     pub mean: f64,
     pub stddev: f64,
     pub median: f64,
     pub roofline: Option<Roofline>,
+    /// What identifies an op row (`bench ops`: phase, shape, part, case and device); model rows are
+    /// identified by phase, prompt, generation and batch alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,12 +140,16 @@ impl Row {
             stddev: s.stddev,
             median: s.median,
             roofline: None,
+            name: None,
         }
     }
 
-    /// What identifies the row across runs: `decode p512 n128 b8`.
+    /// What identifies the row across runs: `decode p512 n128 b8`, or an op row's name.
     pub fn key(&self) -> String {
-        format!("{} p{} n{} b{}", self.phase, self.prompt, self.gen, self.batch)
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("{} p{} n{} b{}", self.phase, self.prompt, self.gen, self.batch),
+        }
     }
 }
 
