@@ -87,6 +87,8 @@ const DESC_B_SCALE_MODE: c_int = 32;
 const SCALE_VEC128_32F: i32 = 4;
 const SCALE_BLK128X128_32F: i32 = 5;
 const PREF_MAX_WORKSPACE_BYTES: c_int = 1;
+/// `CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES` (uint32; default 256).
+const PREF_MIN_ALIGNMENT: [c_int; 4] = [5, 6, 7, 8];
 const TRANSFORM_DESC_TRANSA: c_int = 2;
 
 /// An opaque cuBLASLt object (handle, descriptor, layout, preference).
@@ -370,8 +372,8 @@ fn kind(g: &GemmDesc) -> std::result::Result<Kind, String> {
 
 /// Why cuBLASLt is not offered `g` on this device, before asking the library.
 fn applies(lib: &CublasLt, cc: (i32, i32), g: &GemmDesc) -> std::result::Result<Kind, String> {
-    if !g.aligned {
-        return Err("an operand does not start on a 256-byte boundary (cuBLASLt's default alignment)".into());
+    if g.align < 16 {
+        return Err(format!("an operand is only {}-byte aligned (cuBLASLt's algorithms want 16)", g.align));
     }
     let kind = kind(g)?;
     match kind {
@@ -587,6 +589,17 @@ impl DeviceLt {
                     std::mem::size_of::<u64>(),
                 );
                 lib.check("cublasLtMatmulPreferenceSetAttribute", s)?;
+                // Only algorithms that work at the operands' actual alignment (a view may start 16 or 64
+                // bytes into its buffer).
+                for attr in PREF_MIN_ALIGNMENT {
+                    let s = (lib.api.pref_set)(
+                        pref,
+                        attr,
+                        &g.align as *const u32 as *const c_void,
+                        std::mem::size_of::<u32>(),
+                    );
+                    lib.check("cublasLtMatmulPreferenceSetAttribute", s)?;
+                }
                 let [a, b, c] = d.layouts;
                 let s = (lib.api.heuristic)(
                     self.handle,

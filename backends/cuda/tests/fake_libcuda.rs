@@ -636,6 +636,7 @@ fn child_lt_bf16() {
         // The algorithm's workspace (1000 bytes, rounded to 256) from the scratch pool, within the
         // ceiling asked of the heuristic (Hopper: 32 MiB).
         assert_eq!((lt("workspace_size"), lt("max_workspace")), (1024, 32 << 20));
+        assert_eq!(lt("min_alignment"), 256, "the operands' alignment, promised to the heuristic");
         assert_ne!(lt("workspace"), 0);
         assert_ne!(lt("stream"), 0, "the queue's stream, not the legacy default stream");
     }
@@ -891,4 +892,46 @@ fn child_lt_required() {
     }
     assert_eq!(fake_counter("fake_cuda_launches"), 0, "none of dsv3's kernels ran");
     dsv3_core::testing::child_ran("child_lt_required");
+}
+
+/// The conformance runner on the fake device: cuBLASLt's results pass, said to be cuBLASLt's, under the
+/// `gemm_tensor_core` rule — and only gemm's rows get it.
+#[test]
+fn conformance_holds_cublaslt_results_to_their_own_rule() {
+    let test = "conformance_holds_cublaslt_results_to_their_own_rule";
+    run_fake_child(test, "child_lt_conformance", Fake::WithLt, &[]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_conformance() {
+    use dsv3_conformance::case::Operand;
+    use dsv3_conformance::gen::ScaleStore;
+    use dsv3_conformance::{cases, runner, tolerance, Status};
+    let backend = CudaBackend::new();
+    let (bf16, fp8) =
+        (Operand::Dense(DType::BF16), Operand::Fp8(dsv3_core::Fp8Format::E4M3Fn, ScaleStore::F32));
+    let set = [
+        cases::gemm(64, 256, 1024, bf16, bf16, DType::F32),
+        cases::gemm(32, 576, 512, fp8, fp8, DType::BF16),
+    ];
+    let report = runner::run(&[&backend], &set, &runner::Options::default());
+    assert_eq!(report.results.len(), 2);
+    for (row, (block_fp8, count)) in report.results.iter().zip([(false, 64 * 256), (true, 32 * 576)]) {
+        assert_eq!(row.status, Status::Pass, "{}: {}", row.case, row.reason);
+        assert!(row.reason.contains("native via cublasLt 12.9.0"), "{}", row.reason);
+        let k = if block_fp8 { 512 } else { 1024 };
+        let c = if block_fp8 { DType::BF16 } else { DType::F32 };
+        assert_eq!(
+            row.tolerance,
+            Some(tolerance::gemm_tensor_core(k, block_fp8, c, count).nmse),
+            "{}",
+            row.case
+        );
+    }
+    assert_eq!(lt("matmuls"), 2);
+    // The runner's inputs start 64 bytes into their buffers (NaN padding): the heuristic was told, and
+    // the fake refuses pointers less aligned than the algorithm was chosen for.
+    assert_eq!(lt("min_alignment"), 64);
+    dsv3_core::testing::child_ran("child_lt_conformance");
 }

@@ -74,8 +74,9 @@ pub struct GemmDesc {
     /// Row pitches of A and C in elements (B is contiguous).
     pub a_pitch: usize,
     pub c_pitch: usize,
-    /// Every operand (scales included) starts on a 256-byte boundary, as every allocation does.
-    pub aligned: bool,
+    /// The largest power of two, at most 256, that every operand's (scales included) byte offset is a
+    /// multiple of (allocations are 256-byte aligned).
+    pub align: u32,
 }
 
 /// A runtime's answer for a [`GemmDesc`].

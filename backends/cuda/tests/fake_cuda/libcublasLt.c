@@ -30,7 +30,7 @@ static struct {
     long long handles, descs, layouts, prefs, tdescs, matmuls, transforms, heuristics;
     long long transa, transb, a_mode, b_mode, a_scale, b_scale, compute, scale_type;
     long long a_type, a_rows, a_cols, a_ld, b_type, b_rows, b_cols, b_ld, c_rows, c_cols, c_ld, d_type, d_ld;
-    long long workspace, workspace_size, stream, max_workspace, c_is_d;
+    long long workspace, workspace_size, stream, max_workspace, min_alignment, c_is_d;
     long long t_transa, t_src, t_dst, t_rows, t_cols, t_ld;
 } rec;
 
@@ -40,7 +40,7 @@ long long fake_lt(const char *key) {
     KEY(heuristics); KEY(transa); KEY(transb); KEY(a_mode); KEY(b_mode); KEY(a_scale); KEY(b_scale);
     KEY(compute); KEY(scale_type); KEY(a_type); KEY(a_rows); KEY(a_cols); KEY(a_ld); KEY(b_type);
     KEY(b_rows); KEY(b_cols); KEY(b_ld); KEY(c_rows); KEY(c_cols); KEY(c_ld); KEY(d_type); KEY(d_ld);
-    KEY(workspace); KEY(workspace_size); KEY(stream); KEY(max_workspace); KEY(c_is_d); KEY(t_transa);
+    KEY(workspace); KEY(workspace_size); KEY(stream); KEY(max_workspace); KEY(min_alignment); KEY(c_is_d); KEY(t_transa);
     KEY(t_src); KEY(t_dst); KEY(t_rows); KEY(t_cols); KEY(t_ld);
 #undef KEY
     abort(); /* a key the test misspelt */
@@ -96,13 +96,23 @@ Status cublasLtMatrixLayoutCreate(Layout **l, int type, uint64_t rows, uint64_t 
 }
 Status cublasLtMatrixLayoutDestroy(Layout *l) { free(l); rec.layouts--; return OK; }
 
+/* The minimum alignments of A, B, C and D the caller promised (cuBLASLt's default 256); the algorithm the
+ * heuristic returns carries them, and the matmul refuses operands less aligned than that. */
 static int preference;
-Status cublasLtMatmulPreferenceCreate(void **p) { FAIL_IF("cublasLtMatmulPreferenceCreate"); *p = &preference; rec.prefs++; return OK; }
+static uint32_t alignment[4];
+Status cublasLtMatmulPreferenceCreate(void **p) {
+    FAIL_IF("cublasLtMatmulPreferenceCreate");
+    *p = &preference;
+    for (int i = 0; i < 4; i++) alignment[i] = 256;
+    rec.prefs++;
+    return OK;
+}
 Status cublasLtMatmulPreferenceSetAttribute(void *p, int attr, const void *buf, size_t size) {
     FAIL_IF("cublasLtMatmulPreferenceSetAttribute");
-    if (p != &preference || attr != 1 || size != 8) return INVALID_VALUE;
-    rec.max_workspace = (long long)*(const uint64_t *)buf;
-    return OK;
+    if (p != &preference) return INVALID_VALUE;
+    if (attr == 1 && size == 8) { rec.max_workspace = (long long)*(const uint64_t *)buf; return OK; }
+    if (attr >= 5 && attr <= 8 && size == 4) { alignment[attr - 5] = *(const uint32_t *)buf; return OK; }
+    return INVALID_VALUE;
 }
 Status cublasLtMatmulPreferenceDestroy(void *p) { (void)p; rec.prefs--; return OK; }
 
@@ -121,6 +131,9 @@ Status cublasLtMatmulAlgoGetHeuristic(void *h, Desc *d, Layout *a, Layout *b, La
     if (getenv("FAKE_CUBLASLT_NO_ALGO")) { *found = 0; return OK; }
     memset(out, 0, sizeof *out);
     out->algo[0] = 0xa190;
+    for (int i = 0; i < 4; i++) out->algo[1 + i] = alignment[i];
+    rec.min_alignment = alignment[0] == alignment[1] && alignment[1] == alignment[2] && alignment[2] == alignment[3]
+        ? (long long)alignment[0] : -1;
     out->workspace = needed_workspace();
     *found = 1;
     return OK;
@@ -158,6 +171,9 @@ Status cublasLtMatmul(void *h, Desc *d, const float *alpha, const void *A, Layou
     uint64_t kb = d->transb ? lb->cols : lb->rows, n = d->transb ? lb->rows : lb->cols;
     if (k != kb || ld->rows != m || ld->cols != n || lc->rows != m || lc->cols != n) return INVALID_VALUE;
     if (workspace_size < needed_workspace() || (workspace_size && !workspace)) return INVALID_VALUE;
+    const void *ptrs[4] = {A, B, C, D};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)ptrs[i] % algo[1 + i]) return NOT_SUPPORTED; /* less aligned than the algorithm needs */
     int blocked = d->a_mode == 5 && d->b_mode == 4;
     if ((d->a_mode || d->b_mode) && !(blocked && d->transa && !d->transb && d->a_scale && d->b_scale))
         return NOT_SUPPORTED; /* only the TN block-scaled form is modelled */

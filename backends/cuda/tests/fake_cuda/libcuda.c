@@ -78,8 +78,9 @@ CUresult cuDevicePrimaryCtxRetain(Handle *ctx, int dev) { (void)dev; *ctx = &con
 CUresult cuDevicePrimaryCtxRelease_v2(int dev) { (void)dev; return OK; }
 CUresult cuCtxSetCurrent(Handle ctx) { return ctx == &context ? OK : INVALID_VALUE; }
 
+/* 256-byte aligned, as the driver's allocations are (and as cuBLASLt's default algorithms assume). */
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
-    void *m = malloc(bytes);
+    void *m = aligned_alloc(256, (bytes + 255) / 256 * 256);
     if (!m) return OUT_OF_MEMORY;
     *p = (CUdeviceptr)m;
     return OK;

@@ -27,10 +27,8 @@ fn desc(o: &Gemm) -> Option<GemmDesc> {
         Weights::Dense(t) => (t, None),
         Weights::BlockFp8 { codes, scales } => (codes, Some(scales)),
     };
-    let aligned = [Some(a), a_scales, Some(b), b_scales, Some(&o.c)]
-        .into_iter()
-        .flatten()
-        .all(|t: &Tensor| t.offset.is_multiple_of(256));
+    let offsets = [Some(a), a_scales, Some(b), b_scales, Some(&o.c)].into_iter().flatten().map(|t| t.offset);
+    let align = offsets.fold(256, |align, offset| align.min(1 << offset.trailing_zeros().min(8))) as u32;
     let operand = |t: &Tensor, s: Option<&Tensor>| GemmOperand { dtype: t.dtype, scales: s.map(|s| s.dtype) };
     Some(GemmDesc {
         m: av.shape[0],
@@ -41,7 +39,7 @@ fn desc(o: &Gemm) -> Option<GemmDesc> {
         c: o.c.dtype,
         a_pitch: row_stride(av),
         c_pitch: row_stride(&o.c),
-        aligned,
+        align,
     })
 }
 
