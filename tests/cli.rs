@@ -76,6 +76,12 @@ fn values_are_checked_before_anything_runs_with_the_option_named() {
         (&["generate", "--tokens", "1", "--path", "f16"], "--path f16: expected f32, bf16, w8a8 or fast"),
         (&["golden", "--path", "fast"], "--path fast: expected f32, bf16, w8a8 or all"),
         (&["bench", "--op", "gemm", "--dtype", "f32/f33/f32"], "--dtype: unknown operand `f33`"),
+        (&["bench", "--op", "gemm", "--impl", "fast"], "'fast' for '--impl <IMPL>'"),
+        (
+            &["bench", "--op", "gemm", "--shape", "8x8x8", "--impl", "ours"],
+            "--impl picks the CUDA backend's GEMM",
+        ),
+        (&["bench", "--op", "add", "--backend", "cuda", "--impl", "ours"], "needs --op gemm --backend cuda"),
         (&["generate", "--prompt", "a", "--tokens", "1"], "cannot be used with"),
         (&["generate", "--config", "c.json", "--tokens", "1"], "--random-weights"),
         (&["inspect", "--config", "c.json", "--assume", "cuda:0=H200"], "--place"),

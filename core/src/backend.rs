@@ -80,6 +80,12 @@ pub fn own_buffer<'b, T: 'static>(
 pub enum Support {
     /// A kernel written for it.
     Native,
+    /// A vendor library's kernel (cuBLASLt), not dsv3's: native arithmetic, but in the library's own
+    /// accumulation order, which the conformance suite bounds by a rule of its own; `library` names it
+    /// and its version.
+    Library {
+        library: String,
+    },
     /// Runs, but through something slower or wider than the op's natural form (e.g. FP8 decoded to f32
     /// in-shader, unabsorbed attention); `via` says what.
     Emulated {
@@ -94,12 +100,18 @@ impl Support {
     pub fn is_runnable(&self) -> bool {
         !matches!(self, Support::Unsupported { .. })
     }
+
+    /// Runs at the hardware's own width: a dsv3 kernel or a vendor library's.
+    pub fn is_native(&self) -> bool {
+        matches!(self, Support::Native | Support::Library { .. })
+    }
 }
 
 impl fmt::Display for Support {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Support::Native => f.write_str("native"),
+            Support::Library { library } => write!(f, "native via {library}"),
             Support::Emulated { via } => write!(f, "emulated via {via}"),
             Support::Unsupported { reason } => write!(f, "unsupported: {reason}"),
         }

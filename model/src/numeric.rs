@@ -55,8 +55,7 @@ impl NumericPath {
     /// benches/results/2026-11-28-cpu-model.md).
     pub fn fastest(config: &ModelConfig, devices: &[Arc<dyn Device>]) -> NumericPath {
         let Some(q) = config.quantization else { return NumericPath::Bf16 };
-        let native =
-            |d: &Arc<dyn Device>| matches!(w8a8_support(d.as_ref(), q.activation_scales), Support::Native);
+        let native = |d: &Arc<dyn Device>| w8a8_support(d.as_ref(), q.activation_scales).is_native();
         if devices.iter().all(native) {
             NumericPath::W8A8
         } else {
@@ -85,7 +84,6 @@ pub(crate) fn w8a8_support(device: &dyn Device, scales: ScaleFormat) -> Support 
         c: t(&[1, k], DType::BF16),
     });
     let answers = [device.supports(&quant), device.supports(&gemm)];
-    let weakest =
-        answers.iter().find(|s| !s.is_runnable()).or(answers.iter().find(|s| !matches!(s, Support::Native)));
+    let weakest = answers.iter().find(|s| !s.is_runnable()).or(answers.iter().find(|s| !s.is_native()));
     weakest.unwrap_or(&answers[0]).clone()
 }

@@ -28,7 +28,11 @@ pub struct Args {
     /// For gemm: C[M,N] = A[M,K]·B[N,K]ᵀ
     #[arg(long, value_name = "MxNxK", value_parser = SHAPE)]
     shape: Option<Spelled<(usize, usize, usize)>>,
-    /// The last stdout line is {"op","backend","dtype","shape","ms","gflops","gbps",...}
+    /// For gemm on cuda: `ours` (dsv3's kernels) or `cublaslt` (cuBLASLt, an error where it cannot run
+    /// the GEMM); both set DSV3_CUDA_GEMM. Without it cuBLASLt runs what it can
+    #[arg(long = "impl", value_name = "IMPL", value_parser = ["ours", "cublaslt"])]
+    gemm_impl: Option<String>,
+    /// The last stdout line is {"op","backend","dtype","shape","impl","ms","gflops","gbps",...}
     #[arg(long)]
     json: bool,
     /// Time spent measuring each case, in (0, 3600]
@@ -62,6 +66,9 @@ pub fn run(args: Args) -> i32 {
 fn try_run(args: Args) -> Result<i32, String> {
     // clap requires --op unless a subcommand (`bench model`, `bench compare`) was given instead.
     let op = args.op.as_deref().ok_or("--op is required")?;
+    if let Some(choice) = &args.gemm_impl {
+        pick_cuda_gemm(op, &args.backend, choice)?;
+    }
     let backends = registry::select(&args.backend)?;
     registry::require_present(&args.backend, &backends)?;
     let set: Vec<Case> = match op {
@@ -86,12 +93,21 @@ fn try_run(args: Args) -> Result<i32, String> {
     for row in &report.results {
         print_row(row)?;
     }
+    if let (Some(choice), Some(row)) = (&args.gemm_impl, report.results.iter().find(|r| r.perf.is_none())) {
+        return Err(format!(
+            "--impl {choice}: {} on {}: {} {}",
+            row.case,
+            row.device,
+            row.status.as_str(),
+            row.reason
+        ));
+    }
     if args.json {
         // The last line of stdout is one JSON object per the documented interface.
         if let Some(row) = report.results.last() {
             let shape = args.shape.as_ref().map(|s| s.text.as_str());
             let dtype = args.dtype.as_ref().map(|d| d.text.as_str());
-            outln!("{}", json_line(row, shape, dtype))?;
+            outln!("{}", json_line(row, shape, dtype, args.gemm_impl.as_deref()))?;
         }
     }
     Ok(if report.failed() { 1 } else { 0 })
@@ -119,7 +135,22 @@ fn print_row(row: &Row) -> Result<(), String> {
     .map_err(String::from)
 }
 
-fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
+/// `--impl`: only for gemm on the CUDA backend; sets `DSV3_CUDA_GEMM` before any device opens, and for
+/// `cublaslt` fails at once, with the reason, where the library cannot be loaded.
+fn pick_cuda_gemm(op: &str, backend: &str, choice: &str) -> Result<(), String> {
+    use dsv3_backend_cuda::cublaslt;
+    if op != "gemm" || backend != "cuda" {
+        return Err(format!("--impl picks the CUDA backend's GEMM: it needs --op gemm --backend cuda, not --op {op} --backend {backend}"));
+    }
+    if choice == "cublaslt" {
+        cublaslt::load().map_err(|why| format!("--impl cublaslt: cuBLASLt is unavailable: {why}"))?;
+    }
+    // Before any thread is started or device opened: the backend reads it when a device opens.
+    std::env::set_var(cublaslt::IMPL_ENV, choice);
+    Ok(())
+}
+
+fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>, gemm_impl: Option<&str>) -> String {
     let p = row.perf.as_ref();
     serde_json::json!({
         "op": row.op,
@@ -127,6 +158,7 @@ fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>) -> String {
         "device": row.device,
         "dtype": dtype.unwrap_or(&row.dtype),
         "shape": shape.unwrap_or(&row.case),
+        "impl": gemm_impl,
         "status": row.status.as_str(),
         "ms": p.map(|p| p.ms),
         "gflops": p.map(|p| p.gflops),

@@ -2,11 +2,13 @@
 //! streams, through cudarc's thin `result` layer. Every `unsafe` block of the backend is in this file or
 //! in `nvrtc.rs`; each states what it relies on.
 
+use crate::cublaslt::DeviceLt;
 use crate::nvrtc::{self, Image};
 use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys;
 use dsv3_backend_gpu::kernels::Variant;
 use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
+use dsv3_backend_gpu::{GemmArgs, GemmDesc, VendorGemm};
 use dsv3_core::{Error, Result};
 use std::any::Any;
 use std::ffi::{c_void, CString};
@@ -28,6 +30,8 @@ pub struct CudaRuntime {
     target: Target,
     /// Whether libcuda has the stream-capture and graph entry points (`crate::GRAPH_SYMBOLS`).
     graphs: bool,
+    /// cuBLASLt on this device, when it is loaded and wanted (`crate::cublaslt`).
+    lt: Option<Arc<DeviceLt>>,
 }
 
 // SAFETY: a CUDA context may be used from any thread once made current there, which every method does
@@ -37,13 +41,17 @@ unsafe impl Send for CudaRuntime {}
 unsafe impl Sync for CudaRuntime {}
 
 impl CudaRuntime {
-    /// Retains device `ordinal`'s primary context. The driver must be initialised (`result::init`).
-    pub fn open(ordinal: usize, arch: String, graphs: bool) -> Result<CudaRuntime> {
+    /// Retains device `ordinal`'s primary context and, where wanted, opens cuBLASLt on it. The driver
+    /// must be initialised (`result::init`); `cc` is the device's compute capability.
+    pub fn open(ordinal: usize, arch: String, cc: (i32, i32), graphs: bool) -> Result<CudaRuntime> {
         let device = result::device::get(ordinal as i32).map_err(|e| driver_error("cuDeviceGet", e))?;
         // SAFETY: `device` is a valid device handle from cuDeviceGet.
         let ctx = unsafe { result::primary_ctx::retain(device) }
             .map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
-        Ok(CudaRuntime { device, ctx, target: Target::Cuda { arch }, graphs })
+        let mut runtime = CudaRuntime { device, ctx, target: Target::Cuda { arch }, graphs, lt: None };
+        runtime.bind()?;
+        runtime.lt = DeviceLt::new(cc)?;
+        Ok(runtime)
     }
 
     fn bind(&self) -> Result<()> {
@@ -58,6 +66,10 @@ impl CudaRuntime {
 
 impl Drop for CudaRuntime {
     fn drop(&mut self) {
+        // cuBLASLt's handle goes while the context is alive (its queues, which share it, are gone).
+        if self.bind().is_ok() {
+            self.lt = None;
+        }
         // SAFETY: balances the retain in `open`; every buffer, module and stream holds an Arc to this runtime,
         // so none outlives the context.
         let _ = unsafe { result::primary_ctx::release(self.device) };
@@ -167,7 +179,12 @@ impl Runtime for CudaRuntime {
         self.bind()?;
         let stream = result::stream::create(result::stream::StreamKind::NonBlocking)
             .map_err(|e| driver_error("cuStreamCreate", e))?;
-        Ok(Box::new(CudaQueue { stream, ctx: RuntimeHandle(self.ctx), graphs: self.graphs }))
+        Ok(Box::new(CudaQueue {
+            stream,
+            ctx: RuntimeHandle(self.ctx),
+            graphs: self.graphs,
+            lt: self.lt.clone(),
+        }))
     }
 
     /// Any CUDA device of this process: `cuMemcpyPeerAsync` copies between two contexts, directly over
@@ -176,12 +193,20 @@ impl Runtime for CudaRuntime {
     fn can_copy_from(&self, src: &dyn Runtime) -> bool {
         src.as_any().is::<CudaRuntime>()
     }
+
+    fn vendor_gemm(&self, g: &GemmDesc) -> VendorGemm {
+        match &self.lt {
+            Some(lt) if self.bind().is_ok() => lt.answer(g),
+            _ => VendorGemm::Ours,
+        }
+    }
 }
 
 struct CudaQueue {
     stream: sys::CUstream,
     ctx: RuntimeHandle,
     graphs: bool,
+    lt: Option<Arc<DeviceLt>>,
 }
 
 // SAFETY: a stream handle may be used from any thread with its context current (`bind`).
@@ -317,6 +342,14 @@ impl Queue for CudaQueue {
         // caller ordered the copy after the work that wrote `src`. Both contexts are retained primary contexts.
         unsafe { result::memcpy_peer_async(self.ctx.0, dst, peer.ctx, src, bytes, self.stream) }
             .map_err(|e| driver_error("cuMemcpyPeerAsync", e))
+    }
+
+    fn vendor_gemm(&self, op: &'static str, args: &GemmArgs) -> Result<bool> {
+        let Some(lt) = &self.lt else {
+            return Err(Error::unsupported(BACKEND, op, "cuBLASLt is not loaded on this device"));
+        };
+        self.bind()?;
+        lt.run(self.stream as *mut c_void, op, args)
     }
 
     fn begin_capture(&self) -> Result<()> {

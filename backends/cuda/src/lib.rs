@@ -5,6 +5,7 @@
 //! runtime in `driver.rs`.
 
 pub mod arch;
+pub mod cublaslt;
 pub mod driver;
 pub mod nvrtc;
 
@@ -171,6 +172,7 @@ fn profile(d: Described) -> Profile {
         Ok(dir) => format!("cuda headers: {}", dir.display()),
         Err(reason) => format!("cuda headers: {reason} (dsv3's kernels do not need them)"),
     });
+    features.push(cublaslt::describe(d.cc));
     if !has_graphs() {
         features.push(format!("no graph capture: libcuda lacks {}", missing(GRAPH_SYMBOLS).join(", ")));
     }
@@ -216,7 +218,7 @@ impl Backend for CudaBackend {
             return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
         }
         let d = describe(ordinal)?;
-        let runtime = CudaRuntime::open(ordinal, d.info.arch.clone(), has_graphs())?;
+        let runtime = CudaRuntime::open(ordinal, d.info.arch.clone(), d.cc, has_graphs())?;
         let device: Arc<dyn Device> = GpuDevice::new(Arc::new(runtime), profile(d))?;
         Ok(device)
     }

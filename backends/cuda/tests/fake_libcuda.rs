@@ -13,40 +13,57 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Which fake: complete, without cuLaunchKernel (unusable), or without the graph entry points.
+/// Which fake: complete, without cuLaunchKernel (unusable), or without the graph entry points; or complete
+/// with a fake libcublasLt beside it (`fake_cuda/libcublasLt.c`), complete or without
+/// cublasLtMatrixTransform.
 #[derive(Clone, Copy)]
 enum Fake {
     Complete,
     Incomplete,
     NoGraphs,
+    WithLt,
+    WithIncompleteLt,
 }
 
-/// The fake built as `libcuda.so` / `libcuda.so.1` in a directory of its own.
+/// Builds `source` (under tests/fake_cuda) as `dir/file` with the system C compiler.
+fn compile_fake(source: &str, dir: &Path, file: &str, define: Option<&str>) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_cuda").join(source);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let mut cmd = Command::new(&cc);
+    cmd.args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(dir.join(file))
+        .arg(&source);
+    cmd.args(define);
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        out.status.success(),
+        "building {} failed:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The fake built as `libcuda.so` / `libcuda.so.1` (and `libcublasLt.so.13`) in a directory of its own.
 fn fake(which: Fake) -> PathBuf {
-    static DIRS: [OnceLock<PathBuf>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static DIRS: [OnceLock<PathBuf>; 5] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     DIRS[which as usize]
         .get_or_init(|| {
-            let (kind, define) = match which {
-                Fake::Complete => ("complete", None),
-                Fake::Incomplete => ("incomplete", Some("-DINCOMPLETE")),
-                Fake::NoGraphs => ("no-graphs", Some("-DNO_GRAPHS")),
+            let (kind, define, lt) = match which {
+                Fake::Complete => ("complete", None, None),
+                Fake::Incomplete => ("incomplete", Some("-DINCOMPLETE"), None),
+                Fake::NoGraphs => ("no-graphs", Some("-DNO_GRAPHS"), None),
+                Fake::WithLt => ("cublaslt", None, Some(None)),
+                Fake::WithIncompleteLt => ("cublaslt-incomplete", None, Some(Some("-DINCOMPLETE"))),
             };
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("fake_cuda-{}-{kind}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_cuda/libcuda.c");
-            let lib = dir.join("libcuda.so.1");
-            let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-            let mut cmd = Command::new(&cc);
-            cmd.args(["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&lib).arg(&source);
-            cmd.args(define);
-            let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-            assert!(
-                out.status.success(),
-                "building the fake libcuda failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            compile_fake("libcuda.c", &dir, "libcuda.so.1", define);
             std::os::unix::fs::symlink("libcuda.so.1", dir.join("libcuda.so")).unwrap();
+            if let Some(define) = lt {
+                compile_fake("libcublasLt.c", &dir, "libcublasLt.so.13", define);
+            }
             dir
         })
         .clone()
@@ -56,7 +73,11 @@ fn run_child(name: &str, lib_dir: &Path, vars: &[(&str, &str)]) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
     for (key, _) in std::env::vars() {
-        if key.starts_with("FAKE_CUDA_") || key == "DSV3_CUDA_LIB_DIR" {
+        if key.starts_with("FAKE_CUDA_")
+            || key.starts_with("FAKE_CUBLASLT_")
+            || key == "DSV3_CUDA_LIB_DIR"
+            || key == "DSV3_CUDA_GEMM"
+        {
             cmd.env_remove(key);
         }
     }
@@ -408,4 +429,509 @@ fn child_fake_no_graphs() {
     s.copy(&a, 0, &b, 0, 16).unwrap();
     assert_eq!(fake_download(s, &b), [1; 16], "the device works without capture");
     dsv3_core::testing::child_ran("child_fake_no_graphs");
+}
+
+// cuBLASLt (`src/cublaslt.rs`) against the fake libcublasLt, which computes on the fake device's host
+// memory with cuBLASLt's documented semantics: the inputs below are exact in f32 (few significand bits,
+// power-of-two scales), so a correctly wired call gives C bit for bit, and a wrong transpose, leading
+// dimension, scale mode or scale layout gives other numbers.
+
+/// A value the fake recorded (`fake_lt` in libcublasLt.c), read through the copy the backend loaded.
+fn lt(key: &str) -> i64 {
+    let key = std::ffi::CString::new(key).unwrap();
+    // SAFETY: the fake's `long long fake_lt(const char *)`, in the library the backend loaded.
+    unsafe {
+        let lib = libloading::Library::new("libcublasLt.so.13").unwrap();
+        let f = lib.get::<unsafe extern "C" fn(*const std::ffi::c_char) -> i64>(b"fake_lt").unwrap();
+        f(key.as_ptr())
+    }
+}
+
+/// Whether the loader finds `name` (a fake on LD_LIBRARY_PATH, or a real library installed here).
+fn loadable(name: &str) -> bool {
+    // SAFETY: loading a (fake or real) cuBLASLt runs no initialiser with preconditions.
+    unsafe { libloading::Library::new(name) }.is_ok()
+}
+
+/// Deterministic test values: `len` elements of `dtype` from a small generator, exact in f32 products
+/// (bf16: eighths in [-1, 1]; e4m3: exponents 2^-1..2^2 with any mantissa and sign).
+fn values(dtype: DType, len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0u8; len * dtype.size()];
+    let mut x = seed;
+    for i in 0..len {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = (x >> 33) as u8;
+        match dtype {
+            DType::F8E4M3Fn => bytes[i] = (r & 0x80) | ((6 + (r >> 3) % 4) << 3) | (r & 7),
+            _ => dtype.write_f64(&mut bytes, i, (r % 17) as f64 / 8.0 - 1.0),
+        }
+    }
+    bytes
+}
+
+/// Power-of-two scales 2^-2..2^2.
+fn scales(len: usize, seed: u64) -> Vec<u8> {
+    (0..len).flat_map(|i| 2f32.powi(((i as u64 * 7 + seed) % 5) as i32 - 2).to_le_bytes()).collect()
+}
+
+/// A product's operands as host bytes: values (A with a row pitch), scales when FP8.
+struct Host {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Vec<u8>,
+    a_pitch: usize,
+    a_scales: Option<Vec<u8>>,
+    b: Vec<u8>,
+    b_scales: Option<Vec<u8>>,
+    dtypes: (DType, DType),
+}
+
+impl Host {
+    fn new(m: usize, n: usize, k: usize, fp8: bool, a_pitch: usize) -> Host {
+        let t = if fp8 { DType::F8E4M3Fn } else { DType::BF16 };
+        let kb = k.div_ceil(128);
+        Host {
+            m,
+            n,
+            k,
+            a: values(t, m * a_pitch, 1),
+            a_pitch,
+            a_scales: fp8.then(|| scales(m * kb, 3)),
+            b: values(t, n * k, 2),
+            b_scales: fp8.then(|| scales(n.div_ceil(128) * kb, 4)),
+            dtypes: (t, t),
+        }
+    }
+
+    /// C exactly (f64; the inputs make every partial sum exact in f32 too), rounded once to `c`.
+    fn expected(&self, c: DType, c_pitch: usize) -> Vec<u8> {
+        let (ta, tb) = self.dtypes;
+        let kb = self.k.div_ceil(128);
+        let f32s = |b: &Option<Vec<u8>>, i: usize| b.as_ref().map_or(1.0, |s| DType::F32.read_f64(s, i));
+        let mut out = vec![0u8; self.m * c_pitch * c.size()];
+        for i in 0..self.m {
+            for j in 0..self.n {
+                let mut total = 0.0;
+                for b0 in (0..self.k).step_by(128) {
+                    let block: f64 = (b0..(b0 + 128).min(self.k))
+                        .map(|x| {
+                            ta.read_f64(&self.a, i * self.a_pitch + x) * tb.read_f64(&self.b, j * self.k + x)
+                        })
+                        .sum();
+                    let kb_i = b0 / 128;
+                    total += block
+                        * f32s(&self.a_scales, i * kb + kb_i)
+                        * f32s(&self.b_scales, (j / 128) * kb + kb_i);
+                }
+                c.write_f64(&mut out, i * c_pitch + j, total);
+            }
+        }
+        out
+    }
+
+    /// The gemm on `dev` (C `[M, N]` with row pitch `c_pitch`) and its output buffer.
+    fn op(
+        &self,
+        dev: &dyn dsv3_core::Device,
+        s: &dyn Stream,
+        c: DType,
+        c_pitch: usize,
+    ) -> (Op, dsv3_core::Buffer) {
+        use dsv3_core::ops::{Activations, Gemm, Weights};
+        let put = |bytes: &[u8]| fake_bytes(dev, s, bytes);
+        let view = |b: dsv3_core::Buffer, shape: &[usize], pitch: usize, dtype| Tensor {
+            buffer: b,
+            offset: 0,
+            shape: shape.to_vec(),
+            strides: vec![pitch, 1],
+            dtype,
+        };
+        let kb = self.k.div_ceil(128);
+        let a = view(put(&self.a), &[self.m, self.k], self.a_pitch, self.dtypes.0);
+        let b = view(put(&self.b), &[self.n, self.k], self.k, self.dtypes.1);
+        let a = match &self.a_scales {
+            Some(sc) => Activations::Fp8 { codes: a, scales: view(put(sc), &[self.m, kb], kb, DType::F32) },
+            None => Activations::Dense(a),
+        };
+        let b = match &self.b_scales {
+            Some(sc) => Weights::BlockFp8 {
+                codes: b,
+                scales: view(put(sc), &[self.n.div_ceil(128), kb], kb, DType::F32),
+            },
+            None => Weights::Dense(b),
+        };
+        let out = dev.alloc(self.m * c_pitch * c.size()).unwrap();
+        (Op::Gemm(Gemm { a, b, c: view(out.clone(), &[self.m, self.n], c_pitch, c) }), out)
+    }
+}
+
+fn device_address(b: &dsv3_core::Buffer) -> i64 {
+    b.as_any().downcast_ref::<dsv3_backend_gpu::buffer::GpuBuffer>().unwrap().addr as i64
+}
+
+/// Every cuBLASLt object the backend made was destroyed (the handle lives with the device).
+fn assert_lt_objects_released() {
+    let live: Vec<i64> = ["descs", "layouts", "prefs", "tdescs"].iter().map(|k| lt(k)).collect();
+    assert_eq!(live, [0, 0, 0, 0], "matmul descs, layouts, preferences, transform descs left alive");
+}
+
+#[test]
+fn cublaslt_computes_bf16_gemms_in_the_tn_layout() {
+    run_fake_child("cublaslt_computes_bf16_gemms_in_the_tn_layout", "child_lt_bf16", Fake::WithLt, &[]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_bf16() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    let features = dev.capabilities().features.join(" | ");
+    assert!(
+        features.contains("cublaslt 12.9.0 (libcublasLt.so.13): bf16 GEMM, block-FP8 GEMM"),
+        "{features}"
+    );
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    // Strided A and C: their pitches must become cuBLASLt's leading dimensions.
+    let (m, n, k, a_pitch, c_pitch) = (16, 24, 40, 48, 32);
+    let host = Host::new(m, n, k, false, a_pitch);
+    for c in [DType::BF16, DType::F32] {
+        let (op, out) = host.op(dev.as_ref(), s, c, c_pitch);
+        assert_eq!(dev.supports(&op), Support::Library { library: "cublasLt 12.9.0".into() });
+        stream.launch(&op).unwrap();
+        let got = fake_download(s, &out);
+        let want = host.expected(c, c_pitch);
+        for i in 0..m {
+            let row = |b: &[u8]| b[i * c_pitch * c.size()..(i * c_pitch + n) * c.size()].to_vec();
+            assert_eq!(row(&got), row(&want), "C row {i} ({c})");
+        }
+        // Weights as cuBLASLt's A (K×N, ld K, transposed), activations as its B (K×M, ld = A's pitch),
+        // C = D (N×M, ld = C's pitch).
+        let recorded: Vec<i64> =
+            ["transa", "transb", "a_type", "a_rows", "a_cols", "a_ld", "b_type", "b_rows", "b_cols", "b_ld"]
+                .iter()
+                .map(|key| lt(key))
+                .collect();
+        assert_eq!(
+            recorded,
+            [1, 0, 14, k as i64, n as i64, k as i64, 14, k as i64, m as i64, a_pitch as i64]
+        );
+        let d_type = if c == DType::BF16 { 14 } else { 0 };
+        let c_recorded: Vec<i64> = [
+            "c_rows",
+            "c_cols",
+            "c_ld",
+            "d_type",
+            "d_ld",
+            "c_is_d",
+            "compute",
+            "scale_type",
+            "a_mode",
+            "b_mode",
+        ]
+        .iter()
+        .map(|key| lt(key))
+        .collect();
+        assert_eq!(c_recorded, [n as i64, m as i64, c_pitch as i64, d_type, c_pitch as i64, 1, 68, 0, 0, 0]);
+        // The algorithm's workspace (1000 bytes, rounded to 256) from the scratch pool, within the
+        // ceiling asked of the heuristic (Hopper: 32 MiB).
+        assert_eq!((lt("workspace_size"), lt("max_workspace")), (1024, 32 << 20));
+        assert_eq!(lt("min_alignment"), 256, "the operands' alignment, promised to the heuristic");
+        assert_ne!(lt("workspace"), 0);
+        assert_ne!(lt("stream"), 0, "the queue's stream, not the legacy default stream");
+    }
+    assert_eq!(lt("matmuls"), 2);
+    assert_eq!(lt("heuristics"), 2, "one heuristic query per descriptor, cached after");
+    let again = host.op(dev.as_ref(), s, DType::BF16, c_pitch).0;
+    stream.launch(&again).unwrap();
+    assert_eq!((lt("matmuls"), lt("heuristics")), (3, 2));
+    s.sync().unwrap();
+    assert_eq!(fake_counter("fake_cuda_launches"), 0, "none of dsv3's kernels ran");
+    assert_lt_objects_released();
+
+    // Decode rows stay on dsv3's decode kernel (which the fake driver refuses to launch).
+    let decode = Host::new(8, n, k, false, k);
+    let (op, _) = decode.op(dev.as_ref(), s, DType::BF16, n);
+    assert_eq!(dev.supports(&op), Support::Native);
+    assert!(matches!(stream.launch(&op), Err(Error::Kernel { op: "gemm", .. })));
+    assert_eq!((fake_counter("fake_cuda_launches"), lt("matmuls")), (1, 3));
+    s.sync().unwrap();
+    // Buffers hold the runtime: with the last of them, and the device, the handle goes.
+    drop((again, op, stream, dev));
+    assert_eq!(lt("handles"), 0, "the device's cuBLASLt handle is destroyed with it");
+    dsv3_core::testing::child_ran("child_lt_bf16");
+}
+
+#[test]
+fn cublaslt_computes_deepseeks_block_scaled_fp8() {
+    run_fake_child("cublaslt_computes_deepseeks_block_scaled_fp8", "child_lt_fp8", Fake::WithLt, &[]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_fp8() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    // N = 200: a partial last 128-row block of weights; K = 512: four scale blocks per row.
+    let (m, n, k) = (20, 200, 512);
+    let host = Host::new(m, n, k, true, k);
+    let (op, out) = host.op(dev.as_ref(), s, DType::BF16, n);
+    assert_eq!(dev.supports(&op), Support::Library { library: "cublasLt 12.9.0".into() });
+    stream.launch(&op).unwrap();
+    assert_eq!(fake_download(s, &out), host.expected(DType::BF16, n), "C");
+    let Op::Gemm(g) = &op else { unreachable!() };
+    let (
+        dsv3_core::ops::Activations::Fp8 { scales: sa, .. },
+        dsv3_core::ops::Weights::BlockFp8 { scales: sb, .. },
+    ) = (&g.a, &g.b)
+    else {
+        unreachable!()
+    };
+    // Weights' 128×128 scales as cuBLASLt's A scales, as stored; the activations' transposed M-major into
+    // the scratch, whose first 512 bytes (20·4 f32, rounded to 256) they fill, the workspace after them.
+    assert_eq!((lt("a_mode"), lt("b_mode"), lt("a_type"), lt("b_type"), lt("d_type")), (5, 4, 28, 28, 14));
+    assert_eq!(lt("a_scale"), device_address(&sb.buffer));
+    assert_eq!((lt("transforms"), lt("t_transa"), lt("t_src")), (1, 1, device_address(&sa.buffer)));
+    assert_eq!((lt("t_rows"), lt("t_cols"), lt("t_ld")), (m as i64, 4, m as i64));
+    assert_eq!(lt("b_scale"), lt("t_dst"));
+    assert_eq!(lt("workspace"), lt("t_dst") + 512);
+    s.sync().unwrap();
+    assert_eq!(fake_counter("fake_cuda_launches"), 0, "none of dsv3's kernels ran");
+    assert_lt_objects_released();
+
+    // What cuBLASLt is not offered stays on dsv3's kernels: ue8m0 scales, K/128 not a multiple of 4
+    // (the weights' scale rows would not be 16-byte aligned), bf16 activations × FP8 weights.
+    let emulated = |op: &Op| matches!(dev.supports(op), Support::Emulated { .. });
+    let mut ue8m0 = op.clone();
+    if let Op::Gemm(g) = &mut ue8m0 {
+        if let dsv3_core::ops::Weights::BlockFp8 { scales, .. } = &mut g.b {
+            scales.dtype = DType::Ue8m0;
+        }
+    }
+    assert!(emulated(&ue8m0));
+    assert!(emulated(&Host::new(m, n, 640, true, 640).op(dev.as_ref(), s, DType::BF16, n).0));
+    let mut mixed = Host::new(m, n, k, true, k);
+    (mixed.a, mixed.a_scales, mixed.dtypes.0) = (values(DType::BF16, m * k, 5), None, DType::BF16);
+    assert!(emulated(&mixed.op(dev.as_ref(), s, DType::BF16, n).0));
+    dsv3_core::testing::child_ran("child_lt_fp8");
+}
+
+#[test]
+fn block_fp8_needs_cublaslt_12_9_and_sm_90() {
+    let test = "block_fp8_needs_cublaslt_12_9_and_sm_90";
+    run_fake_child(test, "child_lt_gates", Fake::WithLt, &[("FAKE_CUBLASLT_VERSION", "120802")]);
+    run_fake_child(test, "child_lt_gates", Fake::WithLt, &[("FAKE_CUDA_CC", "8.0")]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_gates() {
+    let old_arch = std::env::var("FAKE_CUDA_CC").is_ok();
+    let dev = CudaBackend::new().open(0).unwrap();
+    let features = dev.capabilities().features.join(" | ");
+    let why = if old_arch {
+        "sm_80: cuBLASLt's VEC128 / BLK128x128 scale modes are Hopper's"
+    } else {
+        "12.8.2 predates them"
+    };
+    assert!(features.contains("bf16 GEMM, no block-FP8 GEMM (") && features.contains(why), "{features}");
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let fp8 = Host::new(16, 128, 512, true, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
+    assert!(matches!(dev.supports(&fp8), Support::Emulated { .. }), "{:?}", dev.supports(&fp8));
+    let bf16 = Host::new(16, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
+    assert!(matches!(dev.supports(&bf16), Support::Library { .. }));
+    stream.launch(&bf16).unwrap();
+    let ceiling = if old_arch { 4 << 20 } else { 32 << 20 };
+    assert_eq!(lt("max_workspace"), ceiling, "the workspace ceiling asked of the heuristic");
+    dsv3_core::testing::child_ran("child_lt_gates");
+}
+
+#[test]
+fn without_cublaslt_every_gemm_stays_on_our_kernels() {
+    let test = "without_cublaslt_every_gemm_stays_on_our_kernels";
+    run_fake_child(test, "child_lt_unusable", Fake::Complete, &[]);
+    run_fake_child(test, "child_lt_unusable", Fake::WithIncompleteLt, &[]);
+    run_fake_child(test, "child_lt_unusable", Fake::WithLt, &[("DSV3_CUDA_GEMM", "ours")]);
+    run_fake_child(test, "child_lt_unusable", Fake::WithLt, &[("FAKE_CUBLASLT_FAIL", "cublasLtCreate")]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_unusable() {
+    let fail = std::env::var("FAKE_CUBLASLT_FAIL").ok();
+    let present = loadable("libcublasLt.so.13");
+    let dev = CudaBackend::new().open(0).unwrap();
+    let features = dev.capabilities().features.join(" | ");
+    let expected = if std::env::var("DSV3_CUDA_GEMM").is_ok() {
+        "cublaslt: not used (DSV3_CUDA_GEMM=ours)"
+    } else if fail.is_some() {
+        // The library is fine, the device's handle could not be made: listed, but its GEMMs are ours.
+        "cublaslt 12.9.0"
+    } else if present {
+        "libcublasLt.so.13 lacks cublasLtMatrixTransform"
+    } else {
+        if loadable("libcublasLt.so.12") {
+            let why = "a real cuBLASLt is on the loader path: its absence cannot be shown here";
+            return dsv3_core::testing::not_run("child_lt_unusable", why);
+        }
+        "cublaslt: libcublasLt.so.13 / .12 not found"
+    };
+    assert!(features.contains(expected), "{features}");
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let (op, _) = Host::new(16, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128);
+    assert_eq!(dev.supports(&op), Support::Native);
+    assert!(matches!(stream.launch(&op), Err(Error::Kernel { op: "gemm", .. })));
+    assert_eq!(fake_counter("fake_cuda_launches"), 1, "dsv3's kernel was launched");
+    if present {
+        assert_eq!((lt("matmuls"), lt("heuristics")), (0, 0));
+    }
+    dsv3_core::testing::child_ran("child_lt_unusable");
+}
+
+/// Each cuBLASLt call the backend makes for a block-FP8 GEMM, in order.
+const LT_CALLS: &[&str] = &[
+    "cublasLtMatmulDescCreate",
+    "cublasLtMatmulDescSetAttribute",
+    "cublasLtMatrixLayoutCreate",
+    "cublasLtMatmulPreferenceCreate",
+    "cublasLtMatmulPreferenceSetAttribute",
+    "cublasLtMatmulAlgoGetHeuristic",
+    "cublasLtMatrixTransformDescCreate",
+    "cublasLtMatrixTransformDescSetAttribute",
+    "cublasLtMatrixTransform",
+    "cublasLtMatmul",
+];
+
+#[test]
+fn a_failing_cublaslt_call_falls_back_to_our_kernels() {
+    for call in LT_CALLS {
+        run_fake_child(
+            "a_failing_cublaslt_call_falls_back_to_our_kernels",
+            "child_lt_call_fails",
+            Fake::WithLt,
+            &[("FAKE_CUBLASLT_FAIL", call)],
+        );
+    }
+    run_fake_child(
+        "a_failing_cublaslt_call_falls_back_to_our_kernels",
+        "child_lt_call_fails",
+        Fake::WithLt,
+        &[("FAKE_CUBLASLT_NO_ALGO", "1")],
+    );
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_call_fails() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let (op, _) = Host::new(20, 128, 512, true, 512).op(dev.as_ref(), s, DType::BF16, 128);
+    // Calls made while planning (descriptors, heuristic) decline the GEMM at once; calls made while
+    // enqueueing fail once, after which the GEMM is no longer offered.
+    let planned = matches!(dev.supports(&op), Support::Library { .. });
+    assert!(matches!(stream.launch(&op), Err(Error::Kernel { op: "gemm", .. })), "dsv3's kernel ran instead");
+    assert_eq!(fake_counter("fake_cuda_launches"), 1);
+    assert!(matches!(dev.supports(&op), Support::Emulated { .. }), "{:?}", dev.supports(&op));
+    assert_eq!(lt("matmuls"), 0);
+    let fail = std::env::var("FAKE_CUBLASLT_FAIL").unwrap_or_default();
+    assert_eq!(planned, fail.contains("Transform") || fail == "cublasLtMatmul", "{fail}");
+    assert_lt_objects_released();
+    dsv3_core::testing::child_ran("child_lt_call_fails");
+}
+
+#[test]
+fn required_cublaslt_reports_instead_of_falling_back() {
+    let test = "required_cublaslt_reports_instead_of_falling_back";
+    let required = [("DSV3_CUDA_GEMM", "cublaslt")];
+    run_fake_child(test, "child_lt_required", Fake::WithLt, &required);
+    for fail in ["cublasLtMatmul", "cublasLtCreate"] {
+        run_fake_child(test, "child_lt_required", Fake::WithLt, &[required[0], ("FAKE_CUBLASLT_FAIL", fail)]);
+    }
+    run_fake_child(test, "child_lt_required", Fake::Complete, &required);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_required() {
+    let fail = std::env::var("FAKE_CUBLASLT_FAIL").unwrap_or_default();
+    let opened = CudaBackend::new().open(0);
+    let present = loadable("libcublasLt.so.13");
+    if fail == "cublasLtCreate" || !present {
+        let Err(Error::Unavailable { reason, .. }) = opened else { panic!("expected Unavailable") };
+        let why = if present { "cublasLtCreate: CUBLAS_STATUS_NOT_SUPPORTED" } else { "not found" };
+        assert!(reason.starts_with("DSV3_CUDA_GEMM=cublaslt: ") && reason.contains(why), "{reason}");
+        return dsv3_core::testing::child_ran("child_lt_required");
+    }
+    let dev = opened.unwrap();
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    // What cuBLASLt cannot compute is unsupported, with the reason, rather than run on dsv3's kernels.
+    let (odd, _) = Host::new(20, 128, 640, true, 640).op(dev.as_ref(), s, DType::BF16, 128);
+    match dev.supports(&odd) {
+        Support::Unsupported { reason } => {
+            assert!(reason.starts_with("DSV3_CUDA_GEMM=cublaslt: K = 640"), "{reason}")
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(matches!(stream.launch(&odd), Err(Error::Unsupported { op: "gemm", .. })));
+    let (op, _) = Host::new(20, 128, 512, true, 512).op(dev.as_ref(), s, DType::BF16, 128);
+    match stream.launch(&op) {
+        Ok(()) => assert!(fail.is_empty()),
+        Err(Error::Driver { backend, call, reason }) => {
+            assert_eq!(
+                (backend.as_str(), call.as_str(), fail.as_str()),
+                ("cuda", "cublasLtMatmul", "cublasLtMatmul")
+            );
+            assert!(reason.contains("CUBLAS_STATUS_NOT_SUPPORTED"), "{reason}");
+        }
+        Err(other) => panic!("expected the cublasLtMatmul error, got {other}"),
+    }
+    assert_eq!(fake_counter("fake_cuda_launches"), 0, "none of dsv3's kernels ran");
+    dsv3_core::testing::child_ran("child_lt_required");
+}
+
+/// The conformance runner on the fake device: cuBLASLt's results pass, said to be cuBLASLt's, under the
+/// `gemm_tensor_core` rule — and only gemm's rows get it.
+#[test]
+fn conformance_holds_cublaslt_results_to_their_own_rule() {
+    let test = "conformance_holds_cublaslt_results_to_their_own_rule";
+    run_fake_child(test, "child_lt_conformance", Fake::WithLt, &[]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_lt_conformance() {
+    use dsv3_conformance::case::Operand;
+    use dsv3_conformance::gen::ScaleStore;
+    use dsv3_conformance::{cases, runner, tolerance, Status};
+    let backend = CudaBackend::new();
+    let (bf16, fp8) =
+        (Operand::Dense(DType::BF16), Operand::Fp8(dsv3_core::Fp8Format::E4M3Fn, ScaleStore::F32));
+    let set = [
+        cases::gemm(64, 256, 1024, bf16, bf16, DType::F32),
+        cases::gemm(32, 576, 512, fp8, fp8, DType::BF16),
+    ];
+    let report = runner::run(&[&backend], &set, &runner::Options::default());
+    assert_eq!(report.results.len(), 2);
+    for (row, (block_fp8, count)) in report.results.iter().zip([(false, 64 * 256), (true, 32 * 576)]) {
+        assert_eq!(row.status, Status::Pass, "{}: {}", row.case, row.reason);
+        assert!(row.reason.contains("native via cublasLt 12.9.0"), "{}", row.reason);
+        let k = if block_fp8 { 512 } else { 1024 };
+        let c = if block_fp8 { DType::BF16 } else { DType::F32 };
+        assert_eq!(
+            row.tolerance,
+            Some(tolerance::gemm_tensor_core(k, block_fp8, c, count).nmse),
+            "{}",
+            row.case
+        );
+    }
+    assert_eq!(lt("matmuls"), 2);
+    // The runner's inputs start 64 bytes into their buffers (NaN padding): the heuristic was told, and
+    // the fake refuses pointers less aligned than the algorithm was chosen for.
+    assert_eq!(lt("min_alignment"), 64);
+    dsv3_core::testing::child_ran("child_lt_conformance");
 }

@@ -18,4 +18,6 @@ pub mod runtime;
 pub mod stream;
 
 pub use device::{GpuDevice, Profile};
-pub use runtime::{Queue, QueueEvent, QueueGraph, Runtime, Target};
+pub use runtime::{
+    GemmArgs, GemmDesc, GemmOperand, Queue, QueueEvent, QueueGraph, Runtime, Target, VendorGemm,
+};

@@ -2,7 +2,7 @@
 //! Addresses are device virtual addresses as `u64` (what kernels receive in their parameter blocks).
 
 use crate::kernels::Variant;
-use dsv3_core::Result;
+use dsv3_core::{DType, Error, Result};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -53,6 +53,58 @@ pub struct Dims {
     pub block: u32,
 }
 
+/// One operand of a [`GemmDesc`]: its element type and, for FP8, its scales' type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmOperand {
+    pub dtype: DType,
+    pub scales: Option<DType>,
+}
+
+/// A `gemm` a vendor library may compute instead of dsv3's kernels, as core's `Gemm` has it:
+/// `C[M,N] = A[M,K]·B[N,K]ᵀ`, row-major; FP8 A has scales `[M, ceil(K/128)]` (per token per 128
+/// channels), FP8 B `[ceil(N/128), ceil(K/128)]` (per 128×128 block), both row-major and contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmDesc {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: GemmOperand,
+    pub b: GemmOperand,
+    pub c: DType,
+    /// Row pitches of A and C in elements (B is contiguous).
+    pub a_pitch: usize,
+    pub c_pitch: usize,
+    /// The largest power of two, at most 256, that every operand's (scales included) byte offset is a
+    /// multiple of (allocations are 256-byte aligned).
+    pub align: u32,
+}
+
+/// A runtime's answer for a [`GemmDesc`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VendorGemm {
+    /// dsv3's kernels compute it.
+    Ours,
+    /// `library` (name and version) computes it with `scratch` bytes of device memory (workspace,
+    /// converted scales) from the stream's scratch pool.
+    Library { library: String, scratch: usize },
+    /// The library was required (forced by the user) and cannot compute it: why.
+    Refused(String),
+}
+
+/// The device addresses of a [`VendorGemm::Library`] GEMM (scale addresses 0 for dense operands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmArgs {
+    pub desc: GemmDesc,
+    pub a: u64,
+    pub a_scales: u64,
+    pub b: u64,
+    pub b_scales: u64,
+    pub c: u64,
+    /// The scratch the plan asked for, `scratch_bytes` long.
+    pub scratch: u64,
+    pub scratch_bytes: usize,
+}
+
 pub trait Runtime: Send + Sync {
     /// Backend name for errors (`cuda`, `hip`, `cuda-emu`).
     fn backend(&self) -> &'static str;
@@ -79,6 +131,12 @@ pub trait Runtime: Send + Sync {
     /// Whether this runtime's queues copy directly from `src`'s memory ([`Queue::copy_peer`]); where not,
     /// tensors cross through host memory.
     fn can_copy_from(&self, src: &dyn Runtime) -> bool;
+
+    /// Whether a vendor GEMM library (cuBLASLt) computes `g` rather than dsv3's kernels. Asked by
+    /// `supports` and again at launch, so it must be cheap after the first answer for a descriptor.
+    fn vendor_gemm(&self, _g: &GemmDesc) -> VendorGemm {
+        VendorGemm::Ours
+    }
 }
 
 /// In-order work on one device.
@@ -110,6 +168,14 @@ pub trait Queue: Send + Sync {
     /// Stops capturing and makes the recorded work replayable; the queue runs work eagerly again whether
     /// or not this succeeds.
     fn end_capture(&self) -> Result<Box<dyn QueueGraph>>;
+
+    /// Enqueues a GEMM its runtime answered [`VendorGemm::Library`] for. `Ok(false)`: the library failed
+    /// before enqueueing anything and the runtime has stopped offering it for this descriptor (and said
+    /// why in the log), so the caller computes it with dsv3's kernels; an error when the library was
+    /// required.
+    fn vendor_gemm(&self, op: &'static str, _args: &GemmArgs) -> Result<bool> {
+        Err(Error::unsupported("gpu", op, "this runtime offers no vendor GEMM library"))
+    }
 }
 
 /// Work captured on a queue, replayable on that queue (the stream layer keeps the queue, and every buffer

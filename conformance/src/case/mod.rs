@@ -324,6 +324,20 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// The bound when a vendor library computes the case (`Support::Library`): gemm's tensor-core rule;
+    /// `None` for ops no library is offered, which keep their contract's rule.
+    pub fn library_tolerance(&self) -> Option<Tolerance> {
+        match self {
+            Spec::Gemm(g) => {
+                let block_fp8 = matches!(g.a, Operand::Fp8(..)) && matches!(g.b, Operand::Fp8(..));
+                Some(tol::gemm_tensor_core(g.k, block_fp8, g.c, g.m * g.n))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Case {
     /// One of `dsv3_core::ops::OP_NAMES`.

@@ -3,7 +3,7 @@
  * driver installed but no GPU); N gives N "devices" (sharing one context) whose memory is host memory,
  * which accept any ELF image as a module and refuse every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
  * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts; the event,
- * peer-copy and graph counters are below. */
+ * peer-copy and graph counters are below. FAKE_CUDA_CC=8.0 (say) changes the compute capability. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,8 +64,10 @@ CUresult cuDeviceTotalMem_v2(size_t *bytes, int dev) { (void)dev; *bytes = (size
 CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
     (void)dev;
     switch (attr) {
-    case 75: *v = 9; return OK;   /* compute capability major */
-    case 76: *v = 0; return OK;   /* minor */
+    /* compute capability: 9.0 unless FAKE_CUDA_CC says otherwise (as "major.minor") */
+    case 75: *v = getenv("FAKE_CUDA_CC") ? atoi(getenv("FAKE_CUDA_CC")) : 9; return OK;
+    case 76: *v = getenv("FAKE_CUDA_CC") && strchr(getenv("FAKE_CUDA_CC"), '.')
+                 ? atoi(strchr(getenv("FAKE_CUDA_CC"), '.') + 1) : 0; return OK;
     case 16: *v = 132; return OK; /* multiprocessors */
     default: *v = 0; return OK;
     }
@@ -76,8 +78,9 @@ CUresult cuDevicePrimaryCtxRetain(Handle *ctx, int dev) { (void)dev; *ctx = &con
 CUresult cuDevicePrimaryCtxRelease_v2(int dev) { (void)dev; return OK; }
 CUresult cuCtxSetCurrent(Handle ctx) { return ctx == &context ? OK : INVALID_VALUE; }
 
+/* 256-byte aligned, as the driver's allocations are (and as cuBLASLt's default algorithms assume). */
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
-    void *m = malloc(bytes);
+    void *m = aligned_alloc(256, (bytes + 255) / 256 * 256);
     if (!m) return OUT_OF_MEMORY;
     *p = (CUdeviceptr)m;
     return OK;

@@ -9,6 +9,7 @@ mod gemm;
 mod moe;
 mod rows;
 mod select;
+mod vendor;
 
 use crate::device::Ctx;
 use crate::kernels::Variant;
@@ -20,7 +21,10 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
         return Err(Error::unsupported(l.backend(), op.name(), reason));
     }
     match op {
-        Op::Gemm(o) => gemm::gemm(l, o),
+        Op::Gemm(o) => match vendor::gemm(l, o)? {
+            true => Ok(()),
+            false => gemm::gemm(l, o),
+        },
         Op::GroupedGemm(o) => gemm::grouped_gemm(l, o),
         Op::BatchedGemm(o) => gemm::batched_gemm(l, o),
         Op::ActQuant(o) => gemm::act_quant(l, o),
@@ -47,7 +51,8 @@ pub fn launch(l: &Launch, op: &Op) -> Result<()> {
 /// Whether the kernels run `op` with these dtypes and shapes, asked of the module that launches it.
 pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     match op {
-        Op::Gemm(_) | Op::GroupedGemm(_) | Op::BatchedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => {
+        Op::Gemm(o) => vendor::supports(ctx, o).unwrap_or_else(|| gemm::supports(ctx, op)),
+        Op::GroupedGemm(_) | Op::BatchedGemm(_) | Op::ActQuant(_) | Op::Dequantize(_) => {
             gemm::supports(ctx, op)
         }
         Op::MoeRoute(_) | Op::MoeDispatch(_) | Op::MoeCombine(_) => moe::supports(ctx, op),
