@@ -8,10 +8,10 @@
 //   when the launch says B's rows allow it (`vec`: base and K · element size multiples of 16), element by
 //   element otherwise and at the end of K. U runs are loaded before any is used, so each lane keeps U
 //   16-byte loads in flight.
-// * Activations. The block decodes a chunk of A (every row, as much of K as 48 KB of f32 holds) into shared
-//   memory once; a lane then takes, per run, four f32 of each row at a time into registers (one 16-byte
-//   shared load, the same 128 bytes for every group of a warp: no bank conflicts) and multiplies them with
-//   the run's decoded weights. Within each SPAN the chunk is stored so that lane j's elements 4q .. 4q + 3
+// * Activations. The block decodes a chunk of A (every row, as much of K as 48 KB of f32 holds: CHUNK) into
+//   shared memory once, with FP8 activations' scales for the chunk's K blocks; a lane then takes, per run,
+//   four f32 of each row at a time into registers (one 16-byte shared load, the same 128 bytes for every
+//   group of a warp: no bank conflicts) and multiplies them with the run's decoded weights. Within each SPAN the chunk is stored so that lane j's elements 4q .. 4q + 3
 //   sit at 32q + 4j: the eight lanes of a group read one contiguous 128 bytes.
 // * FP8 decoding goes through to_f32x2 (dsv3.cuh): the hardware's exact e4m3 pair conversion on sm_89+,
 //   the integer codec elsewhere; both give the same f32 values, so results do not depend on which ran.
@@ -43,9 +43,18 @@
 #define RUN (16 / (u32)sizeof(b_t))
 #define SPAN (LANES * RUN)
 #define U 4
-// Shared memory for A: 12288 f32 (48 KB, the most a block may declare statically) as 16-byte words; at 8
-// rows, 1536 of K (q_b's whole K) in one chunk.
-#define A_WORDS 3072
+// Rows are computed in groups of RG: a block computes its rows rounded up to a multiple of RG (the spare
+// rows read shared memory no row was staged to and are never stored). One uniform test per group instead
+// of one per row keeps the row tests from crowding out the registers (AMD's scalar registers at 16 rows).
+#define RG (ROWS < 4 ? ROWS : 4)
+// Shared memory for A: 12288 f32 (48 KB, the most a block may declare statically), as 16-byte words.
+#define A_FLOATS 12288
+// The K chunk staged at once: a multiple of 128 (so chunks start at 128-wide K blocks) that leaves room,
+// for FP8 activations, for the chunk's scales of each row (CHUNK / 128 each) after the ROWS × CHUNK
+// values. A constant, so each row's part of shared memory is at a fixed offset. At 8 rows: 1536 of K
+// (q_b's whole K) for bf16 activations, 1408 for FP8.
+#define CHUNK ((A_FLOATS / ROWS - (A_FP8 ? A_FLOATS / ROWS / QB : 0)) / QB * QB)
+#define SLOTS (CHUNK / QB)
 
 struct alignas(16) F4 {
     float v[4];
@@ -82,7 +91,7 @@ DSV3_DEV u32 staged_at(u32 kk) {
 }
 
 // B's run from k: one 16-byte load when allowed and whole, else element by element with zeros past `end`.
-DSV3_DEV Run load_run(const b_t* row, u64 k, u64 end, bool vec) {
+DSV3_DEV Run load_run(const b_t* row, u32 k, u32 end, bool vec) {
     Run r;
     const b_t* src = row + k;
     if (vec && k + RUN <= end) {
@@ -94,13 +103,25 @@ DSV3_DEV Run load_run(const b_t* row, u64 k, u64 end, bool vec) {
     return r;
 }
 
+// A's scale of row m for the chunk's K block `slot` (as staged; 1 for dense activations).
+DSV3_DEV float staged_a_scale(const F4* As, u32 m, u32 slot) {
+#if A_FP8
+    const u32 at = ROWS * CHUNK + m * SLOTS + slot;
+    return As[at / 4].v[at % 4];
+#else
+    return 1.0f;
+#endif
+}
+
 DSV3_KERNEL void gemm_decode(const Params p) {
-    DSV3_SHARED F4 As[A_WORDS];
+    DSV3_SHARED F4 As[A_FLOATS / 4];
     const u32 j = threadIdx.x % LANES;
     const u64 n = (u64)blockIdx.x * (blockDim.x / LANES) + threadIdx.x / LANES;
-    const u64 n_total = p.n, k_total = p.k;
+    const u64 n_total = p.n;
+    const u32 k_total = (u32)p.k;  // below 2^31: the launch uses the tiled kernel otherwise
     const bool column = n < n_total;
-    u64 e = 0, m0 = 0, k_begin = 0, k_end = k_total;
+    u64 e = 0, m0 = 0;
+    u32 k_begin = 0, k_end = k_total;
     u32 rows = (u32)p.rows;
 #if GROUPED
     if (blockIdx.x == 0 && blockIdx.y == 0) check_offsets(p);
@@ -112,21 +133,20 @@ DSV3_KERNEL void gemm_decode(const Params p) {
     rows = (u32)(m1 - m0);  // at most p.rows, which the launch keeps at most ROWS
 #else
     if (p.k_split > 0) {
-        k_begin = (u64)blockIdx.y * p.k_split;
-        k_end = k_begin + p.k_split < k_total ? k_begin + p.k_split : k_total;
+        k_begin = blockIdx.y * (u32)p.k_split;
+        k_end = k_total - k_begin > (u32)p.k_split ? k_begin + (u32)p.k_split : k_total;
     }
 #endif
     const u64 z = blockIdx.z;
     const a_t* a = p.a + z * p.batch_a + m0 * p.lda;
     const b_t* b = p.b + z * p.batch_b + (e * n_total + (column ? n : 0)) * k_total;
     const bool vec = p.vec != 0;
-    // The K chunk A is staged in: as many whole spans as shared memory holds for `rows` rows.
-    const u32 chunk = (A_WORDS * 4 / rows) / SPAN * SPAN;
+    const u32 chunk = CHUNK;
     float acc[ROWS];
     DSV3_UNROLL
     for (u32 m = 0; m < ROWS; m++) acc[m] = 0.0f;
-    for (u64 k0 = k_begin; k0 < k_end; k0 += chunk) {
-        const u32 len = (u32)(k_end - k0 < chunk ? k_end - k0 : chunk);
+    for (u32 k0 = k_begin; k0 < k_end; k0 += chunk) {
+        const u32 len = k_end - k0 < chunk ? k_end - k0 : chunk;
         // Stage rows × chunk of A (zeros past len), two elements at a time.
         for (u32 i = threadIdx.x; i < rows * (chunk / 2); i += blockDim.x) {
             const u32 m = i / (chunk / 2), kk = 2 * (i % (chunk / 2));
@@ -141,19 +161,29 @@ DSV3_KERNEL void gemm_decode(const Params p) {
             As[at / 4].v[at % 4] = x;
             As[(at + 1) / 4].v[(at + 1) % 4] = y;
         }
+#if A_FP8
+        // And the rows' scales of the chunk's K blocks, after the values (zeros past K).
+        const u32 kb_n = (k_total + QB - 1) / QB, kb0 = k0 / QB;
+        for (u32 i = threadIdx.x; i < rows * SLOTS; i += blockDim.x) {
+            const u32 m = i / SLOTS, t = i % SLOTS;
+            const float v = kb0 + t < kb_n ? to_f32(p.a_scales[(m0 + m) * kb_n + kb0 + t]) : 0.0f;
+            const u32 at = ROWS * CHUNK + i;
+            As[at / 4].v[at % 4] = v;
+        }
+#endif
         dsv3_sync();
         if (column) {
             for (u32 s0 = 0; s0 * SPAN < len; s0 += U) {
                 Run r[U];
                 DSV3_UNROLL
                 for (u32 u = 0; u < U; u++) {
-                    const u64 k = k0 + (u64)(s0 + u) * SPAN + j * RUN;
+                    const u32 k = k0 + (s0 + u) * SPAN + j * RUN;
                     if (k < k0 + len) r[u] = load_run(b, k, k_end, vec);
                 }
                 DSV3_UNROLL
                 for (u32 u = 0; u < U; u++) {
                     const u32 s = s0 + u;
-                    const u64 k = k0 + (u64)s * SPAN + j * RUN;
+                    const u32 k = k0 + s * SPAN + j * RUN;
                     if (k >= k0 + len) continue;  // past K (a partial last span) or past the chunk
                     float part[ROWS];
                     DSV3_UNROLL
@@ -165,18 +195,18 @@ DSV3_KERNEL void gemm_decode(const Params p) {
                         to_f32x2(r[u].v[4 * q + 2], r[u].v[4 * q + 3], &w[2], &w[3]);
                         DSV3_UNROLL
                         for (u32 m = 0; m < ROWS; m++) {
-                            if (m < rows) {
+                            if (m / RG * RG < rows) {
                                 const F4 x = As[(m * chunk + s * SPAN) / 4 + q * 8 + j];
                                 DSV3_UNROLL
                                 for (u32 t = 0; t < 4; t++) part[m] += x.v[t] * w[t];
                             }
                         }
                     }
-                    const u64 kb = k / QB;
+                    const u32 kb = k / QB;
                     const float sb = b_scale(p, e, n, kb);
                     DSV3_UNROLL
                     for (u32 m = 0; m < ROWS; m++) {
-                        if (m < rows) acc[m] += part[m] * (a_scale(p, m0 + m, kb) * sb);
+                        if (m / RG * RG < rows) acc[m] += part[m] * (staged_a_scale(As, m, kb - k0 / QB) * sb);
                     }
                 }
             }

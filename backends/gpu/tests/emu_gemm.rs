@@ -73,7 +73,7 @@ fn gemm_tiles_and_decode() {
 
 /// The decode kernel's paths: each row bucket (1, 4, 8, 16 rows), 16-byte runs of B and the element-wise
 /// fallback (K · element size not a multiple of 16), K split over blocks (few columns; a partial last split)
-/// and not (more than 256 column blocks), and A chunks smaller than K at 16 rows (768 elements each).
+/// and not (more than 256 column blocks), and A chunks smaller than K at 16 rows.
 #[test]
 fn gemm_decode_paths() {
     check_both_warps(
@@ -113,7 +113,8 @@ fn grouped_gemm_tiles() {
 }
 
 /// The grouped decode kernel: several experts with 1–3 rows each (one block row per expert, its weights
-/// read once for all its rows), at each row bucket, with and without 16-byte runs of B.
+/// read once for all its rows), at each row bucket, with and without 16-byte runs of B; at 16 rows K takes
+/// three chunks of A (640 each for FP8 activations), their scales staged per chunk.
 #[test]
 fn grouped_gemm_decode_experts() {
     check_both_warps(
@@ -122,7 +123,7 @@ fn grouped_gemm_decode_experts() {
             grouped_gemm(&[1], 72, 1024, FP8, FP8, BF16, "one_row"),
             grouped_gemm(&[0, 2, 1, 0], 40, 300, BF, FP8, F32, "rows_1_2"),
             grouped_gemm(&[1, 2, 0, 3, 1, 1, 0, 2], 72, 1024, FP8, FP8, BF16, "rows_1_3"),
-            grouped_gemm(&[3, 3, 2, 0, 3, 3, 2], 64, 256, FP8_UE8M0, FP8_UE8M0, BF16, "rows_16"),
+            grouped_gemm(&[3, 3, 2, 0, 3, 3, 2], 64, 1500, FP8_UE8M0, FP8_UE8M0, BF16, "rows_16"),
         ],
     );
 }

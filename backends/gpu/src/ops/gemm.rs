@@ -148,7 +148,8 @@ fn matmul(
         // offsets[0] would have to be both 0 and `rows`: the contract is broken whatever the device holds.
         return Err(Error::invalid(l.op, "expert_offsets", format!("no experts for {rows} rows")));
     }
-    let decode = rows <= DECODE_ROWS;
+    // The decode kernel counts K in 32 bits.
+    let decode = rows <= DECODE_ROWS && k < 1 << 31;
     let kernel = if decode { kernels::GEMM_DECODE } else { kernels::GEMM };
     let mut variant = matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped);
     if decode {
