@@ -398,6 +398,7 @@ pub fn quick() -> Vec<Case> {
     c.push(gemm(64, 576, 256, FP8, FP8, BF16));
     c.push(gemm_strided(5, 96, 160, A_BF16, A_BF16, F32, 200, 100)); // strided A and C rows
     c.push(gemm_strided(5, 96, 160, FP8, FP8, BF16, 192, 104));
+    c.push(gemm(16, 72, 300, FP8, FP8, BF16)); // 16 decode rows (GPU: the largest decode row bucket)
 
     // grouped_gemm: empty experts, all tokens to one expert, a single row.
     let uneven = [3, 0, 7, 0, 2];
@@ -409,6 +410,7 @@ pub fn quick() -> Vec<Case> {
     c.push(grouped_gemm(&[0, 0, 9], 40, 300, A_BF16, FP8, F32, "all_to_2"));
     c.push(grouped_gemm(&[9, 0, 0], 40, 300, FP8, FP8, BF16, "all_to_0"));
     c.push(grouped_gemm(&[1], 200, 384, FP8_UE8M0, FP8_UE8M0, BF16, "one_row"));
+    c.push(grouped_gemm(&[1, 2, 0, 3, 1, 1], 72, 256, FP8, FP8, BF16, "rows_1_3")); // decode: few rows each
 
     // batched_gemm: absorbed MLA's per-head layout at decode (M = 1) and prefill sizes, every dtype pair,
     // one shared b, a single batch, K = 1, and tile edges (N, K not multiples of anything).

@@ -72,6 +72,14 @@ DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return dsv3_emu::shfl_xor(v, m); }
 #error "DSV3_WARP (threads per warp / wavefront) must be defined"
 #endif
 
+// Asks for a loop to be unrolled completely (its trip count a constant): register arrays indexed by its
+// counter then stay in registers. The host compiler decides for itself.
+#if defined(DSV3_HOST)
+#define DSV3_UNROLL
+#else
+#define DSV3_UNROLL _Pragma("unroll")
+#endif
+
 DSV3_DEV u32 dsv3_lane() { return threadIdx.x % DSV3_WARP; }
 
 // Sum / max over the DSV3_WARP lanes of a warp; every lane gets the result. Fixed butterfly order.
@@ -207,6 +215,26 @@ DSV3_DEV float to_f32(dsv3::e5m2 x) {
     if (a == 0x7cu) return u2f((x.bits & 0x80u) ? 0xff800000u : 0x7f800000u);
     return fp8_signed(x.bits, fp8_magnitude<2, 15>(x.bits));
 }
+
+// Two elements to f32 at once (`lo` to *x, `hi` to *y): each as to_f32 does. e4m3fn pairs use the hardware
+// conversion where the device has one (sm_89+: cvt.rn.f16x2.e4m3x2, then f16 → f32): every e4m3fn value is
+// an f16 value, so both steps are exact and give to_f32's bits for every finite code; a NaN code gives a NaN
+// (its payload may differ, which no kernel looks at: arithmetic on it gives the device's canonical NaN).
+// Everywhere else (sm_80, HIP, the host emulator) the integer codec.
+template <class T> DSV3_DEV void to_f32x2(T lo, T hi, float* x, float* y) {
+    *x = to_f32(lo);
+    *y = to_f32(hi);
+}
+#if defined(DSV3_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+template <> DSV3_DEV_INLINE void to_f32x2<dsv3::e4m3fn>(dsv3::e4m3fn lo, dsv3::e4m3fn hi, float* x, float* y) {
+    const u16 pair = (u16)(lo.bits | ((u32)hi.bits << 8));
+    u32 h2;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(pair));
+    asm("{.reg .b16 lo16, hi16;\n mov.b32 {lo16, hi16}, %2;\n cvt.f32.f16 %0, lo16;\n cvt.f32.f16 %1, hi16;}"
+        : "=f"(*x), "=f"(*y)
+        : "r"(h2));
+}
+#endif
 
 // Round to nearest even in one step from the f32 bits, saturating at MAX_CODE; NaN gives NAN_CODE with
 // the sign (e4m3fn, e5m2) or 0x80 (fnuz).

@@ -22,6 +22,11 @@ struct Params {
     // batched_gemm: elements between consecutive batches of A, B and C; the batch is the grid's z
     // (0 everywhere for gemm and grouped_gemm, whose grid has one z).
     u64 batch_a, batch_b, batch_c;
+    // gemm_decode only (gemm.cu ignores them): K per split and the f32 partials [splits, rows, N] when the
+    // grid's y splits K (0 / null otherwise), and whether B's rows may be read in aligned 16-byte runs.
+    u64 k_split;
+    float* partial;
+    u64 vec;
 };
 
 // The scales of K block kb: A's for row m, B's for expert e and column n (1 for a dense operand).

@@ -50,6 +50,7 @@ kernel_files! {
     // gemm group (ops/gemm.rs)
     GEMM = "gemm" block 256 uses "gemm_common",
     GEMM_DECODE = "gemm_decode" block 256 uses "gemm_common",
+    GEMM_SPLIT_SUM = "gemm_split_sum" block 256,
     ACT_QUANT = "act_quant" block 256,
     DEQUANTIZE = "dequantize" block 256,
     // attention group (ops/attention.rs)

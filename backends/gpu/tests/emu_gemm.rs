@@ -62,11 +62,30 @@ fn gemm_tiles_and_decode() {
             gemm(70, 576, 320, FP8, FP8, BF16),
             gemm(9, 200, 200, FP8_UE8M0, FP8_UE8M0, F32),
             gemm(65, 130, 130, F, FP8, F32),
-            // Decode: long K (many steps per lane), all eight rows, W8A8 at N = 576 with V3's K.
+            // Decode: long K (many chunks of A), W8A8 at N = 576 with V3's K (split K: 18 column blocks).
             gemm(4, 64, 16384, F, F, F32),
             gemm(8, 96, 18432, BF, FP8, BF16),
             gemm(8, 576, 7168, FP8, FP8, BF16),
             gemm(2, 40, 1000, FP8, BF, F32),
+        ],
+    );
+}
+
+/// The decode kernel's paths: each row bucket (1, 4, 8, 16 rows), 16-byte runs of B and the element-wise
+/// fallback (K · element size not a multiple of 16), K split over blocks (few columns; a partial last split)
+/// and not (more than 256 column blocks), and A chunks smaller than K at 16 rows.
+#[test]
+fn gemm_decode_paths() {
+    check_both_warps(
+        "gemm",
+        &[
+            gemm(1, 40, 1000, FP8, FP8, BF16),
+            gemm(1, 8200, 160, FP8, FP8, BF16),
+            gemm(3, 130, 1024, FP8, FP8, F32),
+            gemm(4, 300, 2048, FP8_UE8M0, FP8_UE8M0, BF16),
+            gemm(16, 200, 1100, BF, FP8, BF16),
+            gemm(16, 72, 3000, FP8, FP8, F32),
+            gemm(11, 33, 136, F, BF, F32),
         ],
     );
 }
@@ -89,6 +108,22 @@ fn grouped_gemm_tiles() {
             grouped_gemm(&many, 64, 128, BF, FP8, BF16, "many_experts"),
             // Decode rows (at most 16), each to its own expert or shared.
             grouped_gemm(&[4, 0, 1, 0, 11], 72, 3000, FP8, FP8, BF16, "decode"),
+        ],
+    );
+}
+
+/// The grouped decode kernel: several experts with 1–3 rows each (one block row per expert, its weights
+/// read once for all its rows), at each row bucket, with and without 16-byte runs of B; at 16 rows K takes
+/// three chunks of A (640 each for FP8 activations), their scales staged per chunk.
+#[test]
+fn grouped_gemm_decode_experts() {
+    check_both_warps(
+        "grouped_gemm",
+        &[
+            grouped_gemm(&[1], 72, 1024, FP8, FP8, BF16, "one_row"),
+            grouped_gemm(&[0, 2, 1, 0], 40, 300, BF, FP8, F32, "rows_1_2"),
+            grouped_gemm(&[1, 2, 0, 3, 1, 1, 0, 2], 72, 1024, FP8, FP8, BF16, "rows_1_3"),
+            grouped_gemm(&[3, 3, 2, 0, 3, 3, 2], 64, 1500, FP8_UE8M0, FP8_UE8M0, BF16, "rows_16"),
         ],
     );
 }

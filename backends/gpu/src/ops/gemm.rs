@@ -5,17 +5,24 @@ use super::row_stride;
 use crate::device::Ctx;
 use crate::kernels::{self, Variant};
 use crate::launch::{grid_2d, Launch, Params, BLOCK};
-use dsv3_core::ops::gemm::blocks;
+use dsv3_core::ops::gemm::{blocks, QUANT_BLOCK};
 use dsv3_core::ops::{
     ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights,
 };
 use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
-/// gemm rows at or below which the decode kernel runs (it reads every weight once for all rows).
-const DECODE_ROWS: usize = 8;
-/// grouped_gemm rows at or below which the decode kernel runs, one row per block (decode: one token's
-/// rows mostly go to different experts, so there is little weight reuse for a tile to exploit).
-const GROUPED_DECODE_ROWS: usize = 16;
+/// Rows (gemm) or rows in all (grouped_gemm) at or below which the decode kernel runs: it streams each
+/// weight once for all of a block's rows (grouped: all of one expert's rows).
+const DECODE_ROWS: usize = 16;
+/// The decode kernel's row buckets (its ROWS switch): the smallest that holds the rows is compiled, so a
+/// one-row product does not run sixteen rows' loops.
+const DECODE_BUCKETS: [usize; 4] = [1, 4, 8, 16];
+/// Columns of C per decode block (gemm_decode.cu: groups of 8 threads per column, BLOCK threads).
+const DECODE_COLS: usize = BLOCK as usize / 8;
+/// Decode gemms with fewer column blocks than this split K over the grid's y, so that every SM of an
+/// H100 / H200 (132) streams weights: N = 576 splits 8 ways, N = 7168 (224 blocks) not at all. Chosen, not
+/// measured yet.
+const DECODE_MIN_BLOCKS: usize = 132;
 /// Rows and columns of C per block of the tiled kernel (gemm.cu's BM, BN), and its threads.
 const TILE: usize = 64;
 const TILE_THREADS: u32 = 256;
@@ -141,13 +148,21 @@ fn matmul(
         // offsets[0] would have to be both 0 and `rows`: the contract is broken whatever the device holds.
         return Err(Error::invalid(l.op, "expert_offsets", format!("no experts for {rows} rows")));
     }
-    let decode = rows <= if grouped { GROUPED_DECODE_ROWS } else { DECODE_ROWS };
+    // The decode kernel counts K in 32 bits.
+    let decode = rows <= DECODE_ROWS && k < 1 << 31;
     let kernel = if decode { kernels::GEMM_DECODE } else { kernels::GEMM };
-    let f = l.kernel(&matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped))?;
+    let mut variant = matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped);
+    if decode {
+        let bucket = DECODE_BUCKETS.into_iter().find(|&r| r >= rows).unwrap_or(DECODE_ROWS);
+        variant = variant.konst("ROWS", bucket as i64);
+    }
+    let f = l.kernel(&variant)?;
+    let split = if decode && !grouped && batch.count == 1 { split_k(n, k) } else { None };
     let dims = if decode {
-        // One warp per column; grouped: one row per block along y.
-        let cols = (BLOCK / l.warp()) as usize;
-        grid_2d(n.div_ceil(cols) as u64, if grouped { rows as u64 } else { 1 }, BLOCK)
+        // Column blocks along x; grouped: one block row per row of A (the expert's first row works), else
+        // the K splits along y.
+        let y = if grouped { rows } else { split.map_or(1, |s| s.count) };
+        grid_2d(n.div_ceil(DECODE_COLS) as u64, y as u64, BLOCK)
     } else {
         // Row tiles along x (grouped: enough for every expert's last partial tile), column tiles along y.
         let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
@@ -157,6 +172,14 @@ fn matmul(
         Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
     })?;
     dims.grid[2] = batch.count as u32; // at most MAX_BATCH: `supports` said so before the launch
+    let b_addr = l.addr("b", bv)?;
+    // 16-byte runs of B's rows are aligned when its base, its row length and its batch stride are.
+    let size = bv.dtype.size();
+    let vec = [b_addr, (k * size) as u64, (batch.strides[1] * size) as u64].iter().all(|v| v % 16 == 0);
+    let partial = match split {
+        Some(s) => l.scratch(s.count * rows * n * 4)?,
+        None => 0,
+    };
     let a_scales = match a {
         Activations::Fp8 { scales, .. } => l.addr("a_scales", scales)?,
         Activations::Dense(_) => 0,
@@ -178,7 +201,7 @@ fn matmul(
         .addr(l.addr("a", av)?)
         .u(row_stride(av))
         .addr(a_scales)
-        .addr(l.addr("b", bv)?)
+        .addr(b_addr)
         .addr(b_scales)
         .addr(l.addr("c", c)?)
         .u(row_stride(c))
@@ -188,8 +211,41 @@ fn matmul(
         .u(site as usize)
         .u(batch.strides[0])
         .u(batch.strides[1])
-        .u(batch.strides[2]);
-    l.run(&f, dims, params)
+        .u(batch.strides[2])
+        .u(split.map_or(0, |s| s.k))
+        .addr(partial)
+        .u(vec as usize);
+    l.run(&f, dims, params)?;
+    match split {
+        Some(s) => split_sum(l, c, rows, n, s.count, partial),
+        None => Ok(()),
+    }
+}
+
+/// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Split {
+    count: usize,
+    k: usize,
+}
+
+/// The split for N columns and K, when N has fewer column blocks than [`DECODE_MIN_BLOCKS`] and K more
+/// than one 128-wide block.
+fn split_k(n: usize, k: usize) -> Option<Split> {
+    let (cols, k_blocks) = (n.div_ceil(DECODE_COLS), blocks(k));
+    let want = DECODE_MIN_BLOCKS.div_ceil(cols).min(k_blocks);
+    if want < 2 {
+        return None;
+    }
+    let per = k_blocks.div_ceil(want) * QUANT_BLOCK;
+    Some(Split { count: k.div_ceil(per), k: per })
+}
+
+/// c = the sum of the splits' f32 partials [count, rows, n], added in split order.
+fn split_sum(l: &Launch, c: &Tensor, rows: usize, n: usize, count: usize, partial: u64) -> Result<()> {
+    let f = l.kernel(&Variant::new(kernels::GEMM_SPLIT_SUM).ty("c", c.dtype))?;
+    let params = Params::new().u(rows).u(n).u(count).addr(partial).addr(l.addr("c", c)?).u(row_stride(c));
+    l.run(&f, l.grid((rows * n) as u64, BLOCK)?, params)
 }
 
 pub fn act_quant(l: &Launch, o: &ActQuant) -> Result<()> {
@@ -240,21 +296,29 @@ pub fn dequantize(l: &Launch, o: &Dequantize) -> Result<()> {
 }
 
 /// Every kernel variant these ops can launch that CI compiles for each GPU architecture: each GEMM kernel
-/// with and without GROUPED for the bf16 path (bf16 × block-FP8) and the W8A8 path (FP8 × block-FP8),
-/// gemm's dense bf16 products (absorbed attention heads; the router's f32 logits); act_quant with both
-/// scale roundings; dequantize to bf16.
+/// (the decode kernel at each row bucket) with and without GROUPED for the bf16 path (bf16 × block-FP8)
+/// and the W8A8 path (FP8 × block-FP8), gemm's dense bf16 products (absorbed attention heads; the router's
+/// f32 logits); the split-K sum to bf16 and f32; act_quant with both scale roundings; dequantize to bf16.
 pub fn catalog() -> Vec<Variant> {
     use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
     let bf16 = (BF16, None);
     let fp8 = (F8E4M3Fn, Some(F32));
     let mut v = Vec::new();
-    for kernel in [kernels::GEMM, kernels::GEMM_DECODE] {
-        for grouped in [false, true] {
-            v.push(matmul_variant(kernel, bf16, fp8, BF16, grouped));
-            v.push(matmul_variant(kernel, fp8, fp8, BF16, grouped));
+    let mut matmuls = Vec::new();
+    for grouped in [false, true] {
+        matmuls.push((bf16, fp8, BF16, grouped));
+        matmuls.push((fp8, fp8, BF16, grouped));
+    }
+    matmuls.push((bf16, bf16, BF16, false));
+    matmuls.push((bf16, bf16, F32, false));
+    for &(a, b, c, grouped) in &matmuls {
+        v.push(matmul_variant(kernels::GEMM, a, b, c, grouped));
+        for rows in DECODE_BUCKETS {
+            v.push(matmul_variant(kernels::GEMM_DECODE, a, b, c, grouped).konst("ROWS", rows as i64));
         }
-        v.push(matmul_variant(kernel, bf16, bf16, BF16, false));
-        v.push(matmul_variant(kernel, bf16, bf16, F32, false));
+    }
+    for c in [BF16, F32] {
+        v.push(Variant::new(kernels::GEMM_SPLIT_SUM).ty("c", c));
     }
     for ue8m0 in [0, 1] {
         v.push(
@@ -267,4 +331,23 @@ pub fn catalog() -> Vec<Variant> {
     }
     v.push(Variant::new(kernels::DEQUANTIZE).ty("codes", F8E4M3Fn).ty("scales", F32).ty("out", BF16));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits start at multiples of 128 and cover K exactly, only when N has few column blocks, and
+    /// never outnumber K's 128-wide blocks.
+    #[test]
+    fn k_splits_cover_k_in_whole_blocks() {
+        assert_eq!(split_k(DECODE_MIN_BLOCKS * DECODE_COLS, 7168), None);
+        assert_eq!(split_k(40, 128), None);
+        for (n, k) in [(40, 1000), (576, 7168), (200, 384), (2112, 7168), (72, 3000), (1, 129)] {
+            let Some(s) = split_k(n, k) else { panic!("{n} × {k}: no split") };
+            assert!(s.count >= 2 && s.count <= blocks(k), "{n} × {k}: {s:?}");
+            assert_eq!(s.k % QUANT_BLOCK, 0, "{n} × {k}: {s:?}");
+            assert!((s.count - 1) * s.k < k && s.count * s.k >= k, "{n} × {k}: {s:?}");
+        }
+    }
 }
