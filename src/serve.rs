@@ -14,8 +14,10 @@ use crate::model_cmd::{self, DeviceArgs, ModelSource, PathChoice, PATH};
 /// POST /v1/chat/completions (streaming with "stream": true), POST /v1/completions, GET /v1/models,
 /// GET /health, GET /metrics (Prometheus). `usage` reports prompt_cache_hit_tokens /
 /// prompt_cache_miss_tokens: the latent cache of finished requests is kept in 64-token units and a request
-/// reuses the longest stored run of them from token 0. Requests run one at a time for now. Stops on
-/// SIGINT / SIGTERM (the running request ends with a final event; the cache goes to --cache-dir).
+/// reuses the longest stored run of them from token 0. Up to --max-batch requests decode together
+/// (continuous batching: requests join and leave between decode steps, prompts prefill in chunks of
+/// --prefill-chunk tokens between them). Stops on SIGINT / SIGTERM (running requests end with a final
+/// event; the cache goes to --cache-dir).
 #[derive(clap::Args)]
 pub struct Args {
     /// A checkpoint directory (HF layout, with its tokenizer); without it the small built-in model
@@ -31,10 +33,18 @@ pub struct Args {
     host: String,
     #[arg(long, default_value = "8000", value_parser = PORT)]
     port: u16,
-    /// Sequences decoded together (reported by /health; requests run one at a time for now)
-    #[arg(long, value_name = "N", default_value = "16", value_parser = AT_LEAST_ONE)]
+    /// Sequences decoded together: slots of the latent cache
+    #[arg(long, value_name = "N", default_value = "16", value_parser = MAX_BATCH)]
     max_batch: usize,
-    /// Requests waiting beyond the running one; more are refused with 429
+    /// Tokens per request, prompt and output (at most the model's context); every slot holds this many
+    /// tokens' latent cache from the start: max-batch × context × /health's bytes_per_cached_token
+    /// [default: 8192, or the model's context when shorter]
+    #[arg(long, value_name = "TOKENS", value_parser = CONTEXT)]
+    context: Option<usize>,
+    /// Prompt tokens prefilled per step, between decode steps of the running requests
+    #[arg(long, value_name = "TOKENS", default_value = "256", value_parser = PREFILL_CHUNK)]
+    prefill_chunk: usize,
+    /// Requests waiting for a slot; more are refused with 429
     #[arg(long, value_name = "N", default_value = "64", value_parser = COUNT)]
     max_queue: usize,
     /// Where context-cache units evicted from memory go, found again after a restart
@@ -50,10 +60,17 @@ pub struct Args {
 
 const PORT: Checked<u16> = Checked(|s| number("--port", s));
 const COUNT: Checked<usize> = Checked(|s| number("a count", s));
-const AT_LEAST_ONE: Checked<usize> = Checked(|s| match number("--max-batch", s)? {
-    0 => Err("--max-batch 0: must be at least 1".into()),
-    n => Ok(n),
-});
+const DEFAULT_CONTEXT: usize = 8192;
+const MAX_BATCH: Checked<usize> = Checked(|s| at_least_one("--max-batch", s));
+const CONTEXT: Checked<usize> = Checked(|s| at_least_one("--context", s));
+const PREFILL_CHUNK: Checked<usize> = Checked(|s| at_least_one("--prefill-chunk", s));
+
+fn at_least_one(flag: &str, s: &str) -> Result<usize, String> {
+    match number(flag, s)? {
+        0 => Err(format!("{flag} 0: must be at least 1")),
+        n => Ok(n),
+    }
+}
 
 pub fn run(args: Args) -> i32 {
     finish("serve", try_run(args).map(|()| 0))
@@ -83,6 +100,8 @@ fn try_run(args: Args) -> Result<(), String> {
         model: name,
         max_batch: args.max_batch,
         max_queue: args.max_queue,
+        context: args.context.unwrap_or(DEFAULT_CONTEXT.min(loaded.model.config.max_position_embeddings)),
+        prefill_chunk: args.prefill_chunk,
         cache_dir: args.cache_dir,
         cache_memory: args.cache_memory,
         api_key: args.api_key,

@@ -78,20 +78,63 @@ impl KvCache {
     /// The cache of one sequence (slot `b`), sharing this cache's memory, for a prefill whose length differs
     /// from the other sequences'. Its length is written back with [`KvCache::absorb`].
     pub fn slot(&self, b: usize) -> Result<KvCache> {
-        if b >= self.batch() {
+        self.slots(b..b + 1)
+    }
+
+    /// The cache of the sequences in slots `range`, sharing this cache's memory: a batch of some of its
+    /// sequences (a server's running ones). Their lengths are written back with [`KvCache::absorb`].
+    pub fn slots(&self, range: Range<usize>) -> Result<KvCache> {
+        if range.start >= range.end || range.end > self.batch() {
             return Err(Error::invalid(
                 "kv_cache",
                 "slot",
-                format!("{b} is not below batch {}", self.batch()),
+                format!("slots {range:?} are not a non-empty range below batch {}", self.batch()),
             ));
         }
-        let layers = self.layers.iter().map(|t| t.narrow(0, b, 1)).collect::<Result<_>>()?;
-        Ok(KvCache { layers, lens: vec![self.lens[b]], capacity: self.capacity })
+        let n = range.end - range.start;
+        let layers = self.layers.iter().map(|t| t.narrow(0, range.start, n)).collect::<Result<_>>()?;
+        Ok(KvCache { layers, lens: self.lens[range].to_vec(), capacity: self.capacity })
     }
 
-    /// Takes over the length of a single-slot view made by [`KvCache::slot`].
-    pub fn absorb(&mut self, b: usize, slot: &KvCache) {
-        self.lens[b] = slot.lens[0];
+    /// Takes over the lengths of a view made by [`KvCache::slot`] or [`KvCache::slots`] whose first
+    /// sequence is slot `b`.
+    pub fn absorb(&mut self, b: usize, view: &KvCache) {
+        self.lens[b..b + view.lens.len()].copy_from_slice(&view.lens);
+    }
+
+    /// Forgets sequence `b`'s tokens: the slot is free for another sequence.
+    pub fn clear(&mut self, b: usize) {
+        self.lens[b] = 0;
+    }
+
+    /// Moves sequence `from` into slot `to` (a device copy of its rows in every layer, on that layer's
+    /// attention device), leaving `from` empty: how a server keeps its running sequences in the first
+    /// slots. What slot `to` held is overwritten.
+    pub fn move_slot(&mut self, model: &Model, from: usize, to: usize) -> Result<()> {
+        if from >= self.batch() || to >= self.batch() {
+            let why = format!("slot {from} → {to}: both must be below batch {}", self.batch());
+            return Err(Error::invalid("kv_cache", "move_slot", why));
+        }
+        let n = self.lens[from];
+        if from != to && n > 0 {
+            for (l, layer) in self.layers.iter().enumerate() {
+                let src = layer.narrow(0, from, 1)?.narrow(1, 0, n)?;
+                let dst = layer.narrow(0, to, 1)?.narrow(1, 0, n)?;
+                let bytes = src.span_bytes();
+                model.attn_device(l).default_stream().copy(
+                    &src.buffer,
+                    src.offset,
+                    &dst.buffer,
+                    dst.offset,
+                    bytes,
+                )?;
+            }
+        }
+        self.lens[to] = n;
+        if from != to {
+            self.lens[from] = 0;
+        }
+        Ok(())
     }
 
     /// The latent rows of tokens `tokens` of sequence `b`, one byte vector per layer (each downloaded from

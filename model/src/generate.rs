@@ -72,8 +72,45 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 }
 
 fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> Result<Vec<u32>> {
-    let rows = logits.shape[0];
-    let out = model.scratch(&[rows], DType::I32)?;
+    let out = model.scratch(&[logits.shape[0]], DType::I32)?;
+    launch_sample(model, logits, sampling, step, &out)?;
+    download_ids(model, &out)
+}
+
+/// One token per row of `logits` `[R, V]`, row `r` drawn with its own `rows[r]` = (sampling, step) exactly
+/// as a batch of that one sequence would draw it (its uniforms keyed as row 0): a sequence samples the same
+/// tokens whatever row of a batch it is in, and whoever else is in the batch. The sample op takes one
+/// temperature, top_p and seed per launch and keys its uniforms by row, so this is one launch when every
+/// row is greedy (the key does not matter) and otherwise one launch per row over a one-row view, all into
+/// one output read back once. One launch for any mix needs a sample op with per-row temperature, top_p
+/// and seed tensors and the row key taken from the seed rather than the row's position.
+pub fn sample_rows(model: &Model, logits: &Tensor, rows: &[(Sampling, usize)]) -> Result<Vec<u32>> {
+    if logits.shape.first() != Some(&rows.len()) {
+        let why = format!("{} sampling choices for logits of shape {:?}", rows.len(), logits.shape);
+        return Err(Error::invalid("sample_rows", "rows", why));
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = model.scratch(&[rows.len()], DType::I32)?;
+    if rows.iter().all(|(s, _)| s.temperature == 0.0) {
+        let (sampling, step) = &rows[0];
+        launch_sample(model, logits, sampling, *step, &out)?;
+    } else {
+        for (r, (sampling, step)) in rows.iter().enumerate() {
+            launch_sample(model, &logits.narrow(0, r, 1)?, sampling, *step, &out.narrow(0, r, 1)?)?;
+        }
+    }
+    download_ids(model, &out)
+}
+
+fn launch_sample(
+    model: &Model,
+    logits: &Tensor,
+    sampling: &Sampling,
+    step: usize,
+    out: &Tensor,
+) -> Result<()> {
     let op = Sample {
         logits: logits.clone(),
         temperature: sampling.temperature,
@@ -81,9 +118,12 @@ fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> R
         seed: step_seed(sampling.seed, step),
         out: out.clone(),
     };
-    model.launch_on_head(Op::Sample(op))?;
-    let mut host = vec![0u8; rows * 4];
-    model.stream().download(&out.buffer, 0, &mut host)?;
+    model.launch_on_head(Op::Sample(op))
+}
+
+fn download_ids(model: &Model, out: &Tensor) -> Result<Vec<u32>> {
+    let mut host = vec![0u8; out.span_bytes()];
+    model.stream().download(&out.buffer, out.offset, &mut host)?;
     Ok(host.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u32).collect())
 }
 

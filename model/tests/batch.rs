@@ -115,3 +115,34 @@ fn a_prefix_exported_and_appended_continues_as_a_cold_run() {
         .unwrap();
     assert_eq!(stopped.tokens[0].len(), 1);
 }
+
+#[test]
+fn a_sequence_moved_to_another_slot_decodes_as_it_would_have() {
+    use dsv3_model::cache::KvCache;
+    use dsv3_model::generate::sample_rows;
+    use dsv3_model::graph::Logits;
+    let model = load(NumericPath::F32);
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % 500).collect();
+    let greedy = request(4, 0.0).sampling;
+    let alone = generate(&model, std::slice::from_ref(&prompt), &request(4, 0.0), |_, _| Ok(())).unwrap();
+
+    // Prefilled in slot 2 of three, moved to slot 0, decoded there as a batch of one.
+    let mut cache = KvCache::new(&model, 3, 32).unwrap();
+    let mut slot = cache.slot(2).unwrap();
+    let logits = model.forward(&mut slot, &prompt, prompt.len(), Logits::Last).unwrap();
+    cache.absorb(2, &slot);
+    let mut tokens = sample_rows(&model, &logits, &[(greedy, 0)]).unwrap();
+    cache.move_slot(&model, 2, 0).unwrap();
+    assert_eq!(cache.lens(), &[9, 0, 0]);
+    for step in 1..4 {
+        let mut view = cache.slots(0..1).unwrap();
+        let logits = model.forward(&mut view, &tokens[step - 1..step], 1, Logits::Last).unwrap();
+        cache.absorb(0, &view);
+        tokens.extend(sample_rows(&model, &logits, &[(greedy, step)]).unwrap());
+    }
+    assert_eq!(tokens, alone.tokens[0]);
+    cache.clear(0);
+    assert_eq!(cache.lens(), &[0, 0, 0]);
+    assert!(cache.slots(1..4).is_err() && cache.slots(1..1).is_err());
+    assert!(cache.move_slot(&model, 3, 0).unwrap_err().to_string().contains("move_slot"));
+}

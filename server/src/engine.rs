@@ -1,23 +1,34 @@
-//! The engine: one thread owns the model and the context cache and runs the queued requests one after
-//! another (batch 1: the model's decode batch has one shape for its whole run, so requests cannot join
-//! and leave it between steps yet; continuous batching comes with a paged latent cache).
+//! The engine: one thread owns the model, the context cache and one batch latent cache of `--max-batch`
+//! slots of `--context` tokens each, and runs the requests with continuous batching.
 //!
-//! A request's prompt reuses the longest run of cached units from token 0, leaving at least its last
-//! token to prefill (the first output token needs its logits). Generation stops at EOS, a stop string,
-//! `max_tokens`, when the client has gone (its event channel is closed: checked at every token), or at
-//! shutdown (the request then ends with finish reason `abort`). Afterwards every whole unit of the tokens
-//! the model saw (prompt and output) is stored.
+//! Every iteration: requests that arrived join the waiting line; when a slot is free and no prompt is
+//! being prefilled, the oldest waiting request takes the slot, its longest run of cached units from token
+//! 0 restored into it (at least its last prompt token is left to prefill: the first output token needs
+//! its logits); one chunk of at most `--prefill-chunk` tokens of that prompt is prefilled, so a long
+//! prompt does not stall the running streams; then one decode step runs every decoding sequence together,
+//! each sampling with its own temperature / top_p / seed, and each new token goes to its request. A
+//! sequence ends at EOS, a stop string, `max_tokens`, a client that has gone (its event channel is
+//! closed: checked every iteration), an error, or shutdown (finish reason `abort`); its slot is free for
+//! the next iteration, and every whole unit of the tokens the model saw (prompt and output) is stored in
+//! the context cache.
+//!
+//! Slots and cache rows: the decoding sequences are slots `0..d` of the batch cache, so a decode step is
+//! one forward pass over the view of those slots with each sequence's own length (no padding rows); the
+//! sequence being prefilled, if any, is slot `d`. A finished sequence's slot is filled by moving the last
+//! decoding sequence's rows into it (and the prefilling one down after it): [`KvCache::move_slot`], a
+//! device copy of that sequence's rows, which a paged latent cache would replace by moving its block table.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use dsv3_model::cache::KvCache;
-use dsv3_model::generate::{generate_cached, Request};
-use dsv3_model::graph::Model;
-use dsv3_model::tokenizer::Tokenizer;
+use dsv3_model::generate::{sample_rows, Sampling};
+use dsv3_model::graph::{Logits, Model};
+use dsv3_model::tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{FinishReason, Usage};
@@ -45,6 +56,102 @@ enum Msg {
     Stop,
 }
 
+/// The engine's sizes (`ServeOptions`' flags, checked).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Slots: sequences decoded together.
+    pub max_batch: usize,
+    /// Requests waiting for a slot; more are refused with 429.
+    pub max_queue: usize,
+    /// Tokens per slot (prompt and output): the context the server enforces.
+    pub context: usize,
+    /// Prompt tokens prefilled per iteration.
+    pub prefill_chunk: usize,
+}
+
+/// How a sequence ended.
+enum End {
+    Finish(FinishReason),
+    /// The client went away: nobody to tell.
+    Gone,
+    Failed(ApiError),
+}
+
+/// A request in a slot.
+struct Seq<'t> {
+    job: Job,
+    /// Prompt tokens in the slot (restored units included); the prompt is being prefilled until all are.
+    fed: usize,
+    /// Prompt tokens restored from the context cache, and the units they came in (not stored again).
+    hit: usize,
+    known: usize,
+    out: Vec<u32>,
+    decoder: StreamDecoder<'t>,
+    stops: StopText,
+    end: Option<End>,
+}
+
+impl Seq<'_> {
+    fn decoding(&self) -> bool {
+        self.fed == self.job.generation.prompt.len()
+    }
+
+    /// Takes the sequence's next token: streams its text and decides whether the sequence ends.
+    fn take(&mut self, token: u32, eos: u32, stopping: bool) {
+        self.out.push(token);
+        if token == eos {
+            self.end = Some(End::Finish(FinishReason::Stop));
+            return;
+        }
+        let piece = match self.decoder.step(token) {
+            Ok(piece) => piece,
+            Err(e) => {
+                self.end = Some(End::Failed(ApiError::internal(e.to_string())));
+                return;
+            }
+        };
+        let (text, stopped) = self.stops.push(&piece);
+        if !text.is_empty() {
+            // A failed send means the client has gone: seen at the next iteration.
+            let _ = self.job.events.send(Event::Text(text));
+        }
+        self.end = if stopped {
+            Some(End::Finish(FinishReason::Stop))
+        } else if stopping {
+            Some(End::Finish(FinishReason::Abort))
+        } else if self.out.len() >= self.job.generation.max_new_tokens {
+            Some(End::Finish(FinishReason::Length))
+        } else {
+            None
+        };
+    }
+
+    /// The last event: the text held back, then `Done` (or `Failed`); `None` when the client has gone.
+    fn last_event(mut self) -> Option<Event> {
+        let mut finish = match self.end.take() {
+            Some(End::Finish(finish)) => finish,
+            Some(End::Failed(e)) => return Some(Event::Failed(e)),
+            Some(End::Gone) | None => return None,
+        };
+        if finish != FinishReason::Stop {
+            let (mut text, stopped) = match self.decoder.finish() {
+                Ok(piece) => self.stops.push(&piece),
+                Err(e) => return Some(Event::Failed(ApiError::internal(e.to_string()))),
+            };
+            if stopped {
+                finish = FinishReason::Stop;
+            } else {
+                text.push_str(&self.stops.finish());
+            }
+            if !text.is_empty() {
+                let _ = self.job.events.send(Event::Text(text));
+            }
+        }
+        let usage = Usage::new(self.job.generation.prompt.len(), self.hit, self.out.len());
+        Some(Event::Done { finish, usage })
+    }
+}
+
 /// What the engine thread owns.
 struct Worker {
     model: Arc<Model>,
@@ -53,10 +160,13 @@ struct Worker {
     identity: Key,
     metrics: Arc<Metrics>,
     stopping: Arc<AtomicBool>,
+    /// The batch latent cache: one slot per running sequence.
+    kv: KvCache,
+    prefill_chunk: usize,
 }
 
 pub struct Engine {
-    queue: SyncSender<Msg>,
+    queue: Sender<Msg>,
     max_queue: usize,
     stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -64,17 +174,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the engine thread with room for `max_queue` waiting requests. `identity` names the model in
-    /// cache keys.
+    /// Allocates the batch latent cache (`max_batch × context` tokens) and starts the engine thread.
+    /// `identity` names the model in cache keys.
     pub fn start(
         model: Arc<Model>,
         tokenizer: Arc<Tokenizer>,
         cache: PrefixCache,
         identity: Key,
         metrics: Arc<Metrics>,
-        max_queue: usize,
-    ) -> std::io::Result<Engine> {
-        let (queue, inbox) = sync_channel(max_queue);
+        limits: Limits,
+    ) -> Result<Engine, crate::ServeError> {
+        let kv = KvCache::new(&model, limits.max_batch, limits.context)?;
+        let (queue, inbox) = channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             model,
@@ -83,24 +194,29 @@ impl Engine {
             identity,
             metrics: metrics.clone(),
             stopping: stopping.clone(),
+            kv,
+            prefill_chunk: limits.prefill_chunk,
         };
-        let thread =
-            std::thread::Builder::new().name("dsv3-engine".into()).spawn(move || worker.run(inbox))?;
-        Ok(Engine { queue, max_queue, stopping, metrics, thread: Mutex::new(Some(thread)) })
+        let thread = std::thread::Builder::new()
+            .name("dsv3-engine".into())
+            .spawn(move || worker.run(inbox))
+            .map_err(|source| crate::ServeError::Io { what: "starting the engine thread".into(), source })?;
+        Ok(Engine { queue, max_queue: limits.max_queue, stopping, metrics, thread: Mutex::new(Some(thread)) })
     }
 
-    /// Queues a request: 429 when the queue is full, 503 once shutting down.
+    /// Queues a request: 429 when `max_queue` requests wait for a slot already, 503 once shutting down.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
         if self.is_stopping() {
             return Err(ApiError::shutting_down());
         }
-        self.metrics.queue_depth.inc();
-        self.queue.try_send(Msg::Job(job)).map_err(|e| {
+        // `inc` returns the depth before: the check and the claim are one atomic step.
+        if self.metrics.queue_depth.inc() >= self.max_queue as i64 {
             self.metrics.queue_depth.dec();
-            match e {
-                TrySendError::Full(_) => ApiError::queue_full(self.max_queue),
-                TrySendError::Disconnected(_) => ApiError::shutting_down(),
-            }
+            return Err(ApiError::queue_full(self.max_queue));
+        }
+        self.queue.send(Msg::Job(job)).map_err(|_| {
+            self.metrics.queue_depth.dec();
+            ApiError::shutting_down()
         })
     }
 
@@ -108,7 +224,7 @@ impl Engine {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Ends the running request at its next token (finish reason `abort`) and refuses the rest.
+    /// Ends the running requests at their next token (finish reason `abort`) and refuses the rest.
     pub fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
@@ -117,7 +233,6 @@ impl Engine {
     /// `--cache-dir` before it ends.
     pub fn shutdown(&self) {
         self.begin_shutdown();
-        // Blocks only while the queue is full, which the stopping engine drains at once.
         let _ = self.queue.send(Msg::Stop);
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
@@ -130,86 +245,232 @@ impl Engine {
 
 impl Worker {
     fn run(mut self, inbox: Receiver<Msg>) {
-        while let Ok(Msg::Job(job)) = inbox.recv() {
-            self.metrics.queue_depth.dec();
-            let event = if self.stopping.load(Ordering::SeqCst) {
-                Event::Failed(ApiError::shutting_down())
-            } else {
-                self.metrics.requests.inc();
-                self.generate(&job).unwrap_or_else(|e| Event::Failed(ApiError::internal(e.to_string())))
-            };
-            // The client may have gone; nothing to tell then.
-            let _ = job.events.send(event);
+        let tokenizer = self.tokenizer.clone();
+        let eos = tokenizer.eos_id();
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut running: Vec<Seq> = Vec::new();
+        let mut open = true;
+        while open || !running.is_empty() || !waiting.is_empty() {
+            if open && running.is_empty() && waiting.is_empty() {
+                match inbox.recv() {
+                    Ok(Msg::Job(job)) => waiting.push_back(job),
+                    Ok(Msg::Stop) | Err(_) => open = false,
+                }
+            }
+            while open {
+                match inbox.try_recv() {
+                    Ok(Msg::Job(job)) => waiting.push_back(job),
+                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => open = false,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            self.drop_waiting(&mut waiting, stopping);
+            for seq in running.iter_mut().filter(|s| s.end.is_none()) {
+                if seq.job.events.is_closed() {
+                    seq.end = Some(End::Gone);
+                } else if stopping && !seq.decoding() {
+                    seq.end = Some(End::Failed(ApiError::shutting_down()));
+                }
+            }
+            self.retire(&mut running);
+
+            let started = Instant::now();
+            let prefilling = running.last().is_some_and(|s| !s.decoding());
+            if !prefilling && running.len() < self.kv.batch() {
+                if let Some(job) = waiting.pop_front() {
+                    self.metrics.queue_depth.dec();
+                    let seq = self.admit(job, running.len(), &tokenizer);
+                    running.push(seq);
+                }
+            }
+            let mut stepped = false;
+            let slot = running.len().saturating_sub(1);
+            if let Some(seq) = running.last_mut().filter(|s| !s.decoding() && s.end.is_none()) {
+                if let Err(e) = self.prefill(seq, slot, eos, stopping) {
+                    seq.end = Some(End::Failed(ApiError::internal(e.to_string())));
+                }
+                stepped = true;
+            }
+            // Only the sequence just admitted or prefilled can have ended since `retire`: it is the last.
+            let d = running.iter().take_while(|s| s.decoding() && s.end.is_none()).count();
+            if d > 0 {
+                if let Err(e) = self.decode(&mut running[..d], eos, stopping) {
+                    for seq in &mut running[..d] {
+                        seq.end = Some(End::Failed(ApiError::internal(e.to_string())));
+                    }
+                }
+                stepped = true;
+            }
+            if stepped {
+                self.metrics.step_seconds.observe(started.elapsed().as_secs_f64());
+            }
         }
         self.cache.flush();
     }
 
-    /// Runs one request, sending its text as it comes; returns its last event.
-    fn generate(&mut self, job: &Job) -> dsv3_core::Result<Event> {
-        let (g, model) = (&job.generation, self.model.clone());
-        let keys = unit_keys(&self.identity, &g.prompt[..g.prompt.len() - 1]);
-        let units = self.cache.lookup(&keys);
-        let hit = units.len() * UNIT_TOKENS;
-        let mut kv = KvCache::new(&model, 1, g.prompt.len() + g.max_new_tokens)?;
-        for unit in &units {
-            kv.append_rows(&model, 0, &unit.layers)?;
-        }
-        self.metrics.prompt_tokens.inc_by(g.prompt.len() as u64);
-        self.metrics.cache_hit_tokens.inc_by(hit as u64);
-
-        let eos = self.tokenizer.eos_id();
-        let request = Request { max_new_tokens: g.max_new_tokens, sampling: g.sampling, stop: vec![eos] };
-        let mut decoder = self.tokenizer.stream_decoder();
-        let mut stops = StopText::new(g.stop.clone());
-        let mut finish = FinishReason::Length;
-        let mut last = Instant::now();
-        let rest = vec![g.prompt[hit..].to_vec()];
-        let out = generate_cached(&model, &mut kv, &rest, &request, |_, token| {
-            self.metrics.step_seconds.observe(last.elapsed().as_secs_f64());
-            last = Instant::now();
-            if token == eos {
-                finish = FinishReason::Stop;
-                return Ok(false);
+    /// Drops the waiting requests whose client has gone; at shutdown, refuses them all.
+    fn drop_waiting(&self, waiting: &mut VecDeque<Job>, stopping: bool) {
+        waiting.retain(|job| {
+            let gone = job.events.is_closed();
+            if gone || stopping {
+                self.metrics.queue_depth.dec();
+                if !gone {
+                    let _ = job.events.send(Event::Failed(ApiError::shutting_down()));
+                }
             }
-            let (text, stopped) = stops.push(&decoder.step(token)?);
-            if !text.is_empty() {
-                // A failed send means the client has gone: caught just below.
-                let _ = job.events.send(Event::Text(text));
-            }
-            if stopped {
-                finish = FinishReason::Stop;
-                return Ok(false);
-            }
-            if self.stopping.load(Ordering::SeqCst) {
-                finish = FinishReason::Abort;
-                return Ok(false);
-            }
-            Ok(!job.events.is_closed())
-        })?;
-        if finish != FinishReason::Stop {
-            let (mut text, stopped) = stops.push(&decoder.finish()?);
-            if stopped {
-                finish = FinishReason::Stop;
-            } else {
-                text.push_str(&stops.finish());
-            }
-            if !text.is_empty() {
-                let _ = job.events.send(Event::Text(text));
-            }
-        }
-        let completion = out.tokens[0].len();
-        self.metrics.completion_tokens.inc_by(completion as u64);
-
-        let seen: Vec<u32> = g.prompt.iter().chain(&out.tokens[0]).copied().take(kv.lens()[0]).collect();
-        self.store(&kv, &seen, units.len())?;
-        Ok(Event::Done { finish, usage: Usage::new(g.prompt.len(), hit, completion) })
+            !gone && !stopping
+        });
     }
 
-    /// Stores the whole units of `seen` (the tokens in `kv`) past the first `known` (just looked up).
-    fn store(&mut self, kv: &KvCache, seen: &[u32], known: usize) -> dsv3_core::Result<()> {
+    /// Puts `job` into the empty slot `slot` with its cached prefix units; a sequence that could not be
+    /// set up comes back ended (failed), to be retired.
+    fn admit<'t>(&mut self, job: Job, slot: usize, tokenizer: &'t Tokenizer) -> Seq<'t> {
+        self.metrics.requests.inc();
+        let g = &job.generation;
+        self.metrics.prompt_tokens.inc_by(g.prompt.len() as u64);
+        let stops = StopText::new(g.stop.clone());
+        let mut seq = Seq {
+            job,
+            fed: 0,
+            hit: 0,
+            known: 0,
+            out: Vec::new(),
+            decoder: tokenizer.stream_decoder(),
+            stops,
+            end: None,
+        };
+        match self.restore(&seq.job.generation, slot) {
+            Ok(known) => {
+                (seq.known, seq.hit, seq.fed) = (known, known * UNIT_TOKENS, known * UNIT_TOKENS);
+                self.metrics.cache_hit_tokens.inc_by(seq.hit as u64);
+            }
+            Err(e) => seq.end = Some(End::Failed(ApiError::internal(e.to_string()))),
+        }
+        seq
+    }
+
+    /// Restores the longest run of cached units of `g`'s prompt into slot `slot`; returns how many.
+    fn restore(&mut self, g: &Generation, slot: usize) -> dsv3_core::Result<usize> {
+        self.kv.clear(slot);
+        if g.prompt.is_empty() || g.prompt.len() + g.max_new_tokens > self.kv.capacity() {
+            let why = format!(
+                "{} prompt + {} new tokens do not fit a slot of {} (the context the server enforces)",
+                g.prompt.len(),
+                g.max_new_tokens,
+                self.kv.capacity()
+            );
+            return Err(dsv3_core::Error::invalid("engine", "max_tokens", why));
+        }
+        let units = self.cache.lookup(&unit_keys(&self.identity, &g.prompt[..g.prompt.len() - 1]));
+        for unit in &units {
+            if let Err(e) = self.kv.append_rows(&self.model, slot, &unit.layers) {
+                self.kv.clear(slot);
+                return Err(e);
+            }
+        }
+        Ok(units.len())
+    }
+
+    /// Prefills the next chunk of `seq`'s prompt into its slot; after the last chunk, takes its first token.
+    fn prefill(&mut self, seq: &mut Seq, slot: usize, eos: u32, stopping: bool) -> dsv3_core::Result<()> {
+        let g = &seq.job.generation;
+        let n = (g.prompt.len() - seq.fed).min(self.prefill_chunk);
+        let mut view = self.kv.slot(slot)?;
+        let logits = self.model.forward(&mut view, &g.prompt[seq.fed..seq.fed + n], n, Logits::Last)?;
+        self.kv.absorb(slot, &view);
+        seq.fed += n;
+        if seq.decoding() {
+            let token = sample_rows(&self.model, &logits, &[(g.sampling, 0)])?[0];
+            seq.take(token, eos, stopping);
+        }
+        Ok(())
+    }
+
+    /// One decode step of the sequences in slots `0..running.len()`, each fed its last token.
+    fn decode(&mut self, running: &mut [Seq], eos: u32, stopping: bool) -> dsv3_core::Result<()> {
+        let last: Option<Vec<u32>> = running.iter().map(|s| s.out.last().copied()).collect();
+        let tokens = last.ok_or_else(|| {
+            dsv3_core::Error::invalid("engine", "decode", "a decoding sequence has no token yet")
+        })?;
+        let mut view = self.kv.slots(0..running.len())?;
+        let logits = self.model.forward(&mut view, &tokens, 1, Logits::Last)?;
+        self.kv.absorb(0, &view);
+        // A sequence's j-th token is drawn at step j, as generating it alone would.
+        let rows: Vec<(Sampling, usize)> =
+            running.iter().map(|s| (s.job.generation.sampling, s.out.len())).collect();
+        for (seq, token) in running.iter_mut().zip(sample_rows(&self.model, &logits, &rows)?) {
+            seq.take(token, eos, stopping);
+        }
+        Ok(())
+    }
+
+    /// Ends the sequences that ended: stores their units, frees their slots (highest first, so that the
+    /// sequences moved into freed slots are running ones) and sends their last events.
+    fn retire(&mut self, running: &mut Vec<Seq>) {
+        let mut last_events = Vec::new();
+        for i in (0..running.len()).rev() {
+            let Some(end) = &running[i].end else { continue };
+            if !matches!(end, End::Failed(_)) {
+                let seq = &running[i];
+                let g = &seq.job.generation;
+                let seen: Vec<u32> =
+                    g.prompt.iter().chain(&seq.out).copied().take(self.kv.lens()[i]).collect();
+                if let Err(e) = self.store(i, &seen, seq.known) {
+                    tracing::warn!("dsv3 serve: storing a finished request's cache units failed: {e}");
+                }
+            }
+            let seq = self.vacate(running, i);
+            self.metrics.completion_tokens.inc_by(seq.out.len() as u64);
+            let events = seq.job.events.clone();
+            last_events.extend(seq.last_event().map(|event| (events, event)));
+        }
+        // The metrics are true before anyone hears that their request is done.
+        let decoding = running.iter().filter(|s| s.decoding()).count();
+        self.metrics.batch_size.set(decoding as i64);
+        for (events, event) in last_events {
+            // The client may have gone meanwhile; nothing to tell then.
+            let _ = events.send(event);
+        }
+    }
+
+    /// Takes sequence `i` out of `running` and its slot, keeping the slots dense: decoding sequences
+    /// first, the prefilling one (if any) last.
+    fn vacate<'t>(&mut self, running: &mut Vec<Seq<'t>>, i: usize) -> Seq<'t> {
+        let last = running.len() - 1;
+        let seq = if i != last && !running[last].decoding() {
+            // The last decoding sequence fills the hole, the prefilling one takes its slot.
+            let prefilling = running.remove(last);
+            let seq = running.swap_remove(i);
+            running.push(prefilling);
+            self.shift(running, last - 1, i);
+            self.shift(running, last, last - 1);
+            seq
+        } else {
+            let seq = running.swap_remove(i);
+            self.shift(running, last, i);
+            seq
+        };
+        self.kv.clear(last);
+        seq
+    }
+
+    /// Moves the rows of slot `from` to slot `to`, where `running` now has their sequence; a failed move
+    /// ends that sequence.
+    fn shift(&mut self, running: &mut [Seq], from: usize, to: usize) {
+        if from != to {
+            if let Err(e) = self.kv.move_slot(&self.model, from, to) {
+                running[to].end = Some(End::Failed(ApiError::internal(e.to_string())));
+            }
+        }
+    }
+
+    /// Stores the whole units of `seen` (the tokens in slot `slot`) past the first `known` (looked up).
+    fn store(&mut self, slot: usize, seen: &[u32], known: usize) -> dsv3_core::Result<()> {
         for (i, key) in unit_keys(&self.identity, seen).into_iter().enumerate().skip(known) {
             if !self.cache.refresh(&key) {
-                let layers = kv.export_rows(&self.model, 0, i * UNIT_TOKENS..(i + 1) * UNIT_TOKENS)?;
+                let layers =
+                    self.kv.export_rows(&self.model, slot, i * UNIT_TOKENS..(i + 1) * UNIT_TOKENS)?;
                 self.cache.insert(key, Unit { layers });
             }
         }

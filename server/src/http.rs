@@ -102,7 +102,7 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
         "model": app.model,
         "bytes_per_cached_token": app.bytes_per_cached_token,
         "max_batch": app.max_batch,
-        "running_batch": 1,
+        "running_batch": app.metrics.batch_size.get(),
     });
     (status, Json(body)).into_response()
 }

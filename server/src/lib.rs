@@ -29,7 +29,7 @@ use dsv3_model::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
 
 use crate::disk_store::DiskStore;
-use crate::engine::Engine;
+use crate::engine::{Engine, Limits};
 use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::prefix_cache::{Key, PrefixCache, UNIT_TOKENS};
@@ -45,11 +45,16 @@ pub struct ServeOptions {
     /// name, or `dsv3-builtin`). It also keys the context cache, with the model's config and numerics:
     /// weights replaced under the same name and config need a fresh `--cache-dir`.
     pub model: String,
-    /// `--max-batch`: sequences decoded together. Requests run one at a time until continuous batching
-    /// lands; the value is checked and reported by `/health`.
+    /// `--max-batch`: sequences decoded together (slots of the batch latent cache).
     pub max_batch: usize,
-    /// `--max-queue`: requests waiting beyond the running one; more are refused with 429.
+    /// `--max-queue`: requests waiting for a slot; more are refused with 429.
     pub max_queue: usize,
+    /// `--context`: tokens per request, prompt and output (at most the model's
+    /// `max_position_embeddings`). Every slot holds this many tokens' latent rows from the start:
+    /// `max_batch × context × bytes per cached token` of cache memory on the attention devices.
+    pub context: usize,
+    /// `--prefill-chunk`: prompt tokens prefilled per engine iteration, between decode steps.
+    pub prefill_chunk: usize,
     /// `--cache-dir`: where evicted context-cache units go, and are found again after a restart.
     pub cache_dir: Option<PathBuf>,
     /// `--cache-memory`: bytes of context-cache units kept in host memory.
@@ -66,6 +71,8 @@ impl Default for ServeOptions {
             model: "dsv3-builtin".into(),
             max_batch: 16,
             max_queue: 64,
+            context: 8192,
+            prefill_chunk: 256,
             cache_dir: None,
             cache_memory: 1 << 30,
             api_key: None,
@@ -96,13 +103,35 @@ impl App {
         model: Arc<Model>,
         tokenizer: Arc<Tokenizer>,
     ) -> Result<App, ServeError> {
-        if options.max_batch == 0 || options.max_queue == 0 {
-            let flag = if options.max_batch == 0 { "max-batch" } else { "max-queue" };
+        let counts = [
+            ("max-batch", options.max_batch),
+            ("max-queue", options.max_queue),
+            ("context", options.context),
+            ("prefill-chunk", options.prefill_chunk),
+        ];
+        if let Some(&(flag, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(ServeError::Option { flag, reason: "must be at least 1".into() });
+        }
+        let limit = model.config.max_position_embeddings;
+        if options.context > limit {
+            let reason = format!("{} exceeds the model's max_position_embeddings {limit}", options.context);
+            return Err(ServeError::Option { flag: "context", reason });
         }
         let identity = model_identity(&options.model, &model);
         // One token's latent rows, all layers, as the cache stores them.
         let bytes_per_token = KvCache::new(&model, 1, 1)?.bytes_per_token();
+        if options
+            .max_batch
+            .checked_mul(options.context)
+            .and_then(|n| n.checked_mul(bytes_per_token))
+            .is_none()
+        {
+            let reason = format!(
+                "{} slots of {} tokens: more bytes than can be counted",
+                options.max_batch, options.context
+            );
+            return Err(ServeError::Option { flag: "max-batch", reason });
+        }
         let layers = model.config.num_hidden_layers;
         let disk = match &options.cache_dir {
             Some(dir) => Some(
@@ -116,21 +145,20 @@ impl App {
         };
         let metrics = Arc::new(Metrics::default());
         let cache = PrefixCache::new(options.cache_memory, disk);
-        let engine = Engine::start(
-            model.clone(),
-            tokenizer.clone(),
-            cache,
-            identity,
-            metrics.clone(),
-            options.max_queue,
-        )
-        .map_err(|source| ServeError::Io { what: "starting the engine thread".into(), source })?;
+        let limits = Limits {
+            max_batch: options.max_batch,
+            max_queue: options.max_queue,
+            context: options.context,
+            prefill_chunk: options.prefill_chunk,
+        };
+        let engine =
+            Engine::start(model.clone(), tokenizer.clone(), cache, identity, metrics.clone(), limits)?;
         let state = AppState {
             engine,
             tokenizer,
             metrics,
             model: options.model.clone(),
-            context: model.config.max_position_embeddings,
+            context: options.context,
             vocab: model.config.vocab_size,
             api_key: options.api_key.clone(),
             bytes_per_cached_token: bytes_per_token,
@@ -150,7 +178,7 @@ impl App {
         self.state.bytes_per_cached_token
     }
 
-    /// Ends the running generation at its next token (with a final event) and refuses new requests.
+    /// Ends the running generations at their next token (with a final event) and refuses new requests.
     pub fn begin_shutdown(&self) {
         self.state.engine.begin_shutdown();
     }
@@ -169,7 +197,7 @@ fn model_identity(name: &str, model: &Model) -> Key {
     Sha256::digest(described.as_bytes()).into()
 }
 
-/// Serves until SIGINT or SIGTERM: then the running request ends with a final event, open streams are
+/// Serves until SIGINT or SIGTERM: then the running requests end with a final event, open streams are
 /// let finish, and the memory cache is written to `--cache-dir`.
 pub fn serve(options: ServeOptions, model: Model, tokenizer: Tokenizer) -> Result<(), ServeError> {
     let io = |what: &str| {
@@ -184,9 +212,13 @@ pub fn serve(options: ServeOptions, model: Model, tokenizer: Tokenizer) -> Resul
         let listener =
             tokio::net::TcpListener::bind(&address).await.map_err(io(&format!("listening on {address}")))?;
         tracing::info!(
-            "dsv3 serve: {} on http://{address} ({} bytes per cached token; requests run one at a time)",
+            "dsv3 serve: {} on http://{address} ({} bytes per cached token; {} slots of {} tokens: {} bytes of \
+             latent cache)",
             options.model,
-            app.bytes_per_cached_token()
+            app.bytes_per_cached_token(),
+            options.max_batch,
+            options.context,
+            options.max_batch * options.context * app.bytes_per_cached_token()
         );
         let stopper = app.clone();
         axum::serve(listener, app.router())

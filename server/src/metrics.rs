@@ -15,9 +15,12 @@ pub struct Metrics {
     pub prompt_tokens: Counter,
     pub completion_tokens: Counter,
     pub cache_hit_tokens: Counter,
+    /// Requests waiting for a slot.
     pub queue_depth: Gauge,
+    /// Sequences decoding: the next decode step's batch (0 when idle).
+    pub batch_size: Gauge,
     pub cache_memory_bytes: Gauge,
-    /// Seconds per generated token (a prefill for the first, a decode step after it).
+    /// Seconds per engine step: a decode step of the running batch, with the prefill chunk run before it.
     pub step_seconds: Histogram,
 }
 
@@ -31,6 +34,7 @@ impl Default for Metrics {
             completion_tokens: Counter::default(),
             cache_hit_tokens: Counter::default(),
             queue_depth: Gauge::default(),
+            batch_size: Gauge::default(),
             cache_memory_bytes: Gauge::default(),
             step_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
         };
@@ -44,13 +48,18 @@ impl Default for Metrics {
             "Prompt tokens served from the context cache",
             m.cache_hit_tokens.clone(),
         );
-        r.register("queue_depth", "Requests waiting for the engine", m.queue_depth.clone());
+        r.register("queue_depth", "Requests waiting for a slot", m.queue_depth.clone());
+        r.register("batch_size", "Sequences decoding together", m.batch_size.clone());
         r.register(
             "cache_memory_bytes",
             "Bytes of context-cache units in memory",
             m.cache_memory_bytes.clone(),
         );
-        r.register("step_seconds", "Time per generated token", m.step_seconds.clone());
+        r.register(
+            "step_seconds",
+            "Time per engine step (a decode step of the running batch and a prefill chunk)",
+            m.step_seconds.clone(),
+        );
         m
     }
 }

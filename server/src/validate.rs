@@ -22,7 +22,8 @@ const MAX_STOP_STRINGS: usize = 4;
 pub struct Limits<'a> {
     /// The model id clients must name.
     pub model: &'a str,
-    /// Positions the model has (prompt and output together).
+    /// Tokens a request may have, prompt and output together: the server's `--context` (a slot's size, at
+    /// most the model's positions).
     pub context: usize,
     /// Embedding rows: token ids must be below it.
     pub vocab: usize,
@@ -132,7 +133,7 @@ fn checked(
     }
     if prompt.len() >= limits.context {
         let why = format!(
-            "the prompt has {} tokens; the model's context is {} tokens, output included",
+            "the prompt has {} tokens; the server's context is {} tokens, output included",
             prompt.len(),
             limits.context
         );

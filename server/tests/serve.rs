@@ -106,8 +106,9 @@ impl Server {
     }
 }
 
+/// 16 slots of 2048 tokens: 40 MiB of latent cache for the built-in model.
 fn options() -> ServeOptions {
-    ServeOptions { model: "tiny".into(), ..ServeOptions::default() }
+    ServeOptions { model: "tiny".into(), context: 2048, ..ServeOptions::default() }
 }
 
 /// A token prompt: 200 ids of ordinary text tokens, the first `shared` of them fixed.
@@ -195,7 +196,12 @@ async fn completions_models_health_and_metrics() {
     assert_eq!(server.metric("dsv3_prompt_tokens_total").await, prompt as f64);
     assert_eq!(server.metric("dsv3_completion_tokens_total").await, completion as f64);
     assert_eq!(server.metric("dsv3_queue_depth").await, 0.0);
-    assert!(server.metric("dsv3_step_seconds_count").await >= completion as f64);
+    assert_eq!(server.metric("dsv3_batch_size").await, 0.0);
+    assert_eq!(health["running_batch"], 0);
+    // One step prefills the prompt and takes the first token; each later one decodes the next (the step
+    // that takes the first token decodes the second with it).
+    let steps = completion.saturating_sub(1).max(1);
+    assert_eq!(server.metric("dsv3_step_seconds_count").await, steps as f64);
     server.stop().await;
 }
 
@@ -353,7 +359,7 @@ async fn bad_input_gets_an_openai_error_and_the_server_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_field_is_named_and_a_full_queue_is_429() {
-    let server = start(ServeOptions { max_queue: 1, ..options() }).await;
+    let server = start(ServeOptions { max_batch: 1, max_queue: 1, ..options() }).await;
     let (status, error) = server
         .post(
             "/v1/chat/completions",
@@ -378,14 +384,73 @@ async fn a_wrong_field_is_named_and_a_full_queue_is_429() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_disconnects_frees_the_engine() {
-    let server = start(options()).await;
-    drop(server.long_stream().await);
+async fn a_client_that_disconnects_frees_its_slot() {
+    // Two slots, both streaming: a third request runs only once the first client's slot is free.
+    let server = start(ServeOptions { max_batch: 2, ..options() }).await;
+    let (first, _) = server.long_stream().await;
+    let (mut second, _) = server.long_stream().await;
+    while server.metric("dsv3_batch_size").await != 2.0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(first);
     let (status, body) = server.post("/v1/completions", &completion(&[5, 6], 2)).await;
     assert_eq!(status, 200, "{body}");
+    assert!(second.chunk().await.unwrap().is_some(), "the other stream goes on");
+    drop(second);
+    let (status, body) = server.post("/v1/completions", &completion(&[7, 8], 2)).await;
+    assert_eq!(status, 200, "{body}");
     let generated = server.metric("dsv3_completion_tokens_total").await;
-    assert!(generated < 1000.0, "the abandoned request stopped early ({generated} tokens in all)");
+    assert!(generated < 2000.0, "the abandoned requests stopped early ({generated} tokens in all)");
     server.stop().await;
+}
+
+/// Sixteen requests of different lengths (prompts of 3 to 63 tokens, prefilled in chunks of 32; 4 to 6 new
+/// tokens), most greedy, some sampled with seeds.
+fn sixteen_requests() -> Vec<Value> {
+    (0..16u32)
+        .map(|i| {
+            let prompt: Vec<u32> = (0..3 + i * 4).map(|j| 1000 + (j * 31 + i * 97) % 5000).collect();
+            let mut request = completion(&prompt, 4 + i % 3);
+            if i % 4 == 3 {
+                request["temperature"] = json!(0.9);
+                request["top_p"] = json!(0.95);
+                request["seed"] = json!(i);
+            }
+            request
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_what_they_get_alone() {
+    let chunked = || ServeOptions { prefill_chunk: 32, ..options() };
+    let requests = sixteen_requests();
+    let alone = start(chunked()).await;
+    let mut expected = Vec::new();
+    for request in &requests {
+        let (status, body) = alone.post("/v1/completions", request).await;
+        assert_eq!(status, 200, "{body}");
+        expected.push(body);
+    }
+    let steps_alone = alone.metric("dsv3_step_seconds_count").await;
+    alone.stop().await;
+
+    let together = start(chunked()).await;
+    let sent = requests.iter().map(|request| {
+        let post = together.http.post(format!("{}/v1/completions", together.url)).json(request).send();
+        tokio::spawn(async move { post.await.unwrap().json::<Value>().await.unwrap() })
+    });
+    let sent: Vec<_> = sent.collect();
+    for (i, (reply, alone)) in sent.into_iter().zip(&expected).enumerate() {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply["choices"][0]["text"], alone["choices"][0]["text"], "request {i}: {reply}");
+        assert_eq!(reply["choices"][0]["finish_reason"], alone["choices"][0]["finish_reason"], "request {i}");
+        assert_eq!(usage(&reply), usage(alone), "request {i}");
+    }
+    let steps = together.metric("dsv3_step_seconds_count").await;
+    assert!(steps < steps_alone / 2.0, "{steps} steps together, {steps_alone} one at a time: not batched");
+    assert_eq!(together.metric("dsv3_batch_size").await, 0.0);
+    together.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
