@@ -593,7 +593,7 @@ fn child_lt_bf16() {
     let stream = dev.default_stream();
     let s = stream.as_ref();
     // Strided A and C: their pitches must become cuBLASLt's leading dimensions.
-    let (m, n, k, a_pitch, c_pitch) = (16, 24, 40, 48, 32);
+    let (m, n, k, a_pitch, c_pitch) = (24, 24, 40, 48, 32);
     let host = Host::new(m, n, k, false, a_pitch);
     for c in [DType::BF16, DType::F32] {
         let (op, out) = host.op(dev.as_ref(), s, c, c_pitch);
@@ -649,8 +649,8 @@ fn child_lt_bf16() {
     assert_eq!(fake_counter("fake_cuda_launches"), 0, "none of dsv3's kernels ran");
     assert_lt_objects_released();
 
-    // Decode rows stay on dsv3's decode kernel (which the fake driver refuses to launch).
-    let decode = Host::new(8, n, k, false, k);
+    // Decode rows (up to 16) stay on dsv3's decode kernel (which the fake driver refuses to launch).
+    let decode = Host::new(16, n, k, false, k);
     let (op, _) = decode.op(dev.as_ref(), s, DType::BF16, n);
     assert_eq!(dev.supports(&op), Support::Native);
     assert!(matches!(stream.launch(&op), Err(Error::Kernel { op: "gemm", .. })));
@@ -738,9 +738,9 @@ fn child_lt_gates() {
     assert!(features.contains("bf16 GEMM, no block-FP8 GEMM (") && features.contains(why), "{features}");
     let stream = dev.default_stream();
     let s = stream.as_ref();
-    let fp8 = Host::new(16, 128, 512, true, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
+    let fp8 = Host::new(24, 128, 512, true, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
     assert!(matches!(dev.supports(&fp8), Support::Emulated { .. }), "{:?}", dev.supports(&fp8));
-    let bf16 = Host::new(16, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
+    let bf16 = Host::new(24, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128).0;
     assert!(matches!(dev.supports(&bf16), Support::Library { .. }));
     stream.launch(&bf16).unwrap();
     let ceiling = if old_arch { 4 << 20 } else { 32 << 20 };
@@ -781,7 +781,7 @@ fn child_lt_unusable() {
     assert!(features.contains(expected), "{features}");
     let stream = dev.default_stream();
     let s = stream.as_ref();
-    let (op, _) = Host::new(16, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128);
+    let (op, _) = Host::new(24, 128, 512, false, 512).op(dev.as_ref(), s, DType::BF16, 128);
     assert_eq!(dev.supports(&op), Support::Native);
     assert!(matches!(stream.launch(&op), Err(Error::Kernel { op: "gemm", .. })));
     assert_eq!(fake_counter("fake_cuda_launches"), 1, "dsv3's kernel was launched");

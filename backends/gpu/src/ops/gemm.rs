@@ -13,7 +13,7 @@ use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
 /// Rows (gemm) or rows in all (grouped_gemm) at or below which the decode kernel runs: it streams each
 /// weight once for all of a block's rows (grouped: all of one expert's rows).
-const DECODE_ROWS: usize = 16;
+pub(crate) const DECODE_ROWS: usize = 16;
 /// The decode kernel's row buckets (its ROWS switch): the smallest that holds the rows is compiled, so a
 /// one-row product does not run sixteen rows' loops.
 const DECODE_BUCKETS: [usize; 4] = [1, 4, 8, 16];

@@ -9,9 +9,10 @@ use crate::runtime::{GemmArgs, GemmDesc, GemmOperand, VendorGemm};
 use dsv3_core::ops::{Activations, Gemm, Weights};
 use dsv3_core::{Result, Support, Tensor};
 
-/// Rows at or below which dsv3's decode kernel keeps the GEMM (it reads each weight once for all rows;
-/// whether a library does better there is for a GPU measurement to show, not assumed here).
-const MIN_ROWS: usize = 9;
+/// Rows from which a library may take the GEMM: at or below the decode kernel's rows, dsv3's decode kernel
+/// keeps it (it reads each weight once for all rows; whether a library does better there is for a GPU
+/// measurement to show, not assumed here).
+const MIN_ROWS: usize = super::gemm::DECODE_ROWS + 1;
 
 /// The descriptor of a gemm a library may be offered: 2-D weights, more than decode rows.
 fn desc(o: &Gemm) -> Option<GemmDesc> {
