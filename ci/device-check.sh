@@ -21,6 +21,9 @@
 #   7 peer         cuBLAS / hipBLASLt through PyTorch (benches/peer/torch_gemm.py; on ROCm builds
 #                  torch.cuda is HIP, and FP8 is given in the format the GPU computes in: e4m3fnuz on
 #                  MI300), the same GEMM shapes                                                  90 s
+#   8 goals        the step-execution goals: W8A8 decode GEMMs (1x7168x7168, 8x24576x1536), vocabulary
+#                  sample / softmax, cuBLASLt against dsv3's kernels at M = 4096 (CUDA), and a decode
+#                  step of the V2-Lite shape (2 layers) replayed as a graph against eager         240 s
 # Resumable: each step writes its own part, <date>-<backend>-device-check.parts/<N>-<name>.md, and the report
 # <date>-<backend>-device-check.md is rebuilt from the parts present after every call (with the support
 # matrix <date>-SUPPORT-<backend>.md next to it). A step whose part is there is skipped unless --force, so a
@@ -51,7 +54,7 @@ done
 case "$backend" in cuda | hip) ;; *) echo "device-check: --backend cuda or hip" >&2; exit 2 ;; esac
 
 # Step numbers and names, in the order they run.
-STEPS=(gpu devices conformance golden gemm mla peer)
+STEPS=(gpu devices conformance golden gemm mla peer goals)
 want=()
 for s in ${selected//,/ }; do
     found=""
@@ -186,6 +189,26 @@ torch_args=()
 for s in "${shapes[@]}"; do torch_args+=(--shape "$s"); done
 step 7 "$peer via PyTorch, same shapes (fp8 as $fp8)" 90 python3 benches/peer/torch_gemm.py "${torch_args[@]}" \
     --dtype bf16 --dtype fp8 --fp8-dtype "$fp8" --seconds 0.25
+
+# Issue 15's goals, each row beside what it is judged against: the decode GEMMs against the copy bandwidth
+# `dsv3 devices` measures; cuBLASLt (`--impl cublaslt`) against dsv3's kernels (`--impl ours`) and PyTorch
+# (step 7) at M = 4096; sample and softmax at 4 x 129280 (among their conformance cases); and the V2-Lite
+# shape cut to 2 layers (random weights), decode with graph replay against DSV3_GRAPH=0.
+# shellcheck disable=SC2016
+step 8 "Step-execution goals on $backend" 240 bash -c 'bin=$1; backend=$2; set -o pipefail
+    run() { echo "\$ $*"; "$@" 2>&1 || exit 1; }
+    for s in 1x7168x7168 8x24576x1536; do run "$bin" bench --op gemm --backend "$backend" --shape "$s" --dtype w8a8 --seconds 0.25; done
+    if [ "$backend" = cuda ]; then for d in bf16 w8a8; do for i in ours cublaslt; do
+        run "$bin" bench --op gemm --backend cuda --impl "$i" --shape 4096x7168x7168 --dtype "$d" --seconds 0.25
+    done; done; fi
+    run "$bin" bench --op sample --backend "$backend" --seconds 0.1
+    run "$bin" bench --op softmax --backend "$backend" --seconds 0.1
+    cfg=$(mktemp --suffix .json)
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c[\"num_hidden_layers\"]=2; json.dump(c,open(sys.argv[2],\"w\"))" \
+        model/tests/fixtures/configs/deepseek-v2-lite.json "$cfg" || exit 1
+    for graph in 1 0; do echo "DSV3_GRAPH=$graph"
+        DSV3_GRAPH=$graph run "$bin" bench model --config "$cfg" --backend "$backend" -p 16 -n 64 -b 1,8 --repetitions 3 --markdown
+    done' _ "$bin" "$backend"
 
 # The report: the header, every part present in step order, and a summary over them.
 failed=()
