@@ -1,10 +1,28 @@
 //! What a saved run says about where it ran: the machine, its devices, and the commit of the binary.
 
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use dsv3_core::Device;
 
-use super::results::{DeviceEntry, Machine, Peak};
+use super::results::{self, DeviceEntry, Machine, ModelEntry, Peak, Row, Run};
+
+/// A run made by this process, now, on this machine: the format, the time, the commit, the flags and the
+/// machine filled in around what the bench measured.
+pub fn run(kind: &str, devices: Vec<DeviceEntry>, model: ModelEntry, rows: Vec<Row>) -> Run {
+    Run {
+        format: results::FORMAT.into(),
+        version: results::VERSION,
+        kind: kind.into(),
+        created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        commit: commit(),
+        flags: std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect(),
+        machine: machine(),
+        devices,
+        model,
+        rows,
+    }
+}
 
 pub fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

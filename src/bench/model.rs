@@ -3,14 +3,13 @@
 //! roofline. The model is loaded and run exactly as `dsv3 generate` does (`crate::model_cmd`).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dsv3_model::generate::{generate, Request, Sampling, MAX_NEW_TOKENS_LIMIT};
 use dsv3_model::graph::Model;
 use dsv3_model::plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::results::{self, ModelEntry, Roofline, Row, Run};
+use super::results::{self, ModelEntry, Roofline, Row};
 use super::{machine, plot, report, roofline};
 use crate::cli::Checked;
 use crate::model_cmd::{self, DeviceArgs, ModelSource, PathChoice, PATH};
@@ -175,25 +174,15 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
         devices.push(entry);
     }
     add_rooflines(model, &shares, &peaks, &mut rows)?;
-    let run = Run {
-        format: results::FORMAT.into(),
-        version: results::VERSION,
-        kind: "model".into(),
-        created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        commit: machine::commit(),
-        flags: std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect(),
-        machine: machine::machine(),
-        devices,
-        model: ModelEntry {
-            source: described,
-            arch: model.config.arch.name().to_string(),
-            layers: model.config.num_hidden_layers,
-            weight_bytes: model.weight_bytes,
-            dtype_path: model.path.name().to_string(),
-            numerics: model.describe_numerics(),
-        },
-        rows,
+    let entry = ModelEntry {
+        source: described,
+        arch: model.config.arch.name().to_string(),
+        layers: model.config.num_hidden_layers,
+        weight_bytes: model.weight_bytes,
+        dtype_path: model.path.name().to_string(),
+        numerics: model.describe_numerics(),
     };
+    let run = machine::run("model", devices, entry, rows);
     let table = if args.csv {
         report::csv(&run)
     } else if args.markdown {

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dsv3_conformance::report::Perf;
 use dsv3_conformance::suite::{layer_suite, LayerDims, MoeDims, Phase, SuiteCase};
@@ -14,7 +13,7 @@ use dsv3_core::Backend;
 use dsv3_model::config::ModelConfig;
 
 use super::machine;
-use super::results::{self, ModelEntry, Row, Run};
+use super::results::{ModelEntry, Row, Run};
 use crate::cli::{Checked, TEXT};
 use crate::out::{out, writable, write_file};
 use crate::registry;
@@ -285,25 +284,15 @@ fn saved_run(backends: &[&dyn Backend], config: &ModelConfig, source: String, ro
             infos.into_iter().filter_map(|i| b.open(i.ordinal).ok()).map(|d| machine::device(d.as_ref()))
         })
         .collect();
-    Run {
-        format: results::FORMAT.into(),
-        version: results::VERSION,
-        kind: "ops".into(),
-        created_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        commit: machine::commit(),
-        flags: std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect(),
-        machine: machine::machine(),
-        devices,
-        model: ModelEntry {
-            source,
-            arch: config.arch.name().to_string(),
-            layers: config.num_hidden_layers,
-            weight_bytes: 0,
-            dtype_path: if config.quantization.is_some() { "bf16 x fp8" } else { "bf16" }.into(),
-            numerics: "bf16 activations; linear layers' weights as in the checkpoint (block-FP8 or bf16), \
-                       router and head bf16"
-                .into(),
-        },
-        rows,
-    }
+    let entry = ModelEntry {
+        source,
+        arch: config.arch.name().to_string(),
+        layers: config.num_hidden_layers,
+        weight_bytes: 0,
+        dtype_path: if config.quantization.is_some() { "bf16 x fp8" } else { "bf16" }.into(),
+        numerics: "bf16 activations; linear layers' weights as in the checkpoint (block-FP8 or bf16), \
+                   router and head bf16"
+            .into(),
+    };
+    machine::run("ops", devices, entry, rows)
 }
