@@ -107,8 +107,8 @@ fn try_run(args: Args) -> Result<i32, String> {
                 let check = checks.get(&(device.clone(), i)).cloned().unwrap_or_else(|| "not run".into());
                 wrong += usize::from(check.starts_with("WRONG"));
                 let line = match &per_case[i] {
-                    Timed::Perf(runs) => {
-                        let last = runs.last().expect("at least one repetition");
+                    Timed::Perf(runs) if !runs.is_empty() => {
+                        let last = &runs[runs.len() - 1];
                         let ms = median(runs.iter().map(|p| p.ms).collect());
                         rows.push(row(phase, entry, device, runs));
                         let peak = match (last.pct_of_peak, &last.bound) {
@@ -128,6 +128,9 @@ fn try_run(args: Args) -> Result<i32, String> {
                     }
                     Timed::Not(status) => {
                         format!("{:<8} {:<21} {:<10} {status}", phase.name(), entry.part, device)
+                    }
+                    Timed::Perf(_) => {
+                        format!("{:<8} {:<21} {:<10} not timed", phase.name(), entry.part, device)
                     }
                 };
                 lines.push(line);
@@ -225,8 +228,9 @@ fn time_suite(backends: &[&dyn Backend], suite: &[SuiteCase], args: &Args) -> Ve
                     timed.len() - 1
                 }
             };
-            for (i, r) in rows.into_iter().enumerate() {
-                match (&mut timed[slot].1[i], r.perf) {
+            // One row per case (by_device makes it so); zip stops at the shorter anyway.
+            for (entry, r) in timed[slot].1.iter_mut().zip(rows) {
+                match (entry, r.perf) {
                     (Timed::Perf(runs), Some(p)) => runs.push(p),
                     (entry, _) => *entry = Timed::Not(format!("{}: {}", r.status.as_str(), r.reason)),
                 }
