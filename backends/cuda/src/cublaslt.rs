@@ -448,11 +448,27 @@ fn data_type(t: DType) -> c_int {
 
 /// Sets a descriptor attribute from a plain value.
 ///
+/// A matmul descriptor's attribute.
+///
 /// # Safety
 /// `desc` is a live matmul descriptor and `T` is the attribute's documented type.
 unsafe fn set<T>(lib: &CublasLt, desc: Obj, attr: c_int, value: &T) -> std::result::Result<(), Failed> {
-    let s = (lib.api.desc_set)(desc, attr, value as *const T as *const c_void, std::mem::size_of::<T>());
-    lib.check("cublasLtMatmulDescSetAttribute", s)
+    set_with(lib, ("cublasLtMatmulDescSetAttribute", lib.api.desc_set), desc, attr, value)
+}
+
+/// An object's attribute through `setter` (every cuBLASLt `…SetAttribute` has this shape), `call` naming it
+/// in errors.
+///
+/// # Safety
+/// `obj` is a live object of the kind `setter` sets and `T` is the attribute's documented type.
+unsafe fn set_with<T>(
+    lib: &CublasLt,
+    (call, setter): (&'static str, unsafe extern "C" fn(Obj, c_int, *const c_void, usize) -> Status),
+    obj: Obj,
+    attr: c_int,
+    value: &T,
+) -> std::result::Result<(), Failed> {
+    lib.check(call, setter(obj, attr, value as *const T as *const c_void, std::mem::size_of::<T>()))
 }
 
 /// The matmul descriptor and the layouts of cuBLASLt's A (our weights), B (our activations) and C = D.
@@ -582,23 +598,12 @@ impl DeviceLt {
         // live (owned by `d`); `result` has room for the one algorithm asked for.
         let asked = unsafe {
             lib.check("cublasLtMatmulPreferenceCreate", (lib.api.pref_create)(&mut pref)).and_then(|()| {
-                let s = (lib.api.pref_set)(
-                    pref,
-                    PREF_MAX_WORKSPACE_BYTES,
-                    &max as *const u64 as *const c_void,
-                    std::mem::size_of::<u64>(),
-                );
-                lib.check("cublasLtMatmulPreferenceSetAttribute", s)?;
+                let pref_set = ("cublasLtMatmulPreferenceSetAttribute", lib.api.pref_set);
+                set_with(lib, pref_set, pref, PREF_MAX_WORKSPACE_BYTES, &max)?;
                 // Only algorithms that work at the operands' actual alignment (a view may start 16 or 64
                 // bytes into its buffer).
                 for attr in PREF_MIN_ALIGNMENT {
-                    let s = (lib.api.pref_set)(
-                        pref,
-                        attr,
-                        &g.align as *const u32 as *const c_void,
-                        std::mem::size_of::<u32>(),
-                    );
-                    lib.check("cublasLtMatmulPreferenceSetAttribute", s)?;
+                    set_with(lib, pref_set, pref, attr, &g.align)?;
                 }
                 let [a, b, c] = d.layouts;
                 let s = (lib.api.heuristic)(
@@ -724,13 +729,9 @@ impl DeviceLt {
         let r = unsafe {
             lib.check("cublasLtMatrixTransformDescCreate", (lib.api.transform_desc_create)(&mut desc, R_32F))
                 .and_then(|()| {
-                    let s = (lib.api.transform_desc_set)(
-                        desc,
-                        TRANSFORM_DESC_TRANSA,
-                        &OP_T as *const i32 as *const c_void,
-                        std::mem::size_of::<i32>(),
-                    );
-                    lib.check("cublasLtMatrixTransformDescSetAttribute", s)?;
+                    let transform_set =
+                        ("cublasLtMatrixTransformDescSetAttribute", lib.api.transform_desc_set);
+                    set_with(lib, transform_set, desc, TRANSFORM_DESC_TRANSA, &OP_T)?;
                     // Column-major views: the source is blocks × M (ld blocks), the result M × blocks (ld M).
                     let s = (lib.api.layout_create)(&mut from, R_32F, blocks, m, blocks as i64);
                     lib.check("cublasLtMatrixLayoutCreate", s)?;
