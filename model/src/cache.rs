@@ -115,8 +115,11 @@ impl KvCache {
             let why = format!("slot {from} → {to}: both must be below batch {}", self.batch());
             return Err(Error::invalid("kv_cache", "move_slot", why));
         }
+        if from == to {
+            return Ok(());
+        }
         let n = self.lens[from];
-        if from != to && n > 0 {
+        if n > 0 {
             for (l, layer) in self.layers.iter().enumerate() {
                 let src = layer.narrow(0, from, 1)?.narrow(1, 0, n)?;
                 let dst = layer.narrow(0, to, 1)?.narrow(1, 0, n)?;
@@ -131,9 +134,7 @@ impl KvCache {
             }
         }
         self.lens[to] = n;
-        if from != to {
-            self.lens[from] = 0;
-        }
+        self.lens[from] = 0;
         Ok(())
     }
 
