@@ -598,7 +598,20 @@ fn mla_attention(r: &mut Reader) -> Result<Spec> {
     let (scale, causal) = (r.number("softmax_scale")? as f32, r.flag("causal")?);
     let out = r.expect("out", Kind::Float, &[b, t, h, dc])?;
     let dtype = r.inputs.get("q_latent").dtype;
-    Ok(Spec::MlaAttention(AttentionSpec { b, t, h, d1: dc, d2: dr, l, kv_lens, causal, dtype, out, scale }))
+    Ok(Spec::MlaAttention(AttentionSpec {
+        b,
+        t,
+        h,
+        d1: dc,
+        d2: dr,
+        l,
+        kv_lens,
+        causal,
+        dtype,
+        out,
+        scale,
+        page: 0,
+    }))
 }
 
 fn mha_attention(r: &mut Reader) -> Result<Spec> {
@@ -619,7 +632,20 @@ fn mha_attention(r: &mut Reader) -> Result<Spec> {
     let (scale, causal) = (r.number("softmax_scale")? as f32, r.flag("causal")?);
     let out = r.expect("out", Kind::Float, &[b, t, h, dv])?;
     let dtype = r.inputs.get("q").dtype;
-    Ok(Spec::MhaAttention(AttentionSpec { b, t, h, d1: dk, d2: dv, l, kv_lens, causal, dtype, out, scale }))
+    Ok(Spec::MhaAttention(AttentionSpec {
+        b,
+        t,
+        h,
+        d1: dk,
+        d2: dv,
+        l,
+        kv_lens,
+        causal,
+        dtype,
+        out,
+        scale,
+        page: 0,
+    }))
 }
 
 fn moe_route(r: &mut Reader) -> Result<Spec> {

@@ -111,10 +111,28 @@ pub fn batched_gemm(
 }
 
 pub(crate) fn cache_append(b: usize, t: usize, l: usize, w: usize, kv_lens: &[usize], dtype: DType) -> Case {
-    let spec = CacheAppendSpec { b, t, l, w, kv_lens: kv_lens.to_vec(), dtype };
+    cache_append_paged(b, t, l, w, kv_lens, dtype, 0)
+}
+
+/// cache_append into a page pool of `page`-position pages (0: contiguous).
+pub(crate) fn cache_append_paged(
+    b: usize,
+    t: usize,
+    l: usize,
+    w: usize,
+    kv_lens: &[usize],
+    dtype: DType,
+    page: usize,
+) -> Case {
+    let spec = CacheAppendSpec { b, t, l, w, kv_lens: kv_lens.to_vec(), dtype, page };
     let lens: Vec<String> = kv_lens.iter().map(|l| l.to_string()).collect();
-    let params = [p("b", b), p("t", t), p("l", l), p("w", w), p("lens", lens.join("/")), p("dtype", dtype)];
-    make("cache_append", &params, format!("{dtype}"), Spec::CacheAppend(spec))
+    let mut params =
+        vec![p("b", b), p("t", t), p("l", l), p("w", w), p("lens", lens.join("/")), p("dtype", dtype)];
+    if page > 0 {
+        params.push(p("page", page));
+    }
+    let layout = if page > 0 { ",paged" } else { "" };
+    make("cache_append", &params, format!("{dtype}{layout}"), Spec::CacheAppend(spec))
 }
 
 fn act_quant(
@@ -220,6 +238,7 @@ fn attention(
     causal: bool,
     dtype: DType,
     out: DType,
+    page: usize,
 ) -> Case {
     let scale = v3_softmax_scale();
     let lens: Vec<String> = kv_lens.iter().map(|v| v.to_string()).collect();
@@ -227,7 +246,7 @@ fn attention(
         Form::Mla => ("mla_attention", ["dc", "dr"]),
         Form::Mha => ("mha_attention", ["dk", "dv"]),
     };
-    let params = [
+    let mut params = vec![
         p("b", b),
         p("t", t),
         p("h", h),
@@ -239,12 +258,18 @@ fn attention(
         p("dtype", dtype),
         p("out", out),
     ];
-    let spec = AttentionSpec { b, t, h, d1, d2, l, kv_lens: kv_lens.to_vec(), causal, dtype, out, scale };
+    if page > 0 {
+        params.push(p("page", page));
+    }
+    let spec =
+        AttentionSpec { b, t, h, d1, d2, l, kv_lens: kv_lens.to_vec(), causal, dtype, out, scale, page };
     let spec = match form {
         Form::Mla => Spec::MlaAttention(spec),
         Form::Mha => Spec::MhaAttention(spec),
     };
-    make(op, &params, format!("io={dtype},out={out}"), spec)
+    // Paged cases get their own rows in the support matrices.
+    let layout = if page > 0 { ",paged" } else { "" };
+    make(op, &params, format!("io={dtype},out={out}{layout}"), spec)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -260,7 +285,23 @@ pub(crate) fn mla(
     dtype: DType,
     out: DType,
 ) -> Case {
-    attention(Form::Mla, b, t, h, dc, dr, l, lens, causal, dtype, out)
+    attention(Form::Mla, b, t, h, dc, dr, l, lens, causal, dtype, out, 0)
+}
+
+/// MLA over a page pool of `page`-position pages holding `l` positions per sequence.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mla_paged(
+    b: usize,
+    t: usize,
+    h: usize,
+    dc: usize,
+    dr: usize,
+    l: usize,
+    lens: &[usize],
+    dtype: DType,
+    page: usize,
+) -> Case {
+    attention(Form::Mla, b, t, h, dc, dr, l, lens, true, dtype, dtype, page)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -276,7 +317,7 @@ fn mha(
     dtype: DType,
     out: DType,
 ) -> Case {
-    attention(Form::Mha, b, t, h, dk, dv, l, lens, causal, dtype, out)
+    attention(Form::Mha, b, t, h, dk, dv, l, lens, causal, dtype, out, 0)
 }
 
 pub(crate) fn rms_norm(r: usize, d: usize, x: DType, w: DType, out: DType) -> Case {
@@ -493,6 +534,14 @@ pub fn quick() -> Vec<Case> {
     c.push(cache_append(1, 1, 1, 576, &[1], BF16));
     c.push(mla(2, 4, 2, 32, 16, 12, &[10, 4], false, F32, F32)); // non-causal
     c.push(mla(2, 1, 2, 512, 64, 19, &[19, 5], true, BF16, BF16)); // V3 head dims
+                                                                   // Paged caches: pages shuffled through a pool, the first two sequences sharing their first page,
+                                                                   // block table entries past each length −1. Decode with a partial last page; a prefill chunk over
+                                                                   // pages of 4 (chunks of keys cross pages); V3's dims in the server's 64-token pages.
+    c.push(mla_paged(3, 1, 3, 32, 16, 40, &[37, 20, 9], BF16, 8));
+    c.push(mla_paged(2, 5, 2, 32, 16, 24, &[24, 17], F32, 4));
+    c.push(mla_paged(2, 1, 2, 512, 64, 130, &[130, 70], BF16, 64));
+    c.push(cache_append_paged(3, 1, 24, 40, &[17, 13, 1], BF16, 8));
+    c.push(cache_append_paged(2, 4, 16, 24, &[16, 9], F32, 4));
 
     // mha_attention.
     for (dt, out) in [(F32, F32), (BF16, BF16)] {
@@ -608,6 +657,8 @@ pub fn full() -> Vec<Case> {
     c.push(mla(1, 128, 128, 512, 64, 128, &[128], true, BF16, BF16));
     // cache_append: V3's latent width (512 + 64) for a decode batch over a 4K cache.
     c.push(cache_append(8, 1, 4096, 576, &[4096, 1, 3001, 17, 2048, 4095, 512, 9], BF16));
+    c.push(mla_paged(2, 1, 128, 512, 64, 4096, &[4096, 3001], BF16, 64));
+    c.push(cache_append_paged(8, 1, 4096, 576, &[4096, 1, 3001, 17, 2048, 4095, 512, 9], BF16, 64));
     c.push(mha(1, 128, 128, 192, 128, 128, &[128], true, BF16, BF16));
 
     c.push(rms_norm(64, 7168, BF16, BF16, BF16));

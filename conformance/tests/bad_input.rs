@@ -197,6 +197,7 @@ fn cache_append_writes_its_rows_and_nothing_else() {
                 rows: f32_tensor(&dev, &[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]),
                 kv_lens,
                 cache: f32_tensor(&dev, &[2, 3, 2], &before),
+                block_table: None,
             }
         };
         let read = |t: &Tensor| {
@@ -214,6 +215,49 @@ fn cache_append_writes_its_rows_and_nothing_else() {
             let bad = op(&lens);
             assert_invalid(stream.launch(&Op::CacheAppend(bad.clone())), "cache_append", "kv_lens");
             assert_eq!(read(&bad.cache), before, "lengths {lens:?}: nothing written");
+        }
+    }
+}
+
+/// A paged cache_append writes through the block table; an entry outside the pool, or two sequences
+/// writing one row of a shared page, is an error that writes nothing.
+#[test]
+fn paged_cache_append_checks_its_block_table() {
+    for dev in devices() {
+        let stream = dev.default_stream();
+        // A pool of 3 pages of 2 positions, rows 2 wide.
+        let before: Vec<f32> = (0..12).map(|i| -(i as f32)).collect();
+        let op = |lens: [i32; 2], table: [i32; 4]| {
+            let i32s = |shape: &[usize], v: &[i32]| {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let t = Tensor::contiguous(dev.alloc(bytes.len()).unwrap(), 0, shape, DType::I32);
+                stream.upload(&t.buffer, 0, &bytes).unwrap();
+                t
+            };
+            CacheAppend {
+                rows: f32_tensor(&dev, &[2, 1, 2], &[1.0, 2.0, 3.0, 4.0]),
+                kv_lens: i32s(&[2], &lens),
+                cache: f32_tensor(&dev, &[3, 2, 2], &before),
+                block_table: Some(i32s(&[2, 2], &table)),
+            }
+        };
+        let read = |t: &Tensor| {
+            let mut bytes = vec![0u8; 48];
+            stream.download(&t.buffer, 0, &mut bytes).unwrap();
+            bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>()
+        };
+        // Sequence 0's position 2 is page 0, row 0; sequence 1's position 0 is page 1, row 0.
+        let good = op([3, 1], [2, 0, 1, -1]);
+        stream.launch(&Op::CacheAppend(good.clone())).unwrap();
+        let mut want = before.clone();
+        want[0..2].copy_from_slice(&[1.0, 2.0]);
+        want[4..6].copy_from_slice(&[3.0, 4.0]);
+        assert_eq!(read(&good.cache), want);
+        // Page 3 is past the pool; page 1 shared by both sequences' position 0.
+        for (lens, table) in [([3, 1], [2, 3, 1, -1]), ([1, 1], [1, 0, 1, -1])] {
+            let bad = op(lens, table);
+            assert_invalid(stream.launch(&Op::CacheAppend(bad.clone())), "cache_append", "block_table");
+            assert_eq!(read(&bad.cache), before, "table {table:?}: nothing written");
         }
     }
 }

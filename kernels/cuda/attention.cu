@@ -1,7 +1,8 @@
 // Attention of one query token over one range of keys (a split), for a group of heads; both forms:
-//   MLA 1 (absorbed): q = [q_latent | q_pe] (D1 + D2 values), key u = kv_cache[b, u] (c_kv | k_pe),
-//         value u = its c_kv part (D1 = DV values). Every head reads the same cache rows, so a block takes
-//         G ≤ HG heads and reads each key once for all of them.
+//   MLA 1 (absorbed): q = [q_latent | q_pe] (D1 + D2 values), key u = the cache row of position u of
+//         sequence b (c_kv | k_pe), value u = its c_kv part (D1 = DV values). Every head reads the same
+//         cache rows, so a block takes G ≤ HG heads and reads each key once for all of them. The cache is
+//         contiguous ([B, L, D1 + D2], `table` null) or a page pool with a block table: see cache_row.
 //   MLA 0 (MHA): q = q[b, t, h] (D1 values, D2 = 0), key u = k[b, u, h], value u = v[b, u, h]; one head
 //         per block (HG = 1).
 // Grid: x = (sequence, token, head group) rows, y = key splits of `split_len` keys. A split walks its keys
@@ -20,7 +21,8 @@
 //   one split: out = acc / l, rounded once to out_t.
 // Keys past a query's visible length (rows ≥ kv_len, or beyond its position under causal masking) are
 // never read: they may hold anything, NaN included.
-// Device-side check: kv_lens[b] in T..=L; a sequence that breaks it is reported and given no keys.
+// Device-side checks: kv_lens[b] in T..=L, and every block table entry a split reads in 0..pool; a
+// sequence or split that breaks them is reported and given no keys.
 
 #define BLOCK 256
 #define NW (BLOCK / DSV3_WARP)
@@ -43,6 +45,7 @@ struct Params {
     const k_t* k;    // MLA: kv_cache [B, L, D1 + D2]; MHA: k [B, L, H, D1]
     const v_t* v;    // MLA: kv_cache (its first DV = D1 columns); MHA: v [B, L, H, DV]
     const i32* lens;
+    const i32* table;  // [B, pages_per_seq] page of each `page` positions; null: contiguous (page = L)
     out_t* out;      // [B, T, H, DV]
     float* part;     // [B·T·H, splits, DV + 2] when splits > 1
     u32* err;
@@ -52,8 +55,19 @@ struct Params {
     u64 splits, split_len;
     u64 causal;
     u64 site;
+    u64 page, pages_per_seq, pool;
+    u64 page_site;  // check site of "block table entries in 0..pool"
     double scale;
 };
+
+// The page holding position u of sequence b: its block table entry, or b itself for a contiguous cache
+// (one page of L positions per sequence). The caller has checked the entry (page_ok).
+DSV3_DEV u64 page_of(const Params& p, u64 b, u64 u) {
+    return p.table ? (u64)p.table[b * p.pages_per_seq + u / p.page] : b;
+}
+
+// The cache row (of the cache viewed as [pool · page, width]) of position u of sequence b.
+DSV3_DEV u64 cache_row(const Params& p, u64 b, u64 u) { return page_of(p, b, u) * p.page + u % p.page; }
 
 DSV3_KERNEL void attention(const Params p) {
     DSV3_SHARED float qs[QBUF];
@@ -61,6 +75,8 @@ DSV3_KERNEL void attention(const Params p) {
     DSV3_SHARED float alpha_s[HG];
     DSV3_SHARED float l_s[HG];
     DSV3_SHARED float m_s[HG];
+    DSV3_SHARED u64 rows_s[CH];
+    DSV3_SHARED u32 bad_page;
 
     const u32 tid = threadIdx.x, lane = dsv3_lane(), warp = tid / DSV3_WARP;
     const u64 row = blockIdx.x;
@@ -80,16 +96,31 @@ DSV3_KERNEL void attention(const Params p) {
     // Keys this query sees: up to its own position kv_len − T + t under causal masking.
     const u64 visible = !len_ok ? 0 : (p.causal ? (u64)len - p.t_n + t + 1 : (u64)len);
     const u64 u_begin = s * p.split_len;
-    const u64 u_end = min_u64(u_begin + p.split_len, visible);
+    u64 u_end = min_u64(u_begin + p.split_len, visible);
+
+    // The block table entries of this split's keys, checked before any key is read.
+    if (tid == 0) bad_page = 0;
+    dsv3_sync();
+    if (p.table && u_begin < u_end) {
+        for (u64 j = u_begin / p.page + tid; j <= (u_end - 1) / p.page; j += BLOCK) {
+            const i32 e = p.table[b * p.pages_per_seq + j];
+            if (e < 0 || (u64)e >= p.pool) {
+                bad_page = 1;
+                if (grp == 0 && t == 0) report(p.err, (u32)p.page_site, (u32)(b * p.pages_per_seq + j), (u32)e);
+            }
+        }
+    }
+    dsv3_sync();
+    if (bad_page) u_end = u_begin;
 
 #if MLA
     const u64 k_tok = qd, v_tok = qd;
-    const k_t* kb = p.k + b * p.l * k_tok;
-    const v_t* vb = p.v + b * p.l * v_tok;
+    const k_t* kb = p.k;
+    const v_t* vb = p.v;
 #else
     const u64 k_tok = p.h_n * qd, v_tok = p.h_n * dv;
-    const k_t* kb = p.k + b * p.l * k_tok + h0 * qd;
-    const v_t* vb = p.v + b * p.l * v_tok + h0 * dv;
+    const k_t* kb = p.k + h0 * qd;
+    const v_t* vb = p.v + h0 * dv;
 #endif
 
     // Queries of the group's heads, rows (b, t, h0 + g) of q (followed by q_pe's for MLA).
@@ -113,9 +144,12 @@ DSV3_KERNEL void attention(const Params p) {
 
     for (u64 c0 = u_begin; c0 < u_end; c0 += CH) {
         const u32 count = (u32)min_u64(CH, u_end - c0);
+        // (0) The chunk's cache rows, looked up once (a 64-bit division each) for every use below.
+        for (u32 x = tid; x < count; x += BLOCK) rows_s[x] = cache_row(p, b, c0 + x);
+        dsv3_sync();
         // (1) Scores: warp `warp` takes keys x = warp, warp + NW, ... of the chunk.
         for (u32 x = warp; x < count; x += NW) {
-            const k_t* kr = kb + (c0 + x) * k_tok;
+            const k_t* kr = kb + rows_s[x] * k_tok;
             float dot[HG];
             for (int g = 0; g < HG; g++) dot[g] = 0.0f;
             for (u32 d = lane; d < qd; d += DSV3_WARP) {
@@ -158,9 +192,8 @@ DSV3_KERNEL void attention(const Params p) {
                 for (int g = 0; g < HG; g++) {
                     if (g < g_n) acc[g][j] *= alpha_s[g];
                 }
-                const v_t* vr = vb + c0 * v_tok + d;
-                for (u32 x = 0; x < count; x++, vr += v_tok) {
-                    const float vv = to_f32(*vr);
+                for (u32 x = 0; x < count; x++) {
+                    const float vv = to_f32(vb[rows_s[x] * v_tok + d]);
                     for (int g = 0; g < HG; g++) {
                         if (g < g_n) acc[g][j] += sc[g][x] * vv;
                     }

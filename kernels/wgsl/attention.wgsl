@@ -10,15 +10,30 @@
 //    [7] keys per split, [8] causal, [9] scale (f32 bits), [10] q1 offset, [11] q2 offset,
 //    [12..16) k1 offset, token / head / sequence strides, [16..20) k2 the same, [20..24) v the same,
 //    [24] kv_lens offset, [25] L, [26] check site, [27] first row (global), [28] first sequence of the
-//    kv windows, [29] first key of the kv windows, [30] first split of this dispatch.
+//    kv windows, [29] first key of the kv windows, [30] first split of this dispatch, [31] paged (0 / 1),
+//    [32] block table offset, [33] positions per page, [34] table entries per sequence, [35] pages in the
+//    pool, [36] check site of the table entries.
+// A paged cache (MLA) is bound whole: key u of sequence b is row (table[b, u / page] · page + u % page)
+// of the kv windows, whose sequence stride is then 0. Contiguous caches ignore `table` (bound to a dummy).
 
 const CH: u32 = WG;
 const QMAX: u32 = 2048u;
 
 var<workgroup> qs: array<f32, QMAX>;
 var<workgroup> sc: array<f32, CH>;
+var<workgroup> rows: array<u32, CH>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> seq_len: u32;
+var<workgroup> pages_ok: u32;
+
+// The row of key u of sequence b within the kv windows (see the header).
+fn key_row(b: u32, u: u32, uw: u32) -> u32 {
+    if (p(31u) == 0u) {
+        return u - uw;
+    }
+    let page = u32(ldi_table(p(32u) + b * p(34u) + u / p(33u)));
+    return page * p(33u) + u % p(33u);
+}
 
 fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
     red[lid] = v;
@@ -80,7 +95,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         visible = kv_len - t_n + t + 1u;
     }
     let u_begin = s * p(7u);
-    let u_end = min(u_begin + p(7u), visible);
+    var u_end = min(u_begin + p(7u), visible);
+    // The block table entries of this split's keys, checked before any key is read.
+    if (lid == 0u) {
+        pages_ok = 1u;
+        if (p(31u) == 1u && u_begin < u_end) {
+            for (var j = u_begin / p(33u); j <= (u_end - 1u) / p(33u); j = j + 1u) {
+                let e = ldi_table(p(32u) + b * p(34u) + j);
+                if (e < 0 || u32(e) >= p(35u)) {
+                    if (t == 0u && h == 0u) {
+                        report(p(36u), b * p(34u) + j, bitcast<u32>(e));
+                    }
+                    pages_ok = 0u;
+                    break;
+                }
+            }
+        }
+    }
+    if (workgroupUniformLoad(&pages_ok) == 0u) {
+        u_end = u_begin;
+    }
     let scale = pf(9u);
     let bw = b - p(28u);
     let uw = p(29u);
@@ -98,12 +132,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var score = -1.0e30;
         if (u < u_end) {
             var dot1 = 0.0;
-            let k1 = k1b + (u - uw) * p(13u);
+            let row = key_row(b, u, uw);
+            // For the value sum below (the reductions' barriers order it before every read).
+            rows[lid] = row;
+            let k1 = k1b + row * p(13u);
             for (var d = 0u; d < d1; d = d + 1u) {
                 dot1 = dot1 + qs[d] * ld_k1(k1 + d);
             }
             var dot2 = 0.0;
-            let k2 = k2b + (u - uw) * p(17u);
+            let k2 = k2b + row * p(17u);
             for (var d = 0u; d < d2; d = d + 1u) {
                 dot2 = dot2 + qs[d1 + d] * ld_k2(k2 + d);
             }
@@ -123,7 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (d < dv) {
                 var a = acc[j] * alpha;
                 for (var x = 0u; x < count; x = x + 1u) {
-                    a = a + sc[x] * ld_vv(vb + (c0 + x - uw) * p(21u) + d);
+                    a = a + sc[x] * ld_vv(vb + rows[x] * p(21u) + d);
                 }
                 acc[j] = a;
             }

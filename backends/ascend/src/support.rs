@@ -54,14 +54,16 @@ pub(crate) fn supports(soc: &str, op: &Op) -> Support {
         }
         Op::MlaAttention(_) => plan(
             "aclnnFusedInferAttentionScoreV3 with its queryRope / keyRope inputs (absorbed MLA over the \
-             latent cache, kv_lens as actualSeqLengthsKv)",
+             latent cache, kv_lens as actualSeqLengthsKv; a paged cache through its blockTable and \
+             blockSize [UNCONFIRMED: block sizes it accepts beside 128])",
         ),
         Op::MhaAttention(_) => {
             plan("aclnnFusedInferAttentionScoreV3 (decompressed K/V, kv_lens as actualSeqLengthsKv)")
         }
         Op::CacheAppend(_) => plan(
-            "aclnnScatterPaKvCache or aclnnInplaceIndexCopy with positions from kv_lens [UNCONFIRMED: which \
-             takes per-sequence positions on the device for a contiguous (non-paged) cache]",
+            "aclnnScatterPaKvCache for a paged cache (slot mapping from the block table and kv_lens) or \
+             aclnnInplaceIndexCopy with positions from kv_lens [UNCONFIRMED: which takes per-sequence \
+             positions on the device for a contiguous (non-paged) cache]",
         ),
         Op::RmsNorm(_) => plan("aclnnRmsNorm"),
         Op::Rope(_) => plan(

@@ -2,7 +2,7 @@
 //! reports the same faults at `sync`). Shared by both CPU modes.
 
 use crate::bind::{Args, In};
-use dsv3_core::ops::Access;
+use dsv3_core::ops::{Access, CachePages};
 use dsv3_core::{Error, Op, Result};
 
 /// `expert_offsets` starts at 0, never decreases, and ends at `rows`; returned as usize.
@@ -35,6 +35,37 @@ pub fn kv_lens(op: &'static str, lens: &In, t: usize, l: usize) -> Result<Vec<us
         ));
     }
     Ok(v.into_iter().map(|x| x as usize).collect())
+}
+
+/// The cache row (of the cache viewed as `[P · page, W]`) of each position `u < ends[b]` of every
+/// sequence `b`, from the op's `block_table` input where it has one: every entry read must name a page of
+/// the pool.
+pub fn cache_rows(
+    op: &'static str,
+    args: &Args,
+    pages: CachePages,
+    ends: &[usize],
+) -> Result<Vec<Vec<usize>>> {
+    let table = args.input("block_table").ok().map(|t| t.i32s());
+    ends.iter()
+        .enumerate()
+        .map(|(b, &end)| {
+            (0..end)
+                .map(|u| {
+                    pages.row(table.as_deref(), b, u).ok_or_else(|| {
+                        let table = table.as_deref().unwrap_or(&[]);
+                        let entry = table[b * pages.pages_per_seq + u / pages.page];
+                        let why = format!(
+                            "sequence {b}, page {}: {entry} is outside the pool's 0..{}",
+                            u / pages.page,
+                            pages.pool
+                        );
+                        Error::invalid(op, "block_table", why)
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Inputs must be finite. Exempt: weight tensors (`b`, `table`), validated once when a checkpoint is

@@ -40,6 +40,7 @@ fn case(mla: bool, b: usize, t: usize, h: usize, d1: usize, d2: usize, l: usize,
         dtype: DType::BF16,
         out: DType::BF16,
         scale,
+        page: 0,
     };
     Case {
         op,
@@ -60,6 +61,23 @@ fn mla_decode_split_over_the_keys() {
     for warp in [32, 64] {
         common::check_cases(warp, "mla_attention", &cases);
     }
+}
+
+/// `c` over a paged cache of `page`-position pages (shuffled through a pool, the first two sequences
+/// sharing their first page).
+fn paged(mut c: Case, page: usize) -> Case {
+    if let Spec::MlaAttention(a) = &mut c.spec {
+        a.page = page;
+    }
+    c.name = format!("{},page={page})", c.name.trim_end_matches(')'));
+    c
+}
+
+#[test]
+fn paged_mla_decode_split_over_the_keys() {
+    // Splits of 224 keys start and end inside 64-position pages; 250 keys end inside a page.
+    let cases = [paged(case(true, 2, 1, 10, 512, 64, 600, &[600, 250]), 64)];
+    common::check_cases(32, "mla_attention", &cases);
 }
 
 #[test]
@@ -92,6 +110,14 @@ fn mha_decode_split_and_wide_values() {
     }
 }
 
+/// `values` as an i32 tensor of `shape` on `dev`.
+fn i32s(dev: &Arc<dyn Device>, shape: &[usize], values: &[i32]) -> Tensor {
+    let buf = dev.alloc(4 * values.len()).unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    dev.default_stream().upload(&buf, 0, &bytes).unwrap();
+    Tensor::contiguous(buf, 0, shape, DType::I32)
+}
+
 /// An MLA op over fresh (zeroed) f32 buffers with cache lengths `lens`.
 fn mla_op(dev: &Arc<dyn Device>, h: usize, dc: usize, dr: usize, l: usize, lens: &[i32]) -> Op {
     let b = lens.len();
@@ -101,13 +127,12 @@ fn mla_op(dev: &Arc<dyn Device>, h: usize, dc: usize, dr: usize, l: usize, lens:
         dev.default_stream().upload(&buf, 0, &vec![0u8; 4 * n]).unwrap();
         Tensor::contiguous(buf, 0, shape, DType::F32)
     };
-    let lens_buf = dev.alloc(4 * b).unwrap();
-    let bytes: Vec<u8> = lens.iter().flat_map(|v| v.to_le_bytes()).collect();
-    dev.default_stream().upload(&lens_buf, 0, &bytes).unwrap();
+    let lens_buf = i32s(dev, &[b], lens).buffer;
     Op::MlaAttention(MlaAttention {
         q_latent: f32s(&[b, 1, h, dc]),
         q_pe: f32s(&[b, 1, h, dr]),
         kv_cache: f32s(&[b, l, dc + dr]),
+        block_table: None,
         kv_lens: Tensor::contiguous(lens_buf, 0, &[b], DType::I32),
         softmax_scale: 0.1,
         causal: true,
@@ -143,5 +168,23 @@ fn head_dims_past_shared_memory_are_unsupported_with_the_number() {
     match dev.supports(&mla_op(&dev, 1, 2048, 64, 1, &[1])) {
         Support::Unsupported { reason } => assert!(reason.contains("2048"), "{reason}"),
         other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn block_table_entries_outside_the_pool_fail_at_sync() {
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    let s = dev.default_stream();
+    // Two sequences over a pool of 4 pages of 4 positions (the cache's [2, 8] rows seen as 4 pages): the
+    // second sequence's second page is 4, one past the pool.
+    let Op::MlaAttention(mut op) = mla_op(&dev, 2, 32, 16, 8, &[8, 6]) else { unreachable!() };
+    op.kv_cache = op.kv_cache.reshape(&[4, 4, 48]).unwrap();
+    op.block_table = Some(i32s(&dev, &[2, 2], &[0, 1, 2, 4]));
+    s.launch(&Op::MlaAttention(op)).expect("the table is only read on the device");
+    match s.sync() {
+        Err(Error::InvalidArgument { op: "mla_attention", arg: "block_table", reason }) => {
+            assert!(reason.contains("0..4") && reason.contains("element 3, value 4"), "{reason}")
+        }
+        other => panic!("expected the device to report block_table[1, 1] = 4, got {other:?}"),
     }
 }

@@ -107,6 +107,7 @@ fn cache_append_lengths_are_checked_on_the_device() {
             rows: Tensor::contiguous(rows.clone(), 0, &[2, 2, 4], DType::F32),
             kv_lens,
             cache: Tensor::contiguous(cache.clone(), 0, &[2, 5, 4], DType::F32),
+            block_table: None,
         })
     };
     s.launch(&op(lens(&[2, 6]))).expect("the lengths are only known on the device");

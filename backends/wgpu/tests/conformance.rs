@@ -113,6 +113,7 @@ fn mla_decode_split(l: usize, lens: &[usize]) -> Case {
             dtype: DType::BF16,
             out: DType::BF16,
             scale,
+            page: 0,
         }),
         name,
     }
@@ -123,7 +124,21 @@ fn quick_set_through_small_storage_bindings() {
     // 8 KiB per binding: weights, tables, activations and caches of the quick set are all larger, so
     // every op runs split into several dispatches over windows of its tensors.
     let Some(backend) = common::backend_with_binding_limit(8 << 10) else { return };
-    check(&run_quick_against_oracle(&backend));
+    let mut report = run_quick_against_oracle(&backend);
+    // Except page pools, which are bound whole (the pages a dispatch reads are known only on the device):
+    // a paged case passes where its pool fits 8 KiB and is unsupported, saying why, where it does not —
+    // the quick set has both.
+    let (paged, windowed): (Vec<_>, Vec<_>) =
+        report.results.drain(..).partition(|r| r.case.contains("page="));
+    let too_large = |r: &&dsv3_conformance::report::Row| {
+        r.status == Status::Unsupported && r.reason.contains("page pool")
+    };
+    for r in &paged {
+        assert!(r.status == Status::Pass || too_large(&r), "{}: {:?} {}", r.case, r.status, r.reason);
+    }
+    assert!(paged.iter().any(|r| r.status == Status::Pass) && paged.iter().any(|r| too_large(&r)));
+    report.results = windowed;
+    check(&report);
 }
 
 #[test]

@@ -201,11 +201,13 @@ impl Case {
             Spec::MlaAttention(a) => {
                 let (q_latent, q_pe) = (input("q_latent")?, input("q_pe")?);
                 let (kv_cache, kv_lens) = (input("kv_cache")?, input("kv_lens")?);
+                let block_table = inp.find("block_table").map(|t| b.input(t)).transpose()?;
                 let out = b.output("out", a.out, &[a.b, a.t, a.h, a.d1], None)?;
                 Op::MlaAttention(ops::MlaAttention {
                     q_latent,
                     q_pe,
                     kv_cache,
+                    block_table,
                     kv_lens,
                     softmax_scale: a.scale,
                     causal: a.causal,
@@ -227,10 +229,12 @@ impl Case {
             }
             Spec::CacheAppend(_) => {
                 let (rows, kv_lens) = (input("rows")?, input("kv_lens")?);
+                let block_table = inp.find("block_table").map(|t| b.input(t)).transpose()?;
                 Op::CacheAppend(ops::CacheAppend {
                     rows,
                     kv_lens,
                     cache: b.updated("cache", inp.get("cache"))?,
+                    block_table,
                 })
             }
             Spec::RmsNorm(n) => {

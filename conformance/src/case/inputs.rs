@@ -148,7 +148,16 @@ impl Case {
             Spec::MlaAttention(a) => {
                 inp.push("q_latent", dense(a.dtype, &[a.b, a.t, a.h, a.d1], derive(s, 1), 1.0));
                 inp.push("q_pe", dense(a.dtype, &[a.b, a.t, a.h, a.d2], derive(s, 2), 1.0));
-                inp.push("kv_cache", cache(a.dtype, a.b, a.l, 1, a.d1 + a.d2, &a.kv_lens, derive(s, 3)));
+                if a.page > 0 {
+                    // The first two sequences share their first page when both hold it whole.
+                    let share = a.kv_lens.len() >= 2 && a.kv_lens[..2].iter().all(|&n| n >= a.page);
+                    let (pool, table) =
+                        paged_cache(a.dtype, &a.kv_lens, a.l, a.d1 + a.d2, a.page, share, true, derive(s, 3));
+                    inp.push("kv_cache", pool);
+                    inp.push("block_table", table);
+                } else {
+                    inp.push("kv_cache", cache(a.dtype, a.b, a.l, 1, a.d1 + a.d2, &a.kv_lens, derive(s, 3)));
+                }
                 inp.push("kv_lens", lens(&a.kv_lens));
             }
             Spec::MhaAttention(a) => {
@@ -161,7 +170,16 @@ impl Case {
                 inp.push("rows", dense(a.dtype, &[a.b, a.t, a.w], derive(s, 1), 1.0));
                 inp.push("kv_lens", lens(&a.kv_lens));
                 // What the cache holds before: every position the op does not name must keep it.
-                inp.push("cache", dense(a.dtype, &[a.b, a.l, a.w], derive(s, 2), 1.0));
+                if a.page > 0 {
+                    // A shared first page is read-only: only where neither sequence writes into it.
+                    let share = a.kv_lens.len() >= 2 && a.kv_lens[..2].iter().all(|&n| n >= a.page + a.t);
+                    let (pool, table) =
+                        paged_cache(a.dtype, &a.kv_lens, a.l, a.w, a.page, share, false, derive(s, 2));
+                    inp.push("cache", pool);
+                    inp.push("block_table", table);
+                } else {
+                    inp.push("cache", dense(a.dtype, &[a.b, a.l, a.w], derive(s, 2), 1.0));
+                }
             }
             Spec::RmsNorm(n) => {
                 inp.push("x", dense(n.x, &[n.r, n.d], derive(s, 1), 1.0));
@@ -232,6 +250,49 @@ fn cache(dtype: DType, b: usize, l: usize, h: usize, d: usize, lens: &[usize], s
     }
     let shape: Vec<usize> = if h == 1 { vec![b, l, d] } else { vec![b, l, h, d] };
     HostTensor::from_f64(dtype, &shape, &v)
+}
+
+/// A page pool and block table for sequences of `lens` positions (at most `l` each), rows `w` wide, pages
+/// of `page` positions: every sequence's pages shuffled through a pool with two spare pages, its block
+/// table naming them in order and −1 past its length (never read). With `share`, the second sequence's
+/// first page is the first sequence's (a shared prefix; its own first page is left unused). With
+/// `poison`, rows that hold no position below a sequence's length are NaN (attention must not read them).
+#[allow(clippy::too_many_arguments)]
+fn paged_cache(
+    dtype: DType,
+    lens: &[usize],
+    l: usize,
+    w: usize,
+    page: usize,
+    share: bool,
+    poison: bool,
+    seed: u64,
+) -> (HostTensor, HostTensor) {
+    let per_seq = l.div_ceil(page);
+    let pool = lens.len() * per_seq + 2;
+    let order = Rng::new(derive(seed, 1)).permutation(pool);
+    let mut table: Vec<i32> = vec![-1; lens.len() * per_seq];
+    for (b, &len) in lens.iter().enumerate() {
+        for j in 0..len.div_ceil(page) {
+            table[b * per_seq + j] = order[b * per_seq + j] as i32;
+        }
+    }
+    if share {
+        table[per_seq] = table[0];
+    }
+    let mut v = normals(pool * page * w, seed, 1.0);
+    if poison {
+        let mut live = vec![false; pool * page];
+        for (b, &len) in lens.iter().enumerate() {
+            for u in 0..len {
+                live[table[b * per_seq + u / page] as usize * page + u % page] = true;
+            }
+        }
+        for (row, _) in live.iter().enumerate().filter(|(_, &live)| !live) {
+            v[row * w..(row + 1) * w].iter_mut().for_each(|x| *x = POISON);
+        }
+    }
+    (HostTensor::from_f64(dtype, &[pool, page, w], &v), HostTensor::from_i32(&[lens.len(), per_seq], &table))
 }
 
 fn lens(lens: &[usize]) -> HostTensor {

@@ -185,9 +185,13 @@ pub struct AttentionSpec {
     pub dtype: DType,
     pub out: DType,
     pub scale: f32,
+    /// MLA only: positions per page of a paged cache (a shuffled page pool and a block table, see
+    /// `dsv3_core::ops::CachePages`); 0: one block of `l` rows per sequence.
+    pub page: usize,
 }
 
-/// cache_append: `t` rows per sequence into a `[b, l, w]` cache that starts with other values.
+/// cache_append: `t` rows per sequence into a `[b, l, w]` cache (or a page pool holding `l` positions per
+/// sequence) that starts with other values.
 #[derive(Clone, Debug)]
 pub struct CacheAppendSpec {
     pub b: usize,
@@ -196,6 +200,8 @@ pub struct CacheAppendSpec {
     pub w: usize,
     pub kv_lens: Vec<usize>,
     pub dtype: DType,
+    /// Positions per page of a paged cache; 0: contiguous.
+    pub page: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -363,12 +369,12 @@ impl Inputs {
     }
 
     pub fn get(&self, name: &str) -> &HostTensor {
-        &self
-            .tensors
-            .iter()
-            .find(|(n, _)| *n == name)
-            .unwrap_or_else(|| panic!("case has no input `{name}`"))
-            .1
+        self.find(name).unwrap_or_else(|| panic!("case has no input `{name}`"))
+    }
+
+    /// An input some cases of an op have and others not (a paged cache's block table).
+    pub fn find(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.iter().find(|(n, _)| *n == name).map(|(_, t)| t)
     }
 }
 

@@ -9,7 +9,7 @@ pub mod gemm;
 pub mod moe;
 pub mod sampling;
 
-pub use attention::{CacheAppend, MhaAttention, MlaAttention};
+pub use attention::{CacheAppend, CachePages, MhaAttention, MlaAttention};
 pub use elementwise::{Add, Cast, Embedding, RmsNorm, Rope, SiluMul, Softmax};
 pub use gemm::{
     ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,

@@ -34,12 +34,27 @@ fn weighted_sum<'v>(p: &[f32], value: impl Fn(usize) -> &'v [f32], out: &mut [f3
     }
 }
 
+/// Runs of consecutive cache rows in `rows` (one sequence's positions in order): (first position, first
+/// row, length). A contiguous cache is one run; a paged one a run per page or per stretch of adjacent pages.
+fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for (u, &r) in rows.iter().enumerate() {
+        match runs.last_mut() {
+            Some((_, r0, n)) if *r0 + *n == r => *n += 1,
+            _ => runs.push((u, r, 1)),
+        }
+    }
+    runs
+}
+
 /// Absorbed MLA as two GEMMs per sequence, which is where the time goes: scores `[T·H, len]` =
-/// `[q̃ ; q_pe] · cacheᵀ` (the cache rows are already the `[N, K]` operand, read in their stored dtype), a
-/// masked softmax per row, then `õ = P · c_kv` against the transposed latent part of the cache.
+/// `[q̃ ; q_pe] · cacheᵀ` (the cache rows are already the `[N, K]` operand, read in their stored dtype, one
+/// GEMM per run of adjacent rows), a masked softmax per row, then `õ = P · c_kv` against the transposed
+/// latent part of the cache.
 pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     let (b, t, h, dc, dr, l) = op.dims();
     let lens = checks::kv_lens("mla_attention", &args.input("kv_lens")?, t, l)?;
+    let cache_rows = checks::cache_rows("mla_attention", &args, op.pages(), &lens)?;
     let q = load_all(&args.input("q_latent")?);
     let q_pe = load_all(&args.input("q_pe")?);
     let cache = args.input("kv_cache")?;
@@ -48,8 +63,9 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     let mut out_rows = rows_mut("mla_attention", "out", out)?;
     let (row, queries) = (dc + dr, t * h);
     let row_bytes = row * cache.t.dtype.size();
+    let key_bytes = |r: usize, n: usize| &cache.bytes[r * row_bytes..(r + n) * row_bytes];
     for seq in 0..b {
-        let len = lens[seq];
+        let (len, rows) = (lens[seq], &cache_rows[seq]);
         // Queries of this sequence as [T·H, Dc + Dr] rows.
         let mut q_cat = vec![0f32; queries * row];
         q_cat.par_chunks_mut(row).enumerate().for_each(|(i, dst)| {
@@ -57,17 +73,12 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
             dst[..dc].copy_from_slice(&q[i_all * dc..(i_all + 1) * dc]);
             dst[dc..].copy_from_slice(&q_pe[i_all * dr..(i_all + 1) * dr]);
         });
-        let keys = &cache.bytes[seq * l * row_bytes..(seq * l + len) * row_bytes];
         let mut scores = vec![0f32; queries * len];
-        let lhs = Lhs::F32 { data: &q_cat, lda: row };
-        gemm::gemm(
-            queries,
-            len,
-            row,
-            lhs,
-            stored_rows(cache.t.dtype, keys)?,
-            GemmOut::F32 { data: &mut scores, ldc: len },
-        );
+        for (u0, r0, n) in row_runs(rows) {
+            let lhs = Lhs::F32 { data: &q_cat, lda: row };
+            let keys = stored_rows(cache.t.dtype, key_bytes(r0, n))?;
+            gemm::gemm(queries, n, row, lhs, keys, GemmOut::F32 { data: &mut scores[u0..], ldc: len });
+        }
         scores.par_chunks_mut(len.max(1)).enumerate().for_each(|(i, s)| {
             let visible = visible_keys(len, t, i / h, op.causal);
             let logits: Vec<f32> = s[..visible].iter().map(|x| op.softmax_scale * x).collect();
@@ -82,9 +93,8 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
             let d0 = band * BAND;
             let width = dst.len() / len.max(1);
             let mut tmp = vec![0f32; width];
-            for u in 0..len {
-                let at = u * row_bytes + d0 * size;
-                load(cache.t.dtype, &keys[at..at + width * size], &mut tmp);
+            for (u, &r) in rows.iter().enumerate() {
+                load(cache.t.dtype, &key_bytes(r, 1)[d0 * size..(d0 + width) * size], &mut tmp);
                 for (j, v) in tmp.iter().enumerate() {
                     dst[j * len + u] = *v;
                 }

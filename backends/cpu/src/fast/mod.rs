@@ -40,7 +40,7 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
         Op::MoeDispatch(o) => moe::dispatch(o, args),
         Op::MoeCombine(_) => moe::combine(args),
         Op::MlaAttention(o) => attention::mla(o, args),
-        Op::CacheAppend(_) => crate::reference::cache_append(args),
+        Op::CacheAppend(o) => crate::reference::cache_append(o, args),
         Op::MhaAttention(o) => attention::mha(o, args),
         Op::RmsNorm(o) => rows::rms_norm(o, args),
         Op::Rope(o) => rows::rope(o, args),

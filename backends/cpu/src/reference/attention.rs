@@ -24,6 +24,7 @@ fn weighted_sum(logits: &[f64], values: impl Fn(usize) -> Vec<f64>, dv: usize) -
 pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     let (b, t, h, dc, dr, l) = op.dims();
     let lens = checks::kv_lens("mla_attention", &args.input("kv_lens")?, t, l)?;
+    let rows = checks::cache_rows("mla_attention", &args, op.pages(), &lens)?;
     let q = args.input("q_latent")?.to_f64();
     let q_pe = args.input("q_pe")?.to_f64();
     let cache = args.input("kv_cache")?.to_f64();
@@ -34,7 +35,7 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
         let (seq, tok) = (i / (t * h), (i / h) % t);
         let q_i = &q[i * dc..(i + 1) * dc];
         let q_pe_i = &q_pe[i * dr..(i + 1) * dr];
-        let key = |u: usize| &cache[(seq * l + u) * row..(seq * l + u + 1) * row];
+        let key = |u: usize| &cache[rows[seq][u] * row..(rows[seq][u] + 1) * row];
         let visible = visible_keys(lens[seq], t, tok, op.causal);
         let logits: Vec<f64> =
             (0..visible).map(|u| scale * (dot(q_i, &key(u)[..dc]) + dot(q_pe_i, &key(u)[dc..]))).collect();

@@ -1,6 +1,6 @@
 use crate::bind::Args;
 use crate::checks;
-use dsv3_core::ops::{RmsNorm, Rope};
+use dsv3_core::ops::{CacheAppend, RmsNorm, Rope};
 use dsv3_core::{Error, Result};
 
 pub fn rms_norm(op: &RmsNorm, mut args: Args) -> Result<()> {
@@ -92,26 +92,42 @@ pub fn cast(mut args: Args) -> Result<()> {
 
 /// A copy of bytes, exact in both CPU modes (the fast mode calls this too). Every length is checked
 /// before anything is written, so a bad one leaves the cache as it was.
-pub fn cache_append(mut args: Args) -> Result<()> {
+pub fn cache_append(op: &CacheAppend, mut args: Args) -> Result<()> {
     const OP: &str = "cache_append";
     let rows = args.input("rows")?;
     let lens = args.input("kv_lens")?.i32s();
-    let cache = args.output("cache")?;
-    let ([_, t, w], l) =
-        (<[usize; 3]>::try_from(&rows.t.shape[..]).expect("validated rank 3"), cache.t.shape[1]);
+    let ([_, t, w], pages) =
+        (<[usize; 3]>::try_from(&rows.t.shape[..]).expect("validated rank 3"), op.pages());
+    let l = pages.capacity();
     if let Some((b, len)) = lens.iter().enumerate().find(|(_, &len)| len < t as i32 || len as i64 > l as i64)
     {
         let why = format!("sequence {b}: length {len} must hold the step's {t} rows and fit the cache's {l}");
         return Err(Error::invalid(OP, "kv_lens", why));
     }
-    let size = rows.t.dtype.size();
-    for (b, &len) in lens.iter().enumerate() {
-        for i in 0..t {
-            let src = (b * rows.t.strides[0] + i * rows.t.strides[1]) * size;
-            let pos = len as usize - t + i;
-            let dst = (b * cache.t.strides[0] + pos * cache.t.strides[1]) * size;
-            cache.bytes[dst..dst + w * size].copy_from_slice(&rows.bytes[src..src + w * size]);
+    let lens: Vec<usize> = lens.into_iter().map(|len| len as usize).collect();
+    let located = checks::cache_rows(OP, &args, pages, &lens)?;
+    // (sequence, position, cache row) of every row written; a row written twice is a shared page.
+    let writes: Vec<(usize, usize, usize)> = lens
+        .iter()
+        .enumerate()
+        .flat_map(|(b, &len)| (len - t..len).map(move |u| (b, u)))
+        .map(|(b, u)| (b, u, located[b][u]))
+        .collect();
+    let mut seen = std::collections::HashMap::new();
+    for &(b, u, row) in &writes {
+        if let Some((b0, u0)) = seen.insert(row, (b, u)) {
+            let why = format!("sequence {b} position {u} and sequence {b0} position {u0} are one cache row");
+            return Err(Error::invalid(OP, "block_table", why));
         }
+    }
+    let cache = args.output("cache")?;
+    let size = rows.t.dtype.size();
+    for (b, u, row) in writes {
+        let i = u - (lens[b] - t);
+        let src = (b * rows.t.strides[0] + i * rows.t.strides[1]) * size;
+        let (page, r) = (row / pages.page, row % pages.page);
+        let dst = (page * cache.t.strides[0] + r * cache.t.strides[1]) * size;
+        cache.bytes[dst..dst + w * size].copy_from_slice(&rows.bytes[src..src + w * size]);
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use crate::device::Ctx;
 use crate::kernels::{self, Variant};
 use crate::launch::{grid_2d, Launch, Params};
-use dsv3_core::ops::{MhaAttention, MlaAttention};
+use dsv3_core::ops::{CachePages, MhaAttention, MlaAttention};
 use dsv3_core::{Error, Op, Result, Support, Tensor};
 
 /// Threads per block of attention.cu (its BLOCK).
@@ -40,6 +40,9 @@ struct Form<'a> {
     k: &'a Tensor,
     v: &'a Tensor,
     kv_lens: &'a Tensor,
+    /// The cache's pages (contiguous caches: one page of L positions per sequence) and block table.
+    pages: CachePages,
+    block_table: Option<&'a Tensor>,
     out: &'a Tensor,
     /// (B, T, H, D1, D2, DV, L)
     dims: (usize, usize, usize, usize, usize, usize, usize),
@@ -116,6 +119,8 @@ pub fn mla(l: &Launch, o: &MlaAttention) -> Result<()> {
             k: &o.kv_cache,
             v: &o.kv_cache,
             kv_lens: &o.kv_lens,
+            pages: o.pages(),
+            block_table: o.block_table.as_ref(),
             out: &o.out,
             dims: (b, t, h, dc, dr, dc, len),
             scale: o.softmax_scale,
@@ -136,12 +141,22 @@ pub fn mha(l: &Launch, o: &MhaAttention) -> Result<()> {
             k: &o.k,
             v: &o.v,
             kv_lens: &o.kv_lens,
+            pages: CachePages { page: len, pages_per_seq: 1, pool: b },
+            block_table: None,
             out: &o.out,
             dims: (b, t, h, dk, 0, dv, len),
             scale: o.softmax_scale,
             causal: o.causal,
         },
     )
+}
+
+/// A block table's address and the check site of its entries; (0, 0) for a contiguous cache (the kernels
+/// take a null table as one page of L positions per sequence).
+pub(super) fn block_table(l: &Launch, table: Option<&Tensor>, pages: CachePages) -> Result<(u64, usize)> {
+    let Some(t) = table else { return Ok((0, 0)) };
+    let site = l.site("block_table", format!("each entry must be a page in 0..{}", pages.pool));
+    Ok((l.addr("block_table", t)?, site as usize))
 }
 
 /// Splits of `len` keys when the other grid dimension has `row_blocks` blocks: (splits, keys per split).
@@ -185,6 +200,7 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
     )?;
     let part = if splits > 1 { l.scratch(rows * splits * (dv + 2) * 4)? } else { 0 };
     let site = l.site("kv_lens", format!("cache lengths must be in {t}..={len}"));
+    let (table, page_site) = block_table(l, f.block_table, f.pages)?;
     let out = l.addr("out", f.out)?;
     let params = Params::new()
         .addr(l.addr(f.names[0], f.q)?)
@@ -192,6 +208,7 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
         .addr(l.addr(f.names[2], f.k)?)
         .addr(l.addr(f.names[3], f.v)?)
         .addr(l.addr("kv_lens", f.kv_lens)?)
+        .addr(table)
         .addr(out)
         .addr(part)
         .addr(l.err())
@@ -207,6 +224,10 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
         .u(split_len)
         .u(f.causal as usize)
         .u(site as usize)
+        .u(f.pages.page)
+        .u(f.pages.pages_per_seq)
+        .u(f.pages.pool)
+        .u(page_site)
         .f(f.scale as f64);
     l.run(&kernel, dims, params)?;
     if splits > 1 {

@@ -16,8 +16,10 @@ pub fn cache_append(l: &Launch, o: &CacheAppend) -> Result<()> {
         return Ok(());
     }
     let f = l.kernel(&variant(o.rows.dtype))?;
-    let capacity = o.cache.shape[1];
+    let pages = o.pages();
+    let capacity = pages.capacity();
     let site = l.site("kv_lens", format!("each length must be in {t}..={capacity}"));
+    let (table, page_site) = super::attention::block_table(l, o.block_table.as_ref(), pages)?;
     let params = Params::new()
         .u(t)
         .u(w)
@@ -30,7 +32,12 @@ pub fn cache_append(l: &Launch, o: &CacheAppend) -> Result<()> {
         .u(o.cache.strides[0])
         .u(o.cache.strides[1])
         .addr(l.err())
-        .u(site as usize);
+        .u(site as usize)
+        .addr(table)
+        .u(pages.page)
+        .u(pages.pages_per_seq)
+        .u(pages.pool)
+        .u(page_site);
     l.run(&f, l.grid((b * t) as u64 * BLOCK as u64, BLOCK)?, params)
 }
 

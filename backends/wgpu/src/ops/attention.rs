@@ -7,7 +7,7 @@ use super::count32;
 use crate::device::{Ctx, BACKEND};
 use crate::kernels::{self, input, output, Elem};
 use crate::stream::{Recorder, Win};
-use dsv3_core::ops::{MhaAttention, MlaAttention};
+use dsv3_core::ops::{CachePages, MhaAttention, MlaAttention};
 use dsv3_core::{Error, Op, Result, Tensor};
 
 const WG: u32 = 128;
@@ -22,7 +22,12 @@ const TARGET_GROUPS: usize = 1024;
 /// costs ~1100 iterations per 128 keys at V3's head dims).
 const MAX_SPLIT_KEYS: usize = 2048;
 
-pub fn limit(_ctx: &Ctx, op: &Op) -> Option<String> {
+pub fn limit(ctx: &Ctx, op: &Op) -> Option<String> {
+    if let Op::MlaAttention(a) = op {
+        if a.block_table.is_some() {
+            return pool_limit(ctx, &a.kv_cache);
+        }
+    }
     let (dq, dv) = match op {
         Op::MlaAttention(a) => {
             let (_, _, _, dc, dr, _) = a.dims();
@@ -43,6 +48,15 @@ pub fn limit(_ctx: &Ctx, op: &Op) -> Option<String> {
     None
 }
 
+/// A page pool is bound whole (the pages a dispatch reads are known only on the device): it must fit one
+/// storage binding.
+pub fn pool_limit(ctx: &Ctx, pool: &Tensor) -> Option<String> {
+    let bytes = pool.span_bytes() as u64;
+    let cap = ctx.binding_limit.saturating_sub(ctx.offset_align + 4);
+    (bytes > cap)
+        .then(|| format!("a {bytes}-byte page pool is bound whole, over this device's {cap}-byte binding"))
+}
+
 /// One source of key or value elements: the tensor, its element offset within a token row, and its
 /// strides (token, head, sequence) in elements.
 struct Source<'a> {
@@ -61,6 +75,8 @@ struct Form<'a> {
     k2: Source<'a>,
     v: Source<'a>,
     kv_lens: &'a Tensor,
+    /// A paged cache's block table and layout (MLA; the sources' sequence stride is then 0).
+    paged: Option<(&'a Tensor, CachePages)>,
     out: &'a Tensor,
     /// (B, T, H, D1, D2, DV, L)
     dims: (usize, usize, usize, usize, usize, usize, usize),
@@ -71,7 +87,9 @@ struct Form<'a> {
 pub fn mla(rec: &mut Recorder, o: &MlaAttention) -> Result<()> {
     let (b, t, h, dc, dr, l) = o.dims();
     let w = dc + dr;
-    let cache = |name, col| Source { name, t: &o.kv_cache, col, tok: w, head: 0, seq: l * w };
+    let paged = o.block_table.as_ref().map(|table| (table, o.pages()));
+    let seq = if paged.is_some() { 0 } else { l * w };
+    let cache = |name, col| Source { name, t: &o.kv_cache, col, tok: w, head: 0, seq };
     run(
         rec,
         &Form {
@@ -81,6 +99,7 @@ pub fn mla(rec: &mut Recorder, o: &MlaAttention) -> Result<()> {
             k2: cache("kv_cache", dc),
             v: cache("kv_cache", 0),
             kv_lens: &o.kv_lens,
+            paged,
             out: &o.out,
             dims: (b, t, h, dc, dr, dc, l),
             scale: o.softmax_scale,
@@ -100,6 +119,7 @@ pub fn mha(rec: &mut Recorder, o: &MhaAttention) -> Result<()> {
             k2: Source { name: "k", t: &o.k, col: 0, tok: h * dk, head: dk, seq: l * h * dk },
             v: Source { name: "v", t: &o.v, col: 0, tok: h * dv, head: dv, seq: l * h * dv },
             kv_lens: &o.kv_lens,
+            paged: None,
             out: &o.out,
             dims: (b, t, h, dk, 0, dv, l),
             scale: o.softmax_scale,
@@ -135,6 +155,7 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
             input("k2", Elem::of(f.k2.t.dtype)),
             input("vv", Elem::of(f.v.t.dtype)),
             input("lens", Elem::I32),
+            input("table", Elem::I32),
             output("part", Elem::F32),
         ],
         consts: &[("WG", WG), ("OPT", opt)],
@@ -159,7 +180,13 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
     }
     let split_len = split_len.min(keys_fit);
     let splits = l.div_ceil(split_len).max(1);
+    // A page pool is bound whole, as one "sequence" of all its rows: its keys are found through the table.
+    let pool_rows = f.paged.map(|(_, pages)| pages.pool * pages.page);
     let fits = |b0: usize, b1: usize, u0: usize, u1: usize| {
+        let (b0, b1, u0, u1) = match pool_rows {
+            Some(rows) => (0, 1, 0, rows),
+            None => (b0, b1, u0, u1),
+        };
         sources
             .iter()
             .all(|s| ((b1 - 1) * s.seq + u1 * s.tok - (b0 * s.seq + u0 * s.tok)) * s.t.dtype.size() <= cap)
@@ -178,6 +205,14 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
     }
     let (lw, l_off) = rec.tensor("kv_lens", f.kv_lens)?;
     let site = rec.site("kv_lens", format!("cache lengths must be in {t_n}..={l}"));
+    let (table_w, table_params) = match f.paged {
+        Some((table, pages)) => {
+            let (w, off) = rec.tensor("block_table", table)?;
+            let site = rec.site("block_table", format!("each entry must be a page in 0..{}", pages.pool));
+            (w, [1, off, pages.page as u32, pages.pages_per_seq as u32, pages.pool as u32, site])
+        }
+        None => (rec.dummy("kv_lens", f.kv_lens)?, [0; 6]),
+    };
     let all_fit = fits(0, b_n, 0, l);
     // Row chunks: all sequences at once when the caches fit, else one sequence at a time.
     let mut chunks = Vec::new();
@@ -211,6 +246,8 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
         let mut groups: Vec<(usize, usize)> = Vec::new();
         if fits(b0, b1, 0, l) {
             groups.push((0, splits));
+        } else if f.paged.is_some() {
+            return Err(Error::unsupported(BACKEND, rec.op, "the page pool exceeds a storage binding"));
         } else {
             let mut s0 = 0;
             while s0 < splits {
@@ -247,11 +284,14 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
                 q2_off,
             ];
             for s in sources {
-                let (w, off) = kv_window(rec, s, b0, b1, u0, u1)?;
+                let (w, off) = match pool_rows {
+                    Some(rows) => kv_window(rec, s, 0, 1, 0, rows)?,
+                    None => kv_window(rec, s, b0, b1, u0, u1)?,
+                };
                 wins.push(w);
                 params.extend([off, s.tok as u32, s.head as u32, s.seq as u32]);
             }
-            wins.extend([lw.clone(), part.clone()]);
+            wins.extend([lw.clone(), table_w.clone(), part.clone()]);
             params.extend([
                 l_off,
                 l as u32,
@@ -261,6 +301,7 @@ fn run(rec: &mut Recorder, f: &Form) -> Result<()> {
                 u0 as u32,
                 s0 as u32,
             ]);
+            params.extend(table_params);
             first = false;
             rec.dispatch(kernel.clone(), wins, params, [(s1 - s0) as u32, n as u32, 1])?;
         }

@@ -65,6 +65,7 @@ fn limit(ctx: &Ctx, op: &Op) -> Option<String> {
         Op::MoeRoute(r) => moe::route_limit(r),
         Op::MoeDispatch(d) => moe::dispatch_limit(ctx, d),
         Op::MlaAttention(_) | Op::MhaAttention(_) => attention::limit(ctx, op),
+        Op::CacheAppend(a) if a.block_table.is_some() => attention::pool_limit(ctx, &a.cache),
         _ => None,
     }
 }
