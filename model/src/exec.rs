@@ -223,6 +223,8 @@ pub(crate) struct DeviceInputs {
     pub positions: Tensor,
     /// `[B]` i32.
     pub kv_lens: Tensor,
+    /// `[B, pages_per_seq]` i32: each sequence's cache pages.
+    pub block_table: Tensor,
 }
 
 /// One forward step's fixed inputs, shared by every block.

@@ -179,9 +179,7 @@ pub fn generate_cached(
     let start = Instant::now();
     let mut next = Vec::with_capacity(prompts.len());
     for (b, prompt) in prompts.iter().enumerate() {
-        let mut slot = cache.slot(b)?;
-        let logits = model.forward(&mut slot, prompt, prompt.len(), Logits::Last)?;
-        cache.absorb(b, &slot);
+        let logits = model.forward(&mut cache.slot(b)?, prompt, prompt.len(), Logits::Last)?;
         next.push(sample(model, &logits, &request.sampling, 0)?[0]);
     }
     out.prompt_tokens = prompts.iter().map(Vec::len).sum();

@@ -300,13 +300,15 @@ impl Model {
                 format!("token {i} is id {id}, not below vocab_size {}", cfg.vocab_size),
             ));
         }
-        let starts = cache.reserve(t)?;
+        let starts = cache.reserve(self, t)?;
+        let block_table = cache.block_table();
         let positions: Vec<i32> = starts.iter().flat_map(|&s| (s..s + t).map(|p| p as i32)).collect();
         let kv_lens: Vec<i32> = starts.iter().map(|&s| (s + t) as i32).collect();
         let ids: Vec<i32> = tokens.iter().map(|&id| id as i32).collect();
         match self.eager_reason(t) {
             None => {
-                if let Some(logits) = self.forward_graph(cache, [&ids, &positions, &kv_lens], which)? {
+                let inputs = [&ids[..], &positions, &kv_lens, &block_table];
+                if let Some(logits) = self.forward_graph(cache, inputs, which)? {
                     return Ok(logits);
                 }
             }
@@ -319,7 +321,16 @@ impl Model {
             .execs
             .iter()
             .map(|e| {
-                Ok(DeviceInputs { positions: e.upload_i32(&positions)?, kv_lens: e.upload_i32(&kv_lens)? })
+                // One upload per device: positions, lengths and block tables side by side.
+                let all = e.upload_i32(&[&positions[..], &kv_lens, &block_table].concat())?;
+                let (n, b) = (positions.len(), kv_lens.len());
+                Ok(DeviceInputs {
+                    positions: all.narrow(0, 0, n)?,
+                    kv_lens: all.narrow(0, n, b)?,
+                    block_table: all
+                        .narrow(0, n + b, block_table.len())?
+                        .reshape(&[b, cache.pages_per_seq()])?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let s = Step { execs: &self.execs, rows: batch * t, batch, t, inputs, routes: &self.routes };

@@ -128,21 +128,60 @@ fn a_sequence_moved_to_another_slot_decodes_as_it_would_have() {
 
     // Prefilled in slot 2 of three, moved to slot 0, decoded there as a batch of one.
     let mut cache = KvCache::new(&model, 3, 32).unwrap();
-    let mut slot = cache.slot(2).unwrap();
-    let logits = model.forward(&mut slot, &prompt, prompt.len(), Logits::Last).unwrap();
-    cache.absorb(2, &slot);
+    let logits = model.forward(&mut cache.slot(2).unwrap(), &prompt, prompt.len(), Logits::Last).unwrap();
     let mut tokens = sample_rows(&model, &logits, &[(greedy, 0)]).unwrap();
-    cache.move_slot(&model, 2, 0).unwrap();
+    cache.move_slot(2, 0).unwrap();
     assert_eq!(cache.lens(), &[9, 0, 0]);
     for step in 1..4 {
         let mut view = cache.slots(0..1).unwrap();
         let logits = model.forward(&mut view, &tokens[step - 1..step], 1, Logits::Last).unwrap();
-        cache.absorb(0, &view);
         tokens.extend(sample_rows(&model, &logits, &[(greedy, step)]).unwrap());
     }
     assert_eq!(tokens, alone.tokens[0]);
     cache.clear(0);
     assert_eq!(cache.lens(), &[0, 0, 0]);
     assert!(cache.slots(1..4).is_err() && cache.slots(1..1).is_err());
-    assert!(cache.move_slot(&model, 3, 0).unwrap_err().to_string().contains("move_slot"));
+    assert!(cache.move_slot(3, 0).unwrap_err().to_string().contains("move_slot"));
+}
+
+/// Two sequences with a common 70-token prefix (a whole page and 6 positions of the next) share its pages;
+/// the first token either appends copies the partly filled shared page (copy-on-write), and each goes on
+/// exactly as it would alone, through decode steps as a batch of two.
+#[test]
+fn sequences_sharing_a_prefix_decode_as_they_would_alone() {
+    use dsv3_model::cache::{KvCache, PAGE};
+    use dsv3_model::generate::sample_rows;
+    use dsv3_model::graph::Logits;
+    let model = load(NumericPath::F32);
+    let greedy = request(4, 0.0).sampling;
+    let prefix: Vec<u32> = (0..70).map(|i| (i * 53 + 11) % 500).collect();
+    let (tail_a, tail_b) = (vec![7u32, 8, 9], vec![400u32, 3]);
+    let whole = |tail: &[u32]| [&prefix[..], tail].concat();
+    let alone = |tail: &[u32]| {
+        generate(&model, &[whole(tail)], &request(4, 0.0), |_, _| Ok(())).unwrap().tokens[0].clone()
+    };
+
+    let mut cache = KvCache::new(&model, 2, 128).unwrap();
+    model.forward(&mut cache.slot(0).unwrap(), &prefix, prefix.len(), Logits::Last).unwrap();
+    cache.share_prefix(0, 1, prefix.len()).unwrap();
+    assert_eq!(cache.lens(), &[70, 70]);
+    assert_eq!(cache.pages_in_use().0, 70usize.div_ceil(PAGE), "the prefix's pages, once");
+    let mut next = Vec::new();
+    for (b, tail) in [&tail_a, &tail_b].into_iter().enumerate() {
+        let logits = model.forward(&mut cache.slot(b).unwrap(), tail, tail.len(), Logits::Last).unwrap();
+        next.extend(sample_rows(&model, &logits, &[(greedy, 0)]).unwrap());
+    }
+    // The whole first page stays shared; each sequence has its own copy of the second.
+    assert_eq!(cache.pages_in_use().0, 3);
+    let mut tokens = vec![vec![next[0]], vec![next[1]]];
+    for step in 1..4 {
+        let logits = model.forward(&mut cache, &next, 1, Logits::Last).unwrap();
+        next = sample_rows(&model, &logits, &[(greedy, step), (greedy, step)]).unwrap();
+        tokens.iter_mut().zip(&next).for_each(|(t, &n)| t.push(n));
+    }
+    assert_eq!(tokens, [alone(&tail_a), alone(&tail_b)]);
+    cache.clear(0);
+    cache.clear(1);
+    assert_eq!(cache.pages_in_use().0, 0, "every page back in the pool");
+    assert!(cache.share_prefix(0, 0, 1).is_err(), "a slot cannot share with itself");
 }

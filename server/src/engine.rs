@@ -15,8 +15,8 @@
 //! Slots and cache rows: the decoding sequences are slots `0..d` of the batch cache, so a decode step is
 //! one forward pass over the view of those slots with each sequence's own length (no padding rows); the
 //! sequence being prefilled, if any, is slot `d`. A finished sequence's slot is filled by moving the last
-//! decoding sequence's rows into it (and the prefilling one down after it): [`KvCache::move_slot`], a
-//! device copy of that sequence's rows, which a paged latent cache would replace by moving its block table.
+//! decoding sequence into it (and the prefilling one down after it): [`KvCache::move_slot`], which moves
+//! that sequence's block table (the cache is paged), not its rows.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -378,7 +378,6 @@ impl Worker {
         let n = (g.prompt.len() - seq.fed).min(self.prefill_chunk);
         let mut view = self.kv.slot(slot)?;
         let logits = self.model.forward(&mut view, &g.prompt[seq.fed..seq.fed + n], n, Logits::Last)?;
-        self.kv.absorb(slot, &view);
         seq.fed += n;
         if seq.decoding() {
             let token = sample_rows(&self.model, &logits, &[(g.sampling, 0)])?[0];
@@ -395,7 +394,6 @@ impl Worker {
         })?;
         let mut view = self.kv.slots(0..running.len())?;
         let logits = self.model.forward(&mut view, &tokens, 1, Logits::Last)?;
-        self.kv.absorb(0, &view);
         // A sequence's j-th token is drawn at step j, as generating it alone would.
         let rows: Vec<(Sampling, usize)> =
             running.iter().map(|s| (s.job.generation.sampling, s.out.len())).collect();
@@ -455,11 +453,11 @@ impl Worker {
         seq
     }
 
-    /// Moves the rows of slot `from` to slot `to`, where `running` now has their sequence; a failed move
-    /// ends that sequence.
+    /// Moves the cache of slot `from` (its block table) to slot `to`, where `running` now has their
+    /// sequence; a failed move ends that sequence.
     fn shift(&mut self, running: &mut [Seq], from: usize, to: usize) {
         if from != to {
-            if let Err(e) = self.kv.move_slot(&self.model, from, to) {
+            if let Err(e) = self.kv.move_slot(from, to) {
                 running[to].end = Some(End::Failed(ApiError::internal(e.to_string())));
             }
         }

@@ -121,7 +121,7 @@ impl Attention {
             rows: latents.reshape(&[s.batch, s.t, width])?,
             kv_lens: inputs.kv_lens.clone(),
             cache: cache.clone(),
-            block_table: None,
+            block_table: Some(inputs.block_table.clone()),
         };
         e.launch(Op::CacheAppend(append))?;
         let q_pe = e.tmp(&[rows, heads, dr], act)?;
@@ -140,7 +140,7 @@ impl Attention {
             q_latent: q_latent.reshape(&[b, t, heads, dc])?,
             q_pe: q_pe.reshape(&[b, t, heads, dr])?,
             kv_cache: cache.clone(),
-            block_table: None,
+            block_table: Some(inputs.block_table.clone()),
             kv_lens: inputs.kv_lens.clone(),
             softmax_scale: cfg.softmax_scale(),
             causal: true,

@@ -18,12 +18,10 @@ struct StepGraph {
     ids: Tensor,
     positions: Tensor,
     kv_lens: Tensor,
+    block_table: Tensor,
     logits: Tensor,
     /// Ops inside the graphs (each replay runs them; the launch count includes them).
     ops: u64,
-    /// The byte offset of the cache's first layer: a one-sequence view of the cache (a prefill's slot)
-    /// shares its buffer at another offset.
-    cache_offset: usize,
 }
 
 /// The captured decode steps of one cache: its buffers are in the graphs, so a step of another cache (a new
@@ -95,20 +93,21 @@ impl Model {
     pub(super) fn forward_graph(
         &self,
         cache: &KvCache,
-        [ids, positions, kv_lens]: [&[i32]; 3],
+        [ids, positions, kv_lens, block_table]: [&[i32]; 4],
         which: Logits,
     ) -> Result<Option<Tensor>> {
         let e = &self.execs[0];
         let mut graphs = self.graphs.lock().unwrap_or_else(|e| e.into_inner());
-        let first = cache.layers.first().map(|l| (Arc::as_ptr(&l.buffer) as *const () as usize, l.offset));
-        let (buffer, offset) = first.unzip();
+        // Views of the cache's slots share its pools: their steps replay the same graphs, with their own
+        // block tables and lengths.
+        let buffer = cache.layers.first().map(|l| Arc::as_ptr(&l.buffer) as *const () as usize);
         if graphs.cache != buffer {
             *graphs = StepGraphs { cache: buffer, by_bucket: HashMap::new() };
         }
         let batch = kv_lens.len();
         let g = match graphs.by_bucket.entry((batch, which)) {
-            Entry::Occupied(o) if Some(o.get().cache_offset) == offset => o.into_mut(),
-            entry => {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(entry) => {
                 let graph = match self.capture_step(cache, batch, which) {
                     Ok(graph) => graph,
                     // Capture ran nothing: the step runs eagerly, and so do later ones.
@@ -120,16 +119,12 @@ impl Model {
                 };
                 tracing::debug!("decode step of batch {batch} captured as a graph ({} ops)", graph.ops);
                 self.captures.fetch_add(1, Ordering::Relaxed);
-                match entry {
-                    Entry::Occupied(mut o) => {
-                        o.insert(graph);
-                        o.into_mut()
-                    }
-                    Entry::Vacant(v) => v.insert(graph),
-                }
+                entry.insert(graph)
             }
         };
-        for (t, values) in [(&g.ids, ids), (&g.positions, positions), (&g.kv_lens, kv_lens)] {
+        let inputs =
+            [(&g.ids, ids), (&g.positions, positions), (&g.kv_lens, kv_lens), (&g.block_table, block_table)];
+        for (t, values) in inputs {
             e.stream.upload(&t.buffer, t.offset, bytemuck::cast_slice(values))?;
         }
         // Counted as launch time, as the ops inside would be eagerly (run time on the emulator, enqueue
@@ -158,12 +153,18 @@ impl Model {
         let e = &self.execs[0];
         let zeros = vec![0i32; batch];
         let (ids, positions, kv_lens) = (e.upload_i32(&zeros)?, e.upload_i32(&zeros)?, e.upload_i32(&zeros)?);
+        let table = vec![-1i32; batch * cache.pages_per_seq()];
+        let block_table = e.upload_i32(&table)?.reshape(&[batch, cache.pages_per_seq()])?;
         let s = Step {
             execs: &self.execs,
             rows: batch,
             batch,
             t: 1,
-            inputs: vec![DeviceInputs { positions: positions.clone(), kv_lens: kv_lens.clone() }],
+            inputs: vec![DeviceInputs {
+                positions: positions.clone(),
+                kv_lens: kv_lens.clone(),
+                block_table: block_table.clone(),
+            }],
             routes: &self.routes,
         };
         let before = e.stats.launches.load(Ordering::Relaxed);
@@ -175,7 +176,6 @@ impl Model {
         let ops = e.stats.launches.load(Ordering::Relaxed) - before;
         e.stats.launches.fetch_sub(ops, Ordering::Relaxed);
         let logits = body?;
-        let cache_offset = cache.layers.first().map_or(0, |l| l.offset);
-        Ok(StepGraph { graph: graph?, ids, positions, kv_lens, logits, ops, cache_offset })
+        Ok(StepGraph { graph: graph?, ids, positions, kv_lens, block_table, logits, ops })
     }
 }
