@@ -1,6 +1,6 @@
 //! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), every op of a model's step
 //! (`ops`), and the comparison of two saved runs (`compare`). One concern per file: the op timer (`op`),
-//! the op suite (`ops`), the model grid (`model`), the saved
+//! the op suite (`ops`) and its peers (`peer`), the model grid (`model`), the saved
 //! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
 //! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
 
@@ -9,6 +9,7 @@ mod machine;
 mod model;
 mod op;
 mod ops;
+mod peer;
 mod plot;
 mod report;
 mod results;

@@ -175,6 +175,7 @@ mod tests {
                 numerics: "bf16 activations".into(),
             },
             rows: vec![Row::new("prefill", (512, 128, 8), vec![1000.0]), decode],
+            absent_peers: vec![],
         }
     }
 
