@@ -397,3 +397,27 @@ fn bench_ops_peers_sit_beside_our_rows_or_say_why_not_and_the_roofline_is_drawn(
     assert!(svg.contains(&format!("commit {commit}")) && svg.contains("cpu:0 f32"), "{svg}");
     assert!(svg.matches("<circle").count() >= gemms, "a point per GEMM row at least");
 }
+
+/// `bench model --peer transformers` through a python that cannot run it: every cell's peer is absent
+/// with python's failure (batch-1 cells) or the batch limit (others), in the table and the saved run.
+#[test]
+fn bench_model_peer_absent_says_why() {
+    let dir = tempdir("model-peer");
+    let json_file = dir.join("run.json");
+    let args = ["bench", "model", "-p", "4", "-n", "2", "-b", "1,2", "--repetitions", "1", "--warmup", "0"];
+    let mut args = args.to_vec();
+    args.extend(["--peer", "transformers", "--python", "/bin/false", "--json", path(&json_file)]);
+    let shown = expect(
+        "bench model --peer",
+        &dsv3(&args),
+        0,
+        &[
+            "\npeers:\n",
+            "decode p4 n2 b1: peer transformers: absent: /bin/false exited with exit status: 1",
+            "prefill p4 n2 b2: peer transformers: absent: the transformers peer generates one sequence",
+        ],
+    );
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    assert_eq!(run["absent_peers"].as_array().unwrap().len(), 4, "{shown}");
+    assert_eq!(run["rows"].as_array().unwrap().len(), 4, "ours only: {shown}");
+}

@@ -32,18 +32,19 @@ pub struct Args {
     op: op::Args,
 }
 
+/// Boxed: the options of `model` and `ops` would make every `dsv3` command as large as they are.
 #[derive(clap::Subcommand)]
 enum Command {
-    Model(model::Args),
-    Ops(ops::Args),
+    Model(Box<model::Args>),
+    Ops(Box<ops::Args>),
     Compare(compare::Args),
 }
 
 /// `quiet` (-q) hides the progress bar of `bench model`.
 pub fn run(args: Args, quiet: bool) -> i32 {
     match args.command {
-        Some(Command::Model(args)) => model::run(args, quiet),
-        Some(Command::Ops(args)) => ops::run(args),
+        Some(Command::Model(args)) => model::run(*args, quiet),
+        Some(Command::Ops(args)) => ops::run(*args),
         Some(Command::Compare(args)) => compare::run(args),
         None => op::run(args.op),
     }

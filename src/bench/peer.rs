@@ -1,7 +1,9 @@
 //! Peers timed in the same run as `bench ops`, on the same shapes: faer's f32 GEMM on the CPU, and PyTorch
 //! (`torch.matmul`, `torch._scaled_mm`, SDPA) through the user's python, running
-//! `benches/peer/torch_gemm.py --json`. A peer that cannot time a row — not installed, no such op, failed
-//! mid-run — gives that row an [`Outcome::Absent`] with the reason, never nothing.
+//! `benches/peer/torch_gemm.py --json`; and for `bench model`, HuggingFace transformers generating from
+//! the same model and prompt (`benches/peer/transformers_generate.py`). A peer that cannot time a row —
+//! not installed, no such op, failed mid-run — gives that row an [`Outcome::Absent`] (or an error string)
+//! with the reason, never nothing.
 
 use std::io::Write;
 use std::path::Path;
@@ -46,8 +48,9 @@ pub struct Request<'a> {
     pub device: &'a str,
 }
 
-/// The torch script, embedded so that the binary runs it from anywhere (`python -c`).
+/// The peer scripts, embedded so that the binary runs them from anywhere (`python -c`).
 const TORCH_SCRIPT: &str = include_str!("../../benches/peer/torch_gemm.py");
+const TRANSFORMERS_SCRIPT: &str = include_str!("../../benches/peer/transformers_generate.py");
 
 /// faer allocates its operands in f32; past this many bytes of A, B and C a row is absent rather than a
 /// risk to the machine's memory (DeepSeek-V3's head is 3.7 GB in f32).
@@ -155,7 +158,7 @@ fn torch(requests: &[Request], python: &Path, seconds: f64, repetitions: usize) 
         Ok(Vec::new())
     } else {
         let input = json!({"seconds": seconds, "repetitions": repetitions, "cases": asked});
-        run_torch(python, &input.to_string()).and_then(|out| {
+        run_python(python, TORCH_SCRIPT, &["--json"], &input.to_string()).and_then(|out| {
             let results = out["results"]
                 .as_array()
                 .filter(|r| r.len() == asked.len())
@@ -187,11 +190,44 @@ fn torch_outcome(peer: &str, r: &Value) -> Outcome {
     }
 }
 
-/// Runs the script with `input` on stdin; its last stdout line parsed, or why not (the last line of
-/// stderr says why python failed: `ModuleNotFoundError: No module named 'torch'`).
-fn run_torch(python: &Path, input: &str) -> Result<Value, String> {
+/// What `bench model --peer transformers` measured for one cell: what ran, and prefill and decode tok/s,
+/// one per repetition.
+pub struct Generated {
+    pub what: String,
+    pub prefill: Vec<f64>,
+    pub decode: Vec<f64>,
+}
+
+/// transformers generating `gen` tokens greedily after `prompt` from `model` (`--model DIR` or `--config
+/// FILE`, as the script takes them), one warm-up and `repetitions` timed generations; or why not.
+pub fn transformers(
+    python: &Path,
+    model: [&str; 2],
+    prompt: &[u32],
+    gen: usize,
+    repetitions: usize,
+) -> Result<Generated, String> {
+    let tokens = prompt.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let (gen, repetitions) = (gen.to_string(), repetitions.to_string());
+    let args = [model[0], model[1], "--tokens", &tokens, "--new", &gen, "--repetitions", &repetitions];
+    let out = run_python(python, TRANSFORMERS_SCRIPT, &args, "")?;
+    let rates = |key: &str| -> Option<Vec<f64>> {
+        let v: Vec<f64> = out[key].as_array()?.iter().filter_map(Value::as_f64).collect();
+        (!v.is_empty() && v.iter().all(|x| x.is_finite() && *x > 0.0)).then_some(v)
+    };
+    match (out["peer"].as_str(), rates("prefill_samples"), rates("decode_samples")) {
+        (Some(what), Some(prefill), Some(decode)) => Ok(Generated { what: what.into(), prefill, decode }),
+        _ => Err(format!("the transformers script answered {out}")),
+    }
+}
+
+/// Runs `script` with `args` and `input` on stdin; its last stdout line parsed, or why not (the last line
+/// of stderr says why python failed: `ModuleNotFoundError: No module named 'torch'`).
+fn run_python(python: &Path, script: &str, args: &[&str], input: &str) -> Result<Value, String> {
     let mut child = Command::new(python)
-        .args(["-c", TORCH_SCRIPT, "--json"])
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

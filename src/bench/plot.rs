@@ -115,7 +115,8 @@ fn draw(run: &Run, svg: &mut String) -> DrawResult {
 
 /// A log–log panel; one series per (prompt, gen) in the order the run has them.
 fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
-    let rows: Vec<_> = run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0).collect();
+    let rows: Vec<_> =
+        run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0 && r.peer.is_none()).collect();
     if rows.is_empty() {
         return Ok(());
     }
