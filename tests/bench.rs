@@ -322,3 +322,102 @@ fn bench_ops_times_every_op_of_a_step_and_checks_each_on_a_replica() {
     let bad = dsv3(&["bench", "ops", "--suite", "quick", "--batch", "0"]);
     expect("bench ops --batch 0", &bad, 2, &["--batch"]);
 }
+
+/// Peers in the same run: faer beside the CPU's GEMM rows (absent, with the reason, beside the others);
+/// torch through a python that cannot run it is absent on every row with python's failure, in the table
+/// and the saved run. The roofline chart of the same run names its series and the commit. No peer's
+/// speed is judged: only that its figures are there.
+#[test]
+fn bench_ops_peers_sit_beside_our_rows_or_say_why_not_and_the_roofline_is_drawn() {
+    let dir = tempdir("peers");
+    let (json_file, svg_file) = (dir.join("ops.json"), dir.join("ops.svg"));
+    let args = ["bench", "ops", "--suite", "quick", "--phase", "decode", "--context", "64"];
+    let mut args = args.to_vec();
+    args.extend([
+        "--repetitions",
+        "2",
+        "--seconds",
+        "0.001",
+        "--peer",
+        "faer,torch",
+        "--python",
+        "/bin/false",
+    ]);
+    args.extend(["--json", path(&json_file), "--plot", path(&svg_file)]);
+    let shown = expect("bench ops --peer", &dsv3(&args), 0, &["peers: the peer's ms over ours"]);
+    let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with("decode")).collect();
+    assert!(rows.len() > 20, "{shown}");
+    let (mut gemms, bin_false) = (0, "absent: /bin/false exited with exit status: 1");
+    for row in &rows {
+        let cell = |peer: &str| row.split(&format!("| {peer}: ")).nth(1).unwrap_or_default().to_string();
+        let (faer, torch) = (cell("faer"), cell("torch"));
+        if faer.starts_with("absent: faer is timed on gemm only, not ") {
+            // torch times batched GEMMs and attention too: those fail with python's failure.
+            let other = torch.starts_with("absent: the torch peer times gemm, batched_gemm and mla");
+            assert!(other || torch.starts_with(bin_false), "{row}");
+            assert!(!row.contains("attn.mla ") || torch.starts_with(bin_false), "{row}");
+        } else {
+            assert!(faer.contains("x (faer 0.24 f32 matmul (ours: a="), "{row}");
+            assert!(torch.starts_with(bin_false), "{row}");
+            gemms += 1;
+        }
+    }
+    assert!(gemms >= 5, "{shown}");
+
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    let saved = run["rows"].as_array().unwrap();
+    let peer_rows: Vec<&Value> = saved.iter().filter(|r| r["peer"].is_string()).collect();
+    assert_eq!(peer_rows.len(), gemms, "{run}");
+    for r in &peer_rows {
+        assert!(r["name"].as_str().unwrap().ends_with(": peer faer"), "{r}");
+        assert_eq!(r["samples"].as_array().unwrap().len(), 2, "{r}");
+    }
+    let absent = run["absent_peers"].as_array().unwrap();
+    assert_eq!(absent.len(), 2 * rows.len() - gemms, "{run}");
+    assert!(absent
+        .iter()
+        .any(|a| a["peer"] == "torch" && a["reason"].as_str().unwrap().contains("/bin/false")));
+    // Our rows carry the op, the device and the roof the chart draws.
+    assert!(saved
+        .iter()
+        .filter(|r| r["peer"].is_null())
+        .all(|r| r["op"].is_string() && r["device"] == "cpu:0"));
+    // A run with peers compares with itself, peer rows included.
+    let compared = dsv3(&["bench", "compare", path(&json_file), path(&json_file)]);
+    expect("compare with peers", &compared, 0, &[": peer faer"]);
+
+    let svg = std::fs::read_to_string(&svg_file).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
+    let commit = run["commit"].as_str().unwrap();
+    for says in
+        ["roofline per op", "gemm on cpu:0", "mla_attention on cpu:0", "FLOPs per byte moved", "GFLOP/s"]
+    {
+        assert!(svg.contains(says), "the chart lacks {says:?}");
+    }
+    assert!(svg.contains(&format!("commit {commit}")) && svg.contains("cpu:0 f32"), "{svg}");
+    assert!(svg.matches("<circle").count() >= gemms, "a point per GEMM row at least");
+}
+
+/// `bench model --peer transformers` through a python that cannot run it: every cell's peer is absent
+/// with python's failure (batch-1 cells) or the batch limit (others), in the table and the saved run.
+#[test]
+fn bench_model_peer_absent_says_why() {
+    let dir = tempdir("model-peer");
+    let json_file = dir.join("run.json");
+    let args = ["bench", "model", "-p", "4", "-n", "2", "-b", "1,2", "--repetitions", "1", "--warmup", "0"];
+    let mut args = args.to_vec();
+    args.extend(["--peer", "transformers", "--python", "/bin/false", "--json", path(&json_file)]);
+    let shown = expect(
+        "bench model --peer",
+        &dsv3(&args),
+        0,
+        &[
+            "\npeers:\n",
+            "decode p4 n2 b1: peer transformers: absent: /bin/false exited with exit status: 1",
+            "prefill p4 n2 b2: peer transformers: absent: the transformers peer generates one sequence",
+        ],
+    );
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    assert_eq!(run["absent_peers"].as_array().unwrap().len(), 4, "{shown}");
+    assert_eq!(run["rows"].as_array().unwrap().len(), 4, "ours only: {shown}");
+}

@@ -4,6 +4,9 @@
 //!
 //! Decode-shape weights rotate over enough copies (≥ 1 GiB) that every call streams them from DRAM, not
 //! from the large shared L3.
+//!
+//! `DSV3_BENCH_GEMM_SHAPES=MxNxK[,MxNxK…]` replaces the shapes (benches/agree.sh times one shape here and
+//! through `dsv3 bench --op gemm`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -231,6 +234,18 @@ fn bench_shape(cr: &mut Criterion, d: &Data, summary: &mut Vec<String>, bw: f64)
     }
 }
 
+/// `SHAPES`, or those `DSV3_BENCH_GEMM_SHAPES` names.
+fn shapes() -> Vec<(usize, usize, usize)> {
+    let Ok(list) = std::env::var("DSV3_BENCH_GEMM_SHAPES") else { return SHAPES.to_vec() };
+    let parse = |s: &str| -> Option<(usize, usize, usize)> {
+        let d: Vec<usize> = s.split('x').map(|d| d.parse().ok()).collect::<Option<_>>()?;
+        (d.len() == 3 && d.iter().all(|&d| d > 0)).then(|| (d[0], d[1], d[2]))
+    };
+    list.split(',')
+        .map(|s| parse(s.trim()).unwrap_or_else(|| panic!("DSV3_BENCH_GEMM_SHAPES: `{s}` is not MxNxK")))
+        .collect()
+}
+
 fn benches(cr: &mut Criterion) {
     let peak = measure_fma_peak_f32(Duration::from_millis(500));
     let bw = measure_memory_bandwidth(Duration::from_millis(1500));
@@ -243,7 +258,7 @@ fn benches(cr: &mut Criterion) {
         bw / (1u64 << 30) as f64
     );
     let mut summary = Vec::new();
-    for (m, n, k) in SHAPES {
+    for (m, n, k) in shapes() {
         let d = Data::new(m, n, k);
         bench_shape(cr, &d, &mut summary, bw);
     }

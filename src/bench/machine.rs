@@ -21,6 +21,7 @@ pub fn run(kind: &str, devices: Vec<DeviceEntry>, model: ModelEntry, rows: Vec<R
         devices,
         model,
         rows,
+        absent_peers: Vec::new(),
     }
 }
 

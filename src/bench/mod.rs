@@ -1,6 +1,6 @@
 //! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), every op of a model's step
 //! (`ops`), and the comparison of two saved runs (`compare`). One concern per file: the op timer (`op`),
-//! the op suite (`ops`), the model grid (`model`), the saved
+//! the op suite (`ops`) and its peers (`peer`), the model grid (`model`), the saved
 //! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
 //! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
 
@@ -9,6 +9,7 @@ mod machine;
 mod model;
 mod op;
 mod ops;
+mod peer;
 mod plot;
 mod report;
 mod results;
@@ -31,18 +32,19 @@ pub struct Args {
     op: op::Args,
 }
 
+/// Boxed: the options of `model` and `ops` would make every `dsv3` command as large as they are.
 #[derive(clap::Subcommand)]
 enum Command {
-    Model(model::Args),
-    Ops(ops::Args),
+    Model(Box<model::Args>),
+    Ops(Box<ops::Args>),
     Compare(compare::Args),
 }
 
 /// `quiet` (-q) hides the progress bar of `bench model`.
 pub fn run(args: Args, quiet: bool) -> i32 {
     match args.command {
-        Some(Command::Model(args)) => model::run(args, quiet),
-        Some(Command::Ops(args)) => ops::run(args),
+        Some(Command::Model(args)) => model::run(*args, quiet),
+        Some(Command::Ops(args)) => ops::run(*args),
         Some(Command::Compare(args)) => compare::run(args),
         None => op::run(args.op),
     }

@@ -9,8 +9,8 @@ use dsv3_model::graph::Model;
 use dsv3_model::plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::results::{self, ModelEntry, Roofline, Row};
-use super::{machine, plot, report, roofline};
+use super::results::{self, AbsentPeer, ModelEntry, Roofline, Row};
+use super::{machine, peer, plot, report, roofline};
 use crate::cli::Checked;
 use crate::model_cmd::{self, DeviceArgs, ModelSource, PathChoice, PATH};
 use crate::out::{outln, writable, write_file};
@@ -66,6 +66,13 @@ pub struct Args {
     /// Draw tok/s by batch size (prefill and decode, with their rooflines) as an SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Time a peer on the same model and prompts in the same run: transformers (HuggingFace, torch f32,
+    /// eager attention, one sequence: batch-1 cells) through --python. Cells it cannot run say why
+    #[arg(long, value_parser = ["transformers"])]
+    peer: Option<String>,
+    /// The python that runs the transformers peer (benches/peer/transformers_generate.py, embedded)
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: PathBuf,
 }
 
 /// Comma-separated counts. A named type: clap takes a field of type `Vec` for an option given several
@@ -162,6 +169,11 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
         rows.push(Row::new("prefill", cell, prefill));
         rows.push(Row::new("decode", cell, decode));
     }
+    let mut absent = Vec::new();
+    if args.peer.is_some() {
+        progress.set_message("transformers");
+        peer_rows(&args, &model.config, &cells, &mut rows, &mut absent)?;
+    }
     progress.finish_and_clear();
 
     let mut devices = Vec::new();
@@ -182,7 +194,8 @@ fn try_run(args: Args, quiet: bool) -> Result<i32, String> {
         dtype_path: model.path.name().to_string(),
         numerics: model.describe_numerics(),
     };
-    let run = machine::run("model", devices, entry, rows);
+    let mut run = machine::run("model", devices, entry, rows);
+    run.absent_peers = absent;
     let table = if args.csv {
         report::csv(&run)
     } else if args.markdown {
@@ -218,16 +231,69 @@ fn run_once(
     model: &Model,
     (prompt, gen, batch): (usize, usize, usize),
 ) -> dsv3_core::Result<dsv3_model::generate::Output> {
-    let vocab = model.config.vocab_size as u64;
-    let prompts: Vec<Vec<u32>> = (0..batch)
-        .map(|b| (0..prompt).map(|i| (mix((b as u64) << 32 | i as u64) % vocab) as u32).collect())
-        .collect();
+    let prompts = prompts(model.config.vocab_size, prompt, batch);
     let request = Request {
         max_new_tokens: gen,
         sampling: Sampling { temperature: 0.0, top_p: 1.0, seed: 0 },
         stop: Vec::new(),
     };
     generate(model, &prompts, &request, |_, _| Ok(()))
+}
+
+/// `batch` prompts of `prompt` ids below `vocab`, the same in every run and for the peer.
+fn prompts(vocab: usize, prompt: usize, batch: usize) -> Vec<Vec<u32>> {
+    (0..batch)
+        .map(|b| (0..prompt).map(|i| (mix((b as u64) << 32 | i as u64) % vocab as u64) as u32).collect())
+        .collect()
+}
+
+/// transformers on each batch-1 cell (it generates one sequence), as rows named after ours; the other
+/// cells, or all when it fails, are absent with the reason.
+fn peer_rows(
+    args: &Args,
+    config: &dsv3_model::config::ModelConfig,
+    cells: &[(usize, usize, usize)],
+    rows: &mut Vec<Row>,
+    absent: &mut Vec<AbsentPeer>,
+) -> Result<(), String> {
+    // The built-in model has no file: its config.json goes to a temporary file for the script.
+    let builtin = std::env::temp_dir().join(format!("dsv3-bench-builtin-{}.json", std::process::id()));
+    let model = match (&args.model, &args.config) {
+        (Some(dir), _) => ["--model".to_string(), dir.display().to_string()],
+        (None, Some(file)) => ["--config".to_string(), file.display().to_string()],
+        (None, None) => {
+            std::fs::write(&builtin, dsv3_model::builtin::CONFIG)
+                .map_err(|e| format!("--peer: writing {}: {e}", builtin.display()))?;
+            ["--config".to_string(), builtin.display().to_string()]
+        }
+    };
+    for &cell in cells {
+        let (p, n, b) = cell;
+        let result = if b == 1 {
+            let prompt = &prompts(config.vocab_size, p, 1)[0];
+            let model = [model[0].as_str(), model[1].as_str()];
+            peer::transformers(&args.python, model, prompt, n, args.repetitions)
+        } else {
+            Err("the transformers peer generates one sequence: batch 1 only".into())
+        };
+        for phase in ["prefill", "decode"] {
+            let ours = Row::new(phase, cell, vec![]).key();
+            match &result {
+                Ok(g) => {
+                    let samples = if phase == "prefill" { &g.prefill } else { &g.decode };
+                    let mut r = Row::new(phase, cell, samples.clone());
+                    r.name = Some(format!("{ours}: peer transformers"));
+                    r.peer = Some(g.what.clone());
+                    rows.push(r);
+                }
+                Err(why) => {
+                    absent.push(AbsentPeer { peer: "transformers".into(), row: ours, reason: why.clone() })
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&builtin);
+    Ok(())
 }
 
 /// splitmix64's finalizer: distinct, well-spread token ids per (sequence, position), so the sequences of a
@@ -252,7 +318,8 @@ fn add_rooflines(
         .zip(peaks)
         .map(|(s, p)| roofline::Share { parts: &s.parts, peak: p.as_ref() })
         .collect();
-    for row in rows {
+    // A peer's rows are its own figures: the roofline is ours.
+    for row in rows.iter_mut().filter(|r| r.peer.is_none()) {
         // generate's prefill takes one prompt per pass and its last position's logits; a decode step
         // takes a token and gives logits per sequence.
         let (tokens, logit_rows) =

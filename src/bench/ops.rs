@@ -13,7 +13,9 @@ use dsv3_core::Backend;
 use dsv3_model::config::ModelConfig;
 
 use super::machine;
-use super::results::{ModelEntry, Row, Run};
+use super::peer::{self, Outcome, Peer, Request};
+use super::plot;
+use super::results::{AbsentPeer, ModelEntry, Roofline, Row, Run};
 use crate::cli::{Checked, TEXT};
 use crate::out::{out, writable, write_file};
 use crate::registry;
@@ -58,6 +60,18 @@ pub struct Args {
     /// Save the run (format dsv3-bench, kind ops) for `dsv3 bench compare`
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Draw a roofline (achieved FLOP/s against FLOPs per byte, per op and device, under each device's
+    /// bandwidth and compute ceilings) as SVG
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Time a peer on the same shapes in the same run, shown as its time over ours: faer (f32 GEMM on the
+    /// CPU), torch (torch.matmul, torch._scaled_mm, SDPA through --python). Rows a peer cannot time say
+    /// why
+    #[arg(long, value_enum, value_delimiter = ',')]
+    peer: Vec<Peer>,
+    /// The python that runs the torch peer (benches/peer/torch_gemm.py, embedded in the binary)
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    python: PathBuf,
 }
 
 const POSITIVE: Checked<usize> = Checked(|s| match s.parse::<usize>() {
@@ -81,11 +95,32 @@ fn try_run(args: Args) -> Result<i32, String> {
     if let Some(file) = &args.json {
         writable("--json", file)?;
     }
+    if let Some(file) = &args.plot {
+        writable("--plot", file)?;
+    }
     let (config, source) = load_config(&args)?;
-    let dims = dims(&config);
     let backends = registry::select(&args.backend)?;
     registry::require_present(&args.backend, &backends)?;
     let refs: Vec<&dyn Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let (table, run, wrong) = measure(&args, &refs, &config, source);
+    out!("{table}")?;
+    if let Some(file) = &args.json {
+        write_file("--json", file, run.to_json().as_bytes())?;
+    }
+    if let Some(file) = &args.plot {
+        write_file("--plot", file, plot::ops_roofline(&run)?.as_bytes())?;
+    }
+    if wrong > 0 {
+        out!("{wrong} op(s) computed a wrong replica: their times are not results\n")?;
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Times and checks the suite on `backends`, with the peers: the table, the run to save, and how many
+/// rows' replicas were wrong.
+fn measure(args: &Args, refs: &[&dyn Backend], config: &ModelConfig, source: String) -> (String, Run, usize) {
+    let dims = dims(config);
     let mut phases = Vec::new();
     if args.phase != "prefill" {
         phases.push(Phase::Decode { batch: args.batch, context: args.context });
@@ -97,19 +132,32 @@ fn try_run(args: Args) -> Result<i32, String> {
         "{:<8} {:<21} {:<10} {:>10} {:>9} {:>9} {:>20}  {}",
         "phase", "part", "device", "ms", "GB/s", "TFLOP/s", "% of peak", "check"
     )];
-    let (mut rows, mut wrong) = (Vec::new(), 0);
+    let (mut rows, mut absent, mut wrong) = (Vec::new(), Vec::new(), 0);
     for phase in phases {
         let suite = layer_suite(&dims, phase);
-        let checks = check_replicas(&refs, &suite);
-        let samples = time_suite(&refs, &suite, &args);
-        for (device, per_case) in &samples {
+        let checks = check_replicas(refs, &suite);
+        let samples = time_suite(refs, &suite, args);
+        // Every (device, case) row, device by device as `samples` has them, for the peers.
+        let requests: Vec<Request> = samples
+            .iter()
+            .flat_map(|(device, _)| suite.iter().map(move |e| Request { case: &e.case, device }))
+            .collect();
+        let peers: Vec<(Peer, Vec<Outcome>)> = args
+            .peer
+            .iter()
+            .map(|&p| (p, peer::time(p, &requests, &args.python, args.seconds, args.repetitions)))
+            .collect();
+        for (d, (device, per_case)) in samples.iter().enumerate() {
             for (i, entry) in suite.iter().enumerate() {
                 let check = checks.get(&(device.clone(), i)).cloned().unwrap_or_else(|| "not run".into());
                 wrong += usize::from(check.starts_with("WRONG"));
-                let line = match &per_case[i] {
+                let name = row_name(phase, entry, device);
+                let mut ours_ms = None;
+                let mut line = match &per_case[i] {
                     Timed::Perf(runs) if !runs.is_empty() => {
                         let last = &runs[runs.len() - 1];
                         let ms = median(runs.iter().map(|p| p.ms).collect());
+                        ours_ms = Some(ms);
                         rows.push(row(phase, entry, device, runs));
                         let peak = match (last.pct_of_peak, &last.bound) {
                             (Some(pct), Some(bound)) => format!("{pct:.1} ({bound})"),
@@ -133,21 +181,45 @@ fn try_run(args: Args) -> Result<i32, String> {
                         format!("{:<8} {:<21} {:<10} not timed", phase.name(), entry.part, device)
                     }
                 };
+                for (p, outcomes) in &peers {
+                    let outcome = &outcomes[d * suite.len() + i];
+                    line += &format!("  | {}", peer_cell(*p, outcome, ours_ms));
+                    match outcome {
+                        Outcome::Timed { what, ms } => rows.push(peer_row(phase, &name, *p, what, ms)),
+                        Outcome::Absent(reason) => absent.push(AbsentPeer {
+                            peer: p.name().into(),
+                            row: name.clone(),
+                            reason: reason.clone(),
+                        }),
+                    }
+                }
                 lines.push(line);
             }
         }
         lines.push(String::new());
     }
-    out!("model {source}\n{}", lines.join("\n"))?;
-    if let Some(file) = &args.json {
-        let run = saved_run(&refs, &config, source, rows);
-        write_file("--json", file, run.to_json().as_bytes())?;
+    if !args.peer.is_empty() {
+        lines.push(
+            "peers: the peer's ms over ours, medians over the repetitions (above 1: ours is faster)".into(),
+        );
     }
-    if wrong > 0 {
-        out!("{wrong} op(s) computed a wrong replica: their times are not results\n")?;
-        return Ok(1);
+    let table = format!("model {source}\n{}", lines.join("\n"));
+    let mut run = saved_run(refs, config, source, rows);
+    run.absent_peers = absent;
+    (table, run, wrong)
+}
+
+/// A peer's figure beside ours: its time over ours, what it ran, or why it is absent.
+fn peer_cell(p: Peer, outcome: &Outcome, ours_ms: Option<f64>) -> String {
+    match (outcome, ours_ms) {
+        (Outcome::Timed { what, ms }, Some(ours)) => {
+            format!("{}: {:.2}x ({what})", p.name(), median(ms.clone()) / ours)
+        }
+        (Outcome::Timed { what, ms }, None) => {
+            format!("{}: {:.4} ms ({what}; ours not timed)", p.name(), median(ms.clone()))
+        }
+        (Outcome::Absent(why), _) => format!("{}: absent: {why}", p.name()),
     }
-    Ok(0)
 }
 
 fn load_config(args: &Args) -> Result<(ModelConfig, String), String> {
@@ -267,16 +339,46 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// What identifies an op row across runs: the phase, the step's shape, the part, the case and the device.
+fn row_name(phase: Phase, entry: &SuiteCase, device: &str) -> String {
+    let key = Row::new(phase.name(), shape_key(phase), vec![]).key();
+    format!("{key} {} {} on {device}", entry.part, entry.case.name)
+}
+
+/// A phase's step shape in a row's (prompt, gen, batch) fields: the context or prompt, and the batch.
+fn shape_key(phase: Phase) -> (usize, usize, usize) {
+    match phase {
+        Phase::Decode { batch, context } => (context, 0, batch),
+        Phase::Prefill { tokens } => (tokens, 0, 1),
+    }
+}
+
 /// A saved row: calls per second per repetition (higher is better, as `bench compare` reads every row),
-/// keyed by the phase, the step's shape, the part and the device.
+/// with the op's FLOPs and bytes per call and its roof (the ops roofline chart reads them).
 fn row(phase: Phase, entry: &SuiteCase, device: &str, runs: &[Perf]) -> Row {
-    let (prompt, batch) = match phase {
-        Phase::Decode { batch, context } => (context, batch),
-        Phase::Prefill { tokens } => (tokens, 1),
-    };
-    let mut r = Row::new(phase.name(), (prompt, 0, batch), runs.iter().map(|p| 1e3 / p.ms).collect());
+    let mut r = Row::new(phase.name(), shape_key(phase), runs.iter().map(|p| 1e3 / p.ms).collect());
     r.unit = "calls/s".into();
-    r.name = Some(format!("{} {} {} on {device}", r.key(), entry.part, entry.case.name));
+    r.name = Some(row_name(phase, entry, device));
+    r.op = Some(entry.case.op.to_string());
+    r.device = Some(device.to_string());
+    let last = &runs[runs.len() - 1];
+    // The runner reports rates, not the work: a call's FLOPs and bytes are the rates times its time.
+    let (flops, bytes) = (last.gflops * 1e6 * last.ms, last.gbps * 1e6 * last.ms);
+    if let (Some(pct), Some(bound)) = (last.pct_of_peak, &last.bound) {
+        // The roof's time per call is pct % of the measured one.
+        let rate = 1e3 / (last.ms * pct / 100.0);
+        r.roofline =
+            Some(Roofline { rate, bound: bound.clone(), fraction: r.mean / rate, tokens: 1, flops, bytes });
+    }
+    r
+}
+
+/// A peer's timed row, named after ours so that `compare` matches it across runs.
+fn peer_row(phase: Phase, ours: &str, p: Peer, what: &str, ms: &[f64]) -> Row {
+    let mut r = Row::new(phase.name(), shape_key(phase), ms.iter().map(|ms| 1e3 / ms).collect());
+    r.unit = "calls/s".into();
+    r.name = Some(format!("{ours}: peer {}", p.name()));
+    r.peer = Some(what.to_string());
     r
 }
 
@@ -299,4 +401,136 @@ fn saved_run(backends: &[&dyn Backend], config: &ModelConfig, source: String, ro
             .into(),
     };
     machine::run("ops", devices, entry, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The WRONG path: a backend whose attention is 1 % off (as conformance's mutation tests plant
+    //! errors: a wrapper around the CPU backend) must fail its replica, be marked WRONG, and count.
+
+    use std::sync::Arc;
+
+    use clap::Parser;
+    use dsv3_backend_cpu::{CpuBackend, Mode};
+    use dsv3_core::{
+        Backend, Buffer, Capabilities, Device, DeviceId, DeviceInfo, Op, Peak, Result, Stream, Support,
+    };
+
+    use super::*;
+
+    /// The CPU backend with every MLA attention's softmax scale 1 % too large.
+    struct Skewed;
+    struct SkewedDevice(Arc<dyn Device>, Arc<dyn Stream>);
+    struct SkewedStream(Arc<dyn Stream>);
+
+    impl Backend for Skewed {
+        fn name(&self) -> &'static str {
+            "skewed"
+        }
+        fn devices(&self) -> Result<Vec<DeviceInfo>> {
+            CpuBackend::new(Mode::Fast).devices()
+        }
+        fn open(&self, ordinal: usize) -> Result<Arc<dyn Device>> {
+            let inner = CpuBackend::new(Mode::Fast).open(ordinal)?;
+            let stream = Arc::new(SkewedStream(inner.default_stream()));
+            Ok(Arc::new(SkewedDevice(inner, stream)))
+        }
+    }
+
+    impl Device for SkewedDevice {
+        fn id(&self) -> DeviceId {
+            self.0.id()
+        }
+        fn info(&self) -> &DeviceInfo {
+            self.0.info()
+        }
+        fn capabilities(&self) -> &Capabilities {
+            self.0.capabilities()
+        }
+        fn supports(&self, op: &Op) -> Support {
+            self.0.supports(op)
+        }
+        fn peak(&self) -> Option<Peak> {
+            self.0.peak()
+        }
+        fn alloc(&self, bytes: usize) -> Result<Buffer> {
+            self.0.alloc(bytes)
+        }
+        fn default_stream(&self) -> Arc<dyn Stream> {
+            self.1.clone()
+        }
+        fn new_stream(&self) -> Result<Arc<dyn Stream>> {
+            Ok(self.1.clone())
+        }
+    }
+
+    impl Stream for SkewedStream {
+        fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
+            self.0.upload(dst, offset, src)
+        }
+        fn download(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()> {
+            self.0.download(src, offset, dst)
+        }
+        fn copy(
+            &self,
+            src: &Buffer,
+            src_offset: usize,
+            dst: &Buffer,
+            dst_offset: usize,
+            bytes: usize,
+        ) -> Result<()> {
+            self.0.copy(src, src_offset, dst, dst_offset, bytes)
+        }
+        fn sync(&self) -> Result<()> {
+            self.0.sync()
+        }
+        fn launch(&self, op: &Op) -> Result<()> {
+            match op {
+                Op::MlaAttention(o) => {
+                    let mut o = o.clone();
+                    o.softmax_scale *= 1.01;
+                    self.0.launch(&Op::MlaAttention(o))
+                }
+                _ => self.0.launch(op),
+            }
+        }
+    }
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn a_wrong_replica_is_reported_wrong_and_counted() {
+        let args = Command::parse_from([
+            "ops",
+            "--suite",
+            "quick",
+            "--phase",
+            "decode",
+            "--context",
+            "64",
+            "--repetitions",
+            "1",
+            "--seconds",
+            "0.001",
+        ])
+        .args;
+        let (config, source) = load_config(&args).unwrap();
+        let (table, _, wrong) = measure(&args, &[&Skewed], &config, source);
+        let wrong_rows: Vec<&str> = table.lines().filter(|l| l.contains("WRONG")).collect();
+        assert_eq!(wrong, wrong_rows.len(), "{table}");
+        assert!(!wrong_rows.is_empty() && wrong_rows.iter().all(|l| l.contains("attn.mla")), "{table}");
+        // Every other op is the CPU's own, and passes.
+        assert!(table.lines().filter(|l| l.starts_with("decode ")).count() > wrong + 10, "{table}");
+        assert!(
+            table
+                .lines()
+                .filter(|l| l.starts_with("decode ") && !l.contains("WRONG"))
+                .all(|l| l.ends_with("pass")),
+            "{table}"
+        );
+    }
 }

@@ -1,13 +1,17 @@
 //! `bench model --plot FILE.svg`: tok/s by batch size, prefill and decode side by side, one line per
 //! (prompt, gen) with its roofline in the same colour, lighter; and a roofline chart (achieved FLOP/s
-//! against FLOPs per weight byte, under each device's roof) — readable without the JSON. SVG only
-//! (plotters' SVG backend, no font stack: the viewer renders the text).
+//! against FLOPs per weight byte, under each device's roof). `bench ops --plot FILE.svg`: the same
+//! roofline chart with one point per op row (FLOPs per byte the op moves), one series per op and device,
+//! under each device's bandwidth and f32 / bf16 / fp8 ceilings. Readable without the JSON: the title
+//! names the model, the machine and the commit. SVG only (plotters' SVG backend, no font stack: the
+//! viewer renders the text).
 
 use plotters::prelude::*;
 
 use super::results::Run;
 
 const SIZE: (u32, u32) = (1500, 460);
+const OPS_SIZE: (u32, u32) = (1100, 700);
 
 /// The chart as SVG text.
 pub fn tok_s_by_batch(run: &Run) -> Result<String, String> {
@@ -16,7 +20,81 @@ pub fn tok_s_by_batch(run: &Run) -> Result<String, String> {
     Ok(svg)
 }
 
+/// The `bench ops` roofline as SVG text.
+pub fn ops_roofline(run: &Run) -> Result<String, String> {
+    let mut svg = String::new();
+    draw_ops(run, &mut svg).map_err(|e| format!("--plot: drawing the chart: {e}"))?;
+    Ok(svg)
+}
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// A point of a roofline chart: its series, whether it is drawn as a triangle (prefill) rather than a
+/// circle (decode), the intensity (FLOPs per byte) and GFLOP/s achieved.
+struct Point {
+    series: String,
+    prefill: bool,
+    intensity: f64,
+    gflops: f64,
+}
+
+/// A roof: its label, the compute ceiling in GFLOP/s and the bandwidth in GB/s.
+struct Roof {
+    label: String,
+    gflops: f64,
+    gbps: f64,
+}
+
+fn draw_ops(run: &Run, svg: &mut String) -> DrawResult {
+    let root = SVGBackend::with_string(svg, OPS_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "bench ops: {} ({}), {} ({} cores), commit {}",
+        run.model.source, run.model.dtype_path, run.machine.cpu, run.machine.cores, run.commit
+    );
+    let root = root.titled(&title, ("sans-serif", 16))?;
+    let points: Vec<Point> = run
+        .rows
+        .iter()
+        .filter(|r| r.peer.is_none())
+        .filter_map(|r| {
+            let l = r.roofline.as_ref().filter(|l| l.bytes > 0.0 && l.flops > 0.0)?;
+            let series = format!("{} on {}", r.op.as_deref()?, r.device.as_deref()?);
+            let gflops = r.mean / l.tokens as f64 * l.flops / 1e9;
+            Some(Point { series, prefill: r.phase == "prefill", intensity: l.flops / l.bytes, gflops })
+        })
+        .collect();
+    let mut roofs = Vec::new();
+    for d in &run.devices {
+        let Some(p) = d.peak.as_ref().filter(|p| p.bytes_per_s > 0.0) else { continue };
+        // One line per distinct ceiling: on a CPU f32 and bf16 are often the same rate.
+        let mut ceilings: Vec<(String, f64)> = Vec::new();
+        for (name, flops) in [("f32", p.f32_flops), ("bf16", p.bf16_flops), ("fp8", p.fp8_flops)] {
+            match ceilings.iter_mut().find(|(_, f)| *f == flops) {
+                Some((label, _)) => *label += &format!(" = {name}"),
+                None if flops > 0.0 => ceilings.push((name.to_string(), flops)),
+                None => {}
+            }
+        }
+        for (label, flops) in ceilings {
+            roofs.push(Roof {
+                // `measured …` or `datasheet …`: the first word says which.
+                label: format!(
+                    "{} {label} roof ({})",
+                    d.id,
+                    p.source.split_whitespace().next().unwrap_or("")
+                ),
+                gflops: flops / 1e9,
+                gbps: p.bytes_per_s / 1e9,
+            });
+        }
+    }
+    let caption = "roofline per op (circles: decode, triangles: prefill)";
+    roofline(&root, caption, "FLOPs per byte moved", &points, &roofs)?;
+    root.present()?;
+    Ok(())
+}
 
 fn draw(run: &Run, svg: &mut String) -> DrawResult {
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
@@ -36,8 +114,9 @@ fn draw(run: &Run, svg: &mut String) -> DrawResult {
 }
 
 /// A log–log panel; one series per (prompt, gen) in the order the run has them.
-fn panel_chart(run: &Run, area: &DrawingArea<SVGBackend, plotters::coord::Shift>, phase: &str) -> DrawResult {
-    let rows: Vec<_> = run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0).collect();
+fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
+    let rows: Vec<_> =
+        run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0 && r.peer.is_none()).collect();
     if rows.is_empty() {
         return Ok(());
     }
@@ -91,17 +170,21 @@ fn panel_chart(run: &Run, area: &DrawingArea<SVGBackend, plotters::coord::Shift>
 
 /// Each row as a point (arithmetic intensity of its pass, FLOP/s achieved), under the roof
 /// `min(peak FLOP/s, intensity × bandwidth)` of every device with known peaks, at the run's numeric path.
-fn roofline_chart(run: &Run, area: &DrawingArea<SVGBackend, plotters::coord::Shift>) -> DrawResult {
-    // (phase, intensity, GFLOP/s achieved).
-    let points: Vec<(&str, f64, f64)> = run
+fn roofline_chart(run: &Run, area: &Area) -> DrawResult {
+    let points: Vec<Point> = run
         .rows
         .iter()
         .filter_map(|r| {
             let l = r.roofline.as_ref().filter(|l| l.bytes > 0.0 && l.flops > 0.0 && l.tokens > 0)?;
-            Some((r.phase.as_str(), l.flops / l.bytes, r.mean / l.tokens as f64 * l.flops / 1e9))
+            Some(Point {
+                series: r.phase.clone(),
+                prefill: r.phase == "prefill",
+                intensity: l.flops / l.bytes,
+                gflops: r.mean / l.tokens as f64 * l.flops / 1e9,
+            })
         })
         .collect();
-    let roofs: Vec<(&str, f64, f64)> = run
+    let roofs: Vec<Roof> = run
         .devices
         .iter()
         .filter_map(|d| {
@@ -111,53 +194,83 @@ fn roofline_chart(run: &Run, area: &DrawingArea<SVGBackend, plotters::coord::Shi
                 "w8a8" => p.fp8_flops,
                 _ => p.bf16_flops,
             };
-            (flops > 0.0 && p.bytes_per_s > 0.0).then_some((d.id.as_str(), flops / 1e9, p.bytes_per_s / 1e9))
+            (flops > 0.0 && p.bytes_per_s > 0.0).then(|| Roof {
+                label: format!("{} roof", d.id),
+                gflops: flops / 1e9,
+                gbps: p.bytes_per_s / 1e9,
+            })
         })
         .collect();
+    roofline(area, "roofline (weights)", "FLOPs per weight byte", &points, &roofs)
+}
+
+/// A log–log roofline: each roof as `min(ceiling, intensity × bandwidth)`, each series of points in a
+/// colour of its own (after the roofs' colours), in the order they first appear.
+fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &[Roof]) -> DrawResult {
     if points.is_empty() || roofs.is_empty() {
         return Ok(());
     }
     // The x range spans every point and every ridge (where a roof turns flat).
-    let xs = points.iter().map(|p| p.1).chain(roofs.iter().map(|r| r.1 / r.2));
+    let xs = points.iter().map(|p| p.intensity).chain(roofs.iter().map(|r| r.gflops / r.gbps));
     let (x_lo, x_hi) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
     let (x_lo, x_hi) = (x_lo / 4.0, x_hi * 4.0);
-    let ys = points.iter().map(|p| p.2).chain(roofs.iter().flat_map(|r| [r.1, x_lo * r.2]));
+    let ys = points.iter().map(|p| p.gflops).chain(roofs.iter().flat_map(|r| [r.gflops, x_lo * r.gbps]));
     let (y_lo, y_hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
     let mut chart = ChartBuilder::on(area)
-        .caption("roofline (weights)", ("sans-serif", 15))
+        .caption(caption, ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo / 2.0..y_hi * 2.0).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("FLOPs per weight byte")
+        .x_desc(x_desc)
         .y_desc("GFLOP/s")
-        .x_label_formatter(&|x| format!("{x:.2}"))
-        .y_label_formatter(&|y| format!("{y:.1}"))
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
         .draw()?;
-    for (i, &(id, flops, bw)) in roofs.iter().enumerate() {
+    for (i, roof) in roofs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         // Log-spaced samples of min(flops, x · bandwidth), so the bend is drawn where it is.
-        let roof: Vec<(f64, f64)> = (0..=64)
+        let line: Vec<(f64, f64)> = (0..=64)
             .map(|k| x_lo * (x_hi / x_lo).powf(k as f64 / 64.0))
-            .map(|x| (x, flops.min(x * bw)))
+            .map(|x| (x, roof.gflops.min(x * roof.gbps)))
             .collect();
         chart
-            .draw_series(LineSeries::new(roof, color.stroke_width(2)))?
-            .label(format!("{id} roof"))
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))?
+            .label(roof.label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    for (phase, color) in [("prefill", BLUE), ("decode", RED)] {
-        let mine: Vec<(f64, f64)> = points.iter().filter(|p| p.0 == phase).map(|p| (p.1, p.2)).collect();
-        if mine.is_empty() {
-            continue;
+    let mut series: Vec<&str> = Vec::new();
+    for p in points {
+        if !series.contains(&p.series.as_str()) {
+            series.push(&p.series);
         }
+    }
+    for (i, name) in series.iter().enumerate() {
+        let color = Palette99::pick(roofs.len() + i).to_rgba().filled();
+        let mine = points.iter().filter(|p| p.series == *name);
         chart
-            .draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled())))?
-            .label(phase)
-            .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
+            .draw_series(mine.map(|p| {
+                let at = (p.intensity, p.gflops);
+                if p.prefill {
+                    TriangleMarker::new(at, 5, color).into_dyn()
+                } else {
+                    Circle::new(at, 4, color).into_dyn()
+                }
+            }))?
+            .label(*name)
+            .legend(move |(x, y)| Circle::new((x + 9, y), 4, color));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
     Ok(())
+}
+
+/// A log axis' tick with two significant digits: 1e-5, 0.0012, 0.5, 120 (op rates span many decades).
+fn tick(v: f64) -> String {
+    if v.abs() < 1e-3 {
+        return format!("{v:.0e}");
+    }
+    let decimals = (1.0 - v.abs().log10().floor()).clamp(0.0, 8.0) as usize;
+    format!("{v:.decimals$}")
 }

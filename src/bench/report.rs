@@ -50,9 +50,11 @@ fn context(run: &Run) -> Vec<String> {
     ]
 }
 
+/// Our rows; a peer's are listed by [`peers`].
 fn cells(run: &Run) -> Vec<[String; 7]> {
     run.rows
         .iter()
+        .filter(|r| r.peer.is_none())
         .map(|r| {
             let (roof, frac) = match &r.roofline {
                 Some(l) => (format!("{:.1} ({})", l.rate, l.bound), format!("{:.1} %", 100.0 * l.fraction)),
@@ -69,6 +71,23 @@ fn cells(run: &Run) -> Vec<[String; 7]> {
             ]
         })
         .collect()
+}
+
+/// Below the table, one line per row a peer was asked for: its figure and ours over it, or why it is
+/// absent.
+fn peers(run: &Run) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in run.rows.iter().filter(|r| r.peer.is_some()) {
+        let key = r.key();
+        let ours = run.rows.iter().find(|o| o.peer.is_none() && key.starts_with(&format!("{}: ", o.key())));
+        let ratio = ours.map_or(String::new(), |o| format!(", ours {:.2}x its rate", o.mean / r.mean));
+        let what = r.peer.as_deref().unwrap_or_default();
+        lines.push(format!("{key} ({what}): {:.2} ± {:.2} {}{ratio}", r.mean, r.stddev, r.unit));
+    }
+    for a in &run.absent_peers {
+        lines.push(format!("{}: peer {}: absent: {}", a.row, a.peer, a.reason));
+    }
+    lines
 }
 
 pub fn text(run: &Run) -> String {
@@ -89,6 +108,10 @@ pub fn text(run: &Run) -> String {
         out += "\n";
         out += &line(row);
     }
+    let peers = peers(run);
+    if !peers.is_empty() {
+        out += &format!("\n\npeers:\n{}", peers.join("\n"));
+    }
     out
 }
 
@@ -102,13 +125,21 @@ pub fn markdown(run: &Run) -> String {
     for row in cells(run) {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
+    let peers = peers(run);
+    if !peers.is_empty() {
+        let _ = writeln!(out, "\nPeers:\n");
+        for line in peers {
+            let _ = writeln!(out, "* {line}");
+        }
+    }
     out.trim_end().to_string()
 }
 
-/// One line per row, every figure unrounded; the context repeats on each line so rows stand alone.
+/// One line per row, every figure unrounded; the context repeats on each line so rows stand alone. A
+/// peer's row says what ran in `peer` (empty for ours); absent peers are in the JSON and the tables.
 pub fn csv(run: &Run) -> String {
     let mut out = String::from(
-        "phase,prompt,gen,batch,unit,mean,stddev,median,samples,roofline,bound,fraction,dtype_path,devices,commit",
+        "phase,prompt,gen,batch,unit,mean,stddev,median,samples,roofline,bound,fraction,dtype_path,devices,commit,peer",
     );
     let devices = run.devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(" ");
     for r in &run.rows {
@@ -119,7 +150,7 @@ pub fn csv(run: &Run) -> String {
         };
         let _ = write!(
             out,
-            "\n{},{},{},{},{},{},{},{},{samples},{roof},{bound},{frac},{},{devices},{}",
+            "\n{},{},{},{},{},{},{},{},{samples},{roof},{bound},{frac},{},{devices},{},{}",
             r.phase,
             r.prompt,
             r.gen,
@@ -129,7 +160,9 @@ pub fn csv(run: &Run) -> String {
             r.stddev,
             r.median,
             run.model.dtype_path,
-            run.commit
+            run.commit,
+            // Free text: commas would split the field.
+            r.peer.as_deref().unwrap_or_default().replace(',', ";")
         );
     }
     out
@@ -175,6 +208,7 @@ mod tests {
                 numerics: "bf16 activations".into(),
             },
             rows: vec![Row::new("prefill", (512, 128, 8), vec![1000.0]), decode],
+            absent_peers: vec![],
         }
     }
 
@@ -200,7 +234,7 @@ mod tests {
         let csv = csv(&run());
         let rows: Vec<&str> = csv.lines().collect();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[1], "prefill,512,128,8,tok/s,1000,0,1000,1000,,,,bf16,cuda:0,abc1234");
+        assert_eq!(rows[1], "prefill,512,128,8,tok/s,1000,0,1000,1000,,,,bf16,cuda:0,abc1234,");
         assert_eq!(rows[2].split(',').nth(8), Some("40 42"));
         assert_eq!(rows[0].split(',').count(), rows[2].split(',').count());
     }

@@ -33,6 +33,20 @@ pub struct Run {
     pub devices: Vec<DeviceEntry>,
     pub model: ModelEntry,
     pub rows: Vec<Row>,
+    /// `bench ops --peer`: each row a peer was asked for and could not time, with the reason (the rows it
+    /// did time are in `rows`). `compare` leaves these out: there is no figure to compare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_peers: Vec<AbsentPeer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbsentPeer {
+    /// `faer`, `torch`.
+    pub peer: String,
+    /// The name of our row it would have stood beside.
+    pub row: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -106,6 +120,15 @@ pub struct Row {
     /// identified by phase, prompt, generation and batch alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An op row's op (`gemm`, `mla_attention`) and device (`cpu:0`), for the ops roofline chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A peer's row (`bench ops --peer`): what the peer ran (`faer 0.24 f32 matmul`); its samples are the
+    /// peer's, its name is our row's with `: peer NAME` after it, so `compare` matches it across runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,6 +164,9 @@ impl Row {
             median: s.median,
             roofline: None,
             name: None,
+            op: None,
+            device: None,
+            peer: None,
         }
     }
 
