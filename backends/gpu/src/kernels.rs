@@ -74,6 +74,8 @@ kernel_files! {
     SAMPLE = "sample" block 1024 uses "sample_common",
     SAMPLE_SPLIT = "sample_split" block 256 uses "sample_common" "sample_radix",
     SAMPLE_CUT = "sample_cut" block 1024 uses "sample_common" "sample_radix",
+    // the tile layer (mma.cuh; NVIDIA and the emulator at warp 32 only): its layout probe (probe.rs)
+    MMA_PROBE = "mma_probe" block 32 uses "mma",
 }
 
 /// The C type a kernel sees for elements of `d`.

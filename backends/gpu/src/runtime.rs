@@ -41,6 +41,23 @@ impl Target {
             Target::Host { .. } => "host",
         }
     }
+
+    /// The NVIDIA compute capability as a number (`sm_90a` → 90), for CUDA targets.
+    fn sm(&self) -> Option<u32> {
+        let Target::Cuda { arch } = self else { return None };
+        arch.strip_prefix("sm_")?.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok()
+    }
+
+    /// Whether kernels on the tile layer (mma.cuh) run here: bf16 mma.sync from sm_80 on, and the emulator
+    /// at NVIDIA's warp width, which executes the same operations. AMD's MFMA is not on the layer yet.
+    pub fn mma_bf16(&self) -> bool {
+        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 80)
+    }
+
+    /// Whether e4m3 mma.sync (m16n8k32) runs here: sm_89 on, and the emulator at warp 32.
+    pub fn mma_e4m3(&self) -> bool {
+        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 89)
+    }
 }
 
 /// A compiled kernel, opaque to everything but the runtime that made it.
