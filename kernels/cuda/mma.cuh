@@ -67,6 +67,7 @@ struct FragC {
 
 DSV3_DEV FragC zero_c() {
     FragC c;
+    DSV3_UNROLL
     for (int i = 0; i < 4; i++) c.v[i] = 0.0f;
     return c;
 }
@@ -81,6 +82,7 @@ DSV3_DEV FragA load_a(const void* tile, u64 ld) {
     const u8* p = static_cast<const u8*>(tile);
     const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
     FragA a;
+    DSV3_UNROLL
     for (u32 r = 0; r < 4; r++) a.r[r] = *reinterpret_cast<const u32*>(p + (g + 8 * (r % 2)) * ld + 4 * t + 16 * (r / 2));
     return a;
 }
@@ -88,6 +90,7 @@ DSV3_DEV FragB load_b(const void* tile_t, u64 ld) {
     const u8* p = static_cast<const u8*>(tile_t);
     const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
     FragB b;
+    DSV3_UNROLL
     for (u32 r = 0; r < 2; r++) b.r[r] = *reinterpret_cast<const u32*>(p + g * ld + 4 * t + 16 * r);
     return b;
 }
