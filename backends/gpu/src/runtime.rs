@@ -209,3 +209,26 @@ pub trait QueueEvent: Send + Sync {
     /// For a queue to recognise an event of its own runtime.
     fn as_any(&self) -> &dyn Any;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mma.sync from sm_80 (bf16) and sm_89 (e4m3), on every later architecture and the emulator at warp 32;
+    /// never on AMD (no tile layer yet) or the emulator standing for it.
+    #[test]
+    fn the_tile_layer_runs_where_mma_sync_exists() {
+        let cuda = |arch: &str| Target::Cuda { arch: arch.into() };
+        let both = |t: &Target| (t.mma_bf16(), t.mma_e4m3());
+        assert_eq!(both(&cuda("sm_75")), (false, false));
+        assert_eq!(both(&cuda("sm_80")), (true, false));
+        assert_eq!(both(&cuda("sm_86")), (true, false));
+        for arch in ["sm_89", "sm_90a", "sm_100a", "sm_120a"] {
+            assert_eq!(both(&cuda(arch)), (true, true), "{arch}");
+        }
+        assert_eq!(both(&cuda("compute_90")), (false, false));
+        assert_eq!(both(&Target::Host { warp: 32 }), (true, true));
+        assert_eq!(both(&Target::Host { warp: 64 }), (false, false));
+        assert_eq!(both(&Target::Hip { arch: "gfx942".into(), warp: 64 }), (false, false));
+    }
+}
