@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compiles every CUDA kernel variant of the catalog with NVRTC for sm_80 and sm_90a into CUBINs, prints
+# Compiles every CUDA kernel variant of the catalog with NVRTC for sm_80, sm_89 and sm_90a into CUBINs, prints
 # registers / spills / shared memory per kernel, and disassembles each CUBIN with nvdisasm. Needs no GPU and
 # no CUDA toolkit: NVRTC, the CUDA headers and nvdisasm come from NVIDIA's PyPI wheels (about 60 MB, cached).
 # NVRTC is pinned to CUDA 13.0, the version of the H200 machine the device checks run on, so a kernel that
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CUDA_WHEELS="nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-nvdisasm==13.2.86"
-ARCHS=(sm_80 sm_90a)
+ARCHS=(sm_80 sm_89 sm_90a)
 cache=${DSV3_CUDA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dsv3/cuda-wheels-13.0.88}
 
 if [ ! -f "$cache/complete" ]; then

@@ -11,24 +11,27 @@
 #
 # Steps, each with a time limit well under 10 minutes, so that one call of a device runner (10 minutes at
 # most) can always finish at least one step:
-#   1 gpu          the GPU as the vendor's tool sees it (nvidia-smi; amd-smi / rocm-smi)        30 s
-#   2 devices      `dsv3 devices` opens the backend's device                                     60 s
-#   3 conformance  the full conformance suite on the backend (DeepSeek-V3 shapes included), with
+#   1 probe        `dsv3 probe`: the tensor-core tile layer's layouts (mma.sync, ldmatrix, cp.async) bit
+#                  for bit against the PTX ISA's tables, which the emulator is held to as well, so the
+#                  first GPU lent confirms them before any timing (CUDA; AMD has no tile layer yet)  60 s
+#   2 gpu          the GPU as the vendor's tool sees it (nvidia-smi; amd-smi / rocm-smi)        30 s
+#   3 devices      `dsv3 devices` opens the backend's device                                     60 s
+#   4 conformance  the full conformance suite on the backend (DeepSeek-V3 shapes included), with
 #                  its support matrix                                                     270 s (hip 330 s)
-#   4 golden       both golden fixtures                                                         120 s
-#   5 gemm         `dsv3 bench` rows for the GEMMs (bf16 and W8A8)                              150 s
-#   6 mla          `dsv3 bench` rows for MLA decode                                              90 s
-#   7 peer         cuBLAS / hipBLASLt through PyTorch (benches/peer/torch_gemm.py; on ROCm builds
+#   5 golden       both golden fixtures                                                         120 s
+#   6 gemm         `dsv3 bench` rows for the GEMMs (bf16 and W8A8)                              150 s
+#   7 mla          `dsv3 bench` rows for MLA decode                                              90 s
+#   8 peer         cuBLAS / hipBLASLt through PyTorch (benches/peer/torch_gemm.py; on ROCm builds
 #                  torch.cuda is HIP, and FP8 is given in the format the GPU computes in: e4m3fnuz on
 #                  MI300), the same GEMM shapes                                                  90 s
-#   8 goals        the step-execution goals: W8A8 decode GEMMs (1x7168x7168, 8x24576x1536), vocabulary
+#   9 goals        the step-execution goals: W8A8 decode GEMMs (1x7168x7168, 8x24576x1536), vocabulary
 #                  sample / softmax, cuBLASLt against dsv3's kernels at M = 4096 (CUDA), and a decode
 #                  step of the V2-Lite shape (2 layers) replayed as a graph against eager         240 s
 # Resumable: each step writes its own part, <date>-<backend>-device-check.parts/<N>-<name>.md, and the report
 # <date>-<backend>-device-check.md is rebuilt from the parts present after every call (with the support
 # matrix <date>-SUPPORT-<backend>.md next to it). A step whose part is there is skipped unless --force, so a
-# run cut short goes on where it stopped when called again: `ci/device-check.sh --steps 3,4` then
-# `--steps 5,6,7`. Everything goes to $OUT when set (the device runner fetches that folder), else
+# run cut short goes on where it stopped when called again: `ci/device-check.sh --steps 4,5` then
+# `--steps 6,7,8`. Everything goes to $OUT when set (the device runner fetches that folder), else
 # benches/results/. Every selected step runs even when one fails; the exit status is non-zero when any step
 # of today's report failed.
 set -uo pipefail
@@ -54,7 +57,7 @@ done
 case "$backend" in cuda | hip) ;; *) echo "device-check: --backend cuda or hip" >&2; exit 2 ;; esac
 
 # Step numbers and names, in the order they run.
-STEPS=(gpu devices conformance golden gemm mla peer goals)
+STEPS=(probe gpu devices conformance golden gemm mla peer goals)
 want=()
 for s in ${selected//,/ }; do
     found=""
@@ -143,40 +146,42 @@ step() {
 }
 
 if [ "$backend" = cuda ]; then
-    step 1 "GPU (nvidia-smi)" 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    step 1 "Tile-layer layout probe" 60 "$bin" probe --backend cuda
+    step 2 "GPU (nvidia-smi)" 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 else
+    step 1 "Tile-layer layout probe" 60 echo "no tile layer on AMD yet (mma.cuh is NVIDIA's): nothing to probe"
     # shellcheck disable=SC2016
-    step 1 "GPU (amd-smi / rocm-smi)" 30 bash -c 'if command -v amd-smi >/dev/null; then amd-smi static --asic --vram
+    step 2 "GPU (amd-smi / rocm-smi)" 30 bash -c 'if command -v amd-smi >/dev/null; then amd-smi static --asic --vram
         elif command -v rocm-smi >/dev/null; then rocm-smi --showproductname --showmeminfo vram
         else echo "neither amd-smi nor rocm-smi found"; exit 1; fi'
 fi
 # The step fails unless the backend opened a device (an unavailable backend is a normal outcome for
 # `dsv3 devices`, not for this check).
 # shellcheck disable=SC2016
-step 2 "dsv3 devices" 60 bash -c 'out=$("$1" devices 2>&1); echo "$out"; grep -q "^$2:0 " <<<"$out"' _ "$bin" "$backend"
+step 3 "dsv3 devices" 60 bash -c 'out=$("$1" devices 2>&1); echo "$out"; grep -q "^$2:0 " <<<"$out"' _ "$bin" "$backend"
 # Every case must pass: an unsupported, unavailable or failing row fails the step. The first run compiles every
 # kernel variant (cold cache); hiprtc is slower than NVRTC, hence the longer limit on AMD.
 limit=270
 [ "$backend" = hip ] && limit=330
 # shellcheck disable=SC2016
-step 3 "Full conformance suite on $backend" "$limit" bash -c 'set -o pipefail; rows=$(mktemp)
+step 4 "Full conformance suite on $backend" "$limit" bash -c 'set -o pipefail; rows=$(mktemp)
     "$1" conformance --backend "$3" --markdown "$2" | tee "$rows" || exit 1
     ! grep -Ew "fail|unsupported|unavailable|error" "$rows" >/dev/null' _ "$bin" "$matrix" "$backend"
-step 4 "Golden fixtures on $backend" 120 "$bin" golden --backend "$backend"
+step 5 "Golden fixtures on $backend" 120 "$bin" golden --backend "$backend"
 
 # DeepSeek-V3 GEMMs, C[M,N] = A[M,K]·B[N,K]ᵀ: decode (M = 1) and prefill (M = 4096) of the MoE expert
 # projections (gate/up 2048x7168, down 7168x2048), q_b (24576x1536), o_proj (7168x16384), and the lm_head.
 shapes=(1x2048x7168 1x7168x2048 1x24576x1536 1x7168x16384 1x129280x7168 4096x2048x7168 4096x7168x2048 4096x24576x1536)
 # A bench row that did not run (the backend unavailable, the op unsupported) fails the step.
 # shellcheck disable=SC2016
-step 5 "dsv3 bench: GEMMs on $backend" 150 bash -c 'bin=$1; backend=$2; shift 2
+step 6 "dsv3 bench: GEMMs on $backend" 150 bash -c 'bin=$1; backend=$2; shift 2
     for d in bf16 w8a8; do for s in "$@"; do
         row=$("$bin" bench --op gemm --backend "$backend" --shape "$s" --dtype "$d" --seconds 0.25 2>&1) || exit 1
         echo "$row"
         ! grep -Eqw "unavailable|unsupported|fail" <<<"$row" || exit 1
     done; done' _ "$bin" "$backend" "${shapes[@]}"
 # shellcheck disable=SC2016
-step 6 "dsv3 bench: MLA decode on $backend" 90 bash -c 'rows=$("$1" bench --op mla_attention --backend "$2" \
+step 7 "dsv3 bench: MLA decode on $backend" 90 bash -c 'rows=$("$1" bench --op mla_attention --backend "$2" \
     --seconds 0.25 2>&1) || exit 1; echo "$rows"; ! grep -Eqw "unavailable|unsupported|fail" <<<"$rows"' \
     _ "$bin" "$backend"
 
@@ -187,7 +192,7 @@ peer="cuBLAS"
 [ "$backend" = hip ] && peer="hipBLASLt"
 torch_args=()
 for s in "${shapes[@]}"; do torch_args+=(--shape "$s"); done
-step 7 "$peer via PyTorch, same shapes (fp8 as $fp8)" 90 python3 benches/peer/torch_gemm.py "${torch_args[@]}" \
+step 8 "$peer via PyTorch, same shapes (fp8 as $fp8)" 90 python3 benches/peer/torch_gemm.py "${torch_args[@]}" \
     --dtype bf16 --dtype fp8 --fp8-dtype "$fp8" --seconds 0.25
 
 # Issue 15's goals, each row beside what it is judged against: the decode GEMMs against the copy bandwidth
@@ -195,7 +200,7 @@ step 7 "$peer via PyTorch, same shapes (fp8 as $fp8)" 90 python3 benches/peer/to
 # (step 7) at M = 4096; sample and softmax at 4 x 129280 (among their conformance cases); and the V2-Lite
 # shape cut to 2 layers (random weights), decode with graph replay against DSV3_GRAPH=0.
 # shellcheck disable=SC2016
-step 8 "Step-execution goals on $backend" 240 bash -c 'bin=$1; backend=$2; set -o pipefail
+step 9 "Step-execution goals on $backend" 240 bash -c 'bin=$1; backend=$2; set -o pipefail
     run() { echo "\$ $*"; "$@" 2>&1 || exit 1; }
     for s in 1x7168x7168 8x24576x1536; do run "$bin" bench --op gemm --backend "$backend" --shape "$s" --dtype w8a8 --seconds 0.25; done
     if [ "$backend" = cuda ]; then for d in bf16 w8a8; do for i in ours cublaslt; do

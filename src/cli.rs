@@ -12,7 +12,7 @@ use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use dsv3_model::generate::{MAX_NEW_TOKENS_LIMIT, MIN_TEMPERATURE};
 
 use crate::out::{err, out};
-use crate::{bench, conformance, finish, inspect, model_cmd, op_cmd, serve};
+use crate::{bench, conformance, finish, inspect, model_cmd, op_cmd, probe, serve};
 
 /// DeepSeek-V3-class inference over one backend layer: run models on whatever hardware is present, check
 /// every backend against the CPU oracle, measure each op.
@@ -45,6 +45,7 @@ pub enum Command {
     Logits(model_cmd::LogitsArgs),
     Inspect(inspect::Args),
     Golden(model_cmd::GoldenArgs),
+    Probe(probe::Args),
     Serve(serve::Args),
     /// A completion script for SHELL on stdout
     ///

@@ -11,6 +11,7 @@ mod logging;
 mod model_cmd;
 mod op_cmd;
 mod out;
+mod probe;
 mod registry;
 mod serve;
 
@@ -43,6 +44,7 @@ fn main() {
         Command::Logits(args) => model_cmd::run_logits(args),
         Command::Golden(args) => model_cmd::run_golden(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Completions { shell } => cli::completions(shell),
     };

@@ -12,7 +12,14 @@
 //   * threads run in ascending order between one pair of barriers and in descending order between the
 //     next, so a missing barrier shows whichever way the data flows;
 //   * shared memory is filled with 0xff bytes (NaN as float, -1 as int) at the start of every block, so a
-//     kernel that reads shared memory it did not write sees garbage, as on a GPU.
+//     kernel that reads shared memory it did not write sees garbage, as on a GPU;
+//   * warp operations (shuffles, __syncwarp, and mma.cuh's matrix operations) are rendezvous of the whole
+//     warp: every lane deposits its words, waits until all lanes of the warp have, reads what it needs,
+//     and waits again before anyone may deposit anew. Lanes waiting at different kinds of warp operation
+//     are an error, as are lanes that return while the others wait;
+//   * cp.async copies (mma.cuh) are queued per thread and performed only at the cp.async.wait_group that
+//     covers them, so a kernel that reads the destination before its wait sees the 0xff garbage; a thread
+//     that ends with copies never waited for is an error.
 // Global memory is host memory (the runtime places each allocation against a guard page); the fiber
 // stacks come from the runtime too, each with a guard region below it.
 
@@ -39,18 +46,40 @@ namespace dsv3_emu {
 
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
+// The kinds of warp operation: the lanes of a warp released together must all wait at the same kind.
+enum WarpOp { WARP_SHUFFLE = 1, WARP_SYNC, WARP_MMA_BF16, WARP_MMA_E4M3, WARP_LDMATRIX, WARP_LDMATRIX_TRANS };
+static const char* const WARP_OP_NAMES[] = {"?", "shuffle", "__syncwarp", "mma bf16", "mma e4m3", "ldmatrix",
+                                            "ldmatrix.trans"};
+
 struct Fiber {
     jmp_buf ctx;
     State state;
     dsv3_dim3 tid;
     int barrier;  // the call site (line) of the block barrier it waits at
+    WarpOp warp_op;  // the warp operation it waits at
 };
 
 const unsigned MAX_THREADS = 1024;
+// u32 words one lane deposits at a warp operation (an mma's A and B fragments: 4 + 2).
+const unsigned EXCHANGE_WORDS = 6;
+typedef unsigned WarpWords[EXCHANGE_WORDS];
+
+// One queued cp.async copy of 16 bytes, and the commit group it belongs to (0: not committed yet).
+struct CpAsync {
+    char* dst;
+    const char* src;
+    unsigned group;
+};
+// Copies one thread may have queued and not yet waited for: a 4-stage pipeline of 4 copies per thread per
+// stage needs 16.
+const unsigned CP_ASYNC_MAX = 64;
 
 struct Scheduler {
     Fiber fibers[MAX_THREADS];
-    unsigned long long exchange[MAX_THREADS];  // one warp-shuffle slot per thread
+    WarpWords exchange[MAX_THREADS];  // what each thread deposits at a warp operation
+    CpAsync cp_async[MAX_THREADS][CP_ASYNC_MAX];
+    unsigned cp_queued[MAX_THREADS];     // entries of cp_async in use, in issue order
+    unsigned cp_committed[MAX_THREADS];  // commit groups made so far in this block
     // MAX_THREADS stacks of `stack_bytes`, each above `guard_bytes` of inaccessible memory: one pool for the
     // whole process, owned by the runtime (per-library pools exhausted the kernel's limit on mappings).
     char* stacks = nullptr;
@@ -67,6 +96,8 @@ struct Scheduler {
 };
 
 static Scheduler S;
+
+static unsigned dsv3_lane_of(unsigned thread) { return thread % DSV3_WARP; }
 
 // Leave the running fiber in `state` and return to the scheduler; returns when resumed.
 static void yield_as(State state) {
@@ -115,9 +146,26 @@ static bool fail(const char* message) {
     return false;
 }
 
+// A kernel error found by the running fiber: recorded, and the fiber never runs again (the scheduler
+// abandons the launch when it sees S.error).
+static void fail_here(const char* message) {
+    if (!S.error) S.error = message;
+    yield_as(DONE);
+}
+
+// Whether `p .. p + bytes` lies in the kernel's shared memory.
+static bool in_shared(const void* p, size_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    return __start_dsv3_shared && c >= __start_dsv3_shared && c + bytes <= __stop_dsv3_shared;
+}
+
 // Runs one block to completion; false (with S.error) when its threads cannot all make progress.
 static bool run_block() {
-    for (unsigned i = 0; i < S.count; i++) S.fibers[i].state = RUNNABLE;
+    for (unsigned i = 0; i < S.count; i++) {
+        S.fibers[i].state = RUNNABLE;
+        S.cp_queued[i] = 0;
+        S.cp_committed[i] = 0;
+    }
     if (__start_dsv3_shared && __stop_dsv3_shared > __start_dsv3_shared) {
         memset(__start_dsv3_shared, 0xff, (size_t)(__stop_dsv3_shared - __start_dsv3_shared));
     }
@@ -134,7 +182,14 @@ static bool run_block() {
             at_block += st == AT_BLOCK_BARRIER;
             at_warp += st == AT_WARP_BARRIER;
         }
-        if (done == S.count) return true;
+        if (done == S.count) {
+            for (unsigned i = 0; i < S.count; i++) {
+                if (S.cp_queued[i] > 0) {
+                    return fail("a thread ended with cp.async copies it never waited for (cp.async.wait_group)");
+                }
+            }
+            return true;
+        }
         if (at_warp > 0) {
             // Release every warp whose live lanes all wait at a warp operation.
             bool released = false;
@@ -147,9 +202,17 @@ static bool run_block() {
                     other += st != AT_WARP_BARRIER;
                 }
                 if (waiting > 0 && other > 0) {
-                    return fail("a warp operation (shuffle) was not reached by every lane of its warp");
+                    return fail("a warp operation was not reached by every lane of its warp");
                 }
                 if (waiting > 0) {
+                    for (unsigned i = w + 1; i < end; i++) {
+                        if (S.fibers[i].warp_op != S.fibers[w].warp_op) {
+                            snprintf(S.message, sizeof S.message,
+                                     "lanes of a warp wait at different warp operations (%s and %s)",
+                                     WARP_OP_NAMES[S.fibers[w].warp_op], WARP_OP_NAMES[S.fibers[i].warp_op]);
+                            return fail(S.message);
+                        }
+                    }
                     for (unsigned i = w; i < end; i++) S.fibers[i].state = RUNNABLE;
                     released = true;
                 }
@@ -175,25 +238,84 @@ static void block_barrier(int site) {
     yield_as(AT_BLOCK_BARRIER);
 }
 
+// The first half of a warp operation: deposits the calling lane's `n` words and waits until every lane of
+// its warp has deposited. Returns the warp's deposits, lane i's at [i]; the lanes past the end of a partial
+// last warp have none. The caller reads what it needs, then calls warp_done.
+static const WarpWords* warp_gather(WarpOp op, const unsigned* words, unsigned n) {
+    unsigned me = S.current;
+    if (n > 0) memcpy(S.exchange[me], words, n * sizeof(unsigned));
+    S.fibers[me].warp_op = op;
+    yield_as(AT_WARP_BARRIER);
+    return &S.exchange[(me / DSV3_WARP) * DSV3_WARP];
+}
+// The second half: nobody may overwrite its deposit before every lane has read.
+static void warp_done(WarpOp op) {
+    S.fibers[S.current].warp_op = op;
+    yield_as(AT_WARP_BARRIER);
+}
+// Lanes of the calling thread's warp that exist (fewer than DSV3_WARP in a partial last warp).
+static unsigned warp_lanes() {
+    unsigned base = (S.current / DSV3_WARP) * DSV3_WARP;
+    return S.count - base < DSV3_WARP ? S.count - base : DSV3_WARP;
+}
+
 // The shuffles dsv3.cuh offers on every target: float, u32, i32.
 template <class T> static T shfl_xor_any(T v, int mask) {
-    unsigned me = S.current;
-    memcpy(&S.exchange[me], &v, sizeof(T));
-    yield_as(AT_WARP_BARRIER);
-    unsigned src = (me / DSV3_WARP) * DSV3_WARP + ((me % DSV3_WARP) ^ (unsigned)mask);
+    static_assert(sizeof(T) == sizeof(unsigned), "shuffles move 32-bit values");
+    unsigned word;
+    memcpy(&word, &v, sizeof word);
+    const WarpWords* lanes = warp_gather(WARP_SHUFFLE, &word, 1);
+    unsigned src = dsv3_lane_of(S.current) ^ (unsigned)mask;
     T r = v;
-    if (src < S.count) {
-        memcpy(&r, &S.exchange[src], sizeof(T));
+    if (src < warp_lanes()) {
+        memcpy(&r, &lanes[src][0], sizeof(T));
     } else if (!S.error) {
         S.error = "a shuffle read a lane past the end of the block (a partial last warp)";
     }
-    // Nobody may overwrite its slot before every lane has read.
-    yield_as(AT_WARP_BARRIER);
+    warp_done(WARP_SHUFFLE);
     return r;
 }
 static float shfl_xor(float v, int mask) { return shfl_xor_any(v, mask); }
 static unsigned shfl_xor(unsigned v, int mask) { return shfl_xor_any(v, mask); }
 static int shfl_xor(int v, int mask) { return shfl_xor_any(v, mask); }
+
+static void syncwarp() {
+    warp_gather(WARP_SYNC, nullptr, 0);
+    warp_done(WARP_SYNC);
+}
+
+// cp.async.cg.shared.global of 16 bytes: queued, performed at the wait that covers it.
+static void cp_async16(void* dst, const void* src) {
+    unsigned me = S.current;
+    if (!in_shared(dst, 16)) fail_here("cp.async: the destination is not in shared memory");
+    if (in_shared(src, 1)) fail_here("cp.async: the source is in shared memory (it must be global)");
+    if (((size_t)dst | (size_t)src) % 16 != 0) fail_here("cp.async: a 16-byte copy with an address not 16-byte aligned");
+    if (S.cp_queued[me] == CP_ASYNC_MAX) fail_here("cp.async: more than 64 copies queued by one thread");
+    S.cp_async[me][S.cp_queued[me]++] = {static_cast<char*>(dst), static_cast<const char*>(src), 0};
+}
+// cp.async.commit_group: the thread's uncommitted copies become its next group (possibly empty).
+static void cp_async_commit() {
+    unsigned me = S.current;
+    unsigned group = ++S.cp_committed[me];
+    for (unsigned i = 0; i < S.cp_queued[me]; i++) {
+        if (S.cp_async[me][i].group == 0) S.cp_async[me][i].group = group;
+    }
+}
+// cp.async.wait_group n: performs, in issue order, the copies of every committed group but the n most
+// recent; uncommitted copies stay queued (the instruction does not wait for them either).
+static void cp_async_wait(unsigned n) {
+    unsigned me = S.current, kept = 0;
+    unsigned last = S.cp_committed[me] > n ? S.cp_committed[me] - n : 0;
+    for (unsigned i = 0; i < S.cp_queued[me]; i++) {
+        CpAsync c = S.cp_async[me][i];
+        if (c.group != 0 && c.group <= last) {
+            memcpy(c.dst, c.src, 16);
+        } else {
+            S.cp_async[me][kept++] = c;
+        }
+    }
+    S.cp_queued[me] = kept;
+}
 
 static const char* launch(void (*body)(const void*), const unsigned* grid, const unsigned* block,
                           const void* params, char* stacks, size_t stack_bytes, size_t guard_bytes) {

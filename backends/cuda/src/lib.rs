@@ -111,6 +111,23 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// Device `ordinal`'s runtime alone, for tools that launch kernels of their own (`dsv3 probe`, the tile
+    /// layer's layout probe).
+    pub fn runtime(&self, ordinal: usize) -> Result<CudaRuntime> {
+        self.open_runtime(ordinal).map(|(runtime, _)| runtime)
+    }
+
+    fn open_runtime(&self, ordinal: usize) -> Result<(CudaRuntime, Described)> {
+        let infos = self.devices()?;
+        if ordinal >= infos.len() {
+            return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
+        }
+        let d = describe(ordinal)?;
+        Ok((CudaRuntime::open(ordinal, d.info.arch.clone(), d.cc, has_graphs())?, d))
+    }
+}
+
 impl Default for CudaBackend {
     fn default() -> Self {
         CudaBackend::new()
@@ -153,7 +170,8 @@ fn describe(ordinal: usize) -> Result<Described> {
 fn profile(d: Described) -> Profile {
     let (major, minor) = d.cc;
     let fp8 = arch::has_fp8_tensor_cores(major, minor);
-    // What the hardware offers (dsv3's kernels do not use tensor cores yet: `supports` says so per op).
+    // What the hardware offers (dsv3's kernels use its bf16 tensor cores for prefill GEMMs, through the tile
+    // layer, and still decode FP8 to f32: `supports` says so per op).
     let usage = |dtype: DType| {
         let float16 = matches!(dtype, DType::F16 | DType::BF16);
         DTypeUsage {
@@ -213,12 +231,7 @@ impl Backend for CudaBackend {
     }
 
     fn open(&self, ordinal: usize) -> Result<Arc<dyn Device>> {
-        let infos = self.devices()?;
-        if ordinal >= infos.len() {
-            return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
-        }
-        let d = describe(ordinal)?;
-        let runtime = CudaRuntime::open(ordinal, d.info.arch.clone(), d.cc, has_graphs())?;
+        let (runtime, d) = self.open_runtime(ordinal)?;
         let device: Arc<dyn Device> = GpuDevice::new(Arc::new(runtime), profile(d))?;
         Ok(device)
     }

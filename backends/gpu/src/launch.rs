@@ -3,7 +3,7 @@
 
 use crate::buffer::GpuBuffer;
 use crate::kernels::Variant;
-use crate::runtime::{Dims, Function};
+use crate::runtime::{Dims, Function, Target};
 use crate::stream::GpuStream;
 use dsv3_core::backend::own_buffer;
 use dsv3_core::{Error, Result, Tensor};
@@ -70,7 +70,12 @@ impl Launch<'_> {
 
     /// Threads per warp on this device (kernels are compiled with the same value).
     pub fn warp(&self) -> u32 {
-        self.stream.ctx.runtime.target().warp()
+        self.target().warp()
+    }
+
+    /// What this device's kernels are compiled for (which instructions they may use).
+    pub fn target(&self) -> &Target {
+        self.stream.ctx.runtime.target()
     }
 
     pub fn kernel(&self, v: &Variant) -> Result<Function> {

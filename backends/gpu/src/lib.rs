@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod kernels;
 pub mod launch;
 pub mod ops;
+pub mod probe;
 pub mod runtime;
 pub mod stream;
 

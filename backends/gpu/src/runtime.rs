@@ -41,6 +41,23 @@ impl Target {
             Target::Host { .. } => "host",
         }
     }
+
+    /// The NVIDIA compute capability as a number (`sm_90a` → 90), for CUDA targets.
+    fn sm(&self) -> Option<u32> {
+        let Target::Cuda { arch } = self else { return None };
+        arch.strip_prefix("sm_")?.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok()
+    }
+
+    /// Whether kernels on the tile layer (mma.cuh) run here: bf16 mma.sync from sm_80 on, and the emulator
+    /// at NVIDIA's warp width, which executes the same operations. AMD's MFMA is not on the layer yet.
+    pub fn mma_bf16(&self) -> bool {
+        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 80)
+    }
+
+    /// Whether e4m3 mma.sync (m16n8k32) runs here: sm_89 on, and the emulator at warp 32.
+    pub fn mma_e4m3(&self) -> bool {
+        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 89)
+    }
 }
 
 /// A compiled kernel, opaque to everything but the runtime that made it.
@@ -191,4 +208,27 @@ pub trait QueueEvent: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// For a queue to recognise an event of its own runtime.
     fn as_any(&self) -> &dyn Any;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// mma.sync from sm_80 (bf16) and sm_89 (e4m3), on every later architecture and the emulator at warp 32;
+    /// never on AMD (no tile layer yet) or the emulator standing for it.
+    #[test]
+    fn the_tile_layer_runs_where_mma_sync_exists() {
+        let cuda = |arch: &str| Target::Cuda { arch: arch.into() };
+        let both = |t: &Target| (t.mma_bf16(), t.mma_e4m3());
+        assert_eq!(both(&cuda("sm_75")), (false, false));
+        assert_eq!(both(&cuda("sm_80")), (true, false));
+        assert_eq!(both(&cuda("sm_86")), (true, false));
+        for arch in ["sm_89", "sm_90a", "sm_100a", "sm_120a"] {
+            assert_eq!(both(&cuda(arch)), (true, true), "{arch}");
+        }
+        assert_eq!(both(&cuda("compute_90")), (false, false));
+        assert_eq!(both(&Target::Host { warp: 32 }), (true, true));
+        assert_eq!(both(&Target::Host { warp: 64 }), (false, false));
+        assert_eq!(both(&Target::Hip { arch: "gfx942".into(), warp: 64 }), (false, false));
+    }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use dsv3_backend_gpu::emulator::EmulatorBackend;
 use dsv3_conformance::case::Operand;
-use dsv3_conformance::cases::{self, gemm, grouped_gemm};
+use dsv3_conformance::cases::{self, gemm, gemm_strided, grouped_gemm};
 use dsv3_conformance::gen::ScaleStore;
 use dsv3_conformance::Case;
 use dsv3_core::fp8::Fp8Format;
@@ -67,6 +67,35 @@ fn gemm_tiles_and_decode() {
             gemm(8, 96, 18432, BF, FP8, BF16),
             gemm(8, 576, 7168, FP8, FP8, BF16),
             gemm(2, 40, 1000, FP8, BF, F32),
+        ],
+    );
+}
+
+/// The tensor-core kernel (gemm_mma.cu), which warp 32 runs for bf16 × bf16 with more than 16 rows and
+/// 16-byte aligned rows: partial row and column tiles, K shorter than one 32-wide slice, K with a partial
+/// last slice and more slices than the ring has stages, a padded A pitch, bf16 and f32 C, batched products
+/// (per-head slices, a shared B); and shapes it declines (K not a multiple of 8, an odd A pitch), which the
+/// SIMT kernel computes.
+#[test]
+fn gemm_on_tensor_cores() {
+    common::check_cases(
+        32,
+        "gemm",
+        &[
+            gemm(17, 8, 16, BF, BF, F32),
+            gemm(130, 72, 40, BF, BF, BF16),
+            gemm(64, 64, 264, BF, BF, F32),
+            gemm_strided(33, 100, 96, BF, BF, BF16, 104, 0),
+            gemm(40, 24, 12, BF, BF, F32),
+            gemm_strided(20, 16, 64, BF, BF, F32, 65, 0),
+        ],
+    );
+    common::check_cases(
+        32,
+        "batched_gemm",
+        &[
+            cases::batched_gemm(3, 20, 40, 64, BF16, BF16, BF16, "heads"),
+            cases::batched_gemm(2, 33, 16, 48, BF16, BF16, F32, "shared_b"),
         ],
     );
 }

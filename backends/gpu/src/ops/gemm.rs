@@ -5,6 +5,7 @@ use super::row_stride;
 use crate::device::Ctx;
 use crate::kernels::{self, Variant};
 use crate::launch::{grid_2d, Launch, Params, BLOCK};
+use crate::runtime::Target;
 use dsv3_core::ops::gemm::{blocks, QUANT_BLOCK};
 use dsv3_core::ops::{
     ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights,
@@ -23,9 +24,11 @@ const DECODE_COLS: usize = BLOCK as usize / 8;
 /// H100 / H200 (132) streams weights: N = 576 splits 8 ways, N = 7168 (224 blocks) not at all. Chosen, not
 /// measured yet.
 const DECODE_MIN_BLOCKS: usize = 132;
-/// Rows and columns of C per block of the tiled kernel (gemm.cu's BM, BN), and its threads.
+/// Rows and columns of C per block of the tiled kernels (gemm.cu's and gemm_mma.cu's BM, BN), and their
+/// threads.
 const TILE: usize = 64;
 const TILE_THREADS: u32 = 256;
+const MMA_THREADS: u32 = 128;
 /// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
 const MAX_N: usize = 65535 * TILE;
 /// Batches go along the grid's z.
@@ -150,7 +153,13 @@ fn matmul(
     }
     // The decode kernel counts K in 32 bits.
     let decode = rows <= DECODE_ROWS && k < 1 << 31;
-    let kernel = if decode { kernels::GEMM_DECODE } else { kernels::GEMM };
+    let (a_addr, b_addr) = (l.addr("a", av)?, l.addr("b", bv)?);
+    let mma = !decode && mma_fits(l.target(), a, b, grouped, row_stride(av), batch, a_addr, b_addr);
+    let kernel = match (decode, mma) {
+        (true, _) => kernels::GEMM_DECODE,
+        (false, true) => kernels::GEMM_MMA,
+        (false, false) => kernels::GEMM,
+    };
     let mut variant = matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped);
     if decode {
         let bucket = DECODE_BUCKETS.into_iter().find(|&r| r >= rows).unwrap_or(DECODE_ROWS);
@@ -166,14 +175,13 @@ fn matmul(
     } else {
         // Row tiles along x (grouped: enough for every expert's last partial tile), column tiles along y.
         let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
-        grid_2d(tiles as u64, n.div_ceil(TILE) as u64, TILE_THREADS)
+        grid_2d(tiles as u64, n.div_ceil(TILE) as u64, if mma { MMA_THREADS } else { TILE_THREADS })
     };
     let mut dims = dims.ok_or_else(|| {
         Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
     })?;
     dims.grid[2] = batch.count as u32; // at most MAX_BATCH: `supports` said so before the launch
-    let b_addr = l.addr("b", bv)?;
-    // 16-byte runs of B's rows are aligned when its base, its row length and its batch stride are.
+                                       // 16-byte runs of B's rows are aligned when its base, its row length and its batch stride are.
     let size = bv.dtype.size();
     let vec = [b_addr, (k * size) as u64, (batch.strides[1] * size) as u64].iter().all(|v| v % 16 == 0);
     let partial = match split {
@@ -198,7 +206,7 @@ fn matmul(
         .u(rows)
         .u(n)
         .u(k)
-        .addr(l.addr("a", av)?)
+        .addr(a_addr)
         .u(row_stride(av))
         .addr(a_scales)
         .addr(b_addr)
@@ -220,6 +228,29 @@ fn matmul(
         Some(s) => split_sum(l, c, rows, n, s.count, partial),
         None => Ok(()),
     }
+}
+
+/// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has mma.sync, A and B
+/// are dense bf16, it is not grouped, and every 16-byte piece of A's and B's rows is an aligned cp.async (K,
+/// A's row pitch and the batch strides multiples of 8 elements; both bases 16-byte aligned).
+#[allow(clippy::too_many_arguments)]
+fn mma_fits(
+    target: &Target,
+    a: &Activations,
+    b: &Weights,
+    grouped: bool,
+    lda: usize,
+    batch: Batch,
+    a_addr: u64,
+    b_addr: u64,
+) -> bool {
+    let bf16 = matches!(a, Activations::Dense(t) if t.dtype == DType::BF16)
+        && matches!(b, Weights::Dense(t) if t.dtype == DType::BF16);
+    let k = a.values().shape[1];
+    let aligned = [k, lda, batch.strides[0], batch.strides[1]].iter().all(|v| v.is_multiple_of(8))
+        && a_addr.is_multiple_of(16)
+        && b_addr.is_multiple_of(16);
+    target.mma_bf16() && bf16 && !grouped && aligned
 }
 
 /// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
@@ -331,6 +362,12 @@ pub fn catalog() -> Vec<Variant> {
     }
     v.push(Variant::new(kernels::DEQUANTIZE).ty("codes", F8E4M3Fn).ty("scales", F32).ty("out", BF16));
     v
+}
+
+/// The tensor-core GEMM's variants (bf16 × bf16 to bf16 and to f32), for the architectures with mma.sync.
+pub fn tile_catalog() -> Vec<Variant> {
+    let bf16 = (DType::BF16, None);
+    [DType::BF16, DType::F32].map(|c| matmul_variant(kernels::GEMM_MMA, bf16, bf16, c, false)).to_vec()
 }
 
 #[cfg(test)]

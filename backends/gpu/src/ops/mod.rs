@@ -78,6 +78,14 @@ pub fn catalog() -> Vec<Variant> {
     .concat()
 }
 
+/// The variants on the tile layer (mma.cuh), which only targets with mma.sync compile
+/// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, the emulator at warp 32): the
+/// layout probe and the tensor-core GEMM. CUDA's check compiles them for those architectures; HIP has no
+/// tile layer yet.
+pub fn tile_catalog() -> Vec<Variant> {
+    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog()].concat()
+}
+
 /// Row stride (elements) of a row-major 2-D view; any value when it has one row.
 pub fn row_stride(t: &Tensor) -> usize {
     if t.rank() == 2 {

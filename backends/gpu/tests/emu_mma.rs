@@ -1,0 +1,197 @@
+//! The tile layer (kernels/cuda/mma.cuh) on the host emulator:
+//! * the layout probe matches the PTX ISA's fragment tables (derived in `probe.rs`, not from the emulator),
+//!   and fails when a layout error is planted in mma.cuh's emulation — so a wrong layout cannot pass;
+//! * cp.async copies happen at their wait_group only: read before the wait, the destination is still the
+//!   0xff garbage; a thread that never waits is a kernel error; wait_group N leaves the N newest groups;
+//! * ldmatrix and cp.async addresses that are misaligned or outside shared memory, matrix operations in a
+//!   partial warp, and lanes waiting at different warp operations are kernel errors.
+
+use dsv3_backend_gpu::emulator::Emulator;
+use dsv3_backend_gpu::kernels::{self, Kernel, Variant};
+use dsv3_backend_gpu::launch::Params;
+use dsv3_backend_gpu::probe;
+use dsv3_backend_gpu::runtime::{Dims, Runtime};
+use dsv3_core::{Error, Result};
+
+const MMA: &str = include_str!("../../../kernels/cuda/mma.cuh");
+
+fn emulator() -> Emulator {
+    Emulator::new(32).unwrap_or_else(|e| panic!("the emulator does not start: {e}"))
+}
+
+#[test]
+fn the_probe_matches_the_isa() {
+    let report = probe::run(&emulator()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.passed(), "{report}");
+    assert!(report.outcomes.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
+}
+
+/// mma.cuh with `from` replaced by `to` (which must occur exactly once), as a probe kernel.
+fn planted(from: &str, to: &str) -> Kernel {
+    assert_eq!(MMA.matches(from).count(), 1, "mma.cuh no longer holds `{from}` once");
+    let uses: &'static [&'static str] = Box::leak(Box::new([&*MMA.replace(from, to).leak()]));
+    Kernel { uses, ..kernels::MMA_PROBE }
+}
+
+#[test]
+fn the_probe_catches_planted_layout_errors() {
+    let rt = emulator();
+    let mutations = [
+        // A's registers 1 and 2 swapped (rows 8.. and bytes 16.. exchanged).
+        ("reg = row / 8 + 2 * (byte / 16)", "reg = 2 * (row / 8) + byte / 16", "bf16 A·B, n 0..7"),
+        // B's two registers swapped.
+        ("reg = 4 + byte / 16", "reg = 5 - byte / 16", "bf16 A·B, n 0..7"),
+        // The accumulator's columns interleaved the other way.
+        ("2 * (dsv3_lane() % 4) + i % 2", "(dsv3_lane() % 4) + 4 * (i % 2)", "acc_row / acc_col"),
+        // ldmatrix.x4 rows taken from the wrong lanes.
+        ("row_of(8 * j + l / 4) + 4 * (l % 4)", "row_of(8 * j + l % 8) + 4 * (l / 8)", "bf16 A·B, n 0..7"),
+        // ldmatrix.trans: the two halves of a register exchanged.
+        ("r[j] = (u32)lo | ((u32)hi << 16)", "r[j] = (u32)hi | ((u32)lo << 16)", "bf16 A·B + C"),
+        // e4m3: K walked over 16 bytes only.
+        ("k < 16 * (E4M3 ? 2 : 1)", "k < 16", "e4m3"),
+    ];
+    for (from, to, caught_by) in mutations {
+        let report = probe::run_kernel(&rt, planted(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        let hit = report.outcomes.iter().find(|o| o.name.starts_with(caught_by)).expect("an outcome");
+        assert!(hit.wrong > 0, "`{from}` → `{to}` passed the probe:\n{report}");
+    }
+}
+
+fn kernel(rt: &Emulator, name: &'static str, source: &'static str) -> dsv3_backend_gpu::runtime::Function {
+    let k = Kernel { name, source, uses: &[MMA], max_block: 1024 };
+    rt.compile("emu-test", &Variant::new(k)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn launch(rt: &Emulator, f: &dsv3_backend_gpu::runtime::Function, block: u32, params: &Params) -> Result<()> {
+    let queue = rt.new_queue()?;
+    queue.launch("emu-test", f, Dims { grid: [1, 1, 1], block }, &params.0)?;
+    queue.sync()
+}
+
+fn kernel_error(r: Result<()>) -> String {
+    match r {
+        Err(Error::Kernel { reason, .. }) => reason,
+        other => panic!("expected Error::Kernel, got {other:?}"),
+    }
+}
+
+/// Each of 32 threads copies two 16-byte pieces of `src` into shared memory, the first half of it as one
+/// commit group and the second half as the next, then per `mode`:
+///   0  wait_group 0, barrier, read everything              (all copied)
+///   1  barrier, read, barrier, then wait_group 0           (the read sees garbage)
+///   2  wait_group 1, barrier, read                         (group 1 copied, group 2 not yet)
+///   3  barrier, read, never wait                           (a kernel error)
+/// `out` receives the 1024 bytes of shared memory as read.
+const CP_ASYNC: &str = r#"
+struct Params {
+    const u8* src;
+    u8* out;
+    u64 mode;
+};
+
+struct alignas(16) Buf {
+    u8 bytes[1024];
+};
+
+DSV3_KERNEL void emu_cp_async(const Params p) {
+    DSV3_SHARED Buf s;
+    const u32 t = threadIdx.x;
+    mma::cp_async16(s.bytes + 16 * t, p.src + 16 * t);
+    mma::cp_async_commit();
+    mma::cp_async16(s.bytes + 512 + 16 * t, p.src + 512 + 16 * t);
+    mma::cp_async_commit();
+    if (p.mode == 0) mma::cp_async_wait<0>();
+    if (p.mode == 2) mma::cp_async_wait<1>();
+    dsv3_sync();
+    for (u32 i = t; i < 1024; i += 32) p.out[i] = s.bytes[i];
+    dsv3_sync();  // every read is done before any thread's late wait
+    if (p.mode == 1 || p.mode == 2) mma::cp_async_wait<0>();
+}
+"#;
+
+#[test]
+fn cp_async_copies_happen_at_their_wait() {
+    let rt = emulator();
+    let f = kernel(&rt, "emu_cp_async", CP_ASYNC);
+    let queue = rt.new_queue().unwrap();
+    let src_bytes: Vec<u8> = (0..1024).map(|i| (i * 7 % 251) as u8).collect();
+    let (src, out) = (rt.alloc(1024).unwrap(), rt.alloc(1024).unwrap());
+    queue.upload(src, &src_bytes).unwrap();
+    let run = |mode: usize| -> Result<Vec<u8>> {
+        launch(&rt, &f, 32, &Params::new().addr(src).addr(out).u(mode))?;
+        let mut b = vec![0; 1024];
+        queue.download(out, &mut b)?;
+        Ok(b)
+    };
+    assert_eq!(run(0).unwrap(), src_bytes, "waited for: copied");
+    assert!(run(1).unwrap().iter().all(|&b| b == 0xff), "read before the wait: garbage");
+    let half = run(2).unwrap();
+    assert_eq!(&half[..512], &src_bytes[..512], "wait_group 1: the older group is copied");
+    assert!(half[512..].iter().all(|&b| b == 0xff), "wait_group 1: the newest group is not");
+    let reason = kernel_error(run(3).map(|_| ()));
+    assert!(reason.contains("never waited for"), "{reason}");
+    rt.free(src, 1024);
+    rt.free(out, 1024);
+}
+
+/// Misuse of the tile layer, by `mode`:
+///   0  ldmatrix with a row address 8 bytes off 16-byte alignment
+///   1  ldmatrix from global memory
+///   2  cp.async to a misaligned shared address
+///   3  cp.async into global memory
+///   4  half the warp at __syncwarp, the other half at a shuffle
+///   5  correct use: ldmatrix + mma, which is an error in a block of 48 threads (the second warp has 16
+///      lanes) and runs in a block of 64
+const MISUSE: &str = r#"
+struct Params {
+    u8* global;
+    u64 mode;
+};
+
+struct alignas(16) Buf {
+    u8 bytes[1024];
+};
+
+DSV3_KERNEL void emu_misuse(const Params p) {
+    DSV3_SHARED Buf s;
+    const u32 lane = dsv3_lane();
+    for (u32 i = threadIdx.x; i < 1024; i += blockDim.x) s.bytes[i] = 0;
+    dsv3_sync();
+    mma::FragA a;
+    mma::FragC d = mma::zero_c();
+    switch (p.mode) {
+    case 0: mma::ldmatrix_x4(a.r, s.bytes + 32 * (lane % 16) + 8); break;
+    case 1: mma::ldmatrix_x4(a.r, p.global + 16 * lane); break;
+    case 2: mma::cp_async16(s.bytes + 4, p.global); mma::cp_async_wait<0>(); break;
+    case 3: mma::cp_async16(p.global, p.global + 512); mma::cp_async_wait<0>(); break;
+    case 4: if (lane < 16) mma::syncwarp(); else (void)dsv3_shfl_xor(1.0f, 1); break;
+    default:
+        mma::ldmatrix_x4(a.r, s.bytes + 32 * (lane % 16) + 16 * (lane / 16));
+        mma::FragB b = {{a.r[0], a.r[2]}};
+        mma::mma_bf16(d, a, b);
+    }
+    if (d.v[0] != 0.0f) p.global[0] = 1;
+}
+"#;
+
+#[test]
+fn misuse_of_the_tile_layer_is_a_kernel_error() {
+    let rt = emulator();
+    let f = kernel(&rt, "emu_misuse", MISUSE);
+    let global = rt.alloc(1024).unwrap();
+    let run = |mode: usize, block: u32| launch(&rt, &f, block, &Params::new().addr(global).u(mode));
+    let cases = [
+        (0, 32, "ldmatrix: a row address is not 16-byte aligned"),
+        (1, 32, "ldmatrix: a row address is not in shared memory"),
+        (2, 32, "cp.async: a 16-byte copy with an address not 16-byte aligned"),
+        (3, 32, "cp.async: the destination is not in shared memory"),
+        (4, 32, "lanes of a warp wait at different warp operations"),
+        (5, 48, "with fewer than 32 lanes in the warp"),
+    ];
+    for (mode, block, want) in cases {
+        let reason = kernel_error(run(mode, block));
+        assert!(reason.contains(want), "mode {mode}: {reason}");
+    }
+    run(5, 64).unwrap_or_else(|e| panic!("correct use failed: {e}"));
+    rt.free(global, 1024);
+}

@@ -1,0 +1,38 @@
+//! `dsv3 probe`: the tensor-core tile layer's layout probe (`dsv3_backend_gpu::probe`) on an NVIDIA GPU or
+//! the emulator: every value each lane of one warp computes with mma.cuh's operations, compared bit for bit
+//! with the PTX ISA's fragment tables. The first step of ci/device-check.sh, so that the first GPU lent
+//! confirms the emulator's layouts before any timing.
+
+use crate::out::outln;
+use dsv3_backend_cuda::CudaBackend;
+use dsv3_backend_gpu::emulator::Emulator;
+use dsv3_backend_gpu::{probe, Runtime};
+
+/// Check the tensor-core tile layer against the PTX ISA's fragment layouts
+///
+/// Runs mma.sync, ldmatrix and cp.async on small-integer matrices (every sum exact) in one warp and
+/// compares each lane's values with the ISA's tables. Exit status 1 when any differs.
+#[derive(clap::Args)]
+pub struct Args {
+    /// `cuda` (an NVIDIA GPU from sm_80) or `cuda-emu` (the host emulator)
+    #[arg(long, default_value = "cuda", value_parser = ["cuda", "cuda-emu"])]
+    backend: String,
+    /// The device's ordinal
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
+pub fn run(args: Args) -> i32 {
+    crate::finish("probe", try_run(&args))
+}
+
+fn try_run(args: &Args) -> Result<i32, String> {
+    let runtime: Box<dyn Runtime> = if args.backend == "cuda" {
+        Box::new(CudaBackend::new().runtime(args.device).map_err(|e| e.to_string())?)
+    } else {
+        Box::new(Emulator::new(32).map_err(|e| e.to_string())?)
+    };
+    let report = probe::run(runtime.as_ref()).map_err(|e| e.to_string())?;
+    outln!("{report}")?;
+    Ok(if report.passed() { 0 } else { 1 })
+}
