@@ -28,7 +28,7 @@ use super::SCALE_BLOCK;
 const MR: usize = 32;
 const NR: usize = 32;
 
-pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 512, begin: configure, end: release };
+pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 1024, begin: configure, end: release };
 
 /// Whether this process may run AMX-BF16 tiles, or why not. The CPU must report AMX-TILE and AMX-BF16
 /// (CPUID.7.0:EDX bits 24 and 22), the OS must enable their state in XCR0 (bits 17, 18), and on Linux

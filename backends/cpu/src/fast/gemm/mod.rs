@@ -143,7 +143,8 @@ pub(crate) enum Isa {
     /// AVX-512 plus AMX-BF16 tiles for bf16-activation prefill (see [`bf16_path`]).
     #[cfg(target_arch = "x86_64")]
     Amx,
-    /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`) for bf16-activation prefill (see [`bf16_path`]).
+    /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`) for bf16-activation prefill (see [`bf16_path`]); only
+    /// when forced (see [`Isa::available`]).
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
     #[cfg(target_arch = "x86_64")]
@@ -197,11 +198,14 @@ impl Isa {
             if avx512_ok() && microkernel_amx::available().is_ok() {
                 v.push(Isa::Amx);
             }
-            if avx512bf16_ok() {
-                v.push(Isa::Avx512Bf16);
-            }
             if avx512_ok() {
                 v.push(Isa::Avx512);
+            }
+            // Below AVX-512: on the build machine's Xeon (family 6 model 207) a zmm `vdpbf16ps` (4 FLOP
+            // per lane) runs at half the FLOP rate of f32 FMAs, and the path measured about 0.6x the f32
+            // kernels (benches/results/2026-12-06-cpu-prefill-amx.md), so it runs only when forced.
+            if avx512bf16_ok() {
+                v.push(Isa::Avx512Bf16);
             }
             if avx2_ok() {
                 v.push(Isa::Avx2);

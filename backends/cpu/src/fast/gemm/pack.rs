@@ -350,10 +350,13 @@ impl Panel for u16 {
         kc: usize,
     ) -> bool {
         let kcp = kc.next_multiple_of(BF16_K_STEP);
-        let dst = &mut dst[..width * kcp];
-        let mut row = vec![0u16; kcp];
+        // Pairs (k, k+1) of column j land 2·width values apart: moved as u32 (the panel starts
+        // 64-byte aligned, see `AlignedBuf`, and its length is even).
+        let dst: &mut [u32] = bytemuck::cast_slice_mut(&mut dst[..width * kcp]);
+        let mut pairs = vec![0u32; kcp / 2];
         let mut subnormal = false;
         for j in 0..width {
+            let row: &mut [u16] = bytemuck::cast_slice_mut(&mut pairs);
             if j < rows {
                 match b {
                     RhsSrc::Bf16(d) => {
@@ -371,9 +374,8 @@ impl Panel for u16 {
             } else {
                 row[..kc].fill(0);
             }
-            // Pairs (k, k+1) of column j, 2·width values apart.
-            for (kp, pair) in row.chunks_exact(2).enumerate() {
-                dst[kp * 2 * width + 2 * j..][..2].copy_from_slice(pair);
+            for (kp, &pair) in pairs.iter().enumerate() {
+                dst[kp * width + j] = pair;
             }
         }
         !subnormal
