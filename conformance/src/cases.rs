@@ -618,6 +618,10 @@ pub fn full() -> Vec<Case> {
         c.push(gemm(128, n, k, FP8, FP8, BF16));
     }
     c.push(gemm(128, 2112, 7168, FP8_UE8M0, FP8_UE8M0, BF16));
+    // bf16 activations at a prefill chunk (the bf16 path's prefill; the CPU's AMX / vdpbf16ps kernels)
+    // over V3's K: block-FP8 weights (scales per 128-wide K block) and bf16 weights.
+    c.push(gemm(128, 2112, 7168, A_BF16, FP8, BF16));
+    c.push(gemm(128, 1536, 7168, A_BF16, A_BF16, F32));
 
     // grouped_gemm: a routed expert's real shape (N = 2048, K = 7168) for 64 tokens × top-8 = 512 rows.
     // The rows go to 32 experts (some empty): the full 256-expert stack is 3.8 GB of FP8 and 30 GB as

@@ -50,9 +50,14 @@ impl CpuDevice {
                 format!("CPU fast ({} threads, {})", threads::count(), fast::kernel_name())
             }
         };
-        let usage =
-            |arithmetic: bool| DTypeUsage { storage: true, conversion: true, arithmetic, matrix: false };
+        let usage = |arithmetic: bool, matrix: bool| DTypeUsage {
+            storage: true,
+            conversion: true,
+            arithmetic,
+            matrix,
+        };
         let bf16_native = features.iter().any(|f| f == "avx512bf16");
+        let bf16_tiles = features.iter().any(|f| f == "amx-bf16");
         let dtypes = DType::ALL
             .iter()
             .map(|&d| {
@@ -61,6 +66,7 @@ impl CpuDevice {
                     usage(
                         matches!(d, DType::F32 | DType::I32 | DType::I64 | DType::U8)
                             || d == DType::BF16 && bf16_native,
+                        d == DType::BF16 && bf16_tiles,
                     ),
                 )
             })

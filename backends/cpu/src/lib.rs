@@ -67,6 +67,11 @@ pub fn cpu_features() -> Vec<String> {
             "avx512fp16",
             "avx512vnni"
         );
+        // AMX is not in `is_x86_feature_detected!` on stable Rust, and is usable only once the OS lends
+        // the tile state: listed when the GEMM's AMX path can run.
+        if fast::gemm::amx_unavailable().is_none() {
+            found.push("amx-bf16".to_string());
+        }
         found
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -116,6 +116,8 @@ pub(crate) fn gemm_decode(
     ldc: usize,
 ) {
     debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
+    // The bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
+    let isa = isa.vector();
     let kp = k.next_multiple_of(STEP);
     let mut abuf = vec![0f32; m * kp];
     for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
@@ -149,7 +151,9 @@ pub(crate) fn gemm_decode(
         let n0 = t * rows_per_task;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::rows_avx512(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
+            Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => {
+                x86::rows_avx512(m, w.as_ref().unwrap(), &abuf, kp, n0, out)
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::rows_avx2(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
             Isa::Scalar => scalar_rows(m, k, b, &abuf, kp, n0, out),
@@ -626,7 +630,7 @@ mod x86 {
         // SAFETY: tests pass only paths from `Isa::available()`, which checks the features.
         unsafe {
             match isa {
-                Isa::Avx512 => call!(on_avx512),
+                Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => call!(on_avx512),
                 Isa::Avx2 => call!(on_avx2),
                 Isa::Scalar => unreachable!("no SIMD decoder on the scalar path"),
             }

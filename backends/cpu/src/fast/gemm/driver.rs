@@ -1,4 +1,4 @@
-//! Blocked, multithreaded GEMM for M > 8 ("prefill" shapes): GotoBLAS/BLIS loop nest over packed panels.
+//! Blocked, multithreaded GEMM for M > 16 ("prefill" shapes): GotoBLAS/BLIS loop nest over packed panels.
 //!
 //! ```text
 //! for pc in K step KC:              pack A[:, pc..pc+KC] into MR-row panels        (parallel)
@@ -13,31 +13,66 @@
 
 use rayon::prelude::*;
 
-use super::pack::{pack_panel, AlignedBuf, LhsSrc, RhsSrc};
+use super::pack::{AlignedBuf, LhsSrc, Panel, RhsSrc};
 use super::Isa;
 
-/// `run(kc, a_panel, b_panel, rows, col, ncols, accumulate)`, see [`Micro::run`].
-pub(crate) type MicroFn = fn(usize, &[f32], &[f32], &mut [&mut [f32]], usize, usize, bool);
+/// `run(kc, a_panel, b_panel, b_scales, rows, col, ncols, accumulate)`, see [`Micro::run`].
+pub(crate) type MicroFn<E> = fn(usize, &[E], &[E], &[f32], &mut [&mut [f32]], usize, usize, bool);
 
-/// A register-blocked microkernel behind a safe wrapper.
+/// A register- (or tile-) blocked microkernel behind a safe wrapper, over panels of element `E` (f32,
+/// or bf16 bits as `u16`; the packed layouts are [`Panel`]'s).
 #[derive(Clone, Copy)]
-pub(crate) struct Micro {
+pub(crate) struct Micro<E> {
     pub mr: usize,
     pub nr: usize,
-    /// `run(kc, a_panel, b_panel, rows, col, ncols, accumulate)`: for each `i < rows.len()` (≤ mr) and
-    /// `j < ncols` (≤ nr), `rows[i][col + j] (+)= Σ_k a_panel[k*mr + i] · b_panel[k*nr + j]`.
-    pub run: MicroFn,
-    /// Preferred KC.
+    /// `run(kc, a_panel, b_panel, b_scales, rows, col, ncols, accumulate)`: for each `i < rows.len()`
+    /// (≤ mr) and `j < ncols` (≤ nr), `rows[i][col + j] (+)= Σ_k a[i, k] · b[j, k]` over the panels' kc
+    /// values of K. `b_scales` is empty, or (block FP8 weights in a bf16 panel, [`Panel::SCALED`]) the
+    /// B panel's block scales for this K slice, one per 128 values of K: block `j`'s partial sum is
+    /// multiplied by `b_scales[j]` before it is added.
+    pub run: MicroFn<E>,
+    /// Preferred KC (a multiple of 128 where `b_scales` are used: slices never split a scale block).
     pub kc: usize,
+    /// Called on a worker thread before its first `run` of a parallel task, and `end` after its last
+    /// (AMX: the tile configuration is per thread and is released when a task is done).
+    pub begin: fn(),
+    pub end: fn(),
 }
 
-pub(crate) fn micro_for(isa: Isa) -> Micro {
+pub(crate) fn micro_for(isa: Isa) -> Micro<f32> {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => super::microkernel_avx512::MICRO,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => super::microkernel_avx2::MICRO,
         Isa::Scalar => super::microkernel_scalar::MICRO,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx | Isa::Avx512Bf16 => micro_for(isa.vector()),
+    }
+}
+
+/// For [`Micro::begin`] / [`Micro::end`] of kernels that need nothing per thread.
+pub(crate) fn nothing() {}
+
+/// Writes an `mr × nr` tile computed into `buf` (row stride `nr`) to `rows[i][col..col + ncols]`,
+/// adding to what is there when `acc`.
+pub(crate) fn write_tile(
+    buf: &[f32],
+    nr: usize,
+    rows: &mut [&mut [f32]],
+    col: usize,
+    ncols: usize,
+    acc: bool,
+) {
+    for (row, src) in rows.iter_mut().zip(buf.chunks_exact(nr)) {
+        let dst = &mut row[col..col + ncols];
+        if acc {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        } else {
+            dst.copy_from_slice(&src[..ncols]);
+        }
     }
 }
 
@@ -55,9 +90,12 @@ struct Tile<'c> {
     rows: Vec<&'c mut [f32]>,
 }
 
+/// Returns false, with C partly written, when an operand value cannot enter `E`'s panels exactly (a
+/// bf16 subnormal, which the bf16 units read as zero: see [`Panel::pack_a`]); the caller then runs the
+/// product again on f32 panels.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_packed(
-    isa: Isa,
+pub(crate) fn gemm_packed<E: Panel>(
+    micro: &Micro<E>,
     m: usize,
     n: usize,
     k: usize,
@@ -65,8 +103,7 @@ pub(crate) fn gemm_packed(
     b: &RhsSrc,
     c: &mut [f32],
     ldc: usize,
-) {
-    let micro = micro_for(isa);
+) -> bool {
     let (mr, nr) = (micro.mr, micro.nr);
     let threads = rayon::current_num_threads().max(1);
 
@@ -96,45 +133,69 @@ pub(crate) fn gemm_packed(
     }
 
     let m_pad = m.next_multiple_of(mr);
-    let mut apack = AlignedBuf::new(m_pad * kc_blk);
-    let mut bpack = AlignedBuf::new(nc.min(n).next_multiple_of(nr) * kc_blk);
+    let mut apack = AlignedBuf::<E>::new(m_pad / mr * E::panel_len(mr, kc_blk));
+    let mut bpack = AlignedBuf::<E>::new(nc.min(n).div_ceil(nr) * E::panel_len(nr, kc_blk));
 
     for pc in (0..k).step_by(kc_blk) {
         let kc = kc_blk.min(k - pc);
         let first = pc == 0;
-        let ap = &mut apack.as_mut_slice()[..m_pad * kc];
-        ap.par_chunks_mut(kc * mr).enumerate().for_each(|(p, dst)| {
+        let (alen, blen) = (E::panel_len(mr, kc), E::panel_len(nr, kc));
+        let ap = &mut apack.as_mut_slice()[..m_pad / mr * alen];
+        let exact = ap.par_chunks_mut(alen).enumerate().all(|(p, dst)| {
             let r0 = p * mr;
-            pack_panel(dst, mr, mr.min(m - r0), kc, |r, k0, out| a.load_row(r0 + r, pc + k0, out));
+            E::pack_a(a, dst, mr, r0, mr.min(m - r0), pc, kc)
         });
-        let ap = &apack.as_slice()[..m_pad * kc];
+        if !exact {
+            return false;
+        }
+        let ap = &apack.as_slice()[..m_pad / mr * alen];
 
         for jc in (0..n).step_by(nc) {
             let ncb = nc.min(n - jc);
-            let bp = &mut bpack.as_mut_slice()[..ncb.next_multiple_of(nr) * kc];
-            bp.par_chunks_mut(kc * nr).enumerate().for_each(|(p, dst)| {
+            let bp = &mut bpack.as_mut_slice()[..ncb.div_ceil(nr) * blen];
+            let exact = bp.par_chunks_mut(blen).enumerate().all(|(p, dst)| {
                 let n0 = jc + p * nr;
-                pack_panel(dst, nr, nr.min(n - n0), kc, |r, k0, out| b.load_row(n0 + r, k, pc + k0, out));
+                E::pack_b(b, dst, nr, n0, nr.min(n - n0), k, pc, kc)
             });
-            let bp = &bpack.as_slice()[..ncb.next_multiple_of(nr) * kc];
+            if !exact {
+                return false;
+            }
+            let bp = &bpack.as_slice()[..ncb.div_ceil(nr) * blen];
 
             tiles.par_iter_mut().filter(|t| t.n0 >= jc && t.n0 < jc + ncb).for_each(|t| {
-                macro_tile(&micro, t, ap, bp, kc, jc, first);
+                (micro.begin)();
+                macro_tile(micro, t, ap, bp, b, pc, kc, jc, first);
+                (micro.end)();
             });
         }
     }
+    true
 }
 
-fn macro_tile(micro: &Micro, t: &mut Tile, ap: &[f32], bp: &[f32], kc: usize, jc: usize, first: bool) {
+#[allow(clippy::too_many_arguments)]
+fn macro_tile<E: Panel>(
+    micro: &Micro<E>,
+    t: &mut Tile,
+    ap: &[E],
+    bp: &[E],
+    b: &RhsSrc,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    first: bool,
+) {
     let (mr, nr) = (micro.mr, micro.nr);
+    let (alen, blen) = (E::panel_len(mr, kc), E::panel_len(nr, kc));
     let nrows = t.rows.len();
     for jr in (0..t.ncols).step_by(nr) {
-        let bpanel = &bp[(t.n0 - jc + jr) / nr * kc * nr..][..kc * nr];
+        let n0 = t.n0 + jr;
+        let bpanel = &bp[(n0 - jc) / nr * blen..][..blen];
+        let scales = if E::SCALED { b.block_scales(n0, pc, kc) } else { &[] };
         let ncols = nr.min(t.ncols - jr);
         for ir in (0..nrows).step_by(mr) {
-            let apanel = &ap[(t.m0 + ir) / mr * kc * mr..][..kc * mr];
+            let apanel = &ap[(t.m0 + ir) / mr * alen..][..alen];
             let rows = &mut t.rows[ir..(ir + mr).min(nrows)];
-            (micro.run)(kc, apanel, bpanel, rows, jr, ncols, !first);
+            (micro.run)(kc, apanel, bpanel, scales, rows, jr, ncols, !first);
         }
     }
 }

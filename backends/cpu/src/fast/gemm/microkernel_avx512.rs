@@ -2,16 +2,27 @@
 
 use std::arch::x86_64::*;
 
-use super::driver::Micro;
+use super::driver::{nothing, write_tile, Micro};
 
 const MR: usize = 12;
 const NR: usize = 32;
 
-pub(crate) const MICRO: Micro = Micro { mr: MR, nr: NR, run, kc: 384 };
+pub(crate) const MICRO: Micro<f32> = Micro { mr: MR, nr: NR, run, kc: 384, begin: nothing, end: nothing };
 
 /// Safe wrapper; only reachable through `Isa::Avx512`, which is chosen only after
 /// `is_x86_feature_detected!` confirmed avx512f/bw/vl.
-fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [&mut [f32]], col: usize, ncols: usize, acc: bool) {
+/// `_scales` is always empty: f32 panels hold the scale-folded values.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    _scales: &[f32],
+    c: &mut [&mut [f32]],
+    col: usize,
+    ncols: usize,
+    acc: bool,
+) {
     debug_assert!(super::avx512_ok());
     let a = &a[..kc * MR];
     let b = &b[..kc * NR];
@@ -31,16 +42,7 @@ fn run(kc: usize, a: &[f32], b: &[f32], c: &mut [&mut [f32]], col: usize, ncols:
         let ptrs: [*mut f32; MR] = std::array::from_fn(|i| unsafe { base.add(i * NR) });
         // SAFETY: as above, with the pointers into the local buffer.
         unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), &ptrs, false) };
-        for (row, src) in c.iter_mut().zip(buf.chunks_exact(NR)) {
-            let dst = &mut row[col..col + ncols];
-            if acc {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += s;
-                }
-            } else {
-                dst.copy_from_slice(&src[..ncols]);
-            }
-        }
+        write_tile(&buf, NR, c, col, ncols, acc);
     }
 }
 

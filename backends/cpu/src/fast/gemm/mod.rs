@@ -10,11 +10,29 @@
 //!   - **scale folded into the value** (every path except the one below): the operand value is
 //!     `decode(q) · s` rounded **once** to f32 (round to nearest even), and that f32 enters the product.
 //!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 4) on AVX-512
-//!     CPUs with VBMI: for each 128-wide K block, `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32
-//!     (FMA) from the exact decoded values, then `C += p · s` with one FMA. (An FP8 left operand is
-//!     still folded: `a_mk` is its `decode·s` rounded once.)
+//!     CPUs with VBMI, and by the bf16 prefill kernels (below): for each 128-wide K block,
+//!     `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32 from the exact decoded values, then
+//!     `C += p · s` with one FMA. (An FP8 left operand is still folded: `a_mk` is its `decode·s`
+//!     rounded once.)
 //!
-//!   Both are within the error bound below.
+//!   Both are within the error bound below. Folding the scale into a bf16 value would round it to 8
+//!   significant bits (relative error 2⁻⁹, far outside the bound), which is why the bf16 kernels keep
+//!   the scale out of the operand.
+//! * The bf16 prefill kernels ([`Isa::Amx`]: AMX-BF16 `tdpbf16ps`; [`Isa::Avx512Bf16`]: `vdpbf16ps`)
+//!   run when A is bf16 and B is bf16 or block FP8, M > 16. Their operands are exact: bf16 as is, every
+//!   FP8 value (≤ 4 significant bits, exponents within bf16's) decoded to bf16 without its scale. The
+//!   units form each bf16 × bf16 product exactly in f32 (8 + 8 significant bits ≤ 24) and add it in f32,
+//!   rounded to nearest even — the SDM's description, checked bit for bit on each instruction in the
+//!   tests — so the contract holds as for any f32 FMA order. Roundings per term: `vdpbf16ps` adds each
+//!   product to its lane in turn (≤ min(K, 128) for FP8 weights, whose blocks are summed alone, or
+//!   ≤ min(K, KC)); `tdpbf16ps` sums the even and the odd K positions of a 32-wide step in two f32 sums
+//!   (≤ min(16, ⌈K/2⌉)), adds the two (1) and that to the accumulator (1, then ≤ ⌈K/32⌉ − 1 later
+//!   steps); then ≤ ⌈K/128⌉ block FMAs (FP8) and ≤ ⌈K/KC⌉ slice additions. Both totals are ≤ K + 8 for
+//!   every K ≥ 1 (K = 1: 3 and 5), so the bound below holds unchanged. The units read
+//!   subnormal bf16 inputs as zero: the packing detects any subnormal operand and the whole product
+//!   runs again on the f32 kernels, so every operand stays exact. They also flush subnormal results,
+//!   which is underflow (below 2⁻¹²⁶), outside the bound on every path (the f32 paths' gradual underflow
+//!   is not within `γ·S` either).
 //! * Accumulation is in f32 with fused multiply-add (the portable scalar fallback, used only on CPUs
 //!   without AVX2+FMA or on non-x86 targets, uses a separate multiply and add: same bound). The order of
 //!   summation is unspecified (it depends on the kernel, the tile sizes and the K blocking), so results
@@ -40,7 +58,9 @@
 //!   plus M accumulators), threads split N ([`decode`]).
 //! * M > 16 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
 //!   MR-row panels and B (decoded, scale folded) into NR-column panels; a register-blocked microkernel
-//!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles.
+//!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles. bf16
+//!   activations on the AMX / AVX512-BF16 paths use the same driver over bf16 panels (layouts in
+//!   [`pack`]): AMX 32×32 (four accumulator tiles), `vdpbf16ps` 12×32.
 //!
 //! Sizes are the caller's to validate; they are checked with `debug_assert!`, and every slice access
 //! outside the SIMD microkernels is bounds-checked (a bad size panics, never reads out of bounds).
@@ -55,9 +75,13 @@ mod decode;
 mod driver;
 mod fp8_simd;
 #[cfg(target_arch = "x86_64")]
+mod microkernel_amx;
+#[cfg(target_arch = "x86_64")]
 mod microkernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_avx512;
+#[cfg(target_arch = "x86_64")]
+mod microkernel_avx512bf16;
 mod microkernel_scalar;
 mod pack;
 
@@ -116,6 +140,13 @@ pub enum Out<'a> {
 /// Instruction-set path, chosen once at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Isa {
+    /// AVX-512 plus AMX-BF16 tiles for bf16-activation prefill (see [`bf16_path`]).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
+    /// AVX-512 plus AVX512-BF16 (`vdpbf16ps`) for bf16-activation prefill (see [`bf16_path`]); only
+    /// when forced (see [`Isa::available`]).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
     #[cfg(target_arch = "x86_64")]
     Avx512,
     #[cfg(target_arch = "x86_64")]
@@ -128,6 +159,10 @@ impl Isa {
     fn key(self) -> &'static str {
         match self {
             #[cfg(target_arch = "x86_64")]
+            Isa::Amx => "amx",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => "avx512bf16",
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => "avx2",
@@ -137,6 +172,16 @@ impl Isa {
 
     fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => {
+                "x86-64 AVX-512 + AMX-BF16 (32x32 bf16 tile prefill for bf16 activations, 12x32 f32 \
+                 microkernel otherwise, table-free streaming decode)"
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => {
+                "x86-64 AVX-512 + AVX512-BF16 (12x32 vdpbf16ps prefill for bf16 activations, 12x32 f32 \
+                 microkernel otherwise, table-free streaming decode)"
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, table-free streaming decode)",
             #[cfg(target_arch = "x86_64")]
@@ -150,8 +195,17 @@ impl Isa {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
+            if avx512_ok() && microkernel_amx::available().is_ok() {
+                v.push(Isa::Amx);
+            }
             if avx512_ok() {
                 v.push(Isa::Avx512);
+            }
+            // Below AVX-512: on the build machine's Xeon (family 6 model 207) a zmm `vdpbf16ps` (4 FLOP
+            // per lane) runs at half the FLOP rate of f32 FMAs, and the path measured about 0.6x the f32
+            // kernels (benches/results/2026-12-06-cpu-prefill-amx.md), so it runs only when forced.
+            if avx512bf16_ok() {
+                v.push(Isa::Avx512Bf16);
             }
             if avx2_ok() {
                 v.push(Isa::Avx2);
@@ -160,6 +214,21 @@ impl Isa {
         v.push(Isa::Scalar);
         v
     }
+
+    /// The vector path under this one: what the decode GEMMs and the f32 prefill run on (the bf16
+    /// paths add a prefill kernel for bf16 activations to AVX-512 and change nothing else).
+    pub(crate) fn vector(self) -> Isa {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx | Isa::Avx512Bf16 => Isa::Avx512,
+            other => other,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512bf16_ok() -> bool {
+    avx512_ok() && is_x86_feature_detected!("avx512bf16")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -174,20 +243,25 @@ fn avx2_ok() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
 }
 
+/// The best path this machine runs.
 fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if avx512_ok() {
-            return Isa::Avx512;
-        }
-        if avx2_ok() {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Scalar
+    Isa::available()[0]
 }
 
-/// Environment variable that forces the kernel path: `avx512`, `avx2` or `scalar`. Read once, at the
+/// Why no AMX path here, for `dsv3 devices` and the forced-path tests (`None` when there is one).
+pub fn amx_unavailable() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !avx512_ok() {
+            return Some("no AVX-512F/BW/VL".into());
+        }
+        microkernel_amx::available().err()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Some("not an x86-64 CPU".into())
+}
+
+/// Environment variable that forces the kernel path: `amx`, `avx512bf16`, `avx512`, `avx2` or `scalar`. Read once, at the
 /// first GEMM (or `dsv3 devices`), so that a slower path can be tested and timed on a machine that has a
 /// faster one. A path this CPU cannot run is not taken: the detected one runs, and [`kernel_name`] says so.
 pub const KERNEL_ENV: &str = "DSV3_CPU_KERNEL";
@@ -208,7 +282,12 @@ fn choice() -> &'static (Isa, String) {
                 Some(isa) => (isa, format!("{} (forced by {KERNEL_ENV}={v})", isa.name())),
                 None => {
                     let known: Vec<_> = Isa::available().iter().map(|i| i.key()).collect();
-                    let why = format!("{KERNEL_ENV}={v} ignored: this CPU runs {}", known.join(", "));
+                    let mut why = format!("{KERNEL_ENV}={v} ignored: this CPU runs {}", known.join(", "));
+                    if v.trim() == "amx" {
+                        if let Some(reason) = amx_unavailable() {
+                            why.push_str(&format!("; amx unavailable: {reason}"));
+                        }
+                    }
                     (detected, format!("{} ({why})", detected.name()))
                 }
             },
@@ -262,9 +341,30 @@ fn gemm_f32_out(isa: Isa, m: usize, n: usize, k: usize, a: &Lhs, b: &Rhs, c: &mu
     let a = pack::LhsSrc::new(a, k);
     let b = pack::RhsSrc::new(b, k);
     if m <= DECODE_MAX_M {
-        decode::gemm_decode(isa, m, n, k, &a, &b, c, ldc);
-    } else {
-        driver::gemm_packed(isa, m, n, k, &a, &b, c, ldc);
+        return decode::gemm_decode(isa, m, n, k, &a, &b, c, ldc);
+    }
+    if let Some(micro) = bf16_path(isa, &a, &b) {
+        if driver::gemm_packed(&micro, m, n, k, &a, &b, c, ldc) {
+            return;
+        }
+        // A bf16 operand holds a subnormal, which the bf16 units read as zero: the f32 path below
+        // computes the whole product again (it overwrites C), with every value exact.
+    }
+    driver::gemm_packed(&driver::micro_for(isa.vector()), m, n, k, &a, &b, c, ldc);
+}
+
+/// The bf16 prefill kernel of `isa` when the operands fit it: bf16 activations and bf16 or block-FP8
+/// weights (every FP8 value is a bf16, so both enter the bf16 products exactly). Anything else — f32 or
+/// FP8 activations, f32 weights — would need a rounding to bf16 and runs on the f32 kernels.
+fn bf16_path(isa: Isa, a: &pack::LhsSrc, b: &pack::RhsSrc) -> Option<driver::Micro<u16>> {
+    let fits = matches!(a, pack::LhsSrc::Bf16 { .. })
+        && matches!(b, pack::RhsSrc::Bf16(_) | pack::RhsSrc::BlockFp8 { .. });
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Amx if fits => Some(microkernel_amx::MICRO),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 if fits => Some(microkernel_avx512bf16::MICRO),
+        _ => None,
     }
 }
 

@@ -1,7 +1,16 @@
 //! Operand sources (decode + scale folding to f32) and panel packing.
 //!
-//! Packed layouts: an A panel holds `MR` rows of A for `kc` values of k as `dst[k*MR + i]`; a B panel holds
-//! `NR` rows of B (columns of C) as `dst[k*NR + j]`. Rows past the edge of the matrix are zero.
+//! Packed layouts, by panel element ([`Panel`]):
+//! * f32: an A panel holds `MR` rows of A for `kc` values of k as `dst[k*MR + i]`; a B panel holds `NR`
+//!   rows of B (columns of C) as `dst[k*NR + j]`; values decoded and block scales folded in.
+//! * bf16 (bits as `u16`), for the `vdpbf16ps` and AMX kernels, K padded to `kcp`, a multiple of
+//!   [`BF16_K_STEP`]: an A panel holds its rows as they are in A, `dst[i*kcp + k]` (an AMX A tile is 16
+//!   such rows of 32 values; `vdpbf16ps` broadcasts one pair `(k, k+1)` of a row); a B panel holds pairs
+//!   of consecutive k per column, `dst[(k/2)*2*NR + 2*j + k%2]` (AMX's B tile layout, and the two bf16
+//!   per f32 lane `vdpbf16ps` multiplies). FP8 weights are decoded exactly, without their scales: the
+//!   kernels apply those per 128-wide K block ([`Panel::SCALED`]).
+//!
+//! Rows past the edge of the matrix, and K past its end, are zero.
 
 use half::bf16;
 
@@ -74,6 +83,18 @@ impl<'a> LhsSrc<'a> {
 }
 
 impl<'a> RhsSrc<'a> {
+    /// Block-FP8 weights: the scales of B's rows `n0..` (within one 128-row block) for the K slice
+    /// `pc..pc + kc` (`pc` a multiple of 128), one per 128 values of K; empty for other weights.
+    pub(crate) fn block_scales(&self, n0: usize, pc: usize, kc: usize) -> &[f32] {
+        match self {
+            RhsSrc::BlockFp8 { scales, kb, .. } => {
+                debug_assert_eq!(pc % SCALE_BLOCK, 0);
+                &scales[(n0 / SCALE_BLOCK) * kb + pc / SCALE_BLOCK..][..kc.div_ceil(SCALE_BLOCK)]
+            }
+            _ => &[],
+        }
+    }
+
     pub(crate) fn new(b: &Rhs<'a>, k: usize) -> Self {
         match *b {
             Rhs::F32(d) => RhsSrc::F32(d),
@@ -180,23 +201,183 @@ pub(crate) fn pack_panel(
     }
 }
 
-/// A zeroed f32 buffer whose usable part starts on a 64-byte boundary.
-pub(crate) struct AlignedBuf {
-    buf: Vec<f32>,
+/// A zeroed buffer whose usable part starts on a 64-byte boundary.
+pub(crate) struct AlignedBuf<E> {
+    buf: Vec<E>,
     off: usize,
     len: usize,
 }
 
-impl AlignedBuf {
+impl<E: Copy + Default> AlignedBuf<E> {
     pub(crate) fn new(len: usize) -> Self {
-        let buf = vec![0f32; len + 16];
-        let off = buf.as_ptr().align_offset(64).min(16);
+        let slack = 64 / size_of::<E>();
+        let buf = vec![E::default(); len + slack];
+        let off = buf.as_ptr().align_offset(64).min(slack);
         AlignedBuf { buf, off, len }
     }
-    pub(crate) fn as_slice(&self) -> &[f32] {
+    pub(crate) fn as_slice(&self) -> &[E] {
         &self.buf[self.off..self.off + self.len]
     }
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [E] {
         &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+/// The element of packed panels, and how the operands are packed into them (layouts in the module
+/// documentation).
+pub(crate) trait Panel: Copy + Default + Send + Sync {
+    /// Block-FP8 weights enter the panels without their scales, which the microkernel applies per
+    /// 128-wide K block (`Micro::run`'s `b_scales`); otherwise the scales are folded into the values.
+    const SCALED: bool;
+    /// Elements of a panel of `width` rows over `kc` values of K.
+    fn panel_len(width: usize, kc: usize) -> usize;
+    /// Packs rows `r0..r0 + rows` of A (`rows ≤ width`) over K `pc..pc + kc` into `dst`. Returns false
+    /// when a value cannot enter the panel exactly (then the product must run on f32 panels).
+    fn pack_a(
+        a: &LhsSrc,
+        dst: &mut [Self],
+        width: usize,
+        r0: usize,
+        rows: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool;
+    /// As [`Panel::pack_a`], for rows `n0..n0 + rows` of B, whose rows are `k` long.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b(
+        b: &RhsSrc,
+        dst: &mut [Self],
+        width: usize,
+        n0: usize,
+        rows: usize,
+        k: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool;
+}
+
+impl Panel for f32 {
+    const SCALED: bool = false;
+    fn panel_len(width: usize, kc: usize) -> usize {
+        width * kc
+    }
+    fn pack_a(
+        a: &LhsSrc,
+        dst: &mut [f32],
+        width: usize,
+        r0: usize,
+        rows: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool {
+        pack_panel(dst, width, rows, kc, |r, k0, out| a.load_row(r0 + r, pc + k0, out));
+        true
+    }
+    fn pack_b(
+        b: &RhsSrc,
+        dst: &mut [f32],
+        width: usize,
+        n0: usize,
+        rows: usize,
+        k: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool {
+        pack_panel(dst, width, rows, kc, |r, k0, out| b.load_row(n0 + r, k, pc + k0, out));
+        true
+    }
+}
+
+/// K granularity of bf16 panels: one AMX tile row holds 32 bf16.
+pub(crate) const BF16_K_STEP: usize = 32;
+
+/// Whether bf16 bits `x` are a subnormal: `vdpbf16ps` and AMX read those as zero (DAZ), which would
+/// break the contract's exactly decoded operands, so a panel holding one is refused.
+fn bf16_subnormal(x: u16) -> bool {
+    x & 0x7F80 == 0 && x & 0x7F != 0
+}
+
+/// The bf16 bits of an FP8 value (exact: FP8 values have at most 4 significant bits and exponents
+/// inside bf16's range; `table` is the format's exact f32 decode, whose low 16 bits are zero).
+fn fp8_bf16(table: &[f32; 256], q: u8) -> u16 {
+    let v = table[q as usize];
+    if v.is_nan() {
+        0x7FC0
+    } else {
+        (v.to_bits() >> 16) as u16
+    }
+}
+
+impl Panel for u16 {
+    const SCALED: bool = true;
+    fn panel_len(width: usize, kc: usize) -> usize {
+        width * kc.next_multiple_of(BF16_K_STEP)
+    }
+    fn pack_a(
+        a: &LhsSrc,
+        dst: &mut [u16],
+        width: usize,
+        r0: usize,
+        rows: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool {
+        let LhsSrc::Bf16 { data, lda } = a else {
+            unreachable!("bf16 panels are packed from bf16 activations only (gemm::bf16_path)")
+        };
+        let kcp = kc.next_multiple_of(BF16_K_STEP);
+        let mut subnormal = false;
+        for (r, out) in dst[..width * kcp].chunks_exact_mut(kcp).enumerate() {
+            if r < rows {
+                let src: &[u16] = bytemuck::cast_slice(&data[(r0 + r) * lda + pc..][..kc]);
+                out[..kc].copy_from_slice(src);
+                subnormal |= src.iter().fold(false, |s, &x| s | bf16_subnormal(x));
+                out[kc..].fill(0);
+            } else {
+                out.fill(0);
+            }
+        }
+        !subnormal
+    }
+    fn pack_b(
+        b: &RhsSrc,
+        dst: &mut [u16],
+        width: usize,
+        n0: usize,
+        rows: usize,
+        k: usize,
+        pc: usize,
+        kc: usize,
+    ) -> bool {
+        let kcp = kc.next_multiple_of(BF16_K_STEP);
+        // Pairs (k, k+1) of column j land 2·width values apart: moved as u32 (the panel starts
+        // 64-byte aligned, see `AlignedBuf`, and its length is even).
+        let dst: &mut [u32] = bytemuck::cast_slice_mut(&mut dst[..width * kcp]);
+        let mut pairs = vec![0u32; kcp / 2];
+        let mut subnormal = false;
+        for j in 0..width {
+            let row: &mut [u16] = bytemuck::cast_slice_mut(&mut pairs);
+            if j < rows {
+                match b {
+                    RhsSrc::Bf16(d) => {
+                        let src: &[u16] = bytemuck::cast_slice(&d[(n0 + j) * k + pc..][..kc]);
+                        row[..kc].copy_from_slice(src);
+                        subnormal |= src.iter().fold(false, |s, &x| s | bf16_subnormal(x));
+                    }
+                    RhsSrc::BlockFp8 { codes, table, .. } => {
+                        for (o, &q) in row.iter_mut().zip(&codes[(n0 + j) * k + pc..][..kc]) {
+                            *o = fp8_bf16(table, q);
+                        }
+                    }
+                    RhsSrc::F32(_) => unreachable!("f32 weights are never packed into bf16 panels"),
+                }
+            } else {
+                row[..kc].fill(0);
+            }
+            for (kp, &pair) in pairs.iter().enumerate() {
+                dst[kp * width + j] = pair;
+            }
+        }
+        !subnormal
     }
 }

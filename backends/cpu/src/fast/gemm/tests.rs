@@ -423,3 +423,141 @@ fn fp8_paths_without_vbmi() {
     }
     fp8_simd::FORCE_NO_VBMI.with(|f| f.set(false));
 }
+
+#[test]
+fn bf16_panels_across_slices_blocks_and_edges() {
+    // bf16 activations take the bf16 prefill kernels (vdpbf16ps, AMX) where the CPU has them: several KC
+    // slices (K > 512), partial scale blocks and K steps (K = 300, 1100), tile edges in M and N, and
+    // every FP8 format's per-block scaling.
+    let mut rng = Rng(0xB16B_00B5_0000_0001);
+    let isas = Isa::available();
+    let rks = [
+        RKind::Bf16,
+        RKind::Fp8(Fp8Format::E4M3Fn),
+        RKind::Fp8(Fp8Format::E4M3Fnuz),
+        RKind::Fp8(Fp8Format::E5M2),
+    ];
+    for rk in rks {
+        for &(m, n, k) in &[(200, 300, 1100), (64, 576, 300), (33, 40, 1), (47, 129, 31)] {
+            check(&mut rng, m, n, k, LKind::Bf16, rk, &isas, false);
+        }
+    }
+}
+
+#[test]
+fn bf16_subnormal_operands_are_computed_exactly() {
+    // The bf16 units read subnormal bf16 as zero; the packing sees them and the product runs on f32
+    // panels instead. Here every nonzero product has a subnormal factor (2^-130 times 2^100), so a
+    // product computed with them flushed would be all zeros.
+    let (m, n, k) = (40, 33, 70);
+    let tiny = bf16::from_bits(0x0008); // 2^-130, subnormal
+    let big = bf16::from_f32(2f32.powi(100));
+    for subnormal_in_a in [true, false] {
+        let (x, w) = if subnormal_in_a { (tiny, big) } else { (big, tiny) };
+        let a: Vec<bf16> = (0..m * k).map(|i| if i % 3 == 0 { x } else { bf16::ZERO }).collect();
+        let b: Vec<bf16> = (0..n * k).map(|i| if i % 2 == 0 { w } else { bf16::ZERO }).collect();
+        for isa in Isa::available() {
+            let mut c = vec![0f32; m * n];
+            let out = Out::F32 { data: &mut c, ldc: n };
+            gemm_with(isa, m, n, k, Lhs::Bf16 { data: &a, lda: k }, Rhs::Bf16(&b), out);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms = (0..k).filter(|&kk| (i * k + kk) % 3 == 0 && (j * k + kk) % 2 == 0).count();
+                    let want = terms as f32 * 2f32.powi(-30);
+                    assert_eq!(c[i * n + j], want, "{isa:?} subnormal in a: {subnormal_in_a}, C[{i},{j}]");
+                }
+            }
+        }
+    }
+}
+
+/// The bf16 bits of a random value in ±[2^-8, 2^8) (normal, so nothing is flushed).
+#[cfg(target_arch = "x86_64")]
+fn bf16_bits(rng: &mut Rng) -> u16 {
+    let v = rng.f32().abs().max(0.5) * 2f32.powi((rng.next() % 16) as i32 - 8);
+    let v = if rng.next().is_multiple_of(2) { v } else { -v };
+    (v.to_bits() >> 16) as u16
+}
+
+#[cfg(target_arch = "x86_64")]
+fn bf16_val(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn bf16_units_add_exact_products_in_f32_as_documented() {
+    // The contract derivation of the bf16 kernels rests on the SDM's description of `vdpbf16ps` and
+    // `tdpbf16ps`: exact products, each addition rounded to nearest even in f32, in a given order. Check
+    // it bit for bit against that order emulated with f32 FMAs (exact product, one rounding), on one
+    // 32×32 tile over K = 64 (two AMX steps, 32 vdpbf16ps pairs), unscaled, through the microkernels.
+    use super::driver::Micro;
+    use super::pack::Panel;
+    let (mr, nr, kc) = (32usize, 32usize, 64usize);
+    let mut rng = Rng(0x5EED_B16F);
+    let a: Vec<u16> = (0..mr * kc).map(|_| bf16_bits(&mut rng)).collect(); // rows i, a[i*kc + k]
+    let w: Vec<u16> = (0..nr * kc).map(|_| bf16_bits(&mut rng)).collect(); // rows j, w[j*kc + k]
+    let lhs = pack::LhsSrc::new(&Lhs::Bf16 { data: bytemuck::cast_slice(&a), lda: kc }, kc);
+    let rhs_b = Rhs::Bf16(bytemuck::cast_slice(&w));
+    let rhs = pack::RhsSrc::new(&rhs_b, kc);
+    let run = |micro: &Micro<u16>| {
+        let mut out = vec![0f32; mr * nr];
+        let panels = mr.div_ceil(micro.mr);
+        let (mut ap, mut bp) = (vec![0u16; panels * micro.mr * kc], vec![0u16; nr * kc]);
+        for p in 0..panels {
+            let panel = &mut ap[p * micro.mr * kc..][..micro.mr * kc];
+            let rows = micro.mr.min(mr - p * micro.mr);
+            assert!(u16::pack_a(&lhs, panel, micro.mr, p * micro.mr, rows, 0, kc));
+        }
+        assert!(u16::pack_b(&rhs, &mut bp, nr, 0, nr, kc, 0, kc));
+        let mut rows: Vec<&mut [f32]> = out.chunks_mut(nr).collect();
+        (micro.begin)();
+        for (p, r) in rows.chunks_mut(micro.mr).enumerate() {
+            (micro.run)(kc, &ap[p * micro.mr * kc..][..micro.mr * kc], &bp, &[], r, 0, nr, false);
+        }
+        (micro.end)();
+        out
+    };
+    let (x, y) =
+        (|i: usize, kk: usize| bf16_val(a[i * kc + kk]), |j: usize, kk: usize| bf16_val(w[j * kc + kk]));
+    let mut checked = 0;
+    if Isa::available().contains(&Isa::Avx512Bf16) {
+        // vdpbf16ps, per pair: lane += odd product, then lane += even product.
+        let got = run(&super::microkernel_avx512bf16::MICRO);
+        for i in 0..mr {
+            for j in 0..nr {
+                let mut lane = 0f32;
+                for kp in 0..kc / 2 {
+                    lane = x(i, 2 * kp + 1).mul_add(y(j, 2 * kp + 1), lane);
+                    lane = x(i, 2 * kp).mul_add(y(j, 2 * kp), lane);
+                }
+                assert_eq!(got[i * nr + j].to_bits(), lane.to_bits(), "vdpbf16ps C[{i},{j}]");
+            }
+        }
+        checked += 1;
+    }
+    if Isa::available().contains(&Isa::Amx) {
+        // tdpbf16ps, per 32-wide step: even and odd products in two sums from zero, their sum added.
+        let got = run(&super::microkernel_amx::MICRO);
+        for i in 0..mr {
+            for j in 0..nr {
+                let mut acc = 0f32;
+                for step in 0..kc / 32 {
+                    let (mut even, mut odd) = (0f32, 0f32);
+                    for kp in 0..16 {
+                        let kk = 32 * step + 2 * kp;
+                        even = x(i, kk).mul_add(y(j, kk), even);
+                        odd = x(i, kk + 1).mul_add(y(j, kk + 1), odd);
+                    }
+                    acc += even + odd;
+                }
+                assert_eq!(got[i * nr + j].to_bits(), acc.to_bits(), "tdpbf16ps C[{i},{j}]");
+            }
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        let why = "this CPU has neither AVX512-BF16 nor AMX-BF16 (with tile data granted)";
+        dsv3_core::testing::not_run("bf16_units_add_exact_products_in_f32_as_documented", why);
+    }
+}

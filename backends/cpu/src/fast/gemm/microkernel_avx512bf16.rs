@@ -1,0 +1,102 @@
+//! AVX512-BF16 12×32 microkernel over bf16 panels: `vdpbf16ps` multiplies a broadcast pair of A's
+//! values by 16 columns' pairs of B and adds both products to each f32 lane, 24 zmm accumulators.
+//!
+//! Arithmetic (Intel SDM, checked bit for bit on this instruction in the tests): each product of two
+//! bf16 values is exact in f32 (8 × 8 significant bits), and the two are added to the lane one after the
+//! other, each addition rounded to nearest even in f32 — the f32 accumulation of exact products the
+//! GEMM contract asks for. The unit reads subnormal bf16 as zero and flushes subnormal results; the
+//! packing refuses subnormal operands (`pack.rs`), and results below 2⁻¹²⁶ are underflow, outside every
+//! path's error bound. Block-FP8 weights: each 128-wide K block is summed alone, then added as
+//! `tile += partial · scale` with one f32 FMA (the contract's per-block form).
+
+use std::arch::x86_64::*;
+
+use super::driver::{nothing, write_tile, Micro};
+use super::pack::BF16_K_STEP;
+use super::SCALE_BLOCK;
+
+const MR: usize = 12;
+const NR: usize = 32;
+
+pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 256, begin: nothing, end: nothing };
+
+/// Safe wrapper; only reachable through `Isa::Avx512Bf16`, which is chosen only after
+/// `is_x86_feature_detected!` confirmed avx512f/bw/vl and avx512bf16.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kc: usize,
+    a: &[u16],
+    b: &[u16],
+    scales: &[f32],
+    c: &mut [&mut [f32]],
+    col: usize,
+    ncols: usize,
+    acc: bool,
+) {
+    debug_assert!(super::avx512bf16_ok());
+    let kcp = kc.next_multiple_of(BF16_K_STEP);
+    let (a, b) = (&a[..MR * kcp], &b[..NR * kcp]);
+    debug_assert!(c.len() <= MR && ncols <= NR);
+    let mut tile = [0f32; MR * NR];
+    if scales.is_empty() {
+        // SAFETY: the CPU has the features (see above); `a` holds MR rows of kcp values and `b` kcp/2
+        // pair rows of 2·NR values (sliced above).
+        unsafe { kernel(kcp / 2, a.as_ptr(), kcp, b.as_ptr(), None, &mut tile) };
+    } else {
+        debug_assert_eq!(scales.len(), kc.div_ceil(SCALE_BLOCK));
+        for (blk, &s) in scales.iter().enumerate() {
+            let k0 = blk * SCALE_BLOCK;
+            let len = SCALE_BLOCK.min(kcp - k0);
+            // SAFETY: as above; k0 + len ≤ kcp, so the block's pairs lie inside both panels.
+            unsafe { kernel(len / 2, a[k0..].as_ptr(), kcp, b[k0 * NR..].as_ptr(), Some(s), &mut tile) };
+        }
+    }
+    write_tile(&tile, NR, c, col, ncols, acc);
+}
+
+/// `tile (+)= (Σ_{kp < pairs} a-pair · b-pair) [· scale]`: row `i`'s pair `kp` is at `a + i·lda + 2kp`,
+/// column pairs at `b + kp·2·NR`.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 available; `a` readable for MR rows of `lda` ≥ 2·pairs values, `b` for
+/// `pairs · 2·NR` values.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn kernel(
+    pairs: usize,
+    a: *const u16,
+    lda: usize,
+    b: *const u16,
+    scale: Option<f32>,
+    tile: &mut [f32; MR * NR],
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for kp in 0..pairs {
+        // SAFETY: kp < pairs, so the two B vectors and every A pair below are inside the panels.
+        unsafe {
+            let bp = b.add(kp * 2 * NR);
+            // The 64-byte vectors are 32 bf16 each; `__m512bh` is their type for `vdpbf16ps`.
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(2 * 16).cast())); // columns 16..32
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let pair = a.add(i * lda + 2 * kp).cast::<i32>().read_unaligned();
+                let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                acc_i[0] = _mm512_dpbf16_ps(acc_i[0], ai, b0);
+                acc_i[1] = _mm512_dpbf16_ps(acc_i[1], ai, b1);
+            }
+        }
+    }
+    for (row, acc_i) in tile.chunks_exact_mut(NR).zip(&acc) {
+        for (h, &v) in acc_i.iter().enumerate() {
+            let p = row[16 * h..][..16].as_mut_ptr();
+            // SAFETY: p addresses 16 f32 of `row` (sliced above).
+            unsafe {
+                let t = _mm512_loadu_ps(p);
+                let sum = match scale {
+                    Some(s) => _mm512_fmadd_ps(v, _mm512_set1_ps(s), t),
+                    None => _mm512_add_ps(v, t),
+                };
+                _mm512_storeu_ps(p, sum);
+            }
+        }
+    }
+}
