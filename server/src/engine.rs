@@ -69,6 +69,13 @@ pub struct Limits {
     pub prefill_chunk: usize,
 }
 
+/// A new sequence's cached prefix: whole units, and whether they came from the context cache (so they
+/// need not be stored again) rather than a running sequence's pages.
+struct Restored {
+    units: usize,
+    stored: bool,
+}
+
 /// How a sequence ended.
 enum End {
     Finish(FinishReason),
@@ -82,7 +89,8 @@ struct Seq<'t> {
     job: Job,
     /// Prompt tokens in the slot (restored units included); the prompt is being prefilled until all are.
     fed: usize,
-    /// Prompt tokens restored from the context cache, and the units they came in (not stored again).
+    /// Prompt tokens restored (from the context cache or a running sequence's pages), and the units of
+    /// them that the context cache holds already (not stored again).
     hit: usize,
     known: usize,
     out: Vec<u32>,
@@ -280,7 +288,7 @@ impl Worker {
             if !prefilling && running.len() < self.kv.batch() {
                 if let Some(job) = waiting.pop_front() {
                     self.metrics.queue_depth.dec();
-                    let seq = self.admit(job, running.len(), &tokenizer);
+                    let seq = self.admit(job, &running, &tokenizer);
                     running.push(seq);
                 }
             }
@@ -323,9 +331,10 @@ impl Worker {
         });
     }
 
-    /// Puts `job` into the empty slot `slot` with its cached prefix units; a sequence that could not be
-    /// set up comes back ended (failed), to be retired.
-    fn admit<'t>(&mut self, job: Job, slot: usize, tokenizer: &'t Tokenizer) -> Seq<'t> {
+    /// Puts `job` into the empty slot after the `running` ones with its cached prefix units; a sequence
+    /// that could not be set up comes back ended (failed), to be retired.
+    fn admit<'t>(&mut self, job: Job, running: &[Seq], tokenizer: &'t Tokenizer) -> Seq<'t> {
+        let slot = running.len();
         self.metrics.requests.inc();
         let g = &job.generation;
         self.metrics.prompt_tokens.inc_by(g.prompt.len() as u64);
@@ -340,9 +349,10 @@ impl Worker {
             stops,
             end: None,
         };
-        match self.restore(&seq.job.generation, slot) {
-            Ok(known) => {
-                (seq.known, seq.hit, seq.fed) = (known, known * UNIT_TOKENS, known * UNIT_TOKENS);
+        match self.restore(&seq.job.generation, slot, running) {
+            Ok(Restored { units, stored }) => {
+                (seq.hit, seq.fed) = (units * UNIT_TOKENS, units * UNIT_TOKENS);
+                seq.known = if stored { units } else { 0 };
                 self.metrics.cache_hit_tokens.inc_by(seq.hit as u64);
             }
             Err(e) => seq.end = Some(End::Failed(ApiError::internal(e.to_string()))),
@@ -350,8 +360,10 @@ impl Worker {
         seq
     }
 
-    /// Restores the longest run of cached units of `g`'s prompt into slot `slot`; returns how many.
-    fn restore(&mut self, g: &Generation, slot: usize) -> dsv3_core::Result<usize> {
+    /// Restores the longest run of cached units of `g`'s prompt into slot `slot`: the pages of a running
+    /// sequence whose cache starts with them (shared, nothing copied; the context cache is then not asked),
+    /// else units of the context cache.
+    fn restore(&mut self, g: &Generation, slot: usize, running: &[Seq]) -> dsv3_core::Result<Restored> {
         self.kv.clear(slot);
         if g.prompt.is_empty() || g.prompt.len() + g.max_new_tokens > self.kv.capacity() {
             let why = format!(
@@ -362,14 +374,32 @@ impl Worker {
             );
             return Err(dsv3_core::Error::invalid("engine", "max_tokens", why));
         }
-        let units = self.cache.lookup(&unit_keys(&self.identity, &g.prompt[..g.prompt.len() - 1]));
+        // Whole units before the prompt's last token, which is fed to produce the first logits.
+        let wanted = &g.prompt[..g.prompt.len() - 1];
+        if let Some((from, units)) = self.running_prefix(running, wanted) {
+            self.kv.share_prefix(from, slot, units * UNIT_TOKENS)?;
+            return Ok(Restored { units, stored: false });
+        }
+        let units = self.cache.lookup(&unit_keys(&self.identity, wanted));
         for unit in &units {
             if let Err(e) = self.kv.append_rows(&self.model, slot, &unit.layers) {
                 self.kv.clear(slot);
                 return Err(e);
             }
         }
-        Ok(units.len())
+        Ok(Restored { units: units.len(), stored: true })
+    }
+
+    /// The running sequence whose cached tokens share the most whole units with `tokens` from token 0, and
+    /// how many (at least one).
+    fn running_prefix(&self, running: &[Seq], tokens: &[u32]) -> Option<(usize, usize)> {
+        let lens = self.kv.lens();
+        let common = |(slot, seq): (usize, &Seq)| {
+            let cached = seq.job.generation.prompt.iter().chain(&seq.out).take(lens[slot]);
+            let n = cached.zip(tokens).take_while(|(a, b)| a == b).count();
+            (slot, n / UNIT_TOKENS)
+        };
+        running.iter().enumerate().map(common).filter(|&(_, units)| units > 0).max_by_key(|&(_, units)| units)
     }
 
     /// Prefills the next chunk of `seq`'s prompt into its slot; after the last chunk, takes its first token.

@@ -467,3 +467,29 @@ async fn shutdown_ends_a_running_stream_with_a_final_event() {
     assert_eq!((status, &error["error"]["code"]), (503, &json!("shutting_down")));
     server.stop().await;
 }
+
+/// A request whose prompt starts with the same two whole units as a running sequence's shares that
+/// sequence's cache pages: it reports them as cache hits (the context cache has nothing yet) and answers
+/// exactly what it answers cold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_shares_the_pages_of_a_running_one() {
+    let (first, second) = (tokens(150, 1), tokens(150, 2));
+    let cold = start(options()).await;
+    let (status, expected) = cold.post("/v1/completions", &completion(&second, 4)).await;
+    assert_eq!(status, 200, "{expected}");
+    assert_eq!(usage(&expected).2, 0, "a cold server hits nothing");
+    cold.stop().await;
+
+    let server = start(options()).await;
+    let long =
+        json!({"model": "tiny", "prompt": first, "max_tokens": 8192, "stream": true, "temperature": 0});
+    let mut running =
+        server.http.post(format!("{}/v1/completions", server.url)).json(&long).send().await.unwrap();
+    running.chunk().await.unwrap().expect("the first request is decoding");
+    let (status, shared) = server.post("/v1/completions", &completion(&second, 4)).await;
+    assert_eq!(status, 200, "{shared}");
+    assert_eq!(shared["choices"][0]["text"], expected["choices"][0]["text"], "{shared}");
+    assert_eq!(usage(&shared).2, 128, "two whole units shared: {shared}");
+    drop(running);
+    server.stop().await;
+}
