@@ -8,8 +8,12 @@
 //!    `--prefill-chunk` sizes (4096: the prompt in one pass, which stalls the streams): p50 and p99 of the
 //!    gaps between consecutive text events of the running streams that overlap the time from the long
 //!    prompt's submission to its first token.
+//! 3. Time to first token of a 2048-token prompt whose first 1984 tokens (31 whole units) the context
+//!    cache holds, against the same prompt cold (each prompt prefilled in one pass, one new token; a
+//!    warm-up request first, so neither pays for filling the workspace).
 //!
-//! `cargo bench -p dsv3-benches --bench serve`; `DSV3_BENCH_SERVE_CHUNKS=64,256` picks the chunk sizes.
+//! `cargo bench -p dsv3-benches --bench serve`; `DSV3_BENCH_SERVE_PARTS=aggregate,admission,ttft` picks
+//! the parts, `DSV3_BENCH_SERVE_CHUNKS=64,256` the chunk sizes of part 2.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,8 +48,18 @@ fn v2_lite_two_layers() -> Arc<Model> {
 
 /// An engine with no context cache (every prompt is computed), `max_batch` 16.
 fn engine(model: &Arc<Model>, tokenizer: &Arc<Tokenizer>, prefill_chunk: usize) -> Engine {
+    engine_with_cache(model, tokenizer, prefill_chunk, 0)
+}
+
+/// An engine whose context cache keeps `cache_bytes` of units in memory.
+fn engine_with_cache(
+    model: &Arc<Model>,
+    tokenizer: &Arc<Tokenizer>,
+    prefill_chunk: usize,
+    cache_bytes: usize,
+) -> Engine {
     let limits = Limits { max_batch: 16, max_queue: 64, context: LONG_PROMPT + 256, prefill_chunk };
-    let cache = PrefixCache::new(0, None);
+    let cache = PrefixCache::new(cache_bytes, None);
     Engine::start(model.clone(), tokenizer.clone(), cache, [0; 32], Arc::new(Metrics::default()), limits)
         .unwrap()
 }
@@ -163,13 +177,57 @@ fn follow_until_dropped(mut rx: UnboundedReceiver<Event>) -> Follower {
     Follower { stop: Some(stop), handle: Some(handle) }
 }
 
+/// Seconds from submitting `prompt` (one new token) to its first event, and its cache-hit tokens.
+fn first_token(engine: &Engine, prompt: Vec<u32>) -> (f64, usize) {
+    let start = Instant::now();
+    let mut rx = submit(engine, prompt, 1);
+    let mut first = None;
+    while let Some(event) = rx.blocking_recv() {
+        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        match event {
+            Event::Text(_) => {}
+            Event::Done { usage, .. } => return (first.unwrap_or_default(), usage.prompt_cache_hit_tokens),
+            Event::Failed(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("the engine went away")
+}
+
+fn ttft(model: &Arc<Model>, tokenizer: &Arc<Tokenizer>) {
+    const PROMPT: usize = 2048;
+    const CACHED: usize = 1984;
+    let engine = engine_with_cache(model, tokenizer, PROMPT, 4 << 30);
+    let prompt = |salt: u32, shared: usize| -> Vec<u32> {
+        (0..PROMPT as u32)
+            .map(|i| if (i as usize) < shared { 1000 + i * 7 } else { 50_000 + i * 3 + salt })
+            .collect()
+    };
+    first_token(&engine, prompt(1, 0)); // warm-up
+    let (cold, cold_hit) = first_token(&engine, prompt(2, CACHED));
+    let (warm, warm_hit) = first_token(&engine, prompt(3, CACHED));
+    println!(
+        "time to first token, {PROMPT}-token prompt: cold {cold:.3} s ({cold_hit} hit tokens), with a cached          {CACHED}-token prefix {warm:.3} s ({warm_hit} hit tokens): {:.1} % of cold",
+        100.0 * warm / cold
+    );
+    engine.shutdown();
+}
+
 fn main() {
     let model = v2_lite_two_layers();
     let tokenizer = Arc::new(Tokenizer::builtin().unwrap());
-    println!("v2-lite-2-layers bf16 on the CPU, random weights; decode of {DECODE} tokens per stream:");
-    aggregate(&model, &tokenizer);
-    let chunks = std::env::var("DSV3_BENCH_SERVE_CHUNKS").unwrap_or_else(|_| "4096,256,64".into());
-    for chunk in chunks.split(',').map(|c| c.trim().parse().unwrap()) {
-        admission(&model, &tokenizer, chunk);
+    let parts = std::env::var("DSV3_BENCH_SERVE_PARTS").unwrap_or_else(|_| "aggregate,admission,ttft".into());
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    if parts.contains(&"aggregate") {
+        println!("v2-lite-2-layers bf16 on the CPU, random weights; decode of {DECODE} tokens per stream:");
+        aggregate(&model, &tokenizer);
+    }
+    if parts.contains(&"admission") {
+        let chunks = std::env::var("DSV3_BENCH_SERVE_CHUNKS").unwrap_or_else(|_| "4096,256,64".into());
+        for chunk in chunks.split(',').map(|c| c.trim().parse().unwrap()) {
+            admission(&model, &tokenizer, chunk);
+        }
+    }
+    if parts.contains(&"ttft") {
+        ttft(&model, &tokenizer);
     }
 }
