@@ -206,7 +206,7 @@ fn ttft(model: &Arc<Model>, tokenizer: &Arc<Tokenizer>) {
     let (cold, cold_hit) = first_token(&engine, prompt(2, CACHED));
     let (warm, warm_hit) = first_token(&engine, prompt(3, CACHED));
     println!(
-        "time to first token, {PROMPT}-token prompt: cold {cold:.3} s ({cold_hit} hit tokens), with a cached          {CACHED}-token prefix {warm:.3} s ({warm_hit} hit tokens): {:.1} % of cold",
+        "time to first token, {PROMPT}-token prompt: cold {cold:.3} s ({cold_hit} hit tokens), with a cached {CACHED}-token prefix {warm:.3} s ({warm_hit} hit tokens): {:.1} % of cold",
         100.0 * warm / cold
     );
     engine.shutdown();

@@ -45,7 +45,7 @@ fn block_unfit(registers: u32, threads: u32) -> Option<String> {
     let needed = threads.div_ceil(32) * per_warp;
     (needed > REGISTER_FILE).then(|| {
         format!(
-            "{registers} registers × {threads} threads need {needed} registers (allocated per warp in units              of {REGISTER_UNIT}), over the {REGISTER_FILE} of a block: at most {} per thread at this size",
+            "{registers} registers × {threads} threads need {needed} registers (allocated per warp in units of {REGISTER_UNIT}), over the {REGISTER_FILE} of a block: at most {} per thread at this size",
             REGISTER_FILE / threads.div_ceil(32) / REGISTER_UNIT * REGISTER_UNIT / 32
         )
     })
