@@ -393,7 +393,7 @@ mod tests {
             (
                 "cache_append",
                 vec![src::CACHE_APPEND],
-                vec![input("rows", bf16), input("lens", i32_), output("cache", bf16)],
+                vec![input("rows", bf16), input("lens", i32_), input("table", i32_), output("cache", bf16)],
                 vec![("WG", 256)],
             ),
             ("gemm", vec![src::GEMM_COMMON, src::GEMM], g1.to_vec(), t1.to_vec()),
@@ -469,6 +469,7 @@ mod tests {
                     input("k2", bf16),
                     input("vv", bf16),
                     input("lens", i32_),
+                    input("table", i32_),
                     output("part", f32_),
                 ],
                 vec![("WG", 128), ("OPT", 4)],
