@@ -37,20 +37,22 @@ pub fn kv_lens(op: &'static str, lens: &In, t: usize, l: usize) -> Result<Vec<us
     Ok(v.into_iter().map(|x| x as usize).collect())
 }
 
-/// The cache row (of the cache viewed as `[P · page, W]`) of each position `u < ends[b]` of every
+/// The cache row (of the cache viewed as `[P · page, W]`) of each position in `positions[b]` of every
 /// sequence `b`, from the op's `block_table` input where it has one: every entry read must name a page of
 /// the pool.
 pub fn cache_rows(
     op: &'static str,
     args: &Args,
     pages: CachePages,
-    ends: &[usize],
+    positions: &[std::ops::Range<usize>],
 ) -> Result<Vec<Vec<usize>>> {
     let table = args.input("block_table").ok().map(|t| t.i32s());
-    ends.iter()
+    positions
+        .iter()
         .enumerate()
-        .map(|(b, &end)| {
-            (0..end)
+        .map(|(b, range)| {
+            range
+                .clone()
                 .map(|u| {
                     pages.row(table.as_deref(), b, u).ok_or_else(|| {
                         let table = table.as_deref().unwrap_or(&[]);

@@ -54,7 +54,8 @@ fn row_runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
 pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     let (b, t, h, dc, dr, l) = op.dims();
     let lens = checks::kv_lens("mla_attention", &args.input("kv_lens")?, t, l)?;
-    let cache_rows = checks::cache_rows("mla_attention", &args, op.pages(), &lens)?;
+    let all: Vec<_> = lens.iter().map(|&len| 0..len).collect();
+    let cache_rows = checks::cache_rows("mla_attention", &args, op.pages(), &all)?;
     let q = load_all(&args.input("q_latent")?);
     let q_pe = load_all(&args.input("q_pe")?);
     let cache = args.input("kv_cache")?;

@@ -24,7 +24,8 @@ fn weighted_sum(logits: &[f64], values: impl Fn(usize) -> Vec<f64>, dv: usize) -
 pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     let (b, t, h, dc, dr, l) = op.dims();
     let lens = checks::kv_lens("mla_attention", &args.input("kv_lens")?, t, l)?;
-    let rows = checks::cache_rows("mla_attention", &args, op.pages(), &lens)?;
+    let all: Vec<_> = lens.iter().map(|&len| 0..len).collect();
+    let rows = checks::cache_rows("mla_attention", &args, op.pages(), &all)?;
     let q = args.input("q_latent")?.to_f64();
     let q_pe = args.input("q_pe")?.to_f64();
     let cache = args.input("kv_cache")?.to_f64();

@@ -95,23 +95,18 @@ pub fn cast(mut args: Args) -> Result<()> {
 pub fn cache_append(op: &CacheAppend, mut args: Args) -> Result<()> {
     const OP: &str = "cache_append";
     let rows = args.input("rows")?;
-    let lens = args.input("kv_lens")?.i32s();
     let ([_, t, w], pages) =
         (<[usize; 3]>::try_from(&rows.t.shape[..]).expect("validated rank 3"), op.pages());
-    let l = pages.capacity();
-    if let Some((b, len)) = lens.iter().enumerate().find(|(_, &len)| len < t as i32 || len as i64 > l as i64)
-    {
-        let why = format!("sequence {b}: length {len} must hold the step's {t} rows and fit the cache's {l}");
-        return Err(Error::invalid(OP, "kv_lens", why));
-    }
-    let lens: Vec<usize> = lens.into_iter().map(|len| len as usize).collect();
-    let located = checks::cache_rows(OP, &args, pages, &lens)?;
+    let lens = checks::kv_lens(OP, &args.input("kv_lens")?, t, pages.capacity())?;
+    // Only the step's positions are located: the earlier ones are not touched.
+    let steps: Vec<_> = lens.iter().map(|&len| len - t..len).collect();
+    let located = checks::cache_rows(OP, &args, pages, &steps)?;
     // (sequence, position, cache row) of every row written; a row written twice is a shared page.
-    let writes: Vec<(usize, usize, usize)> = lens
+    let writes: Vec<(usize, usize, usize)> = steps
         .iter()
+        .zip(&located)
         .enumerate()
-        .flat_map(|(b, &len)| (len - t..len).map(move |u| (b, u)))
-        .map(|(b, u)| (b, u, located[b][u]))
+        .flat_map(|(b, (range, rows))| range.clone().zip(rows).map(move |(u, &row)| (b, u, row)))
         .collect();
     let mut seen = std::collections::HashMap::new();
     for &(b, u, row) in &writes {
