@@ -6,7 +6,7 @@
 use crate::case::*;
 use crate::gen::ScaleStore;
 use dsv3_core::fp8::Fp8Format::{self, E4M3Fn, E4M3Fnuz, E5M2};
-use dsv3_core::ops::{RouteConfig, ScaleFormat, Scoring, TopkMethod};
+use dsv3_core::ops::{RouteConfig, RowSampling, ScaleFormat, Scoring, TopkMethod};
 use dsv3_core::rope::RopeParams;
 use dsv3_core::DType::{self, F8E4M3Fn, F8E4M3Fnuz, Ue8m0, BF16, F16, F32, F8E5M2};
 
@@ -405,8 +405,26 @@ pub(crate) fn sample(r: usize, v: usize, x: DType, temperature: f32, top_p: f32,
         p("top_p", top_p),
         p("seed", sample_seed),
     ];
-    let spec = SampleSpec { r, v, x, temperature, top_p, sample_seed };
+    let spec = SampleSpec { r, v, x, temperature, top_p, sample_seed, per_row: None };
     make("sample", &params, format!("x={x}"), Spec::Sample(spec))
+}
+
+/// Sampling with each row's own parameters (the op's `row_params`): rows of a server's batch, a greedy
+/// one among them, a narrow and a full nucleus, two with one seed (their draws must still follow their
+/// own logits), cycled over `r` rows with the row's index mixed into the seed.
+pub fn sample_per_row(r: usize, v: usize, x: DType, sample_seed: u64) -> Case {
+    let kinds = [(0.8, 0.9), (0.0, 1.0), (1.3, 0.5), (0.6, 1.0), (0.8, 0.9)];
+    let rows: Vec<RowSampling> = (0..r)
+        .map(|i| {
+            let (temperature, top_p) = kinds[i % kinds.len()];
+            // Rows 0 and 4 share a seed: the key is the seed, not the row.
+            let seed = sample_seed.wrapping_mul(31).wrapping_add((i % 4) as u64);
+            RowSampling { temperature, top_p, seed }
+        })
+        .collect();
+    let params = [p("r", r), p("v", v), p("x", x), p("row_params", "mixed"), p("seed", sample_seed)];
+    let spec = SampleSpec { r, v, x, temperature: 1.0, top_p: 1.0, sample_seed, per_row: Some(rows) };
+    make("sample", &params, format!("x={x},per-row"), Spec::Sample(spec))
 }
 
 fn small_rope(dim: usize) -> RopeParams {
@@ -600,6 +618,7 @@ pub fn quick() -> Vec<Case> {
     c.push(sample(4, 1000, F32, 0.8, 0.9, 2));
     c.push(sample(4, 1000, BF16, 0.8, 0.9, 3));
     c.push(sample(3, 777, F32, 1.0, 1.0, 4));
+    c.push(sample_per_row(5, 1000, BF16, 7));
     c
 }
 
@@ -683,6 +702,7 @@ pub fn full() -> Vec<Case> {
     c.push(topk(4, 129280, 8, F32)); // the vocabulary: GPUs spread each row over many blocks
     c.push(sample(4, 129280, F32, 0.8, 0.9, 5));
     c.push(sample(4, 129280, F32, 0.0, 1.0, 6));
+    c.push(sample_per_row(5, 129280, F32, 8)); // long rows: GPUs' split path, a greedy row in it
     c
 }
 

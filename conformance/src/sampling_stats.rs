@@ -84,6 +84,7 @@ pub fn check(device: &Arc<dyn Device>, draws: usize) -> dsv3_core::Result<Sampli
         temperature: TEMPERATURE,
         top_p: TOP_P,
         sample_seed: SEED,
+        per_row: None,
     };
     let case = Case {
         op: "sample",

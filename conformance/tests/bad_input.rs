@@ -261,3 +261,44 @@ fn paged_cache_append_checks_its_block_table() {
         }
     }
 }
+
+/// Per-row sampling parameters are read where they are used: an entry outside the rules (temperature
+/// negative or NaN, top_p 0 or above 1) is an error naming `row_params` and the row; the scalar ones are
+/// checked at launch as before.
+#[test]
+fn sample_checks_each_rows_parameters() {
+    use dsv3_core::ops::{RowSampling, Sample};
+    for dev in devices() {
+        let stream = dev.default_stream();
+        let op = |rows: &[RowSampling]| {
+            let bytes: Vec<u8> = RowSampling::encode(rows).iter().flat_map(|x| x.to_le_bytes()).collect();
+            let params =
+                Tensor::contiguous(dev.alloc(bytes.len()).unwrap(), 0, &[2, RowSampling::WORDS], DType::I32);
+            stream.upload(&params.buffer, 0, &bytes).unwrap();
+            Sample {
+                logits: f32_tensor(&dev, &[2, 3], &[0.5, 1.0, -1.0, 2.0, 0.0, 1.0]),
+                temperature: 1.0,
+                top_p: 1.0,
+                seed: 0,
+                row_params: Some(params),
+                out: out(&dev, &[2], DType::I32),
+            }
+        };
+        let good = RowSampling { temperature: 0.0, top_p: 1.0, seed: 1 };
+        stream
+            .launch(&Op::Sample(op(&[good, RowSampling { temperature: 0.9, top_p: 0.5, seed: 2 }])))
+            .unwrap();
+        for bad in [-1.0, f32::NAN]
+            .map(|t| RowSampling { temperature: t, ..good })
+            .into_iter()
+            .chain([0.0, 1.5].map(|p| RowSampling { top_p: p, ..good }))
+        {
+            let r = stream.launch(&Op::Sample(op(&[good, bad])));
+            assert!(r.as_ref().is_err_and(|e| e.to_string().contains("row 1")), "{bad:?}: {r:?}");
+            assert_invalid(r, "sample", "row_params");
+        }
+        let mut scalar = op(&[good, good]);
+        scalar.top_p = 0.0;
+        assert_invalid(stream.launch(&Op::Sample(scalar)), "sample", "top_p");
+    }
+}

@@ -11,10 +11,12 @@
 //   above p_c are in; of those equal to p_c, the lowest ids that complete the mass,
 //   need = ⌈(top_p − M(k_c + 1)) / p_c⌉ of them, the last found by a binary search over the index. When
 //   Σ_i p_i < top_p (rounding), every token is in.
-//   Race: the winner maximises p_i / E_i, E_i = −ln u(seed, row, i), in f64 exactly as the CPU computes it:
+//   Race: the winner maximises p_i / E_i, E_i = −ln u(seed, key, i), in f64 exactly as the CPU computes it:
 //   u from core's `uniform` (SplitMix64 finaliser in native 64-bit integers; (m + ½) / 2^53 rounds as the
 //   CPU's f64), one f64 log and one f64 division. Equal keys go to the earlier token of the nucleus order
 //   (larger p, then lower id), as the CPU's fold does.
+// Each row's temperature, top_p, seed and key are row_sampling's (sample_common.cuh): the launch's, or the
+// row's entry of `rows`, checked here (a bad entry is reported at `site` and the row left unwritten).
 // Sums (Σ, the masses) are f32 per thread in increasing index, then combined across the block in a fixed
 // order, so a row gives the same bits on every run; they differ from the CPU's sequential sums only by
 // rounding, which the conformance treats as near-ties.
@@ -25,6 +27,9 @@ struct Params {
     u64 x_stride;
     i32* out;
     float* probs;  // [R, V] scratch for p (unused at temperature 0)
+    const u32* rows;  // [R, 4] per-row parameters, or null: the launch's
+    u32* err;
+    u64 site;  // check site of `rows`' entries
     double temperature, top_p;  // f32 values
     u64 seed;
 };
@@ -55,7 +60,12 @@ DSV3_KERNEL void sample(const Params p) {
     u64 row = blockIdx.x;
     const x_t* x = p.x + row * p.x_stride;
     u32 n = (u32)p.n;
-    float temperature = (float)p.temperature;
+    RowSampling rs = row_sampling(p.rows, row, p.temperature, p.top_p, p.seed);
+    if (!rs.ok) {
+        if (threadIdx.x == 0) report(p.err, (u32)p.site, (u32)row, rs.bad);
+        return;
+    }
+    float temperature = rs.temperature;
     if (temperature == 0.0f) {
         double bk = -1.0;
         u32 bi = NO_INDEX;
@@ -70,7 +80,7 @@ DSV3_KERNEL void sample(const Params p) {
         if (threadIdx.x == 0) p.out[row] = (i32)win;
         return;
     }
-    float top_p = (float)p.top_p;
+    float top_p = rs.top_p;
     float* probs = p.probs + row * n;
     float m = -f32_inf();
     for (u32 c = threadIdx.x; c < n; c += blockDim.x) m = fmaxf(m, to_f32(x[c]) / temperature);
@@ -144,7 +154,7 @@ DSV3_KERNEL void sample(const Params p) {
         float pc = probs[c];
         u32 kc = order_key(pc);
         if (cut && (kc < k_cut || (kc == k_cut && c > last))) continue;
-        double key = (double)pc / race_e(p.seed, row, c);
+        double key = (double)pc / race_e(rs.seed, rs.key, c);
         // p = 0, or E = −0 (u rounded to 1, probability 2^-53): such a token only wins a race of zeros.
         if (!(key > 0.0)) key = 0.0;
         if (better(key, kc, c, bk, bkp, bi)) {

@@ -1,5 +1,6 @@
-// What sample.cu (one block per row) and sample_split.cu (long rows over many blocks) share: the race's
-// exponential E, the order of its candidates and the block's best of them, a block's u32 sum.
+// What sample.cu (one block per row) and sample_split.cu (long rows over many blocks) share: each row's
+// parameters, the race's exponential E, the order of its candidates and the block's best of them, a
+// block's u32 sum.
 
 #define NO_INDEX 0xffffffffu
 
@@ -54,3 +55,38 @@ DSV3_DEV double race_e(u64 seed, u64 row, u64 column) {
     return -log(u);
 }
 
+
+// One row's sampling parameters (core's `Sample::row`): the launch's own, whose uniforms are keyed by the
+// row, or, with `rows` (core's `row_params`, i32 [R, 4]: temperature and top_p as f32 bits, the seed's low
+// and high words), the row's own, keyed as row 0 (what a one-row launch of them draws). `ok` is false for
+// an entry outside core's `RowSampling` rules (temperature finite and ≥ 0, top_p in (0, 1]); `bad` is then
+// the offending word, for the report.
+struct RowSampling {
+    float temperature, top_p;
+    u64 seed, key;
+    bool ok;
+    u32 bad;
+};
+
+DSV3_DEV RowSampling row_sampling(const u32* rows, u64 row, double temperature, double top_p, u64 seed) {
+    RowSampling s;
+    if (rows == nullptr) {
+        s.temperature = (float)temperature;
+        s.top_p = (float)top_p;
+        s.seed = seed;
+        s.key = row;
+        s.ok = true;
+        s.bad = 0;
+        return s;
+    }
+    const u32* e = rows + 4 * row;
+    s.temperature = u2f(e[0]);
+    s.top_p = u2f(e[1]);
+    s.seed = (u64)e[2] | ((u64)e[3] << 32);
+    s.key = 0;
+    bool t_ok = s.temperature >= 0.0f && s.temperature < f32_inf();  // false for NaN
+    bool p_ok = s.top_p > 0.0f && s.top_p <= 1.0f;
+    s.ok = t_ok && p_ok;
+    s.bad = t_ok ? e[1] : e[0];
+    return s;
+}

@@ -1,4 +1,4 @@
-// One level of sample_split.cu's nucleus cut per launch: one block of HIST threads per row, thread d for
+// One level of sample_split.cu's nucleus cut per launch (rows' top_p from row_sampling, sample_common.cuh): one block of HIST threads per row, thread d for
 // digit d of the level. With `above` the mass above the digits chosen so far (0 at level 0) and S(d) the
 // row's mass at digits ≥ d among the tokens that match them (the level's histogram, suffix-summed), the
 // chosen digit is the largest d with above + S(d) ≥ top_p; the keys it leaves are the largest k_c with
@@ -12,7 +12,8 @@ struct Params {
     const u64* hist;  // [R, 3, HIST]: sample_split's histograms
     const u32* ties;  // [R, chunks, HIST]: its blocks' tokens per level-2 digit
     u64* cut;         // [R, 4]: the state (sample_radix.cuh's CUT_*)
-    double top_p;     // an f32 value
+    const u32* rows;  // [R, 4] per-row parameters, or null: the launch's
+    double temperature, top_p;  // f32 values
     u64 level;
 };
 
@@ -23,10 +24,13 @@ DSV3_KERNEL void sample_cut(const Params p) {
     u64 row = blockIdx.x;
     u64* cut = p.cut + row * 4;
     u32 d = threadIdx.x;
+    // sample_split skips greedy rows and rows with a bad entry (it reports those): no cut.
+    RowSampling rs = row_sampling(p.rows, row, p.temperature, p.top_p, 0);
+    if (!rs.ok || rs.temperature == 0.0f) return;
     if (p.level > 0 && cut[CUT_STATE] != CUT_ON) return;  // every token is in
     u64 above = p.level == 0 ? 0 : cut[CUT_ABOVE];
     u64 prefix = p.level == 0 ? 0 : cut[CUT_PREFIX];
-    u64 top = fixed_top(p.top_p);
+    u64 top = fixed_top(rs.top_p);
     if (d == 0) chosen = 0;
     // suffix[d] = S(d), by doubling strides (Hillis–Steele): log2(HIST) steps of one add per thread.
     suffix[d] = p.hist[(row * 3 + p.level) * HIST + d];

@@ -1,4 +1,4 @@
-// Seeded sampling (sample.cu's contract, at temperature > 0; greedy rows are argmax) over long rows of
+// Seeded sampling (sample.cu's contract) over long rows of
 // logits [R, V] (row stride free), each row spread over `chunks` blocks: block b takes row b / chunks and
 // of it the elements [chunk·j, chunk·(j+1)), j = b mod chunks (the last block of a row to V). Seven launches
 // of this kernel (`pass` 0..6) and three of sample_cut.cu, in this order:
@@ -22,6 +22,10 @@
 // thread takes a contiguous part of the block's range), then its own.
 // The race is sample.cu's: key p_i / E_i in f64, candidates in `better`'s order (a total order, so the
 // blocks' winners and then the row's give the same winner as one block would).
+// Rows' parameters are row_sampling's (sample_common.cuh). A greedy row (temperature 0: only with per-row
+// parameters, the host sends a greedy launch to topk.cu) skips passes 0–4 and the cuts; in pass 5 each
+// block offers its argmax as sample.cu's greedy path ranks it (key: the logit's order key), so pass 6
+// picks the row's argmax. A row with a bad entry is reported once (pass 0, its first block) and skipped.
 
 struct Params {
     u64 n, chunk, chunks;
@@ -35,6 +39,9 @@ struct Params {
     const u64* cut;    // [R, 4]: sample_cut's state (CUT_*)
     double* win_key;   // [R, chunks]: each block's winner's race key
     u32* win;          // [R, chunks, 2]: its p's order key and its index
+    const u32* rows;   // [R, 4] per-row parameters, or null: the launch's
+    u32* err;
+    u64 site;          // check site of `rows`' entries
     double temperature, top_p;  // f32 values
     u64 seed, pass;
 };
@@ -78,6 +85,7 @@ DSV3_KERNEL void sample_split(const Params p) {
     if (p.pass == 6) {
         // One block per row: the best of its blocks' winners (a block without nucleus tokens offers key −1).
         u64 row = blockIdx.x;
+        if (!row_sampling(p.rows, row, p.temperature, p.top_p, p.seed).ok) return;
         double bk = -1.0;
         u32 bkp = 0, bi = NO_INDEX;
         for (u64 j = threadIdx.x; j < p.chunks; j += blockDim.x) {
@@ -99,7 +107,32 @@ DSV3_KERNEL void sample_split(const Params p) {
     float* part = p.part + row * 2 * p.chunks;
     u64* row_hist = p.hist + row * 3 * HIST;
     const u64* cut = p.cut + row * 4;
-    float temperature = (float)p.temperature;
+    RowSampling rs = row_sampling(p.rows, row, p.temperature, p.top_p, p.seed);
+    if (!rs.ok) {
+        if (p.pass == 0 && j == 0 && threadIdx.x == 0) report(p.err, (u32)p.site, (u32)row, rs.bad);
+        return;
+    }
+    float temperature = rs.temperature;
+    if (temperature == 0.0f) {
+        if (p.pass != 5) return;
+        double bk = -1.0;
+        u32 bi = NO_INDEX;
+        for (u64 c = begin + threadIdx.x; c < end; c += blockDim.x) {
+            double k = (double)order_key(to_f32(x[c]));
+            if (better(k, 0, (u32)c, bk, 0, bi)) {
+                bk = k;
+                bi = (u32)c;
+            }
+        }
+        block_winner(bk, 0, bi);
+        if (threadIdx.x == 0) {
+            u64 w = row * p.chunks + j;
+            p.win_key[w] = win_key[0];
+            p.win[2 * w] = win_p[0];
+            p.win[2 * w + 1] = win_idx[0];
+        }
+        return;
+    }
     if (p.pass == 0) {
         if (j == 0) {
             for (u32 d = threadIdx.x; d < 3 * HIST; d += blockDim.x) row_hist[d] = 0;
@@ -165,7 +198,7 @@ DSV3_KERNEL void sample_split(const Params p) {
             if (kc < k_cut) continue;
             if (kc == k_cut && rank++ >= need) continue;
         }
-        double key = (double)pc / race_e(p.seed, row, c);
+        double key = (double)pc / race_e(rs.seed, rs.key, c);
         // p = 0, or E = −0 (u rounded to 1, probability 2^-53): such a token only wins a race of zeros.
         if (!(key > 0.0)) key = 0.0;
         if (better(key, kc, (u32)c, bk, bkp, bi)) {

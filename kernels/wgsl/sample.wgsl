@@ -4,10 +4,15 @@
 //   nucleus = the shortest prefix by decreasing p (ties to the lower id) whose mass reaches top_p, found
 //   without sorting: a binary search over the f32 bit patterns of p for the cut value v_c (the largest
 //   v with Σ_{p ≥ v} p ≥ top_p), then, among tokens equal to v_c, the lowest ids that complete the mass;
-//   the winner maximises p_i / E_i with E_i = −ln u(seed, row, i), u computed in 64-bit integer
+//   the winner maximises p_i / E_i with E_i = −ln u(seed, key, i), u computed in 64-bit integer
 //   arithmetic on u32 pairs exactly as core's `uniform`, and E from it without cancellation.
+// Each row's temperature, top_p, seed and key (core's `Sample::row`): the launch's, keyed by the global
+// row; or, with per-row parameters, the row's entry of `rows` (i32 [R, 4]: temperature and top_p as f32
+// bits, the seed's low and high words), keyed as row 0, checked here: a bad entry is reported and the row
+// left unwritten.
 // P: [0] R, [1] V, [2] logits offset, [3] logits row stride, [4] out offset, [5] temperature (f32 bits),
-//    [6] top_p (f32 bits), [7] seed low word, [8] seed high word, [9] first row (global, for u).
+//    [6] top_p (f32 bits), [7] seed low word, [8] seed high word, [9] first row (global, for u),
+//    [10] 1 with per-row parameters, [11] their offset, [12] their check site.
 
 var<workgroup> rf: array<f32, WG>;
 var<workgroup> rk: array<u32, WG>;
@@ -102,7 +107,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let n = p(1u);
     let xb = p(2u) + row * p(3u);
-    let temperature = pf(5u);
+    let grow = p(9u) + row;
+    var temperature = pf(5u);
+    var top_p = pf(6u);
+    var seed = vec2<u32>(p(7u), p(8u));
+    var key = grow;
+    if (p(10u) == 1u) {
+        let e = p(11u) + 4u * grow;
+        temperature = bitcast<f32>(raw_rows(e));
+        top_p = bitcast<f32>(raw_rows(e + 1u));
+        seed = vec2<u32>(raw_rows(e + 2u), raw_rows(e + 3u));
+        key = 0u;
+        // Finite and ≥ 0 (false for NaN: every comparison with it is), top_p in (0, 1].
+        let t_ok = temperature >= 0.0 && temperature <= 3.4028234e38;
+        if (!t_ok || !(top_p > 0.0 && top_p <= 1.0)) {
+            if (lid == 0u) {
+                report(p(12u), grow, select(raw_rows(e), raw_rows(e + 1u), t_ok));
+            }
+            return;
+        }
+    }
     if (temperature == 0.0) {
         var bk = 0u;
         var bi = 0xffffffffu;
@@ -129,7 +153,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         part = part + exp_f32(div_rn(ld_x(xb + c), temperature) - mx);
     }
     let total = sum_all(lid, part);
-    let top_p = pf(6u);
     // Σ p over tokens whose key is ≥ `key` (p ≥ 0, so keys are ≥ 0x80000000).
     var lo = 0x80000000u;
     var hi = 0xbf800001u;
@@ -213,8 +236,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let idx_cut = workgroupUniformLoad(&cut_idx);
     // The race among the nucleus.
-    let seed = vec2<u32>(p(7u), p(8u));
-    let grow = p(9u) + row;
     var bk = 0u;
     var bk2 = 0u;
     var bi = 0xffffffffu;
@@ -223,9 +244,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let kp = order_key(pc);
         let inside = !cut || kp > k_cut || (kp == k_cut && c <= idx_cut);
         if (inside) {
-            let key = order_key(pc / race_e(seed, grow, c));
-            if (better(key, kp, c, bk, bk2, bi)) {
-                bk = key;
+            let rk_c = order_key(pc / race_e(seed, key, c));
+            if (better(rk_c, kp, c, bk, bk2, bi)) {
+                bk = rk_c;
                 bk2 = kp;
                 bi = c;
             }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use dsv3_core::ops::sampling::Sample;
+use dsv3_core::ops::sampling::{RowSampling, Sample};
 use dsv3_core::{DType, Error, Op, Result, Tensor};
 
 use crate::cache::KvCache;
@@ -73,17 +73,15 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 
 fn sample(model: &Model, logits: &Tensor, sampling: &Sampling, step: usize) -> Result<Vec<u32>> {
     let out = model.scratch(&[logits.shape[0]], DType::I32)?;
-    launch_sample(model, logits, sampling, step, &out)?;
+    launch_sample(model, logits, sampling, step, None, &out)?;
     download_ids(model, &out)
 }
 
 /// One token per row of `logits` `[R, V]`, row `r` drawn with its own `rows[r]` = (sampling, step) exactly
-/// as a batch of that one sequence would draw it (its uniforms keyed as row 0): a sequence samples the same
-/// tokens whatever row of a batch it is in, and whoever else is in the batch. The sample op takes one
-/// temperature, top_p and seed per launch and keys its uniforms by row, so this is one launch when every
-/// row is greedy (the key does not matter) and otherwise one launch per row over a one-row view, all into
-/// one output read back once. One launch for any mix needs a sample op with per-row temperature, top_p
-/// and seed tensors and the row key taken from the seed rather than the row's position.
+/// as a batch of that one sequence would draw it: a sequence samples the same tokens whatever row of a
+/// batch it is in, and whoever else is in the batch. One launch: the op's shared parameters when every
+/// row is greedy (nothing to upload; argmax has no key), else its per-row parameters (the sample op keys
+/// a row's uniforms by its seed alone, as a one-row launch, [`Sample`]'s `row_params`).
 pub fn sample_rows(model: &Model, logits: &Tensor, rows: &[(Sampling, usize)]) -> Result<Vec<u32>> {
     if logits.shape.first() != Some(&rows.len()) {
         let why = format!("{} sampling choices for logits of shape {:?}", rows.len(), logits.shape);
@@ -95,20 +93,34 @@ pub fn sample_rows(model: &Model, logits: &Tensor, rows: &[(Sampling, usize)]) -
     let out = model.scratch(&[rows.len()], DType::I32)?;
     if rows.iter().all(|(s, _)| s.temperature == 0.0) {
         let (sampling, step) = &rows[0];
-        launch_sample(model, logits, sampling, *step, &out)?;
+        launch_sample(model, logits, sampling, *step, None, &out)?;
     } else {
-        for (r, (sampling, step)) in rows.iter().enumerate() {
-            launch_sample(model, &logits.narrow(0, r, 1)?, sampling, *step, &out.narrow(0, r, 1)?)?;
-        }
+        let params: Vec<RowSampling> = rows
+            .iter()
+            .map(|(s, step)| RowSampling {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                seed: step_seed(s.seed, *step),
+            })
+            .collect();
+        let table = model.scratch(&[rows.len(), RowSampling::WORDS], DType::I32)?;
+        model.stream().upload(
+            &table.buffer,
+            table.offset,
+            bytemuck::cast_slice(&RowSampling::encode(&params)),
+        )?;
+        launch_sample(model, logits, &rows[0].0, rows[0].1, Some(table), &out)?;
     }
     download_ids(model, &out)
 }
 
+/// The sample op with `sampling`'s parameters at `step` (or each row's own, `row_params`).
 fn launch_sample(
     model: &Model,
     logits: &Tensor,
     sampling: &Sampling,
     step: usize,
+    row_params: Option<Tensor>,
     out: &Tensor,
 ) -> Result<()> {
     let op = Sample {
@@ -116,6 +128,7 @@ fn launch_sample(
         temperature: sampling.temperature,
         top_p: sampling.top_p,
         seed: step_seed(sampling.seed, step),
+        row_params,
         out: out.clone(),
     };
     model.launch_on_head(Op::Sample(op))

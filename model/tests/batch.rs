@@ -185,3 +185,27 @@ fn sequences_sharing_a_prefix_decode_as_they_would_alone() {
     assert_eq!(cache.pages_in_use().0, 0, "every page back in the pool");
     assert!(cache.share_prefix(0, 0, 1).is_err(), "a slot cannot share with itself");
 }
+
+/// Rows of one batch with different sampling settings are drawn in one sample launch, each exactly as a
+/// batch of that row alone draws it: what lets a server batch requests with their own parameters.
+#[test]
+fn rows_with_their_own_sampling_draw_in_one_launch_as_they_would_alone() {
+    use dsv3_model::cache::KvCache;
+    use dsv3_model::generate::sample_rows;
+    use dsv3_model::graph::Logits;
+    let model = load(NumericPath::F32);
+    let prompts: Vec<u32> = (0..4 * 5).map(|i| (i * 53 + 11) % 500).collect();
+    let cache = KvCache::new(&model, 4, 16).unwrap();
+    let mut view = cache.slots(0..4).unwrap();
+    let logits = model.forward(&mut view, &prompts, 5, Logits::Last).unwrap();
+    let at = |temperature, top_p, seed| Sampling { temperature, top_p, seed };
+    // A greedy row, two rows with one seed and step but other settings, a narrow nucleus.
+    let rows = [(at(0.8, 0.9, 7), 3), (at(0.0, 1.0, 7), 0), (at(1.3, 0.5, 11), 0), (at(0.6, 1.0, 7), 3)];
+    let launches = model.launches();
+    let together = sample_rows(&model, &logits, &rows).unwrap();
+    assert_eq!(model.launches() - launches, 1, "one sample launch for the batch");
+    for (r, row) in rows.iter().enumerate() {
+        let alone = sample_rows(&model, &logits.narrow(0, r, 1).unwrap(), std::slice::from_ref(row)).unwrap();
+        assert_eq!(together[r], alone[0], "row {r}: {row:?}");
+    }
+}

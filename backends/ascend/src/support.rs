@@ -81,7 +81,8 @@ pub(crate) fn supports(soc: &str, op: &Op) -> Support {
         Op::TopK(_) => plan("aclnnTopk (largest, sorted)"),
         Op::Sample(_) => plan(
             "an Ascend C kernel for the keyed (seed, row, token) exponential race — no aclnn operator draws \
-             that noise — then aclnnArgMax",
+             that noise — reading each row's temperature, top_p and seed from `row_params` when given, then \
+             aclnnArgMax",
         ),
     }
 }

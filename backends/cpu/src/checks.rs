@@ -2,7 +2,7 @@
 //! reports the same faults at `sync`). Shared by both CPU modes.
 
 use crate::bind::{Args, In};
-use dsv3_core::ops::{Access, CachePages};
+use dsv3_core::ops::{Access, CachePages, RowSampling, Sample};
 use dsv3_core::{Error, Op, Result};
 
 /// `expert_offsets` starts at 0, never decreases, and ends at `rows`; returned as usize.
@@ -107,4 +107,14 @@ fn first_failing(x: &In, ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
         return bytes.iter().position(|&c| fails[c as usize]).map(|i| (i, format.decode(bytes[i]) as f64));
     }
     (0..x.t.numel()).map(|i| (i, dtype.read_f64(x.bytes, i))).find(|(_, v)| !ok(*v))
+}
+
+/// Each row's sampling parameters and the key of its uniforms ([`Sample::row`]), from the op's
+/// `row_params` input where it has one: every entry must follow [`RowSampling`]'s rules.
+pub fn sample_rows(op: &Sample, args: &Args) -> Result<Vec<(RowSampling, u64)>> {
+    let rows = match &op.row_params {
+        Some(_) => Some(RowSampling::decode("sample", &args.input("row_params")?.i32s())?),
+        None => None,
+    };
+    Ok((0..op.logits.shape[0]).map(|r| op.row(r, rows.as_deref())).collect())
 }

@@ -39,7 +39,7 @@ fn topk(r: usize, n: usize, k: usize, x: DType) -> Case {
 }
 
 fn sample(r: usize, v: usize, x: DType, temperature: f32, top_p: f32, sample_seed: u64) -> Case {
-    let spec = Spec::Sample(SampleSpec { r, v, x, temperature, top_p, sample_seed });
+    let spec = Spec::Sample(SampleSpec { r, v, x, temperature, top_p, sample_seed, per_row: None });
     let name = format!("sample(r={r},v={v},x={x},temperature={temperature},top_p={top_p},emu)");
     case("sample", name, tolerance::sample(v), spec)
 }
@@ -70,7 +70,7 @@ fn topk_matches() {
 fn sample_matches() {
     common::check_quick("sample");
     // The vocabulary, sampled (T = 0.8, top_p = 0.9) and greedy.
-    let mut set = full_cases(&["sample(r=4,v=129280"]);
+    let mut set = full_cases(&["sample(r=4,v=129280", "sample(r=5,v=129280"]);
     // bf16 logits repeat values, so the nucleus cut falls inside runs of equal p: the index search.
     set.push(sample(4, 5000, BF16, 1.0, 0.5, 7));
     set.push(sample(4, 5000, BF16, 0.7, 0.05, 8));
@@ -79,8 +79,14 @@ fn sample_matches() {
                                                  // cut at the very bottom where the row's mass exceeds 1 by rounding).
     set.push(sample(4, 20000, BF16, 0.7, 0.05, 11));
     set.push(sample(2, 20000, F32, 2.0, 1.0, 12));
+    // Each row its own parameters (a greedy row among them), over blocks and in one block per row.
+    set.push(cases::sample_per_row(6, 20000, BF16, 13));
     common::check_cases(32, "sample", &set);
-    common::check_cases(64, "sample", &[sample(2, 20000, BF16, 1.0, 0.3, 10)]);
+    common::check_cases(
+        64,
+        "sample",
+        &[sample(2, 20000, BF16, 1.0, 0.3, 10), cases::sample_per_row(5, 3000, F32, 14)],
+    );
 }
 
 /// Runs `op(device)` on the emulator (warp 32 and 64) and on the CPU oracle; the i32 outputs of each.
@@ -118,6 +124,7 @@ fn cut_inside_a_run(v: usize, stride: usize) {
             temperature: 1.0,
             top_p: 0.3025,
             seed: 0x0123_4567_89ab_cdef,
+            row_params: None,
             out: Tensor::contiguous(out.clone(), 0, &[rows], DType::I32),
         });
         (op, out)
@@ -135,4 +142,42 @@ fn nucleus_cut_inside_a_run_of_equal_probabilities() {
     cut_inside_a_run(3000, 15); // one block per row: the binary search over the index
                                 // Rows spread over 9 blocks, the run over all of them: the ties' ranks carried from block to block.
     cut_inside_a_run(20000, 97);
+}
+
+/// A per-row entry outside the rules is reported at sync, naming `row_params`, on both kernel paths (one
+/// block per row, rows over many blocks); the other rows are still drawn.
+#[test]
+fn a_bad_per_row_entry_is_reported_at_sync() {
+    use dsv3_core::ops::RowSampling;
+    let d = EmulatorBackend::new(32).open(0).unwrap();
+    for v in [3000, 20000] {
+        let good = RowSampling { temperature: 0.7, top_p: 0.9, seed: 3 };
+        for bad in [RowSampling { top_p: 0.0, ..good }, RowSampling { temperature: f32::NAN, ..good }] {
+            let words = RowSampling::encode(&[good, bad]);
+            let params = d.alloc(words.len() * 4).unwrap();
+            let x = d.alloc(2 * v * 4).unwrap();
+            let out = d.alloc(8).unwrap();
+            let s = d.default_stream();
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            s.upload(&params, 0, &bytes).unwrap();
+            s.upload(&x, 0, &vec![0u8; 2 * v * 4]).unwrap();
+            s.upload(&out, 0, &[0xff; 8]).unwrap();
+            let op = Op::Sample(Sample {
+                logits: Tensor::contiguous(x, 0, &[2, v], F32),
+                temperature: 1.0,
+                top_p: 1.0,
+                seed: 0,
+                row_params: Some(Tensor::contiguous(params, 0, &[2, RowSampling::WORDS], DType::I32)),
+                out: Tensor::contiguous(out.clone(), 0, &[2], DType::I32),
+            });
+            s.launch(&op).unwrap();
+            let err = s.sync().unwrap_err().to_string();
+            assert!(err.contains("sample") && err.contains("row_params"), "v = {v}: {err}");
+            let mut ids = [0u8; 8];
+            s.download(&out, 0, &mut ids).unwrap();
+            let first = i32::from_le_bytes(ids[..4].try_into().unwrap());
+            assert!((0..v as i32).contains(&first), "v = {v}: the good row drew {first}");
+            assert_eq!(ids[4..], [0xff; 4], "v = {v}: the bad row is left unwritten");
+        }
+    }
 }

@@ -486,7 +486,12 @@ mod tests {
                 vec![input("x", bf16), output("values", f32_), output("ids", i32_)],
                 vec![("WG", 256), ("OPK", 1)],
             ),
-            ("sample", vec![src::SAMPLE], vec![input("x", bf16), output("out", i32_)], vec![("WG", 256)]),
+            (
+                "sample",
+                vec![src::SAMPLE],
+                vec![input("x", bf16), input("rows", i32_), output("out", i32_)],
+                vec![("WG", 256)],
+            ),
             (
                 "peak",
                 vec![src::PEAK],

@@ -183,6 +183,41 @@ fn device_side_checks_fail_at_sync_and_the_stream_recovers() {
     s.sync().unwrap();
 }
 
+/// Per-row sampling parameters are checked in the kernel: a bad row is reported at sync, naming
+/// `row_params` and the row; the good row is drawn.
+#[test]
+fn a_bad_per_row_sampling_entry_is_reported_at_sync() {
+    use dsv3_core::ops::{RowSampling, Sample};
+    let Some(dev) = common::device() else { return };
+    let s = dev.default_stream();
+    let good = RowSampling { temperature: 0.7, top_p: 0.9, seed: 3 };
+    let words = RowSampling::encode(&[good, RowSampling { top_p: 1.5, ..good }]);
+    let params = upload(&dev, &words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+    let logits = upload(
+        &dev,
+        &[0.5f32, 1.0, -1.0, 2.0, 0.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    );
+    let out = upload(&dev, &[0xff; 8]);
+    let op = Op::Sample(Sample {
+        logits: Tensor::contiguous(logits, 0, &[2, 3], DType::F32),
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 0,
+        row_params: Some(Tensor::contiguous(params, 0, &[2, RowSampling::WORDS], DType::I32)),
+        out: Tensor::contiguous(out.clone(), 0, &[2], DType::I32),
+    });
+    s.launch(&op).expect("the entries are only read on the device");
+    match s.sync() {
+        Err(Error::InvalidArgument { op: "sample", arg: "row_params", reason }) => {
+            assert!(reason.contains("element 1"), "{reason}")
+        }
+        other => panic!("expected the device to report row_params row 1, got {other:?}"),
+    }
+    let ids = download(&dev, &out);
+    assert!((0..3).contains(&i32::from_le_bytes(ids[..4].try_into().unwrap())), "the good row is drawn");
+    assert_eq!(ids[4..], [0xff; 4], "the bad row is left unwritten");
+}
+
 #[test]
 fn discovery_without_a_driver_is_unavailable_not_a_panic() {
     // In a child process whose Vulkan loader is pointed at a driver manifest that does not exist.

@@ -279,11 +279,13 @@ impl Case {
             }
             Spec::Sample(t) => {
                 let logits = input("logits")?;
+                let row_params = inp.find("row_params").map(|t| b.input(t)).transpose()?;
                 Op::Sample(ops::Sample {
                     logits,
                     temperature: t.temperature,
                     top_p: t.top_p,
                     seed: t.sample_seed,
+                    row_params,
                     out: b.output("out", DType::I32, &[t.r], None)?,
                 })
             }

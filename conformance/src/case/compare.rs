@@ -176,11 +176,12 @@ fn sample_tie(
         return Err(format!("id {got} outside 0..{v}"));
     }
     let got = got as usize;
-    if sp.temperature == 0.0 {
+    let (params, row_key) = sp.row(r);
+    if params.temperature == 0.0 {
         let all = vec![true; v];
         return metrics::is_near_topk(&[got as i32], logits, &all, 0.0);
     }
-    let t = sp.temperature as f64;
+    let t = params.temperature as f64;
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = logits.iter().map(|l| ((l - max) / t).exp()).collect();
     let sum: f64 = e.iter().sum();
@@ -192,19 +193,19 @@ fn sample_tie(
     let mut nucleus = Vec::new();
     let mut strict_len = None;
     for &i in &order {
-        if mass >= sp.top_p as f64 * (1.0 + gap) {
+        if mass >= params.top_p as f64 * (1.0 + gap) {
             break;
         }
         nucleus.push(i);
         mass += p[i];
-        if strict_len.is_none() && mass >= sp.top_p as f64 {
+        if strict_len.is_none() && mass >= params.top_p as f64 {
             strict_len = Some(nucleus.len());
         }
     }
     if !nucleus.contains(&got) {
         return Err(format!("token {got} (p = {:.3e}) is outside the nucleus", p[got]));
     }
-    let key = |i: usize| p[i] / -uniform(sp.sample_seed, r as u64, i as u64).ln();
+    let key = |i: usize| p[i] / -uniform(params.seed, row_key, i as u64).ln();
     let strict = &nucleus[..strict_len.unwrap_or(nucleus.len())];
     let best = strict.iter().map(|&i| key(i)).fold(0.0, f64::max);
     if key(got) < best * (1.0 - gap) {

@@ -3,7 +3,7 @@
 use super::{Case, CastSpec, IdPattern, Inputs, Operand, Spec};
 use crate::gen::{self, derive, normals, HostTensor, Rng};
 use dsv3_core::fp8::Fp8Format;
-use dsv3_core::ops::TopkMethod;
+use dsv3_core::ops::{RowSampling, TopkMethod};
 use dsv3_core::DType;
 
 fn dense(dtype: DType, shape: &[usize], seed: u64, std: f64) -> HostTensor {
@@ -235,7 +235,15 @@ impl Case {
             }
             Spec::Cast(c) => inp.push("x", cast_input(c, derive(s, 1))),
             Spec::TopK(t) => inp.push("x", dense(t.x, &[t.r, t.n], derive(s, 1), 1.0)),
-            Spec::Sample(t) => inp.push("logits", dense(t.x, &[t.r, t.v], derive(s, 1), 3.0)),
+            Spec::Sample(t) => {
+                inp.push("logits", dense(t.x, &[t.r, t.v], derive(s, 1), 3.0));
+                if let Some(rows) = &t.per_row {
+                    inp.push(
+                        "row_params",
+                        HostTensor::from_i32(&[t.r, RowSampling::WORDS], &RowSampling::encode(rows)),
+                    );
+                }
+            }
         }
         inp
     }

@@ -16,7 +16,7 @@ use crate::gen::{HostTensor, ScaleStore};
 use crate::metrics;
 use crate::tolerance::{self as tol, Tolerance};
 use dsv3_core::fp8::Fp8Format;
-use dsv3_core::ops::{RouteConfig, ScaleFormat};
+use dsv3_core::ops::{RouteConfig, RowSampling, ScaleFormat};
 use dsv3_core::rope::RopeParams;
 use dsv3_core::DType;
 
@@ -270,6 +270,21 @@ pub struct SampleSpec {
     pub temperature: f32,
     pub top_p: f32,
     pub sample_seed: u64,
+    /// Each row's own parameters (the op's `row_params`), which replace the three above.
+    pub per_row: Option<Vec<RowSampling>>,
+}
+
+impl SampleSpec {
+    /// Row `r`'s parameters and the key of its uniforms, as the op defines them.
+    pub fn row(&self, r: usize) -> (RowSampling, u64) {
+        match &self.per_row {
+            Some(rows) => (rows[r], 0),
+            None => (
+                RowSampling { temperature: self.temperature, top_p: self.top_p, seed: self.sample_seed },
+                r as u64,
+            ),
+        }
+    }
 }
 
 /// Parameters of a case, one variant per op.

@@ -15,7 +15,7 @@ pub use gemm::{
     ActQuant, Activations, BatchedGemm, Dequantize, Gemm, GroupedGemm, ScaleFormat, Weights, QUANT_BLOCK,
 };
 pub use moe::{MoeCombine, MoeDispatch, MoeRoute, RouteConfig, Scoring, TopkMethod};
-pub use sampling::{Argmax, Sample, TopK};
+pub use sampling::{Argmax, RowSampling, Sample, TopK};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

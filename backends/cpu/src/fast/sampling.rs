@@ -2,6 +2,7 @@
 
 use super::io::load_all;
 use crate::bind::Args;
+use crate::checks;
 use dsv3_core::ops::sampling::uniform;
 use dsv3_core::ops::{Sample, TopK};
 use dsv3_core::Result;
@@ -56,14 +57,15 @@ pub fn topk(op: &TopK, mut args: Args) -> Result<()> {
 
 pub fn sample(op: &Sample, mut args: Args) -> Result<()> {
     let (x, n) = rows(&args, "logits")?;
+    let params = checks::sample_rows(op, &args)?;
     let ids: Vec<usize> = x
         .par_chunks(n)
-        .enumerate()
-        .map(|(r, row)| {
-            if op.temperature == 0.0 {
+        .zip(params)
+        .map(|(row, (params, key))| {
+            if params.temperature == 0.0 {
                 return argmax_row(row);
             }
-            let scaled: Vec<f32> = row.iter().map(|l| l / op.temperature).collect();
+            let scaled: Vec<f32> = row.iter().map(|l| l / params.temperature).collect();
             let mut p = vec![0.0; n];
             super::rows::softmax_into(&scaled, &mut p);
             let mut order: Vec<usize> = (0..n).collect();
@@ -71,10 +73,10 @@ pub fn sample(op: &Sample, mut args: Args) -> Result<()> {
             let mut mass = 0.0f32;
             let cut = order.iter().position(|&i| {
                 mass += p[i];
-                mass >= op.top_p
+                mass >= params.top_p
             });
             let nucleus = &order[..cut.map_or(n, |c| c + 1)];
-            let race = |i: usize| p[i] as f64 / -uniform(op.seed, r as u64, i as u64).ln();
+            let race = |i: usize| p[i] as f64 / -uniform(params.seed, key, i as u64).ln();
             nucleus.iter().copied().fold(nucleus[0], |best, i| if race(i) > race(best) { i } else { best })
         })
         .collect();

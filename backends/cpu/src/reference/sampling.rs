@@ -1,5 +1,6 @@
 use super::moe::top_indices;
 use crate::bind::Args;
+use crate::checks;
 use dsv3_core::ops::sampling::uniform;
 use dsv3_core::ops::{Sample, TopK};
 use dsv3_core::Result;
@@ -33,13 +34,14 @@ pub fn topk(op: &TopK, mut args: Args) -> Result<()> {
 
 pub fn sample(op: &Sample, mut args: Args) -> Result<()> {
     let (x, n) = rows(&args, "logits")?;
+    let params = checks::sample_rows(op, &args)?;
     let mut chosen = Vec::new();
-    for (r, row) in x.chunks(n).enumerate() {
-        if op.temperature == 0.0 {
+    for (row, (params, key)) in x.chunks(n).zip(params) {
+        if params.temperature == 0.0 {
             chosen.push(top_indices(row, 1)[0] as f64);
             continue;
         }
-        let scaled: Vec<f64> = row.iter().map(|l| l / op.temperature as f64).collect();
+        let scaled: Vec<f64> = row.iter().map(|l| l / params.temperature as f64).collect();
         let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let exps: Vec<f64> = scaled.iter().map(|s| (s - max).exp()).collect();
         let sum: f64 = exps.iter().sum();
@@ -50,11 +52,11 @@ pub fn sample(op: &Sample, mut args: Args) -> Result<()> {
         for &i in &order {
             nucleus.push(i);
             mass += p[i];
-            if mass >= op.top_p as f64 {
+            if mass >= params.top_p as f64 {
                 break;
             }
         }
-        let race = |i: usize| p[i] / -uniform(op.seed, r as u64, i as u64).ln();
+        let race = |i: usize| p[i] / -uniform(params.seed, key, i as u64).ln();
         let winner =
             nucleus.iter().copied().fold(nucleus[0], |best, i| if race(i) > race(best) { i } else { best });
         chosen.push(winner as f64);

@@ -133,17 +133,19 @@ pub fn sample(l: &Launch, o: &Sample) -> Result<()> {
     if rows == 0 {
         return Ok(());
     }
+    // Greedy sampling is argmax: the same order (value, then the lower id), the same split.
+    let greedy = o.row_params.is_none() && o.temperature == 0.0;
     let chunks = row_chunks(n);
     if chunks > 1 {
-        // Greedy sampling is argmax: the same order (value, then the lower id), the same split.
-        if o.temperature == 0.0 {
+        if greedy {
             return select(l, ["logits", "out"], &o.logits, 1, None, &o.out);
         }
         return sample_split(l, o, chunks);
     }
     let f = l.kernel(&sample_variant(o.logits.dtype))?;
     // p, computed once and read by every pass of the nucleus search (greedy needs none).
-    let probs = if o.temperature == 0.0 { 0 } else { l.scratch(rows * n * 4)? };
+    let probs = if greedy { 0 } else { l.scratch(rows * n * 4)? };
+    let (row_params, site) = row_params(l, o)?;
     let block = row_block(n);
     let params = Params::new()
         .u(n)
@@ -151,10 +153,25 @@ pub fn sample(l: &Launch, o: &Sample) -> Result<()> {
         .u(row_stride(&o.logits))
         .addr(l.addr("out", &o.out)?)
         .addr(probs)
+        .addr(row_params)
+        .addr(l.err())
+        .u(site as usize)
         .f(o.temperature as f64)
         .f(o.top_p as f64)
         .i(o.seed as i64); // the seed's 64 bits, as they are
     l.run(&f, l.grid(rows as u64 * block as u64, block)?, params)
+}
+
+/// The address of the op's per-row parameters and the check site of their entries (0 and none without
+/// them: the kernels then use the launch's own, which the op's validation checked).
+fn row_params(l: &Launch, o: &Sample) -> Result<(u64, u32)> {
+    match &o.row_params {
+        Some(t) => {
+            let site = l.site("row_params", "each row: temperature finite and ≥ 0, top_p in (0, 1]");
+            Ok((l.addr("row_params", t)?, site))
+        }
+        None => Ok((0, 0)),
+    }
 }
 
 /// Entries of sample_cut.cu's digit histograms (10-bit digits).
@@ -183,6 +200,7 @@ fn sample_split(l: &Launch, o: &Sample, chunks: usize) -> Result<()> {
     }
     let [probs, part, hist, ties, state, win_key, win] = at;
     let (x, out) = (l.addr("logits", &o.logits)?, l.addr("out", &o.out)?);
+    let (row_params, site) = row_params(l, o)?;
     let chunk_grid = l.grid((rows * chunks) as u64 * BLOCK as u64, BLOCK)?;
     let row_grid = l.grid(rows as u64 * BLOCK as u64, BLOCK)?;
     let cut_grid = l.grid((rows * HIST) as u64, HIST as u32)?;
@@ -201,6 +219,9 @@ fn sample_split(l: &Launch, o: &Sample, chunks: usize) -> Result<()> {
             .addr(state)
             .addr(win_key)
             .addr(win)
+            .addr(row_params)
+            .addr(l.err())
+            .u(site as usize)
             .f(o.temperature as f64)
             .f(o.top_p as f64)
             .i(o.seed as i64) // the seed's 64 bits, as they are
@@ -208,7 +229,15 @@ fn sample_split(l: &Launch, o: &Sample, chunks: usize) -> Result<()> {
         l.run(&split, grid, params)
     };
     let level = |level: usize| {
-        let params = Params::new().u(chunks).addr(hist).addr(ties).addr(state).f(o.top_p as f64).u(level);
+        let params = Params::new()
+            .u(chunks)
+            .addr(hist)
+            .addr(ties)
+            .addr(state)
+            .addr(row_params)
+            .f(o.temperature as f64)
+            .f(o.top_p as f64)
+            .u(level);
         l.run(&cut, cut_grid, params)
     };
     for p in 0..3 {

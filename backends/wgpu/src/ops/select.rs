@@ -50,15 +50,24 @@ pub fn sample(rec: &mut Recorder, o: &Sample) -> Result<()> {
     let kernel = rec.kernel(&kernels::Spec {
         name: "sample",
         sources: &[kernels::src::SAMPLE],
-        args: &[input("x", Elem::of(o.logits.dtype)), output("out", Elem::I32)],
+        args: &[input("x", Elem::of(o.logits.dtype)), input("rows", Elem::I32), output("out", Elem::I32)],
         consts: &[("WG", WG)],
     })?;
     let xs = row_stride(&o.logits);
     let (ow, o_off) = rec.tensor("out", &o.out)?;
+    // Per-row parameters are bound whole (16 bytes a row) and indexed by the global row.
+    let (rw, row_params) = match &o.row_params {
+        Some(t) => {
+            let (w, off) = rec.tensor("row_params", t)?;
+            let site = rec.site("row_params", "each row: temperature finite and ≥ 0, top_p in (0, 1]");
+            (w, [1, off, site])
+        }
+        None => (rec.dummy("logits", &o.logits)?, [0; 3]),
+    };
     for (r0, r1) in row_chunks(rec, rows, &[(xs, v, o.logits.dtype.size())])? {
         let (xf, xe) = rows_range(&o.logits, xs, r0, r1);
         let (xw, x_off) = rec.window("logits", &o.logits, xf, xe)?;
-        let params = vec![
+        let mut params = vec![
             (r1 - r0) as u32,
             v as u32,
             x_off,
@@ -70,8 +79,9 @@ pub fn sample(rec: &mut Recorder, o: &Sample) -> Result<()> {
             (o.seed >> 32) as u32,
             r0 as u32,
         ];
+        params.extend(row_params);
         let groups = rec.grid((r1 - r0) as u32);
-        rec.dispatch(kernel.clone(), vec![xw, ow.clone()], params, groups)?;
+        rec.dispatch(kernel.clone(), vec![xw, rw.clone(), ow.clone()], params, groups)?;
     }
     Ok(())
 }
