@@ -36,11 +36,15 @@ pub struct Args {
     /// Sequences decoded together: slots of the latent cache
     #[arg(long, value_name = "N", default_value = "16", value_parser = MAX_BATCH)]
     max_batch: usize,
-    /// Tokens per request, prompt and output (at most the model's context); every slot holds this many
-    /// tokens' latent cache from the start: max-batch × context × /health's bytes_per_cached_token
+    /// Tokens per request, prompt and output (at most the model's context)
     /// [default: 8192, or the model's context when shorter]
     #[arg(long, value_name = "TOKENS", value_parser = CONTEXT)]
     context: Option<usize>,
+    /// Bytes of the latent cache's pool of 64-token pages on the attention devices, at least one context's
+    /// (64 × /health's bytes_per_cached_token per page); a request waits until the pool has the pages its
+    /// prompt and max_tokens may take [default: every slot's context, max-batch × context tokens]
+    #[arg(long, value_name = "BYTES", value_parser = COUNT)]
+    kv_memory: Option<usize>,
     /// Prompt tokens prefilled per step, between decode steps of the running requests
     #[arg(long, value_name = "TOKENS", default_value = "256", value_parser = PREFILL_CHUNK)]
     prefill_chunk: usize,
@@ -101,6 +105,7 @@ fn try_run(args: Args) -> Result<(), String> {
         max_batch: args.max_batch,
         max_queue: args.max_queue,
         context: args.context.unwrap_or(DEFAULT_CONTEXT.min(loaded.model.config.max_position_embeddings)),
+        kv_memory: args.kv_memory,
         prefill_chunk: args.prefill_chunk,
         cache_dir: args.cache_dir,
         cache_memory: args.cache_memory,

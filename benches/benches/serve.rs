@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use dsv3_backend_cpu::{CpuBackend, Mode};
 use dsv3_core::Backend;
 use dsv3_model::builtin::Builtin;
+use dsv3_model::cache::pages_for;
 use dsv3_model::config::ModelConfig;
 use dsv3_model::generate::Sampling;
 use dsv3_model::graph::{Model, NumericPath};
@@ -58,7 +59,9 @@ fn engine_with_cache(
     prefill_chunk: usize,
     cache_bytes: usize,
 ) -> Engine {
-    let limits = Limits { max_batch: 16, max_queue: 64, context: LONG_PROMPT + 256, prefill_chunk };
+    let context = LONG_PROMPT + 256;
+    let kv_pages = 16 * pages_for(context);
+    let limits = Limits { max_batch: 16, max_queue: 64, context, prefill_chunk, kv_pages };
     let cache = PrefixCache::new(cache_bytes, None);
     Engine::start(model.clone(), tokenizer.clone(), cache, [0; 32], Arc::new(Metrics::default()), limits)
         .unwrap()

@@ -22,6 +22,11 @@ use crate::graph::Model;
 /// Positions per page: DeepSeek's context-cache unit, so a stored prefix unit is one page.
 pub const PAGE: usize = 64;
 
+/// Pages that hold `tokens` positions (at least one).
+pub fn pages_for(tokens: usize) -> usize {
+    tokens.div_ceil(PAGE).max(1)
+}
+
 /// The bookkeeping a cache shares with its views.
 struct Pages {
     /// Tokens cached per slot.
@@ -45,6 +50,12 @@ impl Pages {
             *entry = -1;
         }
         self.lens[slot] = 0;
+    }
+
+    /// Whether writing into page position `j` of `slot` takes a page: none is there yet, or it is shared.
+    fn needs_page(&self, slot: usize, j: usize) -> bool {
+        let entry = self.tables[slot][j];
+        entry < 0 || self.refs[entry as usize] > 1
     }
 
     fn take(&mut self) -> Result<usize> {
@@ -74,6 +85,13 @@ impl KvCache {
     /// Room for `batch` sequences of up to `capacity` tokens each, in the model's activation dtype: a pool
     /// of as many pages as the sequences could fill, so growing never runs out of pages.
     pub fn new(model: &Model, batch: usize, capacity: usize) -> Result<KvCache> {
+        Self::with_pool(model, batch, capacity, batch * pages_for(capacity))
+    }
+
+    /// `batch` sequences of up to `capacity` tokens each over a pool of `pool` pages, fewer than they could
+    /// fill (at least one sequence's worth): the caller decides who may grow ([`KvCache::pages_to_grow`],
+    /// [`KvCache::free_pages`]); a step that finds too few free pages is an error that changes nothing.
+    pub fn with_pool(model: &Model, batch: usize, capacity: usize, pool: usize) -> Result<KvCache> {
         let cfg = &model.config;
         if capacity > cfg.max_position_embeddings {
             return Err(Error::invalid(
@@ -82,8 +100,12 @@ impl KvCache {
                 format!("{capacity} tokens exceed max_position_embeddings {}", cfg.max_position_embeddings),
             ));
         }
-        let pages_per_seq = capacity.div_ceil(PAGE).max(1);
-        let pool = batch * pages_per_seq;
+        let pages_per_seq = pages_for(capacity);
+        if pool < pages_per_seq {
+            let why =
+                format!("{pool} pages of {PAGE} positions cannot hold one sequence of {capacity} tokens");
+            return Err(Error::invalid("kv_cache", "pages", why));
+        }
         let shape = [pool, PAGE, cfg.kv_latent_width()];
         let bytes = shape.iter().product::<usize>() * model.act.size();
         let layers = (0..cfg.num_hidden_layers)
@@ -118,6 +140,20 @@ impl KvCache {
     /// Tokens cached for each sequence.
     pub fn lens(&self) -> Vec<usize> {
         self.state().lens[self.slots.clone()].to_vec()
+    }
+
+    /// Pages no sequence holds.
+    pub fn free_pages(&self) -> usize {
+        self.state().free.len()
+    }
+
+    /// The most pages sequence `b` still takes from the pool to grow to `tokens` tokens: one for each page
+    /// position it will write that it does not hold alone (not yet taken, or shared and so copied first).
+    pub fn pages_to_grow(&self, b: usize, tokens: usize) -> Result<usize> {
+        let slot = self.slot_index(b, "pages_to_grow")?;
+        let s = self.state();
+        let from = s.lens[slot] / PAGE;
+        Ok((from..tokens.div_ceil(PAGE).min(self.pages_per_seq)).filter(|&j| s.needs_page(slot, j)).count())
     }
 
     /// Pages of the pool in use (named by some sequence), and the pool's size.
@@ -156,6 +192,23 @@ impl KvCache {
                     ),
                 ));
             }
+        }
+        // Every page the step takes is counted first, so that too few free pages change nothing.
+        let wanted: usize = self
+            .slots
+            .clone()
+            .zip(&starts)
+            .map(|(slot, &start)| {
+                (start / PAGE..(start + new_tokens).div_ceil(PAGE)).filter(|&j| s.needs_page(slot, j)).count()
+            })
+            .sum();
+        if wanted > s.free.len() {
+            let why = format!(
+                "{new_tokens} new tokens need {wanted} pages, {} of {} are free",
+                s.free.len(),
+                s.refs.len()
+            );
+            return Err(Error::invalid("kv_cache", "pages", why));
         }
         for (slot, &start) in self.slots.clone().zip(&starts) {
             let pages = start / PAGE..(start + new_tokens).div_ceil(PAGE);

@@ -209,3 +209,32 @@ fn rows_with_their_own_sampling_draw_in_one_launch_as_they_would_alone() {
         assert_eq!(together[r], alone[0], "row {r}: {row:?}");
     }
 }
+
+/// A pool smaller than its sequences could fill: what a sequence may still take is counted (pages it will
+/// write and does not hold alone), a step that finds too few free pages is an error that changes nothing,
+/// and a pool that cannot hold one sequence is refused.
+#[test]
+fn a_small_page_pool_counts_what_sequences_may_take() {
+    use dsv3_model::cache::KvCache;
+    use dsv3_model::graph::Logits;
+    let model = load(NumericPath::F32);
+    let too_small = KvCache::with_pool(&model, 2, 128, 1).err().expect("one page cannot hold 128 tokens");
+    assert!(too_small.to_string().contains("pages"), "{too_small}");
+    // Two sequences of up to 128 tokens (2 pages each) over 3 pages.
+    let mut cache = KvCache::with_pool(&model, 2, 128, 3).unwrap();
+    let prompt: Vec<u32> = (0..100).map(|i| (i * 37 + 5) % 500).collect();
+    assert_eq!(cache.pages_to_grow(0, 100).unwrap(), 2);
+    model.forward(&mut cache.slot(0).unwrap(), &prompt, 100, Logits::Last).unwrap();
+    assert_eq!((cache.free_pages(), cache.pages_to_grow(0, 128).unwrap()), (1, 0));
+    let err = model.forward(&mut cache.slot(1).unwrap(), &prompt, 100, Logits::Last).unwrap_err();
+    assert!(err.to_string().contains("pages"), "{err}");
+    assert_eq!((cache.lens(), cache.free_pages()), (vec![100, 0], 1), "the failed step changed nothing");
+    // Sharing the first whole page: sequence 1 takes one page to reach 100 tokens; sequence 0 never writes
+    // the shared page again, so it still needs none.
+    cache.share_prefix(0, 1, 64).unwrap();
+    assert_eq!((cache.pages_to_grow(1, 100).unwrap(), cache.pages_to_grow(0, 128).unwrap()), (1, 0));
+    model.forward(&mut cache.slot(1).unwrap(), &prompt[64..], 36, Logits::Last).unwrap();
+    assert_eq!((cache.lens(), cache.free_pages()), (vec![100, 100], 0));
+    cache.clear(0);
+    assert_eq!(cache.free_pages(), 1, "the shared page stays with sequence 1");
+}

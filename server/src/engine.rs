@@ -1,11 +1,15 @@
 //! The engine: one thread owns the model, the context cache and one batch latent cache of `--max-batch`
-//! slots of `--context` tokens each, and runs the requests with continuous batching.
+//! slots of up to `--context` tokens each over a pool of 64-token pages (`--kv-memory`), and runs the
+//! requests with continuous batching.
 //!
-//! Every iteration: requests that arrived join the waiting line; when a slot is free and no prompt is
-//! being prefilled, the oldest waiting request takes the slot, its longest run of cached units from token
-//! 0 restored into it (at least its last prompt token is left to prefill: the first output token needs
-//! its logits); one chunk of at most `--prefill-chunk` tokens of that prompt is prefilled, so a long
-//! prompt does not stall the running streams; then one decode step runs every decoding sequence together,
+//! Every iteration: requests that arrived join the waiting line; up to `--prefill-chunk` prompt tokens are
+//! prefilled, so a long prompt does not stall the running streams: the prompt being prefilled goes on,
+//! and while tokens of the chunk are left, a slot is free and the pool has the pages the oldest waiting
+//! request may take (its whole prompt and `max_tokens`, beside what the running ones may still take:
+//! admission waits for pages, so no step runs out of them), that request takes the slot, its longest run
+//! of cached units from token 0 restored into it (at least its last prompt token is left to prefill: the
+//! first output token needs its logits), and its prompt is prefilled with what is left of the chunk —
+//! several short prompts join in one iteration; then one decode step runs every decoding sequence together,
 //! each sampling with its own temperature / top_p / seed, and each new token goes to its request. A
 //! sequence ends at EOS, a stop string, `max_tokens`, a client that has gone (its event channel is
 //! closed: checked every iteration), an error, or shutdown (finish reason `abort`); its slot is free for
@@ -25,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use dsv3_model::cache::KvCache;
+use dsv3_model::cache::{pages_for, KvCache};
 use dsv3_model::generate::{sample_rows, Sampling};
 use dsv3_model::graph::{Logits, Model};
 use dsv3_model::tokenizer::{StreamDecoder, Tokenizer};
@@ -67,6 +71,8 @@ pub struct Limits {
     pub context: usize,
     /// Prompt tokens prefilled per iteration.
     pub prefill_chunk: usize,
+    /// Pages of the latent cache's pool (at least one context's).
+    pub kv_pages: usize,
 }
 
 /// A new sequence's cached prefix: whole units, and whether they came from the context cache (so they
@@ -182,7 +188,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Allocates the batch latent cache (`max_batch × context` tokens) and starts the engine thread.
+    /// Allocates the batch latent cache (`kv_pages` pages) and starts the engine thread.
     /// `identity` names the model in cache keys.
     pub fn start(
         model: Arc<Model>,
@@ -192,7 +198,8 @@ impl Engine {
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Result<Engine, crate::ServeError> {
-        let kv = KvCache::new(&model, limits.max_batch, limits.context)?;
+        let kv = KvCache::with_pool(&model, limits.max_batch, limits.context, limits.kv_pages)?;
+        metrics.kv_pages.set(limits.kv_pages as i64);
         let (queue, inbox) = channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
@@ -284,23 +291,35 @@ impl Worker {
             self.retire(&mut running);
 
             let started = Instant::now();
-            let prefilling = running.last().is_some_and(|s| !s.decoding());
-            if !prefilling && running.len() < self.kv.batch() {
-                if let Some(job) = waiting.pop_front() {
+            let mut stepped = false;
+            let mut chunk = self.prefill_chunk;
+            while chunk > 0 {
+                let prefilling = running.last().is_some_and(|s| !s.decoding());
+                if !prefilling {
+                    let admissible = running.len() < self.kv.batch()
+                        && waiting.front().is_some_and(|job| self.pages_suffice(job, &running));
+                    if !admissible {
+                        break;
+                    }
+                    let Some(job) = waiting.pop_front() else { break };
                     self.metrics.queue_depth.dec();
                     let seq = self.admit(job, &running, &tokenizer);
                     running.push(seq);
                 }
-            }
-            let mut stepped = false;
-            let slot = running.len().saturating_sub(1);
-            if let Some(seq) = running.last_mut().filter(|s| !s.decoding() && s.end.is_none()) {
-                if let Err(e) = self.prefill(seq, slot, eos, stopping) {
-                    seq.end = Some(End::Failed(ApiError::internal(e.to_string())));
+                let slot = running.len() - 1;
+                if let Some(seq) = running.last_mut().filter(|s| s.end.is_none()) {
+                    match self.prefill(seq, slot, eos, stopping, chunk) {
+                        Ok(n) => chunk -= n,
+                        Err(e) => seq.end = Some(End::Failed(ApiError::internal(e.to_string()))),
+                    }
+                    stepped = true;
                 }
-                stepped = true;
+                // A sequence that failed to start or ended at its first token leaves now.
+                if running.last().is_some_and(|s| s.end.is_some()) {
+                    self.retire(&mut running);
+                }
             }
-            // Only the sequence just admitted or prefilled can have ended since `retire`: it is the last.
+            self.metrics.kv_pages_in_use.set(self.kv.pages_in_use().0 as i64);
             let d = running.iter().take_while(|s| s.decoding() && s.end.is_none()).count();
             if d > 0 {
                 if let Err(e) = self.decode(&mut running[..d], eos, stopping) {
@@ -402,10 +421,30 @@ impl Worker {
         running.iter().enumerate().map(common).filter(|&(_, units)| units > 0).max_by_key(|&(_, units)| units)
     }
 
-    /// Prefills the next chunk of `seq`'s prompt into its slot; after the last chunk, takes its first token.
-    fn prefill(&mut self, seq: &mut Seq, slot: usize, eos: u32, stopping: bool) -> dsv3_core::Result<()> {
+    /// Whether the pool has the pages `job` may take (its whole prompt and output, none assumed shared)
+    /// beside those the `running` sequences may still take to reach theirs.
+    fn pages_suffice(&self, job: &Job, running: &[Seq]) -> bool {
+        let tokens = |g: &Generation| (g.prompt.len() + g.max_new_tokens).min(self.kv.capacity());
+        let promised: usize = running
+            .iter()
+            .enumerate()
+            .map(|(slot, seq)| self.kv.pages_to_grow(slot, tokens(&seq.job.generation)).unwrap_or(0))
+            .sum();
+        promised + pages_for(tokens(&job.generation)) <= self.kv.free_pages()
+    }
+
+    /// Prefills the next at most `chunk` tokens of `seq`'s prompt into its slot (how many: the result);
+    /// after the last of them, takes its first token.
+    fn prefill(
+        &mut self,
+        seq: &mut Seq,
+        slot: usize,
+        eos: u32,
+        stopping: bool,
+        chunk: usize,
+    ) -> dsv3_core::Result<usize> {
         let g = &seq.job.generation;
-        let n = (g.prompt.len() - seq.fed).min(self.prefill_chunk);
+        let n = (g.prompt.len() - seq.fed).min(chunk);
         let mut view = self.kv.slot(slot)?;
         let logits = self.model.forward(&mut view, &g.prompt[seq.fed..seq.fed + n], n, Logits::Last)?;
         seq.fed += n;
@@ -413,7 +452,7 @@ impl Worker {
             let token = sample_rows(&self.model, &logits, &[(g.sampling, 0)])?[0];
             seq.take(token, eos, stopping);
         }
-        Ok(())
+        Ok(n)
     }
 
     /// One decode step of the sequences in slots `0..running.len()`, each fed its last token.

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use dsv3_model::cache::KvCache;
+use dsv3_model::cache::{pages_for, KvCache, PAGE};
 use dsv3_model::graph::Model;
 use dsv3_model::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
@@ -50,9 +50,13 @@ pub struct ServeOptions {
     /// `--max-queue`: requests waiting for a slot; more are refused with 429.
     pub max_queue: usize,
     /// `--context`: tokens per request, prompt and output (at most the model's
-    /// `max_position_embeddings`). Every slot holds this many tokens' latent rows from the start:
-    /// `max_batch × context × bytes per cached token` of cache memory on the attention devices.
+    /// `max_position_embeddings`).
     pub context: usize,
+    /// `--kv-memory`: bytes of the latent cache's page pool on the attention devices (whole 64-token pages,
+    /// at least one context's); `None`: `max_batch × context` tokens' worth, so every slot can fill its
+    /// context. A smaller pool lets more short requests run at once: a request is admitted when the pool
+    /// has the pages its prompt and `max_tokens` may take, and waits otherwise.
+    pub kv_memory: Option<usize>,
     /// `--prefill-chunk`: prompt tokens prefilled per engine iteration, between decode steps.
     pub prefill_chunk: usize,
     /// `--cache-dir`: where evicted context-cache units go, and are found again after a restart.
@@ -72,6 +76,7 @@ impl Default for ServeOptions {
             max_batch: 16,
             max_queue: 64,
             context: 8192,
+            kv_memory: None,
             prefill_chunk: 256,
             cache_dir: None,
             cache_memory: 1 << 30,
@@ -132,6 +137,7 @@ impl App {
             );
             return Err(ServeError::Option { flag: "max-batch", reason });
         }
+        let kv_pages = kv_pages(options, bytes_per_token)?;
         let layers = model.config.num_hidden_layers;
         let disk = match &options.cache_dir {
             Some(dir) => Some(
@@ -150,6 +156,7 @@ impl App {
             max_queue: options.max_queue,
             context: options.context,
             prefill_chunk: options.prefill_chunk,
+            kv_pages,
         };
         let engine =
             Engine::start(model.clone(), tokenizer.clone(), cache, identity, metrics.clone(), limits)?;
@@ -187,6 +194,25 @@ impl App {
     pub fn shutdown(&self) {
         self.state.engine.shutdown();
     }
+}
+
+/// Pages of the latent cache's pool: `--kv-memory`'s whole pages, or every slot's context; at least one
+/// context's, so any request the server accepts can run.
+fn kv_pages(options: &ServeOptions, bytes_per_token: usize) -> Result<usize, ServeError> {
+    let per_context = pages_for(options.context);
+    let Some(bytes) = options.kv_memory else { return Ok(options.max_batch * per_context) };
+    let page_bytes = PAGE * bytes_per_token;
+    let pages = bytes / page_bytes.max(1);
+    if pages < per_context {
+        let reason = format!(
+            "{bytes} bytes hold {pages} pages of {PAGE} tokens ({page_bytes} bytes each); one context of {} \
+             tokens needs {per_context} ({} bytes)",
+            options.context,
+            per_context * page_bytes
+        );
+        return Err(ServeError::Option { flag: "kv-memory", reason });
+    }
+    Ok(pages)
 }
 
 /// What distinguishes one model's latent rows from another's in cache keys: its name, configuration and

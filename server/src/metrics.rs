@@ -20,6 +20,9 @@ pub struct Metrics {
     /// Sequences decoding: the next decode step's batch (0 when idle).
     pub batch_size: Gauge,
     pub cache_memory_bytes: Gauge,
+    /// Pages of the latent cache's pool that sequences hold, and the pool's size.
+    pub kv_pages_in_use: Gauge,
+    pub kv_pages: Gauge,
     /// Seconds per engine step: a decode step of the running batch, with the prefill chunk run before it.
     pub step_seconds: Histogram,
 }
@@ -36,6 +39,8 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             batch_size: Gauge::default(),
             cache_memory_bytes: Gauge::default(),
+            kv_pages_in_use: Gauge::default(),
+            kv_pages: Gauge::default(),
             step_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
         };
         let r = &mut m.registry;
@@ -56,8 +61,14 @@ impl Default for Metrics {
             m.cache_memory_bytes.clone(),
         );
         r.register(
+            "kv_pages_in_use",
+            "Pages of the latent cache pool held by sequences",
+            m.kv_pages_in_use.clone(),
+        );
+        r.register("kv_pages", "Pages of the latent cache pool (64 tokens each)", m.kv_pages.clone());
+        r.register(
             "step_seconds",
-            "Time per engine step (a decode step of the running batch and a prefill chunk)",
+            "Time per engine step (a decode step of the running batch and the prompt chunks before it)",
             m.step_seconds.clone(),
         );
         m

@@ -436,21 +436,44 @@ async fn concurrent_requests_each_get_what_they_get_alone() {
     alone.stop().await;
 
     let together = start(chunked()).await;
+    all_at_once(&together, &requests, &expected).await;
+    let steps = together.metric("dsv3_step_seconds_count").await;
+    assert!(steps < steps_alone / 2.0, "{steps} steps together, {steps_alone} one at a time: not batched");
+    assert_eq!(together.metric("dsv3_batch_size").await, 0.0);
+    together.stop().await;
+
+    // A pool of 4 pages, one context of 256 tokens (each request may take 1 or 2): requests wait for
+    // pages, none fails for want of one.
+    let page_bytes = 64 * dsv3_model::cache::KvCache::new(&model().0, 1, 1).unwrap().bytes_per_token();
+    let small = start(ServeOptions { kv_memory: Some(4 * page_bytes), context: 256, ..chunked() }).await;
+    all_at_once(&small, &requests, &expected).await;
+    assert_eq!((small.metric("dsv3_kv_pages").await, small.metric("dsv3_kv_pages_in_use").await), (4.0, 0.0));
+    small.stop().await;
+}
+
+/// Sends every request at once; each reply must be what it was alone.
+async fn all_at_once(server: &Server, requests: &[Value], expected: &[Value]) {
     let sent = requests.iter().map(|request| {
-        let post = together.http.post(format!("{}/v1/completions", together.url)).json(request).send();
+        let post = server.http.post(format!("{}/v1/completions", server.url)).json(request).send();
         tokio::spawn(async move { post.await.unwrap().json::<Value>().await.unwrap() })
     });
     let sent: Vec<_> = sent.collect();
-    for (i, (reply, alone)) in sent.into_iter().zip(&expected).enumerate() {
+    for (i, (reply, alone)) in sent.into_iter().zip(expected).enumerate() {
         let reply = reply.await.unwrap();
         assert_eq!(reply["choices"][0]["text"], alone["choices"][0]["text"], "request {i}: {reply}");
         assert_eq!(reply["choices"][0]["finish_reason"], alone["choices"][0]["finish_reason"], "request {i}");
         assert_eq!(usage(&reply), usage(alone), "request {i}");
     }
-    let steps = together.metric("dsv3_step_seconds_count").await;
-    assert!(steps < steps_alone / 2.0, "{steps} steps together, {steps_alone} one at a time: not batched");
-    assert_eq!(together.metric("dsv3_batch_size").await, 0.0);
-    together.stop().await;
+}
+
+/// A latent cache pool that cannot hold one context is refused at start, naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_pool_below_one_context_is_refused() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (model, tokenizer) = tokio::task::spawn_blocking(model).await.unwrap();
+    let options = ServeOptions { kv_memory: Some(1 << 10), ..options() };
+    let err = App::new(&options, model, tokenizer).err().expect("1 KiB holds no page");
+    assert!(err.to_string().starts_with("--kv-memory: "), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
