@@ -11,6 +11,10 @@
 //!
 //! A view of some slots ([`KvCache::slots`]) shares the pools and the bookkeeping with its cache: what a
 //! forward pass through the view allocates or appends is the cache's at once.
+//!
+//! A page of whole cached positions can also be held outside any sequence ([`KvCache::hold`]): it stays
+//! in the pool after its sequence ends, and a new sequence can start on held pages ([`KvCache::attach`]) —
+//! a server's prefix units kept on the device.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,13 +31,17 @@ pub fn pages_for(tokens: usize) -> usize {
     tokens.div_ceil(PAGE).max(1)
 }
 
+/// A page held outside any sequence ([`KvCache::hold`]): its rows stay in the pool until released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeldPage(u32);
+
 /// The bookkeeping a cache shares with its views.
 struct Pages {
     /// Tokens cached per slot.
     lens: Vec<usize>,
     /// Per slot, `pages_per_seq` entries: the pages holding its positions in order, −1 past its end.
     tables: Vec<Vec<i32>>,
-    /// Block tables naming each page.
+    /// Block tables and holders naming each page.
     refs: Vec<u32>,
     /// Pages no table names.
     free: Vec<u32>,
@@ -41,15 +49,29 @@ struct Pages {
 
 impl Pages {
     fn release(&mut self, slot: usize) {
-        for entry in self.tables[slot].iter_mut().filter(|e| **e >= 0) {
-            let page = *entry as usize;
-            self.refs[page] -= 1;
-            if self.refs[page] == 0 {
-                self.free.push(page as u32);
+        for j in 0..self.tables[slot].len() {
+            let entry = std::mem::replace(&mut self.tables[slot][j], -1);
+            if entry >= 0 {
+                self.unref(entry as usize);
             }
-            *entry = -1;
         }
         self.lens[slot] = 0;
+    }
+
+    fn unref(&mut self, page: usize) {
+        self.refs[page] -= 1;
+        if self.refs[page] == 0 {
+            self.free.push(page as u32);
+        }
+    }
+
+    /// Empty `slot` starts with `pages` (whole pages of `tokens` positions), shared.
+    fn share(&mut self, slot: usize, pages: &[i32], tokens: usize) {
+        for (j, &page) in pages.iter().enumerate() {
+            self.refs[page as usize] += 1;
+            self.tables[slot][j] = page;
+        }
+        self.lens[slot] = tokens;
     }
 
     /// Whether writing into page position `j` of `slot` takes a page: none is there yet, or it is shared.
@@ -311,12 +333,51 @@ impl KvCache {
             );
             return Err(Error::invalid("kv_cache", "share_prefix", why));
         }
-        for j in 0..tokens.div_ceil(PAGE) {
-            let page = s.tables[src][j];
-            s.refs[page as usize] += 1;
-            s.tables[dst][j] = page;
+        let pages = s.tables[src][..tokens.div_ceil(PAGE)].to_vec();
+        s.share(dst, &pages, tokens);
+        Ok(())
+    }
+
+    /// Holds the page of sequence `b`'s `unit`-th [`PAGE`] positions (all cached), so that it stays in the
+    /// pool after the sequence lets go of it: what [`KvCache::attach`] starts a new sequence on.
+    pub fn hold(&mut self, b: usize, unit: usize) -> Result<HeldPage> {
+        let slot = self.slot_index(b, "hold")?;
+        let mut s = self.state();
+        if (unit + 1) * PAGE > s.lens[slot] {
+            let why = format!("unit {unit} of slot {b} (holding {} tokens) is not whole", s.lens[slot]);
+            return Err(Error::invalid("kv_cache", "hold", why));
         }
-        s.lens[dst] = tokens;
+        let page = s.tables[slot][unit];
+        s.refs[page as usize] += 1;
+        Ok(HeldPage(page as u32))
+    }
+
+    /// Lets go of a held page: back to the pool once no sequence has it either.
+    pub fn release(&mut self, page: HeldPage) {
+        self.state().unref(page.0 as usize);
+    }
+
+    /// Whether only its holder has `page` (releasing it frees a page).
+    pub fn held_alone(&self, page: HeldPage) -> bool {
+        self.state().refs[page.0 as usize] == 1
+    }
+
+    /// Makes empty sequence `to` start with the held `pages`, shared (a [`PAGE`] positions each, in order):
+    /// its first token past them goes into a page of its own.
+    pub fn attach(&mut self, to: usize, pages: &[HeldPage]) -> Result<()> {
+        let dst = self.slot_index(to, "attach")?;
+        let mut s = self.state();
+        if s.lens[dst] != 0 || pages.len() > self.pages_per_seq {
+            let why = format!(
+                "{} pages into slot {to} (holding {} tokens, {} pages at most): want an empty slot they fit",
+                pages.len(),
+                s.lens[dst],
+                self.pages_per_seq
+            );
+            return Err(Error::invalid("kv_cache", "attach", why));
+        }
+        let entries: Vec<i32> = pages.iter().map(|p| p.0 as i32).collect();
+        s.share(dst, &entries, pages.len() * PAGE);
         Ok(())
     }
 

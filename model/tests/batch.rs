@@ -238,3 +238,33 @@ fn a_small_page_pool_counts_what_sequences_may_take() {
     cache.clear(0);
     assert_eq!(cache.free_pages(), 1, "the shared page stays with sequence 1");
 }
+
+/// A held page outlives its sequence, and a sequence started on it continues exactly as one that computed
+/// the prefix itself; releasing the hold returns the page.
+#[test]
+fn a_held_page_outlives_its_sequence_and_starts_another() {
+    use dsv3_model::cache::KvCache;
+    use dsv3_model::generate::sample_rows;
+    use dsv3_model::graph::Logits;
+    let model = load(NumericPath::F32);
+    let prompt: Vec<u32> = (0..70).map(|i| (i * 37 + 5) % 500).collect();
+    let greedy = request(1, 0.0).sampling;
+    let next = |cache: &KvCache, slot: usize, tokens: &[u32]| {
+        let logits =
+            model.forward(&mut cache.slot(slot).unwrap(), tokens, tokens.len(), Logits::Last).unwrap();
+        sample_rows(&model, &logits, &[(greedy, 0)]).unwrap()[0]
+    };
+    let mut cache = KvCache::with_pool(&model, 2, 128, 4).unwrap();
+    let cold = next(&cache, 0, &prompt);
+    assert!(cache.hold(0, 1).is_err(), "70 tokens hold one whole unit");
+    let held = cache.hold(0, 0).unwrap();
+    cache.clear(0);
+    assert_eq!((cache.free_pages(), cache.held_alone(held)), (3, true));
+    cache.attach(1, &[held]).unwrap();
+    assert_eq!((cache.lens(), cache.held_alone(held)), (vec![0, 64], false));
+    assert!(cache.attach(1, &[held]).is_err(), "slot 1 is not empty");
+    assert_eq!(next(&cache, 1, &prompt[64..]), cold, "the held rows are the prefix's");
+    cache.clear(1);
+    cache.release(held);
+    assert_eq!(cache.free_pages(), 4);
+}

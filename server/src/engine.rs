@@ -14,7 +14,8 @@
 //! sequence ends at EOS, a stop string, `max_tokens`, a client that has gone (its event channel is
 //! closed: checked every iteration), an error, or shutdown (finish reason `abort`); its slot is free for
 //! the next iteration, and every whole unit of the tokens the model saw (prompt and output) is stored in
-//! the context cache.
+//! the context cache, and its units' pages stay in the latent cache pool as device units
+//! (`device_units.rs`) until admission needs the pages.
 //!
 //! Slots and cache rows: the decoding sequences are slots `0..d` of the batch cache, so a decode step is
 //! one forward pass over the view of those slots with each sequence's own length (no padding rows); the
@@ -36,6 +37,7 @@ use dsv3_model::tokenizer::{StreamDecoder, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::{FinishReason, Usage};
+use crate::device_units::DeviceUnits;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::prefix_cache::{unit_keys, Key, PrefixCache, Unit, UNIT_TOKENS};
@@ -176,6 +178,8 @@ struct Worker {
     stopping: Arc<AtomicBool>,
     /// The batch latent cache: one slot per running sequence.
     kv: KvCache,
+    /// Finished requests' units whose pages stay in `kv`'s pool.
+    device: DeviceUnits,
     prefill_chunk: usize,
 }
 
@@ -210,6 +214,7 @@ impl Engine {
             metrics: metrics.clone(),
             stopping: stopping.clone(),
             kv,
+            device: DeviceUnits::default(),
             prefill_chunk: limits.prefill_chunk,
         };
         let thread = std::thread::Builder::new()
@@ -302,6 +307,7 @@ impl Worker {
                         break;
                     }
                     let Some(job) = waiting.pop_front() else { break };
+                    self.make_room(&job, &running);
                     self.metrics.queue_depth.dec();
                     let seq = self.admit(job, &running, &tokenizer);
                     running.push(seq);
@@ -380,8 +386,8 @@ impl Worker {
     }
 
     /// Restores the longest run of cached units of `g`'s prompt into slot `slot`: the pages of a running
-    /// sequence whose cache starts with them (shared, nothing copied; the context cache is then not asked),
-    /// else units of the context cache.
+    /// sequence whose cache starts with them when none are longer (shared, nothing copied), else the
+    /// device units' pages (shared too) followed by units of the context cache.
     fn restore(&mut self, g: &Generation, slot: usize, running: &[Seq]) -> dsv3_core::Result<Restored> {
         self.kv.clear(slot);
         if g.prompt.is_empty() || g.prompt.len() + g.max_new_tokens > self.kv.capacity() {
@@ -395,18 +401,22 @@ impl Worker {
         }
         // Whole units before the prompt's last token, which is fed to produce the first logits.
         let wanted = &g.prompt[..g.prompt.len() - 1];
-        if let Some((from, units)) = self.running_prefix(running, wanted) {
+        let keys = unit_keys(&self.identity, wanted);
+        let held = self.device.lookup(&keys);
+        if let Some((from, units)) = self.running_prefix(running, wanted).filter(|&(_, u)| u > held.len()) {
             self.kv.share_prefix(from, slot, units * UNIT_TOKENS)?;
             return Ok(Restored { units, stored: false });
         }
-        let units = self.cache.lookup(&unit_keys(&self.identity, wanted));
+        self.kv.attach(slot, &held)?;
+        let units = self.cache.lookup(&keys[held.len()..]);
         for unit in &units {
             if let Err(e) = self.kv.append_rows(&self.model, slot, &unit.layers) {
                 self.kv.clear(slot);
                 return Err(e);
             }
         }
-        Ok(Restored { units: units.len(), stored: true })
+        // Device units need not be in the context cache (it may have evicted them): they are not `stored`.
+        Ok(Restored { units: held.len() + units.len(), stored: held.is_empty() })
     }
 
     /// The running sequence whose cached tokens share the most whole units with `tokens` from token 0, and
@@ -421,16 +431,29 @@ impl Worker {
         running.iter().enumerate().map(common).filter(|&(_, units)| units > 0).max_by_key(|&(_, units)| units)
     }
 
-    /// Whether the pool has the pages `job` may take (its whole prompt and output, none assumed shared)
-    /// beside those the `running` sequences may still take to reach theirs.
-    fn pages_suffice(&self, job: &Job, running: &[Seq]) -> bool {
+    /// The free pages the pool needs for `job` to start: those it may take (its whole prompt and output,
+    /// none assumed shared) and those the `running` sequences may still take to reach theirs.
+    fn pages_wanted(&self, job: &Job, running: &[Seq]) -> usize {
         let tokens = |g: &Generation| (g.prompt.len() + g.max_new_tokens).min(self.kv.capacity());
         let promised: usize = running
             .iter()
             .enumerate()
             .map(|(slot, seq)| self.kv.pages_to_grow(slot, tokens(&seq.job.generation)).unwrap_or(0))
             .sum();
-        promised + pages_for(tokens(&job.generation)) <= self.kv.free_pages()
+        promised + pages_for(tokens(&job.generation))
+    }
+
+    /// Whether the pool has the pages `job` wants, counting those device units hold alone.
+    fn pages_suffice(&self, job: &Job, running: &[Seq]) -> bool {
+        self.pages_wanted(job, running) <= self.kv.free_pages() + self.device.reclaimable(&self.kv)
+    }
+
+    /// Frees the pages `job` wants, releasing device units (its own prefix's last: they are marked used).
+    fn make_room(&mut self, job: &Job, running: &[Seq]) {
+        let prompt = &job.generation.prompt;
+        self.device.lookup(&unit_keys(&self.identity, &prompt[..prompt.len().saturating_sub(1)]));
+        let wanted = self.pages_wanted(job, running);
+        self.device.reclaim(&mut self.kv, wanted);
     }
 
     /// Prefills the next at most `chunk` tokens of `seq`'s prompt into its slot (how many: the result);
@@ -483,8 +506,14 @@ impl Worker {
                 let g = &seq.job.generation;
                 let seen: Vec<u32> =
                     g.prompt.iter().chain(&seq.out).copied().take(self.kv.lens()[i]).collect();
-                if let Err(e) = self.store(i, &seen, seq.known) {
+                let keys = unit_keys(&self.identity, &seen);
+                if let Err(e) = self.store(i, &keys, seq.known) {
                     tracing::warn!("dsv3 serve: storing a finished request's cache units failed: {e}");
+                }
+                if let Err(e) = self.device.keep(&mut self.kv, i, &keys) {
+                    tracing::warn!(
+                        "dsv3 serve: keeping a finished request's units on the device failed: {e}"
+                    );
                 }
             }
             let seq = self.vacate(running, i);
@@ -495,6 +524,7 @@ impl Worker {
         // The metrics are true before anyone hears that their request is done.
         let decoding = running.iter().filter(|s| s.decoding()).count();
         self.metrics.batch_size.set(decoding as i64);
+        self.metrics.kv_pages_in_use.set(self.kv.pages_in_use().0 as i64);
         for (events, event) in last_events {
             // The client may have gone meanwhile; nothing to tell then.
             let _ = events.send(event);
@@ -532,9 +562,9 @@ impl Worker {
         }
     }
 
-    /// Stores the whole units of `seen` (the tokens in slot `slot`) past the first `known` (looked up).
-    fn store(&mut self, slot: usize, seen: &[u32], known: usize) -> dsv3_core::Result<()> {
-        for (i, key) in unit_keys(&self.identity, seen).into_iter().enumerate().skip(known) {
+    /// Stores the whole units of slot `slot` (`keys`, in order) past the first `known` (looked up).
+    fn store(&mut self, slot: usize, keys: &[Key], known: usize) -> dsv3_core::Result<()> {
+        for (i, key) in keys.iter().copied().enumerate().skip(known) {
             if !self.cache.refresh(&key) {
                 let layers =
                     self.kv.export_rows(&self.model, slot, i * UNIT_TOKENS..(i + 1) * UNIT_TOKENS)?;

@@ -10,6 +10,7 @@
 //! [`App::router`] on a port of their own, and [`App::shutdown`] it.
 
 pub mod api;
+pub mod device_units;
 pub mod disk_store;
 pub mod engine;
 pub mod error;
