@@ -225,4 +225,37 @@ DSV3_DEV void syncwarp() { dsv3_emu::syncwarp(); }
 #error "mma.cuh: NVIDIA (DSV3_CUDA) or the emulator (DSV3_HOST) only"
 #endif
 
+// Four e4m3fn codes (one A or B register, lowest byte first) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in
+// `hi`. Exact: every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
+DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
+    u32 h[4];
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
+    lo = h[0] | h[1] << 16;
+    hi = h[2] | h[3] << 16;
+}
+
+// d += a · b for e4m3 fragments, as two bf16 mma (m16n8k16) on the codes decoded exactly to bf16: for
+// targets with bf16 but not e4m3 mma.sync (sm_80, sm_86). Lane t's e4m3 A register holds k = 4t .. 4t + 3
+// (+ 16 for registers 2, 3) of its row, where a bf16 A register holds k = 2t, 2t + 1 (+ 8 for registers
+// 2, 3): so codes 0, 1 of a register go to bf16 register r and codes 2, 3 to r + 2, i.e. bf16 position
+// 2t + i holds e4m3 position 4t + i and 8 + 2t + i holds 4t + 2 + i. B's registers are regrouped by the
+// same map (codes 0, 1 to register 0, codes 2, 3 to register 1), so both operands see one permutation of
+// K within each 16-wide half, and the dot products are the same sums (in another order).
+DSV3_DEV void mma_e4m3_by_bf16(FragC& d, const FragA& a, const FragB& b) {
+    DSV3_UNROLL
+    for (u32 half = 0; half < 2; half++) {
+        FragA x;
+        FragB y;
+        e4m3x4_to_bf16(a.r[2 * half], x.r[0], x.r[2]);
+        e4m3x4_to_bf16(a.r[2 * half + 1], x.r[1], x.r[3]);
+        e4m3x4_to_bf16(b.r[half], y.r[0], y.r[1]);
+        mma_bf16(d, x, y);
+    }
+}
+
+#if !DSV3_MMA_E4M3
+DSV3_DEV void mma_e4m3(FragC& d, const FragA& a, const FragB& b) { mma_e4m3_by_bf16(d, a, b); }
+#endif
+
 }  // namespace mma

@@ -45,7 +45,7 @@ impl Batch {
     const ONE: Batch = Batch { count: 1, strides: [0; 3] };
 }
 
-pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     let (a, b) = match op {
         Op::Gemm(o) => (&o.a, &o.b),
         Op::GroupedGemm(o) => (&o.a, &o.b),
@@ -70,12 +70,37 @@ pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
         };
     }
     let fp8 = matches!(a, Activations::Fp8 { .. }) || matches!(b, Weights::BlockFp8 { .. });
-    if fp8 {
+    // W8A8 e4m3fn with 16-byte rows goes to the tensor cores (gemm_mma.cu, mma_fits) wherever the tile
+    // layer runs, gemm and grouped alike; decode rows (at most 16) stream weights on the SIMT kernel.
+    let (rows, k) = (a.values().shape[0], a.values().shape[1]);
+    let tensor_cores = ctx.runtime.target().mma_bf16()
+        && rows > DECODE_ROWS
+        && mma_element(a, b).is_some_and(|size| (k * size).is_multiple_of(16));
+    if fp8 && !tensor_cores {
         Support::Emulated {
-            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (no FP8 tensor cores yet)".into(),
+            via:
+                "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take W8A8 e4m3fn prefill with \
+                  K a multiple of 16)"
+                    .into(),
         }
     } else {
         Support::Native
+    }
+}
+
+/// The element size of the tensor-core kernel's operands when gemm_mma.cu computes this pair at all: dense
+/// bf16 × bf16 (2) or e4m3fn codes × e4m3fn block-FP8 weights (1, W8A8).
+fn mma_element(a: &Activations, b: &Weights) -> Option<usize> {
+    match (a, b) {
+        (Activations::Dense(x), Weights::Dense(y)) if x.dtype == DType::BF16 && y.dtype == DType::BF16 => {
+            Some(2)
+        }
+        (Activations::Fp8 { codes: x, .. }, Weights::BlockFp8 { codes: y, .. })
+            if x.dtype == DType::F8E4M3Fn && y.dtype == DType::F8E4M3Fn =>
+        {
+            Some(1)
+        }
+        _ => None,
     }
 }
 
@@ -154,7 +179,7 @@ fn matmul(
     // The decode kernel counts K in 32 bits.
     let decode = rows <= DECODE_ROWS && k < 1 << 31;
     let (a_addr, b_addr) = (l.addr("a", av)?, l.addr("b", bv)?);
-    let mma = !decode && mma_fits(l.target(), a, b, grouped, row_stride(av), batch, a_addr, b_addr);
+    let mma = !decode && mma_fits(l.target(), a, b, row_stride(av), batch, [a_addr, b_addr]);
     let kernel = match (decode, mma) {
         (true, _) => kernels::GEMM_DECODE,
         (false, true) => kernels::GEMM_MMA,
@@ -230,27 +255,25 @@ fn matmul(
     }
 }
 
-/// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has mma.sync, A and B
-/// are dense bf16, it is not grouped, and every 16-byte piece of A's and B's rows is an aligned cp.async (K,
-/// A's row pitch and the batch strides multiples of 8 elements; both bases 16-byte aligned).
-#[allow(clippy::too_many_arguments)]
+/// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has the tile layer
+/// (mma.sync; e4m3 products run natively from sm_89 on and as bf16 mma before, see mma.cuh), A and B are
+/// both dense bf16 or both e4m3fn codes with their scales (W8A8), and every 16-byte piece of A's and B's
+/// rows is an aligned cp.async (K, A's row pitch and the batch strides multiples of 16 bytes; both bases
+/// 16-byte aligned). Everything else runs on gemm.cu's SIMT kernel: other dtypes, FP8 on one side only,
+/// K · element size not a multiple of 16 (a ragged K block is fine when it is).
 fn mma_fits(
     target: &Target,
     a: &Activations,
     b: &Weights,
-    grouped: bool,
     lda: usize,
     batch: Batch,
-    a_addr: u64,
-    b_addr: u64,
+    addrs: [u64; 2],
 ) -> bool {
-    let bf16 = matches!(a, Activations::Dense(t) if t.dtype == DType::BF16)
-        && matches!(b, Weights::Dense(t) if t.dtype == DType::BF16);
+    let Some(size) = mma_element(a, b) else { return false };
     let k = a.values().shape[1];
-    let aligned = [k, lda, batch.strides[0], batch.strides[1]].iter().all(|v| v.is_multiple_of(8))
-        && a_addr.is_multiple_of(16)
-        && b_addr.is_multiple_of(16);
-    target.mma_bf16() && bf16 && !grouped && aligned
+    let aligned = [k, lda, batch.strides[0], batch.strides[1]].iter().all(|v| (v * size).is_multiple_of(16))
+        && addrs.iter().all(|v| v.is_multiple_of(16));
+    target.mma_bf16() && aligned
 }
 
 /// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
@@ -364,10 +387,15 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// The tensor-core GEMM's variants (bf16 × bf16 to bf16 and to f32), for the architectures with mma.sync.
+/// The tensor-core GEMM's variants, for the architectures with mma.sync: bf16 × bf16 to bf16 and to f32
+/// (absorbed attention heads, the router's logits) and grouped to bf16; W8A8 (e4m3fn × e4m3fn block-FP8, f32
+/// scales) to bf16, plain and grouped (the experts).
 pub fn tile_catalog() -> Vec<Variant> {
-    let bf16 = (DType::BF16, None);
-    [DType::BF16, DType::F32].map(|c| matmul_variant(kernels::GEMM_MMA, bf16, bf16, c, false)).to_vec()
+    use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
+    let (bf16, fp8) = ((BF16, None), (F8E4M3Fn, Some(F32)));
+    [(bf16, BF16, false), (bf16, F32, false), (bf16, BF16, true), (fp8, BF16, false), (fp8, BF16, true)]
+        .map(|(ab, c, grouped)| matmul_variant(kernels::GEMM_MMA, ab, ab, c, grouped))
+        .to_vec()
 }
 
 #[cfg(test)]
