@@ -225,14 +225,31 @@ DSV3_DEV void syncwarp() { dsv3_emu::syncwarp(); }
 #error "mma.cuh: NVIDIA (DSV3_CUDA) or the emulator (DSV3_HOST) only"
 #endif
 
-// Four e4m3fn codes (one A or B register, lowest byte first) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in
-// `hi`. Exact: every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
-DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
-    u32 h[4];
+// Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
+// every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
+DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
+    u32 h[2];
     DSV3_UNROLL
-    for (u32 i = 0; i < 4; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
-    lo = h[0] | h[1] << 16;
-    hi = h[2] | h[3] << 16;
+    for (u32 i = 0; i < 2; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
+    return h[0] | h[1] << 16;
+}
+// Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
+DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
+    lo = e4m3x2_to_bf16(w & 0xffffu);
+    hi = e4m3x2_to_bf16(w >> 16);
+}
+
+// A bf16 B fragment (m16n8k16) from e4m3fn codes, for bf16 activations × FP8 weights: `tile_t` points at
+// Bᵀ's row 0 (8 rows n of 16 codes, `ld` bytes apart, 2-byte aligned), register r of lane 4g + t holds
+// codes 2t, 2t + 1 + 8r of row g (load_b's layout in elements), decoded exactly (their scales apply
+// outside the MMA). Two 2-byte loads per lane.
+DSV3_DEV FragB load_b_e4m3_as_bf16(const void* tile_t, u64 ld) {
+    const u8* p = static_cast<const u8*>(tile_t);
+    const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
+    FragB b;
+    DSV3_UNROLL
+    for (u32 r = 0; r < 2; r++) b.r[r] = e4m3x2_to_bf16(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
+    return b;
 }
 
 // d += a · b for e4m3 fragments, as two bf16 mma (m16n8k16) on the codes decoded exactly to bf16: for

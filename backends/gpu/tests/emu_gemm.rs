@@ -120,8 +120,25 @@ fn gemm_w8a8_on_tensor_cores() {
     );
 }
 
+/// bf16 activations × block-FP8 weights on tensor cores (B's codes decoded to bf16 fragments, its scales
+/// applied per 128-wide K block as for W8A8): partial row and column tiles, K with ragged last blocks of
+/// 64 and 16, f32 and ue8m0 scales, a padded A pitch; K = 200 (not a multiple of 16: the SIMT kernel).
+#[test]
+fn gemm_bf16_by_fp8_weights_on_tensor_cores() {
+    common::check_cases(
+        32,
+        "gemm",
+        &[
+            gemm(70, 72, 320, BF, FP8, BF16),
+            gemm(33, 200, 400, BF, FP8_UE8M0, F32),
+            gemm_strided(40, 64, 256, BF, FP8, BF16, 264, 0),
+            gemm(20, 64, 200, BF, FP8, BF16),
+        ],
+    );
+}
+
 /// Grouped GEMM on tensor cores (contiguous layout, offsets read on the device, 64-row tiles inside one
-/// expert), bf16 and W8A8: experts with no rows, a partial tile, several tiles, the only rows in the last
+/// expert), bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in the last
 /// expert; K with a ragged last 128-block.
 #[test]
 fn grouped_gemm_on_tensor_cores() {
@@ -133,6 +150,7 @@ fn grouped_gemm_on_tensor_cores() {
             grouped_gemm(&[33, 0, 31, 65], 200, 320, FP8, FP8, BF16, "mma"),
             grouped_gemm(&[0, 0, 17, 0], 72, 400, FP8_UE8M0, FP8_UE8M0, F32, "mma_third"),
             grouped_gemm(&[0, 0, 0, 20], 64, 256, FP8, FP8, BF16, "mma_last"),
+            grouped_gemm(&[40, 0, 2, 66], 136, 384, BF, FP8, BF16, "mma"),
         ],
     );
 }

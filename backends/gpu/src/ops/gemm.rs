@@ -70,38 +70,39 @@ pub fn supports(ctx: &Ctx, op: &Op) -> Support {
         };
     }
     let fp8 = matches!(a, Activations::Fp8 { .. }) || matches!(b, Weights::BlockFp8 { .. });
-    // W8A8 e4m3fn with 16-byte rows goes to the tensor cores (gemm_mma.cu, mma_fits) wherever the tile
-    // layer runs, gemm and grouped alike; decode rows (at most 16) stream weights on the SIMT kernel.
+    // e4m3fn weights (under e4m3fn or bf16 activations) with 16-byte rows go to the tensor cores
+    // (gemm_mma.cu, mma_fits) wherever the tile layer runs, gemm and grouped alike; decode rows (at most
+    // 16) stream weights on the SIMT kernel.
     let (rows, k) = (a.values().shape[0], a.values().shape[1]);
     let tensor_cores = ctx.runtime.target().mma_bf16()
         && rows > DECODE_ROWS
-        && mma_element(a, b).is_some_and(|size| (k * size).is_multiple_of(16));
+        && mma_elements(a, b).is_some_and(|sizes| sizes.iter().all(|s| (k * s).is_multiple_of(16)));
     if fp8 && !tensor_cores {
         Support::Emulated {
-            via:
-                "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take W8A8 e4m3fn prefill with \
-                  K a multiple of 16)"
-                    .into(),
+            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take e4m3fn weights under \
+                  e4m3fn or bf16 activations, more than 16 rows, K a multiple of 16)"
+                .into(),
         }
     } else {
         Support::Native
     }
 }
 
-/// The element size of the tensor-core kernel's operands when gemm_mma.cu computes this pair at all: dense
-/// bf16 × bf16 (2) or e4m3fn codes × e4m3fn block-FP8 weights (1, W8A8).
-fn mma_element(a: &Activations, b: &Weights) -> Option<usize> {
-    match (a, b) {
-        (Activations::Dense(x), Weights::Dense(y)) if x.dtype == DType::BF16 && y.dtype == DType::BF16 => {
-            Some(2)
-        }
-        (Activations::Fp8 { codes: x, .. }, Weights::BlockFp8 { codes: y, .. })
-            if x.dtype == DType::F8E4M3Fn && y.dtype == DType::F8E4M3Fn =>
-        {
-            Some(1)
-        }
-        _ => None,
-    }
+/// The element sizes of A and B when gemm_mma.cu computes this pair at all: bf16 activations (2) or
+/// e4m3fn codes (1, only with e4m3fn weights), times bf16 (2) or e4m3fn block-FP8 weights (1).
+fn mma_elements(a: &Activations, b: &Weights) -> Option<[usize; 2]> {
+    let a = match a {
+        Activations::Dense(x) if x.dtype == DType::BF16 => 2,
+        Activations::Fp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+        _ => return None,
+    };
+    let b = match b {
+        Weights::Dense(y) if y.dtype == DType::BF16 => 2,
+        Weights::BlockFp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+        _ => return None,
+    };
+    // FP8 activations come with FP8 weights only (the W8A8 path); bf16 × FP8 decodes B's codes.
+    (a == 2 || b == 1).then_some([a, b])
 }
 
 /// An operand's element type and, when it is FP8, its scales' type.
@@ -257,10 +258,11 @@ fn matmul(
 
 /// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has the tile layer
 /// (mma.sync; e4m3 products run natively from sm_89 on and as bf16 mma before, see mma.cuh), A and B are
-/// both dense bf16 or both e4m3fn codes with their scales (W8A8), and every 16-byte piece of A's and B's
-/// rows is an aligned cp.async (K, A's row pitch and the batch strides multiples of 16 bytes; both bases
-/// 16-byte aligned). Everything else runs on gemm.cu's SIMT kernel: other dtypes, FP8 on one side only,
-/// K · element size not a multiple of 16 (a ragged K block is fine when it is).
+/// bf16 × bf16, e4m3fn × e4m3fn block FP8 (W8A8) or bf16 × e4m3fn block FP8 ([`mma_elements`]), and every
+/// 16-byte piece of A's and B's rows is an aligned cp.async (K in either operand's bytes, A's row pitch and
+/// the batch strides multiples of 16 bytes; both bases 16-byte aligned). Everything else runs on gemm.cu's
+/// SIMT kernel: f32 or FP8 activations with bf16 weights, other FP8 formats, K not a multiple of 16 bytes
+/// (a ragged K block is fine when it is).
 fn mma_fits(
     target: &Target,
     a: &Activations,
@@ -269,10 +271,10 @@ fn mma_fits(
     batch: Batch,
     addrs: [u64; 2],
 ) -> bool {
-    let Some(size) = mma_element(a, b) else { return false };
+    let Some([size_a, size_b]) = mma_elements(a, b) else { return false };
     let k = a.values().shape[1];
-    let aligned = [k, lda, batch.strides[0], batch.strides[1]].iter().all(|v| (v * size).is_multiple_of(16))
-        && addrs.iter().all(|v| v.is_multiple_of(16));
+    let bytes = [k * size_a, k * size_b, lda * size_a, batch.strides[0] * size_a, batch.strides[1] * size_b];
+    let aligned = bytes.iter().all(|v| v.is_multiple_of(16)) && addrs.iter().all(|v| v.is_multiple_of(16));
     target.mma_bf16() && aligned
 }
 
@@ -388,14 +390,17 @@ pub fn catalog() -> Vec<Variant> {
 }
 
 /// The tensor-core GEMM's variants, for the architectures with mma.sync: bf16 × bf16 to bf16 and to f32
-/// (absorbed attention heads, the router's logits) and grouped to bf16; W8A8 (e4m3fn × e4m3fn block-FP8, f32
-/// scales) to bf16, plain and grouped (the experts).
+/// (absorbed attention heads, the router's logits) and grouped to bf16; the bf16 path (bf16 × block-FP8)
+/// and the W8A8 path (FP8 × block-FP8, f32 scales) to bf16, plain and grouped (the experts).
 pub fn tile_catalog() -> Vec<Variant> {
     use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
     let (bf16, fp8) = ((BF16, None), (F8E4M3Fn, Some(F32)));
-    [(bf16, BF16, false), (bf16, F32, false), (bf16, BF16, true), (fp8, BF16, false), (fp8, BF16, true)]
-        .map(|(ab, c, grouped)| matmul_variant(kernels::GEMM_MMA, ab, ab, c, grouped))
-        .to_vec()
+    let mut v = vec![(bf16, bf16, BF16, false), (bf16, bf16, F32, false), (bf16, bf16, BF16, true)];
+    for grouped in [false, true] {
+        v.push((bf16, fp8, BF16, grouped));
+        v.push((fp8, fp8, BF16, grouped));
+    }
+    v.into_iter().map(|(a, b, c, grouped)| matmul_variant(kernels::GEMM_MMA, a, b, c, grouped)).collect()
 }
 
 #[cfg(test)]
