@@ -10,23 +10,24 @@
 // bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned cp.async).
 //
 // A block of 4 warps computes a 64 × 64 tile of C, each warp a 32 × 32 quarter (2 × 4 mma tiles of
-// 16 × 8). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3 elements; B's rows: the same elements, 32
-// bytes for e4m3 weights under bf16 A) through a 3-stage shared-memory ring: while the warps multiply slice kt, the copies of slices kt + 1 and kt + 2 are in flight (cp.async
-// groups, one per slice). Each thread copies 16-byte pieces of one row; pieces past M (the expert's last
-// row), N or K are zeros stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8 rows one
-// ldmatrix (or the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8 are the
-// same in bytes (mma.cuh: a fragment is 16 × 32 bytes of A and 8 × 32 bytes of Bᵀ whatever the element),
-// so only the multiply differs.
+// 16 × 8). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3 elements; B's rows hold the same
+// elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage shared-memory ring: while the warps
+// multiply slice kt, the copies of slices kt + 1 and kt + 2 are in flight (cp.async groups, one per slice).
+// Each thread copies 16-byte pieces of one row; pieces past M (the expert's last row), N or K are zeros
+// stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8 rows one ldmatrix (or
+// the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8 are the same in bytes
+// (mma.cuh: a fragment is 16 × 32 bytes of A and 8 × 32 bytes of Bᵀ whatever the element), so only the
+// multiply differs.
 //
 // Numerics. bf16: products are exact in f32; each output is accumulated in f32 over the whole of K in
 // ascending 16-wide steps (the order within a step is the tensor core's; the emulator adds in ascending k,
 // see mma.cuh) and rounded once to c_t when stored — gemm.cu's per-block form with scales of 1. FP8
-// weights (W8A8, or under bf16 A, whose scale is 1): each 128-wide K block (two slices; the last may be partial) is accumulated into a fresh f32 fragment `part`,
-// then promoted per accumulator slot at its (row, column) — mma.cuh's acc_row / acc_col —
-// acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]), exactly gemm.cu's order. A 64-column tile lies
-// inside one 128-row block of B's scale grid, so the block needs one B scale per K block. The promotion
-// every 128 is what bounds the FP8 tensor cores' reduced-precision accumulation on Hopper (DeepSeek-V3
-// report §3.3.2) to 128 products.
+// weights (W8A8, or under bf16 A, whose scale is 1): each 128-wide K block (2 or 4 slices; the last may be
+// partial) is accumulated into a fresh f32 fragment `part`, then promoted per accumulator slot at its
+// (row, column) — mma.cuh's acc_row / acc_col — acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]),
+// exactly gemm.cu's order. A 64-column tile lies inside one 128-row block of B's scale grid, so the block
+// needs one B scale per K block. The promotion every 128 is what bounds the FP8 tensor cores'
+// reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products.
 //
 // GROUPED = 1 (grouped_gemm, contiguous layout): rows offsets[e] .. offsets[e+1] use b[e], the offsets read
 // on the device; each block's 64-row tile lies inside one expert (gemm_common.cuh's row_tile).
@@ -131,12 +132,15 @@ DSV3_KERNEL void gemm_mma(const Params p) {
             mma::FragB fb[4];
 #if DECODE_B
             DSV3_UNROLL
-            for (u32 j = 0; j < 4; j++) fb[j] = mma::load_b_e4m3_as_bf16(&s.b[(wn + 8 * j) * PITCH_B + kk / 2], PITCH_B);
+            for (u32 j = 0; j < 4; j++) {
+                fb[j] = mma::load_b_e4m3_as_bf16(&s.b[(wn + 8 * j) * PITCH_B + kk / 2], PITCH_B);
+            }
 #else
             DSV3_UNROLL
             for (u32 j = 0; j < 2; j++) {
                 u32 r[4];
-                mma::ldmatrix_x4(r, &s.b[(wn + 16 * j + lane % 8 + 8 * (lane / 16)) * PITCH_B + kk + 16 * ((lane / 8) % 2)]);
+                const u32 row = wn + 16 * j + lane % 8 + 8 * (lane / 16);
+                mma::ldmatrix_x4(r, &s.b[row * PITCH_B + kk + 16 * ((lane / 8) % 2)]);
                 fb[2 * j] = {{r[0], r[1]}};
                 fb[2 * j + 1] = {{r[2], r[3]}};
             }

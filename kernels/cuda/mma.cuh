@@ -4,7 +4,7 @@
 // ISA's fragment layouts ("Matrix Fragments for mma.m16n8k16 / mma.m16n8k32"), so kernels written on this
 // layer are tested without a GPU; `kernels/cuda/mma_probe.cu` checks on a GPU that the two agree bit for bit.
 //
-// Operands, for both shapes (bf16 m16n8k16: sm_80+; e4m3 m16n8k32: sm_89+). Both are the same in bytes:
+// Operands, for both shapes (bf16 m16n8k16: sm_80+; e4m3 m16n8k32: see DSV3_MMA_E4M3), the same in bytes:
 // A is a 16 × 32-byte tile (16 rows of K, row-major), B a 32-byte × 8 tile given as Bᵀ (8 rows n of K,
 // k contiguous: `.col`, which is how dsv3's B[N, K] is stored), D / C 16 × 8 f32. With lane = g·4 + t
 // (g = lane / 4, t = lane % 4):
@@ -46,7 +46,15 @@
 #error "mma.cuh is NVIDIA's tile layer (32-lane warps); AMD's MFMA is not implemented (see above)"
 #endif
 
-// Whether e4m3 mma (m16n8k32) exists on this target.
+// Whether e4m3 mma.sync (m16n8k32) exists on this target; mma_e4m3 runs everywhere the layer does:
+//   * sm_89 (Ada), sm_100+: the instruction, native (SASS QMMA.16832.F32.E4M3.E4M3);
+//   * sm_90a: the instruction too, though Hopper has no FP8 mma.sync: ptxas lowers it to exact hardware
+//     conversions and two f16 HMMA (SASS F2FP.F16.E4M3.UNPACK_B and HMMA.16816.F32, the conversions done
+//     once per fragment: 64 F2FP and 32 HMMA for gemm_mma.cu's 16 e4m3 mma per slice, CUDA 13.0). That is
+//     exact (e4m3 ⊂ f16, f32 accumulation), and cheaper than our own lowering below, whose decode is
+//     integer code; the rate is f16 mma.sync's, the same as bf16's — Hopper's FP8 rate needs wgmma;
+//   * sm_80, sm_86: no FP8 anywhere in the hardware: mma_e4m3_by_bf16 (two bf16 mma on exactly decoded
+//     codes; chosen over the SIMT kernel for its fewer instructions per product, not measured).
 #if defined(DSV3_HOST) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890)
 #define DSV3_MMA_E4M3 1
 #else
@@ -248,7 +256,9 @@ DSV3_DEV FragB load_b_e4m3_as_bf16(const void* tile_t, u64 ld) {
     const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
     FragB b;
     DSV3_UNROLL
-    for (u32 r = 0; r < 2; r++) b.r[r] = e4m3x2_to_bf16(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
+    for (u32 r = 0; r < 2; r++) {
+        b.r[r] = e4m3x2_to_bf16(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
+    }
     return b;
 }
 
