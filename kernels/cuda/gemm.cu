@@ -15,12 +15,8 @@
 // bf16 / FP8 values are exact in f32, so it changes nothing there.)
 //
 // GROUPED = 1 (grouped_gemm): rows are grouped by expert (rows offsets[e] .. offsets[e+1] use b[e]);
-// `offsets` (i32 [E + 1]) is read on the device. The grid's x index g counts the 64-row tiles of experts
-// 0, 1, ... in order (the grid has ceil(rows/64) + E of them, enough for any split); each block finds its
-// expert with a block-wide prefix sum of the experts' tile counts, and blocks past the last tile (and so
-// every expert without rows) do no work. Block (0, 0) checks the offsets against the contract (0 first,
-// non-decreasing, `rows` last); every block clamps what it reads to 0 .. rows, so bad offsets cannot make a
-// kernel touch memory outside its arguments.
+// `offsets` (i32 [E + 1]) is read on the device, and each block finds its 64-row tile of one expert with
+// gemm_common.cuh's row_tile.
 //
 // batched_gemm: the grid's z is the batch; A, B and C start batch_a / batch_b / batch_c elements further
 // per batch (dense operands only).
@@ -36,29 +32,6 @@
 #define TX (BN / TN)
 #define TY (BM / TM)
 #define NT (TX * TY)
-#define NO_TILE 0xffffffffu
-
-DSV3_DEV u32 tiles_of(const Params& p, u64 x) {
-    u64 lo = offset_at(p, x), hi = offset_at(p, x + 1);
-    return hi > lo ? (u32)((hi - lo + BM - 1) / BM) : 0u;
-}
-
-// Exclusive prefix sum of `v` over the block's threads in thread order: a butterfly scan within each
-// warp, then the warps' totals through shared memory. Synchronises the block.
-DSV3_DEV u32 block_exclusive_sum(u32 v, u32* warp_totals) {
-    u32 lane = dsv3_lane(), warp = threadIdx.x / DSV3_WARP;
-    u32 inclusive = v, group = v;
-    for (u32 m = 1; m < DSV3_WARP; m *= 2) {
-        u32 other = dsv3_shfl_xor(group, (int)m);
-        if (lane & m) inclusive += other;
-        group += other;
-    }
-    if (lane == 0) warp_totals[warp] = group;
-    dsv3_sync();
-    u32 before = 0;
-    for (u32 w = 0; w < warp; w++) before += warp_totals[w];
-    return before + inclusive - v;
-}
 
 DSV3_KERNEL void gemm(const Params p) {
     DSV3_SHARED float As[BK][BM + 1];
@@ -66,41 +39,9 @@ DSV3_KERNEL void gemm(const Params p) {
     const u32 t = threadIdx.x, tx = t % TX, ty = t / TX;
     const u64 n_total = p.n, k_total = p.k;
     const u64 n0 = (u64)blockIdx.y * BN;
-    u64 e = 0, m0 = (u64)blockIdx.x * BM, m1 = p.rows;
-#if GROUPED
-    DSV3_SHARED u32 tile[3];  // expert, first row, end row
-    DSV3_SHARED u32 warp_totals[NT / DSV3_WARP];
-    if (blockIdx.x == 0 && blockIdx.y == 0) check_offsets(p);
-    // Each thread counts the tiles of a run of consecutive experts; the prefix sum places the runs.
-    const u64 per = (p.experts + NT - 1) / NT;
-    const u64 x0 = t * per, x1 = x0 + per < p.experts ? x0 + per : p.experts;
-    u32 mine = 0;
-    for (u64 x = x0; x < x1; x++) mine += tiles_of(p, x);
-    if (t == 0) tile[0] = NO_TILE;
-    u32 start = block_exclusive_sum(mine, warp_totals);
-    const u32 g = blockIdx.x;
-    if (g >= start && g < start + mine) {
-        for (u64 x = x0; x < x1; x++) {
-            u32 n_tiles = tiles_of(p, x);
-            if (g < start + n_tiles) {
-                tile[0] = (u32)x;
-                tile[1] = (u32)(offset_at(p, x) + (u64)(g - start) * BM);
-                tile[2] = (u32)offset_at(p, x + 1);
-                break;
-            }
-            start += n_tiles;
-        }
-    }
-    dsv3_sync();
-    e = tile[0];
-    m0 = tile[1];
-    m1 = tile[2];
-    const bool active = tile[0] != NO_TILE;
-#else
-    const bool active = true;
-#endif
-    // `active` is the same for the whole block, so every thread reaches the barriers below or none does.
-    if (active) {
+    const RowTile tile = row_tile(p, BM);
+    const u64 e = tile.e, m0 = tile.m0, m1 = tile.m1;
+    if (tile.active) {
         const u64 z = blockIdx.z;
         const a_t* a = p.a + z * p.batch_a;
         const b_t* b = p.b + z * p.batch_b + e * n_total * k_total;

@@ -1,6 +1,7 @@
-// What gemm.cu and gemm_decode.cu share (placed before each of them): the parameter block, the scale of a
-// K block for either operand, and grouped GEMM's expert offsets — read clamped to 0 .. rows, and checked
-// against the contract (0 first, non-decreasing, `rows` last) by whichever block is asked to.
+// What gemm.cu, gemm_mma.cu and gemm_decode.cu share (placed before each of them): the parameter block, the
+// scale of a K block for either operand, grouped GEMM's expert offsets — read clamped to 0 .. rows, and
+// checked against the contract (0 first, non-decreasing, `rows` last) by whichever block is asked to — and
+// the tiled kernels' (gemm.cu, gemm_mma.cu) placement of a block's row tile among the experts.
 // Switches: A_FP8 (A is FP8 codes with a_scales [M, ceil(K/128)]), B_FP8 (B is FP8 codes with b_scales
 // [E, ceil(N/128), ceil(K/128)]).
 
@@ -60,4 +61,77 @@ DSV3_DEV void check_offsets(const Params& p) {
         if (hi < lo) report(p.err, (u32)p.site, (u32)(x + 1), (u32)hi);
         if (x + 1 == p.experts && (i64)hi != (i64)p.rows) report(p.err, (u32)p.site, (u32)(x + 1), (u32)hi);
     }
+}
+
+// Grouped GEMM's row tiles (GROUPED = 1; tiled kernels). The grid's x index g counts the `bm`-row tiles of
+// experts 0, 1, ... in order (the grid has ceil(rows / bm) + E of them, enough for any split); a tile never
+// straddles two experts. Each block finds its expert with a block-wide prefix sum of the experts' tile
+// counts, and blocks past the last tile (and so every expert without rows) do no work. Block (0, 0) checks
+// the offsets against the contract; every block clamps what it reads to 0 .. rows, so bad offsets cannot
+// make a kernel touch memory outside its arguments. Without GROUPED the tile is rows bm·g .. of expert 0.
+
+#define NO_TILE 0xffffffffu
+
+DSV3_DEV u32 tiles_of(const Params& p, u64 x, u32 bm) {
+    u64 lo = offset_at(p, x), hi = offset_at(p, x + 1);
+    return hi > lo ? (u32)((hi - lo + bm - 1) / bm) : 0u;
+}
+
+// Exclusive prefix sum of `v` over the block's threads in thread order: a butterfly scan within each
+// warp, then the warps' totals through shared memory. Synchronises the block.
+DSV3_DEV u32 block_exclusive_sum(u32 v) {
+    DSV3_SHARED u32 warp_totals[1024 / DSV3_WARP];
+    u32 lane = dsv3_lane(), warp = threadIdx.x / DSV3_WARP;
+    u32 inclusive = v, group = v;
+    for (u32 m = 1; m < DSV3_WARP; m *= 2) {
+        u32 other = dsv3_shfl_xor(group, (int)m);
+        if (lane & m) inclusive += other;
+        group += other;
+    }
+    if (lane == 0) warp_totals[warp] = group;
+    dsv3_sync();
+    u32 before = 0;
+    for (u32 w = 0; w < warp; w++) before += warp_totals[w];
+    return before + inclusive - v;
+}
+
+// A block's rows m0 .. m1 (exclusive) of expert e's weights; `active` is the same for the whole block, so
+// every thread reaches the kernel's barriers or none does.
+struct RowTile {
+    u64 e, m0, m1;
+    bool active;
+};
+
+DSV3_DEV RowTile row_tile(const Params& p, u32 bm) {
+#if GROUPED
+    DSV3_SHARED u32 tile[3];  // expert, first row, end row
+    if (blockIdx.x == 0 && blockIdx.y == 0) check_offsets(p);
+    // Each thread counts the tiles of a run of consecutive experts; the prefix sum places the runs.
+    const u32 t = threadIdx.x;
+    const u64 per = (p.experts + blockDim.x - 1) / blockDim.x;
+    const u64 x0 = t * per, x1 = x0 + per < p.experts ? x0 + per : p.experts;
+    u32 mine = 0;
+    for (u64 x = x0; x < x1; x++) mine += tiles_of(p, x, bm);
+    if (t == 0) tile[0] = NO_TILE;
+    u32 start = block_exclusive_sum(mine);
+    const u32 g = blockIdx.x;
+    if (g >= start && g < start + mine) {
+        for (u64 x = x0; x < x1; x++) {
+            u32 n_tiles = tiles_of(p, x, bm);
+            if (g < start + n_tiles) {
+                tile[0] = (u32)x;
+                tile[1] = (u32)(offset_at(p, x) + (u64)(g - start) * bm);
+                tile[2] = (u32)offset_at(p, x + 1);
+                break;
+            }
+            start += n_tiles;
+        }
+    }
+    dsv3_sync();
+    RowTile r = {tile[0], tile[1], tile[2], tile[0] != NO_TILE};
+    return r;
+#else
+    RowTile r = {0, (u64)blockIdx.x * bm, p.rows, true};
+    return r;
+#endif
 }

@@ -1,73 +1,112 @@
-// C[M, N] = A[M, K] · B[N, K]ᵀ for bf16 A and B on tensor cores (mma.cuh: mma.sync m16n8k16, ldmatrix,
-// cp.async), for gemm and batched_gemm with more than 16 rows; gemm.cu is the fallback where the device has
-// no mma.sync or the operands do not meet this kernel's conditions (ops/gemm.rs: K a multiple of 8, A's
-// and B's bases, A's row pitch and the batch strides multiples of 16 bytes, so that every 16-byte piece of a
-// row is an aligned cp.async).
+// C[M, N] = A[M, K] · B[N, K]ᵀ on tensor cores (mma.cuh: mma.sync, ldmatrix, cp.async), for gemm,
+// batched_gemm and grouped_gemm with more than 16 rows, in three forms:
+//   * bf16 A and B (A_FP8 = B_FP8 = 0): mma.sync m16n8k16;
+//   * W8A8 block FP8 (A_FP8 = B_FP8 = 1, e4m3fn codes): mma.sync m16n8k32 e4m3, with the scales of
+//     gemm.cu's contract applied per 128-wide K block outside the MMA (below);
+//   * bf16 A × block-FP8 weights (A_FP8 = 0, B_FP8 = 1): B's codes staged as they are and decoded exactly
+//     to bf16 fragments (mma.cuh's load_b_e4m3_as_bf16), mma.sync m16n8k16, B's scales as for W8A8.
+// gemm.cu is the fallback where the device has no mma.sync or the operands do not meet this kernel's
+// conditions (ops/gemm.rs `mma_fits`: K · element size, A's row pitch and the batch strides multiples of 16
+// bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned cp.async).
 //
 // A block of 4 warps computes a 64 × 64 tile of C, each warp a 32 × 32 quarter (2 × 4 mma tiles of
-// 16 × 8). K is walked in 32-wide slices through a 3-stage shared-memory ring: while the warps multiply
-// slice kt, the copies of slices kt + 1 and kt + 2 are in flight (cp.async groups, one per slice). Each
-// thread copies 16-byte pieces (8 elements of one row); pieces past M, N or K are zeros stored directly. Rows
-// in shared memory are 40 elements (80 bytes) apart, so the 8 rows one ldmatrix reads fall in distinct banks.
+// 16 × 8). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3 elements; B's rows hold the same
+// elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage shared-memory ring: while the warps
+// multiply slice kt, the copies of slices kt + 1 and kt + 2 are in flight (cp.async groups, one per slice).
+// Each thread copies 16-byte pieces of one row; pieces past M (the expert's last row), N or K are zeros
+// stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8 rows one ldmatrix (or
+// the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8 are the same in bytes
+// (mma.cuh: a fragment is 16 × 32 bytes of A and 8 × 32 bytes of Bᵀ whatever the element), so only the
+// multiply differs.
 //
-// Numerics: bf16 products are exact in f32; each output is accumulated in f32 over the whole of K in
+// Numerics. bf16: products are exact in f32; each output is accumulated in f32 over the whole of K in
 // ascending 16-wide steps (the order within a step is the tensor core's; the emulator adds in ascending k,
-// see mma.cuh) and rounded once to c_t when stored. Dense operands only: the scales of gemm.cu's contract
-// are 1, so its per-128-block partials are the same sum.
+// see mma.cuh) and rounded once to c_t when stored — gemm.cu's per-block form with scales of 1. FP8
+// weights (W8A8, or under bf16 A, whose scale is 1): each 128-wide K block (2 or 4 slices; the last may be
+// partial) is accumulated into a fresh f32 fragment `part`, then promoted per accumulator slot at its
+// (row, column) — mma.cuh's acc_row / acc_col — acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]),
+// exactly gemm.cu's order. A 64-column tile lies inside one 128-row block of B's scale grid, so the block
+// needs one B scale per K block. The promotion every 128 is what bounds the FP8 tensor cores'
+// reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products.
+//
+// GROUPED = 1 (grouped_gemm, contiguous layout): rows offsets[e] .. offsets[e+1] use b[e], the offsets read
+// on the device; each block's 64-row tile lies inside one expert (gemm_common.cuh's row_tile).
+// batched_gemm: the grid's z is the batch; A, B and C start batch_a / batch_b / batch_c elements further
+// per batch (dense operands only).
+
+#if A_FP8 && !B_FP8
+#error "gemm_mma: FP8 activations need FP8 weights (ops/gemm.rs mma_fits)"
+#endif
+// bf16 A × e4m3 B: B's fragments are decoded from its codes instead of loaded by ldmatrix.
+#define DECODE_B (B_FP8 && !A_FP8)
 
 #define BM 64
 #define BN 64
-#define BK 32
+#define SLICE 64                     // bytes of A's rows per stage
+#define KS (SLICE / sizeof(a_t))     // elements of K per stage
+#define SLICE_B (KS * sizeof(b_t))   // bytes of B's rows per stage
+#define PITCH_A (SLICE + 16)         // bytes between rows of a shared tile: a slice plus 16 of padding
+#define PITCH_B (SLICE_B + 16)
 #define STAGES 3
-#define PITCH 40  // elements between rows of a shared tile: BK plus 16 bytes of padding
 #define THREADS 128
 
 struct alignas(16) Stage {
-    dsv3::bf16 a[BM * PITCH];
-    dsv3::bf16 b[BN * PITCH];
+    u8 a[BM * PITCH_A];
+    u8 b[BN * PITCH_B];
 };
 
-// Slice `kt` of A's rows m0 .. m0 + BM and B's rows n0 .. n0 + BN into `s`: BM·BK/8 + BN·BK/8 pieces of 16
-// bytes, taken by the block's threads in turn.
-DSV3_DEV void load_slice(Stage* s, const Params& p, const dsv3::bf16* a, const dsv3::bf16* b, u64 m0, u64 n0,
-                         u64 kt) {
-    const u64 k0 = kt * BK;
-    for (u32 piece = threadIdx.x; piece < (BM + BN) * (BK / 8); piece += THREADS) {
-        const bool is_a = piece < BM * (BK / 8);
-        const u32 q = is_a ? piece : piece - BM * (BK / 8);
-        const u32 row = q / (BK / 8), col = 8 * (q % (BK / 8));
-        const u64 r = (is_a ? m0 : n0) + row, k = k0 + col;
-        dsv3::bf16* dst = (is_a ? s->a : s->b) + row * PITCH + col;
-        if (r < (is_a ? p.rows : p.n) && k < p.k) {
-            mma::cp_async16(dst, is_a ? a + r * p.lda + k : b + r * p.k + k);
+// Slice `kt` of A's rows m0 .. m0 + BM (rows from m1 on are zeros) and B's rows n0 .. n0 + BN into `s`:
+// BM · SLICE / 16 + BN · SLICE_B / 16 pieces of 16 bytes, taken by the block's threads in turn.
+DSV3_DEV void load_slice(Stage* s, const Params& p, const a_t* a, const b_t* b, u64 m0, u64 m1, u64 n0, u64 kt) {
+    const u64 k0 = kt * KS;
+    const u32 a_pieces = BM * (SLICE / 16);
+    for (u32 piece = threadIdx.x; piece < a_pieces + BN * (SLICE_B / 16); piece += THREADS) {
+        const bool is_a = piece < a_pieces;
+        const u32 per_row = (is_a ? SLICE : SLICE_B) / 16;
+        const u32 q = is_a ? piece : piece - a_pieces;
+        const u32 row = q / per_row, byte = 16 * (q % per_row);
+        const u64 r = (is_a ? m0 : n0) + row, k = k0 + byte / (is_a ? sizeof(a_t) : sizeof(b_t));
+        u8* dst = is_a ? s->a + row * PITCH_A + byte : s->b + row * PITCH_B + byte;
+        if (r < (is_a ? m1 : p.n) && k < p.k) {
+            mma::cp_async16(dst, is_a ? (const void*)(a + r * p.lda + k) : (const void*)(b + r * p.k + k));
         } else {
-            for (u32 i = 0; i < 8; i++) dst[i].bits = 0;
+            for (u32 w = 0; w < 4; w++) reinterpret_cast<u32*>(dst)[w] = 0;
         }
     }
 }
 
 DSV3_KERNEL void gemm_mma(const Params p) {
     DSV3_SHARED Stage ring[STAGES];
+    const RowTile tile = row_tile(p, BM);
+    if (!tile.active) return;  // the same for the whole block: no barrier below is left half-reached
     const u32 lane = dsv3_lane(), warp = threadIdx.x / 32;
-    const u64 m0 = (u64)blockIdx.x * BM, n0 = (u64)blockIdx.y * BN, z = blockIdx.z;
-    const dsv3::bf16* a = p.a + z * p.batch_a;
-    const dsv3::bf16* b = p.b + z * p.batch_b;
+    const u64 m0 = tile.m0, m1 = tile.m1, n0 = (u64)blockIdx.y * BN, z = blockIdx.z;
+    const a_t* a = p.a + z * p.batch_a;
+    const b_t* b = p.b + z * p.batch_b + tile.e * p.n * p.k;
     c_t* c = p.c + z * p.batch_c;
     // This warp's quarter of the tile.
     const u32 wm = 32 * (warp / 2), wn = 32 * (warp % 2);
 
-    // Every loop over acc is unrolled, so that it stays in registers (indexed by constants only).
+    // Every loop over the fragments is unrolled, so that they stay in registers (indexed by constants only).
     mma::FragC acc[2][4];
+#if B_FP8
+    mma::FragC part[2][4];  // the current 128-wide K block's sums
+#endif
     DSV3_UNROLL
     for (u32 i = 0; i < 2; i++) {
         DSV3_UNROLL
-        for (u32 j = 0; j < 4; j++) acc[i][j] = mma::zero_c();
+        for (u32 j = 0; j < 4; j++) {
+            acc[i][j] = mma::zero_c();
+#if B_FP8
+            part[i][j] = mma::zero_c();
+#endif
+        }
     }
 
-    const u64 slices = (p.k + BK - 1) / BK;
+    const u64 slices = (p.k + KS - 1) / KS;
     // Prologue: the first STAGES − 1 slices in flight, one group each (empty groups keep the count uniform).
     for (u64 kt = 0; kt < STAGES - 1; kt++) {
-        if (kt < slices) load_slice(&ring[kt], p, a, b, m0, n0, kt);
+        if (kt < slices) load_slice(&ring[kt], p, a, b, m0, m1, n0, kt);
         mma::cp_async_commit();
     }
     for (u64 kt = 0; kt < slices; kt++) {
@@ -76,33 +115,76 @@ DSV3_KERNEL void gemm_mma(const Params p) {
         mma::cp_async_wait<STAGES - 2>();
         dsv3_sync();
         const u64 next = kt + STAGES - 1;
-        if (next < slices) load_slice(&ring[next % STAGES], p, a, b, m0, n0, next);
+        if (next < slices) load_slice(&ring[next % STAGES], p, a, b, m0, m1, n0, next);
         mma::cp_async_commit();
 
         const Stage& s = ring[kt % STAGES];
         DSV3_UNROLL
-        for (u32 kk = 0; kk < BK; kk += 16) {
-            // A: one x4 per 16-row tile (lane l: row l % 16, elements 8·(l / 16)); B: one x4 per pair of
-            // 8-column tiles (lane l: row (l % 8) + 8·(l / 16), elements 8·((l / 8) % 2)). See mma.cuh.
+        for (u32 kk = 0; kk < SLICE; kk += 32) {
+            // A: one x4 per 16-row tile (lane l: row l % 16, byte 16·(l / 16)); B: one x4 per pair of
+            // 8-column tiles (lane l: row (l % 8) + 8·(l / 16), byte 16·((l / 8) % 2)), or from e4m3 codes
+            // the 16 of K this step covers (kk / 2 bytes in) per 8-column tile. See mma.cuh.
             mma::FragA fa[2];
             DSV3_UNROLL
             for (u32 i = 0; i < 2; i++) {
-                mma::ldmatrix_x4(fa[i].r, &s.a[(wm + 16 * i + lane % 16) * PITCH + kk + 8 * (lane / 16)]);
+                mma::ldmatrix_x4(fa[i].r, &s.a[(wm + 16 * i + lane % 16) * PITCH_A + kk + 16 * (lane / 16)]);
             }
             mma::FragB fb[4];
+#if DECODE_B
+            DSV3_UNROLL
+            for (u32 j = 0; j < 4; j++) {
+                fb[j] = mma::load_b_e4m3_as_bf16(&s.b[(wn + 8 * j) * PITCH_B + kk / 2], PITCH_B);
+            }
+#else
             DSV3_UNROLL
             for (u32 j = 0; j < 2; j++) {
                 u32 r[4];
-                mma::ldmatrix_x4(r, &s.b[(wn + 16 * j + lane % 8 + 8 * (lane / 16)) * PITCH + kk + 8 * ((lane / 8) % 2)]);
+                const u32 row = wn + 16 * j + lane % 8 + 8 * (lane / 16);
+                mma::ldmatrix_x4(r, &s.b[row * PITCH_B + kk + 16 * ((lane / 8) % 2)]);
                 fb[2 * j] = {{r[0], r[1]}};
                 fb[2 * j + 1] = {{r[2], r[3]}};
             }
+#endif
             DSV3_UNROLL
             for (u32 i = 0; i < 2; i++) {
                 DSV3_UNROLL
-                for (u32 j = 0; j < 4; j++) mma::mma_bf16(acc[i][j], fa[i], fb[j]);
+                for (u32 j = 0; j < 4; j++) {
+#if A_FP8
+                    mma::mma_e4m3(part[i][j], fa[i], fb[j]);
+#elif B_FP8
+                    mma::mma_bf16(part[i][j], fa[i], fb[j]);
+#else
+                    mma::mma_bf16(acc[i][j], fa[i], fb[j]);
+#endif
+                }
             }
         }
+#if B_FP8
+        // The end of a 128-wide K block (or of K): promote the block's sums with its scales.
+        const u64 k_end = (kt + 1) * KS;
+        if (k_end % QB == 0 || k_end >= p.k) {
+            const u64 kb = kt * KS / QB;
+            const float sb = b_scale(p, tile.e, n0, kb);
+            DSV3_UNROLL
+            for (u32 i = 0; i < 2; i++) {
+                // Slots 0, 1 are row acc_row(0), slots 2, 3 row acc_row(2) (8 further).
+                float s_row[2];
+                DSV3_UNROLL
+                for (u32 h = 0; h < 2; h++) {
+                    const u64 m = m0 + wm + 16 * i + mma::acc_row(2 * h);
+                    s_row[h] = m < m1 ? a_scale(p, m, kb) * sb : 0.0f;
+                }
+                DSV3_UNROLL
+                for (u32 j = 0; j < 4; j++) {
+                    DSV3_UNROLL
+                    for (u32 slot = 0; slot < 4; slot++) {
+                        acc[i][j].v[slot] += part[i][j].v[slot] * s_row[slot / 2];
+                        part[i][j].v[slot] = 0.0f;
+                    }
+                }
+            }
+        }
+#endif
     }
     // Only empty groups can be pending here; waiting for them keeps the count honest.
     mma::cp_async_wait<0>();
@@ -115,7 +197,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
             for (u32 slot = 0; slot < 4; slot++) {
                 const u64 m = m0 + wm + 16 * i + mma::acc_row(slot);
                 const u64 n = n0 + wn + 8 * j + mma::acc_col(slot);
-                if (m < p.rows && n < p.n) c[m * p.ldc + n] = from_f32<c_t>(acc[i][j].v[slot]);
+                if (m < m1 && n < p.n) c[m * p.ldc + n] = from_f32<c_t>(acc[i][j].v[slot]);
             }
         }
     }

@@ -4,7 +4,7 @@
 // ISA's fragment layouts ("Matrix Fragments for mma.m16n8k16 / mma.m16n8k32"), so kernels written on this
 // layer are tested without a GPU; `kernels/cuda/mma_probe.cu` checks on a GPU that the two agree bit for bit.
 //
-// Operands, for both shapes (bf16 m16n8k16: sm_80+; e4m3 m16n8k32: sm_89+). Both are the same in bytes:
+// Operands, for both shapes (bf16 m16n8k16: sm_80+; e4m3 m16n8k32: see DSV3_MMA_E4M3), the same in bytes:
 // A is a 16 × 32-byte tile (16 rows of K, row-major), B a 32-byte × 8 tile given as Bᵀ (8 rows n of K,
 // k contiguous: `.col`, which is how dsv3's B[N, K] is stored), D / C 16 × 8 f32. With lane = g·4 + t
 // (g = lane / 4, t = lane % 4):
@@ -46,7 +46,15 @@
 #error "mma.cuh is NVIDIA's tile layer (32-lane warps); AMD's MFMA is not implemented (see above)"
 #endif
 
-// Whether e4m3 mma (m16n8k32) exists on this target.
+// Whether e4m3 mma.sync (m16n8k32) exists on this target; mma_e4m3 runs everywhere the layer does:
+//   * sm_89 (Ada), sm_100+: the instruction, native (SASS QMMA.16832.F32.E4M3.E4M3);
+//   * sm_90a: the instruction too, though Hopper has no FP8 mma.sync: ptxas lowers it to exact hardware
+//     conversions and two f16 HMMA (SASS F2FP.F16.E4M3.UNPACK_B and HMMA.16816.F32, the conversions done
+//     once per fragment: 64 F2FP and 32 HMMA for gemm_mma.cu's 16 e4m3 mma per slice, CUDA 13.0). That is
+//     exact (e4m3 ⊂ f16, f32 accumulation), and cheaper than our own lowering below, whose decode is
+//     integer code; the rate is f16 mma.sync's, the same as bf16's — Hopper's FP8 rate needs wgmma;
+//   * sm_80, sm_86: no FP8 anywhere in the hardware: mma_e4m3_by_bf16 (two bf16 mma on exactly decoded
+//     codes; chosen over the SIMT kernel for its fewer instructions per product, not measured).
 #if defined(DSV3_HOST) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890)
 #define DSV3_MMA_E4M3 1
 #else
@@ -223,6 +231,58 @@ DSV3_DEV void syncwarp() { dsv3_emu::syncwarp(); }
 
 #else
 #error "mma.cuh: NVIDIA (DSV3_CUDA) or the emulator (DSV3_HOST) only"
+#endif
+
+// Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
+// every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
+DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
+    u32 h[2];
+    DSV3_UNROLL
+    for (u32 i = 0; i < 2; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
+    return h[0] | h[1] << 16;
+}
+// Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
+DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
+    lo = e4m3x2_to_bf16(w & 0xffffu);
+    hi = e4m3x2_to_bf16(w >> 16);
+}
+
+// A bf16 B fragment (m16n8k16) from e4m3fn codes, for bf16 activations × FP8 weights: `tile_t` points at
+// Bᵀ's row 0 (8 rows n of 16 codes, `ld` bytes apart, 2-byte aligned), register r of lane 4g + t holds
+// codes 2t, 2t + 1 + 8r of row g (load_b's layout in elements), decoded exactly (their scales apply
+// outside the MMA). Two 2-byte loads per lane.
+DSV3_DEV FragB load_b_e4m3_as_bf16(const void* tile_t, u64 ld) {
+    const u8* p = static_cast<const u8*>(tile_t);
+    const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
+    FragB b;
+    DSV3_UNROLL
+    for (u32 r = 0; r < 2; r++) {
+        b.r[r] = e4m3x2_to_bf16(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
+    }
+    return b;
+}
+
+// d += a · b for e4m3 fragments, as two bf16 mma (m16n8k16) on the codes decoded exactly to bf16: for
+// targets with bf16 but not e4m3 mma.sync (sm_80, sm_86). Lane t's e4m3 A register holds k = 4t .. 4t + 3
+// (+ 16 for registers 2, 3) of its row, where a bf16 A register holds k = 2t, 2t + 1 (+ 8 for registers
+// 2, 3): so codes 0, 1 of a register go to bf16 register r and codes 2, 3 to r + 2, i.e. bf16 position
+// 2t + i holds e4m3 position 4t + i and 8 + 2t + i holds 4t + 2 + i. B's registers are regrouped by the
+// same map (codes 0, 1 to register 0, codes 2, 3 to register 1), so both operands see one permutation of
+// K within each 16-wide half, and the dot products are the same sums (in another order).
+DSV3_DEV void mma_e4m3_by_bf16(FragC& d, const FragA& a, const FragB& b) {
+    DSV3_UNROLL
+    for (u32 half = 0; half < 2; half++) {
+        FragA x;
+        FragB y;
+        e4m3x4_to_bf16(a.r[2 * half], x.r[0], x.r[2]);
+        e4m3x4_to_bf16(a.r[2 * half + 1], x.r[1], x.r[3]);
+        e4m3x4_to_bf16(b.r[half], y.r[0], y.r[1]);
+        mma_bf16(d, x, y);
+    }
+}
+
+#if !DSV3_MMA_E4M3
+DSV3_DEV void mma_e4m3(FragC& d, const FragA& a, const FragB& b) { mma_e4m3_by_bf16(d, a, b); }
 #endif
 
 }  // namespace mma

@@ -54,7 +54,8 @@ impl Target {
         matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 80)
     }
 
-    /// Whether e4m3 mma.sync (m16n8k32) runs here: sm_89 on, and the emulator at warp 32.
+    /// Whether the e4m3 mma.sync instruction (m16n8k32) runs here: sm_89 on, and the emulator at warp 32
+    /// (the probe checks its layout). Below sm_89 mma.cuh's `mma_e4m3` is two bf16 mma instead.
     pub fn mma_e4m3(&self) -> bool {
         matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 89)
     }

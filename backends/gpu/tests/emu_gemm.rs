@@ -100,6 +100,61 @@ fn gemm_on_tensor_cores() {
     );
 }
 
+/// W8A8 block FP8 (e4m3fn × e4m3fn) on tensor cores (gemm_mma.cu's mma_e4m3 with per-128-block promotion),
+/// which warp 32 runs for more than 16 rows and K a multiple of 16: partial row tiles, K over several
+/// 128-blocks with a ragged last one (64 and 16 wide), N past one 128-row block of B's scale grid (a
+/// column tile in the second), f32 and ue8m0 scales, a padded A pitch; and K = 136 (not a multiple of 16),
+/// which the SIMT kernel computes.
+#[test]
+fn gemm_w8a8_on_tensor_cores() {
+    common::check_cases(
+        32,
+        "gemm",
+        &[
+            gemm(70, 72, 320, FP8, FP8, BF16),
+            gemm(33, 200, 400, FP8_UE8M0, FP8_UE8M0, F32),
+            gemm(130, 64, 128, FP8, FP8, F32),
+            gemm_strided(40, 64, 256, FP8, FP8, BF16, 272, 0),
+            gemm(20, 64, 136, FP8, FP8, BF16),
+        ],
+    );
+}
+
+/// bf16 activations × block-FP8 weights on tensor cores (B's codes decoded to bf16 fragments, its scales
+/// applied per 128-wide K block as for W8A8): partial row and column tiles, K with ragged last blocks of
+/// 64 and 16, f32 and ue8m0 scales, a padded A pitch; K = 200 (not a multiple of 16: the SIMT kernel).
+#[test]
+fn gemm_bf16_by_fp8_weights_on_tensor_cores() {
+    common::check_cases(
+        32,
+        "gemm",
+        &[
+            gemm(70, 72, 320, BF, FP8, BF16),
+            gemm(33, 200, 400, BF, FP8_UE8M0, F32),
+            gemm_strided(40, 64, 256, BF, FP8, BF16, 264, 0),
+            gemm(20, 64, 200, BF, FP8, BF16),
+        ],
+    );
+}
+
+/// Grouped GEMM on tensor cores (contiguous layout, offsets read on the device, 64-row tiles inside one
+/// expert), bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in the last
+/// expert; K with a ragged last 128-block.
+#[test]
+fn grouped_gemm_on_tensor_cores() {
+    common::check_cases(
+        32,
+        "grouped_gemm",
+        &[
+            grouped_gemm(&[70, 0, 3, 140, 0, 1], 72, 96, BF, BF, BF16, "mma"),
+            grouped_gemm(&[33, 0, 31, 65], 200, 320, FP8, FP8, BF16, "mma"),
+            grouped_gemm(&[0, 0, 17, 0], 72, 400, FP8_UE8M0, FP8_UE8M0, F32, "mma_third"),
+            grouped_gemm(&[0, 0, 0, 20], 64, 256, FP8, FP8, BF16, "mma_last"),
+            grouped_gemm(&[40, 0, 2, 66], 136, 384, BF, FP8, BF16, "mma"),
+        ],
+    );
+}
+
 /// The decode kernel's paths: each row bucket (1, 4, 8, 16 rows), 16-byte runs of B and the element-wise
 /// fallback (K · element size not a multiple of 16), K split over blocks (few columns; a partial last split)
 /// and not (more than 256 column blocks), and A chunks smaller than K at 16 rows.

@@ -195,3 +195,86 @@ fn misuse_of_the_tile_layer_is_a_kernel_error() {
     run(5, 64).unwrap_or_else(|e| panic!("correct use failed: {e}"));
     rt.free(global, 1024);
 }
+
+/// Both e4m3 products of one 16 × 32 A tile and one 32 × 8 B tile (Bᵀ given, 8 rows of 32 codes), from
+/// C = 0: `out[0]` mma_e4m3 (the emulated instruction), `out[1]` mma_e4m3_by_bf16 (two bf16 mma on the
+/// decoded codes, the form for sm_80 / sm_86), each as [lane][slot] f32.
+const E4M3_BY_BF16: &str = r#"
+struct Params {
+    const u8* a;
+    const u8* b;
+    float* out;
+};
+
+DSV3_KERNEL void emu_e4m3_by_bf16(const Params p) {
+    const u32 lane = dsv3_lane();
+    const mma::FragA a = mma::load_a(p.a, 32);
+    const mma::FragB b = mma::load_b(p.b, 32);
+    mma::FragC native = mma::zero_c(), lowered = mma::zero_c();
+    mma::mma_e4m3(native, a, b);
+    mma::mma_e4m3_by_bf16(lowered, a, b);
+    for (u32 i = 0; i < 4; i++) {
+        p.out[lane * 4 + i] = native.v[i];
+        p.out[128 + lane * 4 + i] = lowered.v[i];
+    }
+}
+"#;
+
+/// The bf16 form of an e4m3 mma computes the same products as the instruction: expected values from the
+/// ISA's C layout (slot i of lane 4g + t is row g + 8·(i / 2), column 2t + i % 2) and core's e4m3 decoder,
+/// not from the emulator. Two inputs: small integers (every sum exact, so both forms must agree bit for
+/// bit whatever their order), and every non-NaN code in A against one-hot columns of B (each output is one
+/// decoded code: the conversion is exact for subnormals, ±448 and −0).
+#[test]
+fn e4m3_mma_as_bf16_mma_matches_the_instruction() {
+    use dsv3_core::fp8::Fp8Format::E4M3Fn;
+    let rt = emulator();
+    let f = kernel(&rt, "emu_e4m3_by_bf16", E4M3_BY_BF16);
+    let queue = rt.new_queue().unwrap();
+    let (a_buf, b_buf, out_buf) = (rt.alloc(512).unwrap(), rt.alloc(256).unwrap(), rt.alloc(1024).unwrap());
+    let run = |a: &[u8], b: &[u8]| -> [Vec<f32>; 2] {
+        queue.upload(a_buf, a).unwrap();
+        queue.upload(b_buf, b).unwrap();
+        launch(&rt, &f, 32, &Params::new().addr(a_buf).addr(b_buf).addr(out_buf)).unwrap();
+        let mut bytes = vec![0; 1024];
+        queue.download(out_buf, &mut bytes).unwrap();
+        let v: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        [v[..128].to_vec(), v[128..].to_vec()]
+    };
+    // D[row][col] = Σ_k A[row][k] · B[col][k], exactly (f64), at the ISA's slot positions.
+    let expect = |a: &[u8], b: &[u8]| -> Vec<f64> {
+        let dec = |c: u8| E4M3Fn.decode(c) as f64;
+        (0..128)
+            .map(|s| {
+                let (lane, i) = (s / 4, s % 4);
+                let (row, col) = (lane / 4 + 8 * (i / 2), 2 * (lane % 4) + i % 2);
+                (0..32).map(|k| dec(a[row * 32 + k]) * dec(b[col * 32 + k])).sum()
+            })
+            .collect()
+    };
+    let check = |what: &str, a: &[u8], b: &[u8]| {
+        let [native, lowered] = run(a, b);
+        let want = expect(a, b);
+        for s in 0..128 {
+            assert_eq!(native[s] as f64, want[s], "{what}: mma_e4m3, slot {s}");
+            assert_eq!(lowered[s].to_bits(), native[s].to_bits(), "{what}: by bf16, slot {s}");
+        }
+    };
+    // Small integers −8 ..= 8, all exact in e4m3; sums of 32 products of at most 64 are exact in f32.
+    let int = |i: usize| E4M3Fn.encode_saturating(((i * 7 + i / 5) % 17) as f32 - 8.0);
+    let a: Vec<u8> = (0..512).map(int).collect();
+    let b: Vec<u8> = (0..256).map(|i| int(i * 3 + 1)).collect();
+    check("integers", &a, &b);
+    // Every code but the two NaNs (0 instead: a NaN would poison its row's zero products), twice over.
+    let a: Vec<u8> = (0..512).map(|i| if E4M3Fn.is_nan_code(i as u8) { 0 } else { i as u8 }).collect();
+    for pass in 0..4 {
+        let mut b = vec![0u8; 256];
+        for col in 0..8 {
+            b[col * 32 + col + 8 * pass] = E4M3Fn.encode_saturating(1.0);
+        }
+        check(&format!("codes, one-hot pass {pass}"), &a, &b);
+    }
+    rt.free(a_buf, 512);
+    rt.free(b_buf, 256);
+    rt.free(out_buf, 1024);
+}

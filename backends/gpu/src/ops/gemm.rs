@@ -45,7 +45,7 @@ impl Batch {
     const ONE: Batch = Batch { count: 1, strides: [0; 3] };
 }
 
-pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     let (a, b) = match op {
         Op::Gemm(o) => (&o.a, &o.b),
         Op::GroupedGemm(o) => (&o.a, &o.b),
@@ -70,13 +70,39 @@ pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
         };
     }
     let fp8 = matches!(a, Activations::Fp8 { .. }) || matches!(b, Weights::BlockFp8 { .. });
-    if fp8 {
+    // e4m3fn weights (under e4m3fn or bf16 activations) with 16-byte rows go to the tensor cores
+    // (gemm_mma.cu, mma_fits) wherever the tile layer runs, gemm and grouped alike; decode rows (at most
+    // 16) stream weights on the SIMT kernel.
+    let (rows, k) = (a.values().shape[0], a.values().shape[1]);
+    let tensor_cores = ctx.runtime.target().mma_bf16()
+        && rows > DECODE_ROWS
+        && mma_elements(a, b).is_some_and(|sizes| sizes.iter().all(|s| (k * s).is_multiple_of(16)));
+    if fp8 && !tensor_cores {
         Support::Emulated {
-            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (no FP8 tensor cores yet)".into(),
+            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take e4m3fn weights under \
+                  e4m3fn or bf16 activations, more than 16 rows, K a multiple of 16)"
+                .into(),
         }
     } else {
         Support::Native
     }
+}
+
+/// The element sizes of A and B when gemm_mma.cu computes this pair at all: bf16 activations (2) or
+/// e4m3fn codes (1, only with e4m3fn weights), times bf16 (2) or e4m3fn block-FP8 weights (1).
+fn mma_elements(a: &Activations, b: &Weights) -> Option<[usize; 2]> {
+    let a = match a {
+        Activations::Dense(x) if x.dtype == DType::BF16 => 2,
+        Activations::Fp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+        _ => return None,
+    };
+    let b = match b {
+        Weights::Dense(y) if y.dtype == DType::BF16 => 2,
+        Weights::BlockFp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+        _ => return None,
+    };
+    // FP8 activations come with FP8 weights only (the W8A8 path); bf16 × FP8 decodes B's codes.
+    (a == 2 || b == 1).then_some([a, b])
 }
 
 /// An operand's element type and, when it is FP8, its scales' type.
@@ -154,7 +180,7 @@ fn matmul(
     // The decode kernel counts K in 32 bits.
     let decode = rows <= DECODE_ROWS && k < 1 << 31;
     let (a_addr, b_addr) = (l.addr("a", av)?, l.addr("b", bv)?);
-    let mma = !decode && mma_fits(l.target(), a, b, grouped, row_stride(av), batch, a_addr, b_addr);
+    let mma = !decode && mma_fits(l.target(), a, b, row_stride(av), batch, [a_addr, b_addr]);
     let kernel = match (decode, mma) {
         (true, _) => kernels::GEMM_DECODE,
         (false, true) => kernels::GEMM_MMA,
@@ -230,27 +256,26 @@ fn matmul(
     }
 }
 
-/// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has mma.sync, A and B
-/// are dense bf16, it is not grouped, and every 16-byte piece of A's and B's rows is an aligned cp.async (K,
-/// A's row pitch and the batch strides multiples of 8 elements; both bases 16-byte aligned).
-#[allow(clippy::too_many_arguments)]
+/// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has the tile layer
+/// (mma.sync; e4m3 products run natively from sm_89 on and as bf16 mma before, see mma.cuh), A and B are
+/// bf16 × bf16, e4m3fn × e4m3fn block FP8 (W8A8) or bf16 × e4m3fn block FP8 ([`mma_elements`]), and every
+/// 16-byte piece of A's and B's rows is an aligned cp.async (K in either operand's bytes, A's row pitch and
+/// the batch strides multiples of 16 bytes; both bases 16-byte aligned). Everything else runs on gemm.cu's
+/// SIMT kernel: f32 or FP8 activations with bf16 weights, other FP8 formats, K not a multiple of 16 bytes
+/// (a ragged K block is fine when it is).
 fn mma_fits(
     target: &Target,
     a: &Activations,
     b: &Weights,
-    grouped: bool,
     lda: usize,
     batch: Batch,
-    a_addr: u64,
-    b_addr: u64,
+    addrs: [u64; 2],
 ) -> bool {
-    let bf16 = matches!(a, Activations::Dense(t) if t.dtype == DType::BF16)
-        && matches!(b, Weights::Dense(t) if t.dtype == DType::BF16);
+    let Some([size_a, size_b]) = mma_elements(a, b) else { return false };
     let k = a.values().shape[1];
-    let aligned = [k, lda, batch.strides[0], batch.strides[1]].iter().all(|v| v.is_multiple_of(8))
-        && a_addr.is_multiple_of(16)
-        && b_addr.is_multiple_of(16);
-    target.mma_bf16() && bf16 && !grouped && aligned
+    let bytes = [k * size_a, k * size_b, lda * size_a, batch.strides[0] * size_a, batch.strides[1] * size_b];
+    let aligned = bytes.iter().all(|v| v.is_multiple_of(16)) && addrs.iter().all(|v| v.is_multiple_of(16));
+    target.mma_bf16() && aligned
 }
 
 /// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
@@ -364,10 +389,18 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// The tensor-core GEMM's variants (bf16 × bf16 to bf16 and to f32), for the architectures with mma.sync.
+/// The tensor-core GEMM's variants, for the architectures with mma.sync: bf16 × bf16 to bf16 and to f32
+/// (absorbed attention heads, the router's logits) and grouped to bf16; the bf16 path (bf16 × block-FP8)
+/// and the W8A8 path (FP8 × block-FP8, f32 scales) to bf16, plain and grouped (the experts).
 pub fn tile_catalog() -> Vec<Variant> {
-    let bf16 = (DType::BF16, None);
-    [DType::BF16, DType::F32].map(|c| matmul_variant(kernels::GEMM_MMA, bf16, bf16, c, false)).to_vec()
+    use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
+    let (bf16, fp8) = ((BF16, None), (F8E4M3Fn, Some(F32)));
+    let mut v = vec![(bf16, bf16, BF16, false), (bf16, bf16, F32, false), (bf16, bf16, BF16, true)];
+    for grouped in [false, true] {
+        v.push((bf16, fp8, BF16, grouped));
+        v.push((fp8, fp8, BF16, grouped));
+    }
+    v.into_iter().map(|(a, b, c, grouped)| matmul_variant(kernels::GEMM_MMA, a, b, c, grouped)).collect()
 }
 
 #[cfg(test)]
