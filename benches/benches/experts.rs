@@ -99,7 +99,9 @@ impl Matrix {
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     let v = std::env::var(name).unwrap_or_else(|_| default.into());
-    v.split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: `{s}` is not a number"))).collect()
+    v.split(',')
+        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: `{s}` is not a number")))
+        .collect()
 }
 
 fn median(mut t: Vec<f64>) -> f64 {

@@ -200,7 +200,14 @@ pub(crate) fn run_jobs(jobs: &[Job], n: usize) -> Vec<Vec<f32>> {
 }
 
 /// Writes the transposed result `ct` (`[n, m]`) into rows of `c` (stride `ldc`), converted by `conv`.
-pub(crate) fn untranspose<T>(ct: &[f32], m: usize, n: usize, c: &mut [T], ldc: usize, conv: impl Fn(f32) -> T) {
+pub(crate) fn untranspose<T>(
+    ct: &[f32],
+    m: usize,
+    n: usize,
+    c: &mut [T],
+    ldc: usize,
+    conv: impl Fn(f32) -> T,
+) {
     for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
         for (d, src) in row[..n].iter_mut().zip(ct.chunks_exact(m)) {
             *d = conv(src[i]);

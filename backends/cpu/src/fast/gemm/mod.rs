@@ -435,8 +435,11 @@ pub(crate) fn gemm_grouped_with(
     }
     let a_src = pack::LhsSrc::new(&a, k);
     let b_src: Vec<pack::RhsSrc> = small.iter().map(|g| pack::RhsSrc::new(&g.b, k)).collect();
-    let jobs: Vec<decode::Job> =
-        small.iter().zip(&b_src).map(|(g, b)| decode::Job::new(isa, g.hi - g.lo, k, &a_src, g.lo, b)).collect();
+    let jobs: Vec<decode::Job> = small
+        .iter()
+        .zip(&b_src)
+        .map(|(g, b)| decode::Job::new(isa, g.hi - g.lo, k, &a_src, g.lo, b))
+        .collect();
     let results = decode::run_jobs(&jobs, n);
     for (g, ct) in small.iter().zip(&results) {
         match c.rows(g.lo, g.hi, n) {
@@ -467,7 +470,9 @@ impl Out<'_> {
     pub fn rows(&mut self, lo: usize, hi: usize, n: usize) -> Out<'_> {
         match self {
             Out::F32 { data, ldc } => Out::F32 { data: &mut data[lo * *ldc..(hi - 1) * *ldc + n], ldc: *ldc },
-            Out::Bf16 { data, ldc } => Out::Bf16 { data: &mut data[lo * *ldc..(hi - 1) * *ldc + n], ldc: *ldc },
+            Out::Bf16 { data, ldc } => {
+                Out::Bf16 { data: &mut data[lo * *ldc..(hi - 1) * *ldc + n], ldc: *ldc }
+            }
         }
     }
 }

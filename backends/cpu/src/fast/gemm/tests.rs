@@ -251,7 +251,8 @@ fn check_grouped(
     let clen = if rows == 0 { 0 } else { (rows - 1) * ldc + n };
     for &isa in isas {
         for bf in [false, true] {
-            let ctx = format!("{isa:?} counts={counts:?} n={n} k={k} {lk:?} {rk:?} big={big:?} bf16_out={bf}");
+            let ctx =
+                format!("{isa:?} counts={counts:?} n={n} k={k} {lk:?} {rk:?} big={big:?} bf16_out={bf}");
             let run = |grouping| {
                 let mut cf = vec![SENTINEL; clen];
                 let mut ch = vec![bf16::from_f32(SENTINEL); clen];
