@@ -2,18 +2,19 @@
 //! decode-sized expert in one parallel pass) against one GEMM per expert (`Grouping::PerExpert`, the
 //! previous schedule), side by side in one process, alternated call by call, median of the rounds.
 //!
-//! Shapes are DeepSeek-V3's routed experts: gate and up `[2048, 7168]`, down `[7168, 2048]`, 8 experts per
-//! launch (top-8 of 256), `rows` rows per expert (a batch of `rows` tokens all routed to the same 8 experts:
-//! the most weight reuse a batch can have), bf16 activations and output, block-FP8 (e4m3fn, 128×128
-//! scales) or bf16 weights. Each matrix kind has 3 sets of 8 experts (distinct copies) used in turn, so
-//! that between two uses of one set the other 8 launches read ≥ 1 GB (FP8; bf16: 2 GB), several times the
-//! large shared L3: the weights come from DRAM.
+//! Shapes are DeepSeek-V3's routed experts: gate and up `[2048, 7168]`, down `[7168, 2048]`, `experts`
+//! experts per launch (default 8: one token's top-8 of 256), `rows` rows per expert (`rows` tokens all
+//! routed to the same experts: the most weight reuse a batch can have; a batch of 4 tokens routed to 32
+//! distinct experts is `experts = 32, rows = 1`), bf16 activations and output, block-FP8 (e4m3fn, 128×128
+//! scales) or bf16 weights. Each matrix kind has `ceil(24 / experts)` sets of experts (distinct copies,
+//! at least 24 experts) used in turn, so that between two uses of one set the other launches read ≥ 1 GB
+//! (FP8; bf16: 2 GB), several times the large shared L3: the weights come from DRAM.
 //!
 //! The memory read bandwidth is measured in the same process before the timings; "% of bw" is the
 //! launch's weight bytes over its time, divided by it.
 //!
-//! `DSV3_BENCH_EXPERT_ROWS=1,4` (the default) picks the rows per expert; `DSV3_BENCH_EXPERT_ROUNDS=N`
-//! (default 15) the rounds.
+//! `DSV3_BENCH_EXPERT_ROWS=1,4` (the default) picks the rows per expert, `DSV3_BENCH_EXPERTS=8` (the
+//! default) the experts per launch, `DSV3_BENCH_EXPERT_ROUNDS=15` (the default) the rounds.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -23,12 +24,11 @@ use dsv3_backend_cpu::fast::peak::measure_memory_bandwidth;
 use dsv3_core::fp8::Fp8Format;
 use half::bf16;
 
-const EXPERTS: usize = 8;
 const HIDDEN: usize = 7168;
 const INTER: usize = 2048;
 const FMT: Fp8Format = Fp8Format::E4M3Fn;
-/// Sets of 8 experts per matrix kind, used in turn.
-const SETS: usize = 3;
+/// Experts per matrix kind in the pool, at least (in whole sets of one launch's experts).
+const POOL: usize = 24;
 
 struct Rng(u64);
 impl Rng {
@@ -70,30 +70,32 @@ impl Expert {
     }
 }
 
-/// The experts of one matrix kind: `SETS` sets of 8 (copies: distinct addresses, same values).
+/// The experts of one matrix kind: sets of `experts` (copies: distinct addresses, same values).
 struct Matrix {
     name: &'static str,
     n: usize,
     k: usize,
+    experts: usize,
     pool: Vec<Expert>,
 }
 
 impl Matrix {
-    fn new(rng: &mut Rng, name: &'static str, n: usize, k: usize, fp8: bool) -> Self {
-        Matrix { name, n, k, pool: vec![Expert::new(rng, n, k, fp8); SETS * EXPERTS] }
+    fn new(rng: &mut Rng, name: &'static str, n: usize, k: usize, experts: usize, fp8: bool) -> Self {
+        let copies = POOL.div_ceil(experts) * experts;
+        Matrix { name, n, k, experts, pool: vec![Expert::new(rng, n, k, fp8); copies] }
     }
 
     /// The 8 experts of this matrix's `i`-th launch, one group of `rows` rows each.
     fn groups(&self, i: usize, rows: usize) -> Vec<Group<'_>> {
-        let set = i % SETS;
-        (0..EXPERTS)
-            .map(|e| Group { lo: e * rows, hi: (e + 1) * rows, b: self.pool[set * EXPERTS + e].rhs() })
+        let set = i % (self.pool.len() / self.experts);
+        (0..self.experts)
+            .map(|e| Group { lo: e * rows, hi: (e + 1) * rows, b: self.pool[set * self.experts + e].rhs() })
             .collect()
     }
 
     fn bytes(&self) -> f64 {
         let size = if matches!(self.pool[0], Expert::Fp8(..)) { 1 } else { 2 };
-        (EXPERTS * self.n * self.k * size) as f64
+        (self.experts * self.n * self.k * size) as f64
     }
 }
 
@@ -121,8 +123,11 @@ fn main() {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let rows_list = env_list("DSV3_BENCH_EXPERT_ROWS", "1,4");
     let width = HIDDEN.max(INTER);
-    let a: Vec<bf16> = (0..EXPERTS * 16 * width).map(|_| bf16::from_f32(rng.f32())).collect();
-    let mut c = vec![bf16::ZERO; EXPERTS * 16 * width];
+    let experts = env_list("DSV3_BENCH_EXPERTS", "8")[0];
+    assert!(experts > 0, "DSV3_BENCH_EXPERTS: at least one expert");
+    println!("{experts} experts per launch, V3 shapes: gate / up 2048x7168, down 7168x2048; {rounds} rounds");
+    let a: Vec<bf16> = (0..experts * 16 * width).map(|_| bf16::from_f32(rng.f32())).collect();
+    let mut c = vec![bf16::ZERO; experts * 16 * width];
     println!(
         "{:>5} {:>5} {:>5} {:>11} {:>11} {:>7} {:>9} {:>9}",
         "rows", "wt", "mat", "per-expert", "grouped", "ratio", "GB/s", "% of bw"
@@ -131,9 +136,9 @@ fn main() {
         let wt = if fp8 { "fp8" } else { "bf16" };
         // One weight type at a time: the pools of both would hold 3 GB.
         let mats = [
-            Matrix::new(&mut rng, "gate", INTER, HIDDEN, fp8),
-            Matrix::new(&mut rng, "up", INTER, HIDDEN, fp8),
-            Matrix::new(&mut rng, "down", HIDDEN, INTER, fp8),
+            Matrix::new(&mut rng, "gate", INTER, HIDDEN, experts, fp8),
+            Matrix::new(&mut rng, "up", INTER, HIDDEN, experts, fp8),
+            Matrix::new(&mut rng, "down", HIDDEN, INTER, experts, fp8),
         ];
         for &rows in &rows_list {
             assert!((1..=16).contains(&rows), "DSV3_BENCH_EXPERT_ROWS: {rows} is outside 1..=16");

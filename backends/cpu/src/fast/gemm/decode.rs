@@ -21,7 +21,8 @@
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
@@ -188,14 +189,23 @@ pub(crate) fn run_jobs(jobs: &[Job], n: usize) -> Vec<Vec<f32>> {
     let mut outs: Vec<Vec<f32>> = jobs.iter().map(|j| vec![0f32; n * j.m]).collect();
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = (n * jobs.len()).div_ceil(8 * threads).clamp(8, 256);
-    let tasks: Vec<(&Job, usize, &mut [f32])> = jobs
+    let tasks: Vec<Mutex<(&Job, usize, &mut [f32])>> = jobs
         .iter()
         .zip(outs.iter_mut())
         .flat_map(|(job, out)| {
-            out.chunks_mut(rows_per_task * job.m).enumerate().map(move |(t, o)| (job, t * rows_per_task, o))
+            let chunks = out.chunks_mut(rows_per_task * job.m).enumerate();
+            chunks.map(move |(t, o)| Mutex::new((job, t * rows_per_task, o)))
         })
         .collect();
-    tasks.into_par_iter().for_each(|(job, n0, out)| job.rows(n0, out));
+    // Every thread takes the next task in order, so that at any time the threads stream neighbouring
+    // blocks of one expert's weights (as one GEMM per expert does), not experts far apart.
+    let next = AtomicUsize::new(0);
+    rayon::broadcast(|_| {
+        while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (job, n0, out) = &mut *task.lock().expect("a task panicked");
+            job.rows(*n0, out);
+        }
+    });
     outs
 }
 

@@ -377,7 +377,7 @@ pub struct Group<'a> {
     pub b: Rhs<'a>,
 }
 
-/// How [`gemm_grouped_with`] schedules the experts.
+/// How [`gemm_grouped_scheduled`] schedules the experts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grouping {
     /// The rule of [`gemm_grouped`]: experts with 1..=[`DECODE_MAX_M`] rows (and K > 0) in one parallel
@@ -401,7 +401,7 @@ pub fn gemm_grouped(n: usize, k: usize, a: Lhs, groups: &[Group], c: Out) {
     gemm_grouped_with(isa(), Grouping::Auto, n, k, a, groups, c)
 }
 
-/// [`gemm_grouped`] with the kernel path and the schedule chosen by the caller (benches and tests).
+/// [`gemm_grouped`] with the schedule chosen by the caller (benches compare the two).
 pub fn gemm_grouped_scheduled(grouping: Grouping, n: usize, k: usize, a: Lhs, groups: &[Group], c: Out) {
     gemm_grouped_with(isa(), grouping, n, k, a, groups, c)
 }
