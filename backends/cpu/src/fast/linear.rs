@@ -88,35 +88,28 @@ pub fn gemm(op: &Gemm, mut args: Args) -> Result<()> {
     Ok(())
 }
 
-/// One expert at a time, each a full parallel GEMM over its row range (experts with no rows skipped).
+/// Every expert of the launch through [`gemm::gemm_grouped`]: the decode-sized ones (at most 16 rows) in
+/// one parallel pass, the others one parallel GEMM each (experts with no rows skipped).
 pub fn grouped_gemm(op: &GroupedGemm, mut args: Args) -> Result<()> {
     const OP: &str = "grouped_gemm";
     let (rows, n, k, experts) = op.dims();
     let offsets = checks::expert_offsets(OP, &args.input("expert_offsets")?, rows)?;
     let a_scales = optional_scales(OP, &args, "a_scales", matches!(op.a, Activations::Fp8 { .. }))?;
     let b_scales = optional_scales(OP, &args, "b_scales", matches!(op.b, Weights::BlockFp8 { .. }))?;
-    let a_all = lhs(OP, &op.a, &args, &a_scales)?;
+    let a = lhs(OP, &op.a, &args, &a_scales)?;
     let b_all = args.input("b")?.bytes;
+    let (b_bytes, grid) = (n * k * op.b.values().dtype.size(), blocks(n) * blocks(k));
+    let groups = (0..experts)
+        .filter(|&e| offsets[e] < offsets[e + 1])
+        .map(|e| {
+            let b_scales_e = b_scales.as_deref().map(|s| &s[e * grid..(e + 1) * grid]);
+            let b = rhs(OP, &op.b, &b_all[e * b_bytes..(e + 1) * b_bytes], b_scales_e)?;
+            Ok(gemm::Group { lo: offsets[e], hi: offsets[e + 1], b })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let c = args.output("c")?;
-    let (size, ldc) = (c.t.dtype.size(), c.t.strides[0].max(n));
-    let (b_bytes, grid, kb) = (n * k * op.b.values().dtype.size(), blocks(n) * blocks(k), blocks(k));
-    for e in 0..experts {
-        let (lo, hi) = (offsets[e], offsets[e + 1]);
-        if lo == hi {
-            continue;
-        }
-        let a = match a_all {
-            Lhs::F32 { data, lda } => Lhs::F32 { data: &data[lo * lda..], lda },
-            Lhs::Bf16 { data, lda } => Lhs::Bf16 { data: &data[lo * lda..], lda },
-            Lhs::Fp8 { codes, lda, scales, format } => {
-                Lhs::Fp8 { codes: &codes[lo * lda..], lda, scales: &scales[lo * kb..], format }
-            }
-        };
-        let b_scales_e = b_scales.as_deref().map(|s| &s[e * grid..(e + 1) * grid]);
-        let b = rhs(OP, &op.b, &b_all[e * b_bytes..(e + 1) * b_bytes], b_scales_e)?;
-        let rows_bytes = &mut c.bytes[lo * ldc * size..((hi - 1) * ldc + n) * size];
-        gemm::gemm(hi - lo, n, k, a, b, out(OP, c.t.dtype, rows_bytes, ldc)?);
-    }
+    let ldc = c.t.strides[0].max(n);
+    gemm::gemm_grouped(n, k, a, &groups, out(OP, c.t.dtype, c.bytes, ldc)?);
     Ok(())
 }
 

@@ -21,7 +21,8 @@
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
@@ -115,53 +116,111 @@ pub(crate) fn gemm_decode(
     c: &mut [f32],
     ldc: usize,
 ) {
-    debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
-    // The bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
-    let isa = isa.vector();
-    let kp = k.next_multiple_of(STEP);
-    let mut abuf = vec![0f32; m * kp];
-    for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
-        a.load_row(i, 0, &mut row[..k]);
-    }
-    #[cfg(target_arch = "x86_64")]
-    let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
-    #[cfg(not(target_arch = "x86_64"))]
-    let two_level = false;
-    let w = view(b, k, two_level);
-    #[cfg(target_arch = "x86_64")]
-    if w.as_ref().is_some_and(|w| w.tables.is_some()) {
-        // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
-        // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
-        for row in abuf.chunks_exact_mut(kp) {
-            for chunk in row.chunks_exact_mut(64) {
-                let src: [f32; 64] = (&*chunk).try_into().unwrap();
-                for (i, &v) in src.iter().enumerate() {
-                    chunk[super::fp8_simd::lane_order(i)] = v;
+    let job = Job::new(isa, m, k, a, 0, b);
+    let ct = run_jobs(std::slice::from_ref(&job), n).pop().expect("one job");
+    untranspose(&ct, m, n, c, ldc, |x| x);
+}
+
+/// One decode GEMM ready to run on any range of weight rows: its rows of A converted to f32 (and
+/// permuted for the two-level kernel), and the kernel path and weight view chosen.
+pub(crate) struct Job<'a> {
+    isa: Isa,
+    m: usize,
+    k: usize,
+    kp: usize,
+    abuf: Vec<f32>,
+    w: Option<WView<'a>>,
+    b: &'a RhsSrc<'a>,
+}
+
+impl<'a> Job<'a> {
+    /// Rows `row0..row0 + m` of `a` times `b` (`[N, K]`).
+    pub(crate) fn new(isa: Isa, m: usize, k: usize, a: &LhsSrc, row0: usize, b: &'a RhsSrc<'a>) -> Self {
+        debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
+        // The bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
+        let isa = isa.vector();
+        let kp = k.next_multiple_of(STEP);
+        let mut abuf = vec![0f32; m * kp];
+        for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
+            a.load_row(row0 + i, 0, &mut row[..k]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
+        #[cfg(not(target_arch = "x86_64"))]
+        let two_level = false;
+        let w = view(b, k, two_level);
+        #[cfg(target_arch = "x86_64")]
+        if w.as_ref().is_some_and(|w| w.tables.is_some()) {
+            // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
+            // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
+            for row in abuf.chunks_exact_mut(kp) {
+                for chunk in row.chunks_exact_mut(64) {
+                    let src: [f32; 64] = (&*chunk).try_into().unwrap();
+                    for (i, &v) in src.iter().enumerate() {
+                        chunk[super::fp8_simd::lane_order(i)] = v;
+                    }
                 }
             }
         }
+        let isa = if w.is_none() { Isa::Scalar } else { isa };
+        Job { isa, m, k, kp, abuf, w, b }
     }
-    let isa = if w.is_none() { Isa::Scalar } else { isa };
 
-    // Output transposed ([N, M]) so that threads own disjoint chunks; scattered into C at the end.
-    let mut ct = vec![0f32; n * m];
-    let threads = rayon::current_num_threads().max(1);
-    let rows_per_task = n.div_ceil(8 * threads).clamp(8, 256);
-    ct.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(t, out)| {
-        let n0 = t * rows_per_task;
-        match isa {
+    /// `out[j*m + i] = C[i, n0 + j]` for the `out.len() / m` weight rows from `n0`.
+    fn rows(&self, n0: usize, out: &mut [f32]) {
+        let (m, kp, a) = (self.m, self.kp, &self.abuf[..]);
+        match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => {
-                x86::rows_avx512(m, w.as_ref().unwrap(), &abuf, kp, n0, out)
+                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::rows_avx2(m, w.as_ref().unwrap(), &abuf, kp, n0, out),
-            Isa::Scalar => scalar_rows(m, k, b, &abuf, kp, n0, out),
+            Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, n0, out),
+            Isa::Scalar => scalar_rows(m, self.k, self.b, a, kp, n0, out),
+        }
+    }
+}
+
+/// Runs every job (each `[N, K]` weights, the same N) in one parallel pass and returns each one's output,
+/// transposed (`[N, m]`, so that tasks own disjoint chunks). Tasks are (job, block of weight rows); the
+/// block size depends on the total weight rows only, so one job or many, each thread gets several tasks.
+/// A task's outputs do not depend on the split (each output is one weight row's own accumulation).
+pub(crate) fn run_jobs(jobs: &[Job], n: usize) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = jobs.iter().map(|j| vec![0f32; n * j.m]).collect();
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_task = (n * jobs.len()).div_ceil(8 * threads).clamp(8, 256);
+    let tasks: Vec<Mutex<(&Job, usize, &mut [f32])>> = jobs
+        .iter()
+        .zip(outs.iter_mut())
+        .flat_map(|(job, out)| {
+            let chunks = out.chunks_mut(rows_per_task * job.m).enumerate();
+            chunks.map(move |(t, o)| Mutex::new((job, t * rows_per_task, o)))
+        })
+        .collect();
+    // Every thread takes the next task in order, so that at any time the threads stream neighbouring
+    // blocks of one expert's weights (as one GEMM per expert does), not experts far apart.
+    let next = AtomicUsize::new(0);
+    rayon::broadcast(|_| {
+        while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (job, n0, out) = &mut *task.lock().expect("a task panicked");
+            job.rows(*n0, out);
         }
     });
+    outs
+}
+
+/// Writes the transposed result `ct` (`[n, m]`) into rows of `c` (stride `ldc`), converted by `conv`.
+pub(crate) fn untranspose<T>(
+    ct: &[f32],
+    m: usize,
+    n: usize,
+    c: &mut [T],
+    ldc: usize,
+    conv: impl Fn(f32) -> T,
+) {
     for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
         for (d, src) in row[..n].iter_mut().zip(ct.chunks_exact(m)) {
-            *d = src[i];
+            *d = conv(src[i]);
         }
     }
 }

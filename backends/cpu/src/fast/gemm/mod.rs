@@ -368,6 +368,115 @@ fn bf16_path(isa: Isa, a: &pack::LhsSrc, b: &pack::RhsSrc) -> Option<driver::Mic
     }
 }
 
+/// One expert of a grouped GEMM: rows `lo..hi` of the shared A and C, multiplied by this expert's
+/// weights `b` (`[N, K]`).
+#[derive(Clone, Copy, Debug)]
+pub struct Group<'a> {
+    pub lo: usize,
+    pub hi: usize,
+    pub b: Rhs<'a>,
+}
+
+/// How [`gemm_grouped_scheduled`] schedules the experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// The rule of [`gemm_grouped`]: experts with 1..=[`DECODE_MAX_M`] rows (and K > 0) in one parallel
+    /// pass of the decode kernels, the others one [`gemm`] each.
+    Auto,
+    /// One [`gemm`] per expert, in order (the previous schedule; benches and tests compare against it).
+    PerExpert,
+}
+
+/// `C[r, :] = A[r, :] · B_eᵀ` for every row `r` in `lo..hi` of every group `e` (rows outside every group are
+/// not written). Results are bit-identical to one [`gemm`] per group (same kernel for the same row count,
+/// and a decode output never depends on how its weight rows are split among tasks), so the numerics
+/// contract is [`gemm`]'s.
+///
+/// Schedule ([`Grouping::Auto`]): a group with at most [`DECODE_MAX_M`] rows — a decode step's routed
+/// expert — is one job of a single parallel pass over all such groups, split into (expert, N-block) tasks,
+/// so that every thread has work even with one row per expert and each expert's weights are streamed once
+/// for all its rows. A group with more rows (prefill) runs its own [`gemm`] (the packed kernels, already
+/// parallel over its M×N tiles), as does every group when K = 0 (zeros).
+pub fn gemm_grouped(n: usize, k: usize, a: Lhs, groups: &[Group], c: Out) {
+    gemm_grouped_with(isa(), Grouping::Auto, n, k, a, groups, c)
+}
+
+/// [`gemm_grouped`] with the schedule chosen by the caller (benches compare the two).
+pub fn gemm_grouped_scheduled(grouping: Grouping, n: usize, k: usize, a: Lhs, groups: &[Group], c: Out) {
+    gemm_grouped_with(isa(), grouping, n, k, a, groups, c)
+}
+
+pub(crate) fn gemm_grouped_with(
+    isa: Isa,
+    grouping: Grouping,
+    n: usize,
+    k: usize,
+    a: Lhs,
+    groups: &[Group],
+    mut c: Out,
+) {
+    debug_assert!(groups.windows(2).all(|w| w[0].hi <= w[1].lo) && groups.iter().all(|g| g.lo <= g.hi));
+    if n == 0 {
+        return;
+    }
+    let batched =
+        |g: &Group| grouping == Grouping::Auto && k > 0 && (1..=DECODE_MAX_M).contains(&(g.hi - g.lo));
+    for g in groups.iter().filter(|g| g.hi > g.lo && !batched(g)) {
+        gemm_with(isa, g.hi - g.lo, n, k, a.from_row(g.lo, k), g.b, c.rows(g.lo, g.hi, n));
+    }
+    let small: Vec<&Group> = groups.iter().filter(|g| batched(g)).collect();
+    if small.is_empty() {
+        return;
+    }
+    if cfg!(debug_assertions) {
+        for g in &small {
+            debug_check(g.hi - g.lo, n, k, &a.from_row(g.lo, k), &g.b, &c.rows(g.lo, g.hi, n));
+        }
+    }
+    let a_src = pack::LhsSrc::new(&a, k);
+    let b_src: Vec<pack::RhsSrc> = small.iter().map(|g| pack::RhsSrc::new(&g.b, k)).collect();
+    let jobs: Vec<decode::Job> = small
+        .iter()
+        .zip(&b_src)
+        .map(|(g, b)| decode::Job::new(isa, g.hi - g.lo, k, &a_src, g.lo, b))
+        .collect();
+    let results = decode::run_jobs(&jobs, n);
+    for (g, ct) in small.iter().zip(&results) {
+        match c.rows(g.lo, g.hi, n) {
+            Out::F32 { data, ldc } => decode::untranspose(ct, g.hi - g.lo, n, data, ldc, |x| x),
+            Out::Bf16 { data, ldc } => decode::untranspose(ct, g.hi - g.lo, n, data, ldc, bf16::from_f32),
+        }
+    }
+}
+
+impl<'a> Lhs<'a> {
+    /// The rows of `self` from `row` on (`k` is the row length, for the FP8 scales' stride).
+    pub fn from_row(self, row: usize, k: usize) -> Lhs<'a> {
+        match self {
+            Lhs::F32 { data, lda } => Lhs::F32 { data: &data[row * lda..], lda },
+            Lhs::Bf16 { data, lda } => Lhs::Bf16 { data: &data[row * lda..], lda },
+            Lhs::Fp8 { codes, lda, scales, format } => Lhs::Fp8 {
+                codes: &codes[row * lda..],
+                lda,
+                scales: &scales[row * k.div_ceil(SCALE_BLOCK)..],
+                format,
+            },
+        }
+    }
+}
+
+impl Out<'_> {
+    /// Rows `lo..hi` (`hi > lo`) of `self`, `n` values each, as an output of their own.
+    pub fn rows(&mut self, lo: usize, hi: usize, n: usize) -> Out<'_> {
+        match self {
+            Out::F32 { data, ldc } => Out::F32 { data: &mut data[lo * *ldc..(hi - 1) * *ldc + n], ldc: *ldc },
+            Out::Bf16 { data, ldc } => {
+                Out::Bf16 { data: &mut data[lo * *ldc..(hi - 1) * *ldc + n], ldc: *ldc }
+            }
+        }
+    }
+}
+
 fn debug_check(m: usize, n: usize, k: usize, a: &Lhs, b: &Rhs, c: &Out) {
     let kb = k.div_ceil(SCALE_BLOCK);
     let need = |rows: usize, ld: usize, cols: usize| if rows == 0 { 0 } else { (rows - 1) * ld + cols };

@@ -150,22 +150,7 @@ fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas
     let ldc = n + (m + k) % 4;
     let a = LhsData::new(rng, m, k, lda, lk);
     let b = RhsData::new(rng, n, k, rk, big_scale);
-    let mut refc = vec![0f64; m * n];
-    let mut tol = vec![0f64; m * n];
-    let u = 2f64.powi(-24);
-    let d = (k + 8) as f64;
-    let gamma = d * u / (1.0 - d * u);
-    for i in 0..m {
-        for j in 0..n {
-            let (mut s, mut sa) = (0f64, 0f64);
-            for (x, y) in a.vals[i * k..(i + 1) * k].iter().zip(&b.vals[j * k..(j + 1) * k]) {
-                s += x * y;
-                sa += (x * y).abs();
-            }
-            refc[i * n + j] = s;
-            tol[i * n + j] = gamma * sa + 1e-30;
-        }
-    }
+    let (refc, tol) = reference(&a.vals, &b.vals, m, n, k);
     let clen = if m == 0 { 0 } else { (m - 1) * ldc + n };
     for &isa in isas {
         for bf in [false, true] {
@@ -174,19 +159,160 @@ fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas
             let mut ch = vec![bf16::from_f32(SENTINEL); clen];
             let out = if bf { Out::Bf16 { data: &mut ch, ldc } } else { Out::F32 { data: &mut cf, ldc } };
             gemm_with(isa, m, n, k, a.lhs(), b.rhs(), out);
-            for idx in 0..clen {
-                let (i, j) = (idx / ldc, idx % ldc);
-                let got = if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
-                if j >= n {
-                    let want = if bf { bf16::from_f32(SENTINEL).to_f32() } else { SENTINEL };
-                    assert_eq!(got, want as f64, "{ctx}: padding at ({i},{j}) written");
-                    continue;
+            let got = |idx: usize| if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
+            assert_within(&ctx, bf, got, clen, n, ldc, &refc, &tol);
+        }
+    }
+}
+
+/// The f64 product of decoded values `a` (`[m, k]`) and `b` (`[n, k]`), and the tolerance of each entry
+/// (`γ(K+8)·S`, module documentation).
+fn reference(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut refc = vec![0f64; m * n];
+    let mut tol = vec![0f64; m * n];
+    let u = 2f64.powi(-24);
+    let d = (k + 8) as f64;
+    let gamma = d * u / (1.0 - d * u);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut s, mut sa) = (0f64, 0f64);
+            for (x, y) in a[i * k..(i + 1) * k].iter().zip(&b[j * k..(j + 1) * k]) {
+                s += x * y;
+                sa += (x * y).abs();
+            }
+            refc[i * n + j] = s;
+            tol[i * n + j] = gamma * sa + 1e-30;
+        }
+    }
+    (refc, tol)
+}
+
+/// Every entry `got(idx)` of a C with `clen` elements and stride `ldc` is within `tol` of `refc` (plus the
+/// bf16 output rounding when `bf`), and the padding past `n` still holds the sentinel.
+#[allow(clippy::too_many_arguments)]
+fn assert_within(
+    ctx: &str,
+    bf: bool,
+    got: impl Fn(usize) -> f64,
+    clen: usize,
+    n: usize,
+    ldc: usize,
+    refc: &[f64],
+    tol: &[f64],
+) {
+    for idx in 0..clen {
+        let (i, j) = (idx / ldc, idx % ldc);
+        let got = got(idx);
+        if j >= n {
+            let want = if bf { bf16::from_f32(SENTINEL).to_f32() } else { SENTINEL };
+            assert_eq!(got, want as f64, "{ctx}: padding at ({i},{j}) written");
+            continue;
+        }
+        let (r, t) = (refc[i * n + j], tol[i * n + j]);
+        let t = if bf { t + 2f64.powi(-8) * (r.abs() + t) } else { t };
+        assert!((got - r).abs() <= t, "{ctx}: C[{i},{j}] = {got}, reference {r}, tolerance {t}");
+    }
+}
+
+/// A grouped GEMM with `counts[e]` rows for expert `e` (expert `big` gets block scales large enough to
+/// take the exact portable fallback), on every path in `isas`: the [`Grouping::Auto`] schedule must equal
+/// [`Grouping::PerExpert`] bit for bit (same kernel per expert; a decode output does not depend on the task
+/// split), and both must be within the contract's bound of the f64 reference.
+#[allow(clippy::too_many_arguments)]
+fn check_grouped(
+    rng: &mut Rng,
+    counts: &[usize],
+    n: usize,
+    k: usize,
+    lk: LKind,
+    rk: RKind,
+    isas: &[Isa],
+    big: Option<usize>,
+) {
+    let rows: usize = counts.iter().sum();
+    let lda = k + (rows + n) % 3;
+    let ldc = n + (rows + k) % 4;
+    let a = LhsData::new(rng, rows, k, lda, lk);
+    let bs: Vec<RhsData> = (0..counts.len()).map(|e| RhsData::new(rng, n, k, rk, big == Some(e))).collect();
+    let mut groups = Vec::new();
+    let mut lo = 0;
+    for (b, &c) in bs.iter().zip(counts) {
+        groups.push(Group { lo, hi: lo + c, b: b.rhs() });
+        lo += c;
+    }
+    // The reference: row r of A against its expert's weights.
+    let mut refc = vec![0f64; rows * n];
+    let mut tol = vec![0f64; rows * n];
+    for (g, b) in groups.iter().zip(&bs) {
+        let (r, t) = reference(&a.vals[g.lo * k..g.hi * k], &b.vals, g.hi - g.lo, n, k);
+        refc[g.lo * n..g.hi * n].copy_from_slice(&r);
+        tol[g.lo * n..g.hi * n].copy_from_slice(&t);
+    }
+    let clen = if rows == 0 { 0 } else { (rows - 1) * ldc + n };
+    for &isa in isas {
+        for bf in [false, true] {
+            let ctx =
+                format!("{isa:?} counts={counts:?} n={n} k={k} {lk:?} {rk:?} big={big:?} bf16_out={bf}");
+            let run = |grouping| {
+                let mut cf = vec![SENTINEL; clen];
+                let mut ch = vec![bf16::from_f32(SENTINEL); clen];
+                let out = if bf { Out::Bf16 { data: &mut ch, ldc } } else { Out::F32 { data: &mut cf, ldc } };
+                gemm_grouped_with(isa, grouping, n, k, a.lhs(), &groups, out);
+                if bf {
+                    ch.iter().map(|x| x.to_f32()).collect::<Vec<f32>>()
+                } else {
+                    cf
                 }
-                let (r, t) = (refc[i * n + j], tol[i * n + j]);
-                let t = if bf { t + 2f64.powi(-8) * (r.abs() + t) } else { t };
-                assert!((got - r).abs() <= t, "{ctx}: C[{i},{j}] = {got}, reference {r}, tolerance {t}");
+            };
+            let (auto, per_expert) = (run(Grouping::Auto), run(Grouping::PerExpert));
+            for (idx, (x, y)) in auto.iter().zip(&per_expert).enumerate() {
+                assert!(x.to_bits() == y.to_bits(), "{ctx}: element {idx}: grouped {x}, per expert {y}");
+            }
+            assert_within(&ctx, bf, |idx| auto[idx] as f64, clen, n, ldc, &refc, &tol);
+        }
+    }
+}
+
+const RKINDS: [RKind; 5] = [
+    RKind::F32,
+    RKind::Bf16,
+    RKind::Fp8(Fp8Format::E4M3Fn),
+    RKind::Fp8(Fp8Format::E4M3Fnuz),
+    RKind::Fp8(Fp8Format::E5M2),
+];
+
+#[test]
+fn grouped_equals_one_gemm_per_expert() {
+    let mut rng = Rng(0x6A09_E667_F3BC_C908);
+    let isas = Isa::available();
+    let e4 = Fp8Format::E4M3Fn;
+    // Empty experts, uneven offsets, one row per expert, every decode M up to 16, and experts above 16 rows
+    // (their own GEMM) mixed with decode-sized ones in one launch.
+    let launches: [&[usize]; 7] = [
+        &[1, 1, 1, 1, 1, 1, 1, 1],
+        &[0, 3, 0, 0, 1, 2, 0],
+        &[4, 4, 4, 4],
+        &[16, 0, 5, 9, 16],
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
+        &[0, 17, 2, 40, 1],
+        &[0, 0, 0],
+    ];
+    for lk in [LKind::F32, LKind::Bf16, LKind::Fp8(e4)] {
+        for rk in RKINDS {
+            for counts in launches {
+                // N over two scale blocks with a partial one; K with a partial scale block and step.
+                check_grouped(&mut rng, counts, 200, 300, lk, rk, &isas, None);
             }
         }
+    }
+    // Small N (fewer weight rows than a task), K = 0 (zeros), and one expert's scales large enough for the
+    // exact portable fallback while the others run the SIMD kernels.
+    for rk in RKINDS {
+        check_grouped(&mut rng, &[2, 1, 0, 3], 13, 200, LKind::Bf16, rk, &isas, None);
+        check_grouped(&mut rng, &[2, 0, 18, 3], 13, 0, LKind::F32, rk, &isas, None);
+    }
+    for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
+        check_grouped(&mut rng, &[3, 1, 4, 1], 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, Some(1));
     }
 }
 
@@ -420,6 +546,7 @@ fn fp8_paths_without_vbmi() {
             check(&mut rng, m, n, k, LKind::F32, RKind::Fp8(fmt), &isas, false);
         }
         check(&mut rng, 3, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
+        check_grouped(&mut rng, &[1, 0, 4, 2, 1], 130, 300, LKind::Bf16, RKind::Fp8(fmt), &isas, None);
     }
     fp8_simd::FORCE_NO_VBMI.with(|f| f.set(false));
 }
