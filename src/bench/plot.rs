@@ -44,6 +44,9 @@ enum Marker {
 
 /// The markers of the peers, in the order they first appear in a run.
 const PEER_MARKERS: [Marker; 2] = [Marker::Cross, Marker::Ring];
+/// The roofline's colours for the peers, in the same order: dark, apart from the palette of our series,
+/// so that thin outlined marks stay visible on white.
+const PEER_COLORS: [RGBColor; 2] = [BLACK, RGBColor(170, 0, 0)];
 
 impl Marker {
     fn of_phase(phase: &str) -> Marker {
@@ -325,14 +328,21 @@ fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &
             series.push(&p.series);
         }
     }
-    for (i, name) in series.iter().enumerate() {
-        let color = Palette99::pick(roofs.len() + i).to_rgba();
-        let mine: Vec<&Point> = points.iter().filter(|p| p.series == *name).collect();
+    let (mut ours, mut peers) = (0, 0);
+    for name in series {
+        let mine: Vec<&Point> = points.iter().filter(|p| p.series == name).collect();
         // The legend shows the series' first marker: a peer's, or decode's circle where both phases are.
         let Some(first) = mine.first().map(|p| p.marker) else { continue };
+        let color = if PEER_MARKERS.contains(&first) {
+            peers += 1;
+            PEER_COLORS[(peers - 1) % PEER_COLORS.len()].to_rgba()
+        } else {
+            ours += 1;
+            Palette99::pick(roofs.len() + ours - 1).to_rgba()
+        };
         chart
             .draw_series(mine.iter().map(|p| mark(p.marker, (p.intensity, p.gflops), color)))?
-            .label(*name)
+            .label(name)
             .legend(move |(x, y)| mark(first, (x + 9, y), color));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
