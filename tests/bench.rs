@@ -291,6 +291,8 @@ fn recorded_runs_still_load() {
     assert!(recorded > 0, "no dsv3-bench run in {}", dir.display());
 }
 
+/// Also the defaults: faer beside every GEMM row on the CPU without asking, and every row's GB/s over the
+/// bandwidth measured in the run, named above the table.
 #[test]
 fn bench_ops_times_every_op_of_a_step_and_checks_each_on_a_replica() {
     let dir = tempdir("ops");
@@ -305,13 +307,41 @@ fn bench_ops_times_every_op_of_a_step_and_checks_each_on_a_replica() {
     let rows: Vec<&str> =
         shown.lines().filter(|l| l.starts_with("decode") || l.starts_with("prefill")).collect();
     assert!(rows.len() > 2 * 20, "{shown}");
-    for row in &rows {
-        assert!(row.contains("cpu:0") && row.ends_with("pass"), "not timed and checked: {row}");
-    }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    // The bandwidth the run measured, above the table; each row's GB/s over it in the `% of BW` column.
+    let bandwidth = run["devices"][0]["peak"]["bytes_per_s"].as_f64().unwrap();
+    assert!(
+        shown.contains(&format!(
+            "cpu:0 {}: {:.1} GB/s",
+            run["devices"][0]["name"].as_str().unwrap(),
+            bandwidth / 1e9
+        )),
+        "{shown}"
+    );
+    let header = shown.lines().find(|l| l.starts_with("phase")).unwrap();
+    assert!(header.contains(" GB/s  % of BW "), "{header}");
+    let mut faer = 0;
+    for row in &rows {
+        let (ours, peer) = row.split_once("  | ").unwrap_or((row, ""));
+        assert!(ours.contains("cpu:0") && ours.ends_with("pass"), "not timed and checked: {row}");
+        let cells: Vec<&str> = ours.split_whitespace().collect();
+        let (gbps, of_bw): (f64, f64) = (cells[4].parse().unwrap(), cells[5].parse().unwrap());
+        // Both columns are printed rounded (2 and 1 decimals): they agree to that rounding.
+        let expected = 100.0 * gbps * 1e9 / bandwidth;
+        assert!((of_bw - expected).abs() <= 0.05 + 100.0 * 0.005e9 / bandwidth, "{row}");
+        // faer by default: a ratio beside every `gemm` row, the reason beside the others.
+        if peer.starts_with("faer: absent: faer is timed on gemm only") {
+            continue;
+        }
+        assert!(peer.contains("x (faer 0.24 f32 matmul (ours: "), "{row}");
+        faer += 1;
+    }
+    assert!(faer >= 10, "{shown}");
     assert_eq!(run["kind"], "ops");
     let saved = run["rows"].as_array().unwrap();
-    assert_eq!(saved.len(), rows.len());
+    let (theirs, ours): (Vec<&Value>, Vec<&Value>) = saved.iter().partition(|r| r["peer"].is_string());
+    assert_eq!((ours.len(), theirs.len()), (rows.len(), faer), "{run}");
+    assert!(theirs.iter().all(|r| r["name"].as_str().unwrap().ends_with(": peer faer")), "{run}");
     assert!(saved.iter().all(|r| r["unit"] == "calls/s" && r["samples"].as_array().unwrap().len() == 2));
     // A saved op run compares like a model run.
     let compared = dsv3(&["bench", "compare", path(&json_file), path(&json_file)]);
@@ -321,28 +351,24 @@ fn bench_ops_times_every_op_of_a_step_and_checks_each_on_a_replica() {
     expect("bench ops --suite deepseek-v4", &bad, 2, &["--suite"]);
     let bad = dsv3(&["bench", "ops", "--suite", "quick", "--batch", "0"]);
     expect("bench ops --batch 0", &bad, 2, &["--batch"]);
+    let bad = dsv3(&["bench", "ops", "--suite", "quick", "--peer", "none,torch"]);
+    expect("bench ops --peer none,torch", &bad, 2, &["--peer none,torch: `none` stands alone"]);
+    let bad = dsv3(&["bench", "ops", "--suite", "quick", "--peer", "numpy"]);
+    expect("bench ops --peer numpy", &bad, 2, &["--peer numpy: unknown peer `numpy`"]);
 }
 
-/// Peers in the same run: faer beside the CPU's GEMM rows (absent, with the reason, beside the others);
-/// torch through a python that cannot run it is absent on every row with python's failure, in the table
-/// and the saved run. The roofline chart of the same run names its series and the commit. No peer's
-/// speed is judged: only that its figures are there.
+/// Peers in the same run: faer beside the CPU's GEMM rows (absent, with the reason, beside the others),
+/// timed without being named when another peer is; torch through a python that cannot run it is absent
+/// on every row with python's failure, in the table and the saved run. The roofline chart of the same
+/// run names its series, the commit and the peer. No peer's speed is judged: only that its figures are
+/// there.
 #[test]
 fn bench_ops_peers_sit_beside_our_rows_or_say_why_not_and_the_roofline_is_drawn() {
     let dir = tempdir("peers");
     let (json_file, svg_file) = (dir.join("ops.json"), dir.join("ops.svg"));
     let args = ["bench", "ops", "--suite", "quick", "--phase", "decode", "--context", "64"];
     let mut args = args.to_vec();
-    args.extend([
-        "--repetitions",
-        "2",
-        "--seconds",
-        "0.001",
-        "--peer",
-        "faer,torch",
-        "--python",
-        "/bin/false",
-    ]);
+    args.extend(["--repetitions", "2", "--seconds", "0.001", "--peer", "torch", "--python", "/bin/false"]);
     args.extend(["--json", path(&json_file), "--plot", path(&svg_file)]);
     let shown = expect("bench ops --peer", &dsv3(&args), 0, &["peers: the peer's ms over ours"]);
     let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with("decode")).collect();
@@ -389,13 +415,21 @@ fn bench_ops_peers_sit_beside_our_rows_or_say_why_not_and_the_roofline_is_drawn(
     let svg = std::fs::read_to_string(&svg_file).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
     let commit = run["commit"].as_str().unwrap();
-    for says in
-        ["roofline per op", "gemm on cpu:0", "mla_attention on cpu:0", "FLOPs per byte moved", "GFLOP/s"]
-    {
+    for says in [
+        "roofline per op",
+        "gemm on cpu:0",
+        "mla_attention on cpu:0",
+        "FLOPs per byte moved",
+        "GFLOP/s",
+        "peers at the intensity of our row",
+        ">\npeer faer\n<",
+    ] {
         assert!(svg.contains(says), "the chart lacks {says:?}");
     }
     assert!(svg.contains(&format!("commit {commit}")) && svg.contains("cpu:0 f32"), "{svg}");
     assert!(svg.matches("<circle").count() >= gemms, "a point per GEMM row at least");
+    // torch timed nothing: no series, no legend entry for it.
+    assert!(!svg.contains("peer torch"), "{svg}");
 }
 
 /// `bench model --peer transformers` through a python that cannot run it: every cell's peer is absent
@@ -420,4 +454,42 @@ fn bench_model_peer_absent_says_why() {
     let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
     assert_eq!(run["absent_peers"].as_array().unwrap().len(), 4, "{shown}");
     assert_eq!(run["rows"].as_array().unwrap().len(), 4, "ours only: {shown}");
+}
+
+/// `bench model --peer transformers` whose python answers (a stand-in that prints the script's answer,
+/// so that no torch is needed): the batch-1 cell's peer rows are listed with ours over theirs, saved with
+/// their samples, and drawn on the tok/s chart with a legend entry of their own.
+#[test]
+fn bench_model_peer_rows_are_saved_and_drawn() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir("model-peer-drawn");
+    let (json_file, svg_file, python) = (dir.join("run.json"), dir.join("run.svg"), dir.join("python"));
+    let answer =
+        r#"{"peer": "stand-in transformers", "prefill_samples": [100, 110], "decode_samples": [50, 60]}"#;
+    std::fs::write(&python, format!("#!/bin/sh\necho '{answer}'\n")).unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = ["bench", "model", "-p", "4", "-n", "2", "-b", "1,2", "--repetitions", "2", "--warmup", "0"];
+    let mut args = args.to_vec();
+    args.extend(["--peer", "transformers", "--python", path(&python)]);
+    args.extend(["--json", path(&json_file), "--plot", path(&svg_file)]);
+    expect(
+        "bench model --peer (stand-in)",
+        &dsv3(&args),
+        0,
+        &[
+            "decode p4 n2 b1: peer transformers (stand-in transformers): 55.00 ± 7.07 tok/s, ours ",
+            "prefill p4 n2 b1: peer transformers (stand-in transformers): 105.00 ± 7.07 tok/s, ours ",
+            "decode p4 n2 b2: peer transformers: absent: the transformers peer generates one sequence",
+        ],
+    );
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+    let theirs: Vec<&Value> =
+        run["rows"].as_array().unwrap().iter().filter(|r| r["peer"].is_string()).collect();
+    assert_eq!(theirs.len(), 2, "{run}");
+    assert_eq!(theirs[1]["name"], "decode p4 n2 b1: peer transformers", "{run}");
+    assert_eq!(theirs[1]["samples"], json!([50.0, 60.0]), "{run}");
+    let svg = std::fs::read_to_string(&svg_file).unwrap();
+    // One legend entry per panel (prefill, decode) for the peer, beside our series'.
+    assert_eq!(svg.matches(">\np4 n2 transformers\n<").count(), 2, "{svg}");
+    assert_eq!(svg.matches(">\np4 n2\n<").count(), 2, "{svg}");
 }

@@ -15,7 +15,7 @@ use dsv3_model::config::ModelConfig;
 use super::machine;
 use super::peer::{self, Outcome, Peer, Request};
 use super::plot;
-use super::results::{AbsentPeer, ModelEntry, Roofline, Row, Run};
+use super::results::{AbsentPeer, DeviceEntry, ModelEntry, Roofline, Row, Run};
 use crate::cli::{Checked, TEXT};
 use crate::out::{out, writable, write_file};
 use crate::registry;
@@ -64,11 +64,12 @@ pub struct Args {
     /// bandwidth and compute ceilings) as SVG
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// Time a peer on the same shapes in the same run, shown as its time over ours: faer (f32 GEMM on the
-    /// CPU), torch (torch.matmul, torch._scaled_mm, SDPA through --python). Rows a peer cannot time say
-    /// why
-    #[arg(long, value_enum, value_delimiter = ',')]
-    peer: Vec<Peer>,
+    /// Peers timed on the same shapes in the same run, shown as their time over ours: faer (f32 GEMM,
+    /// all threads; timed by default whenever a CPU is, beside the peers named here), torch
+    /// (torch.matmul, torch._scaled_mm, SDPA through --python); `none` times no peer. Rows a peer cannot
+    /// time say why
+    #[arg(long, value_name = "PEER,…|none", value_parser = PEERS)]
+    peer: Option<Peers>,
     /// The python that runs the torch peer (benches/peer/torch_gemm.py, embedded in the binary)
     #[arg(long, value_name = "PATH", default_value = "python3")]
     python: PathBuf,
@@ -83,6 +84,47 @@ const SECONDS: Checked<f64> = Checked(|s| match s.parse::<f64>() {
     Ok(seconds) if seconds > 0.0 && seconds <= 60.0 => Ok(seconds),
     _ => Err("must be in (0, 60]".into()),
 });
+
+/// What `--peer` asks for: the peers named (faer joins them wherever a CPU is timed), or none at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Peers {
+    Named(Vec<Peer>),
+    None,
+}
+
+const PEERS: Checked<Peers> = Checked(|s| {
+    if s == "none" {
+        return Ok(Peers::None);
+    }
+    let mut named = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        let Some(peer) = Peer::ALL.into_iter().find(|p| p.name() == item) else {
+            return Err(match item {
+                "none" => "`none` stands alone: it turns every peer off, faer included".into(),
+                _ => format!("unknown peer `{item}` (known: faer, torch; or none)"),
+            });
+        };
+        if named.contains(&peer) {
+            return Err(format!("{item} appears twice"));
+        }
+        named.push(peer);
+    }
+    Ok(Peers::Named(named))
+});
+
+impl Peers {
+    /// The peers to time: faer first where a CPU is among the devices timed (`cpu`) and it is not named
+    /// already — the CPU GEMM against faer belongs in every CPU table — then those named, in order.
+    fn resolve(&self, cpu: bool) -> Vec<Peer> {
+        match self {
+            Peers::None => Vec::new(),
+            Peers::Named(named) => {
+                let faer = (cpu && !named.contains(&Peer::Faer)).then_some(Peer::Faer);
+                faer.into_iter().chain(named.iter().copied()).collect()
+            }
+        }
+    }
+}
 
 const DEEPSEEK_V3: &str = include_str!("../../model/tests/fixtures/configs/deepseek-v3.json");
 const DEEPSEEK_V2_LITE: &str = include_str!("../../model/tests/fixtures/configs/deepseek-v2-lite.json");
@@ -128,11 +170,16 @@ fn measure(args: &Args, refs: &[&dyn Backend], config: &ModelConfig, source: Str
     if args.phase != "decode" {
         phases.push(Phase::Prefill { tokens: args.prefill });
     }
-    let mut lines = vec![format!(
-        "{:<8} {:<21} {:<10} {:>10} {:>9} {:>9} {:>20}  {}",
-        "phase", "part", "device", "ms", "GB/s", "TFLOP/s", "% of peak", "check"
-    )];
-    let (mut rows, mut absent, mut wrong) = (Vec::new(), Vec::new(), 0);
+    // The devices and their peaks, measured once for the whole run: the bandwidth every row's GB/s is
+    // shown against, the ceilings of the chart and the figures saved with the run.
+    let devices = open_devices(refs);
+    let mut lines: Vec<String> = devices.iter().map(device_line).collect();
+    lines.push(format!(
+        "{:<8} {:<21} {:<10} {:>10} {:>9} {:>8} {:>9} {:>20}  {}",
+        "phase", "part", "device", "ms", "GB/s", "% of BW", "TFLOP/s", "% of peak", "check"
+    ));
+    let (mut rows, mut absent, mut wrong, mut any_peer) = (Vec::new(), Vec::new(), 0, false);
+    let named = args.peer.clone().unwrap_or(Peers::Named(Vec::new()));
     for phase in phases {
         let suite = layer_suite(&dims, phase);
         let checks = check_replicas(refs, &suite);
@@ -142,11 +189,13 @@ fn measure(args: &Args, refs: &[&dyn Backend], config: &ModelConfig, source: Str
             .iter()
             .flat_map(|(device, _)| suite.iter().map(move |e| Request { case: &e.case, device }))
             .collect();
-        let peers: Vec<(Peer, Vec<Outcome>)> = args
-            .peer
-            .iter()
-            .map(|&p| (p, peer::time(p, &requests, &args.python, args.seconds, args.repetitions)))
+        let cpu = samples.iter().any(|(device, _)| device.starts_with("cpu"));
+        let peers: Vec<(Peer, Vec<Outcome>)> = named
+            .resolve(cpu)
+            .into_iter()
+            .map(|p| (p, peer::time(p, &requests, &args.python, args.seconds, args.repetitions)))
             .collect();
+        any_peer |= !peers.is_empty();
         for (d, (device, per_case)) in samples.iter().enumerate() {
             for (i, entry) in suite.iter().enumerate() {
                 let check = checks.get(&(device.clone(), i)).cloned().unwrap_or_else(|| "not run".into());
@@ -163,13 +212,16 @@ fn measure(args: &Args, refs: &[&dyn Backend], config: &ModelConfig, source: Str
                             (Some(pct), Some(bound)) => format!("{pct:.1} ({bound})"),
                             _ => "unknown".into(),
                         };
+                        let of_bandwidth = bandwidth(&devices, device)
+                            .map_or("-".into(), |bw| format!("{:.1}", 100.0 * last.gbps * 1e9 / bw));
                         format!(
-                            "{:<8} {:<21} {:<10} {:>10.4} {:>9.2} {:>9.3} {:>20}  {check}",
+                            "{:<8} {:<21} {:<10} {:>10.4} {:>9.2} {:>8} {:>9.3} {:>20}  {check}",
                             phase.name(),
                             entry.part,
                             device,
                             ms,
                             last.gbps,
+                            of_bandwidth,
                             last.gflops / 1e3,
                             peak
                         )
@@ -198,13 +250,13 @@ fn measure(args: &Args, refs: &[&dyn Backend], config: &ModelConfig, source: Str
         }
         lines.push(String::new());
     }
-    if !args.peer.is_empty() {
+    if any_peer {
         lines.push(
             "peers: the peer's ms over ours, medians over the repetitions (above 1: ours is faster)".into(),
         );
     }
     let table = format!("model {source}\n{}", lines.join("\n"));
-    let mut run = saved_run(refs, config, source, rows);
+    let mut run = saved_run(devices, config, source, rows);
     run.absent_peers = absent;
     (table, run, wrong)
 }
@@ -382,14 +434,40 @@ fn peer_row(phase: Phase, ours: &str, p: Peer, what: &str, ms: &[f64]) -> Row {
     r
 }
 
-fn saved_run(backends: &[&dyn Backend], config: &ModelConfig, source: String, rows: Vec<Row>) -> Run {
-    let devices = backends
+/// Every device of `backends` as the saved run describes it, its peak measured now (the CPU measures its
+/// bandwidth and FMA rate when asked).
+fn open_devices(backends: &[&dyn Backend]) -> Vec<DeviceEntry> {
+    backends
         .iter()
         .flat_map(|b| {
             let infos = b.devices().unwrap_or_default();
             infos.into_iter().filter_map(|i| b.open(i.ordinal).ok()).map(|d| machine::device(d.as_ref()))
         })
-        .collect();
+        .collect()
+}
+
+/// A line above the table: the device and the peaks this run measured (or read from a datasheet).
+fn device_line(d: &DeviceEntry) -> String {
+    match &d.peak {
+        Some(p) => format!(
+            "{} {}: {:.1} GB/s, {:.1} GFLOP/s f32 ({})",
+            d.id,
+            d.name,
+            p.bytes_per_s / 1e9,
+            p.f32_flops / 1e9,
+            p.source
+        ),
+        None => format!("{} {}: peak unknown", d.id, d.name),
+    }
+}
+
+/// The bandwidth in bytes/s of the device with this id, where its peak is known.
+fn bandwidth(devices: &[DeviceEntry], id: &str) -> Option<f64> {
+    let peak = devices.iter().find(|d| d.id == id)?.peak.as_ref()?;
+    (peak.bytes_per_s > 0.0).then_some(peak.bytes_per_s)
+}
+
+fn saved_run(devices: Vec<DeviceEntry>, config: &ModelConfig, source: String, rows: Vec<Row>) -> Run {
     let entry = ModelEntry {
         source,
         arch: config.arch.name().to_string(),
@@ -516,10 +594,13 @@ mod tests {
             "1",
             "--seconds",
             "0.001",
+            "--peer",
+            "none",
         ])
         .args;
         let (config, source) = load_config(&args).unwrap();
-        let (table, _, wrong) = measure(&args, &[&Skewed], &config, source);
+        let (table, run, wrong) = measure(&args, &[&Skewed], &config, source);
+        assert!(!table.contains("| faer") && run.rows.iter().all(|r| r.peer.is_none()), "{table}");
         let wrong_rows: Vec<&str> = table.lines().filter(|l| l.contains("WRONG")).collect();
         assert_eq!(wrong, wrong_rows.len(), "{table}");
         assert!(!wrong_rows.is_empty() && wrong_rows.iter().all(|l| l.contains("attn.mla")), "{table}");
@@ -532,5 +613,24 @@ mod tests {
                 .all(|l| l.ends_with("pass")),
             "{table}"
         );
+    }
+
+    /// `--peer`: faer joins where a CPU is timed, named or not, first unless named elsewhere; `none`
+    /// stands alone; unknown or repeated names are refused.
+    #[test]
+    fn peers_default_to_faer_on_the_cpu_and_none_turns_them_off() {
+        let parse = |s: &str| (PEERS.0)(s);
+        let resolve = |s: &str, cpu: bool| parse(s).unwrap().resolve(cpu);
+        let absent = Peers::Named(Vec::new());
+        assert_eq!(absent.resolve(true), [Peer::Faer]);
+        assert!(absent.resolve(false).is_empty());
+        assert_eq!(resolve("torch", true), [Peer::Faer, Peer::Torch]);
+        assert_eq!(resolve("torch", false), [Peer::Torch]);
+        assert_eq!(resolve("torch,faer", true), [Peer::Torch, Peer::Faer]);
+        assert_eq!(resolve("faer", false), [Peer::Faer]);
+        assert!(resolve("none", true).is_empty());
+        assert!(parse("none,torch").unwrap_err().contains("`none` stands alone"));
+        assert!(parse("faer,faer").unwrap_err().contains("faer appears twice"));
+        assert!(parse("numpy").unwrap_err().contains("unknown peer `numpy`"));
     }
 }

@@ -15,14 +15,16 @@ use dsv3_conformance::Case;
 use dsv3_core::DType;
 use serde_json::{json, Value};
 
-/// The peers `--peer` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The peers `bench ops --peer` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Faer,
     Torch,
 }
 
 impl Peer {
+    pub const ALL: [Peer; 2] = [Peer::Faer, Peer::Torch];
+
     pub fn name(self) -> &'static str {
         match self {
             Peer::Faer => "faer",

@@ -1,14 +1,16 @@
 //! `bench model --plot FILE.svg`: tok/s by batch size, prefill and decode side by side, one line per
-//! (prompt, gen) with its roofline in the same colour, lighter; and a roofline chart (achieved FLOP/s
-//! against FLOPs per weight byte, under each device's roof). `bench ops --plot FILE.svg`: the same
-//! roofline chart with one point per op row (FLOPs per byte the op moves), one series per op and device,
-//! under each device's bandwidth and f32 / bf16 / fp8 ceilings. Readable without the JSON: the title
-//! names the model, the machine and the commit. SVG only (plotters' SVG backend, no font stack: the
-//! viewer renders the text).
+//! (prompt, gen) with its roofline in the same colour, lighter, and a peer's figures (transformers) as
+//! crosses in that colour; and a roofline chart (achieved FLOP/s against FLOPs per weight byte, under each
+//! device's roof). `bench ops --plot FILE.svg`: the same roofline chart with one point per op row (FLOPs
+//! per byte the op moves), one series per op and device, under each device's bandwidth and f32 / bf16 /
+//! fp8 ceilings, and one series per peer (a marker and colour of its own) at the intensity of the row it
+//! was timed beside: the same work, so a peer's point above ours is faster. Readable without the JSON:
+//! the title names the model, the machine and the commit. SVG only (plotters' SVG backend, no font
+//! stack: the viewer renders the text).
 
 use plotters::prelude::*;
 
-use super::results::Run;
+use super::results::{Row, Run};
 
 const SIZE: (u32, u32) = (1500, 460);
 const OPS_SIZE: (u32, u32) = (1100, 700);
@@ -30,11 +32,51 @@ pub fn ops_roofline(run: &Run) -> Result<String, String> {
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
-/// A point of a roofline chart: its series, whether it is drawn as a triangle (prefill) rather than a
-/// circle (decode), the intensity (FLOPs per byte) and GFLOP/s achieved.
+/// How a point is drawn: ours as a filled circle (decode) or triangle (prefill), peers as outlined marks,
+/// a cross or a ring, one per peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    Circle,
+    Triangle,
+    Cross,
+    Ring,
+}
+
+/// The markers of the peers, in the order they first appear in a run.
+const PEER_MARKERS: [Marker; 2] = [Marker::Cross, Marker::Ring];
+/// The roofline's colours for the peers, in the same order: dark, apart from the palette of our series,
+/// so that thin outlined marks stay visible on white.
+const PEER_COLORS: [RGBColor; 2] = [BLACK, RGBColor(170, 0, 0)];
+
+impl Marker {
+    fn of_phase(phase: &str) -> Marker {
+        if phase == "prefill" {
+            Marker::Triangle
+        } else {
+            Marker::Circle
+        }
+    }
+}
+
+/// `marker` centred on `at` in `color`, the same size in the chart and in its legend.
+fn mark<DB: DrawingBackend, C: Clone + 'static>(
+    marker: Marker,
+    at: C,
+    color: RGBAColor,
+) -> DynElement<'static, DB, C> {
+    match marker {
+        Marker::Circle => Circle::new(at, 4, color.filled()).into_dyn(),
+        Marker::Triangle => TriangleMarker::new(at, 5, color.filled()).into_dyn(),
+        Marker::Cross => Cross::new(at, 5, color.stroke_width(2)).into_dyn(),
+        Marker::Ring => Circle::new(at, 5, color.stroke_width(2)).into_dyn(),
+    }
+}
+
+/// A point of a roofline chart: its series, its marker, the intensity (FLOPs per byte) and GFLOP/s
+/// achieved.
 struct Point {
     series: String,
-    prefill: bool,
+    marker: Marker,
     intensity: f64,
     gflops: f64,
 }
@@ -54,17 +96,36 @@ fn draw_ops(run: &Run, svg: &mut String) -> DrawResult {
         run.model.source, run.model.dtype_path, run.machine.cpu, run.machine.cores, run.commit
     );
     let root = root.titled(&title, ("sans-serif", 16))?;
-    let points: Vec<Point> = run
-        .rows
-        .iter()
-        .filter(|r| r.peer.is_none())
-        .filter_map(|r| {
-            let l = r.roofline.as_ref().filter(|l| l.bytes > 0.0 && l.flops > 0.0)?;
-            let series = format!("{} on {}", r.op.as_deref()?, r.device.as_deref()?);
-            let gflops = r.mean / l.tokens as f64 * l.flops / 1e9;
-            Some(Point { series, prefill: r.phase == "prefill", intensity: l.flops / l.bytes, gflops })
-        })
-        .collect();
+    // A row's work, from its own roofline (ours) or that of the row it was timed beside (a peer's).
+    let work = |r: &Row| {
+        let ours = match r.peer_of() {
+            Some((_, key)) => run.ours(key)?,
+            None => r,
+        };
+        let l = ours.roofline.as_ref().filter(|l| l.bytes > 0.0 && l.flops > 0.0 && l.tokens > 0)?;
+        Some((l.flops / l.bytes, r.mean / l.tokens as f64 * l.flops / 1e9))
+    };
+    // Ours first, then the peers' series, so that the legend lists them last.
+    let (mut peers, mut points, mut theirs): (Vec<&str>, Vec<Point>, Vec<Point>) = Default::default();
+    for r in &run.rows {
+        let Some((intensity, gflops)) = work(r) else { continue };
+        match r.peer_of() {
+            Some((peer, _)) => {
+                let i = peers.iter().position(|p| *p == peer).unwrap_or_else(|| {
+                    peers.push(peer);
+                    peers.len() - 1
+                });
+                let marker = PEER_MARKERS[i % PEER_MARKERS.len()];
+                theirs.push(Point { series: format!("peer {peer}"), marker, intensity, gflops });
+            }
+            None => {
+                let (Some(op), Some(device)) = (&r.op, &r.device) else { continue };
+                let (series, marker) = (format!("{op} on {device}"), Marker::of_phase(&r.phase));
+                points.push(Point { series, marker, intensity, gflops });
+            }
+        }
+    }
+    points.append(&mut theirs);
     let mut roofs = Vec::new();
     for d in &run.devices {
         let Some(p) = d.peak.as_ref().filter(|p| p.bytes_per_s > 0.0) else { continue };
@@ -90,7 +151,11 @@ fn draw_ops(run: &Run, svg: &mut String) -> DrawResult {
             });
         }
     }
-    let caption = "roofline per op (circles: decode, triangles: prefill)";
+    let caption = if peers.is_empty() {
+        "roofline per op (circles: decode, triangles: prefill)"
+    } else {
+        "roofline per op (circles: decode, triangles: prefill; peers at the intensity of our row)"
+    };
     roofline(&root, caption, "FLOPs per byte moved", &points, &roofs)?;
     root.present()?;
     Ok(())
@@ -115,8 +180,8 @@ fn draw(run: &Run, svg: &mut String) -> DrawResult {
 
 /// A log–log panel; one series per (prompt, gen) in the order the run has them.
 fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
-    let rows: Vec<_> =
-        run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0 && r.peer.is_none()).collect();
+    let all: Vec<_> = run.rows.iter().filter(|r| r.phase == phase && r.mean > 0.0).collect();
+    let rows: Vec<_> = all.iter().copied().filter(|r| r.peer.is_none()).collect();
     if rows.is_empty() {
         return Ok(());
     }
@@ -126,7 +191,7 @@ fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
             series.push((r.prompt, r.gen));
         }
     }
-    let ys = rows.iter().flat_map(|r| std::iter::once(r.mean).chain(r.roofline.as_ref().map(|l| l.rate)));
+    let ys = all.iter().flat_map(|r| std::iter::once(r.mean).chain(r.roofline.as_ref().map(|l| l.rate)));
     let (y_lo, y_hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
     let xs = rows.iter().map(|r| r.batch as f64);
     let (x_lo, x_hi) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
@@ -163,6 +228,22 @@ fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
                 .label(format!("p{prompt} n{gen} roofline"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], light.stroke_width(1)));
         }
+        // Each peer's rows of this (prompt, gen): its own marker, in the series' colour.
+        let theirs: Vec<_> = all.iter().filter(|r| (r.prompt, r.gen) == (prompt, gen)).collect();
+        let mut peers: Vec<&str> = Vec::new();
+        for (peer, _) in theirs.iter().filter_map(|r| r.peer_of()) {
+            if !peers.contains(&peer) {
+                peers.push(peer);
+            }
+        }
+        for (k, peer) in peers.into_iter().enumerate() {
+            let marker = PEER_MARKERS[k % PEER_MARKERS.len()];
+            let at = theirs.iter().filter(|r| r.peer_of().is_some_and(|(p, _)| p == peer));
+            chart
+                .draw_series(at.map(|r| mark(marker, (r.batch as f64, r.mean), color)))?
+                .label(format!("p{prompt} n{gen} {peer}"))
+                .legend(move |(x, y)| mark(marker, (x + 9, y), color));
+        }
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
     Ok(())
@@ -178,7 +259,7 @@ fn roofline_chart(run: &Run, area: &Area) -> DrawResult {
             let l = r.roofline.as_ref().filter(|l| l.bytes > 0.0 && l.flops > 0.0 && l.tokens > 0)?;
             Some(Point {
                 series: r.phase.clone(),
-                prefill: r.phase == "prefill",
+                marker: Marker::of_phase(&r.phase),
                 intensity: l.flops / l.bytes,
                 gflops: r.mean / l.tokens as f64 * l.flops / 1e9,
             })
@@ -247,20 +328,22 @@ fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &
             series.push(&p.series);
         }
     }
-    for (i, name) in series.iter().enumerate() {
-        let color = Palette99::pick(roofs.len() + i).to_rgba().filled();
-        let mine = points.iter().filter(|p| p.series == *name);
+    let (mut ours, mut peers) = (0, 0);
+    for name in series {
+        let mine: Vec<&Point> = points.iter().filter(|p| p.series == name).collect();
+        // The legend shows the series' first marker: a peer's, or decode's circle where both phases are.
+        let Some(first) = mine.first().map(|p| p.marker) else { continue };
+        let color = if PEER_MARKERS.contains(&first) {
+            peers += 1;
+            PEER_COLORS[(peers - 1) % PEER_COLORS.len()].to_rgba()
+        } else {
+            ours += 1;
+            Palette99::pick(roofs.len() + ours - 1).to_rgba()
+        };
         chart
-            .draw_series(mine.map(|p| {
-                let at = (p.intensity, p.gflops);
-                if p.prefill {
-                    TriangleMarker::new(at, 5, color).into_dyn()
-                } else {
-                    Circle::new(at, 4, color).into_dyn()
-                }
-            }))?
-            .label(*name)
-            .legend(move |(x, y)| Circle::new((x + 9, y), 4, color));
+            .draw_series(mine.iter().map(|p| mark(p.marker, (p.intensity, p.gflops), color)))?
+            .label(name)
+            .legend(move |(x, y)| mark(first, (x + 9, y), color));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
     Ok(())

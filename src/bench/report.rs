@@ -79,7 +79,7 @@ fn peers(run: &Run) -> Vec<String> {
     let mut lines = Vec::new();
     for r in run.rows.iter().filter(|r| r.peer.is_some()) {
         let key = r.key();
-        let ours = run.rows.iter().find(|o| o.peer.is_none() && key.starts_with(&format!("{}: ", o.key())));
+        let ours = r.peer_of().and_then(|(_, ours)| run.ours(ours));
         let ratio = ours.map_or(String::new(), |o| format!(", ours {:.2}x its rate", o.mean / r.mean));
         let what = r.peer.as_deref().unwrap_or_default();
         lines.push(format!("{key} ({what}): {:.2} ± {:.2} {}{ratio}", r.mean, r.stddev, r.unit));

@@ -177,6 +177,14 @@ impl Row {
             None => format!("{} p{} n{} b{}", self.phase, self.prompt, self.gen, self.batch),
         }
     }
+
+    /// A peer's row: the peer's name (`faer`, `transformers`) and the key of our row it stands beside,
+    /// from its name (`<our key>: peer <peer>`).
+    pub fn peer_of(&self) -> Option<(&str, &str)> {
+        self.peer.as_ref()?;
+        let (ours, peer) = self.name.as_deref()?.rsplit_once(": peer ")?;
+        Some((peer, ours))
+    }
 }
 
 /// Why a results file cannot be used. Each names the file, and the field where there is one.
@@ -191,6 +199,11 @@ pub enum ResultsError {
 }
 
 impl Run {
+    /// Our row (not a peer's) with this key.
+    pub fn ours(&self, key: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.peer.is_none() && r.key() == key)
+    }
+
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serialization cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
