@@ -77,14 +77,18 @@ pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     let tensor_cores = ctx.runtime.target().mma_bf16()
         && rows > DECODE_ROWS
         && mma_elements(a, b).is_some_and(|sizes| sizes.iter().all(|s| (k * s).is_multiple_of(16)));
-    if fp8 && !tensor_cores {
+    let w8a8 = matches!(a, Activations::Fp8 { .. });
+    if !fp8 || (tensor_cores && w8a8 && ctx.runtime.target().mma_e4m3()) {
+        Support::Native
+    } else if tensor_cores {
+        // bf16 × FP8 weights, and W8A8 below sm_89: the codes are decoded exactly to bf16 fragments.
+        Support::Emulated { via: "FP8 codes decoded exactly to bf16 in the kernel, bf16 tensor cores".into() }
+    } else {
         Support::Emulated {
             via: "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take e4m3fn weights under \
                   e4m3fn or bf16 activations, more than 16 rows, K a multiple of 16)"
                 .into(),
         }
-    } else {
-        Support::Native
     }
 }
 
