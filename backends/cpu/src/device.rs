@@ -47,7 +47,12 @@ impl CpuDevice {
         let name = match mode {
             Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
             Mode::Fast => {
-                format!("CPU fast ({} threads, {})", threads::count(), fast::kernel_name())
+                format!(
+                    "CPU fast ({} threads, {}, {})",
+                    threads::count(),
+                    threads::pinning(),
+                    fast::kernel_name()
+                )
             }
         };
         let usage = |arithmetic: bool, matrix: bool| DTypeUsage {

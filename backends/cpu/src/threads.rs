@@ -3,7 +3,14 @@
 //! decode step of a small model is hundreds of tiny ops. So ops below [`SMALL_WORK`] run on the calling
 //! thread alone — in a one-thread rayon pool whose worker *is* the calling thread, so the kernels'
 //! parallel loops run inline — and larger ops on the shared pool.
+//!
+//! The shared pool's workers are pinned, worker i to the i-th CPU the process may run on: a decode GEMM
+//! streams each weight row on one worker, and the scheduler then neither moves a worker away from the
+//! core whose caches and prefetch streams it warmed nor stacks two workers on one core while another
+//! idles. `DSV3_CPU_PIN=0` leaves them to the scheduler (e.g. beside other pinned work); where the OS
+//! refuses, they run unpinned. [`pinning`] says which, for `dsv3 devices`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -19,15 +26,48 @@ thread_local! {
         ThreadPoolBuilder::new().num_threads(1).use_current_thread().build().ok();
 }
 
-/// The pool large ops run on, one thread per core; `None` if the system would not start threads (then
-/// everything runs on the calling thread).
+/// Workers of the shared pool that their OS pinned as asked.
+static PINNED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `DSV3_CPU_PIN` lets the pool pin its workers (anything but `0` does).
+fn pin_wanted() -> bool {
+    std::env::var("DSV3_CPU_PIN").map_or(true, |v| v.trim() != "0")
+}
+
+/// The pool large ops run on, one thread per CPU the process may use (pinned: see the module comment);
+/// `None` if the system would not start threads (then everything runs on the calling thread).
 fn shared() -> Option<&'static ThreadPool> {
     static POOL: OnceLock<Option<ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("dsv3-cpu-{i}")).build().ok()
+        // The CPUs the process may run on (its affinity mask), in order; `None` where unknown.
+        let cpus = pin_wanted().then(core_affinity::get_core_ids).flatten().filter(|c| c.len() >= threads);
+        let pool = ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("dsv3-cpu-{i}"))
+            .start_handler(move |i| {
+                if cpus.as_ref().is_some_and(|c| core_affinity::set_for_current(c[i])) {
+                    PINNED.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build()
+            .ok()?;
+        // Every worker has run its start handler once each has run a job: `pinning` counts them all.
+        pool.broadcast(|_| ());
+        Some(pool)
     })
     .as_ref()
+}
+
+/// How the shared pool's workers are placed: "pinned to N CPUs", or why not.
+pub fn pinning() -> String {
+    let threads = count();
+    match PINNED.load(Ordering::Relaxed) {
+        _ if !pin_wanted() => "not pinned (DSV3_CPU_PIN=0)".to_string(),
+        n if n == threads => format!("pinned to {n} CPUs"),
+        0 => "not pinned (the OS did not allow it)".to_string(),
+        n => format!("{n} of {threads} threads pinned (the OS refused the rest)"),
+    }
 }
 
 /// Threads a large op runs on.
@@ -47,5 +87,23 @@ pub fn run<R: Send>(work: f64, f: impl FnOnce() -> R + Send) -> R {
     match inline {
         Some(r) => r,
         None => (f.take().expect("not run inline"))(),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Each worker of the shared pool runs on the CPU it was pinned to, and `pinning` says so.
+    #[test]
+    fn workers_run_each_on_its_own_cpu() {
+        let pool = shared().expect("the pool starts");
+        let cpus = core_affinity::get_core_ids().expect("the affinity mask is readable on Linux");
+        // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
+        let on: Vec<(usize, i32)> = pool.broadcast(|ctx| (ctx.index(), unsafe { libc::sched_getcpu() }));
+        for (worker, cpu) in on {
+            assert_eq!(cpu as usize, cpus[worker].id, "worker {worker}");
+        }
+        assert_eq!(pinning(), format!("pinned to {} CPUs", count()));
     }
 }
