@@ -12,8 +12,13 @@ use plotters::prelude::*;
 
 use super::results::{Row, Run};
 
-const SIZE: (u32, u32) = (1500, 460);
-const OPS_SIZE: (u32, u32) = (1100, 700);
+const SIZE: (u32, u32) = (1500, 520);
+const OPS_SIZE: (u32, u32) = (1400, 700);
+/// Width of the `bench ops` roofline's legend panel, right of the plot: a legend inside the plot covered
+/// points (peers' rows sit where ours do), so it has a panel of its own.
+const OPS_LEGEND_WIDTH: u32 = 300;
+/// Height of one legend line.
+const LEGEND_LINE: i32 = 18;
 
 /// The chart as SVG text.
 pub fn tok_s_by_batch(run: &Run) -> Result<String, String> {
@@ -156,7 +161,8 @@ fn draw_ops(run: &Run, svg: &mut String) -> DrawResult {
     } else {
         "roofline per op (circles: decode, triangles: prefill; peers at the intensity of our row)"
     };
-    roofline(&root, caption, "FLOPs per byte moved", &points, &roofs)?;
+    let (plot, legend) = root.split_horizontally(OPS_SIZE.0 - OPS_LEGEND_WIDTH);
+    roofline(&plot, &legend, caption, "FLOPs per byte moved", &points, &roofs)?;
     root.present()?;
     Ok(())
 }
@@ -282,12 +288,25 @@ fn roofline_chart(run: &Run, area: &Area) -> DrawResult {
             })
         })
         .collect();
-    roofline(area, "roofline (weights)", "FLOPs per weight byte", &points, &roofs)
+    // The legend below the plot: this panel is a third of the chart's width.
+    let rows = roofs.len()
+        + points.iter().map(|p| p.series.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let (_, height) = area.dim_in_pixel();
+    let (plot, legend) = area.split_vertically(height as i32 - LEGEND_LINE * (rows as i32 + 1));
+    roofline(&plot, &legend, "roofline (weights)", "FLOPs per weight byte", &points, &roofs)
 }
 
 /// A log–log roofline: each roof as `min(ceiling, intensity × bandwidth)`, each series of points in a
-/// colour of its own (after the roofs' colours), in the order they first appear.
-fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &[Roof]) -> DrawResult {
+/// colour of its own (after the roofs' colours), in the order they first appear; the legend is drawn in
+/// `legend`, an area beside the plot, so that it covers no point.
+fn roofline(
+    area: &Area,
+    legend: &Area,
+    caption: &str,
+    x_desc: &str,
+    points: &[Point],
+    roofs: &[Roof],
+) -> DrawResult {
     if points.is_empty() || roofs.is_empty() {
         return Ok(());
     }
@@ -310,17 +329,17 @@ fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &
         .x_label_formatter(&|x| tick(*x))
         .y_label_formatter(&|y| tick(*y))
         .draw()?;
+    // What the legend lists, in drawing order: each roof's line, then each series' first marker.
+    let mut entries: Vec<(String, Key)> = Vec::new();
     for (i, roof) in roofs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = series_color(i);
         // Log-spaced samples of min(flops, x · bandwidth), so the bend is drawn where it is.
         let line: Vec<(f64, f64)> = (0..=64)
             .map(|k| x_lo * (x_hi / x_lo).powf(k as f64 / 64.0))
             .map(|x| (x, roof.gflops.min(x * roof.gbps)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(line, color.stroke_width(2)))?
-            .label(roof.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(line, color.stroke_width(2)))?;
+        entries.push((roof.label.clone(), Key::Line(color)));
     }
     let mut series: Vec<&str> = Vec::new();
     for p in points {
@@ -338,15 +357,56 @@ fn roofline(area: &Area, caption: &str, x_desc: &str, points: &[Point], roofs: &
             PEER_COLORS[(peers - 1) % PEER_COLORS.len()].to_rgba()
         } else {
             ours += 1;
-            Palette99::pick(roofs.len() + ours - 1).to_rgba()
+            series_color(roofs.len() + ours - 1)
         };
-        chart
-            .draw_series(mine.iter().map(|p| mark(p.marker, (p.intensity, p.gflops), color)))?
-            .label(name)
-            .legend(move |(x, y)| mark(first, (x + 9, y), color));
+        chart.draw_series(mine.iter().map(|p| mark(p.marker, (p.intensity, p.gflops), color)))?;
+        entries.push((name.to_string(), Key::Mark(first, color)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    draw_legend(legend, &entries)
+}
+
+/// A legend entry's key: a roof's line or a series' marker.
+#[derive(Clone, Copy)]
+enum Key {
+    Line(RGBAColor),
+    Mark(Marker, RGBAColor),
+}
+
+/// One line per entry, top-down from the area's top-left corner: the key, then the label.
+fn draw_legend(area: &Area, entries: &[(String, Key)]) -> DrawResult {
+    let style = ("sans-serif", 13).into_font().color(&BLACK);
+    for (i, (label, key)) in entries.iter().enumerate() {
+        let y = LEGEND_LINE / 2 + 8 + LEGEND_LINE * i as i32;
+        match *key {
+            Key::Line(color) => area.draw(&PathElement::new(vec![(8, y), (26, y)], color.stroke_width(2)))?,
+            Key::Mark(marker, color) => area.draw(&mark(marker, (17, y), color))?,
+        }
+        area.draw(&Text::new(label.as_str(), (34, y - 7), style.clone()))?;
+    }
     Ok(())
+}
+
+/// The colours of roofs and of our series, in order: saturated and distinct on white (plotters'
+/// Palette99 has pale ones a small marker vanishes in), none of them the peers' black or dark red.
+const SERIES_COLORS: [RGBColor; 14] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(0, 128, 128),
+    RGBColor(230, 25, 75),
+    RGBColor(128, 128, 0),
+    RGBColor(70, 240, 240),
+];
+
+fn series_color(i: usize) -> RGBAColor {
+    SERIES_COLORS[i % SERIES_COLORS.len()].to_rgba()
 }
 
 /// A log axis' tick with two significant digits: 1e-5, 0.0012, 0.5, 120 (op rates span many decades).
@@ -356,4 +416,46 @@ fn tick(v: f64) -> String {
     }
     let decimals = (1.0 - v.abs().log10().floor()).clamp(0.0, 8.0) as usize;
     format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The numbers after `attr="` in every `<tag ` element of an SVG.
+    fn attrs(svg: &str, tag: &str, attr: &str) -> Vec<f64> {
+        let open = format!("<{tag} ");
+        let key = format!(" {attr}=\"");
+        svg.split(open.as_str())
+            .skip(1)
+            .filter_map(|el| {
+                // The element's attributes, each after a space (the first follows the tag's).
+                let el = format!(" {el}");
+                let at = el.find(key.as_str())? + key.len();
+                el[at..].split('"').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The `bench ops` roofline of a recorded run with both peers: its legend lies in the panel right of
+    /// the plot (inside the plot it covered torch's points), and no point is drawn in that panel.
+    #[test]
+    fn the_ops_legend_lies_beside_the_plot() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/results/2026-12-07-cpu-bench-ops-roofline-73005f9.json");
+        let run = Run::load(&file).unwrap();
+        let svg = ops_roofline(&run).unwrap();
+        let plot_width = (OPS_SIZE.0 - OPS_LEGEND_WIDTH) as f64;
+        for label in ["peer torch", "peer faer", "gemm on cpu:0", "cpu:0 f32"] {
+            let at = svg.find(&format!("\n{label}")).unwrap_or_else(|| panic!("no legend entry {label:?}"));
+            let x = attrs(&svg[svg[..at].rfind("<text ").unwrap()..], "text", "x")[0];
+            assert!(x > plot_width, "{label:?} at x = {x}, inside the plot (width {plot_width})");
+        }
+        // Points (circles: decode rows and torch's rings) left of the panel; the legend's own keys at x = 17.
+        let cx = attrs(&svg, "circle", "cx");
+        assert!(cx.iter().filter(|&&x| x < plot_width).count() > 10, "the run's points are drawn");
+        assert!(cx.iter().all(|&x| x < plot_width || x == plot_width + 17.0), "{cx:?}");
+    }
 }
