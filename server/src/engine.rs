@@ -301,15 +301,17 @@ impl Worker {
             while chunk > 0 {
                 let prefilling = running.last().is_some_and(|s| !s.decoding());
                 if !prefilling {
-                    let admissible = running.len() < self.kv.batch()
-                        && waiting.front().is_some_and(|job| self.pages_suffice(job, &running));
-                    if !admissible {
+                    if running.len() >= self.kv.batch() {
                         break;
                     }
+                    let Some(wanted) = waiting.front().and_then(|job| self.room_for(job, &running)) else {
+                        break;
+                    };
                     let Some(job) = waiting.pop_front() else { break };
-                    self.make_room(&job, &running);
+                    let keys = prefix_keys(&self.identity, &job.generation);
+                    self.make_room(&keys, wanted);
                     self.metrics.queue_depth.dec();
-                    let seq = self.admit(job, &running, &tokenizer);
+                    let seq = self.admit(job, &keys, &running, &tokenizer);
                     running.push(seq);
                 }
                 let slot = running.len() - 1;
@@ -356,9 +358,9 @@ impl Worker {
         });
     }
 
-    /// Puts `job` into the empty slot after the `running` ones with its cached prefix units; a sequence
-    /// that could not be set up comes back ended (failed), to be retired.
-    fn admit<'t>(&mut self, job: Job, running: &[Seq], tokenizer: &'t Tokenizer) -> Seq<'t> {
+    /// Puts `job` into the empty slot after the `running` ones with its cached prefix units (`keys`: its
+    /// [`prefix_keys`]); a sequence that could not be set up comes back ended (failed), to be retired.
+    fn admit<'t>(&mut self, job: Job, keys: &[Key], running: &[Seq], tokenizer: &'t Tokenizer) -> Seq<'t> {
         let slot = running.len();
         self.metrics.requests.inc();
         let g = &job.generation;
@@ -374,7 +376,7 @@ impl Worker {
             stops,
             end: None,
         };
-        match self.restore(&seq.job.generation, slot, running) {
+        match self.restore(&seq.job.generation, keys, slot, running) {
             Ok(Restored { units, stored }) => {
                 (seq.hit, seq.fed) = (units * UNIT_TOKENS, units * UNIT_TOKENS);
                 seq.known = if stored { units } else { 0 };
@@ -385,10 +387,16 @@ impl Worker {
         seq
     }
 
-    /// Restores the longest run of cached units of `g`'s prompt into slot `slot`: the pages of a running
-    /// sequence whose cache starts with them when none are longer (shared, nothing copied), else the
-    /// device units' pages (shared too) followed by units of the context cache.
-    fn restore(&mut self, g: &Generation, slot: usize, running: &[Seq]) -> dsv3_core::Result<Restored> {
+    /// Restores the longest run of cached units of `g`'s prompt (`keys`: its [`prefix_keys`]) into slot
+    /// `slot`: the pages of a running sequence whose cache starts with them when none are longer (shared,
+    /// nothing copied), else the device units' pages (shared too) followed by units of the context cache.
+    fn restore(
+        &mut self,
+        g: &Generation,
+        keys: &[Key],
+        slot: usize,
+        running: &[Seq],
+    ) -> dsv3_core::Result<Restored> {
         self.kv.clear(slot);
         if g.prompt.is_empty() || g.prompt.len() + g.max_new_tokens > self.kv.capacity() {
             let why = format!(
@@ -399,11 +407,9 @@ impl Worker {
             );
             return Err(dsv3_core::Error::invalid("engine", "max_tokens", why));
         }
-        // Whole units before the prompt's last token, which is fed to produce the first logits.
-        let wanted = &g.prompt[..g.prompt.len() - 1];
-        let keys = unit_keys(&self.identity, wanted);
-        let held = self.device.lookup(&keys);
-        if let Some((from, units)) = self.running_prefix(running, wanted).filter(|&(_, u)| u > held.len()) {
+        let held = self.device.lookup(keys);
+        if let Some((from, units)) = self.running_prefix(running, prefix(g)).filter(|&(_, u)| u > held.len())
+        {
             self.kv.share_prefix(from, slot, units * UNIT_TOKENS)?;
             return Ok(Restored { units, stored: false });
         }
@@ -443,16 +449,16 @@ impl Worker {
         promised + pages_for(tokens(&job.generation))
     }
 
-    /// Whether the pool has the pages `job` wants, counting those device units hold alone.
-    fn pages_suffice(&self, job: &Job, running: &[Seq]) -> bool {
-        self.pages_wanted(job, running) <= self.kv.free_pages() + self.device.reclaimable(&self.kv)
+    /// The pages `job` wants ([`Self::pages_wanted`]) when the pool has them, counting those device units
+    /// hold alone; `None` when it must wait.
+    fn room_for(&self, job: &Job, running: &[Seq]) -> Option<usize> {
+        let wanted = self.pages_wanted(job, running);
+        (wanted <= self.kv.free_pages() + self.device.reclaimable(&self.kv)).then_some(wanted)
     }
 
-    /// Frees the pages `job` wants, releasing device units (its own prefix's last: they are marked used).
-    fn make_room(&mut self, job: &Job, running: &[Seq]) {
-        let prompt = &job.generation.prompt;
-        self.device.lookup(&unit_keys(&self.identity, &prompt[..prompt.len().saturating_sub(1)]));
-        let wanted = self.pages_wanted(job, running);
+    /// Frees `wanted` pages, releasing device units (those of the prefix `keys` last: they are marked used).
+    fn make_room(&mut self, keys: &[Key], wanted: usize) {
+        self.device.lookup(keys);
         self.device.reclaim(&mut self.kv, wanted);
     }
 
@@ -574,4 +580,15 @@ impl Worker {
         self.metrics.cache_memory_bytes.set(self.cache.memory_bytes() as i64);
         Ok(())
     }
+}
+
+/// The prompt tokens whose whole units a request may find cached: all but the last, which is fed to
+/// produce the first logits.
+fn prefix(g: &Generation) -> &[u32] {
+    &g.prompt[..g.prompt.len().saturating_sub(1)]
+}
+
+/// The keys of the whole units of `g`'s [`prefix`], computed once per admission.
+fn prefix_keys(identity: &Key, g: &Generation) -> Vec<Key> {
+    unit_keys(identity, prefix(g))
 }
