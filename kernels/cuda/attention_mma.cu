@@ -29,8 +29,10 @@
 //     butterfly over the 8 threads of a head), O ← O·α + P·V (f32 mma over the tile's keys as above);
 //     M starts at −inf, so the first tile's α is 0;
 //   one split: out = O / l, rounded once to out_t.
-// Keys past a query's visible length are never read, and the shared rows that would hold them in a tile
-// are zeros (a weight of 0 times NaN would poison P·V). Device-side checks as attention.cu (key_range).
+// Keys past a query's visible length are never read: in a tile cut short, the rows past its keys are set
+// to zeros, since their weights are 0 but 0 · NaN is NaN and the stage held other data before (the heads'
+// queries, for the first tile: a non-finite query would spread to every head). Device-side checks as
+// attention.cu (key_range).
 
 #define THREADS 256
 #define WARPS (THREADS / 32)

@@ -190,6 +190,29 @@ fn v3_mla_takes_the_tensor_cores_where_the_tile_layer_runs() {
     assert_eq!(dev32.supports(&mla_op(&dev32, 128, 512, 64, 4, &[4])), Support::Native);
 }
 
+#[test]
+fn a_non_finite_query_stays_in_its_own_head_on_the_tensor_cores() {
+    // One key: the tile's other 15 rows are not keys. Head 1's query is NaN, head 0's zeros (as is the
+    // cache row), so head 0's output is 0 and head 1's NaN, as the oracle's would be. The stage that holds
+    // the key held the heads' queries just before; a kernel that left the non-key rows as they were (their
+    // weights are 0, but 0 · NaN is NaN) would spread head 1's NaN to every head.
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    let Op::MlaAttention(op) = mla_op_of(DType::BF16, &dev, 2, 512, 64, 16, &[1]) else { unreachable!() };
+    let s = dev.default_stream();
+    let nan = 0x7fc0u16.to_le_bytes().repeat(512);
+    s.upload(&op.q_latent.buffer, op.q_latent.offset + 2 * 512, &nan).unwrap();
+    let out = (op.out.buffer.clone(), op.out.offset);
+    assert!(matches!(dev.supports(&Op::MlaAttention(op.clone())), Support::TensorCore { .. }));
+    s.launch(&Op::MlaAttention(op)).unwrap();
+    s.sync().unwrap();
+    let mut bytes = vec![0u8; 2 * 2 * 512];
+    s.download(&out.0, out.1, &mut bytes).unwrap();
+    let bits: Vec<u16> = bytes.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let nan_bits = |b: &u16| b & 0x7f80 == 0x7f80 && b & 0x7f != 0;
+    assert!(bits[..512].iter().all(|&b| b & 0x7fff == 0), "head 0 is not 0: {:x?}", &bits[..8]);
+    assert!(bits[512..].iter().all(nan_bits), "head 1 is not NaN: {:x?}", &bits[512..520]);
+}
+
 /// Runs `cases` at warp 32 and checks that every one ran on the tensor cores.
 fn check_tensor_cores(cases: &[Case]) {
     let report = common::check_cases(32, "mla_attention", cases);
