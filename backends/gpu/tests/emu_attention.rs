@@ -213,6 +213,21 @@ fn a_non_finite_query_stays_in_its_own_head_on_the_tensor_cores() {
     assert!(bits[512..].iter().all(nan_bits), "head 1 is not NaN: {:x?}", &bits[512..520]);
 }
 
+#[test]
+fn misaligned_queries_fall_back_to_the_simt_kernel() {
+    // q_latent 2 bytes into its buffer: no 16-byte cp.async can copy its rows (the emulator fails such a
+    // copy), so the launch takes the SIMT kernel, which computes the same attention (all zeros in, the
+    // mean of zero rows out).
+    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    let Op::MlaAttention(mut op) = mla_op_of(DType::BF16, &dev, 2, 512, 64, 16, &[3]) else { unreachable!() };
+    let buf = dev.alloc(2 + 2 * 2 * 512).unwrap();
+    let s = dev.default_stream();
+    s.upload(&buf, 0, &vec![0u8; 2 + 2 * 2 * 512]).unwrap();
+    op.q_latent = Tensor::contiguous(buf, 2, &[1, 1, 2, 512], DType::BF16);
+    s.launch(&Op::MlaAttention(op)).unwrap();
+    s.sync().unwrap();
+}
+
 /// Runs `cases` at warp 32 and checks that every one ran on the tensor cores.
 fn check_tensor_cores(cases: &[Case]) {
     let report = common::check_cases(32, "mla_attention", cases);

@@ -18,7 +18,8 @@ use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
 /// Threads per block of attention.cu (its BLOCK).
 const BLOCK: usize = 256;
-/// Keys per chunk of attention.cu (its CH): splits are whole chunks.
+/// Keys per chunk of attention.cu (its CH): splits are whole chunks (and whole 16-key tiles of
+/// attention_mma.cu).
 const CHUNK: usize = 32;
 /// Query values of a head group that attention.cu keeps in static shared memory (its QBUF).
 const QBUF: usize = 6144;
