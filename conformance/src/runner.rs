@@ -260,14 +260,20 @@ fn test_one(
         Ok(x) => x,
         Err(r) => return (*r, None),
     };
-    // A vendor library's kernel is held to its own derived rule, and only where it runs.
-    let library_case;
-    let case = match (&support, case.spec.library_tolerance()) {
-        (Support::Library { .. }, Some(tolerance)) => {
-            library_case = Case { tolerance, ..case.clone() };
-            &library_case
+    // A vendor library's kernel, or a kernel on tensor cores with a rounding beyond the op's contract, is
+    // held to its own derived rule, and only where it runs.
+    let own_rule = match &support {
+        Support::Library { .. } => case.spec.library_tolerance(),
+        Support::TensorCore { .. } => case.spec.tensor_core_tolerance(),
+        _ => None,
+    };
+    let own_case;
+    let case = match own_rule {
+        Some(tolerance) => {
+            own_case = Case { tolerance, ..case.clone() };
+            &own_case
         }
-        _ => case,
+        None => case,
     };
     let result = launch_bound(&t.dev, &bound);
     drop(bound);
@@ -300,6 +306,7 @@ fn test_one(
     match &support {
         Support::Emulated { via } => reasons.push(format!("emulated via {via}")),
         Support::Library { library } => reasons.push(format!("native via {library}")),
+        Support::TensorCore { rounding } => reasons.push(format!("native on tensor cores ({rounding})")),
         _ => {}
     }
     r.reason = reasons.join("; ");

@@ -86,6 +86,12 @@ pub enum Support {
     Library {
         library: String,
     },
+    /// A dsv3 kernel on matrix units (tensor cores) that rounds one intermediate more than the op's
+    /// contract (attention's softmax weights to bf16 for the P·V product): native arithmetic, bounded by
+    /// the op's own tensor-core rule in the conformance suite; `rounding` says what is rounded.
+    TensorCore {
+        rounding: String,
+    },
     /// Runs, but through something slower or wider than the op's natural form (e.g. FP8 decoded to f32
     /// in-shader, unabsorbed attention); `via` says what.
     Emulated {
@@ -103,7 +109,7 @@ impl Support {
 
     /// Runs at the hardware's own width: a dsv3 kernel or a vendor library's.
     pub fn is_native(&self) -> bool {
-        matches!(self, Support::Native | Support::Library { .. })
+        matches!(self, Support::Native | Support::Library { .. } | Support::TensorCore { .. })
     }
 }
 
@@ -112,6 +118,7 @@ impl fmt::Display for Support {
         match self {
             Support::Native => f.write_str("native"),
             Support::Library { library } => write!(f, "native via {library}"),
+            Support::TensorCore { rounding } => write!(f, "native on tensor cores ({rounding})"),
             Support::Emulated { via } => write!(f, "emulated via {via}"),
             Support::Unsupported { reason } => write!(f, "unsupported: {reason}"),
         }

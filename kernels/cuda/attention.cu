@@ -36,39 +36,6 @@
 #define HG 1
 #endif
 
-// min of two u64, local so that no 64-bit overload of `min` is needed from NVRTC, hipcc or the host.
-DSV3_DEV u64 min_u64(u64 a, u64 b) { return a < b ? a : b; }
-
-struct Params {
-    const q_t* q;    // [B, T, H, D1]
-    const qr_t* qr;  // [B, T, H, D2] (MLA; unused by MHA)
-    const k_t* k;    // MLA: kv_cache [B, L, D1 + D2]; MHA: k [B, L, H, D1]
-    const v_t* v;    // MLA: kv_cache (its first DV = D1 columns); MHA: v [B, L, H, DV]
-    const i32* lens;
-    const i32* table;  // [B, pages_per_seq] page of each `page` positions; null: contiguous (page = L)
-    out_t* out;      // [B, T, H, DV]
-    float* part;     // [B·T·H, splits, DV + 2] when splits > 1
-    u32* err;
-    u64 t_n, h_n, d1, d2, dv, l;
-    u64 g;        // heads per block (≤ HG)
-    u64 groups;   // head groups per token, ceil(H / g)
-    u64 splits, split_len;
-    u64 causal;
-    u64 site;
-    u64 page, pages_per_seq, pool;
-    u64 page_site;  // check site of "block table entries in 0..pool"
-    double scale;
-};
-
-// The page holding position u of sequence b: its block table entry, or b itself for a contiguous cache
-// (one page of L positions per sequence). The caller has checked the entry (page_ok).
-DSV3_DEV u64 page_of(const Params& p, u64 b, u64 u) {
-    return p.table ? (u64)p.table[b * p.pages_per_seq + u / p.page] : b;
-}
-
-// The cache row (of the cache viewed as [pool · page, width]) of position u of sequence b.
-DSV3_DEV u64 cache_row(const Params& p, u64 b, u64 u) { return page_of(p, b, u) * p.page + u % p.page; }
-
 DSV3_KERNEL void attention(const Params p) {
     DSV3_SHARED float qs[QBUF];
     DSV3_SHARED float sc[HG][CH];
@@ -90,28 +57,8 @@ DSV3_KERNEL void attention(const Params p) {
     const u32 qd = (u32)(p.d1 + p.d2), d1 = (u32)p.d1, dv = (u32)p.dv;
     const float scale = (float)p.scale;
 
-    const i32 len = p.lens[b];
-    const bool len_ok = len >= (i64)p.t_n && (u64)len <= p.l;
-    if (!len_ok && tid == 0 && s == 0 && grp == 0 && t == 0) report(p.err, (u32)p.site, (u32)b, (u32)len);
-    // Keys this query sees: up to its own position kv_len − T + t under causal masking.
-    const u64 visible = !len_ok ? 0 : (p.causal ? (u64)len - p.t_n + t + 1 : (u64)len);
-    const u64 u_begin = s * p.split_len;
-    u64 u_end = min_u64(u_begin + p.split_len, visible);
-
-    // The block table entries of this split's keys, checked before any key is read.
-    if (tid == 0) bad_page = 0;
-    dsv3_sync();
-    if (p.table && u_begin < u_end) {
-        for (u64 j = u_begin / p.page + tid; j <= (u_end - 1) / p.page; j += BLOCK) {
-            const i32 e = p.table[b * p.pages_per_seq + j];
-            if (e < 0 || (u64)e >= p.pool) {
-                bad_page = 1;
-                if (grp == 0 && t == 0) report(p.err, (u32)p.page_site, (u32)(b * p.pages_per_seq + j), (u32)e);
-            }
-        }
-    }
-    dsv3_sync();
-    if (bad_page) u_end = u_begin;
+    u64 u_begin, u_end;
+    key_range(p, b, t, s, grp == 0 && t == 0, BLOCK, bad_page, u_begin, u_end);
 
 #if MLA
     const u64 k_tok = qd, v_tok = qd;

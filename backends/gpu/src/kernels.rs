@@ -55,7 +55,8 @@ kernel_files! {
     ACT_QUANT = "act_quant" block 256,
     DEQUANTIZE = "dequantize" block 256,
     // attention group (ops/attention.rs)
-    ATTENTION = "attention" block 256,
+    ATTENTION = "attention" block 256 uses "attention_common",
+    ATTENTION_MMA = "attention_mma" block 256 uses "attention_common" "mma",
     ATTENTION_COMBINE = "attention_combine" block 128,
     CACHE_APPEND = "cache_append" block 256,
     // moe group (ops/moe.rs)

@@ -357,6 +357,21 @@ impl Spec {
             _ => None,
         }
     }
+
+    /// The bound when a dsv3 kernel on tensor cores rounds beyond the op's contract
+    /// (`Support::TensorCore`): attention's tensor-core rule; `None` for other ops, which keep theirs.
+    pub fn tensor_core_tolerance(&self) -> Option<Tolerance> {
+        match self {
+            Spec::MlaAttention(a) => Some(tol::attention_tensor_core(
+                a.d1 + a.d2,
+                a.l,
+                a.scale as f64,
+                a.out,
+                a.b * a.t * a.h * a.d1,
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

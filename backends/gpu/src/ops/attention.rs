@@ -1,18 +1,25 @@
 //! MLA (absorbed, over the latent cache) and MHA attention, flash-decoding style: a block takes one query
-//! token of one sequence, a group of heads (MLA: up to 8, sharing every read of a cache row; MHA: one)
-//! and one split of the keys; with several splits each block leaves its partial softmax state in scratch
-//! memory and attention_combine merges the splits in order. Decode (few query rows, long cache) gets
-//! splits until the launch has enough blocks; short caches and prefill are one split, written directly.
+//! token of one sequence, a group of heads (sharing every read of a cache row) and one split of the keys;
+//! with several splits each block leaves its partial softmax state in scratch memory and
+//! attention_combine merges the splits in order. Decode (few query rows, long cache) gets splits until the
+//! launch has enough blocks; short caches and prefill are one split, written directly.
+//!
+//! Two kernels, one launch (the same parameters and splits): MLA with V3's head dims and a bf16 cache runs
+//! on tensor cores where the target has them (attention_mma.cu, 32 heads per block, [`mma_fits`]); the
+//! rest, and every target without the tile layer (HIP, the emulator at warp 64), on attention.cu's SIMT
+//! kernel (MLA: 8 heads per block; MHA: one).
 
 use crate::device::Ctx;
 use crate::kernels::{self, Variant};
 use crate::launch::{grid_2d, Launch, Params};
+use crate::runtime::Target;
 use dsv3_core::ops::{CachePages, MhaAttention, MlaAttention};
-use dsv3_core::{Error, Op, Result, Support, Tensor};
+use dsv3_core::{DType, Error, Op, Result, Support, Tensor};
 
 /// Threads per block of attention.cu (its BLOCK).
 const BLOCK: usize = 256;
-/// Keys per chunk of attention.cu (its CH): splits are whole chunks.
+/// Keys per chunk of attention.cu (its CH): splits are whole chunks (and whole 16-key tiles of
+/// attention_mma.cu).
 const CHUNK: usize = 32;
 /// Query values of a head group that attention.cu keeps in static shared memory (its QBUF).
 const QBUF: usize = 6144;
@@ -29,10 +36,18 @@ const MIN_SPLIT_KEYS: usize = 256;
 const TARGET_BLOCKS: usize = 1024;
 /// Threads per block of attention_combine.cu.
 const COMBINE_BLOCK: u32 = 128;
+/// attention_mma.cu's threads per block (THREADS), heads per block (HM) and head dims (D1, D2).
+const MMA_BLOCK: usize = 256;
+const MMA_HEADS: usize = 32;
+const MMA_DIMS: (usize, usize) = (512, 64);
+/// What attention_mma.cu rounds beyond the op's contract (`Support::TensorCore`).
+const MMA_ROUNDING: &str = "softmax weights rounded to bf16 for the P·V product";
 
 /// What both forms launch with: queries (MHA: `qr` is `q` and D2 = 0), keys, values, lengths, output.
 struct Form<'a> {
     mla: bool,
+    /// MLA on attention_mma.cu ([`mma_fits`]).
+    mma: bool,
     /// The op's names of q, qr, k, v (for errors).
     names: [&'static str; 4],
     q: &'a Tensor,
@@ -65,7 +80,27 @@ fn head_dims(op: &Op) -> Option<(usize, usize)> {
     }
 }
 
-pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
+/// Whether attention_mma.cu computes an MLA op on `target`: the tile layer runs there, the head dims are
+/// V3's (the kernel's constants), queries and cache are bf16 (other caches stay on the SIMT kernel), and,
+/// when known (`addrs`: q_latent's, q_pe's and the cache's device addresses), every row starts on 16 bytes
+/// for cp.async — the rows' sizes (1024, 128 and 1152 bytes) are multiples of 16, so the bases decide.
+fn mma_fits(target: &Target, o: &MlaAttention, addrs: Option<[u64; 3]>) -> bool {
+    let (_, _, _, dc, dr, _) = o.dims();
+    let bf16 = [&o.q_latent, &o.q_pe, &o.kv_cache].iter().all(|t| t.dtype == DType::BF16);
+    target.mma_bf16()
+        && (dc, dr) == MMA_DIMS
+        && bf16
+        && addrs.is_none_or(|a| a.iter().all(|v| v.is_multiple_of(16)))
+}
+
+pub fn supports(ctx: &Ctx, op: &Op) -> Support {
+    if let Op::MlaAttention(o) = op {
+        if mma_fits(ctx.runtime.target(), o, None) {
+            // (A base address off 16 bytes, known only at launch, falls back to the SIMT kernel, whose
+            // arithmetic is inside the tensor-core rule too.)
+            return Support::TensorCore { rounding: MMA_ROUNDING.into() };
+        }
+    }
     let Some((qd, dv)) = head_dims(op) else {
         return Support::Unsupported { reason: "not an attention op".into() };
     };
@@ -87,7 +122,7 @@ pub fn supports(_ctx: &Ctx, op: &Op) -> Support {
 /// Every kernel variant these ops can launch that CI compiles for each GPU architecture: both forms with
 /// each accumulator width, bf16 throughout (the combine has no switch).
 pub fn catalog() -> Vec<Variant> {
-    use dsv3_core::DType::BF16;
+    use DType::BF16;
     let mut v = Vec::new();
     for mla in [1, 0] {
         for opt in [1, 2, 4] {
@@ -107,12 +142,32 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
+/// The tensor-core variants (compiled only for targets with the tile layer): bf16 throughout, as the
+/// model runs it.
+pub fn tile_catalog() -> Vec<Variant> {
+    vec![mma_variant(DType::BF16)]
+}
+
+/// attention_mma.cu for an output type (queries and cache are bf16, [`mma_fits`]).
+fn mma_variant(out: DType) -> Variant {
+    use DType::BF16;
+    Variant::new(kernels::ATTENTION_MMA)
+        .ty("q", BF16)
+        .ty("qr", BF16)
+        .ty("k", BF16)
+        .ty("v", BF16)
+        .ty("out", out)
+}
+
 pub fn mla(l: &Launch, o: &MlaAttention) -> Result<()> {
     let (b, t, h, dc, dr, len) = o.dims();
+    let addrs =
+        [l.addr("q_latent", &o.q_latent)?, l.addr("q_pe", &o.q_pe)?, l.addr("kv_cache", &o.kv_cache)?];
     run(
         l,
         &Form {
             mla: true,
+            mma: mma_fits(l.target(), o, Some(addrs)),
             names: ["q_latent", "q_pe", "kv_cache", "kv_cache"],
             q: &o.q_latent,
             qr: &o.q_pe,
@@ -135,6 +190,7 @@ pub fn mha(l: &Launch, o: &MhaAttention) -> Result<()> {
         l,
         &Form {
             mla: false,
+            mma: false,
             names: ["q", "q", "k", "v"],
             q: &o.q,
             qr: &o.q,
@@ -176,28 +232,35 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
         return Ok(());
     }
     let qd = d1 + d2;
-    let heads = if f.mla { MLA_HEADS.min(QBUF / qd.max(1)).min(h) } else { 1 };
+    let (heads, block) = match (f.mma, f.mla) {
+        (true, _) => (MMA_HEADS, MMA_BLOCK),
+        (false, true) => (MLA_HEADS.min(QBUF / qd.max(1)).min(h), BLOCK),
+        (false, false) => (1, BLOCK),
+    };
     let groups = h.div_ceil(heads);
     let row_blocks = b * t * groups;
     let (splits, split_len) = key_splits(len, row_blocks);
     let too_large =
         || Error::unsupported(l.backend(), l.op, format!("{row_blocks} × {splits} blocks exceed a grid"));
-    let dims = grid_2d(row_blocks as u64, splits as u64, BLOCK as u32).ok_or_else(too_large)?;
+    let dims = grid_2d(row_blocks as u64, splits as u64, block as u32).ok_or_else(too_large)?;
     let opt: i64 = match dv.div_ceil(BLOCK) {
         0 | 1 => 1,
         2 => 2,
         _ => 4,
     };
-    let kernel = l.kernel(
-        &Variant::new(kernels::ATTENTION)
+    let variant = if f.mma {
+        mma_variant(f.out.dtype)
+    } else {
+        Variant::new(kernels::ATTENTION)
             .ty("q", f.q.dtype)
             .ty("qr", f.qr.dtype)
             .ty("k", f.k.dtype)
             .ty("v", f.v.dtype)
             .ty("out", f.out.dtype)
             .konst("MLA", f.mla as i64)
-            .konst("OPT", opt),
-    )?;
+            .konst("OPT", opt)
+    };
+    let kernel = l.kernel(&variant)?;
     let part = if splits > 1 { l.scratch(rows * splits * (dv + 2) * 4)? } else { 0 };
     let site = l.site("kv_lens", format!("cache lengths must be in {t}..={len}"));
     let (table, page_site) = block_table(l, f.block_table, f.pages)?;

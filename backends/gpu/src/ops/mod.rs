@@ -80,10 +80,10 @@ pub fn catalog() -> Vec<Variant> {
 
 /// The variants on the tile layer (mma.cuh), which only targets with mma.sync compile
 /// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, the emulator at warp 32): the
-/// layout probe and the tensor-core GEMM. CUDA's check compiles them for those architectures; HIP has no
+/// layout probe, the tensor-core GEMM and MLA attention. CUDA's check compiles them for those architectures; HIP has no
 /// tile layer yet.
 pub fn tile_catalog() -> Vec<Variant> {
-    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog()].concat()
+    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog(), attention::tile_catalog()].concat()
 }
 
 /// Row stride (elements) of a row-major 2-D view; any value when it has one row.
