@@ -166,15 +166,22 @@ impl<'a> Job<'a> {
         #[cfg(not(target_arch = "x86_64"))]
         let two_level = false;
         let w = view(b, k, isa, two_level);
+        // The VBMI two-level kernel and the AVX2 FP8 decoder yield the 64 codes of a step in the order of
+        // in-lane shuffles; permute A's 64-value chunks to match (kp is a multiple of 64; the zero padding
+        // stays zero).
         #[cfg(target_arch = "x86_64")]
-        if w.as_ref().is_some_and(|w| w.tables.is_some()) {
-            // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
-            // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
+        let order: Option<fn(usize) -> usize> = match &w {
+            Some(w) if w.tables.is_some() => Some(super::fp8_simd::lane_order),
+            Some(w) if isa == Isa::Avx2 && is_fp8(w.kind) => Some(x86::avx2_fp8_lane),
+            _ => None,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(order) = order {
             for row in abuf.chunks_exact_mut(kp) {
                 for chunk in row.chunks_exact_mut(64) {
                     let src: [f32; 64] = (&*chunk).try_into().unwrap();
                     for (i, &v) in src.iter().enumerate() {
-                        chunk[super::fp8_simd::lane_order(i)] = v;
+                        chunk[order(i)] = v;
                     }
                 }
             }
@@ -484,14 +491,15 @@ mod x86 {
                         }
                     }
                     _ => {
-                        // Byte 3 of dword d takes code 8h + d of the 16 codes (in both 128-bit halves).
+                        // Vector 4v + h: byte 3 of its dwords takes bytes 4h..4h + 4 of each 128-bit half of
+                        // the 32 codes `q[v]` ([`avx2_fp8_lane`]).
                         let place = |h: i32| {
-                            let b = |d: i32| ((8 * h + d) << 24) | 0x0080_8080;
-                            _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7))
+                            let b = |d: i32| ((4 * h + d) << 24) | 0x0080_8080;
+                            _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(0), b(1), b(2), b(3))
                         };
-                        let place = [place(0), place(1)];
+                        let place = [place(0), place(1), place(2), place(3)];
+                        let q = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
                         if !SPECIAL {
-                            let q = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
                             *seen = if KIND == E4M3FNUZ {
                                 let x = _mm256_set1_epi8(0x80u8 as i8);
                                 let m = _mm256_min_epu8(_mm256_xor_si256(q[0], x), _mm256_xor_si256(q[1], x));
@@ -502,11 +510,10 @@ mod x86 {
                                 _mm256_max_epu8(*seen, m)
                             };
                         }
-                        for v in 0..4 {
-                            let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(16 * v).cast()));
+                        for (v, &qv) in q.iter().enumerate() {
                             for (h, &pl) in place.iter().enumerate() {
-                                let y = _mm256_shuffle_epi8(q, pl);
-                                f(2 * v + h, _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y)));
+                                let y = _mm256_shuffle_epi8(qv, pl);
+                                f(4 * v + h, _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y)));
                             }
                         }
                     }
@@ -514,6 +521,14 @@ mod x86 {
             }
             out
         }
+    }
+
+    /// Where the AVX2 FP8 decoder puts code `c` of a step (`c < 64`) among its 64 outputs (8 vectors of 8):
+    /// the shuffles work within 128-bit halves, so vector `4v + h` holds codes `32v + 16L + 4h + d` for
+    /// half `L` and `d < 4`. A is permuted to match once per GEMM ([`super::Job::new`]).
+    pub(crate) fn avx2_fp8_lane(c: usize) -> usize {
+        let (v, half, h, d) = (c / 32, c % 32 / 16, c % 16 / 4, c % 4);
+        8 * (4 * v + h) + 4 * half + d
     }
 
     /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the other
@@ -819,10 +834,12 @@ mod x86 {
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
-            // SAFETY: as above.
-            // SAFETY: as above.
+        unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], natural: &mut [f32]) {
+            // FP8 comes out in `avx2_fp8_lane` order: write it there, then put it back in code order.
+            let mut lanes = [0f32; STEP];
+            let out = if is_fp8(KIND) { &mut lanes[..] } else { &mut *natural };
             // As the kernel does: the fast form first, and the special-code form when it saw one.
+            // SAFETY: as above.
             let ws = unsafe {
                 let mut seen = Avx2::seen_none::<KIND>();
                 let ws = Avx2::decode_step::<KIND, false>(src.as_ptr(), &mut seen);
@@ -835,6 +852,11 @@ mod x86 {
             for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 8) {
                 // SAFETY: out holds STEP >= 8(v + 1) f32.
                 unsafe { _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), *x) };
+            }
+            if is_fp8(KIND) {
+                for (c, x) in natural.iter_mut().enumerate() {
+                    *x = lanes[avx2_fp8_lane(c)];
+                }
             }
         }
         let mut out = vec![f32::from_bits(0x7F80_1234); STEP];
