@@ -302,7 +302,7 @@ mod x86 {
         /// `Seen` of no codes.
         unsafe fn seen_none<const KIND: u8>() -> Self::Seen;
         /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) into
-        /// vectors of `LANES`, FP8 values times `2^-fold` ([`fold`]); entries past
+        /// vectors of `LANES`, FP8 values times `2^-fold` ([`super::fold`]); entries past
         /// `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a callback: a closure would be
         /// compiled without the path's target features. `SPECIAL = false` may decode NaN and infinite FP8
         /// codes as finite values; it records the codes in `seen` instead, and the caller redoes its work
@@ -532,7 +532,7 @@ mod x86 {
     }
 
     /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the other
-    /// bytes zero), times `2^-fold` exactly ([`fold`]): an arithmetic shift right by 4 (e4m3) or 3 (e5m2)
+    /// bytes zero), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or 3 (e5m2)
     /// keeps the sign in bit 31 and puts the exponent and mantissa bits at the bottom of f32's exponent
     /// field and the top of its mantissa; the mask clears the sign's copies. Read with f32's bias 127 that
     /// is `decode(q) · 2^-120` (e4m3fn, bias 7), `2^-119` (e4m3fnuz, bias 8) or `2^-112` (e5m2, bias
