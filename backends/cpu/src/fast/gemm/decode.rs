@@ -532,13 +532,14 @@ mod x86 {
     }
 
     /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the other
-    /// bytes zero), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or 3 (e5m2)
-    /// keeps the sign in bit 31 and puts the exponent and mantissa bits at the bottom of f32's exponent
-    /// field and the top of its mantissa; the mask clears the sign's copies. Read with f32's bias 127 that
-    /// is `decode(q) · 2^-120` (e4m3fn, bias 7), `2^-119` (e4m3fnuz, bias 8) or `2^-112` (e5m2, bias
-    /// 15), subnormal codes included: they land on f32 subnormals with the same digits, which the FP
-    /// units take at full speed (measured on Zen 3; no DAZ). Three integer operations, no `vcvtph2ps`
-    /// (2 cycles of one pipe per 8 values on Zen 3, the limit of an f16-based decoder there).
+    /// bytes zero), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or
+    /// 3 (e5m2) keeps the sign in bit 31 and puts the exponent and mantissa bits at the bottom of f32's
+    /// exponent field and the top of its mantissa; the mask clears the sign's copies. Read with f32's
+    /// bias 127 that is `decode(q) · 2^-120` (e4m3fn, bias 7), `2^-119` (e4m3fnuz, bias 8) or `2^-112`
+    /// (e5m2, bias 15), subnormal codes included: they land on f32 subnormals with the same digits,
+    /// which the FP units take at full speed (measured on Zen 3; no DAZ), and the block-scale multiply
+    /// makes each `decode(q) · s` with one rounding. One shuffle and two integer operations, no
+    /// `vcvtph2ps` (2 cycles of one pipe per 8 values on Zen 3: the limit of an f16-based decoder there).
     /// `SPECIAL`: NaN codes become NaN and e5m2's infinities infinite (the exponent field filled);
     /// without it they come out finite.
     ///
