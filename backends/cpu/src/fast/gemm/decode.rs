@@ -82,8 +82,11 @@ fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
 /// f32 bits (`x86::fp8_f32_bits`), the AVX-512 one f16 bits (`x86::f16_bits`).
 pub(crate) fn fold(isa: Isa, format: Fp8Format) -> f32 {
     let e = match (isa, format) {
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Fp8Format::E4M3Fn) => 120,
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Fp8Format::E4M3Fnuz) => 119,
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Fp8Format::E5M2) => 112,
         (_, Fp8Format::E4M3Fn) => 8,
         (_, Fp8Format::E4M3Fnuz) => 7,
