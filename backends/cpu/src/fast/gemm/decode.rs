@@ -6,8 +6,10 @@
 //!
 //! Decoding, without tables ([`Simd::decode_step`]):
 //! * bf16: a 16-bit shift into the top half of an f32.
-//! * FP8: the code is turned into the bits of an f16 holding `decode(q) · 2^-fold` exactly, then converted
-//!   by `vcvtph2ps` (F16C, or its AVX-512 form) — see [`f16_bits`]; the block scale, pre-multiplied by
+//! * FP8: the code is turned into the bits of a float holding `decode(q) · 2^-fold` exactly ([`fold`]):
+//!   on AVX2 the bits of an f32 by shifts (`x86::fp8_f32_bits`, with a per-step test that sends the
+//!   rare steps holding a NaN or infinite code to the form that handles them), on AVX-512 those of an
+//!   f16 converted by `vcvtph2ps` (`x86::f16_bits`); the block scale, pre-multiplied by
 //!   `2^fold`, is applied with one multiply, so each weight value is `decode(q) · s` rounded once (the
 //!   contract's scale-folded form) whenever `s · 2^fold` is finite (checked; otherwise the portable path
 //!   runs). NaN codes decode to NaN, as in [`Fp8Format::decode`].
@@ -63,7 +65,7 @@ struct WView<'a> {
     k: usize,
     scales: &'a [f32],
     kb: usize,
-    /// `2^fold` for FP8 (see [`f16_bits`]), 1 otherwise: multiplied into each block scale.
+    /// `2^fold` for FP8 ([`fold`]), 1 otherwise: multiplied into each block scale.
     fold: f32,
     /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI, M ≤ 4), the two-level kernel runs.
     tables: Option<&'a Fp8Tables>,
@@ -76,10 +78,27 @@ fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
     bytemuck::cast_slice(x)
 }
 
-/// The SIMD view of `b`, or `None` when a folded block scale overflows (the portable path is exact).
-/// `two_level`: use the VBMI tables when `b` has them.
+/// `2^fold` of `isa`'s FP8 decoder, which yields `decode(q) · 2^-fold` exactly: the AVX2 decoder builds
+/// f32 bits (`x86::fp8_f32_bits`), the AVX-512 one f16 bits (`x86::f16_bits`).
+pub(crate) fn fold(isa: Isa, format: Fp8Format) -> f32 {
+    let e = match (isa, format) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Fp8Format::E4M3Fn) => 120,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Fp8Format::E4M3Fnuz) => 119,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Fp8Format::E5M2) => 112,
+        (_, Fp8Format::E4M3Fn) => 8,
+        (_, Fp8Format::E4M3Fnuz) => 7,
+        (_, Fp8Format::E5M2) => 0,
+    };
+    2f32.powi(e)
+}
+
+/// The SIMD view of `b` for `isa`'s decoder, or `None` when a folded block scale overflows (the
+/// portable path is exact). `two_level`: use the VBMI tables when `b` has them.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn view<'a>(b: &'a RhsSrc<'a>, k: usize, two_level: bool) -> Option<WView<'a>> {
+fn view<'a>(b: &'a RhsSrc<'a>, k: usize, isa: Isa, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
         RhsSrc::F32(d) => {
@@ -92,11 +111,12 @@ fn view<'a>(b: &'a RhsSrc<'a>, k: usize, two_level: bool) -> Option<WView<'a>> {
             WView { kind: E4M3FN, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
         }
         RhsSrc::BlockFp8 { codes, scales, format, .. } => {
-            let (kind, fold) = match format {
-                Fp8Format::E4M3Fn => (E4M3FN, 256.0),
-                Fp8Format::E4M3Fnuz => (E4M3FNUZ, 128.0),
-                Fp8Format::E5M2 => (E5M2, 1.0),
+            let kind = match format {
+                Fp8Format::E4M3Fn => E4M3FN,
+                Fp8Format::E4M3Fnuz => E4M3FNUZ,
+                Fp8Format::E5M2 => E5M2,
             };
+            let fold = fold(isa, *format);
             if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
                 return None;
             }
@@ -148,16 +168,23 @@ impl<'a> Job<'a> {
         let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
         #[cfg(not(target_arch = "x86_64"))]
         let two_level = false;
-        let w = view(b, k, two_level);
+        let w = view(b, k, isa, two_level);
+        // The VBMI two-level kernel and the AVX2 FP8 decoder yield the 64 codes of a step in the order of
+        // in-lane shuffles; permute A's 64-value chunks to match (kp is a multiple of 64; the zero padding
+        // stays zero).
         #[cfg(target_arch = "x86_64")]
-        if w.as_ref().is_some_and(|w| w.tables.is_some()) {
-            // The two-level kernel decodes 64 codes at a time in the order of in-lane unpacks; permute A's
-            // 64-value chunks to match (kp is a multiple of 64; the zero padding stays zero).
+        let order: Option<fn(usize) -> usize> = match &w {
+            Some(w) if w.tables.is_some() => Some(super::fp8_simd::lane_order),
+            Some(w) if isa == Isa::Avx2 && is_fp8(w.kind) => Some(x86::avx2_fp8_lane),
+            _ => None,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(order) = order {
             for row in abuf.chunks_exact_mut(kp) {
                 for chunk in row.chunks_exact_mut(64) {
                     let src: [f32; 64] = (&*chunk).try_into().unwrap();
                     for (i, &v) in src.iter().enumerate() {
-                        chunk[super::fp8_simd::lane_order(i)] = v;
+                        chunk[order(i)] = v;
                     }
                 }
             }
@@ -273,16 +300,29 @@ mod x86 {
         /// `p` readable for `LANES` f32.
         unsafe fn load(p: *const f32) -> Self::V;
         unsafe fn hsum(v: Self::V) -> f32;
+        /// What the decoder has seen of its codes, when run without the special-code rule.
+        type Seen: Copy;
+        /// `Seen` of no codes.
+        unsafe fn seen_none<const KIND: u8>() -> Self::Seen;
         /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) into
-        /// vectors of `LANES`; entries past `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a
-        /// callback: a closure would be compiled without the path's target features.
+        /// vectors of `LANES`, FP8 values times `2^-fold` ([`super::fold`]); entries past
+        /// `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a callback: a closure would be
+        /// compiled without the path's target features. `SPECIAL = false` may decode NaN and infinite FP8
+        /// codes as finite values; it records the codes in `seen` instead, and the caller redoes its work
+        /// with `SPECIAL = true` when [`Simd::special_seen`] says that one was there.
         ///
         /// # Safety
         /// `p` readable for `STEP` bytes.
-        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [Self::V; 8];
+        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(
+            p: *const u8,
+            seen: &mut Self::Seen,
+        ) -> [Self::V; 8];
+        /// Whether `seen` includes a NaN or infinite code of `KIND`.
+        unsafe fn special_seen<const KIND: u8>(seen: Self::Seen) -> bool;
     }
 
-    /// f16 bit patterns of 16 FP8 codes (zero-extended to 16 bits each) of `KIND`, exactly:
+    /// f16 bit patterns of 16 FP8 codes (zero-extended to 16 bits each) of `KIND`, exactly (the AVX-512
+    /// decoder; `vcvtph2ps` then converts them):
     /// * e5m2 is the top byte of an f16 (same exponent width and bias): `q << 8`.
     /// * e4m3 (fn: bias 7, fnuz: bias 8): `(q << 8) >>ₐ 1` puts the sign in bit 15 and the exponent and
     ///   mantissa bits in bits 13..7, the f16's low 4 exponent bits and top 3 mantissa bits (the mask
@@ -342,8 +382,16 @@ mod x86 {
         unsafe fn hsum(v: __m512) -> f32 {
             _mm512_reduce_add_ps(v)
         }
+        // This decoder handles every code: nothing to record.
+        type Seen = ();
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m512; 8] {
+        unsafe fn seen_none<const KIND: u8>() {}
+        #[inline(always)]
+        unsafe fn special_seen<const KIND: u8>(_: ()) -> bool {
+            false
+        }
+        #[inline(always)]
+        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(p: *const u8, _: &mut ()) -> [__m512; 8] {
             let mut out = [_mm512_setzero_ps(); 8];
             let mut f = |v: usize, x| out[v] = x;
             // SAFETY: every load below lies within the STEP bytes the caller guarantees.
@@ -401,8 +449,34 @@ mod x86 {
             unsafe { _mm256_storeu_ps(t.as_mut_ptr(), v) };
             ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]))
         }
+        /// Bytes: e4m3fn and e5m2 the largest magnitude (`q & 0x7f`) seen, e4m3fnuz the smallest
+        /// `q ^ 0x80` (0 for its NaN code, 0x80).
+        type Seen = __m256i;
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8>(p: *const u8) -> [__m256; 8] {
+        unsafe fn seen_none<const KIND: u8>() -> __m256i {
+            if KIND == E4M3FNUZ {
+                _mm256_set1_epi8(-1)
+            } else {
+                _mm256_setzero_si256()
+            }
+        }
+        #[inline(always)]
+        unsafe fn special_seen<const KIND: u8>(seen: __m256i) -> bool {
+            let hit = match KIND {
+                // NaN: magnitude 0x7f.
+                E4M3FN => _mm256_cmpeq_epi8(seen, _mm256_set1_epi8(0x7F)),
+                E4M3FNUZ => _mm256_cmpeq_epi8(seen, _mm256_setzero_si256()),
+                // Infinities and NaNs: magnitude >= 0x7c.
+                E5M2 => _mm256_cmpeq_epi8(_mm256_max_epu8(seen, _mm256_set1_epi8(0x7C)), seen),
+                _ => return false,
+            };
+            _mm256_testz_si256(hit, hit) == 0
+        }
+        #[inline(always)]
+        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(
+            p: *const u8,
+            seen: &mut __m256i,
+        ) -> [__m256; 8] {
             let mut out = [_mm256_setzero_ps(); 8];
             let mut f = |v: usize, x| out[v] = x;
             // SAFETY: every load below lies within the STEP bytes the caller guarantees.
@@ -420,16 +494,85 @@ mod x86 {
                         }
                     }
                     _ => {
-                        for v in 0..4 {
-                            let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16 * v).cast()));
-                            let h = f16_bits::<KIND>(q);
-                            f(2 * v, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
-                            f(2 * v + 1, _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h)));
+                        // Vector 4v + h: byte 3 of its dwords takes bytes 4h..4h + 4 of each 128-bit half of
+                        // the 32 codes `q[v]` ([`avx2_fp8_lane`]).
+                        let place = |h: i32| {
+                            let b = |d: i32| ((4 * h + d) << 24) | 0x0080_8080;
+                            _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(0), b(1), b(2), b(3))
+                        };
+                        let place = [place(0), place(1), place(2), place(3)];
+                        let q = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
+                        if !SPECIAL {
+                            *seen = if KIND == E4M3FNUZ {
+                                let x = _mm256_set1_epi8(0x80u8 as i8);
+                                let m = _mm256_min_epu8(_mm256_xor_si256(q[0], x), _mm256_xor_si256(q[1], x));
+                                _mm256_min_epu8(*seen, m)
+                            } else {
+                                let x = _mm256_set1_epi8(0x7F);
+                                let m = _mm256_max_epu8(_mm256_and_si256(q[0], x), _mm256_and_si256(q[1], x));
+                                _mm256_max_epu8(*seen, m)
+                            };
+                        }
+                        for (v, &qv) in q.iter().enumerate() {
+                            for (h, &pl) in place.iter().enumerate() {
+                                let y = _mm256_shuffle_epi8(qv, pl);
+                                f(4 * v + h, _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y)));
+                            }
                         }
                     }
                 }
             }
             out
+        }
+    }
+
+    /// Where the AVX2 FP8 decoder puts code `c` of a step (`c < 64`) among its 64 outputs (8 vectors of 8):
+    /// the shuffles work within 128-bit halves, so vector `4v + h` holds codes `32v + 16L + 4h + d` for
+    /// half `L` and `d < 4`. A is permuted to match once per GEMM ([`super::Job::new`]).
+    pub(crate) fn avx2_fp8_lane(c: usize) -> usize {
+        let (v, half, h, d) = (c / 32, c % 32 / 16, c % 16 / 4, c % 4);
+        8 * (4 * v + h) + 4 * half + d
+    }
+
+    /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the other
+    /// bytes zero), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or
+    /// 3 (e5m2) keeps the sign in bit 31 and puts the exponent and mantissa bits at the bottom of f32's
+    /// exponent field and the top of its mantissa; the mask clears the sign's copies. Read with f32's
+    /// bias 127 that is `decode(q) · 2^-120` (e4m3fn, bias 7), `2^-119` (e4m3fnuz, bias 8) or `2^-112`
+    /// (e5m2, bias 15), subnormal codes included: they land on f32 subnormals with the same digits,
+    /// which the FP units take at full speed (measured on Zen 3; no DAZ), and the block-scale multiply
+    /// makes each `decode(q) · s` with one rounding. One shuffle and two integer operations, no
+    /// `vcvtph2ps` (2 cycles of one pipe per 8 values on Zen 3: the limit of an f16-based decoder there).
+    /// `SPECIAL`: NaN codes become NaN and e5m2's infinities infinite (the exponent field filled);
+    /// without it they come out finite.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[inline(always)]
+    unsafe fn fp8_f32_bits<const KIND: u8, const SPECIAL: bool>(y: __m256i) -> __m256i {
+        // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
+        unsafe {
+            let x = if KIND == E5M2 {
+                _mm256_and_si256(_mm256_srai_epi32::<3>(y), _mm256_set1_epi32(0x8FE0_0000u32 as i32))
+            } else {
+                _mm256_and_si256(_mm256_srai_epi32::<4>(y), _mm256_set1_epi32(0x87F0_0000u32 as i32))
+            };
+            if !SPECIAL {
+                return x;
+            }
+            // (bits that identify the code, their value, what to OR in): e4m3fn S.1111.111 and e4m3fnuz
+            // 0x80 become a quiet NaN; e5m2 S.11111.mm gets the exponent all ones: ±inf for mm = 0, NaN
+            // otherwise.
+            let (sel, val, fill) = match KIND {
+                E4M3FN => (0x7F00_0000u32, 0x7F00_0000u32, 0x7FC0_0000u32),
+                E4M3FNUZ => (0xFF00_0000, 0x8000_0000, 0x7FC0_0000),
+                _ => (0x7C00_0000, 0x7C00_0000, 0x7F80_0000),
+            };
+            let hit = _mm256_cmpeq_epi32(
+                _mm256_and_si256(y, _mm256_set1_epi32(sel as i32)),
+                _mm256_set1_epi32(val as i32),
+            );
+            _mm256_or_si256(x, _mm256_and_si256(hit, _mm256_set1_epi32(fill as i32)))
         }
     }
 
@@ -446,6 +589,33 @@ mod x86 {
         n0: usize,
         out: &mut [f32],
         ldo: usize,
+    ) {
+        // NaN and infinite FP8 codes are rare (absent from real weights): decode without their rule, and
+        // redo the group with it when one was seen (the first pass's outputs are overwritten).
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut seen = S::seen_none::<KIND>();
+            group_pass::<S, M, NB, KIND, false>(w, a, kp, n0, out, ldo, &mut seen);
+            if S::special_seen::<KIND>(seen) {
+                group_pass::<S, M, NB, KIND, true>(w, a, kp, n0, out, ldo, &mut seen);
+            }
+        }
+    }
+
+    /// [`group`] with the decoder's special-code rule fixed (`SPECIAL`, `seen`: [`Simd::decode_step`]).
+    ///
+    /// # Safety
+    /// As [`group`].
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn group_pass<S: Simd, const M: usize, const NB: usize, const KIND: u8, const SPECIAL: bool>(
+        w: &WView,
+        a: &[f32],
+        kp: usize,
+        n0: usize,
+        out: &mut [f32],
+        ldo: usize,
+        seen: &mut S::Seen,
     ) {
         let (k, esz) = (w.k, elem_bytes(KIND));
         let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k * esz..][..k * esz]);
@@ -480,7 +650,7 @@ mod x86 {
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.
-                unsafe { step_all::<S, M, NB, KIND>(src, a, kp, k0, &scale, &mut acc) };
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, &mut acc, seen) };
                 k0 += step;
             }
             if k0 < kend {
@@ -490,9 +660,9 @@ mod x86 {
                     t
                 });
                 // SAFETY: as above.
-                unsafe {
-                    step_all::<S, M, NB, KIND>(tails.each_ref().map(|t| &t[..]), a, kp, k0, &scale, &mut acc)
-                };
+                let src = tails.each_ref().map(|t| &t[..]);
+                // SAFETY: as above.
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, &mut acc, seen) };
             }
             kb0 = kend;
         }
@@ -503,27 +673,29 @@ mod x86 {
         }
     }
 
-    /// One step of every row of the group: decode `src[j]` (STEP bytes each), scale, and accumulate
-    /// `acc[i][j] += a[i, k0..k0 + step] · w[j]`.
+    /// One step of every row of the group: decode `src[j]` (STEP bytes each; `SPECIAL` and `seen` as in
+    /// [`Simd::decode_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`.
     ///
     /// # Safety
     /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
     /// `k0 < kp`, `kp` a multiple of STEP and `a` holds M·kp values, so every A load
     /// (`i*kp + k0 + v*LANES`, LANES values, within the step) lies inside `a`.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn step_all<S: Simd, const M: usize, const NB: usize, const KIND: u8>(
+    unsafe fn step_all<S: Simd, const M: usize, const NB: usize, const KIND: u8, const SPECIAL: bool>(
         src: [&[u8]; NB],
         a: &[f32],
         kp: usize,
         k0: usize,
         scale: &[S::V; NB],
         acc: &mut [[S::V; NB]; M],
+        seen: &mut S::Seen,
     ) {
         for j in 0..NB {
             debug_assert!(src[j].len() >= STEP && M * kp <= a.len());
             // SAFETY: see the function's contract.
             unsafe {
-                let ws = S::decode_step::<KIND>(src[j].as_ptr());
+                let ws = S::decode_step::<KIND, SPECIAL>(src[j].as_ptr(), seen);
                 for (v, &w) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / S::LANES) {
                     let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
                     for (i, acc_i) in acc.iter_mut().enumerate() {
@@ -659,19 +831,36 @@ mod x86 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
         unsafe fn on_avx512<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
             // SAFETY: src holds STEP bytes; out holds STEP f32 >= every index written.
-            let ws = unsafe { Avx512::decode_step::<KIND>(src.as_ptr()) };
+            let ws = unsafe { Avx512::decode_step::<KIND, true>(src.as_ptr(), &mut ()) };
             for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 16) {
                 // SAFETY: out holds STEP >= 16(v + 1) f32.
                 unsafe { _mm512_storeu_ps(out[16 * v..][..16].as_mut_ptr(), *x) };
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
+        unsafe fn on_avx2<const KIND: u8>(src: &[u8; STEP], natural: &mut [f32]) {
+            // FP8 comes out in `avx2_fp8_lane` order: write it there, then put it back in code order.
+            let mut lanes = [0f32; STEP];
+            let out = if is_fp8(KIND) { &mut lanes[..] } else { &mut *natural };
+            // As the kernel does: the fast form first, and the special-code form when it saw one.
             // SAFETY: as above.
-            let ws = unsafe { Avx2::decode_step::<KIND>(src.as_ptr()) };
+            let ws = unsafe {
+                let mut seen = Avx2::seen_none::<KIND>();
+                let ws = Avx2::decode_step::<KIND, false>(src.as_ptr(), &mut seen);
+                if Avx2::special_seen::<KIND>(seen) {
+                    Avx2::decode_step::<KIND, true>(src.as_ptr(), &mut seen)
+                } else {
+                    ws
+                }
+            };
             for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 8) {
                 // SAFETY: out holds STEP >= 8(v + 1) f32.
                 unsafe { _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), *x) };
+            }
+            if is_fp8(KIND) {
+                for (c, x) in natural.iter_mut().enumerate() {
+                    *x = lanes[avx2_fp8_lane(c)];
+                }
             }
         }
         let mut out = vec![f32::from_bits(0x7F80_1234); STEP];

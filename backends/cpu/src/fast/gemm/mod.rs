@@ -48,7 +48,8 @@
 //!   `min(K, 8) + ceil(K/128) + 4 ≤ K + 8` roundings (8 FMAs per lane per block, one per block, a
 //!   4-level lane reduction), so the same `γ_{K+8} · S` bound holds.
 //! * NaN FP8 codes decode to NaN on every path; every other code decodes exactly (the decode kernels
-//!   without tables, by way of f16 bits, [`decode`]; AVX-512 VBMI byte tables built from
+//!   without tables, by way of f32 bits on AVX2 and f16 bits on AVX-512, [`decode`]; AVX-512 VBMI
+//!   byte tables built from
 //!   [`Fp8Format::decode`], `fp8_simd`, for the two-level kernel and the prefill packing; else a table).
 //!
 //! # Kernels

@@ -429,7 +429,7 @@ fn every_decode_m_on_every_path() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn table_free_decoders_are_exact_for_every_code() {
-    use super::decode::{decode_step_for_test, fp8_kind};
+    use super::decode::{decode_step_for_test, fold, fp8_kind};
     let simd: Vec<Isa> = Isa::available().into_iter().filter(|&i| i != Isa::Scalar).collect();
     if simd.is_empty() {
         let why = "this CPU has neither AVX2+FMA+F16C nor AVX-512";
@@ -437,16 +437,21 @@ fn table_free_decoders_are_exact_for_every_code() {
     }
     for &isa in &simd {
         // FP8: all 256 codes, four steps of 64. The decoder yields decode(q)·2^-fold (a power of two the
-        // kernel folds into the block scale), so v·2^fold must equal decode(q) bit for bit (scaling by a
-        // power of two is exact here: every value stays a normal f32), NaN exactly where decode gives NaN.
+        // kernel folds into the block scale), so v·2^fold must equal decode(q) bit for bit (scaling a
+        // subnormal or normal f32 up by a power of two is exact), NaN exactly where decode gives NaN.
         for fmt in Fp8Format::ALL {
-            let fold = match fmt {
-                Fp8Format::E4M3Fn => 256.0f32,
-                Fp8Format::E4M3Fnuz => 128.0,
-                Fp8Format::E5M2 => 1.0,
-            };
-            for step in 0..4u8 {
-                let src: [u8; 64] = std::array::from_fn(|i| step * 64 + i as u8);
+            let fold = fold(isa, fmt);
+            // Each step as is, and with its NaN and infinite codes replaced by 0: a step without them
+            // takes the decoder's fast form (AVX2), which must be exact for every other code too.
+            for (step, finite) in (0..4u8).flat_map(|s| [(s, false), (s, true)]) {
+                let src: [u8; 64] = std::array::from_fn(|i| {
+                    let q = step * 64 + i as u8;
+                    if finite && !fmt.decode(q).is_finite() {
+                        0
+                    } else {
+                        q
+                    }
+                });
                 let got = decode_step_for_test(isa, fp8_kind(fmt), &src);
                 assert_eq!(got.len(), 64);
                 for (&q, &v) in src.iter().zip(&got) {
@@ -456,6 +461,24 @@ fn table_free_decoders_are_exact_for_every_code() {
                         assert!(v.is_nan(), "{ctx}");
                     } else {
                         assert_eq!((v * fold).to_bits(), want.to_bits(), "{ctx}");
+                    }
+                }
+            }
+            // Each NaN or infinite code at each position of a step of finite codes (the per-step test
+            // sees it wherever it lies), the other codes unchanged.
+            for special in (0..=255u8).filter(|&q| !fmt.decode(q).is_finite()) {
+                for pos in 0..64 {
+                    let src: [u8; 64] =
+                        std::array::from_fn(|i| if i == pos { special } else { 0x38 + i as u8 });
+                    let got = decode_step_for_test(isa, fp8_kind(fmt), &src);
+                    for (&q, &v) in src.iter().zip(&got) {
+                        let want = fmt.decode(q);
+                        let ctx = format!("{isa:?} {fmt:?} {special:#04x} at {pos}: code {q:#04x} gave {v}");
+                        if want.is_nan() {
+                            assert!(v.is_nan(), "{ctx}");
+                        } else {
+                            assert_eq!((v * fold).to_bits(), want.to_bits(), "{ctx}");
+                        }
                     }
                 }
             }
