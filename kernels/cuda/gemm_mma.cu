@@ -127,8 +127,8 @@ DSV3_KERNEL void gemm_mma(const Params p) {
         const Stage& s = ring[kt % STAGES];
         DSV3_UNROLL
         for (u32 kk = 0; kk < SLICE; kk += 32) {
-            // One 16-row tile of A and of Bᵀ per warp tile, 32 bytes of A's rows from kk on: the 16 of K they
-            // cover, which e4m3 weights under bf16 A hold in kk / 2 bytes from kk / 2 on.
+            // 16-row tiles of A and Bᵀ: 32 bytes of A's rows from kk on (16 bf16 or 32 e4m3 of K) and the same
+            // K of Bᵀ's rows, kk bytes in, or kk / 2 (16 bytes) for e4m3 weights under bf16 A.
             mma::TileA fa[2];
             mma::TileB fb[2];
             DSV3_UNROLL

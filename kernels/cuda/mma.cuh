@@ -40,12 +40,15 @@
 // agree with composable_kernel's xdlops description of the instruction (16 threads per block, 4 input
 // blocks of k, groups of 4 output rows). `dsv3 probe` checks them against a GPU.
 // FP8: gfx94x's v_mfma_f32_16x16x32_fp8_fp8 takes 8 codes a lane with the same byte layout (lane l: row
-// l % 16, k 8q .. 8q + 7) and LLVM 15 knows its builtin, but its codes are e4m3fnuz (bias 8, NaN 0x80 only),
-// DeepSeek's weights e4m3fn (bias 7, NaN 0x7f / 0xff, 0x80 = −0): the same bits are half the value except
-// 0x80 (fn −0, fnuz NaN) and 0x7f / 0xff (fn NaN, fnuz ±240). Running fn codes on it would need every code
-// 0x80 rewritten to 0x00, 0x7f / 0xff to 0x80, and each product scaled by 4 at promotion; not done: hiprtc
-// (ROCm 5.2 here) cannot compile gfx94x at all, so nothing would run it, and the probe has no gfx94x GPU.
-// e4m3 products therefore run as two bf16 MFMA on the codes decoded exactly (tile_mma_e4m3).
+// l % 16, k 8q .. 8q + 7), and LLVM 15 knows its builtin (hipcc compiles it for gfx940), but its codes are
+// e4m3fnuz (bias 8, NaN 0x80 only), DeepSeek's e4m3fn (bias 7, NaN 0x7f / 0xff, 0x80 = −0): the same bits
+// are half the value except 0x80 (fn −0, fnuz NaN) and 0x7f / 0xff (fn NaN, fnuz ±240). e4m3fn codes would
+// need 0x80 → 0x00 and 0x7f / 0xff → 0x80 rewritten and every product scaled by 4 at promotion; on MI300
+// dsv3's loader already converts weights to e4m3fnuz (dsv3_core::fnuz) and W8A8 quantizes activations to
+// it, so there the instruction would take the codes as they are. Not done yet: gemm_mma.cu takes e4m3fn
+// codes only (e4m3fnuz products stay on the SIMT kernel), and nothing here can run or even hiprtc-compile
+// gfx94x (ROCm 5.2) to probe such a path. e4m3fn products run as two bf16 MFMA on the codes decoded
+// exactly (tile_mma_e4m3).
 // gfx90a / gfx94x have no ldmatrix and no cp.async: fragments are read from shared memory (LDS) by each lane
 // (ds_read_b64), and global → LDS copies go through registers (stage16), finished when they return. gfx1100
 // and other RDNA parts (wave32, WMMA) are not on the layer: they keep the SIMT kernels.
@@ -74,11 +77,13 @@
 namespace mma {
 
 // Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
-// every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
+// every e4m3fn value (subnormals, ±448) is a bf16 value, so its f32's low half is zero and the high half is
+// the bf16 (NaN: 0x7fc0, what from_f32 would give); no rounding code (fewer registers: gfx90a's W8A8
+// variant spilled SGPRs with it).
 DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
     u32 h[2];
     DSV3_UNROLL
-    for (u32 i = 0; i < 2; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
+    for (u32 i = 0; i < 2; i++) h[i] = f2u(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})) >> 16;
     return h[0] | h[1] << 16;
 }
 // Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.

@@ -230,7 +230,7 @@ mod tests {
     /// bf16 MFMA on gfx90a and gfx94x at wave64 and the emulator at warp 64, with e4m3 as decoded bf16 there;
     /// nothing on RDNA, gfx908 or wave32.
     #[test]
-    fn the_tile_layer_runs_where_mma_sync_exists() {
+    fn the_tile_layer_runs_where_mma_sync_or_mfma_exists() {
         let cuda = |arch: &str| Target::Cuda { arch: arch.into() };
         let both = |t: &Target| (t.mma_bf16(), t.mma_e4m3());
         assert_eq!(both(&cuda("sm_75")), (false, false));
