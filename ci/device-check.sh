@@ -11,9 +11,10 @@
 #
 # Steps, each with a time limit well under 10 minutes, so that one call of a device runner (10 minutes at
 # most) can always finish at least one step:
-#   1 probe        `dsv3 probe`: the tensor-core tile layer's layouts (mma.sync, ldmatrix, cp.async) bit
-#                  for bit against the PTX ISA's tables, which the emulator is held to as well, so the
-#                  first GPU lent confirms them before any timing (CUDA; AMD has no tile layer yet)  60 s
+#   1 probe        `dsv3 probe`: the tensor-core tile layer's layouts (mma.sync, ldmatrix, cp.async; on
+#                  AMD MFMA) bit for bit against the PTX ISA's / AMD's tables, which the emulator is held
+#                  to as well, so the first GPU lent confirms them before any timing (an AMD GPU without
+#                  MFMA, RDNA, fails it with "no tile layer")                                       60 s
 #   2 gpu          the GPU as the vendor's tool sees it (nvidia-smi; amd-smi / rocm-smi)        30 s
 #   3 devices      `dsv3 devices` opens the backend's device                                     60 s
 #   4 conformance  the full conformance suite on the backend (DeepSeek-V3 shapes included), with
@@ -149,7 +150,7 @@ if [ "$backend" = cuda ]; then
     step 1 "Tile-layer layout probe" 60 "$bin" probe --backend cuda
     step 2 "GPU (nvidia-smi)" 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 else
-    step 1 "Tile-layer layout probe" 60 echo "no tile layer on AMD yet (mma.cuh is NVIDIA's): nothing to probe"
+    step 1 "Tile-layer layout probe" 60 "$bin" probe --backend hip
     # shellcheck disable=SC2016
     step 2 "GPU (amd-smi / rocm-smi)" 30 bash -c 'if command -v amd-smi >/dev/null; then amd-smi static --asic --vram
         elif command -v rocm-smi >/dev/null; then rocm-smi --showproductname --showmeminfo vram

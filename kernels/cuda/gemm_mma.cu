@@ -1,30 +1,33 @@
-// C[M, N] = A[M, K] · B[N, K]ᵀ on tensor cores (mma.cuh: mma.sync, ldmatrix, cp.async), for gemm,
+// C[M, N] = A[M, K] · B[N, K]ᵀ on tensor cores / matrix cores through mma.cuh's warp tile (NVIDIA: mma.sync,
+// ldmatrix, cp.async; AMD CDNA: MFMA, per-lane LDS reads, copies through registers), for gemm,
 // batched_gemm and grouped_gemm with more than 16 rows, in three forms:
-//   * bf16 A and B (A_FP8 = B_FP8 = 0): mma.sync m16n8k16;
-//   * W8A8 block FP8 (A_FP8 = B_FP8 = 1, e4m3fn codes): mma.sync m16n8k32 e4m3, with the scales of
-//     gemm.cu's contract applied per 128-wide K block outside the MMA (below);
+//   * bf16 A and B (A_FP8 = B_FP8 = 0): tile_mma_bf16 (mma.sync m16n8k16; MFMA 16x16x16 bf16);
+//   * W8A8 block FP8 (A_FP8 = B_FP8 = 1, e4m3fn codes): tile_mma_e4m3 (mma.sync m16n8k32 e4m3; on AMD two
+//     bf16 MFMA on decoded codes), with the scales of gemm.cu's contract applied per 128-wide K block
+//     outside the MMA (below);
 //   * bf16 A × block-FP8 weights (A_FP8 = 0, B_FP8 = 1): B's codes staged as they are and decoded exactly
-//     to bf16 fragments (mma.cuh's load_b_e4m3_as_bf16), mma.sync m16n8k16, B's scales as for W8A8.
-// gemm.cu is the fallback where the device has no mma.sync or the operands do not meet this kernel's
+//     to bf16 fragments (mma.cuh's tile_load_b_e4m3_as_bf16), tile_mma_bf16, B's scales as for W8A8.
+// gemm.cu is the fallback where the device has no tile layer or the operands do not meet this kernel's
 // conditions (ops/gemm.rs `mma_fits`: K · element size, A's row pitch and the batch strides multiples of 16
-// bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned cp.async).
+// bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned copy).
 //
-// A block of 4 warps computes a 64 × 64 tile of C, each warp a 32 × 32 quarter (2 × 4 mma tiles of
-// 16 × 8). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3 elements; B's rows hold the same
-// elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage shared-memory ring: while the warps
-// multiply slice kt, the copies of slices kt + 1 and kt + 2 are in flight (cp.async groups, one per slice).
-// Each thread copies 16-byte pieces of one row; pieces past M (the expert's last row), N or K are zeros
-// stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8 rows one ldmatrix (or
-// the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8 are the same in bytes
-// (mma.cuh: a fragment is 16 × 32 bytes of A and 8 × 32 bytes of Bᵀ whatever the element), so only the
-// multiply differs.
+// A block of 4 warps (128 threads; 256 on AMD's wave64) computes a 64 × 64 tile of C, each warp a 32 × 32
+// quarter (2 × 2 warp tiles of 16 × 16). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3
+// elements; B's rows hold the same elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage
+// shared-memory ring: while the warps multiply slice kt, the copies of slices kt + 1 and kt + 2 are in
+// flight on NVIDIA (cp.async groups, one per slice); on AMD the copies finish as they are issued, so the
+// ring only spares a barrier. Each thread copies 16-byte pieces of one row; pieces past M (the expert's last
+// row), N or K are zeros stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8
+// rows one ldmatrix (or the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8
+// are the same in bytes (mma.cuh: a warp tile reads 16 × 32 bytes of A and of Bᵀ whatever the element), so
+// only the multiply differs.
 //
 // Numerics. bf16: products are exact in f32; each output is accumulated in f32 over the whole of K in
 // ascending 16-wide steps (the order within a step is the tensor core's; the emulator adds in ascending k,
 // see mma.cuh) and rounded once to c_t when stored — gemm.cu's per-block form with scales of 1. FP8
 // weights (W8A8, or under bf16 A, whose scale is 1): each 128-wide K block (2 or 4 slices; the last may be
 // partial) is accumulated into a fresh f32 fragment `part`, then promoted per accumulator slot at its
-// (row, column) — mma.cuh's acc_row / acc_col — acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]),
+// (row, column) — mma.cuh's tile_row / tile_col — acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]),
 // exactly gemm.cu's order. A 64-column tile lies inside one 128-row block of B's scale grid, so the block
 // needs one B scale per K block. The promotion every 128 is what bounds the FP8 tensor cores'
 // reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products.
@@ -48,7 +51,7 @@
 #define PITCH_A (SLICE + 16)         // bytes between rows of a shared tile: a slice plus 16 of padding
 #define PITCH_B (SLICE_B + 16)
 #define STAGES 3
-#define THREADS 128
+#define THREADS (4 * DSV3_WARP)
 
 struct alignas(16) Stage {
     u8 a[BM * PITCH_A];
@@ -68,7 +71,7 @@ DSV3_DEV void load_slice(Stage* s, const Params& p, const a_t* a, const b_t* b, 
         const u64 r = (is_a ? m0 : n0) + row, k = k0 + byte / (is_a ? sizeof(a_t) : sizeof(b_t));
         u8* dst = is_a ? s->a + row * PITCH_A + byte : s->b + row * PITCH_B + byte;
         if (r < (is_a ? m1 : p.n) && k < p.k) {
-            mma::cp_async16(dst, is_a ? (const void*)(a + r * p.lda + k) : (const void*)(b + r * p.k + k));
+            mma::stage16(dst, is_a ? (const void*)(a + r * p.lda + k) : (const void*)(b + r * p.k + k));
         } else {
             for (u32 w = 0; w < 4; w++) reinterpret_cast<u32*>(dst)[w] = 0;
         }
@@ -79,7 +82,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
     DSV3_SHARED Stage ring[STAGES];
     const RowTile tile = row_tile(p, BM);
     if (!tile.active) return;  // the same for the whole block: no barrier below is left half-reached
-    const u32 lane = dsv3_lane(), warp = threadIdx.x / 32;
+    const u32 warp = threadIdx.x / DSV3_WARP;
     const u64 m0 = tile.m0, m1 = tile.m1, n0 = (u64)blockIdx.y * BN, z = blockIdx.z;
     const a_t* a = p.a + z * p.batch_a;
     const b_t* b = p.b + z * p.batch_b + tile.e * p.n * p.k;
@@ -88,18 +91,21 @@ DSV3_KERNEL void gemm_mma(const Params p) {
     const u32 wm = 32 * (warp / 2), wn = 32 * (warp % 2);
 
     // Every loop over the fragments is unrolled, so that they stay in registers (indexed by constants only).
-    mma::FragC acc[2][4];
+    mma::TileC acc[2][2];
 #if B_FP8
-    mma::FragC part[2][4];  // the current 128-wide K block's sums
+    mma::TileC part[2][2];  // the current 128-wide K block's sums
 #endif
     DSV3_UNROLL
     for (u32 i = 0; i < 2; i++) {
         DSV3_UNROLL
-        for (u32 j = 0; j < 4; j++) {
-            acc[i][j] = mma::zero_c();
+        for (u32 j = 0; j < 2; j++) {
+            DSV3_UNROLL
+            for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
+                acc[i][j].v[slot] = 0.0f;
 #if B_FP8
-            part[i][j] = mma::zero_c();
+                part[i][j].v[slot] = 0.0f;
 #endif
+            }
         }
     }
 
@@ -107,54 +113,44 @@ DSV3_KERNEL void gemm_mma(const Params p) {
     // Prologue: the first STAGES − 1 slices in flight, one group each (empty groups keep the count uniform).
     for (u64 kt = 0; kt < STAGES - 1; kt++) {
         if (kt < slices) load_slice(&ring[kt], p, a, b, m0, m1, n0, kt);
-        mma::cp_async_commit();
+        mma::stage_commit();
     }
     for (u64 kt = 0; kt < slices; kt++) {
         // Slice kt's group is done once at most STAGES − 2 newer ones are pending; the barrier makes every
         // thread's pieces visible and ends every warp's reads of the stage refilled next.
-        mma::cp_async_wait<STAGES - 2>();
+        mma::stage_wait<STAGES - 2>();
         dsv3_sync();
         const u64 next = kt + STAGES - 1;
         if (next < slices) load_slice(&ring[next % STAGES], p, a, b, m0, m1, n0, next);
-        mma::cp_async_commit();
+        mma::stage_commit();
 
         const Stage& s = ring[kt % STAGES];
         DSV3_UNROLL
         for (u32 kk = 0; kk < SLICE; kk += 32) {
-            // A: one x4 per 16-row tile (lane l: row l % 16, byte 16·(l / 16)); B: one x4 per pair of
-            // 8-column tiles (lane l: row (l % 8) + 8·(l / 16), byte 16·((l / 8) % 2)), or from e4m3 codes
-            // the 16 of K this step covers (kk / 2 bytes in) per 8-column tile. See mma.cuh.
-            mma::FragA fa[2];
+            // 16-row tiles of A and Bᵀ: 32 bytes of A's rows from kk on (16 bf16 or 32 e4m3 of K) and the same
+            // K of Bᵀ's rows, kk bytes in, or kk / 2 (16 bytes) for e4m3 weights under bf16 A.
+            mma::TileA fa[2];
+            mma::TileB fb[2];
             DSV3_UNROLL
-            for (u32 i = 0; i < 2; i++) {
-                mma::ldmatrix_x4(fa[i].r, &s.a[(wm + 16 * i + lane % 16) * PITCH_A + kk + 16 * (lane / 16)]);
-            }
-            mma::FragB fb[4];
-#if DECODE_B
-            DSV3_UNROLL
-            for (u32 j = 0; j < 4; j++) {
-                fb[j] = mma::load_b_e4m3_as_bf16(&s.b[(wn + 8 * j) * PITCH_B + kk / 2], PITCH_B);
-            }
-#else
+            for (u32 i = 0; i < 2; i++) fa[i] = mma::tile_load_a(&s.a[(wm + 16 * i) * PITCH_A + kk], PITCH_A);
             DSV3_UNROLL
             for (u32 j = 0; j < 2; j++) {
-                u32 r[4];
-                const u32 row = wn + 16 * j + lane % 8 + 8 * (lane / 16);
-                mma::ldmatrix_x4(r, &s.b[row * PITCH_B + kk + 16 * ((lane / 8) % 2)]);
-                fb[2 * j] = {{r[0], r[1]}};
-                fb[2 * j + 1] = {{r[2], r[3]}};
-            }
+#if DECODE_B
+                fb[j] = mma::tile_load_b_e4m3_as_bf16(&s.b[(wn + 16 * j) * PITCH_B + kk / 2], PITCH_B);
+#else
+                fb[j] = mma::tile_load_b(&s.b[(wn + 16 * j) * PITCH_B + kk], PITCH_B);
 #endif
+            }
             DSV3_UNROLL
             for (u32 i = 0; i < 2; i++) {
                 DSV3_UNROLL
-                for (u32 j = 0; j < 4; j++) {
+                for (u32 j = 0; j < 2; j++) {
 #if A_FP8
-                    mma::mma_e4m3(part[i][j], fa[i], fb[j]);
+                    mma::tile_mma_e4m3(part[i][j], fa[i], fb[j]);
 #elif B_FP8
-                    mma::mma_bf16(part[i][j], fa[i], fb[j]);
+                    mma::tile_mma_bf16(part[i][j], fa[i], fb[j]);
 #else
-                    mma::mma_bf16(acc[i][j], fa[i], fb[j]);
+                    mma::tile_mma_bf16(acc[i][j], fa[i], fb[j]);
 #endif
                 }
             }
@@ -167,18 +163,18 @@ DSV3_KERNEL void gemm_mma(const Params p) {
             const float sb = b_scale(p, tile.e, n0, kb);
             DSV3_UNROLL
             for (u32 i = 0; i < 2; i++) {
-                // Slots 0, 1 are row acc_row(0), slots 2, 3 row acc_row(2) (8 further).
-                float s_row[2];
+                // A slot's row is the same in both column tiles (on NVIDIA, slots of one row repeat it).
+                float s_row[mma::TILE_SLOTS];
                 DSV3_UNROLL
-                for (u32 h = 0; h < 2; h++) {
-                    const u64 m = m0 + wm + 16 * i + mma::acc_row(2 * h);
-                    s_row[h] = m < m1 ? a_scale(p, m, kb) * sb : 0.0f;
+                for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
+                    const u64 m = m0 + wm + 16 * i + mma::tile_row(slot);
+                    s_row[slot] = m < m1 ? a_scale(p, m, kb) * sb : 0.0f;
                 }
                 DSV3_UNROLL
-                for (u32 j = 0; j < 4; j++) {
+                for (u32 j = 0; j < 2; j++) {
                     DSV3_UNROLL
-                    for (u32 slot = 0; slot < 4; slot++) {
-                        acc[i][j].v[slot] += part[i][j].v[slot] * s_row[slot / 2];
+                    for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
+                        acc[i][j].v[slot] += part[i][j].v[slot] * s_row[slot];
                         part[i][j].v[slot] = 0.0f;
                     }
                 }
@@ -187,16 +183,16 @@ DSV3_KERNEL void gemm_mma(const Params p) {
 #endif
     }
     // Only empty groups can be pending here; waiting for them keeps the count honest.
-    mma::cp_async_wait<0>();
+    mma::stage_wait<0>();
 
     DSV3_UNROLL
     for (u32 i = 0; i < 2; i++) {
         DSV3_UNROLL
-        for (u32 j = 0; j < 4; j++) {
+        for (u32 j = 0; j < 2; j++) {
             DSV3_UNROLL
-            for (u32 slot = 0; slot < 4; slot++) {
-                const u64 m = m0 + wm + 16 * i + mma::acc_row(slot);
-                const u64 n = n0 + wn + 8 * j + mma::acc_col(slot);
+            for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
+                const u64 m = m0 + wm + 16 * i + mma::tile_row(slot);
+                const u64 n = n0 + wn + 16 * j + mma::tile_col(slot);
                 if (m < m1 && n < p.n) c[m * p.ldc + n] = from_f32<c_t>(acc[i][j].v[slot]);
             }
         }

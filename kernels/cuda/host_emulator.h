@@ -13,10 +13,10 @@
 //     next, so a missing barrier shows whichever way the data flows;
 //   * shared memory is filled with 0xff bytes (NaN as float, -1 as int) at the start of every block, so a
 //     kernel that reads shared memory it did not write sees garbage, as on a GPU;
-//   * warp operations (shuffles, __syncwarp, and mma.cuh's matrix operations) are rendezvous of the whole
-//     warp: every lane deposits its words, waits until all lanes of the warp have, reads what it needs,
-//     and waits again before anyone may deposit anew. Lanes waiting at different kinds of warp operation
-//     are an error, as are lanes that return while the others wait;
+//   * warp operations (shuffles, __syncwarp, and mma.cuh's matrix operations: mma.sync at warp 32, MFMA at
+//     64) are rendezvous of the whole warp: every lane deposits its words, waits until all lanes of the
+//     warp have, reads what it needs, and waits again before anyone may deposit anew. Lanes waiting at
+//     different kinds of warp operation are an error, as are lanes that return while the others wait;
 //   * cp.async copies (mma.cuh) are queued per thread and performed only at the cp.async.wait_group that
 //     covers them, so a kernel that reads the destination before its wait sees the 0xff garbage; a thread
 //     that ends with copies never waited for is an error.
@@ -47,9 +47,17 @@ namespace dsv3_emu {
 enum State { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
 // The kinds of warp operation: the lanes of a warp released together must all wait at the same kind.
-enum WarpOp { WARP_SHUFFLE = 1, WARP_SYNC, WARP_MMA_BF16, WARP_MMA_E4M3, WARP_LDMATRIX, WARP_LDMATRIX_TRANS };
-static const char* const WARP_OP_NAMES[] = {"?", "shuffle", "__syncwarp", "mma bf16", "mma e4m3", "ldmatrix",
-                                            "ldmatrix.trans"};
+enum WarpOp {
+    WARP_SHUFFLE = 1,
+    WARP_SYNC,
+    WARP_MMA_BF16,
+    WARP_MMA_E4M3,
+    WARP_LDMATRIX,
+    WARP_LDMATRIX_TRANS,
+    WARP_MFMA_BF16
+};
+static const char* const WARP_OP_NAMES[] = {"?",        "shuffle",  "__syncwarp",     "mma bf16",
+                                            "mma e4m3", "ldmatrix", "ldmatrix.trans", "mfma bf16"};
 
 struct Fiber {
     jmp_buf ctx;

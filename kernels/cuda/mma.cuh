@@ -1,6 +1,6 @@
 // mma.cuh: the tile layer, warp-level matrix multiply-accumulate on NVIDIA tensor cores (mma.sync), with
 // the shared-memory loads that feed it (ldmatrix) and the asynchronous global → shared copies that feed
-// those (cp.async). Under DSV3_HOST the same functions are executed exactly by the emulator, per the PTX
+// those (cp.async), and on AMD CDNA matrix cores (MFMA, below). Under DSV3_HOST the same functions are executed exactly by the emulator, per the PTX
 // ISA's fragment layouts ("Matrix Fragments for mma.m16n8k16 / mma.m16n8k32"), so kernels written on this
 // layer are tested without a GPU; `kernels/cuda/mma_probe.cu` checks on a GPU that the two agree bit for bit.
 //
@@ -26,15 +26,42 @@
 // for bit whenever the sums are exact (the probe's small integers), and within the tolerance of a K-long
 // f32 sum otherwise — which is why FP8 kernels promote partial sums to f32 every 128-wide K block.
 //
-// A whole warp (32 lanes, all present) must call mma, ldmatrix and syncwarp together; the emulator reports
-// lanes that do not, and ldmatrix / cp.async addresses that are misaligned or outside shared memory.
+// A whole warp (32 lanes, all present; on AMD 64 for MFMA) must call mma, ldmatrix and syncwarp together; the
+// emulator reports lanes that do not, and ldmatrix / cp.async addresses that are misaligned or outside shared memory.
 //
-// AMD (not implemented): the same API over MFMA would need, per architecture (gfx90a, gfx942), the
-// v_mfma_f32_16x16x16bf16_1k / v_mfma_f32_32x32x8bf16_1k operand layouts (a wave64 lane holds 4 bf16 of A
-// and of B, 4 f32 of C for 16×16×16), acc_row / acc_col for them, v_mfma_f32_16x16x32_fp8_fp8 with
-// e4m3fnuz on gfx942, no ldmatrix (ds_read_b64 per lane, or LDS transposes), global → LDS loads through
-// registers (gfx942 has no cp.async: buffer_load ... lds exists but is restricted), and emulation of those
-// layouts at warp 64. The fragment structs would change size, so kernels use them only through this API.
+// AMD CDNA (gfx90a, gfx94x; DSV3_WARP 64): v_mfma_f32_16x16x16bf16_1k (gfx94x's assembler calls it
+// v_mfma_f32_16x16x16_bf16), through clang's __builtin_amdgcn_mfma_f32_16x16x16bf16_1k. A is 16 × 16 (M × K),
+// B 16 × 16 (K × N), C / D 16 × 16 f32; for lane l of the 64 (q = l / 16):
+//   A  lane l holds A[l % 16][4q .. 4q + 3]   (two registers, two bf16 each, lower k in the low half)
+//   B  lane l holds B[4q .. 4q + 3][l % 16]   (so, with dsv3's B[N, K]: Bᵀ row l % 16, k 4q .. 4q + 3)
+//   C  slot i is row 4q + i, column l % 16
+// Sources: AMD's "AMD matrix cores" lab notes (ROCm blogs; the 16x16x16 example and its figures) and the
+// AMD Matrix Instruction Calculator's tables for v_mfma_f32_16x16x16bf16_1k (CDNA2) / _bf16 (CDNA3), which
+// agree with composable_kernel's xdlops description of the instruction (16 threads per block, 4 input
+// blocks of k, groups of 4 output rows). `dsv3 probe` checks them against a GPU.
+// FP8: gfx94x's v_mfma_f32_16x16x32_fp8_fp8 takes 8 codes a lane with the same byte layout (lane l: row
+// l % 16, k 8q .. 8q + 7), and LLVM 15 knows its builtin (hipcc compiles it for gfx940), but its codes are
+// e4m3fnuz (bias 8, NaN 0x80 only), DeepSeek's e4m3fn (bias 7, NaN 0x7f / 0xff, 0x80 = −0): the same bits
+// are half the value except 0x80 (fn −0, fnuz NaN) and 0x7f / 0xff (fn NaN, fnuz ±240). e4m3fn codes would
+// need 0x80 → 0x00 and 0x7f / 0xff → 0x80 rewritten and every product scaled by 4 at promotion; on MI300
+// dsv3's loader already converts weights to e4m3fnuz (dsv3_core::fnuz) and W8A8 quantizes activations to
+// it, so there the instruction would take the codes as they are. Not done yet: gemm_mma.cu takes e4m3fn
+// codes only (e4m3fnuz products stay on the SIMT kernel), and nothing here can run or even hiprtc-compile
+// gfx94x (ROCm 5.2) to probe such a path. e4m3fn products run as two bf16 MFMA on the codes decoded
+// exactly (tile_mma_e4m3).
+// gfx90a / gfx94x have no ldmatrix and no cp.async: fragments are read from shared memory (LDS) by each lane
+// (ds_read_b64), and global → LDS copies go through registers (stage16), finished when they return. gfx1100
+// and other RDNA parts (wave32, WMMA) are not on the layer: they keep the SIMT kernels.
+// The emulator runs MFMA at DSV3_WARP 64 as a rendezvous of all 64 lanes, adding each slot's products in
+// ascending k after c, as for mma.sync.
+//
+// The warp tile: the vendor-neutral API kernels use (gemm_mma.cu), so that they compile for both with no
+// #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8 mma; AMD: 4),
+// `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte tile of A /
+// Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3 codes of Bᵀ
+// decoded to a bf16 fragment; tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 / stage_commit /
+// stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers). The fragment
+// structs differ in size per vendor, so kernels hold them only through these functions.
 //
 // wgmma / TMA (sm_90a, the next step): warpgroup-wide (128 threads) m64nNk16 with A and B read from shared
 // memory through descriptors (swizzled layouts), asynchronous with wgmma.fence / commit_group / wait_group,
@@ -42,9 +69,32 @@
 // m16n8 one repeated along N, so acc_row / acc_col extend to it; the emulator would add descriptor decoding
 // and the mbarrier's transaction counts.
 
-#if DSV3_WARP != 32
-#error "mma.cuh is NVIDIA's tile layer (32-lane warps); AMD's MFMA is not implemented (see above)"
+#if !((DSV3_WARP == 32 && (defined(DSV3_CUDA) || defined(DSV3_HOST))) || \
+      (DSV3_WARP == 64 && (defined(DSV3_HIP) || defined(DSV3_HOST))))
+#error "mma.cuh: NVIDIA (32-lane warps) or AMD CDNA (64-lane wavefronts) only; wave32 AMD has no tile layer"
 #endif
+
+namespace mma {
+
+// Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
+// every e4m3fn value (subnormals, ±448) is a bf16 value, so its f32's low half is zero and the high half is
+// the bf16 (NaN: 0x7fc0, what from_f32 would give); no rounding code (fewer registers: gfx90a's W8A8
+// variant spilled SGPRs with it).
+DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
+    u32 h[2];
+    DSV3_UNROLL
+    for (u32 i = 0; i < 2; i++) h[i] = f2u(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})) >> 16;
+    return h[0] | h[1] << 16;
+}
+// Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
+DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
+    lo = e4m3x2_to_bf16(w & 0xffffu);
+    hi = e4m3x2_to_bf16(w >> 16);
+}
+
+}  // namespace mma
+
+#if DSV3_WARP == 32  // NVIDIA
 
 // Whether e4m3 mma.sync (m16n8k32) exists on this target; mma_e4m3 runs everywhere the layer does:
 //   * sm_89 (Ada), sm_100+: the instruction, native (SASS QMMA.16832.F32.E4M3.E4M3);
@@ -233,20 +283,6 @@ DSV3_DEV void syncwarp() { dsv3_emu::syncwarp(); }
 #error "mma.cuh: NVIDIA (DSV3_CUDA) or the emulator (DSV3_HOST) only"
 #endif
 
-// Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
-// every e4m3fn value (subnormals, ±448, NaN) is a bf16 value.
-DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
-    u32 h[2];
-    DSV3_UNROLL
-    for (u32 i = 0; i < 2; i++) h[i] = from_f32<dsv3::bf16>(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})).bits;
-    return h[0] | h[1] << 16;
-}
-// Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
-DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
-    lo = e4m3x2_to_bf16(w & 0xffffu);
-    hi = e4m3x2_to_bf16(w >> 16);
-}
-
 // A bf16 B fragment (m16n8k16) from e4m3fn codes, for bf16 activations × FP8 weights: `tile_t` points at
 // Bᵀ's row 0 (8 rows n of 16 codes, `ld` bytes apart, 2-byte aligned), register r of lane 4g + t holds
 // codes 2t, 2t + 1 + 8r of row g (load_b's layout in elements), decoded exactly (their scales apply
@@ -285,4 +321,211 @@ DSV3_DEV void mma_e4m3_by_bf16(FragC& d, const FragA& a, const FragB& b) {
 DSV3_DEV void mma_e4m3(FragC& d, const FragA& a, const FragB& b) { mma_e4m3_by_bf16(d, a, b); }
 #endif
 
+// ---- The warp tile (NVIDIA) ----------------------------------------------------------------------------
+// A 16 × 16 tile of C is two m16n8 mma side by side: B's two n-tiles come from one ldmatrix.x4. Slot s of
+// the tile is slot s % 4 of n-tile s / 4.
+
+const u32 TILE_SLOTS = 8;
+struct TileA {
+    FragA f;
+};
+struct TileB {
+    FragB f[2];
+};
+struct TileC {
+    float v[TILE_SLOTS];
+};
+
+DSV3_DEV u32 tile_row(u32 s) { return acc_row(s % 4); }
+DSV3_DEV u32 tile_col(u32 s) { return 8 * (s / 4) + acc_col(s % 4); }
+
+// A: lane l points at row l % 16, byte 16·(l / 16); Bᵀ: lane l at row (l % 8) + 8·(l / 16), byte
+// 16·((l / 8) % 2) (see the top of this file). Rows 16-byte aligned, in shared memory.
+DSV3_DEV TileA tile_load_a(const u8* tile, u32 pitch) {
+    const u32 l = dsv3_lane();
+    TileA a;
+    ldmatrix_x4(a.f.r, tile + (l % 16) * pitch + 16 * (l / 16));
+    return a;
+}
+DSV3_DEV TileB tile_load_b(const u8* tile_t, u32 pitch) {
+    const u32 l = dsv3_lane();
+    u32 r[4];
+    ldmatrix_x4(r, tile_t + (l % 8 + 8 * (l / 16)) * pitch + 16 * ((l / 8) % 2));
+    TileB b;
+    b.f[0] = {{r[0], r[1]}};
+    b.f[1] = {{r[2], r[3]}};
+    return b;
+}
+DSV3_DEV TileB tile_load_b_e4m3_as_bf16(const u8* tile_t, u32 pitch) {
+    TileB b;
+    DSV3_UNROLL
+    for (u32 j = 0; j < 2; j++) b.f[j] = load_b_e4m3_as_bf16(tile_t + 8 * j * pitch, pitch);
+    return b;
+}
+
+template <bool E4M3> DSV3_DEV void tile_mma(TileC& d, const TileA& a, const TileB& b) {
+    DSV3_UNROLL
+    for (u32 j = 0; j < 2; j++) {
+        FragC c = {{d.v[4 * j], d.v[4 * j + 1], d.v[4 * j + 2], d.v[4 * j + 3]}};
+        if (E4M3) {
+            mma_e4m3(c, a.f, b.f[j]);
+        } else {
+            mma_bf16(c, a.f, b.f[j]);
+        }
+        DSV3_UNROLL
+        for (u32 i = 0; i < 4; i++) d.v[4 * j + i] = c.v[i];
+    }
+}
+DSV3_DEV void tile_mma_bf16(TileC& d, const TileA& a, const TileB& b) { tile_mma<false>(d, a, b); }
+DSV3_DEV void tile_mma_e4m3(TileC& d, const TileA& a, const TileB& b) { tile_mma<true>(d, a, b); }
+
+// Staging global → shared memory: cp.async, 16-byte aligned both sides.
+DSV3_DEV void stage16(void* dst, const void* src) { cp_async16(dst, src); }
+DSV3_DEV void stage_commit() { cp_async_commit(); }
+template <int N> DSV3_DEV void stage_wait() { cp_async_wait<N>(); }
+
 }  // namespace mma
+
+#else  // DSV3_WARP == 64: AMD CDNA
+
+namespace mma {
+
+// ---- MFMA (AMD) ----------------------------------------------------------------------------------------
+// One operand of v_mfma_f32_16x16x16bf16_1k: four bf16 (k ascending, two per register, the lower k in the
+// low half); its accumulator: four f32.
+struct Mfma4 {
+    u32 r[2];
+};
+struct MfmaC {
+    float v[4];
+};
+
+// Row and column of accumulator slot i (0..3) of the calling lane within the 16 × 16 tile.
+DSV3_DEV u32 mfma_row(u32 i) { return 4 * (dsv3_lane() / 16) + i; }
+DSV3_DEV u32 mfma_col(u32) { return dsv3_lane() % 16; }
+
+#if defined(DSV3_HIP)
+
+typedef short dsv3_short4 __attribute__((ext_vector_type(4)));
+typedef float dsv3_float4 __attribute__((ext_vector_type(4)));
+
+// d += a · b (cbsz, abid, blgp 0: no broadcast, no lane-group permutation).
+DSV3_DEV void mfma_bf16(MfmaC& d, const Mfma4& a, const Mfma4& b) {
+    dsv3_short4 x, y;
+    __builtin_memcpy(&x, a.r, 8);
+    __builtin_memcpy(&y, b.r, 8);
+    dsv3_float4 c = {d.v[0], d.v[1], d.v[2], d.v[3]};
+    c = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(x, y, c, 0, 0, 0);
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) d.v[i] = c[i];
+}
+
+#elif defined(DSV3_HOST)
+
+// The emulator: a rendezvous of the whole wavefront (host_emulator.h's warp_gather / warp_done).
+DSV3_DEV void need_whole_wave(const char* what) {
+    if (dsv3_emu::warp_lanes() != 64) dsv3_emu::fail_here(what);
+}
+
+// Element k (0..15) of A's row `row` and of B's column `col`, from the lanes' deposits (A's two registers
+// in words 0, 1, B's in 2, 3), by the layout at the top of this file: lane row + 16·(k / 4), register
+// (k % 4) / 2, half k % 2 (and the same with col for B).
+DSV3_DEV float mfma_a(const dsv3_emu::WarpWords* lanes, u32 row, u32 k) {
+    const u32 w = lanes[row + 16 * (k / 4)][(k % 4) / 2];
+    return to_f32(dsv3::bf16{(u16)(w >> (16 * (k % 2)))});
+}
+DSV3_DEV float mfma_b(const dsv3_emu::WarpWords* lanes, u32 col, u32 k) {
+    const u32 w = lanes[col + 16 * (k / 4)][2 + (k % 4) / 2];
+    return to_f32(dsv3::bf16{(u16)(w >> (16 * (k % 2)))});
+}
+
+// d += a · b over the whole wavefront; each lane computes its four slots, c + Σ a·b in ascending k.
+DSV3_DEV void mfma_bf16(MfmaC& d, const Mfma4& a, const Mfma4& b) {
+    need_whole_wave("mfma with fewer than 64 lanes in the wavefront");
+    const u32 words[4] = {a.r[0], a.r[1], b.r[0], b.r[1]};
+    const dsv3_emu::WarpWords* lanes = dsv3_emu::warp_gather(dsv3_emu::WARP_MFMA_BF16, words, 4);
+    for (u32 i = 0; i < 4; i++) {
+        const u32 row = mfma_row(i), col = mfma_col(i);
+        float sum = d.v[i];
+        for (u32 k = 0; k < 16; k++) sum += mfma_a(lanes, row, k) * mfma_b(lanes, col, k);
+        d.v[i] = sum;
+    }
+    dsv3_emu::warp_done(dsv3_emu::WARP_MFMA_BF16);
+}
+
+#endif
+
+// ---- The warp tile (AMD) -------------------------------------------------------------------------------
+// A 16 × 16 tile of C is one MFMA 16x16x16 (bf16) or two (e4m3, decoded). Lane l holds 8 bytes of A's row
+// l % 16 and of Bᵀ's row l % 16, bytes 8·(l / 16) .. +7: bf16 k = 4·(l / 16) .. +3, which is MFMA's layout;
+// e4m3 k = 8·(l / 16) .. +7, decoded exactly to bf16, codes 0..3 for one MFMA and 4..7 for the other (A and
+// B permuted alike, so the two MFMA add the same 32 products: see tile_mma_e4m3).
+
+const u32 TILE_SLOTS = 4;
+struct TileA {
+    u32 r[2];
+};
+typedef TileA TileB;
+struct TileC {
+    float v[TILE_SLOTS];
+};
+
+DSV3_DEV u32 tile_row(u32 s) { return mfma_row(s); }
+DSV3_DEV u32 tile_col(u32 s) { return mfma_col(s); }
+
+// No ldmatrix on AMD: each lane reads its 8 bytes (ds_read_b64; rows and `pitch` 8-byte aligned).
+DSV3_DEV TileA tile_load_a(const u8* tile, u32 pitch) {
+    const u32 l = dsv3_lane();
+    const u8* p = tile + (l % 16) * pitch + 8 * (l / 16);
+    TileA a;
+    a.r[0] = reinterpret_cast<const u32*>(p)[0];
+    a.r[1] = reinterpret_cast<const u32*>(p)[1];
+    return a;
+}
+DSV3_DEV TileB tile_load_b(const u8* tile_t, u32 pitch) { return tile_load_a(tile_t, pitch); }
+// Bᵀ as 16 rows of 16 e4m3fn codes for bf16 A: lane l's four codes 4·(l / 16) .. +3 of row l % 16 (one 4-byte
+// read; 4-byte aligned), decoded exactly to MFMA's bf16 operand.
+DSV3_DEV TileB tile_load_b_e4m3_as_bf16(const u8* tile_t, u32 pitch) {
+    const u32 l = dsv3_lane();
+    TileB b;
+    e4m3x4_to_bf16(*reinterpret_cast<const u32*>(tile_t + (l % 16) * pitch + 4 * (l / 16)), b.r[0], b.r[1]);
+    return b;
+}
+
+DSV3_DEV void tile_mma_bf16(TileC& d, const TileA& a, const TileB& b) {
+    MfmaC c = {{d.v[0], d.v[1], d.v[2], d.v[3]}};
+    mfma_bf16(c, Mfma4{{a.r[0], a.r[1]}}, Mfma4{{b.r[0], b.r[1]}});
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) d.v[i] = c.v[i];
+}
+// 32 e4m3 of K as two bf16 MFMA: register h (codes 4h .. 4h + 3, k = 8·(l / 16) + 4h + j) of every lane
+// makes the MFMA's k = 4·(l / 16) + j. (gfx94x has v_mfma_f32_16x16x32_fp8_fp8 with this very byte layout,
+// but on e4m3fnuz: see the top of this file.)
+DSV3_DEV void tile_mma_e4m3(TileC& d, const TileA& a, const TileB& b) {
+    MfmaC c = {{d.v[0], d.v[1], d.v[2], d.v[3]}};
+    DSV3_UNROLL
+    for (u32 h = 0; h < 2; h++) {
+        Mfma4 x, y;
+        e4m3x4_to_bf16(a.r[h], x.r[0], x.r[1]);
+        e4m3x4_to_bf16(b.r[h], y.r[0], y.r[1]);
+        mfma_bf16(c, x, y);
+    }
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) d.v[i] = c.v[i];
+}
+
+// Staging global → shared memory: no cp.async on gfx90a / gfx94x (gfx94x's buffer_load ... lds moves 4
+// bytes a lane and is not exposed by our compilers), so a plain 16-byte copy through registers, finished
+// when it returns; commit and wait have nothing to do.
+struct alignas(16) Bytes16 {
+    u32 w[4];
+};
+DSV3_DEV void stage16(void* dst, const void* src) {
+    *static_cast<Bytes16*>(dst) = *static_cast<const Bytes16*>(src);
+}
+DSV3_DEV void stage_commit() {}
+template <int N> DSV3_DEV void stage_wait() {}
+
+}  // namespace mma
+
+#endif

@@ -50,7 +50,7 @@ kernel_files! {
     // gemm group (ops/gemm.rs)
     GEMM = "gemm" block 256 uses "gemm_common",
     GEMM_DECODE = "gemm_decode" block 256 uses "gemm_common",
-    GEMM_MMA = "gemm_mma" block 128 uses "gemm_common" "mma",
+    GEMM_MMA = "gemm_mma" block 256 uses "gemm_common" "mma",
     GEMM_SPLIT_SUM = "gemm_split_sum" block 256,
     ACT_QUANT = "act_quant" block 256,
     DEQUANTIZE = "dequantize" block 256,
@@ -76,8 +76,9 @@ kernel_files! {
     SAMPLE = "sample" block 1024 uses "sample_common",
     SAMPLE_SPLIT = "sample_split" block 256 uses "sample_common" "sample_radix",
     SAMPLE_CUT = "sample_cut" block 1024 uses "sample_common" "sample_radix",
-    // the tile layer's layout probe (probe.rs); it and gemm_mma run where Target::mma_bf16 holds
-    MMA_PROBE = "mma_probe" block 32 uses "mma",
+    // the tile layer's layout probe (probe.rs: one warp, 32 or 64 threads); it and gemm_mma run where
+    // Target::mma_bf16 holds
+    MMA_PROBE = "mma_probe" block 64 uses "mma",
 }
 
 /// The C type a kernel sees for elements of `d`.

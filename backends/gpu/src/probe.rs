@@ -1,9 +1,15 @@
 //! The tile layer's layout probe (`kernels/cuda/mma_probe.cu`): one warp runs mma.cuh's operations on
 //! small-integer matrices, where every product and sum is exact in f32, and each value a lane writes is
-//! compared with what the PTX ISA's fragment tables say it must be. The tables are written out here
-//! again, element by element as the ISA gives them ("Matrix Fragments for mma.m16n8k16 / m16n8k32"), and the
-//! products are plain host loops: nothing is taken from the emulator, so a GPU (`dsv3 probe`, the first
-//! step of ci/device-check.sh) and the emulator (the tests) are both held to the ISA, bit for bit.
+//! compared with what the vendor's fragment tables say it must be. The tables are written out here
+//! again, element by element as the PTX ISA gives them ("Matrix Fragments for mma.m16n8k16 / m16n8k32")
+//! and as AMD gives v_mfma_f32_16x16x16bf16_1k's (the matrix instruction calculator: D[4·(lane / 16) + i]
+//! [lane % 16] in register i), and the products are plain host loops: nothing is taken from the emulator,
+//! so a GPU (`dsv3 probe`, the first step of ci/device-check.sh) and the emulator (the tests, at warp 32
+//! and 64) are both held to the vendor's tables, bit for bit.
+//!
+//! What a probe can see of an operand layout is which row of A and which column of B each lane's
+//! registers carry, and that A and B agree on K's order within a lane (both multiply in one instruction):
+//! a permutation of K applied to both leaves every output unchanged on any hardware, so it needs no check.
 
 use crate::kernels::{self, Variant};
 use crate::launch::Params;
@@ -21,7 +27,7 @@ pub struct Outcome {
     /// The first few values that differ, described; `wrong` counts them all.
     pub examples: Vec<String>,
     pub wrong: usize,
-    /// Why it was not run here (e4m3 before sm_89).
+    /// Why it was not run here (e4m3 before sm_89; mma.sync's results on AMD).
     pub skipped: Option<&'static str>,
 }
 
@@ -57,7 +63,11 @@ impl fmt::Display for Report {
         write!(
             f,
             "{}",
-            if self.passed() { "layouts match the PTX ISA" } else { "LAYOUTS DIFFER from the PTX ISA" }
+            if self.passed() {
+                "layouts match the vendor's tables"
+            } else {
+                "LAYOUTS DIFFER from the vendor's tables"
+            }
         )
     }
 }
@@ -69,13 +79,31 @@ pub fn isa_acc(lane: usize, i: usize) -> (usize, usize) {
     (if i < 2 { group } else { group + 8 }, thread * 2 + (i & 1))
 }
 
+/// AMD's accumulator table for v_mfma_f32_16x16x16bf16_1k (wave64): register i of `lane` is row
+/// 4 · (lane / 16) + i, column lane % 16.
+pub fn amd_acc(lane: usize, i: usize) -> (usize, usize) {
+    (4 * (lane / 16) + i, lane % 16)
+}
+
+/// The warp tile's slot `s` of `lane` (16 × 16 of C): on NVIDIA (warp 32) two m16n8 tiles side by side,
+/// slot s in n-tile s / 4 at the ISA's slot s % 4; on AMD (warp 64) one MFMA's accumulator.
+fn tile_acc(warp: u32, lane: usize, s: usize) -> (usize, usize) {
+    if warp == 32 {
+        let (row, col) = isa_acc(lane, s % 4);
+        (row, col + 8 * (s / 4))
+    } else {
+        amd_acc(lane, s)
+    }
+}
+
 /// Small integers in −4..=4, a fixed function of the index and a seed.
 fn small(index: usize, seed: u32) -> i32 {
     let h = (index as u32).wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503));
     ((h >> 13) % 9) as i32 - 4
 }
 
-/// The probe's operands as integers: A [16][16], B as Bᵀ [16 n][16 k], A8 [16][32], B8ᵀ [8 n][32 k].
+/// The probe's operands as integers: A [16][16], B as Bᵀ [16 n][16 k], A8 [16][32], B8ᵀ [16 n][32 k] (the
+/// mma.sync part uses its first 8 rows).
 struct Operands {
     a: Vec<i32>,
     bt: Vec<i32>,
@@ -89,7 +117,7 @@ impl Operands {
             a: (0..256).map(|i| small(i, 1)).collect(),
             bt: (0..256).map(|i| small(i, 2)).collect(),
             a8: (0..512).map(|i| small(i, 3)).collect(),
-            bt8: (0..256).map(|i| small(i, 4)).collect(),
+            bt8: (0..512).map(|i| small(i, 4)).collect(),
         }
     }
 }
@@ -119,7 +147,8 @@ fn compare<T: PartialEq + fmt::Debug>(
     Outcome { name, checked: want.len(), examples, wrong: wrong.len(), skipped: None }
 }
 
-/// Runs the probe on `rt` (a CUDA device from sm_80, or the emulator at warp 32) and compares.
+/// Runs the probe on `rt` (a CUDA device from sm_80, an AMD gfx90a / gfx94x, or the emulator at warp 32 or
+/// 64) and compares.
 pub fn run(rt: &dyn Runtime) -> Result<Report> {
     run_kernel(rt, kernels::MMA_PROBE)
 }
@@ -131,7 +160,7 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
         return Err(Error::unsupported(
             rt.backend(),
             "mma_probe",
-            format!("{} has no mma.sync", target.arch()),
+            format!("{} has no tile layer (mma.sync or MFMA)", target.arch()),
         ));
     }
     let ops = Operands::new();
@@ -146,6 +175,8 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
     ];
     const POS: usize = (32 * 4 * 2 + 1) * 4;
     const OUT: usize = 5 * 32 * 4 * 4;
+    const TILE_POS: usize = 256 * 2 * 4;
+    const TILE_OUT: usize = 4 * 256 * 4;
     let f = rt.compile("mma_probe", &Variant::new(kernel))?;
     let queue = rt.new_queue()?;
     let mut addrs = Vec::new();
@@ -155,26 +186,104 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
             addrs.push((addr, bytes.len()));
             queue.upload(addr, bytes)?;
         }
-        for bytes in [POS, OUT] {
+        for bytes in [POS, OUT, TILE_POS, TILE_OUT] {
             addrs.push((rt.alloc(bytes)?, bytes));
         }
         let params = addrs.iter().fold(Params::new(), |p, &(a, _)| p.addr(a));
-        queue.launch("mma_probe", &f, Dims { grid: [1, 1, 1], block: 32 }, &params.0)?;
+        queue.launch("mma_probe", &f, Dims { grid: [1, 1, 1], block: target.warp() }, &params.0)?;
         queue.sync()?;
-        let (mut pos, mut out) = (vec![0u8; POS], vec![0u8; OUT]);
-        queue.download(addrs[5].0, &mut pos)?;
-        queue.download(addrs[6].0, &mut out)?;
+        let mut outputs = [vec![0u8; POS], vec![0u8; OUT], vec![0u8; TILE_POS], vec![0u8; TILE_OUT]];
+        for (bytes, &(addr, _)) in outputs.iter_mut().zip(&addrs[5..]) {
+            queue.download(addr, bytes)?;
+        }
         queue.sync()?;
-        Ok((pos, out))
+        Ok(outputs)
     })();
     for (addr, bytes) in addrs {
         rt.free(addr, bytes);
     }
-    let (pos, out) = result?;
-    let pos: Vec<i32> = pos.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
-    let out: Vec<u32> = out.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let outcomes = compare_all(&ops, &pos, &out, target.mma_e4m3());
+    let [pos, out, tile_pos, tile_out] = result?.map(|bytes| {
+        bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<u32>>()
+    });
+    let as_i32 = |v: Vec<u32>| v.into_iter().map(|w| w as i32).collect::<Vec<i32>>();
+    let mut outcomes = if target.warp() == 32 {
+        compare_all(&ops, &as_i32(pos), &out, target.mma_e4m3())
+    } else {
+        NVIDIA_RESULTS
+            .iter()
+            .map(|&name| Outcome {
+                name,
+                checked: 0,
+                examples: Vec::new(),
+                wrong: 0,
+                skipped: Some("mma.sync, ldmatrix: NVIDIA only"),
+            })
+            .collect()
+    };
+    outcomes.extend(compare_tile(&ops, target.warp(), &as_i32(tile_pos), &tile_out));
     Ok(Report { target: format!("{} ({})", target.arch(), rt.backend()), outcomes })
+}
+
+/// The NVIDIA-only results, in order.
+const NVIDIA_RESULTS: [&str; 6] = [
+    "acc_row / acc_col",
+    "bf16 A·B, n 0..7 (ldmatrix.x4)",
+    "bf16 A·B, n 8..15 (ldmatrix.x4, second tile)",
+    "bf16 A·B + C (ldmatrix.x4.trans)",
+    "bf16 A·B (fragments through registers)",
+    "e4m3 A8·B8, K = 32 (ldmatrix A, registers B)",
+];
+
+/// D[row][n] = Σ_k a[row][k] · bt[n][k] over the first `k` of rows `pitch` long, plus `c`, as f32 bits.
+fn dot(a: &[i32], bt: &[i32], pitch: usize, k: usize, row: usize, n: usize, c: i32) -> u32 {
+    let sum: i32 = (0..k).map(|kk| a[row * pitch + kk] * bt[n * pitch + kk]).sum();
+    ((sum + c) as f32).to_bits()
+}
+
+/// The warp tile's results (both vendors): slot places by [`tile_acc`], products by plain loops.
+fn compare_tile(ops: &Operands, warp: u32, pos: &[i32], out: &[u32]) -> Vec<Outcome> {
+    let slots = 256 / warp as usize;
+    let place = |i: usize| (i / slots, i % slots);
+    let want_pos: Vec<i32> = (0..256)
+        .flat_map(|i| {
+            let (row, col) = tile_acc(warp, i / slots, i % slots);
+            [row as i32, col as i32]
+        })
+        .collect();
+    let mut outcomes = vec![compare("tile_row / tile_col", pos, &want_pos, |i| {
+        let (lane, s) = place(i / 2);
+        format!("lane {lane} slot {s} {}", if i % 2 == 0 { "row" } else { "col" })
+    })];
+    let at = |i: usize| tile_acc(warp, i / slots, i % slots);
+    let results: [(&'static str, Vec<u32>); 4] = [
+        ("tile bf16 A·B", (0..256).map(|i| dot(&ops.a, &ops.bt, 16, 16, at(i).0, at(i).1, 0)).collect()),
+        (
+            "tile bf16 A·B + C",
+            (0..256).map(|i| dot(&ops.a, &ops.bt, 16, 16, at(i).0, at(i).1, i as i32)).collect(),
+        ),
+        (
+            "tile e4m3 A8·B8, K = 32",
+            (0..256).map(|i| dot(&ops.a8, &ops.bt8, 32, 32, at(i).0, at(i).1, 0)).collect(),
+        ),
+        (
+            "tile bf16 A · e4m3 B8 decoded",
+            (0..256)
+                .map(|i| {
+                    let (row, n) = at(i);
+                    let sum: i32 = (0..16).map(|k| ops.a[row * 16 + k] * ops.bt8[n * 32 + k]).sum();
+                    (sum as f32).to_bits()
+                })
+                .collect(),
+        ),
+    ];
+    let slot = |i: usize| {
+        let (lane, s) = place(i);
+        format!("lane {lane} slot {s}")
+    };
+    for (r, (name, want)) in results.into_iter().enumerate() {
+        outcomes.push(compare(name, &out[r * 256..(r + 1) * 256], &want, slot));
+    }
+    outcomes
 }
 
 fn compare_all(ops: &Operands, pos: &[i32], out: &[u32], e4m3: bool) -> Vec<Outcome> {
@@ -187,7 +296,7 @@ fn compare_all(ops: &Operands, pos: &[i32], out: &[u32], e4m3: bool) -> Vec<Outc
         })
         .chain([e4m3 as i32])
         .collect();
-    let mut outcomes = vec![compare("acc_row / acc_col", pos, &want_pos, |i| match i {
+    let mut outcomes = vec![compare(NVIDIA_RESULTS[0], pos, &want_pos, |i| match i {
         256 => "whether e4m3 mma ran".into(),
         _ => format!("lane {} slot {} {}", i / 8, (i / 2) % 4, if i % 2 == 0 { "row" } else { "col" }),
     })];
@@ -196,24 +305,22 @@ fn compare_all(ops: &Operands, pos: &[i32], out: &[u32], e4m3: bool) -> Vec<Outc
         (0..128)
             .map(|i| {
                 let (row, col) = isa_acc(i / 4, i % 4);
-                let n = n0 + col;
-                let sum: i32 = (0..k).map(|kk| a[row * k + kk] * bt[n * k + kk]).sum();
-                ((sum + c(i)) as f32).to_bits()
+                dot(a, bt, k, k, row, n0 + col, c(i))
             })
             .collect()
     };
     let none = |_: usize| 0;
     let lane_slot = |i: usize| i as i32;
-    let results: [(&'static str, Vec<u32>); 4] = [
-        ("bf16 A·B, n 0..7 (ldmatrix.x4)", product(16, &ops.a, &ops.bt, 0, &none)),
-        ("bf16 A·B, n 8..15 (ldmatrix.x4, second tile)", product(16, &ops.a, &ops.bt, 8, &none)),
-        ("bf16 A·B + C (ldmatrix.x4.trans)", product(16, &ops.a, &ops.bt, 0, &lane_slot)),
-        ("bf16 A·B (fragments through registers)", product(16, &ops.a, &ops.bt, 0, &none)),
+    let results = [
+        product(16, &ops.a, &ops.bt, 0, &none),
+        product(16, &ops.a, &ops.bt, 8, &none),
+        product(16, &ops.a, &ops.bt, 0, &lane_slot),
+        product(16, &ops.a, &ops.bt, 0, &none),
     ];
-    for (r, (name, want)) in results.iter().enumerate() {
-        outcomes.push(compare(name, &out[r * 128..(r + 1) * 128], want, slot));
+    for (r, want) in results.iter().enumerate() {
+        outcomes.push(compare(NVIDIA_RESULTS[r + 1], &out[r * 128..(r + 1) * 128], want, slot));
     }
-    let name = "e4m3 A8·B8, K = 32 (ldmatrix A, registers B)";
+    let name = NVIDIA_RESULTS[5];
     if e4m3 {
         outcomes.push(compare(name, &out[512..640], &product(32, &ops.a8, &ops.bt8, 0, &none), slot));
     } else {

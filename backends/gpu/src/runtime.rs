@@ -48,14 +48,25 @@ impl Target {
         arch.strip_prefix("sm_")?.trim_end_matches(|c: char| c.is_ascii_alphabetic()).parse().ok()
     }
 
-    /// Whether kernels on the tile layer (mma.cuh) run here: bf16 mma.sync from sm_80 on, and the emulator
-    /// at NVIDIA's warp width, which executes the same operations. AMD's MFMA is not on the layer yet.
+    /// Whether kernels on the tile layer (mma.cuh) run here: bf16 mma.sync from sm_80 on; bf16 MFMA
+    /// (v_mfma_f32_16x16x16bf16_1k) on AMD CDNA2 / CDNA3 (gfx90a, gfx94x) at wave64; and the emulator at
+    /// either warp width, which executes mma.sync at 32 and MFMA at 64. RDNA (gfx1100 ...: wave32, WMMA),
+    /// older CDNA (gfx908: no bf16_1k) and anything else keep the SIMT kernels.
     pub fn mma_bf16(&self) -> bool {
-        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 80)
+        match self {
+            Target::Host { warp } => *warp == 32 || *warp == 64,
+            Target::Hip { arch, warp: 64 } => {
+                let chip = arch.split(':').next().unwrap_or("");
+                chip == "gfx90a" || (chip.len() == 6 && chip.starts_with("gfx94"))
+            }
+            Target::Hip { .. } => false,
+            Target::Cuda { .. } => self.sm().is_some_and(|sm| sm >= 80),
+        }
     }
 
     /// Whether the e4m3 mma.sync instruction (m16n8k32) runs here: sm_89 on, and the emulator at warp 32
-    /// (the probe checks its layout). Below sm_89 mma.cuh's `mma_e4m3` is two bf16 mma instead.
+    /// (the probe checks its layout). Below sm_89 mma.cuh's `mma_e4m3` is two bf16 mma instead; on AMD
+    /// `tile_mma_e4m3` is two bf16 MFMA (gfx94x's FP8 MFMA takes e4m3fnuz: see mma.cuh).
     pub fn mma_e4m3(&self) -> bool {
         matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 89)
     }
@@ -216,9 +227,10 @@ mod tests {
     use super::*;
 
     /// mma.sync from sm_80 (bf16) and sm_89 (e4m3), on every later architecture and the emulator at warp 32;
-    /// never on AMD (no tile layer yet) or the emulator standing for it.
+    /// bf16 MFMA on gfx90a and gfx94x at wave64 and the emulator at warp 64, with e4m3 as decoded bf16 there;
+    /// nothing on RDNA, gfx908 or wave32.
     #[test]
-    fn the_tile_layer_runs_where_mma_sync_exists() {
+    fn the_tile_layer_runs_where_mma_sync_or_mfma_exists() {
         let cuda = |arch: &str| Target::Cuda { arch: arch.into() };
         let both = |t: &Target| (t.mma_bf16(), t.mma_e4m3());
         assert_eq!(both(&cuda("sm_75")), (false, false));
@@ -229,7 +241,15 @@ mod tests {
         }
         assert_eq!(both(&cuda("compute_90")), (false, false));
         assert_eq!(both(&Target::Host { warp: 32 }), (true, true));
-        assert_eq!(both(&Target::Host { warp: 64 }), (false, false));
-        assert_eq!(both(&Target::Hip { arch: "gfx942".into(), warp: 64 }), (false, false));
+        assert_eq!(both(&Target::Host { warp: 64 }), (true, false));
+        let hip = |arch: &str, warp: u32| Target::Hip { arch: arch.into(), warp };
+        for arch in ["gfx90a", "gfx90a:sramecc+:xnack-", "gfx940", "gfx941", "gfx942"] {
+            assert_eq!(both(&hip(arch, 64)), (true, false), "{arch}");
+        }
+        for (arch, warp) in
+            [("gfx942", 32), ("gfx908", 64), ("gfx1100", 32), ("gfx1100", 64), ("gfx9400", 64)]
+        {
+            assert_eq!(both(&hip(arch, warp)), (false, false), "{arch} wave{warp}");
+        }
     }
 }

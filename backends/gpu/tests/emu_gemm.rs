@@ -71,15 +71,14 @@ fn gemm_tiles_and_decode() {
     );
 }
 
-/// The tensor-core kernel (gemm_mma.cu), which warp 32 runs for bf16 × bf16 with more than 16 rows and
-/// 16-byte aligned rows: partial row and column tiles, K shorter than one 32-wide slice, K with a partial
+/// The tensor-core kernel (gemm_mma.cu), which both warp widths run (mma.sync at 32, MFMA at 64) for
+/// bf16 × bf16 with more than 16 rows and 16-byte aligned rows: partial row and column tiles, K shorter than one 32-wide slice, K with a partial
 /// last slice and more slices than the ring has stages, a padded A pitch, bf16 and f32 C, batched products
 /// (per-head slices, a shared B); and shapes it declines (K not a multiple of 8, an odd A pitch), which the
 /// SIMT kernel computes.
 #[test]
 fn gemm_on_tensor_cores() {
-    common::check_cases(
-        32,
+    check_both_warps(
         "gemm",
         &[
             gemm(17, 8, 16, BF, BF, F32),
@@ -90,8 +89,7 @@ fn gemm_on_tensor_cores() {
             gemm_strided(20, 16, 64, BF, BF, F32, 65, 0),
         ],
     );
-    common::check_cases(
-        32,
+    check_both_warps(
         "batched_gemm",
         &[
             cases::batched_gemm(3, 20, 40, 64, BF16, BF16, BF16, "heads"),
@@ -100,15 +98,15 @@ fn gemm_on_tensor_cores() {
     );
 }
 
-/// W8A8 block FP8 (e4m3fn × e4m3fn) on tensor cores (gemm_mma.cu's mma_e4m3 with per-128-block promotion),
-/// which warp 32 runs for more than 16 rows and K a multiple of 16: partial row tiles, K over several
+/// W8A8 block FP8 (e4m3fn × e4m3fn) on tensor cores (gemm_mma.cu's tile_mma_e4m3 with per-128-block
+/// promotion: e4m3 mma.sync at warp 32, two bf16 MFMA on decoded codes at 64), for more than 16 rows and K
+/// a multiple of 16: partial row tiles, K over several
 /// 128-blocks with a ragged last one (64 and 16 wide), N past one 128-row block of B's scale grid (a
 /// column tile in the second), f32 and ue8m0 scales, a padded A pitch; and K = 136 (not a multiple of 16),
 /// which the SIMT kernel computes.
 #[test]
 fn gemm_w8a8_on_tensor_cores() {
-    common::check_cases(
-        32,
+    check_both_warps(
         "gemm",
         &[
             gemm(70, 72, 320, FP8, FP8, BF16),
@@ -120,13 +118,13 @@ fn gemm_w8a8_on_tensor_cores() {
     );
 }
 
-/// bf16 activations × block-FP8 weights on tensor cores (B's codes decoded to bf16 fragments, its scales
+/// bf16 activations × block-FP8 weights on tensor cores at both warp widths (B's codes decoded to bf16
+/// fragments, its scales
 /// applied per 128-wide K block as for W8A8): partial row and column tiles, K with ragged last blocks of
 /// 64 and 16, f32 and ue8m0 scales, a padded A pitch; K = 200 (not a multiple of 16: the SIMT kernel).
 #[test]
 fn gemm_bf16_by_fp8_weights_on_tensor_cores() {
-    common::check_cases(
-        32,
+    check_both_warps(
         "gemm",
         &[
             gemm(70, 72, 320, BF, FP8, BF16),
@@ -137,13 +135,12 @@ fn gemm_bf16_by_fp8_weights_on_tensor_cores() {
     );
 }
 
-/// Grouped GEMM on tensor cores (contiguous layout, offsets read on the device, 64-row tiles inside one
-/// expert), bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in the last
+/// Grouped GEMM on tensor cores at both warp widths (contiguous layout, offsets read on the device, 64-row
+/// tiles inside one expert), bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in the last
 /// expert; K with a ragged last 128-block.
 #[test]
 fn grouped_gemm_on_tensor_cores() {
-    common::check_cases(
-        32,
+    check_both_warps(
         "grouped_gemm",
         &[
             grouped_gemm(&[70, 0, 3, 140, 0, 1], 72, 96, BF, BF, BF16, "mma"),

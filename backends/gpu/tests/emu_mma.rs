@@ -1,10 +1,12 @@
 //! The tile layer (kernels/cuda/mma.cuh) on the host emulator:
-//! * the layout probe matches the PTX ISA's fragment tables (derived in `probe.rs`, not from the emulator),
-//!   and fails when a layout error is planted in mma.cuh's emulation — so a wrong layout cannot pass;
+//! * the layout probe matches the PTX ISA's fragment tables at warp 32 and AMD's MFMA tables at warp 64
+//!   (derived in `probe.rs`, not from the emulator), and fails when a layout error is planted in mma.cuh's
+//!   emulation or its warp tile — so a wrong layout cannot pass;
 //! * cp.async copies happen at their wait_group only: read before the wait, the destination is still the
 //!   0xff garbage; a thread that never waits is a kernel error; wait_group N leaves the N newest groups;
 //! * ldmatrix and cp.async addresses that are misaligned or outside shared memory, matrix operations in a
-//!   partial warp, and lanes waiting at different warp operations are kernel errors.
+//!   partial warp (or wavefront, for MFMA), and lanes waiting at different warp operations are kernel
+//!   errors.
 
 use dsv3_backend_gpu::emulator::Emulator;
 use dsv3_backend_gpu::kernels::{self, Kernel, Variant};
@@ -16,7 +18,11 @@ use dsv3_core::{Error, Result};
 const MMA: &str = include_str!("../../../kernels/cuda/mma.cuh");
 
 fn emulator() -> Emulator {
-    Emulator::new(32).unwrap_or_else(|e| panic!("the emulator does not start: {e}"))
+    emulator_at(32)
+}
+
+fn emulator_at(warp: u32) -> Emulator {
+    Emulator::new(warp).unwrap_or_else(|e| panic!("the emulator does not start: {e}"))
 }
 
 #[test]
@@ -24,6 +30,18 @@ fn the_probe_matches_the_isa() {
     let report = probe::run(&emulator()).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.passed(), "{report}");
     assert!(report.outcomes.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
+}
+
+/// At warp 64 the probe runs the warp tile on MFMA: every tile result is checked against AMD's tables, and
+/// the mma.sync results say they are NVIDIA's.
+#[test]
+fn the_probe_matches_amds_tables_at_wave64() {
+    let report = probe::run(&emulator_at(64)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.passed(), "{report}");
+    let (tile, nvidia): (Vec<_>, Vec<_>) = report.outcomes.iter().partition(|o| o.name.starts_with("tile"));
+    assert_eq!(tile.len(), 5, "{report}");
+    assert!(tile.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
+    assert!(nvidia.iter().all(|o| o.skipped.is_some()), "{report}");
 }
 
 /// mma.cuh with `from` replaced by `to` (which must occur exactly once), as a probe kernel.
@@ -55,6 +73,58 @@ fn the_probe_catches_planted_layout_errors() {
         let hit = report.outcomes.iter().find(|o| o.name.starts_with(caught_by)).expect("an outcome");
         assert!(hit.wrong > 0, "`{from}` → `{to}` passed the probe:\n{report}");
     }
+}
+
+/// MFMA's emulation and the AMD warp tile, each with one layout error planted, fail the probe at warp 64.
+#[test]
+fn the_probe_catches_planted_mfma_layout_errors() {
+    let rt = emulator_at(64);
+    let mutations = [
+        // A's rows taken from lanes by the wrong split (row = lane / 4 instead of lane % 16).
+        ("lanes[row + 16 * (k / 4)]", "lanes[4 * row + k / 4]", "tile bf16 A·B"),
+        // B's two registers swapped (k 0, 1 with k 2, 3 of each lane, in B only).
+        ("[2 + (k % 4) / 2]", "[3 - (k % 4) / 2]", "tile bf16 A·B"),
+        // The accumulator's rows transposed within the lane groups.
+        ("4 * (dsv3_lane() / 16) + i", "dsv3_lane() / 16 + 4 * i", "tile_row / tile_col"),
+        // e4m3 B decoded from the wrong k group.
+        ("(l % 16) * pitch + 4 * (l / 16)", "(l % 16) * pitch + 4 * (3 - l / 16)", "tile bf16 A · e4m3"),
+        // e4m3 tile: B's halves paired with the wrong halves of A.
+        ("e4m3x4_to_bf16(b.r[h], y.r[0], y.r[1])", "e4m3x4_to_bf16(b.r[1 - h], y.r[0], y.r[1])", "tile e4m3"),
+        // The warp tile reads bytes of the wrong k group: A and Bᵀ share the loader, so A·B is unchanged
+        // (the same permutation of K in both); the product with decoded e4m3 B, loaded apart, shows it.
+        ("(l % 16) * pitch + 8 * (l / 16)", "(l % 16) * pitch + 8 * ((l / 16) ^ 1)", "tile bf16 A · e4m3"),
+    ];
+    for (from, to, caught_by) in mutations {
+        let report = probe::run_kernel(&rt, planted(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        let hit = report.outcomes.iter().find(|o| o.name.starts_with(caught_by)).expect("an outcome");
+        assert!(hit.wrong > 0, "`{from}` → `{to}` passed the probe:\n{report}");
+    }
+}
+
+/// An MFMA in a block of 96 threads: the second wavefront has 32 lanes, which is a kernel error; 128 runs.
+const PARTIAL_WAVE: &str = r#"
+struct Params {
+    float* out;
+};
+
+DSV3_KERNEL void emu_partial_wave(const Params p) {
+    mma::TileA a = {{0u, 0u}};
+    mma::TileC d;
+    for (u32 s = 0; s < mma::TILE_SLOTS; s++) d.v[s] = 1.0f;
+    mma::tile_mma_bf16(d, a, a);
+    p.out[threadIdx.x] = d.v[0];
+}
+"#;
+
+#[test]
+fn mfma_in_a_partial_wavefront_is_a_kernel_error() {
+    let rt = emulator_at(64);
+    let f = kernel(&rt, "emu_partial_wave", PARTIAL_WAVE);
+    let out = rt.alloc(128 * 4).unwrap();
+    let reason = kernel_error(launch(&rt, &f, 96, &Params::new().addr(out)));
+    assert!(reason.contains("mfma with fewer than 64 lanes in the wavefront"), "{reason}");
+    launch(&rt, &f, 128, &Params::new().addr(out)).unwrap_or_else(|e| panic!("correct use failed: {e}"));
+    rt.free(out, 128 * 4);
 }
 
 fn kernel(rt: &Emulator, name: &'static str, source: &'static str) -> dsv3_backend_gpu::runtime::Function {

@@ -69,6 +69,23 @@ fn init() -> Result<(&'static Hip, usize)> {
 pub struct HipBackend;
 
 impl HipBackend {
+    /// Device `ordinal`'s runtime alone, for tools that launch kernels of their own (`dsv3 probe`, the tile
+    /// layer's layout probe).
+    pub fn runtime(&self, ordinal: usize) -> Result<HipRuntime> {
+        self.open_runtime(ordinal).map(|(runtime, _)| runtime)
+    }
+
+    fn open_runtime(&self, ordinal: usize) -> Result<(HipRuntime, Described)> {
+        let infos = self.devices()?;
+        if ordinal >= infos.len() {
+            return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
+        }
+        let (hip, _) = init()?;
+        let d = describe(hip, ordinal)?;
+        let target = Target::Hip { arch: d.target_id.clone(), warp: d.wave };
+        Ok((HipRuntime::open(ordinal, target)?, d))
+    }
+
     pub fn new() -> HipBackend {
         HipBackend
     }
@@ -221,14 +238,7 @@ impl Backend for HipBackend {
     }
 
     fn open(&self, ordinal: usize) -> Result<Arc<dyn Device>> {
-        let infos = self.devices()?;
-        if ordinal >= infos.len() {
-            return Err(unavailable(format!("no device {ordinal} ({} present)", infos.len())));
-        }
-        let (hip, _) = init()?;
-        let d = describe(hip, ordinal)?;
-        let target = Target::Hip { arch: d.target_id.clone(), warp: d.wave };
-        let runtime = HipRuntime::open(ordinal, target)?;
+        let (runtime, d) = self.open_runtime(ordinal)?;
         let device: Arc<dyn Device> = GpuDevice::new(Arc::new(runtime), profile(d))?;
         Ok(device)
     }

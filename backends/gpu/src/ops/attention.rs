@@ -87,7 +87,10 @@ fn head_dims(op: &Op) -> Option<(usize, usize)> {
 fn mma_fits(target: &Target, o: &MlaAttention, addrs: Option<[u64; 3]>) -> bool {
     let (_, _, _, dc, dr, _) = o.dims();
     let bf16 = [&o.q_latent, &o.q_pe, &o.kv_cache].iter().all(|t| t.dtype == DType::BF16);
+    // attention_mma.cu is written on mma.sync's m16n8 fragments: NVIDIA and the emulator at warp 32 (AMD's
+    // MFMA has the tile layer's warp tile, which this kernel does not use yet).
     target.mma_bf16()
+        && target.warp() == 32
         && (dc, dr) == MMA_DIMS
         && bf16
         && addrs.is_none_or(|a| a.iter().all(|v| v.is_multiple_of(16)))

@@ -25,10 +25,10 @@ const DECODE_COLS: usize = BLOCK as usize / 8;
 /// measured yet.
 const DECODE_MIN_BLOCKS: usize = 132;
 /// Rows and columns of C per block of the tiled kernels (gemm.cu's and gemm_mma.cu's BM, BN), and their
-/// threads.
+/// threads (gemm_mma.cu: 4 warps, 128 threads on NVIDIA, 256 at wave64).
 const TILE: usize = 64;
 const TILE_THREADS: u32 = 256;
-const MMA_THREADS: u32 = 128;
+const MMA_WARPS: u32 = 4;
 /// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
 const MAX_N: usize = 65535 * TILE;
 /// Batches go along the grid's z.
@@ -81,7 +81,8 @@ pub fn supports(ctx: &Ctx, op: &Op) -> Support {
     if !fp8 || (tensor_cores && w8a8 && ctx.runtime.target().mma_e4m3()) {
         Support::Native
     } else if tensor_cores {
-        // bf16 × FP8 weights, and W8A8 below sm_89: the codes are decoded exactly to bf16 fragments.
+        // bf16 × FP8 weights, and W8A8 below sm_89 and on AMD: the codes are decoded exactly to bf16
+        // fragments.
         Support::Emulated { via: "FP8 codes decoded exactly to bf16 in the kernel, bf16 tensor cores".into() }
     } else {
         Support::Emulated {
@@ -205,7 +206,7 @@ fn matmul(
     } else {
         // Row tiles along x (grouped: enough for every expert's last partial tile), column tiles along y.
         let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
-        grid_2d(tiles as u64, n.div_ceil(TILE) as u64, if mma { MMA_THREADS } else { TILE_THREADS })
+        grid_2d(tiles as u64, n.div_ceil(TILE) as u64, if mma { MMA_WARPS * l.warp() } else { TILE_THREADS })
     };
     let mut dims = dims.ok_or_else(|| {
         Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
@@ -261,9 +262,10 @@ fn matmul(
 }
 
 /// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has the tile layer
-/// (mma.sync; e4m3 products run natively from sm_89 on and as bf16 mma before, see mma.cuh), A and B are
+/// (mma.sync or MFMA; e4m3 products run natively from sm_89 on and as bf16 mma / MFMA elsewhere, see
+/// mma.cuh), A and B are
 /// bf16 × bf16, e4m3fn × e4m3fn block FP8 (W8A8) or bf16 × e4m3fn block FP8 ([`mma_elements`]), and every
-/// 16-byte piece of A's and B's rows is an aligned cp.async (K in either operand's bytes, A's row pitch and
+/// 16-byte piece of A's and B's rows is an aligned 16-byte copy (K in either operand's bytes, A's row pitch and
 /// the batch strides multiples of 16 bytes; both bases 16-byte aligned). Everything else runs on gemm.cu's
 /// SIMT kernel: f32 or FP8 activations with bf16 weights, other FP8 formats, K not a multiple of 16 bytes
 /// (a ragged K block is fine when it is).
@@ -393,7 +395,7 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// The tensor-core GEMM's variants, for the architectures with mma.sync: bf16 × bf16 to bf16 and to f32
+/// The tensor-core GEMM's variants, for the architectures with the tile layer: bf16 × bf16 to bf16 and to f32
 /// (absorbed attention heads, the router's logits) and grouped to bf16; the bf16 path (bf16 × block-FP8)
 /// and the W8A8 path (FP8 × block-FP8, f32 scales) to bf16, plain and grouped (the experts).
 pub fn tile_catalog() -> Vec<Variant> {

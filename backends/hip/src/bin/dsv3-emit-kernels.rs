@@ -1,5 +1,6 @@
 //! Writes every kernel variant of the catalog as a HIP translation unit, for an offline compiler (hipcc) to
-//! check: `DIR/<arch>/NNN-<kernel>.hip`, and `DIR/<arch>/index.tsv` with one `NNN<TAB>variant` line per
+//! check, with the tile layer's variants (MFMA) for the architectures that have it (gfx90a, gfx94x):
+//! `DIR/<arch>/NNN-<kernel>.hip`, and `DIR/<arch>/index.tsv` with one `NNN<TAB>variant` line per
 //! file. Exits non-zero when a kernel file has no variant in the catalog (nothing would compile it). Needs
 //! neither ROCm nor a GPU.
 //!
@@ -15,7 +16,7 @@ use dsv3_backend_hip::hiprtc::{self, RtcError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Kernel files the catalog does not cover (the tile layer's are NVIDIA's: dsv3-check-kernels compiles them).
+/// Kernel files neither the catalog nor the tile layer's catalog covers.
 fn uncovered(catalog: &[Variant]) -> Vec<&'static str> {
     let tile = dsv3_backend_gpu::ops::tile_catalog();
     let covered = |name: &str| catalog.iter().chain(&tile).any(|v| v.kernel.name == name);
@@ -93,6 +94,10 @@ fn main() -> ExitCode {
     }
     for arch in &archs {
         let target = Target::Hip { arch: arch.clone(), warp };
+        let mut catalog = catalog.clone();
+        if target.mma_bf16() {
+            catalog.extend(dsv3_backend_gpu::ops::tile_catalog());
+        }
         match emit(&out.join(arch), &target, &catalog) {
             Ok(n) => println!("{n} variants of {} kernel files for {arch} (wave{warp})", kernels::ALL.len()),
             Err(e) => {
@@ -130,7 +135,7 @@ mod tests {
         let index = std::fs::read_to_string(dir.join("index.tsv")).unwrap();
         assert_eq!(index, format!("000\t{}\n", catalog[0].key()));
         let _ = std::fs::remove_dir_all(&dir);
-        // With no catalog, every file but the tile layer's (NVIDIA's, covered by dsv3-check-kernels) is uncovered.
+        // With no catalog, every file but the tile layer's (covered by its own catalog) is uncovered.
         let tile = dsv3_backend_gpu::ops::tile_catalog();
         let portable = kernels::ALL.iter().filter(|k| !tile.iter().any(|v| v.kernel.name == k.name));
         assert_eq!(uncovered(&[]), portable.map(|k| k.name).collect::<Vec<_>>());
