@@ -243,6 +243,10 @@ fn bad_files_and_flags_get_a_named_error() {
     );
     let absent = dir.join("absent.json");
     expect("absent", &dsv3(&["bench", "compare", path(&absent), path(&good)]), 2, &[path(&absent)]);
+    let chart = dir.join("chart.svg");
+    expect("plot absent", &dsv3(&["bench", "plot", path(&absent), path(&chart)]), 2, &[path(&absent)]);
+    expect("plot not JSON", &dsv3(&["bench", "plot", path(&not_json), path(&chart)]), 2, &["not JSON"]);
+    assert!(!chart.exists(), "no chart for a file that is not a run");
 
     let g = path(&good);
     for (args, says) in [
@@ -273,10 +277,11 @@ fn bad_files_and_flags_get_a_named_error() {
 }
 
 /// Every run recorded in `benches/results/` still reads with this build's schema (a schema change that
-/// breaks them must bump the version and say so).
+/// breaks them must bump the version and say so), and `bench plot` draws its chart again.
 #[test]
 fn recorded_runs_still_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let charts = tempdir("redraw");
     let mut recorded = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().path();
@@ -285,6 +290,10 @@ fn recorded_runs_still_load() {
         if is_run {
             let out = dsv3(&["bench", "compare", path(&file), path(&file), "--fail-on-regression", "0"]);
             expect(path(&file), &out, 0, &["within noise"]);
+            let chart = charts.join(format!("{recorded}.svg"));
+            expect(path(&file), &dsv3(&["bench", "plot", path(&file), path(&chart)]), 0, &[]);
+            let svg = std::fs::read_to_string(&chart).unwrap();
+            assert!(svg.starts_with("<svg") && svg.contains("roof"), "{}: {svg}", file.display());
             recorded += 1;
         }
     }

@@ -1,8 +1,10 @@
 //! `dsv3 bench`: one op (`--op`), a model's prefill and decode grid (`model`), every op of a model's step
-//! (`ops`), and the comparison of two saved runs (`compare`). One concern per file: the op timer (`op`),
+//! (`ops`), the comparison of two saved runs (`compare`) and a saved run's chart (`plot`). One concern per
+//! file: the op timer (`op`),
 //! the op suite (`ops`) and its peers (`peer`), the model grid (`model`), the saved
 //! format (`results`), the statistics (`stats`), the rooflines (`roofline`), where a run happened
-//! (`machine`), tables (`report`), charts (`plot`) and the comparison (`compare`).
+//! (`machine`), tables (`report`), charts (`plot`), drawing a saved run again (`redraw`) and the comparison
+//! (`compare`).
 
 mod compare;
 mod machine;
@@ -11,6 +13,7 @@ mod op;
 mod ops;
 mod peer;
 mod plot;
+mod redraw;
 mod report;
 mod results;
 mod roofline;
@@ -22,7 +25,7 @@ mod stats;
 /// set's cases for that op (the DeepSeek-V3 shapes among them). `dsv3 bench ops --suite deepseek-v3`:
 /// every op of a decode and a prefill step at the model's shapes, each checked on a replica. `dsv3 bench model`: prefill and decode
 /// tok/s over prompt × generation × batch, saved with --json. `dsv3 bench compare A.json B.json`: ratios
-/// with a noise verdict.
+/// with a noise verdict. `dsv3 bench plot RUN.json CHART.svg`: a saved run's chart drawn again.
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
@@ -38,6 +41,7 @@ enum Command {
     Model(Box<model::Args>),
     Ops(Box<ops::Args>),
     Compare(compare::Args),
+    Plot(redraw::Args),
 }
 
 /// `quiet` (-q) hides the progress bar of `bench model`.
@@ -46,6 +50,7 @@ pub fn run(args: Args, quiet: bool) -> i32 {
         Some(Command::Model(args)) => model::run(*args, quiet),
         Some(Command::Ops(args)) => ops::run(*args),
         Some(Command::Compare(args)) => compare::run(args),
+        Some(Command::Plot(args)) => redraw::run(args),
         None => op::run(args.op),
     }
 }
