@@ -113,8 +113,8 @@ fn main() -> ExitCode {
     println!("{:<8} {:<70} {:>5} {:>13} {:>8}", "arch", "variant", "regs", "spill st/ld", "smem");
     let mut compiled = 0;
     for arch in &archs {
-        let mma = Target::Cuda { arch: arch.clone() }.mma_bf16();
-        for (i, v) in catalog.iter().chain(tile.iter().filter(|_| mma)).enumerate() {
+        let tile = dsv3_backend_gpu::ops::tile_catalog_for(&Target::Cuda { arch: arch.clone() });
+        for (i, v) in catalog.iter().chain(&tile).enumerate() {
             check(arch, i, v, out.as_ref(), &mut failures);
             compiled += 1;
         }

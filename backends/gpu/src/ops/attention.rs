@@ -87,10 +87,7 @@ fn head_dims(op: &Op) -> Option<(usize, usize)> {
 fn mma_fits(target: &Target, o: &MlaAttention, addrs: Option<[u64; 3]>) -> bool {
     let (_, _, _, dc, dr, _) = o.dims();
     let bf16 = [&o.q_latent, &o.q_pe, &o.kv_cache].iter().all(|t| t.dtype == DType::BF16);
-    // attention_mma.cu is written on mma.sync's m16n8 fragments: NVIDIA and the emulator at warp 32 (AMD's
-    // MFMA has the tile layer's warp tile, which this kernel does not use yet).
-    target.mma_bf16()
-        && target.warp() == 32
+    on_tile_layer(target)
         && (dc, dr) == MMA_DIMS
         && bf16
         && addrs.is_none_or(|a| a.iter().all(|v| v.is_multiple_of(16)))
@@ -145,8 +142,14 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// The tensor-core variants (compiled only for targets with the tile layer): bf16 throughout, as the
-/// model runs it.
+/// Whether `target` compiles attention_mma.cu: it is written on mma.sync's m16n8 fragments, so NVIDIA from
+/// sm_80 and the emulator at warp 32 (AMD's MFMA has the tile layer's warp tile, which this kernel does not
+/// use yet: HIP keeps the SIMT kernel).
+pub fn on_tile_layer(target: &Target) -> bool {
+    target.mma_bf16() && target.warp() == 32
+}
+
+/// The tensor-core variants (compiled only where [`on_tile_layer`]): bf16 throughout, as the model runs it.
 pub fn tile_catalog() -> Vec<Variant> {
     vec![mma_variant(DType::BF16)]
 }

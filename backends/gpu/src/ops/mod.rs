@@ -14,6 +14,7 @@ mod vendor;
 use crate::device::Ctx;
 use crate::kernels::Variant;
 use crate::launch::Launch;
+use crate::runtime::Target;
 use dsv3_core::{Error, Op, Result, Support, Tensor};
 
 pub fn launch(l: &Launch, op: &Op) -> Result<()> {
@@ -78,12 +79,25 @@ pub fn catalog() -> Vec<Variant> {
     .concat()
 }
 
-/// The variants on the tile layer (mma.cuh), which only targets with mma.sync compile
-/// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, the emulator at warp 32): the
-/// layout probe, the tensor-core GEMM and MLA attention. CUDA's check compiles them for those architectures; HIP has no
-/// tile layer yet.
+/// Every variant on the tile layer (mma.cuh): the layout probe, the tensor-core GEMM and MLA attention.
+/// The emulator at warp 32 compiles them all; [`tile_catalog_for`] says which a target compiles.
 pub fn tile_catalog() -> Vec<Variant> {
-    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog(), attention::tile_catalog()].concat()
+    tile_catalog_for(&Target::Host { warp: 32 })
+}
+
+/// The tile-layer variants `target` compiles: none without the layer
+/// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, AMD gfx90a / gfx94x, the
+/// emulator); the probe and the GEMM wherever it is; MLA attention where its kernel's mma.sync fragments
+/// exist ([`attention::on_tile_layer`]).
+pub fn tile_catalog_for(target: &Target) -> Vec<Variant> {
+    if !target.mma_bf16() {
+        return Vec::new();
+    }
+    let mut v = [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog()].concat();
+    if attention::on_tile_layer(target) {
+        v.extend(attention::tile_catalog());
+    }
+    v
 }
 
 /// Row stride (elements) of a row-major 2-D view; any value when it has one row.

@@ -95,9 +95,7 @@ fn main() -> ExitCode {
     for arch in &archs {
         let target = Target::Hip { arch: arch.clone(), warp };
         let mut catalog = catalog.clone();
-        if target.mma_bf16() {
-            catalog.extend(dsv3_backend_gpu::ops::tile_catalog());
-        }
+        catalog.extend(dsv3_backend_gpu::ops::tile_catalog_for(&target));
         match emit(&out.join(arch), &target, &catalog) {
             Ok(n) => println!("{n} variants of {} kernel files for {arch} (wave{warp})", kernels::ALL.len()),
             Err(e) => {
