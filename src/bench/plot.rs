@@ -251,7 +251,13 @@ fn panel_chart(run: &Run, area: &Area, phase: &str) -> DrawResult {
                 .legend(move |(x, y)| mark(marker, (x + 9, y), color));
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    // Lower right: rates grow with the batch, so that corner is the emptiest (upper right covered lines).
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
