@@ -27,8 +27,12 @@ pub fn tok_s_by_batch(run: &Run) -> Result<String, String> {
     Ok(svg)
 }
 
-/// The `bench ops` roofline as SVG text.
+/// The `bench ops` roofline as SVG text; an error when no row has a roofline to place it (runs saved before
+/// rows carried their FLOPs and bytes).
 pub fn ops_roofline(run: &Run) -> Result<String, String> {
+    if run.rows.iter().all(|r| r.roofline.is_none()) {
+        return Err("no row of the run has a roofline (its FLOPs and bytes): nothing to draw".into());
+    }
     let mut svg = String::new();
     draw_ops(run, &mut svg).map_err(|e| format!("--plot: drawing the chart: {e}"))?;
     Ok(svg)

@@ -28,9 +28,10 @@ pub fn run(args: Args) -> i32 {
 
 fn try_run(args: &Args) -> Result<i32, String> {
     let run = Run::load(&args.run).map_err(|e| e.to_string())?;
+    let in_file = |e: String| format!("{}: {e}", args.run.display());
     let svg = match run.kind.as_str() {
-        "model" => plot::tok_s_by_batch(&run)?,
-        "ops" => plot::ops_roofline(&run)?,
+        "model" => plot::tok_s_by_batch(&run).map_err(in_file)?,
+        "ops" => plot::ops_roofline(&run).map_err(in_file)?,
         other => {
             let why = format!("kind {other:?}: only `model` and `ops` runs have charts");
             return Err(format!("{}: {why}", args.run.display()));
