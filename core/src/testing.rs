@@ -6,6 +6,10 @@
 //!   `ci/test.sh` can count it next to its totals.
 //! * Under `CI=true` (which `.ci/run` sets) the environment is complete by construction, so not running
 //!   is a failure: it panics with the reason.
+//! * Except for an instruction-set path this CPU lacks ([`cpu_lacks`]: AVX-512 VBMI, AVX512-BF16, AMX):
+//!   nothing CI installs provides one, and CI machines differ (AVX-512 Intel, AVX2-only AMD EPYC), so it
+//!   is never a failure; it writes a [`CPU_LACKS_MARKER`] line, which `ci/test.sh` counts and lists under
+//!   its totals. Each such path runs wherever the CPU has it, forced where it is not the default.
 //!
 //! Tests that run a child test in a fresh process check for the child's own [`RAN_MARKER`] line (written
 //! by [`child_ran`] as the child's last act), not only for libtest's "1 passed", which a child that
@@ -15,6 +19,8 @@ use std::io::Write;
 
 /// Start of the line a test writes when it did not run.
 pub const SKIP_MARKER: &str = "dsv3-test-skip:";
+/// Start of the line a test writes when this CPU lacks the instruction set it tests.
+pub const CPU_LACKS_MARKER: &str = "dsv3-test-cpu-lacks:";
 /// Start of the line a child test writes when it ran to its end.
 pub const RAN_MARKER: &str = "dsv3-child-ran:";
 
@@ -30,6 +36,15 @@ pub fn not_run(test: &str, reason: &str) {
     let _ = writeln!(
         std::io::stderr(),
         "\n{SKIP_MARKER} {test}: {reason}\n**** this test did NOT run (it is not a pass) ****"
+    );
+}
+
+/// Reports that `test` did not run because this CPU lacks the instruction-set extension it tests (`reason`
+/// names it), under CI too (see the module comment): never a pass, counted and listed by `ci/test.sh`.
+pub fn cpu_lacks(test: &str, reason: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{CPU_LACKS_MARKER} {test}: {reason}\n**** this test did NOT run: this CPU lacks what it tests ****"
     );
 }
 

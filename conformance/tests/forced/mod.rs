@@ -4,7 +4,8 @@
 //! paths below the best one this CPU has (AVX2 on an AVX-512 machine, the portable scalar path
 //! everywhere). The path is chosen once per process, so each forced path is its own test binary with
 //! this one test. A path this CPU cannot run is reported `unavailable: <reason>` through
-//! `dsv3_core::testing::not_run`: a counted skip here, a failure under `CI=true`.
+//! `dsv3_core::testing::cpu_lacks`: never a pass, counted and listed by `ci/test.sh` (under `CI=true` too:
+//! no CI step can install an instruction set).
 
 use dsv3_backend_cpu::fast::gemm::{kernel_name, KERNEL_ENV};
 use dsv3_backend_cpu::{CpuBackend, Mode};
@@ -16,7 +17,7 @@ pub fn gemm_cases_pass_on_forced_path(test: &str, path: &str) {
     let name = kernel_name();
     if !name.contains(&format!("forced by {KERNEL_ENV}={path}")) {
         let why = format!("unavailable: this CPU cannot run the {path} path: {name}");
-        return dsv3_core::testing::not_run(test, &why);
+        return dsv3_core::testing::cpu_lacks(test, &why);
     }
     let cpu = CpuBackend::new(Mode::Fast);
     for op in ["gemm", "grouped_gemm"] {

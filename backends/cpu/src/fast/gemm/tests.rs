@@ -530,7 +530,7 @@ fn vbmi_decode_is_exact_for_all_256_codes() {
     for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
         let Some(t) = fp8_simd::Fp8Tables::new(fmt) else {
             let why = "this CPU has no AVX-512 VBMI: its FP8 decode path cannot run here";
-            return dsv3_core::testing::not_run("vbmi_decode_is_exact_for_all_256_codes", why);
+            return dsv3_core::testing::cpu_lacks("vbmi_decode_is_exact_for_all_256_codes", why);
         };
         // Odd lengths and offsets exercise the masked tail.
         for (lo, hi) in [(0usize, 256usize), (3, 200), (250, 256), (7, 8)] {
@@ -708,6 +708,6 @@ fn bf16_units_add_exact_products_in_f32_as_documented() {
     }
     if checked == 0 {
         let why = "this CPU has neither AVX512-BF16 nor AMX-BF16 (with tile data granted)";
-        dsv3_core::testing::not_run("bf16_units_add_exact_products_in_f32_as_documented", why);
+        dsv3_core::testing::cpu_lacks("bf16_units_add_exact_products_in_f32_as_documented", why);
     }
 }
