@@ -32,10 +32,7 @@ fn try_run(args: &Args) -> Result<i32, String> {
     let svg = match run.kind.as_str() {
         "model" => plot::tok_s_by_batch(&run).map_err(in_file)?,
         "ops" => plot::ops_roofline(&run).map_err(in_file)?,
-        other => {
-            let why = format!("kind {other:?}: only `model` and `ops` runs have charts");
-            return Err(format!("{}: {why}", args.run.display()));
-        }
+        other => return Err(in_file(format!("kind {other:?}: only `model` and `ops` runs have charts"))),
     };
     write_file("CHART.svg", &args.chart, svg.as_bytes())?;
     Ok(0)
