@@ -3,7 +3,7 @@
 
 use crate::bind::{Args, In};
 use dsv3_core::ops::{Access, CachePages, RowSampling, Sample};
-use dsv3_core::{Error, Op, Result};
+use dsv3_core::{DType, Error, Op, Result};
 
 /// `expert_offsets` starts at 0, never decreases, and ends at `rows`; returned as usize.
 pub fn expert_offsets(op: &'static str, offsets: &In, rows: usize) -> Result<Vec<usize>> {
@@ -106,7 +106,38 @@ fn first_failing(x: &In, ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
         let bytes = &x.bytes[..x.t.numel()];
         return bytes.iter().position(|&c| fails[c as usize]).map(|i| (i, format.decode(bytes[i]) as f64));
     }
-    (0..x.t.numel()).map(|i| (i, dtype.read_f64(x.bytes, i))).find(|(_, v)| !ok(*v))
+    first_failing_float(dtype, &x.bytes[..x.t.numel() * dtype.size()], ok)
+}
+
+/// [`first_failing`] over contiguous elements of a 16- or 32-bit float dtype (or any other, slowly).
+/// Only a value whose exponent bits are all ones (±inf, NaN) can fail, so blocks are screened on their
+/// raw words, a loop that vectorises, and only a block holding such a word is decoded one value at a time.
+/// Decoding every value to f64 ran at ~0.5 GB/s on one core: 7 ms of a 100 ms 512-row prefill GEMM.
+fn first_failing_float(dtype: DType, bytes: &[u8], ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
+    const BLOCK: usize = 1024;
+    let size = dtype.size();
+    let exponent = match dtype {
+        DType::F32 => 0x7f80_0000u32,
+        DType::BF16 => 0x7f80,
+        DType::F16 => 0x7c00,
+        _ => 0,
+    };
+    let special = |block: &[u8]| match size {
+        4 => block
+            .chunks_exact(4)
+            .fold(false, |s, w| s | ((u32::from_le_bytes([w[0], w[1], w[2], w[3]]) & exponent) == exponent)),
+        _ => block
+            .chunks_exact(2)
+            .fold(false, |s, w| s | ((u32::from(u16::from_le_bytes([w[0], w[1]])) & exponent) == exponent)),
+    };
+    let numel = bytes.len() / size;
+    (0..numel).step_by(BLOCK).find_map(|start| {
+        let end = (start + BLOCK).min(numel);
+        if exponent != 0 && !special(&bytes[start * size..end * size]) {
+            return None;
+        }
+        (start..end).map(|i| (i, dtype.read_f64(bytes, i))).find(|(_, v)| !ok(*v))
+    })
 }
 
 /// Each row's sampling parameters and the key of its uniforms ([`Sample::row`]), from the op's
@@ -117,4 +148,46 @@ pub fn sample_rows(op: &Sample, args: &Args) -> Result<Vec<(RowSampling, u64)>> 
         None => None,
     };
     Ok((0..op.logits.shape[0]).map(|r| op.row(r, rows.as_deref())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+
+    /// `n` values of `dtype`, all 1.0 but `special` at the given indices, as little-endian bytes.
+    fn values(dtype: DType, n: usize, at: &[(usize, f32)]) -> Vec<u8> {
+        let value = |i: usize| at.iter().find(|(j, _)| *j == i).map_or(1.0, |(_, v)| *v);
+        (0..n)
+            .flat_map(|i| match dtype {
+                DType::F32 => value(i).to_le_bytes().to_vec(),
+                DType::BF16 => bf16::from_f32(value(i)).to_le_bytes().to_vec(),
+                _ => f16::from_f32(value(i)).to_le_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    /// The block screen finds the first failing value wherever it lies (first and last element of a
+    /// block, the tail), passes values the rule allows (−inf for sampling ops) and keeps looking past them.
+    #[test]
+    fn screened_scan_finds_the_first_non_finite_value() {
+        let finite = |v: f64| v.is_finite();
+        let not_nan_or_pos_inf = |v: f64| v.is_finite() || v == f64::NEG_INFINITY;
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let n = 2500;
+            assert_eq!(first_failing_float(dtype, &values(dtype, n, &[]), finite), None, "{dtype:?}");
+            for at in [0, 1023, 1024, 2047, 2048, 2499] {
+                let bytes = values(dtype, n, &[(at, f32::NAN), (at.max(2000), f32::INFINITY)]);
+                let hit = first_failing_float(dtype, &bytes, finite);
+                assert!(
+                    matches!(hit, Some((i, v)) if i == at && v.is_nan()),
+                    "{dtype:?} NaN at {at}: {hit:?}"
+                );
+            }
+            let bytes = values(dtype, n, &[(5, f32::NEG_INFINITY), (1500, f32::INFINITY)]);
+            assert_eq!(first_failing_float(dtype, &bytes, finite), Some((5, f64::NEG_INFINITY)), "{dtype:?}");
+            let hit = first_failing_float(dtype, &bytes, not_nan_or_pos_inf);
+            assert_eq!(hit, Some((1500, f64::INFINITY)), "{dtype:?}");
+        }
+    }
 }
