@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use dsv3_backend_cpu::fast::gemm::{gemm_grouped_scheduled, kernel_name, Group, Grouping, Lhs, Out, Rhs};
 use dsv3_backend_cpu::fast::peak::measure_memory_bandwidth;
+use dsv3_benches::Rng;
 use dsv3_core::fp8::Fp8Format;
 use half::bf16;
 
@@ -29,19 +30,6 @@ const INTER: usize = 2048;
 const FMT: Fp8Format = Fp8Format::E4M3Fn;
 /// Experts per matrix kind in the pool, at least (in whole sets of one launch's experts).
 const POOL: usize = 24;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// One expert's weights of one matrix kind: FP8 codes and scales, or bf16.
 #[derive(Clone)]
@@ -54,7 +42,7 @@ impl Expert {
     fn new(rng: &mut Rng, n: usize, k: usize, fp8: bool) -> Self {
         if fp8 {
             // Random finite e4m3fn codes (0x7F and 0xFF are NaN) and scales of a typical magnitude.
-            let q = (0..n * k).map(|_| (rng.next() as u8) & 0xFE).collect();
+            let q = (0..n * k).map(|_| (rng.u64() as u8) & 0xFE).collect();
             let s = (0..n.div_ceil(128) * k.div_ceil(128)).map(|_| 1e-3 * (1.0 + rng.f32().abs())).collect();
             Expert::Fp8(q, s)
         } else {

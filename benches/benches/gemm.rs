@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use dsv3_backend_cpu::fast::gemm::{gemm, kernel_name, Lhs, Out, Rhs};
 use dsv3_backend_cpu::fast::peak::{measure_fma_peak_f32, measure_memory_bandwidth};
+use dsv3_benches::Rng;
 use dsv3_core::fp8::{Fp8Format, Overflow};
 use half::bf16;
 
@@ -21,16 +22,6 @@ const SHAPES: [(usize, usize, usize); 4] =
     [(512, 2048, 7168), (4096, 4096, 4096), (1, 2112, 7168), (4, 4096, 7168)];
 const FMT: Fp8Format = Fp8Format::E4M3Fn;
 const ROTATE_BYTES: usize = 1 << 30;
-
-struct Rng(u64);
-impl Rng {
-    fn f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 /// Quantizes `x` [rows, cols] with one scale per `bm`×128 block (bm = 128: weights; bm = 1: per token).
 fn quantize(x: &[f32], rows: usize, cols: usize, bm: usize) -> (Vec<u8>, Vec<f32>) {
