@@ -6,7 +6,6 @@
 use crate::buffer::{bytes_mut, CpuBuffer};
 use dsv3_core::ops::Access;
 use dsv3_core::{DType, Error, Op, Result, Tensor};
-use std::collections::HashMap;
 use std::sync::MutexGuard;
 
 /// An input: the tensor and the bytes from its offset to the end of its view.
@@ -22,19 +21,23 @@ pub struct Out<'a> {
     pub bytes: &'a mut [u8],
 }
 
+/// An op's arguments by name. An op has a handful, so a list searched by name beats a hash map: this is
+/// built on every launch, and a decode step of a small model is hundreds of launches.
 pub struct Args<'a> {
     op: &'static str,
-    inputs: HashMap<&'static str, In<'a>>,
-    outputs: HashMap<&'static str, Out<'a>>,
+    inputs: Vec<(&'static str, In<'a>)>,
+    outputs: Vec<(&'static str, Out<'a>)>,
 }
 
 impl<'a> Args<'a> {
     pub fn input(&self, name: &'static str) -> Result<In<'a>> {
-        self.inputs.get(name).copied().ok_or_else(|| Error::invalid(self.op, name, "missing input"))
+        let found = self.inputs.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+        found.ok_or_else(|| Error::invalid(self.op, name, "missing input"))
     }
 
     pub fn output(&mut self, name: &'static str) -> Result<Out<'a>> {
-        self.outputs.remove(name).ok_or_else(|| Error::invalid(self.op, name, "missing output"))
+        let found = self.outputs.iter().position(|(n, _)| *n == name).map(|i| self.outputs.swap_remove(i).1);
+        found.ok_or_else(|| Error::invalid(self.op, name, "missing output"))
     }
 }
 
@@ -60,7 +63,7 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
     buffers.sort_by_key(|b| *b as *const CpuBuffer as usize);
     let mut guards: Vec<MutexGuard<'_, Vec<u64>>> = buffers.iter().map(|b| b.lock()).collect();
 
-    let mut args = Args { op: name, inputs: HashMap::new(), outputs: HashMap::new() };
+    let mut args = Args { op: name, inputs: Vec::new(), outputs: Vec::new() };
     for (buffer, guard) in buffers.iter().zip(guards.iter_mut()) {
         let mut rest: &mut [u8] = bytes_mut(guard, buffer.len_bytes());
         let mut rest_start = 0usize;
@@ -78,13 +81,13 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
             let range = t.byte_range();
             if range.is_empty() {
                 // An empty view touches nothing, wherever its offset points.
-                args.outputs.insert(arg, Out { t, bytes: &mut [] });
+                args.outputs.push((arg, Out { t, bytes: &mut [] }));
                 continue;
             }
             let (gap, tail) = std::mem::take(&mut rest).split_at_mut(range.start - rest_start);
             let (out, tail) = tail.split_at_mut(range.len());
             gaps.push((rest_start, gap));
-            args.outputs.insert(arg, Out { t, bytes: out });
+            args.outputs.push((arg, Out { t, bytes: out }));
             rest = tail;
             rest_start = range.end;
         }
@@ -92,14 +95,14 @@ pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R>
         for (arg, t, _) in mine.iter().filter(|(_, _, a)| *a == Access::Read) {
             let range = t.byte_range();
             if range.is_empty() {
-                args.inputs.insert(arg, In { t, bytes: &[] });
+                args.inputs.push((arg, In { t, bytes: &[] }));
                 continue;
             }
             let (start, gap) = gaps
                 .iter()
                 .find(|(s, g)| *s <= range.start && range.end <= s + g.len())
                 .ok_or_else(|| Error::invalid(name, arg, "input overlaps an output"))?;
-            args.inputs.insert(arg, In { t, bytes: &gap[range.start - start..range.end - start] });
+            args.inputs.push((arg, In { t, bytes: &gap[range.start - start..range.end - start] }));
         }
     }
     f(args)
