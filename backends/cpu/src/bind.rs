@@ -47,10 +47,14 @@ pub fn cpu_buffer<'t>(op: &'static str, arg: &'static str, t: &'t Tensor) -> Res
     })
 }
 
-/// Locks the buffers of `op` and runs `f` with its arguments as slices.
-pub fn with_args<R>(op: &Op, f: impl FnOnce(Args<'_>) -> Result<R>) -> Result<R> {
+/// Locks the buffers of `op` (its `tensors`, as [`Op::tensors`] lists them) and runs `f` with its
+/// arguments as slices.
+pub fn with_args<R>(
+    op: &Op,
+    tensors: &[(&'static str, &Tensor, Access)],
+    f: impl FnOnce(Args<'_>) -> Result<R>,
+) -> Result<R> {
     let name = op.name();
-    let tensors = op.tensors();
     // Each argument's buffer, then the distinct buffers.
     let owners: Vec<&CpuBuffer> =
         tensors.iter().map(|(arg, t, _)| cpu_buffer(name, arg, t)).collect::<Result<_>>()?;

@@ -3,7 +3,7 @@
 
 use crate::bind::{Args, In};
 use dsv3_core::ops::{Access, CachePages, RowSampling, Sample};
-use dsv3_core::{DType, Error, Op, Result};
+use dsv3_core::{DType, Error, Op, Result, Tensor};
 
 /// `expert_offsets` starts at 0, never decreases, and ends at `rows`; returned as usize.
 pub fn expert_offsets(op: &'static str, offsets: &In, rows: usize) -> Result<Vec<usize>> {
@@ -74,11 +74,11 @@ pub fn cache_rows(
 /// loaded (scanning them on every launch would double a decode GEMM's memory traffic), and attention
 /// caches (`kv_cache`, `k`, `v`), whose rows past `kv_lens` are ignored by contract and may hold anything.
 /// Sampling ops accept −inf logits (a masked token) but not NaN or +inf.
-pub fn finite_inputs(op: &Op, args: &Args) -> Result<()> {
+pub fn finite_inputs(op: &Op, tensors: &[(&'static str, &Tensor, Access)], args: &Args) -> Result<()> {
     let allow_neg_inf = matches!(op, Op::Argmax(_) | Op::TopK(_) | Op::Sample(_));
     let ok = |v: f64| v.is_finite() || allow_neg_inf && v == f64::NEG_INFINITY;
     // In argument order, so the error names the same argument whatever the map's order.
-    for (arg, t, access) in op.tensors() {
+    for &(arg, t, access) in tensors {
         if access != Access::Read
             || !t.dtype.is_float()
             || matches!(arg, "b" | "table" | "kv_cache" | "k" | "v")
@@ -170,7 +170,6 @@ pub fn sample_rows(op: &Sample, args: &Args) -> Result<Vec<(RowSampling, u64)>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dsv3_core::Tensor;
     use half::{bf16, f16};
 
     /// `n` values of `dtype`, all 1.0 but `special` at the given indices, as little-endian bytes.

@@ -214,8 +214,10 @@ impl Stream for CpuStream {
 
     fn launch(&self, op: &Op) -> Result<()> {
         op.validate()?;
+        // Listed once for the checks and the binding below (each listing allocates).
+        let tensors = op.tensors();
         // `validate` proved every argument lives where the first one does; that must be here.
-        let (arg, first, _) = op.tensors()[0];
+        let (arg, first, _) = tensors[0];
         if first.buffer.device_id() != self.device {
             return Err(Error::invalid(
                 op.name(),
@@ -228,8 +230,8 @@ impl Stream for CpuStream {
         }
         let cost = op.cost();
         threads::run(cost.flops + cost.bytes, || {
-            bind::with_args(op, |args| {
-                checks::finite_inputs(op, &args)?;
+            bind::with_args(op, &tensors, |args| {
+                checks::finite_inputs(op, &tensors, &args)?;
                 match self.mode {
                     Mode::Reference => reference::run(op, args),
                     Mode::Fast => fast::run(op, args),
