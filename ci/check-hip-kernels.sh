@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles every kernel variant of the catalog for AMD GPUs, without one, with the tile layer's (MFMA:
-# gemm_mma and the layout probe, which both architectures have):
+# gemm_mma, attention_mma and the layout probe, which both architectures have):
 #   1. hipcc (offline, with hip_runtime.h) for gfx90a (MI200) and gfx940 (the MI300 family's ISA), printing
 #      each kernel's registers, spills, LDS and occupancy (clang's kernel-resource-usage remarks);
 #   2. hiprtc in-process for gfx90a, the compiler and header environment the HIP backend uses at run time.

@@ -55,13 +55,14 @@
 // The emulator runs MFMA at DSV3_WARP 64 as a rendezvous of all 64 lanes, adding each slot's products in
 // ascending k after c, as for mma.sync.
 //
-// The warp tile: the vendor-neutral API kernels use (gemm_mma.cu), so that they compile for both with no
-// #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8 mma; AMD: 4),
-// `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte tile of A /
-// Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3 codes of Bᵀ
-// decoded to a bf16 fragment; tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 / stage_commit /
-// stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers). The fragment
-// structs differ in size per vendor, so kernels hold them only through these functions.
+// The warp tile: the vendor-neutral API kernels use (gemm_mma.cu, attention_mma.cu), so that they compile
+// for both with no #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8
+// mma; AMD: 4), `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte
+// tile of A / Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3
+// codes of Bᵀ decoded to a bf16 fragment, tile_load_b_trans B from a K-major 16 × 16 bf16 tile (attention's
+// V; with tile_zero, at the end of this file); tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 /
+// stage_commit / stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers).
+// The fragment structs differ in size per vendor, so kernels hold them only through these functions.
 //
 // wgmma / TMA (sm_90a, the next step): warpgroup-wide (128 threads) m64nNk16 with A and B read from shared
 // memory through descriptors (swizzled layouts), asynchronous with wgmma.fence / commit_group / wait_group,
