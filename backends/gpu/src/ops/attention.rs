@@ -309,6 +309,24 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// MLA's tile-layer kernel is compiled for every target with the layer, AMD's wave64 parts included, and
+    /// for none without it.
+    #[test]
+    fn mla_on_the_tile_layer_is_compiled_for_both_vendors() {
+        let has_mla = |t: &Target| {
+            crate::ops::tile_catalog_for(t).iter().any(|v| v.kernel.name == kernels::ATTENTION_MMA.name)
+        };
+        let hip = |arch: &str, warp| Target::Hip { arch: arch.into(), warp };
+        for t in [hip("gfx90a", 64), hip("gfx942:sramecc+:xnack-", 64), Target::Cuda { arch: "sm_80".into() }]
+        {
+            assert!(has_mla(&t), "{t:?}");
+        }
+        assert!(has_mla(&Target::Host { warp: 32 }) && has_mla(&Target::Host { warp: 64 }));
+        for t in [hip("gfx1100", 32), hip("gfx908", 64), Target::Cuda { arch: "sm_75".into() }] {
+            assert!(!has_mla(&t), "{t:?}");
+        }
+    }
+
     #[test]
     fn splits_cover_the_keys_in_whole_chunks() {
         // Short caches, and launches with enough rows, are one split.
