@@ -12,7 +12,8 @@
 # or SGPRs (the remarks' VGPRSpill / SGPRSpill). That is also the register gate: without launch bounds clang
 # compiles every kernel for workgroups of up to 1024 threads (amdgpu-flat-work-group-size's default), so it
 # keeps registers within what such a block may use and spills what does not fit; no spill, so every block
-# size our launches use (at most 1024) runs.
+# size our launches use (at most 1024) runs. A kernel with __launch_bounds__(n) (attention_mma: 256, its
+# kernels.rs block, which launches may not exceed) is compiled for blocks of up to n instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
