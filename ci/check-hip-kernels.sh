@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compiles every kernel variant of the catalog for AMD GPUs, without one, with the tile layer's (MFMA:
-# gemm_mma and the layout probe, which both architectures have):
+# gemm_mma, attention_mma and the layout probe, which both architectures have):
 #   1. hipcc (offline, with hip_runtime.h) for gfx90a (MI200) and gfx940 (the MI300 family's ISA), printing
 #      each kernel's registers, spills, LDS and occupancy (clang's kernel-resource-usage remarks);
 #   2. hiprtc in-process for gfx90a, the compiler and header environment the HIP backend uses at run time.
@@ -12,7 +12,8 @@
 # or SGPRs (the remarks' VGPRSpill / SGPRSpill). That is also the register gate: without launch bounds clang
 # compiles every kernel for workgroups of up to 1024 threads (amdgpu-flat-work-group-size's default), so it
 # keeps registers within what such a block may use and spills what does not fit; no spill, so every block
-# size our launches use (at most 1024) runs.
+# size our launches use (at most 1024) runs. A kernel with __launch_bounds__(n) (attention_mma: 256, its
+# kernels.rs block, which launches may not exceed) is compiled for blocks of up to n instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

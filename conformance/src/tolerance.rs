@@ -118,7 +118,7 @@ pub const TABLE: &[Rule] = &[
                  of V with the rounded weights summing to one (l adds the rounded weights), so its error is the \
                  weights' errors against V's spread: ≈ 2^-8 relative in random directions, 2^16 units u. Scores and \
                  P·V sums are f32 mma, whose adder may truncate (gemm_tensor_core: 2 units per addition, p = 24): \
-                 2·scale·D and 2·√L; the quarters' adds, scale, exp, normalisation ≈ 8. V3 (D = 576, scale \
+                 2·scale·D and 2·√L; the partial scores' adds (4 parts on NVIDIA, 2 on AMD), scale, exp, normalisation ≈ 8. V3 (D = 576, scale \
                  0.135, L = 4096, bf16 out): NMSE ≈ 2.5e-4 + 1.2e-4 — inside ggml's 5e-4, looser than FlashMLA's cos \
                  1e-5, which tests the same rounding without our safety factor",
     },

@@ -55,13 +55,14 @@
 // The emulator runs MFMA at DSV3_WARP 64 as a rendezvous of all 64 lanes, adding each slot's products in
 // ascending k after c, as for mma.sync.
 //
-// The warp tile: the vendor-neutral API kernels use (gemm_mma.cu), so that they compile for both with no
-// #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8 mma; AMD: 4),
-// `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte tile of A /
-// Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3 codes of Bᵀ
-// decoded to a bf16 fragment; tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 / stage_commit /
-// stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers). The fragment
-// structs differ in size per vendor, so kernels hold them only through these functions.
+// The warp tile: the vendor-neutral API kernels use (gemm_mma.cu, attention_mma.cu), so that they compile
+// for both with no #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8
+// mma; AMD: 4), `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte
+// tile of A / Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3
+// codes of Bᵀ decoded to a bf16 fragment, tile_load_b_trans B from a K-major 16 × 16 bf16 tile (attention's
+// V; with tile_zero, at the end of this file); tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 /
+// stage_commit / stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers).
+// The fragment structs differ in size per vendor, so kernels hold them only through these functions.
 //
 // wgmma / TMA (sm_90a, the next step): warpgroup-wide (128 threads) m64nNk16 with A and B read from shared
 // memory through descriptors (swizzled layouts), asynchronous with wgmma.fence / commit_group / wait_group,
@@ -529,3 +530,50 @@ template <int N> DSV3_DEV void stage_wait() {}
 }  // namespace mma
 
 #endif
+
+// ---- Tile additions for attention (attention_mma.cu) ---------------------------------------------------
+// P·V multiplies by V stored K-major (cache rows are keys, the product's k; columns are the output's n), the
+// transpose of tile_load_b's Bᵀ tile, and starts its accumulators at zero.
+
+namespace mma {
+
+DSV3_DEV TileC tile_zero() {
+    TileC c;
+    DSV3_UNROLL
+    for (u32 s = 0; s < TILE_SLOTS; s++) c.v[s] = 0.0f;
+    return c;
+}
+
+// The B operand of a 16 (k) × 16 (n) bf16 tile stored row-major by k: `tile` points at row k = 0, `pitch`
+// bytes between rows (tile_load_b's Bᵀ tile, transposed by the load).
+#if DSV3_WARP == 32
+// ldmatrix.x4 .trans: matrix j = l / 8 is rows k = 8·(j % 2) .. +7 of columns 8·(j / 2) .. +7, lane l pointing
+// at its row l % 8; register j of lane 4g + t gets k = 2t, 2t + 1 of column g of matrix j, an m16n8k16 B
+// register (k = 2t, 2t + 1, + 8 for register 1): matrices 0, 1 make n-tile 0, matrices 2, 3 n-tile 1.
+// Rows 16-byte aligned, in shared memory.
+DSV3_DEV TileB tile_load_b_trans(const u8* tile, u32 pitch) {
+    const u32 l = dsv3_lane();
+    u32 r[4];
+    ldmatrix_x4_trans(r, tile + (8 * ((l / 8) % 2) + l % 8) * pitch + 16 * (l / 16));
+    TileB b;
+    b.f[0] = {{r[0], r[1]}};
+    b.f[1] = {{r[2], r[3]}};
+    return b;
+}
+#else
+// MFMA's B: lane l holds B[4q .. 4q + 3][l % 16] (q = l / 16), so four 2-byte reads down column l % 16
+// (ds_read_u16; rows and `pitch` 2-byte aligned), packed lower k in the low half.
+DSV3_DEV TileB tile_load_b_trans(const u8* tile, u32 pitch) {
+    const u32 l = dsv3_lane();
+    const u8* p = tile + 4 * (l / 16) * pitch + 2 * (l % 16);
+    u32 e[4];
+    DSV3_UNROLL
+    for (u32 j = 0; j < 4; j++) e[j] = *reinterpret_cast<const u16*>(p + j * pitch);
+    TileB b;
+    b.r[0] = e[0] | e[1] << 16;
+    b.r[1] = e[2] | e[3] << 16;
+    return b;
+}
+#endif
+
+}  // namespace mma

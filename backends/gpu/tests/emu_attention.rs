@@ -2,10 +2,10 @@
 //! paths it misses — decode over a cache long enough to be split over the keys (then combined) with V3's
 //! head dims, a causal prefill whose queries see different numbers of keys across splits, MHA split —
 //! and the cache-length check made on the device, and `supports` for head dims past shared memory.
-//! MLA with V3's head dims and a bf16 cache runs on the tensor-core kernel (attention_mma.cu) at warp 32
-//! and on the SIMT kernel at warp 64, so the cases run at both widths cover both; the tensor-core path
-//! gets its own cases (partial head groups, tiles cut by lengths and splits, pages that tiles straddle)
-//! and device-side checks.
+//! MLA with V3's head dims and a bf16 cache runs on the tile-layer kernel (attention_mma.cu) at both
+//! widths (warp 32: mma.sync, NVIDIA; warp 64: MFMA, AMD), other dims and caches on the SIMT kernel; the
+//! tile-layer path gets its own cases at both widths (partial head groups, tiles cut by lengths and
+//! splits, pages that tiles straddle) and device-side checks.
 
 mod common;
 
@@ -159,17 +159,21 @@ fn mla_op_of(
 
 #[test]
 fn cache_lengths_outside_the_cache_fail_at_sync() {
-    let dev = EmulatorBackend::new(32).open(0).unwrap();
-    // The SIMT kernel (f32, small dims) and the tensor-core one (bf16, V3's dims).
-    for (dtype, dc, dr) in [(DType::F32, 32, 16), (DType::BF16, 512, 64)] {
+    // The SIMT kernel (f32, small dims) and the tile-layer one (bf16, V3's dims), at both widths.
+    for (warp, dtype, dc, dr) in
+        [(32, DType::F32, 32, 16), (32, DType::BF16, 512, 64), (64, DType::BF16, 512, 64)]
+    {
+        let dev = EmulatorBackend::new(warp).open(0).unwrap();
         let s = dev.default_stream();
         s.launch(&mla_op_of(dtype, &dev, 2, dc, dr, 8, &[8, 9]))
             .expect("the lengths are only known on the device");
         match s.sync() {
             Err(Error::InvalidArgument { op: "mla_attention", arg: "kv_lens", reason }) => {
-                assert!(reason.contains("element 1, value 9"), "{dtype}: {reason}")
+                assert!(reason.contains("element 1, value 9"), "warp {warp}, {dtype}: {reason}")
             }
-            other => panic!("{dtype}: expected the device to report kv_lens[1] = 9, got {other:?}"),
+            other => {
+                panic!("warp {warp}, {dtype}: expected the device to report kv_lens[1] = 9, got {other:?}")
+            }
         }
         // Reported once; the stream goes on.
         s.launch(&mla_op_of(dtype, &dev, 2, dc, dr, 8, &[8, 1])).unwrap();
@@ -183,9 +187,10 @@ fn v3_mla_takes_the_tensor_cores_where_the_tile_layer_runs() {
         (EmulatorBackend::new(32).open(0).unwrap(), EmulatorBackend::new(64).open(0).unwrap());
     let tensor_cores =
         |s: Support| matches!(s, Support::TensorCore { rounding } if rounding.contains("bf16"));
+    // mma.sync at warp 32, MFMA at warp 64; other head dims and f32 caches stay on the SIMT kernel.
     assert!(tensor_cores(dev32.supports(&mla_op_of(DType::BF16, &dev32, 128, 512, 64, 4, &[4]))));
-    // No tile layer at warp 64; other head dims and f32 caches stay on the SIMT kernel.
-    assert_eq!(dev64.supports(&mla_op_of(DType::BF16, &dev64, 128, 512, 64, 4, &[4])), Support::Native);
+    assert!(tensor_cores(dev64.supports(&mla_op_of(DType::BF16, &dev64, 128, 512, 64, 4, &[4]))));
+    assert_eq!(dev64.supports(&mla_op_of(DType::BF16, &dev64, 4, 256, 64, 4, &[4])), Support::Native);
     assert_eq!(dev32.supports(&mla_op_of(DType::BF16, &dev32, 4, 256, 64, 4, &[4])), Support::Native);
     assert_eq!(dev32.supports(&mla_op(&dev32, 128, 512, 64, 4, &[4])), Support::Native);
 }
@@ -196,7 +201,13 @@ fn a_non_finite_query_stays_in_its_own_head_on_the_tensor_cores() {
     // cache row), so head 0's output is 0 and head 1's NaN, as the oracle's would be. The stage that holds
     // the key held the heads' queries just before; a kernel that left the non-key rows as they were (their
     // weights are 0, but 0 · NaN is NaN) would spread head 1's NaN to every head.
-    let dev = EmulatorBackend::new(32).open(0).unwrap();
+    for warp in [32, 64] {
+        nan_query_stays_in_its_head(warp);
+    }
+}
+
+fn nan_query_stays_in_its_head(warp: u32) {
+    let dev = EmulatorBackend::new(warp).open(0).unwrap();
     let Op::MlaAttention(op) = mla_op_of(DType::BF16, &dev, 2, 512, 64, 16, &[1]) else { unreachable!() };
     let s = dev.default_stream();
     let nan = 0x7fc0u16.to_le_bytes().repeat(512);
@@ -228,11 +239,13 @@ fn misaligned_queries_fall_back_to_the_simt_kernel() {
     s.sync().unwrap();
 }
 
-/// Runs `cases` at warp 32 and checks that every one ran on the tensor cores.
+/// Runs `cases` at warp 32 (mma.sync) and 64 (MFMA) and checks that every one ran on the tile layer.
 fn check_tensor_cores(cases: &[Case]) {
-    let report = common::check_cases(32, "mla_attention", cases);
-    for r in &report.results {
-        assert!(r.reason.contains("native on tensor cores"), "{}: {}", r.case, r.reason);
+    for warp in [32, 64] {
+        let report = common::check_cases(warp, "mla_attention", cases);
+        for r in &report.results {
+            assert!(r.reason.contains("native on tensor cores"), "warp {warp}: {}: {}", r.case, r.reason);
+        }
     }
 }
 
@@ -282,9 +295,11 @@ fn head_dims_past_shared_memory_are_unsupported_with_the_number() {
 
 #[test]
 fn block_table_entries_outside_the_pool_fail_at_sync() {
-    let dev = EmulatorBackend::new(32).open(0).unwrap();
-    // The SIMT kernel (f32, small dims) and the tensor-core one (bf16, V3's dims).
-    for (dtype, dc, dr) in [(DType::F32, 32, 16), (DType::BF16, 512, 64)] {
+    // The SIMT kernel (f32, small dims) and the tile-layer one (bf16, V3's dims), at both widths.
+    for (warp, dtype, dc, dr) in
+        [(32, DType::F32, 32, 16), (32, DType::BF16, 512, 64), (64, DType::BF16, 512, 64)]
+    {
+        let dev = EmulatorBackend::new(warp).open(0).unwrap();
         let s = dev.default_stream();
         // Two sequences over a pool of 4 pages of 4 positions (the cache's [2, 8] rows seen as 4 pages):
         // the second sequence's second page is 4, one past the pool.
@@ -294,9 +309,14 @@ fn block_table_entries_outside_the_pool_fail_at_sync() {
         s.launch(&Op::MlaAttention(op)).expect("the table is only read on the device");
         match s.sync() {
             Err(Error::InvalidArgument { op: "mla_attention", arg: "block_table", reason }) => {
-                assert!(reason.contains("0..4") && reason.contains("element 3, value 4"), "{dtype}: {reason}")
+                assert!(
+                    reason.contains("0..4") && reason.contains("element 3, value 4"),
+                    "warp {warp}, {dtype}: {reason}"
+                )
             }
-            other => panic!("{dtype}: expected the device to report block_table[1, 1] = 4, got {other:?}"),
+            other => panic!(
+                "warp {warp}, {dtype}: expected the device to report block_table[1, 1] = 4, got {other:?}"
+            ),
         }
     }
 }

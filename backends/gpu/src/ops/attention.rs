@@ -5,9 +5,10 @@
 //! launch has enough blocks; short caches and prefill are one split, written directly.
 //!
 //! Two kernels, one launch (the same parameters and splits): MLA with V3's head dims and a bf16 cache runs
-//! on tensor cores where the target has them (attention_mma.cu, 32 heads per block, [`mma_fits`]); the
-//! rest, and every target without the tile layer (HIP, the emulator at warp 64), on attention.cu's SIMT
-//! kernel (MLA: 8 heads per block; MHA: one).
+//! on the tile layer's matrix units where the target has them (attention_mma.cu, 32 heads per block,
+//! [`mma_fits`]: NVIDIA from sm_80, AMD gfx90a / gfx94x, the emulator at warp 32 and 64); the rest, and
+//! every target without the tile layer (sm_75, RDNA), on attention.cu's SIMT kernel (MLA: 8 heads per
+//! block; MHA: one).
 
 use crate::device::Ctx;
 use crate::kernels::{self, Variant};
@@ -80,14 +81,16 @@ fn head_dims(op: &Op) -> Option<(usize, usize)> {
     }
 }
 
-/// Whether attention_mma.cu computes an MLA op on `target`: the tile layer runs there, the head dims are
-/// V3's (the kernel's constants), queries and cache are bf16 (other caches stay on the SIMT kernel), and,
-/// when known (`addrs`: q_latent's, q_pe's and the cache's device addresses), every row starts on 16 bytes
-/// for cp.async — the rows' sizes (1024, 128 and 1152 bytes) are multiples of 16, so the bases decide.
+/// Whether attention_mma.cu computes an MLA op on `target`: the tile layer runs there
+/// ([`Target::mma_bf16`]), the head dims are V3's (the kernel's constants), queries and cache are bf16
+/// (other caches stay on the SIMT kernel), and, when known (`addrs`: q_latent's, q_pe's and the cache's
+/// device addresses), every row starts on 16 bytes for the tile layer's 16-byte staging copies (cp.async,
+/// or AMD's 16-byte loads) — the rows' sizes (1024, 128 and 1152 bytes) are multiples of 16, so the bases
+/// decide.
 fn mma_fits(target: &Target, o: &MlaAttention, addrs: Option<[u64; 3]>) -> bool {
     let (_, _, _, dc, dr, _) = o.dims();
     let bf16 = [&o.q_latent, &o.q_pe, &o.kv_cache].iter().all(|t| t.dtype == DType::BF16);
-    on_tile_layer(target)
+    target.mma_bf16()
         && (dc, dr) == MMA_DIMS
         && bf16
         && addrs.is_none_or(|a| a.iter().all(|v| v.is_multiple_of(16)))
@@ -142,14 +145,7 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// Whether `target` compiles attention_mma.cu: it is written on mma.sync's m16n8 fragments, so NVIDIA from
-/// sm_80 and the emulator at warp 32 (AMD's MFMA has the tile layer's warp tile, which this kernel does not
-/// use yet: HIP keeps the SIMT kernel).
-pub fn on_tile_layer(target: &Target) -> bool {
-    target.mma_bf16() && target.warp() == 32
-}
-
-/// The tensor-core variants (compiled only where [`on_tile_layer`]): bf16 throughout, as the model runs it.
+/// The tile-layer variants (compiled where [`Target::mma_bf16`]): bf16 throughout, as the model runs it.
 pub fn tile_catalog() -> Vec<Variant> {
     vec![mma_variant(DType::BF16)]
 }
@@ -312,6 +308,24 @@ fn run(l: &Launch, f: &Form) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MLA's tile-layer kernel is compiled for every target with the layer, AMD's wave64 parts included, and
+    /// for none without it.
+    #[test]
+    fn mla_on_the_tile_layer_is_compiled_for_both_vendors() {
+        let has_mla = |t: &Target| {
+            crate::ops::tile_catalog_for(t).iter().any(|v| v.kernel.name == kernels::ATTENTION_MMA.name)
+        };
+        let hip = |arch: &str, warp| Target::Hip { arch: arch.into(), warp };
+        for t in [hip("gfx90a", 64), hip("gfx942:sramecc+:xnack-", 64), Target::Cuda { arch: "sm_80".into() }]
+        {
+            assert!(has_mla(&t), "{t:?}");
+        }
+        assert!(has_mla(&Target::Host { warp: 32 }) && has_mla(&Target::Host { warp: 64 }));
+        for t in [hip("gfx1100", 32), hip("gfx908", 64), Target::Cuda { arch: "sm_75".into() }] {
+            assert!(!has_mla(&t), "{t:?}");
+        }
+    }
 
     #[test]
     fn splits_cover_the_keys_in_whole_chunks() {

@@ -87,17 +87,12 @@ pub fn tile_catalog() -> Vec<Variant> {
 
 /// The tile-layer variants `target` compiles: none without the layer
 /// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, AMD gfx90a / gfx94x, the
-/// emulator); the probe and the GEMM wherever it is; MLA attention where its kernel's mma.sync fragments
-/// exist ([`attention::on_tile_layer`]).
+/// emulator); the probe, the GEMM and MLA attention wherever it is.
 pub fn tile_catalog_for(target: &Target) -> Vec<Variant> {
     if !target.mma_bf16() {
         return Vec::new();
     }
-    let mut v = [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog()].concat();
-    if attention::on_tile_layer(target) {
-        v.extend(attention::tile_catalog());
-    }
-    v
+    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog(), attention::tile_catalog()].concat()
 }
 
 /// Row stride (elements) of a row-major 2-D view; any value when it has one row.
