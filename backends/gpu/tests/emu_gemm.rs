@@ -175,6 +175,13 @@ fn grouped_gemm_decode_batches_on_tensor_cores() {
     );
 }
 
+/// The full set's decode batch (32 tokens × 8 of 64 experts, K = 2048) on the 16-row tensor-core tile,
+/// W8A8 and bf16 × FP8, at both warp widths.
+#[test]
+fn grouped_gemm_decode_batch_of_the_full_set() {
+    check_both_warps("grouped_gemm", &from_full("grouped_gemm(experts=64,rows=256,tokens=32x8_of_64"));
+}
+
 /// A NaN weight code on the 16-row tensor-core tile stays in its expert's rows and its column: every
 /// weight is 1 (e4m3fn 0x38, scale 1) but one NaN code (0x7f) in expert 1's column 5, every activation
 /// 1, so C is K everywhere except NaN in rows 3 .. 8 (expert 1) of column 5. A block that took another
