@@ -650,6 +650,24 @@ pub fn full() -> Vec<Case> {
         counts[(i * 7 + i / 5) % 29] += 1; // uneven, experts 29..32 empty
     }
     c.push(grouped_gemm(&counts, 2048, 7168, FP8, FP8, BF16, "64x8"));
+    // A decode batch: 32 tokens × top-8 of 64 experts (256 rows, 4 per expert on average: GPU backends'
+    // 16-row tensor-core tile), each token's experts distinct, experts 7, 23, 39, 55 empty between full
+    // ones; the down projection's K (2048) with N cut to 256 so that the emulators finish in seconds.
+    let mut decode = vec![0usize; 64];
+    for t in 0..32usize {
+        let mut picked = [usize::MAX; 8];
+        let mut e = (t * 29) % 64;
+        for slot in 0..8 {
+            while picked.contains(&e) || e % 16 == 7 {
+                e = (e * 5 + 17) % 64;
+            }
+            picked[slot] = e;
+            decode[e] += 1;
+            e = (e * 5 + 17) % 64;
+        }
+    }
+    c.push(grouped_gemm(&decode, 256, 2048, FP8, FP8, BF16, "32x8_of_64"));
+    c.push(grouped_gemm(&decode, 256, 2048, A_BF16, FP8, BF16, "32x8_of_64"));
     c.push(grouped_gemm(
         &[8, 0, 0, 0, 0, 0, 0, 0],
         7168,

@@ -11,8 +11,11 @@
 // conditions (ops/gemm.rs `mma_fits`: K · element size, A's row pitch and the batch strides multiples of 16
 // bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned copy).
 //
-// A block of 4 warps (128 threads; 256 on AMD's wave64) computes a 64 × 64 tile of C, each warp a 32 × 32
-// quarter (2 × 2 warp tiles of 16 × 16). K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3
+// A block of 4 warps (128 threads; 256 on AMD's wave64) computes a BM × 64 tile of C. BM, the variant's row
+// tile (ops/gemm.rs mma_row_tile), is 64 (prefill: each warp a 32 × 32 quarter, 2 × 2 warp tiles of 16 × 16)
+// or 16, one MMA M (decode batches of grouped_gemm, a few rows per expert: the four warps side by side along
+// N, each one 16 × 16 warp tile), so that an expert with a handful of rows does not run 64 rows of MMAs; either
+// way a block streams its expert's 64 weight rows once. K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3
 // elements; B's rows hold the same elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage
 // shared-memory ring: while the warps multiply slice kt, the copies of slices kt + 1 and kt + 2 are in
 // flight on NVIDIA (cp.async groups, one per slice); on AMD the copies finish as they are issued, so the
@@ -33,7 +36,8 @@
 // reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products.
 //
 // GROUPED = 1 (grouped_gemm, contiguous layout): rows offsets[e] .. offsets[e+1] use b[e], the offsets read
-// on the device; each block's 64-row tile lies inside one expert (gemm_common.cuh's row_tile).
+// on the device; each block's BM-row tile lies inside one expert (gemm_common.cuh's row_tile): with BM = 16
+// an expert with r rows takes ceil(r / 16) row tiles, and its weight tile is read once per row tile.
 // batched_gemm: the grid's z is the batch; A, B and C start batch_a / batch_b / batch_c elements further
 // per batch (dense operands only).
 
@@ -43,7 +47,18 @@
 // bf16 A × e4m3 B: B's fragments are decoded from its codes instead of loaded by ldmatrix.
 #define DECODE_B (B_FP8 && !A_FP8)
 
-#define BM 64
+// BM comes from the variant. Warp tiles per warp along M (TI) and N (TJ), warps side by side along N.
+#if BM == 64
+#define TI 2
+#define TJ 2
+#define WARPS_N 2
+#elif BM == 16
+#define TI 1
+#define TJ 1
+#define WARPS_N 4
+#else
+#error "gemm_mma: BM must be 64 or 16 (ops/gemm.rs mma_row_tile)"
+#endif
 #define BN 64
 #define SLICE 64                     // bytes of A's rows per stage
 #define KS (SLICE / sizeof(a_t))     // elements of K per stage
@@ -87,18 +102,18 @@ DSV3_KERNEL void gemm_mma(const Params p) {
     const a_t* a = p.a + z * p.batch_a;
     const b_t* b = p.b + z * p.batch_b + tile.e * p.n * p.k;
     c_t* c = p.c + z * p.batch_c;
-    // This warp's quarter of the tile.
-    const u32 wm = 32 * (warp / 2), wn = 32 * (warp % 2);
+    // This warp's part of the tile: TI × TJ warp tiles from row wm, column wn.
+    const u32 wm = 16 * TI * (warp / WARPS_N), wn = 16 * TJ * (warp % WARPS_N);
 
     // Every loop over the fragments is unrolled, so that they stay in registers (indexed by constants only).
-    mma::TileC acc[2][2];
+    mma::TileC acc[TI][TJ];
 #if B_FP8
-    mma::TileC part[2][2];  // the current 128-wide K block's sums
+    mma::TileC part[TI][TJ];  // the current 128-wide K block's sums
 #endif
     DSV3_UNROLL
-    for (u32 i = 0; i < 2; i++) {
+    for (u32 i = 0; i < TI; i++) {
         DSV3_UNROLL
-        for (u32 j = 0; j < 2; j++) {
+        for (u32 j = 0; j < TJ; j++) {
             DSV3_UNROLL
             for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
                 acc[i][j].v[slot] = 0.0f;
@@ -129,12 +144,12 @@ DSV3_KERNEL void gemm_mma(const Params p) {
         for (u32 kk = 0; kk < SLICE; kk += 32) {
             // 16-row tiles of A and Bᵀ: 32 bytes of A's rows from kk on (16 bf16 or 32 e4m3 of K) and the same
             // K of Bᵀ's rows, kk bytes in, or kk / 2 (16 bytes) for e4m3 weights under bf16 A.
-            mma::TileA fa[2];
-            mma::TileB fb[2];
+            mma::TileA fa[TI];
+            mma::TileB fb[TJ];
             DSV3_UNROLL
-            for (u32 i = 0; i < 2; i++) fa[i] = mma::tile_load_a(&s.a[(wm + 16 * i) * PITCH_A + kk], PITCH_A);
+            for (u32 i = 0; i < TI; i++) fa[i] = mma::tile_load_a(&s.a[(wm + 16 * i) * PITCH_A + kk], PITCH_A);
             DSV3_UNROLL
-            for (u32 j = 0; j < 2; j++) {
+            for (u32 j = 0; j < TJ; j++) {
 #if DECODE_B
                 fb[j] = mma::tile_load_b_e4m3_as_bf16(&s.b[(wn + 16 * j) * PITCH_B + kk / 2], PITCH_B);
 #else
@@ -142,9 +157,9 @@ DSV3_KERNEL void gemm_mma(const Params p) {
 #endif
             }
             DSV3_UNROLL
-            for (u32 i = 0; i < 2; i++) {
+            for (u32 i = 0; i < TI; i++) {
                 DSV3_UNROLL
-                for (u32 j = 0; j < 2; j++) {
+                for (u32 j = 0; j < TJ; j++) {
 #if A_FP8
                     mma::tile_mma_e4m3(part[i][j], fa[i], fb[j]);
 #elif B_FP8
@@ -162,7 +177,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
             const u64 kb = kt * KS / QB;
             const float sb = b_scale(p, tile.e, n0, kb);
             DSV3_UNROLL
-            for (u32 i = 0; i < 2; i++) {
+            for (u32 i = 0; i < TI; i++) {
                 // A slot's row is the same in both column tiles (on NVIDIA, slots of one row repeat it).
                 float s_row[mma::TILE_SLOTS];
                 DSV3_UNROLL
@@ -171,7 +186,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
                     s_row[slot] = m < m1 ? a_scale(p, m, kb) * sb : 0.0f;
                 }
                 DSV3_UNROLL
-                for (u32 j = 0; j < 2; j++) {
+                for (u32 j = 0; j < TJ; j++) {
                     DSV3_UNROLL
                     for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
                         acc[i][j].v[slot] += part[i][j].v[slot] * s_row[slot];
@@ -186,9 +201,9 @@ DSV3_KERNEL void gemm_mma(const Params p) {
     mma::stage_wait<0>();
 
     DSV3_UNROLL
-    for (u32 i = 0; i < 2; i++) {
+    for (u32 i = 0; i < TI; i++) {
         DSV3_UNROLL
-        for (u32 j = 0; j < 2; j++) {
+        for (u32 j = 0; j < TJ; j++) {
             DSV3_UNROLL
             for (u32 slot = 0; slot < mma::TILE_SLOTS; slot++) {
                 const u64 m = m0 + wm + 16 * i + mma::tile_row(slot);

@@ -12,7 +12,7 @@ use dsv3_conformance::Case;
 use dsv3_core::fp8::Fp8Format;
 use dsv3_core::ops::{Activations, GroupedGemm, Weights};
 use dsv3_core::DType::{self, BF16, F32};
-use dsv3_core::{Backend, Error, Op, Tensor};
+use dsv3_core::{Backend, Error, Op, Support, Tensor};
 
 const BF: Operand = Operand::Dense(BF16);
 const F: Operand = Operand::Dense(F32);
@@ -135,9 +135,10 @@ fn gemm_bf16_by_fp8_weights_on_tensor_cores() {
     );
 }
 
-/// Grouped GEMM on tensor cores at both warp widths (contiguous layout, offsets read on the device, 64-row
-/// tiles inside one expert), bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in the last
-/// expert; K with a ragged last 128-block.
+/// Grouped GEMM on tensor cores at both warp widths (contiguous layout, offsets read on the device, row
+/// tiles inside one expert: 64 rows, or 16 where the experts average at most 16 — "mma_third", "mma_last"),
+/// bf16, W8A8 and bf16 × block FP8: experts with no rows, a partial tile, several tiles, the only rows in
+/// the last expert; K with a ragged last 128-block.
 #[test]
 fn grouped_gemm_on_tensor_cores() {
     check_both_warps(
@@ -150,6 +151,109 @@ fn grouped_gemm_on_tensor_cores() {
             grouped_gemm(&[40, 0, 2, 66], 136, 384, BF, FP8, BF16, "mma"),
         ],
     );
+}
+
+/// Decode batches of grouped_gemm on tensor cores at both warp widths: more than 16 rows in all and at
+/// most 16 per expert on average, so gemm_mma.cu runs with its 16-row tile (ops/gemm.rs mma_row_tile), each
+/// block one expert's rows. 1 row per expert (20 experts; K over 16 slices, more than the ring's stages),
+/// 3 per expert with empty experts between full ones and last, 16 per expert (one full tile each), 17
+/// (a full tile and a one-row tail that must stop at the expert's end), an empty first expert; bf16, W8A8
+/// and bf16 × block FP8, f32 and ue8m0 scales, N past one 128-row scale block, partial column tiles, K with
+/// ragged last 128-blocks (64 and 16 wide).
+#[test]
+fn grouped_gemm_decode_batches_on_tensor_cores() {
+    check_both_warps(
+        "grouped_gemm",
+        &[
+            grouped_gemm(&[1; 20], 72, 1024, FP8, FP8, BF16, "mma16_1"),
+            grouped_gemm(&[3, 3, 0, 3, 3, 0, 3, 3, 0, 0], 64, 320, BF, FP8, BF16, "mma16_3"),
+            grouped_gemm(&[16, 0, 16, 16], 200, 400, FP8_UE8M0, FP8_UE8M0, F32, "mma16_16"),
+            grouped_gemm(&[17, 0, 0, 17], 72, 256, BF, BF, BF16, "mma16_17"),
+            grouped_gemm(&[0, 17, 0, 0, 3, 0], 130, 384, FP8, FP8, BF16, "mma16_17_3"),
+            grouped_gemm(&[2, 5, 0, 1, 16, 0, 9, 0], 136, 400, BF, FP8, F32, "mma16_mixed"),
+        ],
+    );
+}
+
+/// The full set's decode batch (32 tokens × 8 of 64 experts, K = 2048) on the 16-row tensor-core tile,
+/// W8A8 and bf16 × FP8, at both warp widths.
+#[test]
+fn grouped_gemm_decode_batch_of_the_full_set() {
+    check_both_warps("grouped_gemm", &from_full("grouped_gemm(experts=64,rows=256,tokens=32x8_of_64"));
+}
+
+/// A NaN weight code on the 16-row tensor-core tile stays in its expert's rows and its column: every
+/// weight is 1 (e4m3fn 0x38, scale 1) but one NaN code (0x7f) in expert 1's column 5, every activation
+/// 1, so C is K everywhere except NaN in rows 3 .. 8 (expert 1) of column 5. A block that took another
+/// expert's rows or weights, or wrote a tail past its expert, would spread the NaN to other rows.
+#[test]
+fn a_nan_weight_stays_in_its_expert_on_the_16_row_tile() {
+    let (counts, n, k) = ([3usize, 5, 0, 4, 17], 72usize, 256usize);
+    let (experts, rows) = (counts.len(), counts.iter().sum::<usize>());
+    for warp in [32, 64] {
+        for w8a8 in [false, true] {
+            let device = EmulatorBackend::new(warp).open(0).unwrap();
+            let stream = device.default_stream();
+            let tensor = |shape: &[usize], dtype: DType, bytes: &[u8]| {
+                let buffer = device.alloc(bytes.len()).unwrap();
+                stream.upload(&buffer, 0, bytes).unwrap();
+                Tensor::contiguous(buffer, 0, shape, dtype)
+            };
+            let f32s = |count: usize| 1.0f32.to_le_bytes().repeat(count);
+            let kb = k.div_ceil(128);
+            let a = if w8a8 {
+                Activations::Fp8 {
+                    codes: tensor(&[rows, k], DType::F8E4M3Fn, &vec![0x38; rows * k]),
+                    scales: tensor(&[rows, kb], F32, &f32s(rows * kb)),
+                }
+            } else {
+                Activations::Dense(tensor(&[rows, k], BF16, &0x3f80u16.to_le_bytes().repeat(rows * k)))
+            };
+            let mut codes = vec![0x38u8; experts * n * k];
+            codes[(n + 5) * k + 100] = 0x7f; // expert 1, column 5, k = 100
+            let b = Weights::BlockFp8 {
+                codes: tensor(&[experts, n, k], DType::F8E4M3Fn, &codes),
+                scales: tensor(&[experts, n.div_ceil(128), kb], F32, &f32s(experts * n.div_ceil(128) * kb)),
+            };
+            let mut offsets = vec![0i32];
+            for c in counts {
+                offsets.push(offsets.last().unwrap() + c as i32);
+            }
+            let offsets: Vec<u8> = offsets.iter().flat_map(|v| v.to_le_bytes()).collect();
+            // C with 16 guard rows of -7 after it: the last expert's one-row tail tile must not write past
+            // its end (its second tile, rows 28 .. 44, holds one row: 28).
+            let guard = (-7.0f32).to_le_bytes().repeat(16 * n);
+            let c = tensor(&[rows, n], F32, &[vec![0; rows * n * 4], guard.clone()].concat());
+            let op = Op::GroupedGemm(GroupedGemm {
+                a,
+                b,
+                expert_offsets: tensor(&[experts + 1], DType::I32, &offsets),
+                c: c.clone(),
+            });
+            // The tensor cores take it (exact decoding of the codes at warp 64 and for bf16 A).
+            let support = device.supports(&op);
+            let on_tensor_cores = match &support {
+                Support::Native => w8a8 && warp == 32,
+                Support::Emulated { via } => via.contains("tensor cores"),
+                _ => false,
+            };
+            assert!(on_tensor_cores, "warp {warp}, w8a8 {w8a8}: {support:?}");
+            stream.launch(&op).unwrap();
+            stream.sync().unwrap();
+            let mut bytes = vec![0u8; (rows + 16) * n * 4];
+            stream.download(&c.buffer, 0, &mut bytes).unwrap();
+            assert!(bytes[rows * n * 4..] == guard, "warp {warp}, w8a8 {w8a8}: written past C's last row");
+            bytes.truncate(rows * n * 4);
+            for (i, v) in bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).enumerate() {
+                let (m, col) = (i / n, i % n);
+                if (3..8).contains(&m) && col == 5 {
+                    assert!(v.is_nan(), "warp {warp}, w8a8 {w8a8}: C[{m}, {col}] = {v}, not NaN");
+                } else {
+                    assert_eq!(v, k as f32, "warp {warp}, w8a8 {w8a8}: C[{m}, {col}]");
+                }
+            }
+        }
+    }
 }
 
 /// The decode kernel's paths: each row bucket (1, 4, 8, 16 rows), 16-byte runs of B and the element-wise

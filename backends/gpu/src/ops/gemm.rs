@@ -27,6 +27,8 @@ const DECODE_MIN_BLOCKS: usize = 132;
 /// Rows and columns of C per block of the tiled kernels (gemm.cu's and gemm_mma.cu's BM, BN), and their
 /// threads (gemm_mma.cu: 4 warps, 128 threads on NVIDIA, 256 at wave64).
 const TILE: usize = 64;
+/// gemm_mma.cu's row tile for decode batches of grouped_gemm: one MMA M ([`mma_row_tile`]).
+const MMA_M: usize = 16;
 const TILE_THREADS: u32 = 256;
 const MMA_WARPS: u32 = 4;
 /// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
@@ -192,9 +194,13 @@ fn matmul(
         (false, false) => kernels::GEMM,
     };
     let mut variant = matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped);
+    // The tiled kernels' row tile: decode batches of grouped_gemm take one MMA M on the tensor cores.
+    let bm = if mma && grouped { mma_row_tile(rows, experts) } else { TILE };
     if decode {
         let bucket = DECODE_BUCKETS.into_iter().find(|&r| r >= rows).unwrap_or(DECODE_ROWS);
         variant = variant.konst("ROWS", bucket as i64);
+    } else if mma {
+        variant = variant.konst("BM", bm as i64);
     }
     let f = l.kernel(&variant)?;
     let split = if decode && !grouped && batch.count == 1 { split_k(n, k) } else { None };
@@ -205,7 +211,7 @@ fn matmul(
         grid_2d(n.div_ceil(DECODE_COLS) as u64, y as u64, BLOCK)
     } else {
         // Row tiles along x (grouped: enough for every expert's last partial tile), column tiles along y.
-        let tiles = rows.div_ceil(TILE) + if grouped { experts } else { 0 };
+        let tiles = rows.div_ceil(bm) + if grouped { experts } else { 0 };
         grid_2d(tiles as u64, n.div_ceil(TILE) as u64, if mma { MMA_WARPS * l.warp() } else { TILE_THREADS })
     };
     let mut dims = dims.ok_or_else(|| {
@@ -282,6 +288,22 @@ fn mma_fits(
     let bytes = [k * size_a, k * size_b, lda * size_a, batch.strides[0] * size_a, batch.strides[1] * size_b];
     let aligned = bytes.iter().all(|v| v.is_multiple_of(16)) && addrs.iter().all(|v| v.is_multiple_of(16));
     target.mma_bf16() && aligned
+}
+
+/// gemm_mma.cu's row tile (its BM) for a grouped_gemm of `rows` over `experts`: 16, one MMA M, when the
+/// experts hold at most 16 rows each on average (rows ≤ 16 · experts: a decode batch, B tokens × 8 of 256
+/// experts up to B = 512), else 64. The host knows only these two numbers without a sync (the offsets live
+/// on the device). Why: a block streams its expert's weight tile once per row tile. An expert with at most
+/// 16 rows takes one row tile either way, and a 64-row tile would run at least 48 rows of MMAs on zeros; an
+/// expert with more rows takes ceil(r / 16) tiles instead of ceil(r / 64), each reading the weight tile again
+/// (adjacent blocks, so mostly from L2), which the 64-row tile spares once experts average more than 16.
+/// A skewed batch (one expert holding many rows) costs up to 4× its weight reads under the 16-row tile.
+fn mma_row_tile(rows: usize, experts: usize) -> usize {
+    if rows <= MMA_M * experts {
+        MMA_M
+    } else {
+        TILE
+    }
 }
 
 /// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
@@ -406,12 +428,33 @@ pub fn tile_catalog() -> Vec<Variant> {
         v.push((bf16, fp8, BF16, grouped));
         v.push((fp8, fp8, BF16, grouped));
     }
-    v.into_iter().map(|(a, b, c, grouped)| matmul_variant(kernels::GEMM_MMA, a, b, c, grouped)).collect()
+    // Every product at the 64-row tile; the grouped ones also at the decode batches' 16-row tile.
+    let mut out = Vec::new();
+    for (a, b, c, grouped) in v {
+        let bms: &[usize] = if grouped { &[TILE, MMA_M] } else { &[TILE] };
+        for &bm in bms {
+            out.push(matmul_variant(kernels::GEMM_MMA, a, b, c, grouped).konst("BM", bm as i64));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 16-row tile up to 16 rows per expert on average, the 64-row tile above: V3's decode batch of
+    /// 32 tokens × 8 of 256 experts (1 per expert) and 512 × 8 (16) take 16, a 4096-token prefill (128)
+    /// and one expert holding 17 rows take 64.
+    #[test]
+    fn decode_batches_take_the_16_row_tile() {
+        assert_eq!(mma_row_tile(32 * 8, 256), MMA_M);
+        assert_eq!(mma_row_tile(512 * 8, 256), MMA_M);
+        assert_eq!(mma_row_tile(512 * 8 + 1, 256), TILE);
+        assert_eq!(mma_row_tile(4096 * 8, 256), TILE);
+        assert_eq!(mma_row_tile(17, 1), TILE);
+        assert_eq!(mma_row_tile(34, 4), MMA_M);
+    }
 
     /// Splits start at multiples of 128 and cover K exactly, only when N has few column blocks, and
     /// never outnumber K's 128-wide blocks.
