@@ -2,7 +2,8 @@
 //! one 64-byte cache line per step, decoded in registers, and every decoded vector is multiplied into the
 //! accumulators of all M rows of A (register blocking: M × NB accumulators for NB weight rows at a time).
 //! Rows of B (columns of C) are split among threads. A (at most 16 rows) is converted to f32 once,
-//! zero-padded to a multiple of 64 values.
+//! zero-padded to a multiple of 64 values. On AVX2 the kernels run K in blocks whose A stays in L1
+//! (`x86::run_rows`); the result is bit-identical to one block per row.
 //!
 //! Decoding, without tables ([`Simd::decode_vec`]):
 //! * bf16: a 16-bit shift into the top half of an f32.
@@ -725,10 +726,11 @@ mod x86 {
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
                 for (j, row) in rows.iter().enumerate() {
-                    // Prefetch PF bytes ahead; past the end of the piece, as far into the same row of the
-                    // next piece. `wrapping_add`: the address may lie past the weights; prefetches never
-                    // fault.
-                    let off = k0 * esz + PF;
+                    // Prefetch PF bytes ahead, at most one piece; past the end of the piece, as far into
+                    // the same row of the next piece (a distance beyond a short piece would skip the next
+                    // piece's first lines). `wrapping_add`: the address may lie past the weights;
+                    // prefetches never fault.
+                    let off = k0 * esz + PF.min((khi - klo) * esz);
                     let ahead = if off < khi * esz {
                         row.as_ptr().wrapping_add(off)
                     } else {
@@ -757,9 +759,8 @@ mod x86 {
     }
 
     /// One step of every row of the group: decode `src[j]` (STEP bytes each; `SPECIAL` and `seen` as in
-    /// [`Simd::load_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`. Vector by
-    /// vector: the M values of A for vector `v` are loaded once and used by all NB weight rows, each
-    /// weight vector decoded once and used by all M rows of A.
+    /// [`Simd::load_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`, vector by
+    /// vector ([`step_vec`]).
     ///
     /// # Safety
     /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
@@ -781,15 +782,51 @@ mod x86 {
         unsafe {
             let raw: [S::Raw; NB] =
                 std::array::from_fn(|j| S::load_step::<KIND, SPECIAL>(src[j].as_ptr(), seen));
-            for v in 0..STEP / elem_bytes(KIND) / S::LANES {
-                let av: [S::V; M] =
-                    std::array::from_fn(|i| S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES)));
-                for j in 0..NB {
-                    let w = S::decode_vec::<KIND, SPECIAL>(raw[j], v);
-                    let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
-                    for (acc_i, &a_i) in acc.iter_mut().zip(&av) {
-                        acc_i[j] = S::fma(a_i, wv, acc_i[j]);
-                    }
+            let a = a.as_ptr().add(k0);
+            // One call per vector with `v` a constant: as a loop, LLVM left the rows' loop rolled at M = 1,
+            // NB = 4 (accumulators in memory, seen in the disassembly).
+            step_vec::<S, M, NB, KIND, SPECIAL, 0>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 1>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 2>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 3>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 4>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 5>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 6>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 7>(&raw, a, kp, scale, acc);
+        }
+    }
+
+    /// Vector `V` of a step (nothing when the step has fewer vectors): the M values of A loaded once and
+    /// used by all NB weight rows, each weight vector decoded once and used by all M rows of A.
+    ///
+    /// # Safety
+    /// As [`step_all`], with `a` pointing at A's value `k0` of row 0.
+    #[inline(always)]
+    unsafe fn step_vec<
+        S: Simd,
+        const M: usize,
+        const NB: usize,
+        const KIND: u8,
+        const SPECIAL: bool,
+        const V: usize,
+    >(
+        raw: &[S::Raw; NB],
+        a: *const f32,
+        kp: usize,
+        scale: &[S::V; NB],
+        acc: &mut [[S::V; NB]; M],
+    ) {
+        if V >= STEP / elem_bytes(KIND) / S::LANES {
+            return;
+        }
+        // SAFETY: see the function's contract.
+        unsafe {
+            let av: [S::V; M] = std::array::from_fn(|i| S::load(a.add(i * kp + V * S::LANES)));
+            for j in 0..NB {
+                let w = S::decode_vec::<KIND, SPECIAL>(raw[j], V);
+                let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
+                for (acc_i, &a_i) in acc.iter_mut().zip(&av) {
+                    acc_i[j] = S::fma(a_i, wv, acc_i[j]);
                 }
             }
         }
