@@ -2,8 +2,9 @@
 //! one 64-byte cache line per step, decoded in registers, and every decoded vector is multiplied into the
 //! accumulators of all M rows of A (register blocking: M × NB accumulators for NB weight rows at a time).
 //! Rows of B (columns of C) are split among threads. A (at most 16 rows) is converted to f32 once,
-//! zero-padded to a multiple of 64 values. On AVX2 the kernels run K in blocks whose A stays in L1
-//! (`x86::run_rows`); the result is bit-identical to one block per row.
+//! zero-padded to a multiple of 64 values. The kernels can run K in blocks whose A stays in L1
+//! (`x86::run_rows`, bit-identical to one block per row); measured slower on Zen 3, so one block per
+//! row is the default ([`Job::new`]).
 //!
 //! Decoding, without tables ([`Simd::decode_vec`]):
 //! * bf16: a 16-bit shift into the top half of an f32.
@@ -52,8 +53,7 @@ const fn elem_bytes(kind: u8) -> usize {
 
 #[cfg(test)]
 thread_local! {
-    /// Tests set this to run the SIMD kernels with another K block (read by [`Job::new`], on the calling
-    /// thread): `1 << 30` gives one block per row.
+    /// Tests set this to run the SIMD kernels with K blocks (read by [`Job::new`], on the calling thread).
     pub(crate) static FORCE_KC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
@@ -200,9 +200,10 @@ impl<'a> Job<'a> {
             }
         }
         let isa = if w.is_none() { Isa::Scalar } else { isa };
-        #[cfg(target_arch = "x86_64")]
-        let kc = if isa == Isa::Avx2 { x86::avx2_kc(m) } else { kp.next_multiple_of(SCALE_BLOCK) };
-        #[cfg(not(target_arch = "x86_64"))]
+        // One K block per weight row. K blocks whose A stays in L1 (`x86::avx2_kc`) cut the simulated L1
+        // misses 4× but ran slower than one block in 10 of 16 alternated pairs on a shared Zen 3 (M = 8
+        // and 16: 6 of 6; benches/results/2026-12-07-cpu-decode-gemm-avx2-m4.md): off until a quiet
+        // machine says otherwise; tests force them.
         let kc = kp.next_multiple_of(SCALE_BLOCK);
         #[cfg(test)]
         let kc = FORCE_KC.with(|f| f.get()).unwrap_or(kc);
@@ -986,11 +987,13 @@ mod x86 {
         run_rows(m, 16, kc, pick, w, a, kp, n0, out);
     }
 
-    /// Bytes of A's K block that the AVX2 kernels keep in L1 (32 KiB on the CPUs with AVX2 only; the
+    /// Bytes of A's K block that the AVX2 kernels would keep in L1 (32 KiB on the CPUs with AVX2 only; the
     /// other half for the weights streaming through).
+    #[cfg(test)]
     const A_BLOCK_BYTES: usize = 16 * 1024;
 
     /// The AVX2 path's K block for M rows of A: as many 128-wide scale blocks as fit `A_BLOCK_BYTES`.
+    #[cfg(test)]
     pub(crate) fn avx2_kc(m: usize) -> usize {
         (A_BLOCK_BYTES / (4 * m * SCALE_BLOCK)).max(1) * SCALE_BLOCK
     }

@@ -429,9 +429,10 @@ fn every_decode_m_on_every_path() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn decode_k_blocks_change_nothing() {
-    // Every decode M with K over several K blocks of the AVX2 kernels (A's block kept in L1) and a
-    // partial last step, N over two row tiles plus a partial group: within the contract's bound of the
-    // reference, and bit for bit the result of one K block per weight row (each lane's sum runs in the
+    // Every decode M with K over several K blocks of the kernels as `avx2_kc` sizes them (A's block kept
+    // in L1; not the default, see `Job::new`) and a partial last step, N over two row tiles plus a partial
+    // group: within the contract's bound of the reference, and bit for bit the result of one K block per
+    // weight row (each lane's sum runs in the
     // same order; a block's accumulators carried over in the wrong slot or a block skipped or run twice
     // changes the bits even where it stays inside the bound).
     use super::decode::{avx2_kc, FORCE_KC};
@@ -453,7 +454,7 @@ fn decode_k_blocks_change_nothing() {
                     FORCE_KC.with(|f| f.set(None));
                     c
                 };
-                let (blocked, whole) = (run(None), run(Some(1 << 30)));
+                let (blocked, whole) = (run(Some(avx2_kc(m))), run(None));
                 let ctx = format!("{isa:?} m={m} n={n} k={k} {rk:?}");
                 for (idx, (x, y)) in blocked.iter().zip(&whole).enumerate() {
                     assert_eq!(
