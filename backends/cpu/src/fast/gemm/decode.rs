@@ -2,9 +2,11 @@
 //! one 64-byte cache line per step, decoded in registers, and every decoded vector is multiplied into the
 //! accumulators of all M rows of A (register blocking: M × NB accumulators for NB weight rows at a time).
 //! Rows of B (columns of C) are split among threads. A (at most 16 rows) is converted to f32 once,
-//! zero-padded to a multiple of 64 values.
+//! zero-padded to a multiple of 64 values. The kernels can run K in blocks whose A stays in L1
+//! (`x86::run_rows`, bit-identical to one block per row); measured slower on Zen 3, so one block per
+//! row is the default ([`Job::new`]).
 //!
-//! Decoding, without tables ([`Simd::decode_step`]):
+//! Decoding, without tables ([`Simd::decode_vec`]):
 //! * bf16: a 16-bit shift into the top half of an f32.
 //! * FP8: the code is turned into the bits of a float holding `decode(q) · 2^-fold` exactly ([`fold`]):
 //!   on AVX2 the bits of an f32 by shifts (`x86::fp8_f32_bits`, with a per-step test that sends the
@@ -47,6 +49,12 @@ const fn elem_bytes(kind: u8) -> usize {
         BF16 => 2,
         _ => 1,
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the SIMD kernels with K blocks (read by [`Job::new`], on the calling thread).
+    pub(crate) static FORCE_KC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// Bytes of each weight row consumed per step: one cache line, so one prefetch per row and step, and a
@@ -148,6 +156,8 @@ pub(crate) struct Job<'a> {
     m: usize,
     k: usize,
     kp: usize,
+    /// K block of the SIMD kernels (a multiple of `SCALE_BLOCK`; see `x86::run_rows`).
+    kc: usize,
     abuf: Vec<f32>,
     w: Option<WView<'a>>,
     b: &'a RhsSrc<'a>,
@@ -190,19 +200,26 @@ impl<'a> Job<'a> {
             }
         }
         let isa = if w.is_none() { Isa::Scalar } else { isa };
-        Job { isa, m, k, kp, abuf, w, b }
+        // One K block per weight row. K blocks whose A stays in L1 (`x86::avx2_kc`) cut the simulated L1
+        // misses 4× but ran slower than one block in 10 of 16 alternated pairs on a shared Zen 3 (M = 8
+        // and 16: 6 of 6; benches/results/2026-12-07-cpu-decode-gemm-avx2-m4.md): off until a quiet
+        // machine says otherwise; tests force them.
+        let kc = kp.next_multiple_of(SCALE_BLOCK);
+        #[cfg(test)]
+        let kc = FORCE_KC.with(|f| f.get()).unwrap_or(kc);
+        Job { isa, m, k, kp, kc, abuf, w, b }
     }
 
     /// `out[j*m + i] = C[i, n0 + j]` for the `out.len() / m` weight rows from `n0`.
     fn rows(&self, n0: usize, out: &mut [f32]) {
-        let (m, kp, a) = (self.m, self.kp, &self.abuf[..]);
+        let (m, kp, kc, a) = (self.m, self.kp, self.kc, &self.abuf[..]);
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => {
-                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out)
+                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, kc, n0, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, n0, out),
+            Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, kc, n0, out),
             Isa::Scalar => scalar_rows(m, self.k, self.b, a, kp, n0, out),
         }
     }
@@ -277,7 +294,7 @@ fn scalar_rows(m: usize, k: usize, b: &RhsSrc, abuf: &[f32], kp: usize, n0: usiz
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) use x86::decode_step_for_test;
+pub(crate) use x86::{avx2_kc, decode_step_for_test};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -304,19 +321,31 @@ mod x86 {
         type Seen: Copy;
         /// `Seen` of no codes.
         unsafe fn seen_none<const KIND: u8>() -> Self::Seen;
-        /// Decodes the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) into
-        /// vectors of `LANES`, FP8 values times `2^-fold` ([`super::fold`]); entries past
-        /// `STEP / elem_bytes(KIND) / LANES` are zero. An array, not a callback: a closure would be
-        /// compiled without the path's target features. `SPECIAL = false` may decode NaN and infinite FP8
-        /// codes as finite values; it records the codes in `seen` instead, and the caller redoes its work
-        /// with `SPECIAL = true` when [`Simd::special_seen`] says that one was there.
+        /// # Safety
+        /// `p` writable for `LANES` f32.
+        unsafe fn store(p: *mut f32, v: Self::V);
+        /// A step's weights as loaded, before decoding ([`Simd::decode_vec`]).
+        type Raw: Copy;
+        /// Loads the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) for
+        /// [`Simd::decode_vec`]. `SPECIAL = false` lets the decoder decode NaN and infinite FP8 codes as
+        /// finite values; the codes are recorded in `seen` instead, and the caller redoes its work with
+        /// `SPECIAL = true` when [`Simd::special_seen`] says that one was there.
         ///
         /// # Safety
         /// `p` readable for `STEP` bytes.
-        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(
+        unsafe fn load_step<const KIND: u8, const SPECIAL: bool>(
             p: *const u8,
             seen: &mut Self::Seen,
-        ) -> [Self::V; 8];
+        ) -> Self::Raw;
+        /// Vector `v` (`v < STEP / elem_bytes(KIND) / LANES`) of the decoded step, FP8 values times
+        /// `2^-fold` ([`super::fold`]). One vector at a time, so that the kernel decodes each where it uses
+        /// it (a whole step decoded up front keeps up to 8 vectors per weight row live and spills the
+        /// accumulators at M > 1). A method, not a callback: a closure would be compiled without the
+        /// path's target features.
+        ///
+        /// # Safety
+        /// `raw` from [`Simd::load_step`] of the same `KIND` and `SPECIAL`.
+        unsafe fn decode_vec<const KIND: u8, const SPECIAL: bool>(raw: Self::Raw, v: usize) -> Self::V;
         /// Whether `seen` includes a NaN or infinite code of `KIND`.
         unsafe fn special_seen<const KIND: u8>(seen: Self::Seen) -> bool;
     }
@@ -391,28 +420,31 @@ mod x86 {
             false
         }
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(p: *const u8, _: &mut ()) -> [__m512; 8] {
-            let mut out = [_mm512_setzero_ps(); 8];
-            let mut f = |v: usize, x| out[v] = x;
-            // SAFETY: every load below lies within the STEP bytes the caller guarantees.
+        unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees 16 writable f32.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        type Raw = *const u8;
+        #[inline(always)]
+        unsafe fn load_step<const KIND: u8, const SPECIAL: bool>(p: *const u8, _: &mut ()) -> *const u8 {
+            p
+        }
+        #[inline(always)]
+        unsafe fn decode_vec<const KIND: u8, const SPECIAL: bool>(p: *const u8, v: usize) -> __m512 {
+            // SAFETY: every load below lies within the STEP bytes at `p` (v < STEP / elem_bytes / 16).
             unsafe {
                 match KIND {
-                    F32 => f(0, _mm512_loadu_ps(p.cast())),
+                    F32 => _mm512_loadu_ps(p.cast()),
                     BF16 => {
-                        for v in 0..2 {
-                            let h = _mm256_loadu_si256(p.add(32 * v).cast());
-                            f(v, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))));
-                        }
+                        let h = _mm256_loadu_si256(p.add(32 * v).cast());
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
                     }
                     _ => {
-                        for v in 0..4 {
-                            let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16 * v).cast()));
-                            f(v, _mm512_cvtph_ps(f16_bits::<KIND>(q)));
-                        }
+                        let q = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(16 * v).cast()));
+                        _mm512_cvtph_ps(f16_bits::<KIND>(q))
                     }
                 }
             }
-            out
         }
     }
 
@@ -473,56 +505,59 @@ mod x86 {
             _mm256_testz_si256(hit, hit) == 0
         }
         #[inline(always)]
-        unsafe fn decode_step<const KIND: u8, const SPECIAL: bool>(
+        unsafe fn store(p: *mut f32, v: __m256) {
+            // SAFETY: the caller guarantees 8 writable f32.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        /// The step's address, and for FP8 its 64 codes in two registers (zero otherwise).
+        type Raw = (*const u8, [__m256i; 2]);
+        #[inline(always)]
+        unsafe fn load_step<const KIND: u8, const SPECIAL: bool>(
             p: *const u8,
             seen: &mut __m256i,
-        ) -> [__m256; 8] {
-            let mut out = [_mm256_setzero_ps(); 8];
-            let mut f = |v: usize, x| out[v] = x;
-            // SAFETY: every load below lies within the STEP bytes the caller guarantees.
+        ) -> (*const u8, [__m256i; 2]) {
+            if !is_fp8(KIND) {
+                return (p, [_mm256_setzero_si256(); 2]);
+            }
+            // SAFETY: the two loads cover the STEP bytes the caller guarantees.
+            let q = unsafe { [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())] };
+            if !SPECIAL {
+                *seen = if KIND == E4M3FNUZ {
+                    let x = _mm256_set1_epi8(0x80u8 as i8);
+                    let m = _mm256_min_epu8(_mm256_xor_si256(q[0], x), _mm256_xor_si256(q[1], x));
+                    _mm256_min_epu8(*seen, m)
+                } else {
+                    let x = _mm256_set1_epi8(0x7F);
+                    let m = _mm256_max_epu8(_mm256_and_si256(q[0], x), _mm256_and_si256(q[1], x));
+                    _mm256_max_epu8(*seen, m)
+                };
+            }
+            (p, q)
+        }
+        #[inline(always)]
+        unsafe fn decode_vec<const KIND: u8, const SPECIAL: bool>(
+            (p, q): (*const u8, [__m256i; 2]),
+            v: usize,
+        ) -> __m256 {
+            // SAFETY: every load below lies within the STEP bytes at `p` (v < STEP / elem_bytes / 8).
             unsafe {
                 match KIND {
-                    F32 => {
-                        for v in 0..2 {
-                            f(v, _mm256_loadu_ps(p.add(32 * v).cast()));
-                        }
-                    }
+                    F32 => _mm256_loadu_ps(p.add(32 * v).cast()),
                     BF16 => {
-                        for v in 0..4 {
-                            let h = _mm_loadu_si128(p.add(16 * v).cast());
-                            f(v, _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h))));
-                        }
+                        let h = _mm_loadu_si128(p.add(16 * v).cast());
+                        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
                     }
                     _ => {
-                        // Vector 4v + h: byte 3 of its dwords takes bytes 4h..4h + 4 of each 128-bit half of
-                        // the 32 codes `q[v]` ([`avx2_fp8_lane`]).
-                        let place = |h: i32| {
-                            let b = |d: i32| ((4 * h + d) << 24) | 0x0080_8080;
-                            _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(0), b(1), b(2), b(3))
-                        };
-                        let place = [place(0), place(1), place(2), place(3)];
-                        let q = [_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast())];
-                        if !SPECIAL {
-                            *seen = if KIND == E4M3FNUZ {
-                                let x = _mm256_set1_epi8(0x80u8 as i8);
-                                let m = _mm256_min_epu8(_mm256_xor_si256(q[0], x), _mm256_xor_si256(q[1], x));
-                                _mm256_min_epu8(*seen, m)
-                            } else {
-                                let x = _mm256_set1_epi8(0x7F);
-                                let m = _mm256_max_epu8(_mm256_and_si256(q[0], x), _mm256_and_si256(q[1], x));
-                                _mm256_max_epu8(*seen, m)
-                            };
-                        }
-                        for (v, &qv) in q.iter().enumerate() {
-                            for (h, &pl) in place.iter().enumerate() {
-                                let y = _mm256_shuffle_epi8(qv, pl);
-                                f(4 * v + h, _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y)));
-                            }
-                        }
+                        // Vector 4c + h: byte 3 of its dwords takes bytes 4h..4h + 4 of each 128-bit half of
+                        // the 32 codes `q[c]` ([`avx2_fp8_lane`]).
+                        let h = (v % 4) as i32;
+                        let b = |d: i32| ((4 * h + d) << 24) | 0x0080_8080;
+                        let place = _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(0), b(1), b(2), b(3));
+                        let y = _mm256_shuffle_epi8(q[v / 4], place);
+                        _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y))
                     }
                 }
             }
-            out
         }
     }
 
@@ -576,7 +611,30 @@ mod x86 {
         }
     }
 
-    /// `out[j*ldo + i] = Σ_k a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`.
+    /// Floats reserved per accumulator in a [`Piece`]'s state (the widest vector).
+    pub(super) const SLOT: usize = 16;
+
+    /// One call of a group kernel: weight rows `n0..n0 + NB` over K range `klo..khi` (`klo` a multiple of
+    /// `SCALE_BLOCK`; `khi` one too, or K). The accumulators of A row `i` and weight row `j` start at zero
+    /// (`first`) or at `state[j*lds + i*SLOT..]` (the previous K range's), and end as
+    /// `out[j*ldo + i] = hsum(acc)` (`last`) or back in the state.
+    pub(super) struct Piece<'s> {
+        pub(super) n0: usize,
+        pub(super) klo: usize,
+        pub(super) khi: usize,
+        /// First weight row and K of the piece that runs next: the prefetch target once this piece's
+        /// own rows are covered, so that the next one starts warm.
+        pub(super) next_row: usize,
+        pub(super) next_k: usize,
+        pub(super) first: bool,
+        pub(super) last: bool,
+        pub(super) state: &'s mut [f32],
+        pub(super) lds: usize,
+        pub(super) out: &'s mut [f32],
+        pub(super) ldo: usize,
+    }
+
+    /// `Σ_{k in klo..khi} a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`, accumulated as [`Piece`] says.
     ///
     /// # Safety
     /// The features of `S` are available (the caller is its `#[target_feature]` wrapper). Every memory
@@ -586,71 +644,105 @@ mod x86 {
         w: &WView,
         a: &[f32],
         kp: usize,
-        n0: usize,
-        out: &mut [f32],
-        ldo: usize,
+        p: &mut Piece,
     ) {
+        let ends = |ld: usize, len: usize| len >= (NB - 1) * ld + (M - 1) * SLOT + S::LANES;
+        assert!(p.first || ends(p.lds, p.state.len()), "decode state too short");
+        assert!(!p.last || p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
+        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract); state
+        // accesses are within the length checked above.
+        let start = |state: &[f32]| -> [[S::V; NB]; M] {
+            std::array::from_fn(|i| {
+                std::array::from_fn(|j| unsafe {
+                    if p.first {
+                        S::zero()
+                    } else {
+                        S::load(state.as_ptr().add(j * p.lds + i * SLOT))
+                    }
+                })
+            })
+        };
         // NaN and infinite FP8 codes are rare (absent from real weights): decode without their rule, and
-        // redo the group with it when one was seen (the first pass's outputs are overwritten).
+        // redo the piece with it when one was seen (from the same starting accumulators).
+        let mut acc = start(p.state);
+        let mut seen = unsafe { S::seen_none::<KIND>() };
         // SAFETY: the caller's contract.
         unsafe {
-            let mut seen = S::seen_none::<KIND>();
-            group_pass::<S, M, NB, KIND, false>(w, a, kp, n0, out, ldo, &mut seen);
+            group_pass::<S, M, NB, KIND, false>(w, a, kp, p, &mut acc, &mut seen);
             if S::special_seen::<KIND>(seen) {
-                group_pass::<S, M, NB, KIND, true>(w, a, kp, n0, out, ldo, &mut seen);
+                acc = start(p.state);
+                group_pass::<S, M, NB, KIND, true>(w, a, kp, p, &mut acc, &mut seen);
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (j, &v) in acc_i.iter().enumerate() {
+                // SAFETY: within the lengths checked above.
+                unsafe {
+                    if p.last {
+                        p.out[j * p.ldo + i] = S::hsum(v);
+                    } else {
+                        S::store(p.state.as_mut_ptr().add(j * p.lds + i * SLOT), v);
+                    }
+                }
             }
         }
     }
 
-    /// [`group`] with the decoder's special-code rule fixed (`SPECIAL`, `seen`: [`Simd::decode_step`]).
+    /// [`group`]'s accumulation with the decoder's special-code rule fixed (`SPECIAL`, `seen`:
+    /// [`Simd::load_step`]).
     ///
     /// # Safety
     /// As [`group`].
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn group_pass<S: Simd, const M: usize, const NB: usize, const KIND: u8, const SPECIAL: bool>(
         w: &WView,
         a: &[f32],
         kp: usize,
-        n0: usize,
-        out: &mut [f32],
-        ldo: usize,
+        p: &Piece,
+        acc: &mut [[S::V; NB]; M],
         seen: &mut S::Seen,
     ) {
         let (k, esz) = (w.k, elem_bytes(KIND));
-        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k * esz..][..k * esz]);
+        let (n0, klo, khi) = (p.n0, p.klo, p.khi);
+        let rb = k * esz;
+        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * rb..][..rb]);
         let a = &a[..M * kp];
-        assert!(kp >= k && kp.is_multiple_of(STEP) && out.len() > (NB - 1) * ldo + M - 1);
+        assert!(kp >= k && kp.is_multiple_of(STEP) && klo.is_multiple_of(SCALE_BLOCK) && khi <= k);
         let step = STEP / esz;
         // Whole steps only; the row's last partial step is copied into zeroed buffers (code 0 and +0.0
         // decode to +0, and A is zero-padded past k).
         let kfull = k - k % step;
-        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract).
-        let mut acc = [[unsafe { S::zero() }; NB]; M];
-        let mut kb0 = 0;
-        while kb0 < k {
-            let kend = (kb0 + SCALE_BLOCK).min(k);
+        let mut kb0 = klo;
+        while kb0 < khi {
+            let kend = (kb0 + SCALE_BLOCK).min(khi);
             let scale: [S::V; NB] = std::array::from_fn(|j| {
                 let s = if is_fp8(KIND) {
                     w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]
                 } else {
                     1.0
                 };
+                // SAFETY: the features of `S` are enabled (caller's contract).
                 unsafe { S::splat(s * w.fold) }
             });
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
-                for row in &rows {
-                    // Prefetch PF bytes ahead; past the end of the row, the same row of the next group (NB
-                    // rows on), so that the next group starts warm. `wrapping_add`: the address may lie past
-                    // the weights; prefetches never fault.
-                    let off = k0 * esz + PF;
-                    let off = if off < k * esz { off } else { off + (NB - 1) * k * esz };
-                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(off).cast());
+                for (j, row) in rows.iter().enumerate() {
+                    // Prefetch PF bytes ahead, at most one piece; past the end of the piece, as far into
+                    // the same row of the next piece (a distance beyond a short piece would skip the next
+                    // piece's first lines). `wrapping_add`: the address may lie past the weights;
+                    // prefetches never fault.
+                    let off = k0 * esz + PF.min((khi - klo) * esz);
+                    let ahead = if off < khi * esz {
+                        row.as_ptr().wrapping_add(off)
+                    } else {
+                        let next = (p.next_row + j) * rb + p.next_k * esz;
+                        w.bytes.as_ptr().wrapping_add(next + off - khi * esz)
+                    };
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.
-                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, &mut acc, seen) };
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, acc, seen) };
                 k0 += step;
             }
             if k0 < kend {
@@ -659,22 +751,17 @@ mod x86 {
                     t[..(k - k0) * esz].copy_from_slice(&rows[j][k0 * esz..]);
                     t
                 });
-                // SAFETY: as above.
                 let src = tails.each_ref().map(|t| &t[..]);
                 // SAFETY: as above.
-                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, &mut acc, seen) };
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, acc, seen) };
             }
             kb0 = kend;
-        }
-        for (i, acc_i) in acc.iter().enumerate() {
-            for (j, &v) in acc_i.iter().enumerate() {
-                out[j * ldo + i] = unsafe { S::hsum(v) };
-            }
         }
     }
 
     /// One step of every row of the group: decode `src[j]` (STEP bytes each; `SPECIAL` and `seen` as in
-    /// [`Simd::decode_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`.
+    /// [`Simd::load_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`, vector by
+    /// vector ([`step_vec`]).
     ///
     /// # Safety
     /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
@@ -691,23 +778,62 @@ mod x86 {
         acc: &mut [[S::V; NB]; M],
         seen: &mut S::Seen,
     ) {
-        for j in 0..NB {
-            debug_assert!(src[j].len() >= STEP && M * kp <= a.len());
-            // SAFETY: see the function's contract.
-            unsafe {
-                let ws = S::decode_step::<KIND, SPECIAL>(src[j].as_ptr(), seen);
-                for (v, &w) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / S::LANES) {
-                    let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
-                    for (i, acc_i) in acc.iter_mut().enumerate() {
-                        let av = S::load(a.as_ptr().add(i * kp + k0 + v * S::LANES));
-                        acc_i[j] = S::fma(av, wv, acc_i[j]);
-                    }
-                }
-            };
+        debug_assert!(src.iter().all(|s| s.len() >= STEP) && M * kp <= a.len());
+        // SAFETY: see the function's contract.
+        unsafe {
+            let raw: [S::Raw; NB] =
+                std::array::from_fn(|j| S::load_step::<KIND, SPECIAL>(src[j].as_ptr(), seen));
+            let a = a.as_ptr().add(k0);
+            // One call per vector with `v` a constant: as a loop, LLVM left the rows' loop rolled at M = 1,
+            // NB = 4 (accumulators in memory, seen in the disassembly).
+            step_vec::<S, M, NB, KIND, SPECIAL, 0>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 1>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 2>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 3>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 4>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 5>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 6>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 7>(&raw, a, kp, scale, acc);
         }
     }
 
-    type Kern = unsafe fn(&WView, &[f32], usize, usize, &mut [f32], usize);
+    /// Vector `V` of a step (nothing when the step has fewer vectors): the M values of A loaded once and
+    /// used by all NB weight rows, each weight vector decoded once and used by all M rows of A.
+    ///
+    /// # Safety
+    /// As [`step_all`], with `a` pointing at A's value `k0` of row 0.
+    #[inline(always)]
+    unsafe fn step_vec<
+        S: Simd,
+        const M: usize,
+        const NB: usize,
+        const KIND: u8,
+        const SPECIAL: bool,
+        const V: usize,
+    >(
+        raw: &[S::Raw; NB],
+        a: *const f32,
+        kp: usize,
+        scale: &[S::V; NB],
+        acc: &mut [[S::V; NB]; M],
+    ) {
+        if V >= STEP / elem_bytes(KIND) / S::LANES {
+            return;
+        }
+        // SAFETY: see the function's contract.
+        unsafe {
+            let av: [S::V; M] = std::array::from_fn(|i| S::load(a.add(i * kp + V * S::LANES)));
+            for j in 0..NB {
+                let w = S::decode_vec::<KIND, SPECIAL>(raw[j], V);
+                let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
+                for (acc_i, &a_i) in acc.iter_mut().zip(&av) {
+                    acc_i[j] = S::fma(a_i, wv, acc_i[j]);
+                }
+            }
+        }
+    }
+
+    type Kern = unsafe fn(&WView, &[f32], usize, &mut Piece);
 
     /// The `#[target_feature]` wrapper of [`group`] for one path.
     macro_rules! wrapper {
@@ -719,12 +845,10 @@ mod x86 {
                 w: &WView,
                 a: &[f32],
                 kp: usize,
-                n0: usize,
-                out: &mut [f32],
-                ldo: usize,
+                p: &mut Piece,
             ) {
                 // SAFETY: the features of the path are enabled on this function.
-                unsafe { group::<$simd, M, NB, KIND>(w, a, kp, n0, out, ldo) }
+                unsafe { group::<$simd, M, NB, KIND>(w, a, kp, p) }
             }
         };
     }
@@ -753,13 +877,23 @@ mod x86 {
         }};
     }
 
+    /// Weight rows per tile of [`run_rows`]: the K-blocked accumulators of a tile (`TILE_ROWS · m · SLOT`
+    /// floats, at most 64 KiB) stay in L2 between K blocks.
+    const TILE_ROWS: usize = 64;
+
     /// Runs the kernels over the weight rows of `out` (`out.len() / m` of them, from `n0`), M split into
-    /// chunks of at most `max_m` rows of A; each group of weight rows is decoded once per chunk while it is
-    /// in L1.
+    /// chunks of at most `max_m` rows of A, K in blocks of `kc` (a multiple of `SCALE_BLOCK`).
+    ///
+    /// Order: tiles of [`TILE_ROWS`] weight rows; in each, K block by K block, the groups of rows; for
+    /// each group, every chunk of A while the group's piece of weights is in L1. So A's K block
+    /// (`m · kc` values) is read from L1 by every group of the tile, and each weight byte still comes
+    /// from memory once. The accumulators carry over K blocks in a state buffer, each lane's sum in the
+    /// same order as without blocking: the result does not depend on `kc`.
     #[allow(clippy::too_many_arguments)]
     fn run_rows(
         m: usize,
         max_m: usize,
+        kc: usize,
         pick: impl Fn(usize, u8) -> (usize, Kern, Kern),
         w: &WView,
         a: &[f32],
@@ -767,6 +901,7 @@ mod x86 {
         n0: usize,
         out: &mut [f32],
     ) {
+        debug_assert!(kc.is_multiple_of(SCALE_BLOCK));
         let chunks = m.div_ceil(max_m);
         let (base, extra) = (m / chunks, m % chunks);
         let kerns: Vec<(usize, usize, (usize, Kern, Kern))> = (0..chunks)
@@ -778,26 +913,65 @@ mod x86 {
             .collect();
         let nrows = out.len() / m;
         let nb = kerns.iter().map(|(_, _, (nb, _, _))| *nb).min().unwrap_or(1);
-        let mut r = 0;
-        while r < nrows {
-            let g = if r + nb <= nrows { nb } else { 1 };
-            for &(i0, mc, (knb, f, f1)) in &kerns {
-                // Each chunk runs its own group size over the g rows.
-                let mut j = 0;
-                while j < g {
-                    let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
-                    let o = &mut out[(r + j) * m + i0..];
-                    // SAFETY: this module is reached only through an Isa chosen after feature detection
-                    // (see `Isa`); the kernel checks its slices.
-                    unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, n0 + r + j, o, m) };
-                    j += gg;
+        let kblocks: Vec<(usize, usize)> = (0..w.k).step_by(kc).map(|lo| (lo, (lo + kc).min(w.k))).collect();
+        let lds = m * SLOT;
+        let mut state = if kblocks.len() > 1 { vec![0f32; TILE_ROWS.min(nrows) * lds] } else { Vec::new() };
+        for t0 in (0..nrows).step_by(TILE_ROWS) {
+            let t1 = (t0 + TILE_ROWS).min(nrows);
+            let mut groups = Vec::new();
+            let mut r = t0;
+            while r < t1 {
+                let g = if r + nb <= t1 { nb } else { 1 };
+                groups.push((r, g));
+                r += g;
+            }
+            for (b, &(klo, khi)) in kblocks.iter().enumerate() {
+                for (gi, &(r, g)) in groups.iter().enumerate() {
+                    let (next_row, next_k) = match (groups.get(gi + 1), kblocks.get(b + 1)) {
+                        (Some(&(r1, _)), _) => (r1, klo),
+                        (None, Some(&(k1, _))) => (t0, k1),
+                        (None, None) => (t1, 0),
+                    };
+                    for &(i0, mc, (knb, f, f1)) in &kerns {
+                        // Each chunk runs its own group size over the g rows.
+                        let mut j = 0;
+                        while j < g {
+                            let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
+                            let s0 = ((r - t0 + j) * m + i0) * SLOT;
+                            let mut piece = Piece {
+                                n0: n0 + r + j,
+                                klo,
+                                khi,
+                                next_row: n0 + next_row + j,
+                                next_k,
+                                first: b == 0,
+                                last: b + 1 == kblocks.len(),
+                                state: state.get_mut(s0..).unwrap_or_default(),
+                                lds,
+                                out: &mut out[(r + j) * m + i0..],
+                                ldo: m,
+                            };
+                            // SAFETY: this module is reached only through an Isa chosen after feature
+                            // detection (see `Isa`); the kernel checks its slices.
+                            unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, &mut piece) };
+                            j += gg;
+                        }
+                    }
                 }
             }
-            r += g;
         }
     }
 
-    pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rows_avx512(
+        m: usize,
+        w: &WView,
+        a: &[f32],
+        kp: usize,
+        kc: usize,
+        n0: usize,
+        out: &mut [f32],
+    ) {
         debug_assert!(crate::fast::gemm::avx512_ok());
         if let Some(t) = w.tables {
             super::two_level::rows(m, w, t, a, kp, n0, out);
@@ -810,18 +984,46 @@ mod x86 {
                 9 => 1, 10 => 1, 11 => 1, 12 => 1, 13 => 1, 14 => 1, 15 => 1, 16 => 1
             ])
         };
-        run_rows(m, 16, pick, w, a, kp, n0, out);
+        run_rows(m, 16, kc, pick, w, a, kp, n0, out);
     }
 
-    pub(crate) fn rows_avx2(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+    /// Bytes of A's K block that the AVX2 kernels would keep in L1 (32 KiB on the CPUs with AVX2 only; the
+    /// other half for the weights streaming through).
+    #[cfg(test)]
+    const A_BLOCK_BYTES: usize = 16 * 1024;
+
+    /// The AVX2 path's K block for M rows of A: as many 128-wide scale blocks as fit `A_BLOCK_BYTES`.
+    #[cfg(test)]
+    pub(crate) fn avx2_kc(m: usize) -> usize {
+        (A_BLOCK_BYTES / (4 * m * SCALE_BLOCK)).max(1) * SCALE_BLOCK
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rows_avx2(
+        m: usize,
+        w: &WView,
+        a: &[f32],
+        kp: usize,
+        kc: usize,
+        n0: usize,
+        out: &mut [f32],
+    ) {
         debug_assert!(crate::fast::gemm::avx2_ok());
-        // 16 registers: up to 8 accumulators plus the decode's temporaries; M > 8 runs in two chunks.
+        // 16 registers hold the M·NB accumulators, the M values of A of one vector (or A as memory
+        // operands), the decoded weight vector and, for FP8, the scales and shuffle masks: FP8 takes
+        // fewer weight rows per group than bf16 (checked free of spills in the disassembly).
         let pick = |mc, kind| {
-            pick!(group_avx2, mc, kind, [
-                1 => 4, 2 => 4, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1
-            ])
+            if is_fp8(kind) {
+                pick!(group_avx2, mc, kind, [
+                    1 => 4, 2 => 2, 3 => 1, 4 => 1, 5 => 1, 6 => 1, 7 => 1, 8 => 1
+                ])
+            } else {
+                pick!(group_avx2, mc, kind, [
+                    1 => 4, 2 => 4, 3 => 2, 4 => 2, 5 => 1, 6 => 1, 7 => 1, 8 => 1
+                ])
+            }
         };
-        run_rows(m, 8, pick, w, a, kp, n0, out);
+        run_rows(m, 8, kc, pick, w, a, kp, n0, out);
     }
 
     /// Decodes one step of weights of `format` (`STEP` codes) with `isa`'s decoder, scale 1 (tests).
@@ -831,10 +1033,15 @@ mod x86 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
         unsafe fn on_avx512<const KIND: u8>(src: &[u8; STEP], out: &mut [f32]) {
             // SAFETY: src holds STEP bytes; out holds STEP f32 >= every index written.
-            let ws = unsafe { Avx512::decode_step::<KIND, true>(src.as_ptr(), &mut ()) };
-            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 16) {
-                // SAFETY: out holds STEP >= 16(v + 1) f32.
-                unsafe { _mm512_storeu_ps(out[16 * v..][..16].as_mut_ptr(), *x) };
+            let raw = unsafe { Avx512::load_step::<KIND, true>(src.as_ptr(), &mut ()) };
+            for v in 0..STEP / elem_bytes(KIND) / 16 {
+                // SAFETY: `raw` is of this KIND; out holds STEP >= 16(v + 1) f32.
+                unsafe {
+                    _mm512_storeu_ps(
+                        out[16 * v..][..16].as_mut_ptr(),
+                        Avx512::decode_vec::<KIND, true>(raw, v),
+                    )
+                };
             }
         }
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -844,18 +1051,20 @@ mod x86 {
             let out = if is_fp8(KIND) { &mut lanes[..] } else { &mut *natural };
             // As the kernel does: the fast form first, and the special-code form when it saw one.
             // SAFETY: as above.
-            let ws = unsafe {
+            unsafe {
                 let mut seen = Avx2::seen_none::<KIND>();
-                let ws = Avx2::decode_step::<KIND, false>(src.as_ptr(), &mut seen);
-                if Avx2::special_seen::<KIND>(seen) {
-                    Avx2::decode_step::<KIND, true>(src.as_ptr(), &mut seen)
-                } else {
-                    ws
+                let raw = Avx2::load_step::<KIND, false>(src.as_ptr(), &mut seen);
+                let special = Avx2::special_seen::<KIND>(seen);
+                let raw_special = Avx2::load_step::<KIND, true>(src.as_ptr(), &mut seen);
+                for v in 0..STEP / elem_bytes(KIND) / 8 {
+                    let x = if special {
+                        Avx2::decode_vec::<KIND, true>(raw_special, v)
+                    } else {
+                        Avx2::decode_vec::<KIND, false>(raw, v)
+                    };
+                    // SAFETY: out holds STEP >= 8(v + 1) f32.
+                    _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), x);
                 }
-            };
-            for (v, x) in ws.iter().enumerate().take(STEP / elem_bytes(KIND) / 8) {
-                // SAFETY: out holds STEP >= 8(v + 1) f32.
-                unsafe { _mm256_storeu_ps(out[8 * v..][..8].as_mut_ptr(), *x) };
             }
             if is_fp8(KIND) {
                 for (c, x) in natural.iter_mut().enumerate() {

@@ -428,6 +428,50 @@ fn every_decode_m_on_every_path() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+fn decode_k_blocks_change_nothing() {
+    // Every decode M with K over several K blocks of the kernels as `avx2_kc` sizes them (A's block kept
+    // in L1; not the default, see `Job::new`) and a partial last step, N over two row tiles plus a partial
+    // group: within the contract's bound of the reference, and bit for bit the result of one K block per
+    // weight row (each lane's sum runs in the
+    // same order; a block's accumulators carried over in the wrong slot or a block skipped or run twice
+    // changes the bits even where it stays inside the bound).
+    use super::decode::{avx2_kc, FORCE_KC};
+    let mut rng = Rng(0x0B10_C4ED);
+    let isas = Isa::available();
+    let rks = [RKind::Bf16, RKind::Fp8(Fp8Format::E4M3Fn), RKind::Fp8(Fp8Format::E5M2), RKind::F32];
+    for m in 1..=DECODE_MAX_M {
+        let k = 2 * avx2_kc(m) + 77;
+        let n = 131;
+        for rk in rks {
+            check(&mut rng, m, n, k, LKind::F32, rk, &isas, false);
+            let a = LhsData::new(&mut rng, m, k, k, LKind::Bf16);
+            let b = RhsData::new(&mut rng, n, k, rk, false);
+            for &isa in &isas {
+                let run = |kc: Option<usize>| {
+                    let mut c = vec![SENTINEL; m * n];
+                    FORCE_KC.with(|f| f.set(kc));
+                    gemm_with(isa, m, n, k, a.lhs(), b.rhs(), Out::F32 { data: &mut c, ldc: n });
+                    FORCE_KC.with(|f| f.set(None));
+                    c
+                };
+                let (blocked, whole) = (run(Some(avx2_kc(m))), run(None));
+                let ctx = format!("{isa:?} m={m} n={n} k={k} {rk:?}");
+                for (idx, (x, y)) in blocked.iter().zip(&whole).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{ctx}: C[{},{}] {x} vs one block {y}",
+                        idx / n,
+                        idx % n
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
 fn table_free_decoders_are_exact_for_every_code() {
     use super::decode::{decode_step_for_test, fold, fp8_kind};
     let simd: Vec<Isa> = Isa::available().into_iter().filter(|&i| i != Isa::Scalar).collect();
