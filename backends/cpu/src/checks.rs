@@ -101,13 +101,13 @@ fn first_failing(x: &In, ok: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
     let (dtype, shape, strides) = (x.t.dtype, &x.t.shape, &x.t.strides);
     let size = dtype.size();
     // FP8: one byte per value; each of the 256 codes is judged once rather than every element decoded.
-    let fails: Option<[bool; 256]> =
-        dtype.fp8_format().map(|f| std::array::from_fn(|c| !ok(f.decode(c as u8) as f64)));
-    let run = |bytes: &[u8]| match (dtype.fp8_format(), &fails) {
-        (Some(format), Some(fails)) => {
+    let fp8: Option<(_, [bool; 256])> =
+        dtype.fp8_format().map(|f| (f, std::array::from_fn(|c| !ok(f.decode(c as u8) as f64))));
+    let run = |bytes: &[u8]| match &fp8 {
+        Some((format, fails)) => {
             bytes.iter().position(|&c| fails[c as usize]).map(|i| (i, format.decode(bytes[i]) as f64))
         }
-        _ => first_failing_float(dtype, bytes, &ok),
+        None => first_failing_float(dtype, bytes, &ok),
     };
     if x.t.is_contiguous() {
         return run(&x.bytes[..x.t.numel() * size]);
