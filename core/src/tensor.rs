@@ -70,8 +70,19 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// Row-major with no gaps: the strides [`contiguous_strides`] gives, compared without building them
+    /// (every op's validation and every launch's input scan ask, several times per launch).
     pub fn is_contiguous(&self) -> bool {
-        self.numel() == 0 || self.strides == contiguous_strides(&self.shape)
+        if self.numel() == 0 {
+            return true;
+        }
+        let mut expected = 1usize;
+        self.strides.len() == self.shape.len()
+            && self.shape.iter().zip(&self.strides).rev().all(|(&n, &s)| {
+                let ok = s == expected;
+                expected = expected.wrapping_mul(n);
+                ok
+            })
     }
 
     /// `span_bytes` and the element count, or `None` if either overflows `usize` (a shape no buffer can

@@ -6,7 +6,12 @@
 use crate::buffer::{bytes_mut, CpuBuffer};
 use dsv3_core::ops::Access;
 use dsv3_core::{DType, Error, Op, Result, Tensor};
+use smallvec::SmallVec;
 use std::sync::MutexGuard;
+
+/// Inline capacity of the per-launch lists below: more than any op's argument count, so that binding a
+/// launch's arguments allocates nothing.
+const ARGS: usize = 8;
 
 /// An input: the tensor and the bytes from its offset to the end of its view.
 #[derive(Clone, Copy)]
@@ -21,12 +26,12 @@ pub struct Out<'a> {
     pub bytes: &'a mut [u8],
 }
 
-/// An op's arguments by name. An op has a handful, so a list searched by name beats a hash map: this is
-/// built on every launch, and a decode step of a small model is hundreds of launches.
+/// An op's arguments by name. An op has a handful, so an inline list searched by name beats a hash map:
+/// this is built on every launch, and a decode step of a small model is hundreds of launches.
 pub struct Args<'a> {
     op: &'static str,
-    inputs: Vec<(&'static str, In<'a>)>,
-    outputs: Vec<(&'static str, Out<'a>)>,
+    inputs: SmallVec<[(&'static str, In<'a>); ARGS]>,
+    outputs: SmallVec<[(&'static str, Out<'a>); ARGS]>,
 }
 
 impl<'a> Args<'a> {
@@ -56,31 +61,31 @@ pub fn with_args<R>(
 ) -> Result<R> {
     let name = op.name();
     // Each argument's buffer, then the distinct buffers.
-    let owners: Vec<&CpuBuffer> =
+    let owners: SmallVec<[&CpuBuffer; ARGS]> =
         tensors.iter().map(|(arg, t, _)| cpu_buffer(name, arg, t)).collect::<Result<_>>()?;
-    let mut buffers: Vec<&CpuBuffer> = Vec::new();
+    let mut buffers: SmallVec<[&CpuBuffer; ARGS]> = SmallVec::new();
     for b in &owners {
         if !buffers.iter().any(|x| std::ptr::eq(*x, *b)) {
             buffers.push(b);
         }
     }
     buffers.sort_by_key(|b| *b as *const CpuBuffer as usize);
-    let mut guards: Vec<MutexGuard<'_, Vec<u64>>> = buffers.iter().map(|b| b.lock()).collect();
+    let mut guards: SmallVec<[MutexGuard<'_, Vec<u64>>; ARGS]> = buffers.iter().map(|b| b.lock()).collect();
 
-    let mut args = Args { op: name, inputs: Vec::new(), outputs: Vec::new() };
+    let mut args = Args { op: name, inputs: SmallVec::new(), outputs: SmallVec::new() };
     for (buffer, guard) in buffers.iter().zip(guards.iter_mut()) {
         let mut rest: &mut [u8] = bytes_mut(guard, buffer.len_bytes());
         let mut rest_start = 0usize;
-        let mine: Vec<&(&'static str, &Tensor, Access)> = tensors
+        let mine: SmallVec<[&(&'static str, &Tensor, Access); ARGS]> = tensors
             .iter()
             .zip(&owners)
             .filter(|(_, owner)| std::ptr::eq(**owner, *buffer))
             .map(|(t, _)| t)
             .collect();
-        let mut writes: Vec<_> = mine.iter().filter(|(_, _, a)| *a != Access::Read).collect();
+        let mut writes: SmallVec<[_; ARGS]> = mine.iter().filter(|(_, _, a)| *a != Access::Read).collect();
         writes.sort_by_key(|(_, t, _)| t.offset);
         // Shared gaps between outputs, as (start, bytes).
-        let mut gaps: Vec<(usize, &[u8])> = Vec::new();
+        let mut gaps: SmallVec<[(usize, &[u8]); ARGS]> = SmallVec::new();
         for (arg, t, _) in writes {
             let range = t.byte_range();
             if range.is_empty() {
@@ -159,7 +164,14 @@ impl In<'_> {
         self.t.dtype
     }
 
+    /// The values as i32 (ids, lengths, offsets), in logical order.
     pub fn i32s(self) -> Vec<i32> {
+        if self.t.dtype == DType::I32 && self.t.is_contiguous() {
+            // The common case, read directly: same values as the f64 route below, whose
+            // per-element decode and index bookkeeping cost more than the small ops reading ids.
+            let bytes = &self.bytes[..self.t.numel() * 4];
+            return bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        }
         self.to_f64().into_iter().map(|v| v as i32).collect()
     }
 }
@@ -168,11 +180,11 @@ impl Out<'_> {
     /// Write `values` (logical row-major order) rounding each once to the output dtype.
     pub fn write_f64(&mut self, values: &[f64]) {
         debug_assert_eq!(values.len(), self.t.numel());
-        let (strides, dtype) = (self.t.strides.clone(), self.t.dtype);
+        let (t, dtype) = (self.t, self.t.dtype);
         let mut i = 0;
         let bytes = &mut *self.bytes;
-        for_each_index(&self.t.shape, |idx| {
-            let e: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        for_each_index(&t.shape, |idx| {
+            let e: usize = idx.iter().zip(&t.strides).map(|(i, s)| i * s).sum();
             dtype.write_f64(bytes, e, values[i]);
             i += 1;
         });
@@ -184,7 +196,7 @@ pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
     if shape.contains(&0) {
         return;
     }
-    let mut idx = vec![0; shape.len()];
+    let mut idx: SmallVec<[usize; 8]> = smallvec::smallvec![0; shape.len()];
     loop {
         f(&idx);
         let mut d = shape.len();
@@ -199,5 +211,41 @@ pub fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
             }
             idx[d] = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::CpuBuffer;
+    use dsv3_core::DeviceId;
+    use std::sync::Arc;
+
+    /// `i32s` reads a contiguous i32 view directly and any other view through the f64 route: both give
+    /// the view's values in logical order (negative ones too), never the elements outside the view.
+    #[test]
+    fn i32s_reads_the_view_in_logical_order() {
+        let device = DeviceId { backend: "cpu", ordinal: 0, instance: 0 };
+        let buffer: dsv3_core::Buffer = Arc::new(CpuBuffer::new(device, 4 * 12).expect("a small buffer"));
+        let values: Vec<i32> = (0..12).map(|i| i * 1000 - 5000).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = |offset: usize, shape: Vec<usize>, strides: Vec<usize>| Tensor {
+            buffer: buffer.clone(),
+            offset,
+            shape,
+            strides,
+            dtype: DType::I32,
+        };
+        // Elements 2..8 as [2, 3]: contiguous.
+        let rows = view(8, vec![2, 3], vec![3, 1]);
+        assert!(rows.is_contiguous());
+        assert_eq!(In { t: &rows, bytes: &bytes[8..] }.i32s(), values[2..8].to_vec());
+        // Every third element from 1, four of them: strided.
+        let column = view(4, vec![4], vec![3]);
+        assert!(!column.is_contiguous());
+        assert_eq!(
+            In { t: &column, bytes: &bytes[4..] }.i32s(),
+            vec![values[1], values[4], values[7], values[10]]
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::bind;
 use crate::buffer::{bytes_mut, CpuBuffer};
-use crate::{checks, fast, reference, threads};
+use crate::{checks, fast, placement, reference, threads};
 use dsv3_core::{
     Buffer, Capabilities, DType, DTypeUsage, Device, DeviceId, DeviceInfo, Error, Op, Peak, Result, Stream,
     Support,
@@ -48,9 +48,10 @@ impl CpuDevice {
             Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
             Mode::Fast => {
                 format!(
-                    "CPU fast ({} threads, {}, {})",
+                    "CPU fast ({} threads, {}, {}, {})",
                     threads::count(),
                     threads::pinning(),
+                    placement::summary(),
                     fast::kernel_name()
                 )
             }
@@ -176,7 +177,8 @@ impl Stream for CpuStream {
     fn upload(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
         let b = self.own(dst, offset, src.len(), "upload")?;
         let mut words = b.lock();
-        bytes_mut(&mut words, dst.len())[offset..offset + src.len()].copy_from_slice(src);
+        // A weight matrix's pages go to the nodes whose workers will read them (one node: a plain copy).
+        placement::copy(&mut bytes_mut(&mut words, dst.len())[offset..offset + src.len()], src);
         Ok(())
     }
 

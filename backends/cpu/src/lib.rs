@@ -10,8 +10,10 @@ mod buffer;
 mod checks;
 mod device;
 pub mod fast;
+mod placement;
 mod reference;
 mod threads;
+mod topology;
 
 pub use device::{CpuDevice, Mode};
 

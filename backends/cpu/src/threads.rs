@@ -8,8 +8,10 @@
 //! streams each weight row on one worker, and the scheduler then neither moves a worker away from the
 //! core whose caches and prefetch streams it warmed nor stacks two workers on one core while another
 //! idles. `DSV3_CPU_PIN=0` leaves them to the scheduler (e.g. beside other pinned work); where the OS
-//! refuses, they run unpinned. [`pinning`] says which, for `dsv3 devices`.
+//! refuses, they run unpinned. [`pinning`] says which, for `dsv3 devices`. A pinned worker knows the
+//! NUMA node of its CPU ([`worker_node`]): [`crate::placement`] gives it the weights of its node first.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -29,6 +31,15 @@ thread_local! {
 /// Workers of the shared pool that their OS pinned as asked.
 static PINNED: AtomicUsize = AtomicUsize::new(0);
 
+/// The CPU each worker of the shared pool was asked to run on (worker i: entry i); empty when unpinned.
+static WORKER_CPUS: OnceLock<Vec<usize>> = OnceLock::new();
+
+thread_local! {
+    /// On a pinned worker of the shared pool, the index in [`crate::topology::this_process`]'s nodes of
+    /// the node holding its CPU.
+    static WORKER_NODE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
 /// Whether `DSV3_CPU_PIN` lets the pool pin its workers (anything but `0` does).
 fn pin_wanted() -> bool {
     std::env::var("DSV3_CPU_PIN").map_or(true, |v| v.trim() != "0")
@@ -42,12 +53,18 @@ fn shared() -> Option<&'static ThreadPool> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         // The CPUs the process may run on (its affinity mask), in order; `None` where unknown.
         let cpus = pin_wanted().then(core_affinity::get_core_ids).flatten().filter(|c| c.len() >= threads);
+        WORKER_CPUS.get_or_init(|| cpus.iter().flatten().take(threads).map(|c| c.id).collect());
+        // Read here, where the affinity mask is the process's: a pinned worker's own mask is one CPU.
+        let _ = crate::topology::this_process();
         let pool = ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("dsv3-cpu-{i}"))
             .start_handler(move |i| {
-                if cpus.as_ref().is_some_and(|c| core_affinity::set_for_current(c[i])) {
+                if let Some(cpu) = cpus.as_ref().map(|c| c[i]).filter(|&c| core_affinity::set_for_current(c))
+                {
                     PINNED.fetch_add(1, Ordering::Relaxed);
+                    let node = crate::topology::this_process().as_ref().ok().and_then(|t| t.node_of(cpu.id));
+                    WORKER_NODE.with(|n| n.set(node));
                 }
             })
             .build()
@@ -67,6 +84,30 @@ pub fn pinning() -> String {
         n if n == threads => format!("pinned to {n} CPUs"),
         0 => "not pinned (the OS did not allow it)".to_string(),
         n => format!("{n} of {threads} threads pinned (the OS refused the rest)"),
+    }
+}
+
+/// The node index (see [`WORKER_NODE`]) of each worker of the shared pool, worker i at entry i, when
+/// every worker is pinned and the topology is known; `None` otherwise.
+pub fn worker_nodes() -> Option<Vec<usize>> {
+    let threads = count();
+    if PINNED.load(Ordering::Relaxed) != threads {
+        return None;
+    }
+    let topology = crate::topology::this_process().as_ref().ok()?;
+    WORKER_CPUS.get()?.iter().map(|&cpu| topology.node_of(cpu)).collect()
+}
+
+/// The calling thread's node index when it is a pinned worker of the shared pool.
+pub fn worker_node() -> Option<usize> {
+    WORKER_NODE.with(Cell::get)
+}
+
+/// Runs `f` once on every worker of the shared pool (none if it did not start), with that worker's
+/// [`worker_node`].
+pub fn on_each_worker(f: impl Fn(Option<usize>) + Sync) {
+    if let Some(pool) = shared() {
+        pool.broadcast(|_| f(worker_node()));
     }
 }
 
@@ -105,5 +146,21 @@ mod tests {
             assert_eq!(cpu as usize, cpus[worker].id, "worker {worker}");
         }
         assert_eq!(pinning(), format!("pinned to {} CPUs", count()));
+    }
+
+    /// Each pinned worker's node is the node of the CPU it runs on, and `worker_nodes` lists the same.
+    #[test]
+    fn workers_know_their_node() {
+        let topology = crate::topology::this_process().as_ref().expect("sysfs lists the nodes");
+        let pool = shared().expect("the pool starts");
+        // SAFETY: as above.
+        let on: Vec<(usize, i32, Option<usize>)> =
+            pool.broadcast(|ctx| (ctx.index(), unsafe { libc::sched_getcpu() }, worker_node()));
+        let nodes = worker_nodes().expect("every worker is pinned");
+        for (worker, cpu, node) in on {
+            assert_eq!(node, topology.node_of(cpu as usize), "worker {worker} on CPU {cpu}");
+            assert_eq!(node, Some(nodes[worker]), "worker {worker}");
+        }
+        assert_eq!(worker_node(), None, "the test thread is no worker");
     }
 }

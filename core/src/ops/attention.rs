@@ -17,10 +17,11 @@
 
 use super::check::{self, ACTIVATIONS};
 use super::Access::{Read, Update, Write};
-use super::{Access, OpDef};
+use super::{ArgList, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
+use smallvec::smallvec;
 
 /// How many keys query `t` (of `new_tokens` queries) of a sequence with `kv_len` keys may see: under
 /// `causal`, keys up to its own absolute position `kv_len − new_tokens + t`, otherwise all of them.
@@ -147,8 +148,8 @@ impl OpDef for MlaAttention {
         Some(2.0 * (b * t * h * l * (dc + dr + dc)) as f64)
     }
 
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        let mut args = vec![
+    fn args(&self) -> ArgList<'_> {
+        let mut args = smallvec![
             ("q_latent", &self.q_latent, Read),
             ("q_pe", &self.q_pe, Read),
             ("kv_cache", &self.kv_cache, Read),
@@ -217,8 +218,8 @@ impl OpDef for MhaAttention {
         Some(2.0 * (b * t * h * l * (dk + dv)) as f64)
     }
 
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![
+    fn args(&self) -> ArgList<'_> {
+        smallvec![
             ("q", &self.q, Read),
             ("k", &self.k, Read),
             ("v", &self.v, Read),
@@ -278,8 +279,8 @@ pub struct CacheAppend {
 }
 
 impl OpDef for CacheAppend {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        let mut args = vec![
+    fn args(&self) -> ArgList<'_> {
+        let mut args = smallvec![
             ("rows", &self.rows, Read),
             ("kv_lens", &self.kv_lens, Read),
             ("cache", &self.cache, Update),

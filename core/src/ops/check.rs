@@ -4,6 +4,7 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use smallvec::SmallVec;
 
 /// The tensor's view fits in its buffer and its offset is aligned to its element size.
 pub fn in_bounds(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
@@ -79,7 +80,7 @@ pub fn unit_last_stride(op: &'static str, arg: &'static str, t: &Tensor) -> Resu
 /// whole extent of the ones below it. (Sufficient, and what every strided view the model writes meets;
 /// an output must be injective or the result would depend on the order of writes.)
 pub fn non_overlapping(op: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
-    let mut dims: Vec<(usize, usize)> =
+    let mut dims: SmallVec<[(usize, usize); 8]> =
         t.strides.iter().copied().zip(t.shape.iter().copied()).filter(|&(_, n)| n > 1).collect();
     dims.sort_unstable();
     let mut reach = 1usize;

@@ -3,11 +3,12 @@
 
 use super::check::{self, ACTIVATIONS, FLOATS, FP8};
 use super::Access::{Read, Write};
-use super::{Access, OpDef};
+use super::{ArgList, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::rope::RopeParams;
 use crate::tensor::Tensor;
+use smallvec::smallvec;
 
 fn same_shape_rows(op: &'static str, x: (&'static str, &Tensor), out: (&'static str, &Tensor)) -> Result<()> {
     check::rank(op, x.0, x.1, 2)?;
@@ -27,8 +28,8 @@ pub struct RmsNorm {
 }
 
 impl OpDef for RmsNorm {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("weight", &self.weight, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("weight", &self.weight, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -59,8 +60,8 @@ pub struct Rope {
 }
 
 impl OpDef for Rope {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("positions", &self.positions, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("positions", &self.positions, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -90,8 +91,8 @@ pub struct SiluMul {
 }
 
 impl OpDef for SiluMul {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("gate", &self.gate, Read), ("up", &self.up, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("gate", &self.gate, Read), ("up", &self.up, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -115,8 +116,8 @@ pub struct Add {
 }
 
 impl OpDef for Add {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("a", &self.a, Read), ("b", &self.b, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("a", &self.a, Read), ("b", &self.b, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -150,8 +151,8 @@ impl OpDef for Embedding {
         )
     }
 
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("table", &self.table, Read), ("ids", &self.ids, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("table", &self.table, Read), ("ids", &self.ids, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -176,8 +177,8 @@ pub struct Softmax {
 }
 
 impl OpDef for Softmax {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -198,8 +199,8 @@ pub struct Cast {
 }
 
 impl OpDef for Cast {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {

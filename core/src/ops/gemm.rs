@@ -13,10 +13,11 @@
 
 use super::check::{self, ACTIVATIONS, FP8, SCALES};
 use super::Access::{Read, Write};
-use super::{reads, Access, OpDef};
+use super::{ArgList, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
+use smallvec::{smallvec, SmallVec};
 
 /// Width of a quantization block along K (and height along N for weights).
 pub const QUANT_BLOCK: usize = 128;
@@ -52,10 +53,13 @@ impl Activations {
         }
     }
 
-    pub(crate) fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+    /// Appends the operand's tensors (read) to an op's argument list.
+    fn list<'t>(&'t self, args: &mut ArgList<'t>) {
         match self {
-            Activations::Dense(t) => vec![("a", t)],
-            Activations::Fp8 { codes, scales } => vec![("a", codes), ("a_scales", scales)],
+            Activations::Dense(t) => args.push(("a", t, Read)),
+            Activations::Fp8 { codes, scales } => {
+                args.extend([("a", codes, Read), ("a_scales", scales, Read)])
+            }
         }
     }
 
@@ -93,33 +97,49 @@ impl Weights {
         }
     }
 
-    pub(crate) fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+    /// Appends the operand's tensors (read) to an op's argument list.
+    fn list<'t>(&'t self, args: &mut ArgList<'t>) {
         match self {
-            Weights::Dense(t) => vec![("b", t)],
-            Weights::BlockFp8 { codes, scales } => vec![("b", codes), ("b_scales", scales)],
+            Weights::Dense(t) => args.push(("b", t, Read)),
+            Weights::BlockFp8 { codes, scales } => {
+                args.extend([("b", codes, Read), ("b_scales", scales, Read)])
+            }
         }
     }
 
     /// Checks a `[lead.., N, K]` weight; returns (lead dims, N, K).
-    fn validate(&self, op: &'static str, lead: usize) -> Result<(Vec<usize>, usize, usize)> {
-        let b = self.values();
-        check::rank(op, "b", b, lead + 2)?;
-        check::contiguous(op, "b", b)?;
-        let (n, k) = (b.shape[lead], b.shape[lead + 1]);
-        let lead_dims = b.shape[..lead].to_vec();
+    fn validate(&self, op: &'static str, lead: usize) -> Result<(&[usize], usize, usize)> {
         match self {
-            Weights::Dense(t) => check::dtype(op, "b", t, ACTIVATIONS)?,
-            Weights::BlockFp8 { codes, scales } => {
-                check::dtype(op, "b", codes, FP8)?;
-                check::dtype(op, "b_scales", scales, SCALES)?;
-                let mut grid = lead_dims.clone();
-                grid.extend([blocks(n), blocks(k)]);
-                check::shape(op, "b_scales", scales, &grid)?;
-                check::contiguous(op, "b_scales", scales)?;
-            }
+            Weights::Dense(t) => check_weights(op, t, None, lead),
+            Weights::BlockFp8 { codes, scales } => check_weights(op, codes, Some(scales), lead),
         }
-        Ok((lead_dims, n, k))
     }
+}
+
+/// The rules of [`Weights::validate`] on the values (dense, or FP8 codes with their `scales` grid),
+/// without building a [`Weights`] (which would clone the tensors).
+fn check_weights<'t>(
+    op: &'static str,
+    b: &'t Tensor,
+    scales: Option<&Tensor>,
+    lead: usize,
+) -> Result<(&'t [usize], usize, usize)> {
+    check::rank(op, "b", b, lead + 2)?;
+    check::contiguous(op, "b", b)?;
+    let (n, k) = (b.shape[lead], b.shape[lead + 1]);
+    let lead_dims = &b.shape[..lead];
+    match scales {
+        None => check::dtype(op, "b", b, ACTIVATIONS)?,
+        Some(scales) => {
+            check::dtype(op, "b", b, FP8)?;
+            check::dtype(op, "b_scales", scales, SCALES)?;
+            let grid: SmallVec<[usize; 4]> =
+                lead_dims.iter().copied().chain([blocks(n), blocks(k)]).collect();
+            check::shape(op, "b_scales", scales, &grid)?;
+            check::contiguous(op, "b_scales", scales)?;
+        }
+    }
+    Ok((lead_dims, n, k))
 }
 
 fn check_fp8_pairing(op: &'static str, a: &Activations, b: &Weights) -> Result<()> {
@@ -145,8 +165,12 @@ impl OpDef for Gemm {
         Some(2.0 * (m * n * k) as f64)
     }
 
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        [reads(self.a.tensors()), reads(self.b.tensors()), vec![("c", &self.c, Write)]].concat()
+    fn args(&self) -> ArgList<'_> {
+        let mut args = ArgList::new();
+        self.a.list(&mut args);
+        self.b.list(&mut args);
+        args.push(("c", &self.c, Write));
+        args
     }
 
     fn validate(&self) -> Result<()> {
@@ -187,13 +211,12 @@ impl OpDef for GroupedGemm {
         Some(2.0 * (rows * n * k) as f64)
     }
 
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        [
-            reads(self.a.tensors()),
-            reads(self.b.tensors()),
-            vec![("expert_offsets", &self.expert_offsets, Read), ("c", &self.c, Write)],
-        ]
-        .concat()
+    fn args(&self) -> ArgList<'_> {
+        let mut args = ArgList::new();
+        self.a.list(&mut args);
+        self.b.list(&mut args);
+        args.extend([("expert_offsets", &self.expert_offsets, Read), ("c", &self.c, Write)]);
+        args
     }
 
     fn validate(&self) -> Result<()> {
@@ -233,8 +256,8 @@ pub struct BatchedGemm {
 }
 
 impl OpDef for BatchedGemm {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("a", &self.a, Read), ("b", &self.b, Read), ("c", &self.c, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("a", &self.a, Read), ("b", &self.b, Read), ("c", &self.c, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -297,8 +320,8 @@ pub struct ActQuant {
 pub const AMAX_FLOOR: f32 = 1e-4;
 
 impl OpDef for ActQuant {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("codes", &self.codes, Write), ("scales", &self.scales, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("codes", &self.codes, Write), ("scales", &self.scales, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -333,15 +356,14 @@ pub struct Dequantize {
 }
 
 impl OpDef for Dequantize {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("codes", &self.codes, Read), ("scales", &self.scales, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("codes", &self.codes, Read), ("scales", &self.scales, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
         const OP: &str = "dequantize";
-        let w = Weights::BlockFp8 { codes: self.codes.clone(), scales: self.scales.clone() };
         let lead = self.codes.rank().saturating_sub(2);
-        w.validate(OP, lead)?;
+        check_weights(OP, &self.codes, Some(&self.scales), lead)?;
         check::dtype(OP, "out", &self.out, ACTIVATIONS)?;
         check::shape(OP, "out", &self.out, &self.codes.shape)?;
         check::contiguous(OP, "out", &self.out)

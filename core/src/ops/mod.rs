@@ -19,6 +19,7 @@ pub use sampling::{Argmax, RowSampling, Sample, TopK};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use smallvec::SmallVec;
 
 /// The op table: each op's variant (named as its struct) and the name reports, filters and case files use.
 /// Adding an op is its struct in one of the modules (with its [`OpDef`]) and one line here; every backend
@@ -77,7 +78,7 @@ op_table! {
 /// numerics contract.
 pub trait OpDef {
     /// Every tensor the op touches, with its argument name and whether it is read or written.
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)>;
+    fn args(&self) -> ArgList<'_>;
 
     /// The op's own shape, dtype and parameter rules. Bounds, devices and overlapping outputs are checked
     /// for every op by [`Op::validate`], before and after this.
@@ -93,6 +94,11 @@ pub trait OpDef {
         None
     }
 }
+
+/// An op's tensors, each with its argument name and access, as [`OpDef::args`] lists them. Held inline
+/// (no allocation) up to 8, more than any op has: a backend lists an op's tensors on every launch, and a
+/// decode step of a small model is hundreds of launches.
+pub type ArgList<'t> = SmallVec<[(&'static str, &'t Tensor, Access); 8]>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -111,14 +117,9 @@ pub struct Cost {
     pub bytes: f64,
 }
 
-/// The read arguments of an op, for [`OpDef::args`].
-pub(crate) fn reads<'t>(v: Vec<(&'static str, &'t Tensor)>) -> Vec<(&'static str, &'t Tensor, Access)> {
-    v.into_iter().map(|(n, t)| (n, t, Access::Read)).collect()
-}
-
 impl Op {
     /// Every tensor the op touches, with its argument name and whether it is read or written.
-    pub fn tensors(&self) -> Vec<(&'static str, &Tensor, Access)> {
+    pub fn tensors(&self) -> ArgList<'_> {
         self.def().args()
     }
 

@@ -3,10 +3,11 @@
 
 use super::check::{self, ACTIVATIONS};
 use super::Access::{Read, Write};
-use super::{Access, OpDef};
+use super::{ArgList, OpDef};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tensor::Tensor;
+use smallvec::smallvec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scoring {
@@ -59,9 +60,9 @@ pub struct MoeRoute {
 }
 
 impl OpDef for MoeRoute {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
+    fn args(&self) -> ArgList<'_> {
         {
-            let mut v = vec![("logits", &self.logits, Read)];
+            let mut v = smallvec![("logits", &self.logits, Read)];
             if let Some(b) = &self.bias {
                 v.push(("bias", b, Read));
             }
@@ -136,8 +137,8 @@ pub struct MoeDispatch {
 }
 
 impl OpDef for MoeDispatch {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![
+    fn args(&self) -> ArgList<'_> {
+        smallvec![
             ("x", &self.x, Read),
             ("ids", &self.ids, Read),
             ("rows", &self.rows, Write),
@@ -182,8 +183,8 @@ pub struct MoeCombine {
 }
 
 impl OpDef for MoeCombine {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![
+    fn args(&self) -> ArgList<'_> {
+        smallvec![
             ("expert_out", &self.expert_out, Read),
             ("slot_rows", &self.slot_rows, Read),
             ("weights", &self.weights, Read),

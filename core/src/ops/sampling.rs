@@ -2,10 +2,11 @@
 
 use super::check::{self, ACTIVATIONS};
 use super::Access::{Read, Write};
-use super::{Access, OpDef};
+use super::{ArgList, OpDef};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use smallvec::smallvec;
 
 fn check_rows(op: &'static str, x: &Tensor) -> Result<()> {
     check::rank(op, "x", x, 2)?;
@@ -22,8 +23,8 @@ pub struct Argmax {
 }
 
 impl OpDef for Argmax {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("out", &self.out, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("out", &self.out, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -46,8 +47,8 @@ pub struct TopK {
 }
 
 impl OpDef for TopK {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        vec![("x", &self.x, Read), ("values", &self.values, Write), ("ids", &self.ids, Write)]
+    fn args(&self) -> ArgList<'_> {
+        smallvec![("x", &self.x, Read), ("values", &self.values, Write), ("ids", &self.ids, Write)]
     }
 
     fn validate(&self) -> Result<()> {
@@ -104,8 +105,8 @@ impl Sample {
 }
 
 impl OpDef for Sample {
-    fn args(&self) -> Vec<(&'static str, &Tensor, Access)> {
-        let mut args = vec![("logits", &self.logits, Read)];
+    fn args(&self) -> ArgList<'_> {
+        let mut args = smallvec![("logits", &self.logits, Read)];
         args.extend(self.row_params.as_ref().map(|t| ("row_params", t, Read)));
         args.push(("out", &self.out, Write));
         args

@@ -4,6 +4,7 @@
 use super::gemm::{self, Lhs, Out as GemmOut, Rhs};
 use super::io::{load, load_all, rows_mut, store};
 use super::rows::softmax_into;
+use super::scratch::Scratch;
 use crate::bind::{typed, Args};
 use crate::checks;
 use dsv3_core::ops::attention::visible_keys;
@@ -68,13 +69,13 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
     for seq in 0..b {
         let (len, rows) = (lens[seq], &cache_rows[seq]);
         // Queries of this sequence as [T·H, Dc + Dr] rows.
-        let mut q_cat = vec![0f32; queries * row];
+        let mut q_cat = Scratch::zeroed(queries * row);
         q_cat.par_chunks_mut(row).enumerate().for_each(|(i, dst)| {
             let i_all = seq * queries + i;
             dst[..dc].copy_from_slice(&q[i_all * dc..(i_all + 1) * dc]);
             dst[dc..].copy_from_slice(&q_pe[i_all * dr..(i_all + 1) * dr]);
         });
-        let mut scores = vec![0f32; queries * len];
+        let mut scores = Scratch::zeroed(queries * len);
         for (u0, r0, n) in row_runs(rows) {
             let lhs = Lhs::F32 { data: &q_cat, lda: row };
             let keys = stored_rows(cache.t.dtype, key_bytes(r0, n))?;
@@ -82,18 +83,19 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
         }
         scores.par_chunks_mut(len.max(1)).enumerate().for_each(|(i, s)| {
             let visible = visible_keys(len, t, i / h, op.causal);
-            let logits: Vec<f32> = s[..visible].iter().map(|x| op.softmax_scale * x).collect();
+            let mut logits = Scratch::zeroed(visible);
+            logits.iter_mut().zip(&s[..visible]).for_each(|(l, x)| *l = op.softmax_scale * x);
             softmax_into(&logits, &mut s[..visible]);
             s[visible..].iter_mut().for_each(|p| *p = 0.0);
         });
         // c_kv transposed to [Dc, len], the [N, K] operand of P · c_kv.
-        let mut values_t = vec![0f32; dc * len];
+        let mut values_t = Scratch::zeroed(dc * len);
         const BAND: usize = 64;
         let size = cache.t.dtype.size();
         values_t.par_chunks_mut(BAND * len.max(1)).enumerate().for_each(|(band, dst)| {
             let d0 = band * BAND;
             let width = dst.len() / len.max(1);
-            let mut tmp = vec![0f32; width];
+            let mut tmp = Scratch::zeroed(width);
             for (u, &r) in rows.iter().enumerate() {
                 load(cache.t.dtype, &key_bytes(r, 1)[d0 * size..(d0 + width) * size], &mut tmp);
                 for (j, v) in tmp.iter().enumerate() {
@@ -101,7 +103,7 @@ pub fn mla(op: &MlaAttention, mut args: Args) -> Result<()> {
                 }
             }
         });
-        let mut o = vec![0f32; queries * dc];
+        let mut o = Scratch::zeroed(queries * dc);
         let p = Lhs::F32 { data: &scores, lda: len.max(1) };
         gemm::gemm(queries, dc, len, p, Rhs::F32(&values_t), GemmOut::F32 { data: &mut o, ldc: dc });
         let dsts = &mut out_rows[seq * queries..(seq + 1) * queries];

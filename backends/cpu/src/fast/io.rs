@@ -1,6 +1,7 @@
 //! Moving rows between stored dtypes (f32, bf16, FP8) and f32 scratch, for the fast kernels. A "row" is
 //! the innermost dimension of a view whose inner stride is 1; leading dimensions may be strided.
 
+use super::scratch::Scratch;
 use crate::bind::{In, Out};
 use dsv3_core::{DType, Error, Result, Tensor};
 use half::bf16;
@@ -33,22 +34,47 @@ pub fn row<'a>(x: &In<'a>, r: usize) -> &'a [u8] {
 pub fn rows_mut<'a>(op: &'static str, arg: &'static str, out: Out<'a>) -> Result<Vec<&'a mut [u8]>> {
     let (rows, n) = row_shape(out.t);
     let width = n * out.t.dtype.size();
-    let mut starts: Vec<(usize, usize)> = (0..rows).map(|r| (row_offset(out.t, r), r)).collect();
-    starts.sort_unstable();
+    let starts = (0..rows).map(|r| row_offset(out.t, r));
+    let mut placed = Vec::with_capacity(rows);
+    // Rows in address order (every view the model writes): split off in turn, nothing to sort.
+    if starts.clone().is_sorted() {
+        split_rows(op, arg, out, width, starts, |row| placed.push(row))?;
+        return Ok(placed);
+    }
+    let mut order: Vec<(usize, usize)> = starts.zip(0..rows).collect();
+    order.sort_unstable();
     let mut slots: Vec<Option<&'a mut [u8]>> = (0..rows).map(|_| None).collect();
+    let mut rows_in_order = order.iter().map(|&(_, r)| r);
+    split_rows(op, arg, out, width, order.iter().map(|&(start, _)| start), |row| {
+        slots[rows_in_order.next().expect("one row per start")] = Some(row)
+    })?;
+    placed.extend(slots.into_iter().map(|s| s.expect("every row placed")));
+    Ok(placed)
+}
+
+/// Splits `out`'s bytes at `starts` (ascending byte offsets of rows `width` bytes long), handing each row
+/// to `place` in that order; fails if two rows overlap.
+fn split_rows<'a>(
+    op: &'static str,
+    arg: &'static str,
+    out: Out<'a>,
+    width: usize,
+    starts: impl Iterator<Item = usize>,
+    mut place: impl FnMut(&'a mut [u8]),
+) -> Result<()> {
     let mut rest = out.bytes;
     let mut consumed = 0;
-    for (start, r) in starts {
+    for start in starts {
         if start < consumed {
             return Err(Error::invalid(op, arg, format!("rows of {:?} overlap", out.t)));
         }
         let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - consumed);
         let (row, tail) = tail.split_at_mut(width);
-        slots[r] = Some(row);
+        place(row);
         rest = tail;
         consumed = start + width;
     }
-    Ok(slots.into_iter().map(|s| s.expect("every row placed")).collect())
+    Ok(())
 }
 
 /// Decode `dst.len()` elements of `dtype` from `src` to f32 (exact for every supported dtype).
@@ -61,7 +87,7 @@ pub fn load(dtype: DType, src: &[u8], dst: &mut [f32]) {
         }
         DType::BF16 => {
             for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = bf16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+                *d = bf16_bits_to_f32(u16::from_le_bytes([s[0], s[1]]));
             }
         }
         _ => {
@@ -70,6 +96,13 @@ pub fn load(dtype: DType, src: &[u8], dst: &mut [f32]) {
             }
         }
     }
+}
+
+/// `bf16::to_f32` of `half` bit for bit (the bits moved to the top half; a NaN made quiet), written as
+/// a select so that [`load`]'s loop vectorises: attention converts every cached row it reads.
+fn bf16_bits_to_f32(bits: u16) -> f32 {
+    let bits = u32::from(bits);
+    f32::from_bits(if bits & 0x7fff > 0x7f80 { (bits | 0x40) << 16 } else { bits << 16 })
 }
 
 /// Round f32 values to `dtype` (nearest even; FP8 saturates) into `dst`.
@@ -93,11 +126,57 @@ pub fn store(dtype: DType, src: &[f32], dst: &mut [u8]) {
 }
 
 /// Load a whole view as f32 in logical order.
-pub fn load_all(x: &In) -> Vec<f32> {
+pub fn load_all(x: &In) -> Scratch {
     let (rows, n) = row_shape(x.t);
-    let mut v = vec![0.0; rows * n];
+    let mut v = Scratch::zeroed(rows * n);
     for r in 0..rows {
         load(x.t.dtype, row(x, r), &mut v[r * n..(r + 1) * n]);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::CpuBuffer;
+    use dsv3_core::DeviceId;
+    use std::sync::Arc;
+
+    /// The bf16 decode is `half`'s for every one of the 65536 bit patterns, NaN payloads included.
+    #[test]
+    fn bf16_decode_matches_half_bit_for_bit() {
+        for bits in 0..=u16::MAX {
+            let want = bf16::from_bits(bits).to_f32().to_bits();
+            assert_eq!(bf16_bits_to_f32(bits).to_bits(), want, "bf16 bits {bits:#06x}");
+        }
+    }
+
+    /// Rows come back in logical order whether the view stores them in address order (split in turn)
+    /// or not (sorted first), and rows that share bytes are refused.
+    #[test]
+    fn rows_mut_gives_logical_rows_and_refuses_overlap() {
+        let device = DeviceId { backend: "cpu", ordinal: 0, instance: 0 };
+        let buffer: dsv3_core::Buffer = Arc::new(CpuBuffer::new(device, 8).expect("a small buffer"));
+        let view = |shape: Vec<usize>, strides: Vec<usize>| Tensor {
+            buffer: buffer.clone(),
+            offset: 0,
+            shape,
+            strides,
+            dtype: DType::U8,
+        };
+        // Rows of 2 bytes; [2, 2, 2] with the two lead dimensions swapped: rows at 0, 4, 2, 6.
+        let mut bytes: Vec<u8> = (0..8).collect();
+        for (t, want) in [
+            (view(vec![4, 2], vec![2, 1]), [[0, 1], [2, 3], [4, 5], [6, 7]]),
+            (view(vec![2, 2, 2], vec![2, 4, 1]), [[0, 1], [4, 5], [2, 3], [6, 7]]),
+        ] {
+            let rows = rows_mut("test", "out", Out { t: &t, bytes: &mut bytes }).expect("disjoint rows");
+            let got: Vec<Vec<u8>> = rows.into_iter().map(|r| r.to_vec()).collect();
+            assert_eq!(got, want.map(|r| r.to_vec()).to_vec(), "{t:?}");
+        }
+        for t in [view(vec![3, 2], vec![1, 1]), view(vec![2, 2, 2], vec![1, 2, 1])] {
+            let overlap = rows_mut("test", "out", Out { t: &t, bytes: &mut bytes });
+            assert!(matches!(overlap, Err(Error::InvalidArgument { .. })), "{t:?}");
+        }
+    }
 }

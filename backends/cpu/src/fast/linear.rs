@@ -23,12 +23,12 @@ fn scales_f32<'a>(op: &'static str, arg: &'static str, s: &In<'a>) -> Result<Cow
 }
 
 /// The left operand rows `rows` of `a`, and its scales, as a kernel argument.
-fn lhs<'a>(
+fn lhs<'a: 's, 's>(
     op: &'static str,
     a: &Activations,
     args: &Args<'a>,
-    scales: &'a Option<Cow<'a, [f32]>>,
-) -> Result<Lhs<'a>> {
+    scales: &'s Option<Cow<'a, [f32]>>,
+) -> Result<Lhs<'s>> {
     let x = args.input("a")?;
     let lda = x.t.strides[0].max(x.t.shape[1]);
     Ok(match a {

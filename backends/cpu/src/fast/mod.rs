@@ -8,6 +8,7 @@ mod moe;
 pub mod peak;
 mod rows;
 mod sampling;
+mod scratch;
 
 use crate::bind::Args;
 use dsv3_core::{Op, Peak, Result, Support};

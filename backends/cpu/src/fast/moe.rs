@@ -2,6 +2,7 @@
 
 use super::io::{load_all, row, rows_mut, store};
 use super::sampling::largest;
+use super::scratch::Scratch;
 use crate::bind::Args;
 use crate::checks;
 use dsv3_core::ops::{MoeDispatch, MoeRoute, Scoring, TopkMethod};
@@ -13,7 +14,7 @@ pub fn route(op: &MoeRoute, mut args: Args) -> Result<()> {
     let logits = load_all(&args.input("logits")?);
     let bias = match op.bias {
         Some(_) => load_all(&args.input("bias")?),
-        None => Vec::new(),
+        None => Scratch::zeroed(0),
     };
     let e = op.logits.shape[1];
     let per_group = e / c.n_group;
@@ -27,7 +28,7 @@ pub fn route(op: &MoeRoute, mut args: Args) -> Result<()> {
             }
         };
         let mut selection = scores.clone();
-        selection.iter_mut().zip(&bias).for_each(|(s, b)| *s += b);
+        selection.iter_mut().zip(bias.iter()).for_each(|(s, b)| *s += b);
         if c.method != TopkMethod::Greedy {
             let group_scores: Vec<f32> = selection
                 .chunks(per_group)

@@ -1,11 +1,13 @@
 //! Row-wise ops in f32, parallel over rows.
 
 use super::io::{load, load_all, row, row_shape, rows_mut, store};
+use super::scratch::Scratch;
 use crate::bind::{Args, In};
 use crate::checks;
 use dsv3_core::ops::{RmsNorm, Rope};
 use dsv3_core::Result;
 use rayon::prelude::*;
+use smallvec::SmallVec;
 
 /// Runs `f(row index, inputs' rows as f32, output row)` for every row, in parallel, and stores the
 /// output rows. Inputs are views with the output's row structure.
@@ -13,23 +15,21 @@ fn map_rows(
     op: &'static str,
     inputs: &[In],
     mut args: Args,
-    f: impl Fn(usize, &[Vec<f32>], &mut [f32]) + Sync,
+    f: impl Fn(usize, &[&[f32]], &mut [f32]) + Sync,
 ) -> Result<()> {
     let out = args.output("out")?;
     let dtype = out.t.dtype;
     let (_, n) = row_shape(out.t);
     rows_mut(op, "out", out)?.into_par_iter().enumerate().for_each(|(r, dst)| {
-        let rows: Vec<Vec<f32>> = inputs
-            .iter()
-            .map(|x| {
-                let mut v = vec![0.0; n];
-                load(x.t.dtype, row(x, r), &mut v);
-                v
-            })
-            .collect();
-        let mut result = vec![0.0; n];
-        f(r, &rows, &mut result);
-        store(dtype, &result, dst);
+        // The inputs' rows, then the result, in one scratch vector.
+        let mut buf = Scratch::zeroed((inputs.len() + 1) * n);
+        let (loaded, result) = buf.split_at_mut(inputs.len() * n);
+        for (x, v) in inputs.iter().zip(loaded.chunks_exact_mut(n.max(1))) {
+            load(x.t.dtype, row(x, r), v);
+        }
+        let rows: SmallVec<[&[f32]; 2]> = loaded.chunks_exact(n.max(1)).take(inputs.len()).collect();
+        f(r, &rows, result);
+        store(dtype, result, dst);
     });
     Ok(())
 }
@@ -38,10 +38,10 @@ pub fn rms_norm(op: &RmsNorm, args: Args) -> Result<()> {
     let x = args.input("x")?;
     let w = load_all(&args.input("weight")?);
     map_rows("rms_norm", &[x], args, |_, rows, out| {
-        let x = &rows[0];
+        let x = rows[0];
         let mean_square = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
         let inv_rms = 1.0 / (mean_square + op.eps).sqrt();
-        for ((o, v), g) in out.iter_mut().zip(x).zip(&w) {
+        for ((o, v), g) in out.iter_mut().zip(x).zip(w.iter()) {
             *o = g * (v * inv_rms);
         }
     })
@@ -53,7 +53,7 @@ pub fn rope(op: &Rope, args: Args) -> Result<()> {
     let freqs = op.params.inv_freqs();
     let heads = op.x.shape[1];
     map_rows("rope", &[x], args, |r, rows, out| {
-        let x = &rows[0];
+        let x = rows[0];
         let p = positions[r / heads] as f32;
         for (i, f) in freqs.iter().enumerate() {
             let (sin, cos) = (p * f).sin_cos();
@@ -67,7 +67,7 @@ pub fn rope(op: &Rope, args: Args) -> Result<()> {
 pub fn silu_mul(args: Args) -> Result<()> {
     let (gate, up) = (args.input("gate")?, args.input("up")?);
     map_rows("silu_mul", &[gate, up], args, |_, rows, out| {
-        for ((o, g), u) in out.iter_mut().zip(&rows[0]).zip(&rows[1]) {
+        for ((o, g), u) in out.iter_mut().zip(rows[0]).zip(rows[1]) {
             *o = g / (1.0 + (-g).exp()) * u;
         }
     })
@@ -76,7 +76,7 @@ pub fn silu_mul(args: Args) -> Result<()> {
 pub fn add(args: Args) -> Result<()> {
     let (a, b) = (args.input("a")?, args.input("b")?);
     map_rows("add", &[a, b], args, |_, rows, out| {
-        for ((o, a), b) in out.iter_mut().zip(&rows[0]).zip(&rows[1]) {
+        for ((o, a), b) in out.iter_mut().zip(rows[0]).zip(rows[1]) {
             *o = a + b;
         }
     })
@@ -84,7 +84,7 @@ pub fn add(args: Args) -> Result<()> {
 
 pub fn softmax(args: Args) -> Result<()> {
     let x = args.input("x")?;
-    map_rows("softmax", &[x], args, |_, rows, out| softmax_into(&rows[0], out))
+    map_rows("softmax", &[x], args, |_, rows, out| softmax_into(rows[0], out))
 }
 
 /// `out = softmax(x)` in f32 with the max subtracted first. The denominator is accumulated in f64 and
@@ -104,7 +104,7 @@ pub fn softmax_into(x: &[f32], out: &mut [f32]) {
 
 pub fn cast(args: Args) -> Result<()> {
     let x = args.input("x")?;
-    map_rows("cast", &[x], args, |_, rows, out| out.copy_from_slice(&rows[0]))
+    map_rows("cast", &[x], args, |_, rows, out| out.copy_from_slice(rows[0]))
 }
 
 pub fn embedding(mut args: Args) -> Result<()> {

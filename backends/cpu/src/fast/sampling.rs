@@ -1,6 +1,7 @@
 //! Argmax, top-k and seeded sampling in f32, parallel over rows.
 
 use super::io::load_all;
+use super::scratch::Scratch;
 use crate::bind::Args;
 use crate::checks;
 use dsv3_core::ops::sampling::uniform;
@@ -31,7 +32,7 @@ pub(super) fn largest(values: &[f32], k: usize) -> Vec<usize> {
     order
 }
 
-fn rows(args: &Args, name: &'static str) -> Result<(Vec<f32>, usize)> {
+fn rows(args: &Args, name: &'static str) -> Result<(Scratch, usize)> {
     let x = args.input(name)?;
     Ok((load_all(&x), x.t.shape[1]))
 }

@@ -25,12 +25,14 @@
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
 use super::{Fp8Format, Isa, SCALE_BLOCK};
+use crate::fast::scratch::Scratch;
+use crate::placement::{self, ByNode, Placement};
+use crate::threads;
 
 /// Weight element kinds of the SIMD paths (a const parameter of the kernels).
 const F32: u8 = 0;
@@ -49,12 +51,6 @@ const fn elem_bytes(kind: u8) -> usize {
         BF16 => 2,
         _ => 1,
     }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Tests set this to run the SIMD kernels with K blocks (read by [`Job::new`], on the calling thread).
-    pub(crate) static FORCE_KC: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// Bytes of each weight row consumed per step: one cache line, so one prefetch per row and step, and a
@@ -156,9 +152,7 @@ pub(crate) struct Job<'a> {
     m: usize,
     k: usize,
     kp: usize,
-    /// K block of the SIMD kernels (a multiple of `SCALE_BLOCK`; see `x86::run_rows`).
-    kc: usize,
-    abuf: Vec<f32>,
+    abuf: Scratch,
     w: Option<WView<'a>>,
     b: &'a RhsSrc<'a>,
 }
@@ -170,7 +164,7 @@ impl<'a> Job<'a> {
         // The bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
         let isa = isa.vector();
         let kp = k.next_multiple_of(STEP);
-        let mut abuf = vec![0f32; m * kp];
+        let mut abuf = Scratch::zeroed(m * kp);
         for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
             a.load_row(row0 + i, 0, &mut row[..k]);
         }
@@ -200,26 +194,28 @@ impl<'a> Job<'a> {
             }
         }
         let isa = if w.is_none() { Isa::Scalar } else { isa };
-        // One K block per weight row. K blocks whose A stays in L1 (`x86::avx2_kc`) cut the simulated L1
-        // misses 4× but ran slower than one block in 10 of 16 alternated pairs on a shared Zen 3 (M = 8
-        // and 16: 6 of 6; benches/results/2026-12-07-cpu-decode-gemm-avx2-m4.md): off until a quiet
-        // machine says otherwise; tests force them.
-        let kc = kp.next_multiple_of(SCALE_BLOCK);
-        #[cfg(test)]
-        let kc = FORCE_KC.with(|f| f.get()).unwrap_or(kc);
-        Job { isa, m, k, kp, kc, abuf, w, b }
+        Job { isa, m, k, kp, abuf, w, b }
+    }
+
+    /// The address of the first weight row and the bytes of each row: what the node split cuts.
+    fn weight_rows(&self) -> (usize, usize) {
+        match self.b {
+            RhsSrc::F32(d) => (d.as_ptr() as usize, 4 * self.k),
+            RhsSrc::Bf16(d) => (d.as_ptr() as usize, 2 * self.k),
+            RhsSrc::BlockFp8 { codes, .. } => (codes.as_ptr() as usize, self.k),
+        }
     }
 
     /// `out[j*m + i] = C[i, n0 + j]` for the `out.len() / m` weight rows from `n0`.
     fn rows(&self, n0: usize, out: &mut [f32]) {
-        let (m, kp, kc, a) = (self.m, self.kp, self.kc, &self.abuf[..]);
+        let (m, kp, a) = (self.m, self.kp, &self.abuf[..]);
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => {
-                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, kc, n0, out)
+                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, kc, n0, out),
+            Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, n0, out),
             Isa::Scalar => scalar_rows(m, self.k, self.b, a, kp, n0, out),
         }
     }
@@ -230,25 +226,36 @@ impl<'a> Job<'a> {
 /// block size depends on the total weight rows only, so one job or many, each thread gets several tasks.
 /// A task's outputs do not depend on the split (each output is one weight row's own accumulation).
 pub(crate) fn run_jobs(jobs: &[Job], n: usize) -> Vec<Vec<f32>> {
+    run_jobs_placed(jobs, n, placement::current())
+}
+
+/// [`run_jobs`] with the weights split over the nodes of `placement`: each job's rows are cut where
+/// [`Placement::row_bounds`] says their pages lie (the upload placed them by the same split), blocks
+/// never cross a cut, and each node's workers take their node's blocks first, then the others' (see
+/// [`ByNode::drain`]). With one node this is one queue of the blocks in order.
+pub(crate) fn run_jobs_placed(jobs: &[Job], n: usize, placement: &Placement) -> Vec<Vec<f32>> {
     let mut outs: Vec<Vec<f32>> = jobs.iter().map(|j| vec![0f32; n * j.m]).collect();
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = (n * jobs.len()).div_ceil(8 * threads).clamp(8, 256);
-    let tasks: Vec<Mutex<(&Job, usize, &mut [f32])>> = jobs
-        .iter()
-        .zip(outs.iter_mut())
-        .flat_map(|(job, out)| {
-            let chunks = out.chunks_mut(rows_per_task * job.m).enumerate();
-            chunks.map(move |(t, o)| Mutex::new((job, t * rows_per_task, o)))
-        })
-        .collect();
-    // Every thread takes the next task in order, so that at any time the threads stream neighbouring
-    // blocks of one expert's weights (as one GEMM per expert does), not experts far apart.
-    let next = AtomicUsize::new(0);
+    let mut tasks = ByNode::new(placement.nodes());
+    for (job, out) in jobs.iter().zip(outs.iter_mut()) {
+        let (start, row_bytes) = job.weight_rows();
+        let mut rest = &mut out[..];
+        for (node, rows) in placement.row_bounds(start, row_bytes, n).windows(2).enumerate() {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut((rows[1] - rows[0]) * job.m);
+            for (t, o) in mine.chunks_mut(rows_per_task * job.m).enumerate() {
+                tasks.push(node, Mutex::new((job, rows[0] + t * rows_per_task, o)));
+            }
+            rest = tail;
+        }
+    }
+    // Every thread takes the next task of its queue in order, so that at any time the threads stream
+    // neighbouring blocks of one expert's weights (as one GEMM per expert does), not experts far apart.
     rayon::broadcast(|_| {
-        while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+        tasks.drain(threads::worker_node().unwrap_or(0), true, |task| {
             let (job, n0, out) = &mut *task.lock().expect("a task panicked");
             job.rows(*n0, out);
-        }
+        })
     });
     outs
 }
@@ -294,11 +301,13 @@ fn scalar_rows(m: usize, k: usize, b: &RhsSrc, abuf: &[f32], kp: usize, n0: usiz
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) use x86::{avx2_kc, decode_step_for_test};
+pub(crate) use x86::decode_step_for_test;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use smallvec::SmallVec;
 
     use super::{elem_bytes, is_fp8, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32, PF, SCALE_BLOCK, STEP};
 
@@ -321,9 +330,6 @@ mod x86 {
         type Seen: Copy;
         /// `Seen` of no codes.
         unsafe fn seen_none<const KIND: u8>() -> Self::Seen;
-        /// # Safety
-        /// `p` writable for `LANES` f32.
-        unsafe fn store(p: *mut f32, v: Self::V);
         /// A step's weights as loaded, before decoding ([`Simd::decode_vec`]).
         type Raw: Copy;
         /// Loads the `STEP` bytes at `p` (`STEP / elem_bytes(KIND)` weights of `KIND`, in order) for
@@ -419,11 +425,6 @@ mod x86 {
         unsafe fn special_seen<const KIND: u8>(_: ()) -> bool {
             false
         }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable f32.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
         type Raw = *const u8;
         #[inline(always)]
         unsafe fn load_step<const KIND: u8, const SPECIAL: bool>(p: *const u8, _: &mut ()) -> *const u8 {
@@ -503,11 +504,6 @@ mod x86 {
                 _ => return false,
             };
             _mm256_testz_si256(hit, hit) == 0
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: __m256) {
-            // SAFETY: the caller guarantees 8 writable f32.
-            unsafe { _mm256_storeu_ps(p, v) }
         }
         /// The step's address, and for FP8 its 64 codes in two registers (zero otherwise).
         type Raw = (*const u8, [__m256i; 2]);
@@ -611,30 +607,18 @@ mod x86 {
         }
     }
 
-    /// Floats reserved per accumulator in a [`Piece`]'s state (the widest vector).
-    pub(super) const SLOT: usize = 16;
-
-    /// One call of a group kernel: weight rows `n0..n0 + NB` over K range `klo..khi` (`klo` a multiple of
-    /// `SCALE_BLOCK`; `khi` one too, or K). The accumulators of A row `i` and weight row `j` start at zero
-    /// (`first`) or at `state[j*lds + i*SLOT..]` (the previous K range's), and end as
-    /// `out[j*ldo + i] = hsum(acc)` (`last`) or back in the state.
+    /// One call of a group kernel: weight rows `n0..n0 + NB`, each over all of K, ending as
+    /// `out[j*ldo + i] = Σ_k a[i*kp + k] · w(n0 + j, k)`.
     pub(super) struct Piece<'s> {
         pub(super) n0: usize,
-        pub(super) klo: usize,
-        pub(super) khi: usize,
-        /// First weight row and K of the piece that runs next: the prefetch target once this piece's
-        /// own rows are covered, so that the next one starts warm.
+        /// First weight row of the group that runs next: the prefetch target once this group's own rows
+        /// are covered, so that the next one starts warm.
         pub(super) next_row: usize,
-        pub(super) next_k: usize,
-        pub(super) first: bool,
-        pub(super) last: bool,
-        pub(super) state: &'s mut [f32],
-        pub(super) lds: usize,
         pub(super) out: &'s mut [f32],
         pub(super) ldo: usize,
     }
 
-    /// `Σ_{k in klo..khi} a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`, accumulated as [`Piece`] says.
+    /// `Σ_k a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`, into the output as [`Piece`] says.
     ///
     /// # Safety
     /// The features of `S` are available (the caller is its `#[target_feature]` wrapper). Every memory
@@ -646,44 +630,26 @@ mod x86 {
         kp: usize,
         p: &mut Piece,
     ) {
-        let ends = |ld: usize, len: usize| len >= (NB - 1) * ld + (M - 1) * SLOT + S::LANES;
-        assert!(p.first || ends(p.lds, p.state.len()), "decode state too short");
-        assert!(!p.last || p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
-        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract); state
-        // accesses are within the length checked above.
-        let start = |state: &[f32]| -> [[S::V; NB]; M] {
-            std::array::from_fn(|i| {
-                std::array::from_fn(|j| unsafe {
-                    if p.first {
-                        S::zero()
-                    } else {
-                        S::load(state.as_ptr().add(j * p.lds + i * SLOT))
-                    }
-                })
-            })
-        };
+        assert!(p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
+        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract).
+        let zero =
+            || -> [[S::V; NB]; M] { std::array::from_fn(|_| std::array::from_fn(|_| unsafe { S::zero() })) };
         // NaN and infinite FP8 codes are rare (absent from real weights): decode without their rule, and
-        // redo the piece with it when one was seen (from the same starting accumulators).
-        let mut acc = start(p.state);
+        // redo the group with it when one was seen.
+        let mut acc = zero();
         let mut seen = unsafe { S::seen_none::<KIND>() };
         // SAFETY: the caller's contract.
         unsafe {
             group_pass::<S, M, NB, KIND, false>(w, a, kp, p, &mut acc, &mut seen);
             if S::special_seen::<KIND>(seen) {
-                acc = start(p.state);
+                acc = zero();
                 group_pass::<S, M, NB, KIND, true>(w, a, kp, p, &mut acc, &mut seen);
             }
         }
         for (i, acc_i) in acc.iter().enumerate() {
             for (j, &v) in acc_i.iter().enumerate() {
-                // SAFETY: within the lengths checked above.
-                unsafe {
-                    if p.last {
-                        p.out[j * p.ldo + i] = S::hsum(v);
-                    } else {
-                        S::store(p.state.as_mut_ptr().add(j * p.lds + i * SLOT), v);
-                    }
-                }
+                // SAFETY: the features of `S` are enabled; the index is within the length checked above.
+                p.out[j * p.ldo + i] = unsafe { S::hsum(v) };
             }
         }
     }
@@ -703,18 +669,18 @@ mod x86 {
         seen: &mut S::Seen,
     ) {
         let (k, esz) = (w.k, elem_bytes(KIND));
-        let (n0, klo, khi) = (p.n0, p.klo, p.khi);
+        let n0 = p.n0;
         let rb = k * esz;
         let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * rb..][..rb]);
         let a = &a[..M * kp];
-        assert!(kp >= k && kp.is_multiple_of(STEP) && klo.is_multiple_of(SCALE_BLOCK) && khi <= k);
+        assert!(kp >= k && kp.is_multiple_of(STEP));
         let step = STEP / esz;
         // Whole steps only; the row's last partial step is copied into zeroed buffers (code 0 and +0.0
         // decode to +0, and A is zero-padded past k).
         let kfull = k - k % step;
-        let mut kb0 = klo;
-        while kb0 < khi {
-            let kend = (kb0 + SCALE_BLOCK).min(khi);
+        let mut kb0 = 0;
+        while kb0 < k {
+            let kend = (kb0 + SCALE_BLOCK).min(k);
             let scale: [S::V; NB] = std::array::from_fn(|j| {
                 let s = if is_fp8(KIND) {
                     w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]
@@ -727,16 +693,15 @@ mod x86 {
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
                 for (j, row) in rows.iter().enumerate() {
-                    // Prefetch PF bytes ahead, at most one piece; past the end of the piece, as far into
-                    // the same row of the next piece (a distance beyond a short piece would skip the next
-                    // piece's first lines). `wrapping_add`: the address may lie past the weights;
+                    // Prefetch PF bytes ahead, at most one row; past the end of the row, as far into the
+                    // same row of the next group (a distance beyond a short row would skip the next
+                    // group's first lines). `wrapping_add`: the address may lie past the weights;
                     // prefetches never fault.
-                    let off = k0 * esz + PF.min((khi - klo) * esz);
-                    let ahead = if off < khi * esz {
+                    let off = k0 * esz + PF.min(rb);
+                    let ahead = if off < rb {
                         row.as_ptr().wrapping_add(off)
                     } else {
-                        let next = (p.next_row + j) * rb + p.next_k * esz;
-                        w.bytes.as_ptr().wrapping_add(next + off - khi * esz)
+                        w.bytes.as_ptr().wrapping_add((p.next_row + j) * rb + off - rb)
                     };
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
@@ -877,23 +842,18 @@ mod x86 {
         }};
     }
 
-    /// Weight rows per tile of [`run_rows`]: the K-blocked accumulators of a tile (`TILE_ROWS · m · SLOT`
-    /// floats, at most 64 KiB) stay in L2 between K blocks.
-    const TILE_ROWS: usize = 64;
-
     /// Runs the kernels over the weight rows of `out` (`out.len() / m` of them, from `n0`), M split into
-    /// chunks of at most `max_m` rows of A, K in blocks of `kc` (a multiple of `SCALE_BLOCK`).
+    /// chunks of at most `max_m` rows of A: for each group of weight rows, every chunk of A while the
+    /// group's weights are in L1, so each weight byte comes from memory once.
     ///
-    /// Order: tiles of [`TILE_ROWS`] weight rows; in each, K block by K block, the groups of rows; for
-    /// each group, every chunk of A while the group's piece of weights is in L1. So A's K block
-    /// (`m · kc` values) is read from L1 by every group of the tile, and each weight byte still comes
-    /// from memory once. The accumulators carry over K blocks in a state buffer, each lane's sum in the
-    /// same order as without blocking: the result does not depend on `kc`.
+    /// One pass over K per group. K blocks with A's block kept in L1 (accumulators carried between
+    /// blocks) were built and measured on an idle Zen 3: slower in 73 of 96 alternated pairs (median
+    /// 1.12×, up to 1.47× at M = 16; benches/results/2026-12-07-cpu-decode-k-blocks-and-probe.md), so
+    /// they were removed.
     #[allow(clippy::too_many_arguments)]
     fn run_rows(
         m: usize,
         max_m: usize,
-        kc: usize,
         pick: impl Fn(usize, u8) -> (usize, Kern, Kern),
         w: &WView,
         a: &[f32],
@@ -901,10 +861,12 @@ mod x86 {
         n0: usize,
         out: &mut [f32],
     ) {
-        debug_assert!(kc.is_multiple_of(SCALE_BLOCK));
         let chunks = m.div_ceil(max_m);
         let (base, extra) = (m / chunks, m % chunks);
-        let kerns: Vec<(usize, usize, (usize, Kern, Kern))> = (0..chunks)
+        // Each chunk of A: first row, rows, and its (group size, kernel, single-row kernel). At most 2
+        // chunks (M ≤ 16, 8 per chunk on AVX2): an inline list, no allocation per call.
+        type Chunk = (usize, usize, (usize, Kern, Kern));
+        let kerns: SmallVec<[Chunk; 2]> = (0..chunks)
             .map(|c| {
                 let mc = base + usize::from(c < extra);
                 let i0 = c * base + c.min(extra);
@@ -913,65 +875,31 @@ mod x86 {
             .collect();
         let nrows = out.len() / m;
         let nb = kerns.iter().map(|(_, _, (nb, _, _))| *nb).min().unwrap_or(1);
-        let kblocks: Vec<(usize, usize)> = (0..w.k).step_by(kc).map(|lo| (lo, (lo + kc).min(w.k))).collect();
-        let lds = m * SLOT;
-        let mut state = if kblocks.len() > 1 { vec![0f32; TILE_ROWS.min(nrows) * lds] } else { Vec::new() };
-        for t0 in (0..nrows).step_by(TILE_ROWS) {
-            let t1 = (t0 + TILE_ROWS).min(nrows);
-            let mut groups = Vec::new();
-            let mut r = t0;
-            while r < t1 {
-                let g = if r + nb <= t1 { nb } else { 1 };
-                groups.push((r, g));
-                r += g;
-            }
-            for (b, &(klo, khi)) in kblocks.iter().enumerate() {
-                for (gi, &(r, g)) in groups.iter().enumerate() {
-                    let (next_row, next_k) = match (groups.get(gi + 1), kblocks.get(b + 1)) {
-                        (Some(&(r1, _)), _) => (r1, klo),
-                        (None, Some(&(k1, _))) => (t0, k1),
-                        (None, None) => (t1, 0),
+        let mut r = 0;
+        while r < nrows {
+            let g = if r + nb <= nrows { nb } else { 1 };
+            for &(i0, mc, (knb, f, f1)) in &kerns {
+                // Each chunk runs its own group size over the g rows.
+                let mut j = 0;
+                while j < g {
+                    let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
+                    let mut piece = Piece {
+                        n0: n0 + r + j,
+                        next_row: n0 + r + g + j,
+                        out: &mut out[(r + j) * m + i0..],
+                        ldo: m,
                     };
-                    for &(i0, mc, (knb, f, f1)) in &kerns {
-                        // Each chunk runs its own group size over the g rows.
-                        let mut j = 0;
-                        while j < g {
-                            let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
-                            let s0 = ((r - t0 + j) * m + i0) * SLOT;
-                            let mut piece = Piece {
-                                n0: n0 + r + j,
-                                klo,
-                                khi,
-                                next_row: n0 + next_row + j,
-                                next_k,
-                                first: b == 0,
-                                last: b + 1 == kblocks.len(),
-                                state: state.get_mut(s0..).unwrap_or_default(),
-                                lds,
-                                out: &mut out[(r + j) * m + i0..],
-                                ldo: m,
-                            };
-                            // SAFETY: this module is reached only through an Isa chosen after feature
-                            // detection (see `Isa`); the kernel checks its slices.
-                            unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, &mut piece) };
-                            j += gg;
-                        }
-                    }
+                    // SAFETY: this module is reached only through an Isa chosen after feature detection
+                    // (see `Isa`); the kernel checks its slices.
+                    unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, &mut piece) };
+                    j += gg;
                 }
             }
+            r += g;
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn rows_avx512(
-        m: usize,
-        w: &WView,
-        a: &[f32],
-        kp: usize,
-        kc: usize,
-        n0: usize,
-        out: &mut [f32],
-    ) {
+    pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx512_ok());
         if let Some(t) = w.tables {
             super::two_level::rows(m, w, t, a, kp, n0, out);
@@ -984,30 +912,10 @@ mod x86 {
                 9 => 1, 10 => 1, 11 => 1, 12 => 1, 13 => 1, 14 => 1, 15 => 1, 16 => 1
             ])
         };
-        run_rows(m, 16, kc, pick, w, a, kp, n0, out);
+        run_rows(m, 16, pick, w, a, kp, n0, out);
     }
 
-    /// Bytes of A's K block that the AVX2 kernels would keep in L1 (32 KiB on the CPUs with AVX2 only; the
-    /// other half for the weights streaming through).
-    #[cfg(test)]
-    const A_BLOCK_BYTES: usize = 16 * 1024;
-
-    /// The AVX2 path's K block for M rows of A: as many 128-wide scale blocks as fit `A_BLOCK_BYTES`.
-    #[cfg(test)]
-    pub(crate) fn avx2_kc(m: usize) -> usize {
-        (A_BLOCK_BYTES / (4 * m * SCALE_BLOCK)).max(1) * SCALE_BLOCK
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn rows_avx2(
-        m: usize,
-        w: &WView,
-        a: &[f32],
-        kp: usize,
-        kc: usize,
-        n0: usize,
-        out: &mut [f32],
-    ) {
+    pub(crate) fn rows_avx2(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx2_ok());
         // 16 registers hold the M·NB accumulators, the M values of A of one vector (or A as memory
         // operands), the decoded weight vector and, for FP8, the scales and shuffle masks: FP8 takes
@@ -1023,7 +931,7 @@ mod x86 {
                 ])
             }
         };
-        run_rows(m, 8, kc, pick, w, a, kp, n0, out);
+        run_rows(m, 8, pick, w, a, kp, n0, out);
     }
 
     /// Decodes one step of weights of `format` (`STEP` codes) with `isa`'s decoder, scale 1 (tests).

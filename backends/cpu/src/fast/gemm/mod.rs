@@ -72,6 +72,8 @@ pub use dsv3_core::fp8::Fp8Format;
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::fast::scratch::Scratch;
+
 mod decode;
 mod driver;
 mod fp8_simd;
@@ -319,7 +321,7 @@ pub(crate) fn gemm_with(isa: Isa, m: usize, n: usize, k: usize, a: Lhs, b: Rhs, 
     match c {
         Out::F32 { data, ldc } => gemm_f32_out(isa, m, n, k, &a, &b, data, ldc),
         Out::Bf16 { data, ldc } => {
-            let mut tmp = vec![0f32; m * n];
+            let mut tmp = Scratch::zeroed(m * n);
             gemm_f32_out(isa, m, n, k, &a, &b, &mut tmp, n);
             let rows = data.par_chunks_mut(ldc).take(m);
             rows.zip(tmp.par_chunks(n)).for_each(|(dst, src)| {

@@ -428,50 +428,6 @@ fn every_decode_m_on_every_path() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn decode_k_blocks_change_nothing() {
-    // Every decode M with K over several K blocks of the kernels as `avx2_kc` sizes them (A's block kept
-    // in L1; not the default, see `Job::new`) and a partial last step, N over two row tiles plus a partial
-    // group: within the contract's bound of the reference, and bit for bit the result of one K block per
-    // weight row (each lane's sum runs in the
-    // same order; a block's accumulators carried over in the wrong slot or a block skipped or run twice
-    // changes the bits even where it stays inside the bound).
-    use super::decode::{avx2_kc, FORCE_KC};
-    let mut rng = Rng(0x0B10_C4ED);
-    let isas = Isa::available();
-    let rks = [RKind::Bf16, RKind::Fp8(Fp8Format::E4M3Fn), RKind::Fp8(Fp8Format::E5M2), RKind::F32];
-    for m in 1..=DECODE_MAX_M {
-        let k = 2 * avx2_kc(m) + 77;
-        let n = 131;
-        for rk in rks {
-            check(&mut rng, m, n, k, LKind::F32, rk, &isas, false);
-            let a = LhsData::new(&mut rng, m, k, k, LKind::Bf16);
-            let b = RhsData::new(&mut rng, n, k, rk, false);
-            for &isa in &isas {
-                let run = |kc: Option<usize>| {
-                    let mut c = vec![SENTINEL; m * n];
-                    FORCE_KC.with(|f| f.set(kc));
-                    gemm_with(isa, m, n, k, a.lhs(), b.rhs(), Out::F32 { data: &mut c, ldc: n });
-                    FORCE_KC.with(|f| f.set(None));
-                    c
-                };
-                let (blocked, whole) = (run(Some(avx2_kc(m))), run(None));
-                let ctx = format!("{isa:?} m={m} n={n} k={k} {rk:?}");
-                for (idx, (x, y)) in blocked.iter().zip(&whole).enumerate() {
-                    assert_eq!(
-                        x.to_bits(),
-                        y.to_bits(),
-                        "{ctx}: C[{},{}] {x} vs one block {y}",
-                        idx / n,
-                        idx % n
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[test]
 fn table_free_decoders_are_exact_for_every_code() {
     use super::decode::{decode_step_for_test, fold, fp8_kind};
     let simd: Vec<Isa> = Isa::available().into_iter().filter(|&i| i != Isa::Scalar).collect();
@@ -753,5 +709,55 @@ fn bf16_units_add_exact_products_in_f32_as_documented() {
     if checked == 0 {
         let why = "this CPU has neither AVX512-BF16 nor AMX-BF16 (with tile data granted)";
         dsv3_core::testing::cpu_lacks("bf16_units_add_exact_products_in_f32_as_documented", why);
+    }
+}
+
+/// The decode pass with the weights split over fake NUMA nodes (this machine has one: every worker is on
+/// node index 0, so node 0's workers take their blocks and then steal all the others') gives bit for bit
+/// the unsplit result, on the rayon pool and on the shared pinned pool, for every weight kind: each
+/// block's rows are computed once, wherever the cuts fall.
+#[test]
+fn node_split_changes_nothing() {
+    use crate::placement::Placement;
+    let mut rng = Rng(0x00A5_1DE5);
+    let (n, k) = (300, 256);
+    let a = LhsData::new(&mut rng, 7, k, k, LKind::Bf16);
+    let a_src = pack::LhsSrc::new(&a.lhs(), k);
+    // Pages of 64 bytes and no threshold, so that these small matrices are cut mid-row.
+    let placements = [
+        Placement::new(vec![1], 64, 0),
+        Placement::new(vec![1, 1], 64, 0),
+        Placement::new(vec![2, 1, 1], 64, 0),
+        Placement::new(vec![0, 3], 64, 0),
+    ];
+    for rk in RKINDS {
+        let bs: Vec<RhsData> = (0..3).map(|_| RhsData::new(&mut rng, n, k, rk, false)).collect();
+        let b_src: Vec<pack::RhsSrc> = bs.iter().map(|b| pack::RhsSrc::new(&b.rhs(), k)).collect();
+        for isa in Isa::available() {
+            // Experts of 1, 2 and 4 rows of A.
+            let jobs: Vec<decode::Job> = [(0, 1), (1, 3), (3, 7)]
+                .iter()
+                .zip(&b_src)
+                .map(|(&(lo, hi), b)| decode::Job::new(isa, hi - lo, k, &a_src, lo, b))
+                .collect();
+            let whole = decode::run_jobs_placed(&jobs, n, &placements[0]);
+            assert!(whole.iter().flatten().all(|x| x.is_finite() && *x != 0.0), "{isa:?} {rk:?}");
+            for p in &placements[1..] {
+                let (start, row_bytes) = match &b_src[0] {
+                    pack::RhsSrc::F32(d) => (d.as_ptr() as usize, 4 * k),
+                    pack::RhsSrc::Bf16(d) => (d.as_ptr() as usize, 2 * k),
+                    pack::RhsSrc::BlockFp8 { codes, .. } => (codes.as_ptr() as usize, k),
+                };
+                assert!(p.row_bounds(start, row_bytes, n).len() > 2, "{p:?} splits the rows");
+                let on_rayon = decode::run_jobs_placed(&jobs, n, p);
+                let on_pool = crate::threads::run(f64::INFINITY, || decode::run_jobs_placed(&jobs, n, p));
+                for got in [on_rayon, on_pool] {
+                    for (e, (x, y)) in got.iter().zip(&whole).enumerate() {
+                        let same = x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{isa:?} {rk:?} {p:?}: expert {e} differs from the unsplit pass");
+                    }
+                }
+            }
+        }
     }
 }
