@@ -36,6 +36,8 @@ impl Status {
 pub struct Perf {
     pub ms: f64,
     pub iterations: usize,
+    /// Copies of the operands launched in turn (see the runner's `ROTATE_BYTES`).
+    pub copies: usize,
     pub gflops: f64,
     pub gbps: f64,
     /// Measured time of the roofline bound over the measured time, in percent; `None` without a peak.

@@ -66,6 +66,8 @@ fn perf_mode_times_a_case() {
     for r in &report.results {
         let p = r.perf.as_ref().unwrap_or_else(|| panic!("no timing: {r:?}"));
         assert!(p.ms > 0.0 && p.iterations >= 1 && p.gbps > 0.0, "{p:?}");
+        // A quick add moves kilobytes: timed over several copies of its operands, not one cached set.
+        assert!(p.copies > 1, "{p:?}");
     }
     println!("{}", report.table());
 }

@@ -116,7 +116,7 @@ fn try_run(args: Args) -> Result<i32, String> {
 fn print_row(row: &Row) -> Result<(), String> {
     match &row.perf {
         Some(p) => outln!(
-            "{} {} {} [{}]: {:.3} ms, {:.1} GFLOP/s, {:.2} GB/s, {} ({} iterations)",
+            "{} {} {} [{}]: {:.3} ms, {:.1} GFLOP/s, {:.2} GB/s, {} ({} iterations over {} operand copies)",
             row.backend,
             row.op,
             row.case,
@@ -128,7 +128,8 @@ fn print_row(row: &Row) -> Result<(), String> {
                 (Some(pct), Some(bound)) => format!("{pct:.1}% of peak ({bound} bound)"),
                 _ => "peak unknown".into(),
             },
-            p.iterations
+            p.iterations,
+            p.copies
         ),
         None => outln!("{} {} {}: {} {}", row.backend, row.op, row.case, row.status.as_str(), row.reason),
     }
@@ -163,6 +164,7 @@ fn json_line(row: &Row, shape: Option<&str>, dtype: Option<&str>, gemm_impl: Opt
         "ms": p.map(|p| p.ms),
         "gflops": p.map(|p| p.gflops),
         "gbps": p.map(|p| p.gbps),
+        "copies": p.map(|p| p.copies),
         "pct_of_peak": p.and_then(|p| p.pct_of_peak),
         "bound": p.and_then(|p| p.bound.clone()),
     })
