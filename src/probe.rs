@@ -17,7 +17,7 @@ use dsv3_backend_hip::HipBackend;
 #[derive(clap::Args)]
 pub struct Args {
     /// `cuda` (an NVIDIA GPU from sm_80), `hip` (an AMD gfx90a / gfx94x), or the host emulator standing
-    /// for either: `cuda-emu` (warp 32), `hip-emu` (wave64)
+    /// for either: `cuda-emu` (warp 32), `hip-emu` (wave64, as gfx94x: FP8 MFMA on e4m3fnuz included)
     #[arg(long, default_value = "cuda", value_parser = ["cuda", "cuda-emu", "hip", "hip-emu"])]
     backend: String,
     /// The device's ordinal

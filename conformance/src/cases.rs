@@ -29,6 +29,7 @@ const A_F32: Operand = Operand::Dense(F32);
 const A_BF16: Operand = Operand::Dense(BF16);
 const FP8: Operand = Operand::Fp8(E4M3Fn, ScaleStore::F32);
 const FP8_UE8M0: Operand = Operand::Fp8(E4M3Fn, ScaleStore::Ue8m0);
+const FNUZ: Operand = Operand::Fp8(E4M3Fnuz, ScaleStore::F32);
 
 pub fn gemm(m: usize, n: usize, k: usize, a: Operand, b: Operand, c: DType) -> Case {
     gemm_strided(m, n, k, a, b, c, 0, 0)
@@ -677,6 +678,13 @@ pub fn full() -> Vec<Case> {
         BF16,
         "down_8_tokens_one_expert",
     ));
+    // MI300's W8A8: e4m3fnuz activations and weights (the loader converts weights to it on such a device;
+    // AMD's tensor-core path, gfx94x's FP8 MFMA), scales per 128 block, at kv_a_proj's shape for a prefill
+    // chunk, the decode batch above and expert tiles of 64 rows (K = 2048, N cut to 256).
+    c.push(gemm(128, 576, 7168, FNUZ, FNUZ, BF16));
+    c.push(grouped_gemm(&decode, 256, 2048, FNUZ, FNUZ, BF16, "32x8_of_64"));
+    c.push(grouped_gemm(&[70, 0, 130, 56], 256, 2048, FNUZ, FNUZ, BF16, "prefill_4_experts"));
+    c.push(grouped_gemm(&[70, 0, 130, 56], 256, 2048, A_BF16, FNUZ, BF16, "prefill_4_experts"));
 
     // batched_gemm: DeepSeek-V3's absorbed products over 128 heads, W_UK (N = 512, K = 128) and W_UV
     // (N = 128, K = 512), at decode (4 tokens) and a prefill chunk (64 tokens).

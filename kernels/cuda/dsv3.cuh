@@ -72,6 +72,21 @@ DSV3_DEV i32 dsv3_shfl_xor(i32 v, int m) { return dsv3_emu::shfl_xor(v, m); }
 #error "DSV3_WARP (threads per warp / wavefront) must be defined"
 #endif
 
+// Dynamic shared memory: the block's whole dynamic allocation as one object `name` of type `T` (a struct,
+// or an array typedef; aligned to at most 16 bytes), declared once in the kernel. Its size comes with the
+// launch: the op's launch code computes it from the variant's constants (kernels.rs `Variant::shared`), the
+// emulator checks that it is exactly sizeof(T), and above NVIDIA's 48 KiB the launch path opts the function
+// in (backends/gpu/src/shared_memory.rs). Static shared memory (DSV3_SHARED) may sit beside it.
+#if defined(DSV3_CUDA) || defined(DSV3_HIP)
+#define DSV3_DYNAMIC_SHARED(T, name)                                         \
+    extern __shared__ __attribute__((aligned(16))) u8 dsv3_dynamic_shared[]; \
+    T& name = *reinterpret_cast<T*>(dsv3_dynamic_shared)
+#else
+#define DSV3_DYNAMIC_SHARED(T, name)                                              \
+    static_assert(alignof(T) <= 16, "dynamic shared memory is 16-byte aligned"); \
+    T& name = *static_cast<T*>(dsv3_emu::dynamic_shared(sizeof(T)))
+#endif
+
 // Asks for a loop to be unrolled completely (its trip count a constant): register arrays indexed by its
 // counter then stay in registers. The host compiler decides for itself.
 #if defined(DSV3_HOST)

@@ -2,26 +2,31 @@
 // ldmatrix, cp.async; AMD CDNA: MFMA, per-lane LDS reads, copies through registers), for gemm,
 // batched_gemm and grouped_gemm with more than 16 rows, in three forms:
 //   * bf16 A and B (A_FP8 = B_FP8 = 0): tile_mma_bf16 (mma.sync m16n8k16; MFMA 16x16x16 bf16);
-//   * W8A8 block FP8 (A_FP8 = B_FP8 = 1, e4m3fn codes): tile_mma_e4m3 (mma.sync m16n8k32 e4m3; on AMD two
-//     bf16 MFMA on decoded codes), with the scales of gemm.cu's contract applied per 128-wide K block
-//     outside the MMA (below);
+//   * W8A8 block FP8 (A_FP8 = B_FP8 = 1, one format in both: e4m3fn, or on AMD e4m3fnuz): tile_mma_fp8 with
+//     the format's tag (mma.sync m16n8k32 e4m3; on AMD gfx94x's FP8 MFMA for e4m3fnuz, MI300's format, and
+//     two bf16 MFMA on decoded codes otherwise), with the scales of gemm.cu's contract applied per 128-wide
+//     K block outside the MMA (below);
 //   * bf16 A × block-FP8 weights (A_FP8 = 0, B_FP8 = 1): B's codes staged as they are and decoded exactly
-//     to bf16 fragments (mma.cuh's tile_load_b_e4m3_as_bf16), tile_mma_bf16, B's scales as for W8A8.
+//     to bf16 fragments (mma.cuh's tile_load_b_fp8_as_bf16), tile_mma_bf16, B's scales as for W8A8.
 // gemm.cu is the fallback where the device has no tile layer or the operands do not meet this kernel's
 // conditions (ops/gemm.rs `mma_fits`: K · element size, A's row pitch and the batch strides multiples of 16
 // bytes, A's and B's bases 16-byte aligned, so that every 16-byte piece of a row is an aligned copy).
 //
 // A block of 4 warps (128 threads; 256 on AMD's wave64) computes a BM × 64 tile of C. BM, the variant's row
-// tile (ops/gemm.rs mma_row_tile), is 64 (prefill: each warp a 32 × 32 quarter, 2 × 2 warp tiles of 16 × 16)
-// or 16, one MMA M (decode batches of grouped_gemm, a few rows per expert: the four warps side by side along
-// N, each one 16 × 16 warp tile), so that an expert with a handful of rows does not run 64 rows of MMAs; either
-// way a block streams its expert's 64 weight rows once. K is walked in slices of 64 bytes of A (32 bf16 or 64 e4m3
-// elements; B's rows hold the same elements: 32 bytes for e4m3 weights under bf16 A) through a 3-stage
-// shared-memory ring: while the warps multiply slice kt, the copies of slices kt + 1 and kt + 2 are in
-// flight on NVIDIA (cp.async groups, one per slice); on AMD the copies finish as they are issued, so the
-// ring only spares a barrier. Each thread copies 16-byte pieces of one row; pieces past M (the expert's last
+// tile (ops/gemm.rs mma_row_tile), is 128 (large prefills with bf16 activations: each warp a 64 × 32
+// half-column, 4 × 2 warp tiles, so each B fragment serves four A fragments), 64 (each warp a 32 × 32 quarter, 2 × 2 warp tiles of
+// 16 × 16) or 16, one MMA M (decode batches of grouped_gemm, a few rows per expert: the four warps side by
+// side along N, each one 16 × 16 warp tile), so that an expert with a handful of rows does not run 64 rows
+// of MMAs; either way a block streams its expert's 64 weight rows once per row tile. K is walked in slices
+// of 64 bytes of A (32 bf16 or 64 FP8 elements; B's rows hold the same elements: 32 bytes for FP8 weights
+// under bf16 A) through a shared-memory ring of STAGES slices (the variant's: 3, or 4 at BM = 128): while
+// the warps multiply slice kt, the copies of the next STAGES − 1 slices are in flight on NVIDIA (cp.async
+// groups, one per slice); on AMD the copies finish as they are issued, so the ring only spares a barrier.
+// The ring is dynamic shared memory, its bytes computed with the variant (ops/gemm.rs mma_ring_bytes):
+// 19 KB at BM = 16, 30 KB at 64, 52 to 60 KB at 128 — above NVIDIA's 48 KiB, for which the launch path
+// opts the function in; within a CDNA workgroup's 64 KiB of LDS. Each thread copies 16-byte pieces of one row; pieces past M (the expert's last
 // row), N or K are zeros stored directly. Rows in shared memory are a slice plus 16 bytes apart, so the 8
-// rows one ldmatrix (or the 2-byte loads of e4m3 B fragments) reads fall in distinct banks. bf16 and W8A8
+// rows one ldmatrix (or the 2-byte loads of FP8 B fragments) reads fall in distinct banks. bf16 and W8A8
 // are the same in bytes (mma.cuh: a warp tile reads 16 × 32 bytes of A and of Bᵀ whatever the element), so
 // only the multiply differs.
 //
@@ -33,7 +38,9 @@
 // (row, column) — mma.cuh's tile_row / tile_col — acc += part · (a_scale[row, kb] · b_scale[n / 128, kb]),
 // exactly gemm.cu's order. A 64-column tile lies inside one 128-row block of B's scale grid, so the block
 // needs one B scale per K block. The promotion every 128 is what bounds the FP8 tensor cores'
-// reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products.
+// reduced-precision accumulation on Hopper (DeepSeek-V3 report §3.3.2) to 128 products; the same holds for
+// gfx94x's FP8 MFMA on e4m3fnuz, whose internal precision AMD does not document (the emulator adds its 32
+// exact products in ascending k in f32, as for every MMA).
 //
 // GROUPED = 1 (grouped_gemm, contiguous layout): rows offsets[e] .. offsets[e+1] use b[e], the offsets read
 // on the device; each block's BM-row tile lies inside one expert (gemm_common.cuh's row_tile): with BM = 16
@@ -44,11 +51,15 @@
 #if A_FP8 && !B_FP8
 #error "gemm_mma: FP8 activations need FP8 weights (ops/gemm.rs mma_fits)"
 #endif
-// bf16 A × e4m3 B: B's fragments are decoded from its codes instead of loaded by ldmatrix.
+// bf16 A × FP8 B: B's fragments are decoded from its codes instead of loaded by ldmatrix.
 #define DECODE_B (B_FP8 && !A_FP8)
 
 // BM comes from the variant. Warp tiles per warp along M (TI) and N (TJ), warps side by side along N.
-#if BM == 64
+#if BM == 128
+#define TI 4
+#define TJ 2
+#define WARPS_N 2
+#elif BM == 64
 #define TI 2
 #define TJ 2
 #define WARPS_N 2
@@ -57,7 +68,10 @@
 #define TJ 1
 #define WARPS_N 4
 #else
-#error "gemm_mma: BM must be 64 or 16 (ops/gemm.rs mma_row_tile)"
+#error "gemm_mma: BM must be 128, 64 or 16 (ops/gemm.rs mma_row_tile)"
+#endif
+#if !defined(STAGES) || STAGES < 2
+#error "gemm_mma: STAGES (the ring's slices, at least 2) comes from the variant (ops/gemm.rs mma_ring)"
 #endif
 #define BN 64
 #define SLICE 64                     // bytes of A's rows per stage
@@ -65,13 +79,14 @@
 #define SLICE_B (KS * sizeof(b_t))   // bytes of B's rows per stage
 #define PITCH_A (SLICE + 16)         // bytes between rows of a shared tile: a slice plus 16 of padding
 #define PITCH_B (SLICE_B + 16)
-#define STAGES 3
 #define THREADS (4 * DSV3_WARP)
 
 struct alignas(16) Stage {
     u8 a[BM * PITCH_A];
     u8 b[BN * PITCH_B];
 };
+// The ring: the launch's dynamic shared memory, STAGES · (BM · PITCH_A + BN · PITCH_B) bytes.
+typedef Stage Ring[STAGES];
 
 // Slice `kt` of A's rows m0 .. m0 + BM (rows from m1 on are zeros) and B's rows n0 .. n0 + BN into `s`:
 // BM · SLICE / 16 + BN · SLICE_B / 16 pieces of 16 bytes, taken by the block's threads in turn.
@@ -94,7 +109,7 @@ DSV3_DEV void load_slice(Stage* s, const Params& p, const a_t* a, const b_t* b, 
 }
 
 DSV3_KERNEL void gemm_mma(const Params p) {
-    DSV3_SHARED Stage ring[STAGES];
+    DSV3_DYNAMIC_SHARED(Ring, ring);
     const RowTile tile = row_tile(p, BM);
     if (!tile.active) return;  // the same for the whole block: no barrier below is left half-reached
     const u32 warp = threadIdx.x / DSV3_WARP;
@@ -142,8 +157,8 @@ DSV3_KERNEL void gemm_mma(const Params p) {
         const Stage& s = ring[kt % STAGES];
         DSV3_UNROLL
         for (u32 kk = 0; kk < SLICE; kk += 32) {
-            // 16-row tiles of A and Bᵀ: 32 bytes of A's rows from kk on (16 bf16 or 32 e4m3 of K) and the same
-            // K of Bᵀ's rows, kk bytes in, or kk / 2 (16 bytes) for e4m3 weights under bf16 A.
+            // 16-row tiles of A and Bᵀ: 32 bytes of A's rows from kk on (16 bf16 or 32 FP8 codes of K) and the
+            // same K of Bᵀ's rows, kk bytes in, or kk / 2 (16 bytes) for FP8 weights under bf16 A.
             mma::TileA fa[TI];
             mma::TileB fb[TJ];
             DSV3_UNROLL
@@ -151,7 +166,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
             DSV3_UNROLL
             for (u32 j = 0; j < TJ; j++) {
 #if DECODE_B
-                fb[j] = mma::tile_load_b_e4m3_as_bf16(&s.b[(wn + 16 * j) * PITCH_B + kk / 2], PITCH_B);
+                fb[j] = mma::tile_load_b_fp8_as_bf16(&s.b[(wn + 16 * j) * PITCH_B + kk / 2], PITCH_B, b_t{});
 #else
                 fb[j] = mma::tile_load_b(&s.b[(wn + 16 * j) * PITCH_B + kk], PITCH_B);
 #endif
@@ -161,7 +176,7 @@ DSV3_KERNEL void gemm_mma(const Params p) {
                 DSV3_UNROLL
                 for (u32 j = 0; j < TJ; j++) {
 #if A_FP8
-                    mma::tile_mma_e4m3(part[i][j], fa[i], fb[j]);
+                    mma::tile_mma_fp8(part[i][j], fa[i], fb[j], a_t{});
 #elif B_FP8
                     mma::tile_mma_bf16(part[i][j], fa[i], fb[j]);
 #else

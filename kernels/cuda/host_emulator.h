@@ -12,7 +12,10 @@
 //   * threads run in ascending order between one pair of barriers and in descending order between the
 //     next, so a missing barrier shows whichever way the data flows;
 //   * shared memory is filled with 0xff bytes (NaN as float, -1 as int) at the start of every block, so a
-//     kernel that reads shared memory it did not write sees garbage, as on a GPU;
+//     kernel that reads shared memory it did not write sees garbage, as on a GPU; dynamic shared memory
+//     (DSV3_DYNAMIC_SHARED) is the launch's bytes, which must be exactly the size of the object the kernel
+//     declares, placed against an inaccessible page (a write past it faults), and counts as shared memory
+//     for the checks of ldmatrix and cp.async;
 //   * warp operations (shuffles, __syncwarp, and mma.cuh's matrix operations: mma.sync at warp 32, MFMA at
 //     64) are rendezvous of the whole warp: every lane deposits its words, waits until all lanes of the
 //     warp have, reads what it needs, and waits again before anyone may deposit anew. Lanes waiting at
@@ -54,10 +57,11 @@ enum WarpOp {
     WARP_MMA_E4M3,
     WARP_LDMATRIX,
     WARP_LDMATRIX_TRANS,
-    WARP_MFMA_BF16
+    WARP_MFMA_BF16,
+    WARP_MFMA_FP8
 };
-static const char* const WARP_OP_NAMES[] = {"?",        "shuffle",  "__syncwarp",     "mma bf16",
-                                            "mma e4m3", "ldmatrix", "ldmatrix.trans", "mfma bf16"};
+static const char* const WARP_OP_NAMES[] = {"?",        "shuffle",  "__syncwarp",     "mma bf16",  "mma e4m3",
+                                            "ldmatrix", "ldmatrix.trans", "mfma bf16", "mfma fp8"};
 
 struct Fiber {
     jmp_buf ctx;
@@ -99,6 +103,9 @@ struct Scheduler {
     ucontext_t boot_return;
     void (*body)(const void*) = nullptr;
     const void* params = nullptr;
+    // This launch's dynamic shared memory (DSV3_DYNAMIC_SHARED), from the runtime.
+    char* dynamic = nullptr;
+    size_t dynamic_bytes = 0;
     const char* error = nullptr;
     char message[160];
 };
@@ -161,10 +168,25 @@ static void fail_here(const char* message) {
     yield_as(DONE);
 }
 
-// Whether `p .. p + bytes` lies in the kernel's shared memory.
+// Whether `p .. p + bytes` lies in the kernel's shared memory, static or this launch's dynamic bytes.
 static bool in_shared(const void* p, size_t bytes) {
     const char* c = static_cast<const char*>(p);
-    return __start_dsv3_shared && c >= __start_dsv3_shared && c + bytes <= __stop_dsv3_shared;
+    if (__start_dsv3_shared && c >= __start_dsv3_shared && c + bytes <= __stop_dsv3_shared) return true;
+    return S.dynamic_bytes > 0 && c >= S.dynamic && c + bytes <= S.dynamic + S.dynamic_bytes;
+}
+
+// DSV3_DYNAMIC_SHARED's object: the launch's dynamic shared memory, which must be exactly `bytes` (the
+// object's size). The launch code computes the bytes from the variant's constants (kernels.rs
+// Variant::shared), so a difference means the two have drifted apart: an error rather than a kernel that
+// runs past its memory or wastes it.
+static void* dynamic_shared(size_t bytes) {
+    if (bytes != S.dynamic_bytes) {
+        snprintf(S.message, sizeof S.message,
+                 "dynamic shared memory: the kernel declares %zu bytes, the launch gives %zu", bytes,
+                 S.dynamic_bytes);
+        fail_here(S.message);
+    }
+    return S.dynamic;
 }
 
 // Runs one block to completion; false (with S.error) when its threads cannot all make progress.
@@ -177,6 +199,7 @@ static bool run_block() {
     if (__start_dsv3_shared && __stop_dsv3_shared > __start_dsv3_shared) {
         memset(__start_dsv3_shared, 0xff, (size_t)(__stop_dsv3_shared - __start_dsv3_shared));
     }
+    if (S.dynamic_bytes > 0) memset(S.dynamic, 0xff, S.dynamic_bytes);
     for (unsigned phase = 0;; phase++) {
         for (unsigned k = 0; k < S.count; k++) {
             unsigned i = (phase & 1) ? S.count - 1 - k : k;
@@ -326,7 +349,8 @@ static void cp_async_wait(unsigned n) {
 }
 
 static const char* launch(void (*body)(const void*), const unsigned* grid, const unsigned* block,
-                          const void* params, char* stacks, size_t stack_bytes, size_t guard_bytes) {
+                          const void* params, char* stacks, size_t stack_bytes, size_t guard_bytes,
+                          char* dynamic, size_t dynamic_bytes) {
     unsigned n = block[0] * block[1] * block[2];
     if (n == 0 || n > MAX_THREADS) return "block size outside 1..1024";
     if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0) return "empty grid";
@@ -342,6 +366,8 @@ static const char* launch(void (*body)(const void*), const unsigned* grid, const
     create_fibers(n);
     S.body = body;
     S.params = params;
+    S.dynamic = dynamic;
+    S.dynamic_bytes = dynamic_bytes;
     S.error = nullptr;
     S.count = n;
     blockDim = {block[0], block[1], block[2]};
@@ -415,12 +441,17 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #define __restrict__ __restrict
 #define __launch_bounds__(n)
 
-// The entry point the runtime calls: `ENTRY` is the kernel, `Params` its parameter block.
+// The entry points the runtime calls: `ENTRY` is the kernel, `Params` its parameter block; the static
+// shared memory's size is its section's.
 #define DSV3_HOST_ENTRY(ENTRY)                                                                      \
     static void dsv3_host_body(const void* p) { ENTRY(*static_cast<const Params*>(p)); }          \
     extern "C" const char* dsv3_host_launch(const unsigned* grid, const unsigned* block,          \
                                             const void* params, char* stacks, size_t stack_bytes, \
-                                            size_t guard_bytes) {                                 \
+                                            size_t guard_bytes, char* dynamic,                    \
+                                            size_t dynamic_bytes) {                               \
         return dsv3_emu::launch(dsv3_host_body, grid, block, params, stacks, stack_bytes,         \
-                                guard_bytes);                                                     \
+                                guard_bytes, dynamic, dynamic_bytes);                             \
+    }                                                                                             \
+    extern "C" size_t dsv3_host_static_shared() {                                                 \
+        return __start_dsv3_shared ? (size_t)(__stop_dsv3_shared - __start_dsv3_shared) : 0;      \
     }

@@ -39,28 +39,43 @@
 // AMD Matrix Instruction Calculator's tables for v_mfma_f32_16x16x16bf16_1k (CDNA2) / _bf16 (CDNA3), which
 // agree with composable_kernel's xdlops description of the instruction (16 threads per block, 4 input
 // blocks of k, groups of 4 output rows). `dsv3 probe` checks them against a GPU.
-// FP8: gfx94x's v_mfma_f32_16x16x32_fp8_fp8 takes 8 codes a lane with the same byte layout (lane l: row
-// l % 16, k 8q .. 8q + 7), and LLVM 15 knows its builtin (hipcc compiles it for gfx940), but its codes are
-// e4m3fnuz (bias 8, NaN 0x80 only), DeepSeek's e4m3fn (bias 7, NaN 0x7f / 0xff, 0x80 = −0): the same bits
-// are half the value except 0x80 (fn −0, fnuz NaN) and 0x7f / 0xff (fn NaN, fnuz ±240). e4m3fn codes would
-// need 0x80 → 0x00 and 0x7f / 0xff → 0x80 rewritten and every product scaled by 4 at promotion; on MI300
-// dsv3's loader already converts weights to e4m3fnuz (dsv3_core::fnuz) and W8A8 quantizes activations to
-// it, so there the instruction would take the codes as they are. Not done yet: gemm_mma.cu takes e4m3fn
-// codes only (e4m3fnuz products stay on the SIMT kernel), and nothing here can run or even hiprtc-compile
-// gfx94x (ROCm 5.2) to probe such a path. e4m3fn products run as two bf16 MFMA on the codes decoded
-// exactly (tile_mma_e4m3).
+// FP8 (gfx94x only, DSV3_MFMA_FP8): v_mfma_f32_16x16x32_fp8_fp8, through clang's
+// __builtin_amdgcn_mfma_f32_16x16x32_fp8_fp8(long a, long b, float4 c, cbsz, abid, blgp) (LLVM 15 knows it for
+// gfx940). A is 16 × 32, B 32 × 16, C / D 16 × 16 f32; for lane l of the 64 (q = l / 16):
+//   A  lane l holds A[l % 16][8q .. 8q + 7]   (two registers, four codes each, lower k in the lower byte)
+//   B  lane l holds B[8q .. 8q + 7][l % 16]   (Bᵀ row l % 16, k 8q .. 8q + 7)
+//   C  slot i is row 4q + i, column l % 16    (the bf16 instruction's accumulator)
+// — the bf16 instruction's layout in bytes, 8 a lane. Sources: the AMD Matrix Instruction Calculator's
+// table for v_mfma_f32_16x16x32_fp8_fp8 (CDNA3) and composable_kernel's xdlops description of the
+// instruction (mfma_f32_16x16x32f8f8: 16 threads per block, 4 input blocks of k_per_blk = 8, groups of 4
+// output rows, one group per block). On gfx94x its codes are e4m3fnuz (CDNA3's FP8: bias 8, max 240, 0x80
+// the only NaN, no −0), not DeepSeek's e4m3fn (bias 7, max 448, NaN 0x7f / 0xff, 0x80 = −0): the same bits
+// are half the value except 0x80 (fn −0, fnuz NaN) and 0x7f / 0xff (fn NaN, fnuz ±240). On MI300 dsv3's
+// loader converts weights to e4m3fnuz (dsv3_core::fnuz) and W8A8 quantizes activations to it, so W8A8 there
+// is e4m3fnuz × e4m3fnuz, which tile_mma_fp8 gives the instruction as it is. e4m3fn products on AMD, and
+// e4m3fnuz products on gfx90a (no FP8 MFMA), run as two bf16 MFMA on the codes decoded exactly (every
+// e4m3fn and e4m3fnuz value is a bf16 value); e4m3fn on the FP8 MFMA would need 0x80 → 0x00 and 0x7f /
+// 0xff → 0x80 rewritten per code and every product scaled by 4 at promotion, not done. (gfx950's instruction
+// of the same name takes OCP e4m3fn; gfx950 is not on the layer.) Not confirmed on hardware, which dsv3 has
+// never run on: that a 0x80 code gives a NaN output, as the ISA's NaN would and the emulator does;
+// `dsv3 probe --backend hip` checks the layout on a gfx94x (hiprtc 5.2, this machine's, cannot even
+// compile gfx94x; hipcc with LLVM 15 compiles gfx940).
 // gfx90a / gfx94x have no ldmatrix and no cp.async: fragments are read from shared memory (LDS) by each lane
 // (ds_read_b64), and global → LDS copies go through registers (stage16), finished when they return. gfx1100
 // and other RDNA parts (wave32, WMMA) are not on the layer: they keep the SIMT kernels.
 // The emulator runs MFMA at DSV3_WARP 64 as a rendezvous of all 64 lanes, adding each slot's products in
-// ascending k after c, as for mma.sync.
+// ascending k after c, as for mma.sync; it executes the FP8 instruction when the variant is built for a
+// gfx94x-class emulator (DSV3_HOST_MFMA_FP8: Target::Host's mfma_fp8, hip-emu), and stands for gfx90a,
+// which has none, otherwise.
 //
 // The warp tile: the vendor-neutral API kernels use (gemm_mma.cu, attention_mma.cu), so that they compile
 // for both with no #if. A TileC is a 16 × 16 tile of C with TILE_SLOTS f32 per lane (NVIDIA: 8, two m16n8
 // mma; AMD: 4), `tile_row(s)` / `tile_col(s)` place slot s; tile_load_a / tile_load_b read a 16-row × 32-byte
-// tile of A / Bᵀ from shared memory (16 bf16 or 32 e4m3 of K), tile_load_b_e4m3_as_bf16 16 rows × 16 e4m3
+// tile of A / Bᵀ from shared memory (16 bf16 or 32 FP8 codes of K), tile_load_b_fp8_as_bf16 16 rows × 16 FP8
 // codes of Bᵀ decoded to a bf16 fragment, tile_load_b_trans B from a K-major 16 × 16 bf16 tile (attention's
-// V; with tile_zero, at the end of this file); tile_mma_bf16 / tile_mma_e4m3 multiply-accumulate; stage16 /
+// V; with tile_zero, at the end of this file); tile_mma_bf16 / tile_mma_fp8 multiply-accumulate (the FP8
+// format, e4m3fn or on AMD e4m3fnuz, given by the type of the last argument: `tile_mma_fp8(d, a, b, a_t{})`,
+// so a kernel needs no #if per format); stage16 /
 // stage_commit / stage_wait<N> copy 16 bytes global → shared (NVIDIA: cp.async; AMD: through registers).
 // The fragment structs differ in size per vendor, so kernels hold them only through these functions.
 //
@@ -75,22 +90,32 @@
 #error "mma.cuh: NVIDIA (32-lane warps) or AMD CDNA (64-lane wavefronts) only; wave32 AMD has no tile layer"
 #endif
 
+// Whether gfx94x's FP8 MFMA (v_mfma_f32_16x16x32_fp8_fp8 on e4m3fnuz) exists: hipcc / hiprtc define the
+// architecture's macro for the chip compiled for (so one source serves gfx90a and gfx94x), the emulator is
+// told by its target (kernels.rs). Runtime-side twin: Target::mfma_fp8_fnuz.
+#if (defined(DSV3_HIP) && (defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__))) || \
+    (defined(DSV3_HOST) && defined(DSV3_HOST_MFMA_FP8) && DSV3_WARP == 64)
+#define DSV3_MFMA_FP8 1
+#else
+#define DSV3_MFMA_FP8 0
+#endif
+
 namespace mma {
 
-// Two e4m3fn codes (the low 16 bits, lowest byte first) as a bf16 pair (the first in the low half). Exact:
-// every e4m3fn value (subnormals, ±448) is a bf16 value, so its f32's low half is zero and the high half is
-// the bf16 (NaN: 0x7fc0, what from_f32 would give); no rounding code (fewer registers: gfx90a's W8A8
-// variant spilled SGPRs with it).
-DSV3_DEV u32 e4m3x2_to_bf16(u32 w) {
+// Two FP8 codes of format T (e4m3fn or e4m3fnuz; the low 16 bits, lowest byte first) as a bf16 pair (the
+// first in the low half). Exact: every e4m3fn and e4m3fnuz value (subnormals, ±448 / ±240) is a bf16 value,
+// so its f32's low half is zero and the high half is the bf16 (NaN: 0x7fc0, what from_f32 would give); no
+// rounding code (fewer registers: gfx90a's W8A8 variant spilled SGPRs with it).
+template <class T> DSV3_DEV u32 fp8x2_to_bf16(u32 w) {
     u32 h[2];
     DSV3_UNROLL
-    for (u32 i = 0; i < 2; i++) h[i] = f2u(to_f32(dsv3::e4m3fn{(u8)(w >> (8 * i))})) >> 16;
+    for (u32 i = 0; i < 2; i++) h[i] = f2u(to_f32(T{(u8)(w >> (8 * i))})) >> 16;
     return h[0] | h[1] << 16;
 }
-// Four codes (one e4m3 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
-DSV3_DEV void e4m3x4_to_bf16(u32 w, u32& lo, u32& hi) {
-    lo = e4m3x2_to_bf16(w & 0xffffu);
-    hi = e4m3x2_to_bf16(w >> 16);
+// Four codes (one FP8 A or B register) as bf16 pairs: codes 0, 1 in `lo`, 2, 3 in `hi`.
+template <class T> DSV3_DEV void fp8x4_to_bf16(u32 w, u32& lo, u32& hi) {
+    lo = fp8x2_to_bf16<T>(w & 0xffffu);
+    hi = fp8x2_to_bf16<T>(w >> 16);
 }
 
 }  // namespace mma
@@ -284,17 +309,17 @@ DSV3_DEV void syncwarp() { dsv3_emu::syncwarp(); }
 #error "mma.cuh: NVIDIA (DSV3_CUDA) or the emulator (DSV3_HOST) only"
 #endif
 
-// A bf16 B fragment (m16n8k16) from e4m3fn codes, for bf16 activations × FP8 weights: `tile_t` points at
-// Bᵀ's row 0 (8 rows n of 16 codes, `ld` bytes apart, 2-byte aligned), register r of lane 4g + t holds
-// codes 2t, 2t + 1 + 8r of row g (load_b's layout in elements), decoded exactly (their scales apply
+// A bf16 B fragment (m16n8k16) from FP8 codes of format T, for bf16 activations × FP8 weights: `tile_t`
+// points at Bᵀ's row 0 (8 rows n of 16 codes, `ld` bytes apart, 2-byte aligned), register r of lane 4g + t
+// holds codes 2t, 2t + 1 + 8r of row g (load_b's layout in elements), decoded exactly (their scales apply
 // outside the MMA). Two 2-byte loads per lane.
-DSV3_DEV FragB load_b_e4m3_as_bf16(const void* tile_t, u64 ld) {
+template <class T> DSV3_DEV FragB load_b_fp8_as_bf16(const void* tile_t, u64 ld) {
     const u8* p = static_cast<const u8*>(tile_t);
     const u32 g = dsv3_lane() / 4, t = dsv3_lane() % 4;
     FragB b;
     DSV3_UNROLL
     for (u32 r = 0; r < 2; r++) {
-        b.r[r] = e4m3x2_to_bf16(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
+        b.r[r] = fp8x2_to_bf16<T>(*reinterpret_cast<const u16*>(p + g * ld + 2 * t + 8 * r));
     }
     return b;
 }
@@ -311,9 +336,9 @@ DSV3_DEV void mma_e4m3_by_bf16(FragC& d, const FragA& a, const FragB& b) {
     for (u32 half = 0; half < 2; half++) {
         FragA x;
         FragB y;
-        e4m3x4_to_bf16(a.r[2 * half], x.r[0], x.r[2]);
-        e4m3x4_to_bf16(a.r[2 * half + 1], x.r[1], x.r[3]);
-        e4m3x4_to_bf16(b.r[half], y.r[0], y.r[1]);
+        fp8x4_to_bf16<dsv3::e4m3fn>(a.r[2 * half], x.r[0], x.r[2]);
+        fp8x4_to_bf16<dsv3::e4m3fn>(a.r[2 * half + 1], x.r[1], x.r[3]);
+        fp8x4_to_bf16<dsv3::e4m3fn>(b.r[half], y.r[0], y.r[1]);
         mma_bf16(d, x, y);
     }
 }
@@ -357,10 +382,10 @@ DSV3_DEV TileB tile_load_b(const u8* tile_t, u32 pitch) {
     b.f[1] = {{r[2], r[3]}};
     return b;
 }
-DSV3_DEV TileB tile_load_b_e4m3_as_bf16(const u8* tile_t, u32 pitch) {
+template <class T> DSV3_DEV TileB tile_load_b_fp8_as_bf16(const u8* tile_t, u32 pitch, T) {
     TileB b;
     DSV3_UNROLL
-    for (u32 j = 0; j < 2; j++) b.f[j] = load_b_e4m3_as_bf16(tile_t + 8 * j * pitch, pitch);
+    for (u32 j = 0; j < 2; j++) b.f[j] = load_b_fp8_as_bf16<T>(tile_t + 8 * j * pitch, pitch);
     return b;
 }
 
@@ -378,7 +403,8 @@ template <bool E4M3> DSV3_DEV void tile_mma(TileC& d, const TileA& a, const Tile
     }
 }
 DSV3_DEV void tile_mma_bf16(TileC& d, const TileA& a, const TileB& b) { tile_mma<false>(d, a, b); }
-DSV3_DEV void tile_mma_e4m3(TileC& d, const TileA& a, const TileB& b) { tile_mma<true>(d, a, b); }
+// e4m3fn only: NVIDIA has no e4m3fnuz (ops/gemm.rs never gives it one).
+DSV3_DEV void tile_mma_fp8(TileC& d, const TileA& a, const TileB& b, dsv3::e4m3fn) { tile_mma<true>(d, a, b); }
 
 // Staging global → shared memory: cp.async, 16-byte aligned both sides.
 DSV3_DEV void stage16(void* dst, const void* src) { cp_async16(dst, src); }
@@ -392,9 +418,10 @@ template <int N> DSV3_DEV void stage_wait() { cp_async_wait<N>(); }
 namespace mma {
 
 // ---- MFMA (AMD) ----------------------------------------------------------------------------------------
-// One operand of v_mfma_f32_16x16x16bf16_1k: four bf16 (k ascending, two per register, the lower k in the
-// low half); its accumulator: four f32.
-struct Mfma4 {
+// One lane's operand of a 16 × 16 MFMA, 8 bytes: four bf16 of v_mfma_f32_16x16x16bf16_1k (k ascending, two
+// per register, the lower k in the low half) or eight FP8 codes of v_mfma_f32_16x16x32_fp8_fp8 (k ascending
+// from the lowest byte of r[0]); the accumulator: four f32.
+struct MfmaAB {
     u32 r[2];
 };
 struct MfmaC {
@@ -411,7 +438,7 @@ typedef short dsv3_short4 __attribute__((ext_vector_type(4)));
 typedef float dsv3_float4 __attribute__((ext_vector_type(4)));
 
 // d += a · b (cbsz, abid, blgp 0: no broadcast, no lane-group permutation).
-DSV3_DEV void mfma_bf16(MfmaC& d, const Mfma4& a, const Mfma4& b) {
+DSV3_DEV void mfma_bf16(MfmaC& d, const MfmaAB& a, const MfmaAB& b) {
     dsv3_short4 x, y;
     __builtin_memcpy(&x, a.r, 8);
     __builtin_memcpy(&y, b.r, 8);
@@ -420,6 +447,18 @@ DSV3_DEV void mfma_bf16(MfmaC& d, const Mfma4& a, const Mfma4& b) {
     DSV3_UNROLL
     for (u32 i = 0; i < 4; i++) d.v[i] = c[i];
 }
+#if DSV3_MFMA_FP8
+// d += a · b on e4m3fnuz codes, K = 32 (the builtin takes each lane's 8 codes as one 64-bit integer).
+DSV3_DEV void mfma_fp8_fnuz(MfmaC& d, const MfmaAB& a, const MfmaAB& b) {
+    long x, y;
+    __builtin_memcpy(&x, a.r, 8);
+    __builtin_memcpy(&y, b.r, 8);
+    dsv3_float4 c = {d.v[0], d.v[1], d.v[2], d.v[3]};
+    c = __builtin_amdgcn_mfma_f32_16x16x32_fp8_fp8(x, y, c, 0, 0, 0);
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) d.v[i] = c[i];
+}
+#endif
 
 #elif defined(DSV3_HOST)
 
@@ -440,27 +479,47 @@ DSV3_DEV float mfma_b(const dsv3_emu::WarpWords* lanes, u32 col, u32 k) {
     return to_f32(dsv3::bf16{(u16)(w >> (16 * (k % 2)))});
 }
 
-// d += a · b over the whole wavefront; each lane computes its four slots, c + Σ a·b in ascending k.
-DSV3_DEV void mfma_bf16(MfmaC& d, const Mfma4& a, const Mfma4& b) {
+// Code k (0..31) of A's row `row` and of B's column `col` for the FP8 MFMA, from the same deposits, by the
+// FP8 layout at the top of this file: lane row + 16·(k / 8), register (k % 8) / 4, byte k % 4; decoded as
+// e4m3fnuz, gfx94x's FP8 (dsv3.cuh's to_f32: bias 8, 0x80 NaN).
+DSV3_DEV float mfma_fp8_a(const dsv3_emu::WarpWords* lanes, u32 row, u32 k) {
+    return to_f32(dsv3::e4m3fnuz{(u8)(lanes[row + 16 * (k / 8)][(k % 8) / 4] >> (8 * (k % 4)))});
+}
+DSV3_DEV float mfma_fp8_b(const dsv3_emu::WarpWords* lanes, u32 col, u32 k) {
+    return to_f32(dsv3::e4m3fnuz{(u8)(lanes[col + 16 * (k / 8)][2 + (k % 8) / 4] >> (8 * (k % 4)))});
+}
+
+// d += a · b over the whole wavefront, bf16 (K = 16) or FP8 (K = 32); each lane computes its four slots,
+// c + Σ a·b in ascending k.
+template <bool FP8> DSV3_DEV void mfma_emulated(MfmaC& d, const MfmaAB& a, const MfmaAB& b) {
     need_whole_wave("mfma with fewer than 64 lanes in the wavefront");
     const u32 words[4] = {a.r[0], a.r[1], b.r[0], b.r[1]};
-    const dsv3_emu::WarpWords* lanes = dsv3_emu::warp_gather(dsv3_emu::WARP_MFMA_BF16, words, 4);
+    const dsv3_emu::WarpOp op = FP8 ? dsv3_emu::WARP_MFMA_FP8 : dsv3_emu::WARP_MFMA_BF16;
+    const dsv3_emu::WarpWords* lanes = dsv3_emu::warp_gather(op, words, 4);
     for (u32 i = 0; i < 4; i++) {
         const u32 row = mfma_row(i), col = mfma_col(i);
         float sum = d.v[i];
-        for (u32 k = 0; k < 16; k++) sum += mfma_a(lanes, row, k) * mfma_b(lanes, col, k);
+        for (u32 k = 0; k < (FP8 ? 32u : 16u); k++) {
+            sum += FP8 ? mfma_fp8_a(lanes, row, k) * mfma_fp8_b(lanes, col, k)
+                       : mfma_a(lanes, row, k) * mfma_b(lanes, col, k);
+        }
         d.v[i] = sum;
     }
-    dsv3_emu::warp_done(dsv3_emu::WARP_MFMA_BF16);
+    dsv3_emu::warp_done(op);
 }
+DSV3_DEV void mfma_bf16(MfmaC& d, const MfmaAB& a, const MfmaAB& b) { mfma_emulated<false>(d, a, b); }
+#if DSV3_MFMA_FP8
+DSV3_DEV void mfma_fp8_fnuz(MfmaC& d, const MfmaAB& a, const MfmaAB& b) { mfma_emulated<true>(d, a, b); }
+#endif
 
 #endif
 
 // ---- The warp tile (AMD) -------------------------------------------------------------------------------
-// A 16 × 16 tile of C is one MFMA 16x16x16 (bf16) or two (e4m3, decoded). Lane l holds 8 bytes of A's row
-// l % 16 and of Bᵀ's row l % 16, bytes 8·(l / 16) .. +7: bf16 k = 4·(l / 16) .. +3, which is MFMA's layout;
-// e4m3 k = 8·(l / 16) .. +7, decoded exactly to bf16, codes 0..3 for one MFMA and 4..7 for the other (A and
-// B permuted alike, so the two MFMA add the same 32 products: see tile_mma_e4m3).
+// A 16 × 16 tile of C is one MFMA 16x16x16 (bf16), one MFMA 16x16x32 FP8 (e4m3fnuz on gfx94x) or two bf16
+// ones (other FP8: decoded). Lane l holds 8 bytes of A's row l % 16 and of Bᵀ's row l % 16, bytes
+// 8·(l / 16) .. +7: bf16 k = 4·(l / 16) .. +3 and FP8 k = 8·(l / 16) .. +7, which are the instructions'
+// layouts; decoded, codes 0..3 go to one bf16 MFMA and 4..7 to the other (A and B permuted alike, so the
+// two MFMA add the same 32 products: see tile_mma_decoded).
 
 const u32 TILE_SLOTS = 4;
 struct TileA {
@@ -484,35 +543,50 @@ DSV3_DEV TileA tile_load_a(const u8* tile, u32 pitch) {
     return a;
 }
 DSV3_DEV TileB tile_load_b(const u8* tile_t, u32 pitch) { return tile_load_a(tile_t, pitch); }
-// Bᵀ as 16 rows of 16 e4m3fn codes for bf16 A: lane l's four codes 4·(l / 16) .. +3 of row l % 16 (one 4-byte
-// read; 4-byte aligned), decoded exactly to MFMA's bf16 operand.
-DSV3_DEV TileB tile_load_b_e4m3_as_bf16(const u8* tile_t, u32 pitch) {
+// Bᵀ as 16 rows of 16 FP8 codes of format T for bf16 A: lane l's four codes 4·(l / 16) .. +3 of row l % 16
+// (one 4-byte read; 4-byte aligned), decoded exactly to MFMA's bf16 operand.
+template <class T> DSV3_DEV TileB tile_load_b_fp8_as_bf16(const u8* tile_t, u32 pitch, T) {
     const u32 l = dsv3_lane();
     TileB b;
-    e4m3x4_to_bf16(*reinterpret_cast<const u32*>(tile_t + (l % 16) * pitch + 4 * (l / 16)), b.r[0], b.r[1]);
+    fp8x4_to_bf16<T>(*reinterpret_cast<const u32*>(tile_t + (l % 16) * pitch + 4 * (l / 16)), b.r[0], b.r[1]);
     return b;
 }
 
 DSV3_DEV void tile_mma_bf16(TileC& d, const TileA& a, const TileB& b) {
     MfmaC c = {{d.v[0], d.v[1], d.v[2], d.v[3]}};
-    mfma_bf16(c, Mfma4{{a.r[0], a.r[1]}}, Mfma4{{b.r[0], b.r[1]}});
+    mfma_bf16(c, MfmaAB{{a.r[0], a.r[1]}}, MfmaAB{{b.r[0], b.r[1]}});
     DSV3_UNROLL
     for (u32 i = 0; i < 4; i++) d.v[i] = c.v[i];
 }
-// 32 e4m3 of K as two bf16 MFMA: register h (codes 4h .. 4h + 3, k = 8·(l / 16) + 4h + j) of every lane
-// makes the MFMA's k = 4·(l / 16) + j. (gfx94x has v_mfma_f32_16x16x32_fp8_fp8 with this very byte layout,
-// but on e4m3fnuz: see the top of this file.)
-DSV3_DEV void tile_mma_e4m3(TileC& d, const TileA& a, const TileB& b) {
+// 32 FP8 codes of format T of K as two bf16 MFMA on the codes decoded exactly: register h (codes 4h .. 4h + 3,
+// k = 8·(l / 16) + 4h + j) of every lane makes the MFMA's k = 4·(l / 16) + j.
+template <class T> DSV3_DEV void tile_mma_decoded(TileC& d, const TileA& a, const TileB& b) {
     MfmaC c = {{d.v[0], d.v[1], d.v[2], d.v[3]}};
     DSV3_UNROLL
     for (u32 h = 0; h < 2; h++) {
-        Mfma4 x, y;
-        e4m3x4_to_bf16(a.r[h], x.r[0], x.r[1]);
-        e4m3x4_to_bf16(b.r[h], y.r[0], y.r[1]);
+        MfmaAB x, y;
+        fp8x4_to_bf16<T>(a.r[h], x.r[0], x.r[1]);
+        fp8x4_to_bf16<T>(b.r[h], y.r[0], y.r[1]);
         mfma_bf16(c, x, y);
     }
     DSV3_UNROLL
     for (u32 i = 0; i < 4; i++) d.v[i] = c.v[i];
+}
+// e4m3fn: decoded on every AMD chip (the FP8 MFMA takes e4m3fnuz on gfx94x: see the top of this file).
+DSV3_DEV void tile_mma_fp8(TileC& d, const TileA& a, const TileB& b, dsv3::e4m3fn) {
+    tile_mma_decoded<dsv3::e4m3fn>(d, a, b);
+}
+// e4m3fnuz: gfx94x's FP8 MFMA on the codes as they are (one instruction for the 32 products); decoded on
+// gfx90a.
+DSV3_DEV void tile_mma_fp8(TileC& d, const TileA& a, const TileB& b, dsv3::e4m3fnuz) {
+#if DSV3_MFMA_FP8
+    MfmaC c = {{d.v[0], d.v[1], d.v[2], d.v[3]}};
+    mfma_fp8_fnuz(c, MfmaAB{{a.r[0], a.r[1]}}, MfmaAB{{b.r[0], b.r[1]}});
+    DSV3_UNROLL
+    for (u32 i = 0; i < 4; i++) d.v[i] = c.v[i];
+#else
+    tile_mma_decoded<dsv3::e4m3fnuz>(d, a, b);
+#endif
 }
 
 // Staging global → shared memory: no cp.async on gfx90a / gfx94x (gfx94x's buffer_load ... lds moves 4

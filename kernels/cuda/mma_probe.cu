@@ -14,12 +14,15 @@
 //     3  A · B, n 0..7: both fragments loaded through registers from global memory (load_a / load_b)
 //     4  A8 · B8 (e4m3, K = 32): A8 by ldmatrix.x4 from shared, B8ᵀ through registers from global
 // Both vendors, the warp tile (16 × 16 of C, TILE_SLOTS slots a lane, 256 values in all):
-//   tile_pos[lane][slot] = {tile_row(slot), tile_col(slot)};
+//   tile_pos[lane][slot] = {tile_row(slot), tile_col(slot)}, and tile_pos[512] = whether gfx94x's FP8 MFMA
+//   is compiled in (DSV3_MFMA_FP8);
 //   tile_out[r][lane][slot]:
 //     0  A · B, n 0..15 (tile_load_a, tile_load_b, tile_mma_bf16), C = 0
 //     1  the same + C, C[lane][slot] = lane · TILE_SLOTS + slot
-//     2  A8 · B8 (e4m3, K = 32; tile_mma_e4m3), n 0..15
-//     3  A · B8 with B8ᵀ's first 16 codes of each row decoded to bf16 (tile_load_b_e4m3_as_bf16), n 0..15
+//     2  A8 · B8 (e4m3fn, K = 32; tile_mma_fp8), n 0..15
+//     3  A · B8 with B8ᵀ's first 16 codes of each row decoded to bf16 (tile_load_b_fp8_as_bf16), n 0..15
+//     4  AMD only: A8 · B8 as e4m3fnuz codes (K = 32; tile_mma_fp8: the FP8 MFMA on gfx94x, decoded on
+//        gfx90a), n 0..15
 
 struct Params {
     const dsv3::bf16* a;   // A [16][16]
@@ -27,10 +30,12 @@ struct Params {
     const dsv3::bf16* bk;  // the same B, k-major: [16 k][16 n]
     const u8* a8;          // A8 [16][32], e4m3fn codes
     const u8* bt8;         // B8ᵀ [16 n][32 k], e4m3fn codes (the NVIDIA part uses rows 0..7)
+    const u8* a8z;         // the same A8, e4m3fnuz codes
+    const u8* bt8z;        // the same B8ᵀ, e4m3fnuz codes
     i32* pos;              // [32][4][2] + 1
     float* out;            // [5][32][4]
-    i32* tile_pos;         // [256][2]
-    float* tile_out;       // [4][256]
+    i32* tile_pos;         // [256][2] + 1
+    float* tile_out;       // [5][256]
 };
 
 // A 16 × 32-byte tile, aligned for ldmatrix and cp.async.
@@ -103,13 +108,15 @@ DSV3_DEV void store_tile(const Params& p, u32 result, const mma::TileC& d, u32 l
 }
 
 DSV3_KERNEL void mma_probe(const Params p) {
-    DSV3_SHARED Tile sa, sbt, sbk, sa8, sbt8;
+    DSV3_SHARED Tile sa, sbt, sbk, sa8, sbt8, sa8z, sbt8z;
     const u32 lane = dsv3_lane();
     stage(&sa, p.a, lane);
     stage(&sbt, p.bt, lane);
     stage(&sbk, p.bk, lane);
     stage(&sa8, p.a8, lane);
     stage(&sbt8, p.bt8, lane);
+    stage(&sa8z, p.a8z, lane);
+    stage(&sbt8z, p.bt8z, lane);
     mma::stage_commit();
     mma::stage_wait<0>();
     dsv3_sync();
@@ -122,6 +129,7 @@ DSV3_KERNEL void mma_probe(const Params p) {
         p.tile_pos[(lane * mma::TILE_SLOTS + s) * 2] = (i32)mma::tile_row(s);
         p.tile_pos[(lane * mma::TILE_SLOTS + s) * 2 + 1] = (i32)mma::tile_col(s);
     }
+    if (lane == 0) p.tile_pos[512] = DSV3_MFMA_FP8;
     const mma::TileA a = mma::tile_load_a(sa.bytes, 32);
     const mma::TileB b = mma::tile_load_b(sbt.bytes, 32);
     mma::TileC d;
@@ -132,9 +140,14 @@ DSV3_KERNEL void mma_probe(const Params p) {
     mma::tile_mma_bf16(d, a, b);
     store_tile(p, 1, d, lane);
     for (u32 s = 0; s < mma::TILE_SLOTS; s++) d.v[s] = 0.0f;
-    mma::tile_mma_e4m3(d, mma::tile_load_a(sa8.bytes, 32), mma::tile_load_b(sbt8.bytes, 32));
+    mma::tile_mma_fp8(d, mma::tile_load_a(sa8.bytes, 32), mma::tile_load_b(sbt8.bytes, 32), dsv3::e4m3fn{});
     store_tile(p, 2, d, lane);
     for (u32 s = 0; s < mma::TILE_SLOTS; s++) d.v[s] = 0.0f;
-    mma::tile_mma_bf16(d, a, mma::tile_load_b_e4m3_as_bf16(sbt8.bytes, 32));
+    mma::tile_mma_bf16(d, a, mma::tile_load_b_fp8_as_bf16(sbt8.bytes, 32, dsv3::e4m3fn{}));
     store_tile(p, 3, d, lane);
+#if DSV3_WARP == 64
+    for (u32 s = 0; s < mma::TILE_SLOTS; s++) d.v[s] = 0.0f;
+    mma::tile_mma_fp8(d, mma::tile_load_a(sa8z.bytes, 32), mma::tile_load_b(sbt8z.bytes, 32), dsv3::e4m3fnuz{});
+    store_tile(p, 4, d, lane);
+#endif
 }

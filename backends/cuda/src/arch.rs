@@ -18,6 +18,21 @@ pub fn has_fp8_tensor_cores(major: i32, minor: i32) -> bool {
     (major, minor) >= (8, 9)
 }
 
+/// Shared memory one block may use once its function opts in, static and dynamic together (CUDA C
+/// Programming Guide, "Technical Specifications per Compute Capability"; a device reports the same as
+/// `CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`): what `dsv3-check-kernels` holds each variant
+/// to. `None` for an architecture not listed.
+pub fn shared_opt_in(arch: &str) -> Option<u32> {
+    let sm = arch.strip_prefix("sm_")?.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let kib = match sm {
+        "80" => 163,
+        "86" | "89" | "120" => 99,
+        "90" | "100" => 227,
+        _ => return None,
+    };
+    Some(kib * 1024)
+}
+
 /// Datasheets of parts dsv3 is likely to meet, matched on the driver's device name or an `--assume` name
 /// (the most specific name first): (name fragment, f32 FMA TFLOP/s, bf16 tensor TFLOP/s, fp8 tensor
 /// TFLOP/s, memory TB/s, memory GB). Memory sizes are NVIDIA's product pages (H100 NVL 94 GB, H20 96 GB;
@@ -56,6 +71,15 @@ mod tests {
         assert_eq!(arch_name(10, 0), "sm_100a");
         assert!(!has_fp8_tensor_cores(8, 0) && !has_fp8_tensor_cores(8, 6));
         assert!(has_fp8_tensor_cores(8, 9) && has_fp8_tensor_cores(9, 0) && has_fp8_tensor_cores(10, 0));
+    }
+
+    #[test]
+    fn shared_memory_per_block_after_opting_in() {
+        assert_eq!(shared_opt_in("sm_80"), Some(166912));
+        assert_eq!(shared_opt_in("sm_89"), Some(101376));
+        assert_eq!(shared_opt_in("sm_90a"), Some(232448));
+        assert_eq!(shared_opt_in("sm_75"), None);
+        assert_eq!(shared_opt_in("gfx90a"), None);
     }
 
     #[test]

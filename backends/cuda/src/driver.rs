@@ -8,7 +8,7 @@ use cudarc::driver::result::{self, DriverError};
 use cudarc::driver::sys;
 use dsv3_backend_gpu::kernels::Variant;
 use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
-use dsv3_backend_gpu::{GemmArgs, GemmDesc, VendorGemm};
+use dsv3_backend_gpu::{FunctionShared, GemmArgs, GemmDesc, SharedLimits, VendorGemm};
 use dsv3_core::{Error, Result};
 use std::any::Any;
 use std::ffi::{c_void, CString};
@@ -28,6 +28,8 @@ pub struct CudaRuntime {
     device: sys::CUdevice,
     ctx: sys::CUcontext,
     target: Target,
+    /// Shared memory per block: 48 KiB, and the device's opt-in limit.
+    limits: SharedLimits,
     /// Whether libcuda has the stream-capture and graph entry points (`crate::GRAPH_SYMBOLS`).
     graphs: bool,
     /// cuBLASLt on this device, when it is loaded and wanted (`crate::cublaslt`).
@@ -48,7 +50,9 @@ impl CudaRuntime {
         // SAFETY: `device` is a valid device handle from cuDeviceGet.
         let ctx = unsafe { result::primary_ctx::retain(device) }
             .map_err(|e| driver_error("cuDevicePrimaryCtxRetain", e))?;
-        let mut runtime = CudaRuntime { device, ctx, target: Target::Cuda { arch }, graphs, lt: None };
+        let limits = shared_limits(device)?;
+        let mut runtime =
+            CudaRuntime { device, ctx, target: Target::Cuda { arch }, limits, graphs, lt: None };
         runtime.bind()?;
         runtime.lt = DeviceLt::new(cc)?;
         Ok(runtime)
@@ -62,6 +66,20 @@ impl CudaRuntime {
     fn kernel_error(&self, op: &'static str, v: &Variant, reason: String) -> Error {
         Error::Kernel { backend: BACKEND.into(), op, kernel: v.key(), reason }
     }
+}
+
+/// A device's shared memory per block: `CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK` (48 KiB) without
+/// opting in, `..._OPTIN` with (sm_80: 163 KiB, sm_86 / sm_89: 99 KiB, sm_90: 227 KiB).
+fn shared_limits(device: sys::CUdevice) -> Result<SharedLimits> {
+    use sys::CUdevice_attribute::*;
+    let attr = |a| {
+        // SAFETY: `device` is a valid device handle; attribute queries have no other preconditions.
+        unsafe { result::device::get_attribute(device, a) }
+            .map_err(|e| driver_error("cuDeviceGetAttribute", e))
+    };
+    let default = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?.max(0) as u32;
+    let opt_in = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?.max(0) as u32;
+    Ok(SharedLimits { default, opt_in: opt_in.max(default) })
 }
 
 impl Drop for CudaRuntime {
@@ -81,6 +99,8 @@ struct CudaKernel {
     module: sys::CUmodule,
     function: sys::CUfunction,
     name: String,
+    /// Its static shared memory and the dynamic bytes its launches may give (the opt-in attribute).
+    shared: FunctionShared,
     /// Unloading needs the context current. The device drops its kernels before its runtime (field order of
     /// `dsv3_backend_gpu::device::Ctx`), so the context is still alive then.
     ctx: RuntimeHandle,
@@ -120,6 +140,10 @@ impl Runtime for CudaRuntime {
 
     fn target(&self) -> &Target {
         &self.target
+    }
+
+    fn shared_limits(&self) -> SharedLimits {
+        self.limits
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64> {
@@ -172,7 +196,24 @@ impl Runtime for CudaRuntime {
                 ));
             }
         };
-        Ok(Arc::new(CudaKernel { module, function, name: v.key(), ctx: RuntimeHandle(self.ctx) }))
+        // Made before the query, so that a failed query still unloads the module.
+        let mut kernel = CudaKernel {
+            module,
+            function,
+            name: v.key(),
+            shared: FunctionShared::new(0, self.limits),
+            ctx: RuntimeHandle(self.ctx),
+        };
+        // SAFETY: `function` belongs to the module just loaded in the current context.
+        let static_bytes = unsafe {
+            result::function::get_function_attribute(
+                function,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+            )
+        }
+        .map_err(|e| self.kernel_error(op, v, format!("cuFuncGetAttribute: {}", driver_error("", e))))?;
+        kernel.shared = FunctionShared::new(static_bytes.max(0) as u32, self.limits);
+        Ok(Arc::new(kernel))
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
@@ -273,22 +314,45 @@ impl Queue for CudaQueue {
             reason: "not a CUDA kernel".into(),
         })?;
         self.bind()?;
+        // Above 48 KiB the function opts in to the dynamic shared memory the launch gives, once.
+        let opt_in = |bytes: u32| {
+            // SAFETY: a loaded function of the current context; the driver checks the value against the
+            // device's opt-in limit (`prepare` has already).
+            unsafe {
+                result::function::set_function_attribute(
+                    k.function,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes as i32,
+                )
+            }
+            .map_err(|e| driver_error("cuFuncSetAttribute", e))
+        };
+        k.shared.prepare(dims.shared, BACKEND, op, &k.name, Some(&opt_in))?;
         let mut args = [params.as_ptr() as *mut c_void];
         let [gx, gy, gz] = dims.grid;
         // SAFETY: the kernel takes one parameter, its `Params` struct of 8-byte fields, which `params` holds in
         // order (the launch code builds both from one list); cuLaunchKernel copies it before returning. Every
-        // address inside was checked against a live allocation, kept alive until the stream's next sync.
+        // address inside was checked against a live allocation, kept alive until the stream's next sync. The
+        // dynamic shared memory is within what the function may take (`prepare`).
         unsafe {
-            result::launch_kernel(k.function, (gx, gy, gz), (dims.block, 1, 1), 0, self.stream, &mut args)
+            result::launch_kernel(
+                k.function,
+                (gx, gy, gz),
+                (dims.block, 1, 1),
+                dims.shared,
+                self.stream,
+                &mut args,
+            )
         }
         .map_err(|e| Error::Kernel {
             backend: BACKEND.into(),
             op,
             kernel: k.name.clone(),
             reason: format!(
-                "cuLaunchKernel (grid {:?}, block {}): {}",
+                "cuLaunchKernel (grid {:?}, block {}, {} bytes of dynamic shared memory): {}",
                 dims.grid,
                 dims.block,
+                dims.shared,
                 driver_error("", e)
             ),
         })

@@ -37,6 +37,8 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuModuleLoadData",
     "cuModuleGetFunction",
     "cuModuleUnload",
+    "cuFuncGetAttribute",
+    "cuFuncSetAttribute",
     "cuLaunchKernel",
     "cuStreamCreate",
     "cuStreamSynchronize",

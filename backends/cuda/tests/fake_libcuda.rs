@@ -255,6 +255,99 @@ fn child_fake_device() {
     dsv3_core::testing::child_ran("child_fake_device");
 }
 
+/// The fake driver's record of shared memory: (attribute calls, the attribute's value, the last launch's
+/// dynamic shared memory); -1 for a value never set.
+fn shared_counts() -> (i32, i32, i32) {
+    let c = |name: &str| fake_counter(&format!("fake_cuda_{name}"));
+    (c("attribute_sets"), c("dynamic_max"), c("last_shared"))
+}
+
+/// A gemm launch the fake refused as it refuses every launch (so every check before it passed: without the
+/// opt-in it would be CUDA_ERROR_INVALID_VALUE, as a driver refuses it); the variant that ran.
+fn refused_gemm(r: dsv3_core::Result<()>) -> String {
+    match r {
+        Err(Error::Kernel { backend, op: "gemm", kernel, reason }) => {
+            assert_eq!(backend, "cuda");
+            assert!(kernel.starts_with("gemm_mma"), "{kernel}");
+            assert!(reason.contains("CUDA_ERROR_NOT_SUPPORTED"), "{reason}");
+            kernel
+        }
+        other => panic!("expected the fake's launch error, got {other:?}"),
+    }
+}
+
+/// Dynamic shared memory on the fake sm_90 (227 KiB per block once opted in; 128 bytes of static shared
+/// memory per function): a bf16 prefill GEMM of 128 rows runs gemm_mma.cu's 128-row tile, whose 4-stage
+/// ring (60 KiB) is above 48 KiB, so the launch path sets the function's MAX_DYNAMIC_SHARED_SIZE_BYTES to
+/// 61440 — once — and the launch gives those bytes; 64 rows, and W8A8 at 128, run the 64-row tile's 30 KiB
+/// ring with no attribute call; a launch past the device's limit is an error naming the kernel, before any driver call.
+#[test]
+fn dynamic_shared_memory_above_48_kib_is_opted_in_once() {
+    let test = "dynamic_shared_memory_above_48_kib_is_opted_in_once";
+    run_fake_child(test, "child_fake_dynamic_shared", Fake::Complete, &[("FAKE_CUDA_STATIC_SHARED", "128")]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_dynamic_shared() {
+    use dsv3_backend_gpu::runtime::{Dims, Runtime};
+    let backend = CudaBackend::new();
+    let dev = backend.open(0).unwrap();
+    let stream = dev.default_stream();
+    let s = stream.as_ref();
+    let (prefill, _c) = Host::new(128, 64, 64, false, 64).op(dev.as_ref(), s, DType::BF16, 64);
+    let kernel = refused_gemm(stream.launch(&prefill));
+    assert!(kernel.contains("|BM=128|STAGES=4"), "{kernel}");
+    assert_eq!(shared_counts(), (1, 61440, 61440), "opted in to the ring's bytes, which the launch gives");
+    refused_gemm(stream.launch(&prefill));
+    assert_eq!(shared_counts(), (1, 61440, 61440), "the attribute is set once per function");
+    let (smaller, _c) = Host::new(64, 64, 64, false, 64).op(dev.as_ref(), s, DType::BF16, 64);
+    assert!(refused_gemm(stream.launch(&smaller)).contains("|BM=64|STAGES=3"));
+    assert_eq!(shared_counts(), (1, 61440, 30720), "within 48 KiB nothing is set");
+    // W8A8 keeps the 64-row tile at any row count (ops/gemm.rs mma_big_form).
+    let (w8a8, _c) = Host::new(128, 64, 128, true, 128).op(dev.as_ref(), s, DType::BF16, 64);
+    assert!(refused_gemm(stream.launch(&w8a8)).contains("|A_FP8=1|B_FP8=1|GROUPED=0|BM=64|STAGES=3"));
+    assert_eq!(shared_counts(), (1, 61440, 30720));
+    s.sync().unwrap();
+    assert_eq!(fake_counter("fake_cuda_launches"), 4);
+
+    // Past the limit (128 static + 232321 dynamic = one byte over 227 KiB): refused before the driver.
+    let rt = backend.runtime(0).unwrap();
+    assert_eq!(rt.shared_limits(), dsv3_backend_gpu::SharedLimits { default: 49152, opt_in: 232448 });
+    let v = dsv3_backend_gpu::ops::tile_catalog().into_iter().find(|v| v.key().contains("|BM=128|")).unwrap();
+    let f = rt.compile("gemm", &v).unwrap();
+    let dims = Dims { grid: [1, 1, 1], block: 128, shared: 232448 - 128 + 1 };
+    match rt.new_queue().unwrap().launch("gemm", &f, dims, &[0; 20]) {
+        Err(Error::Kernel { backend, op, kernel, reason }) => {
+            assert_eq!((backend.as_str(), op, kernel), ("cuda", "gemm", v.key()));
+            assert!(reason.contains("(128 static + 232321 dynamic), over the 232448"), "{reason}");
+        }
+        other => panic!("expected the limit's error, got {other:?}"),
+    }
+    assert_eq!(fake_counter("fake_cuda_launches"), 4, "the driver was not called");
+    assert_eq!(shared_counts().0, 1);
+    dsv3_core::testing::child_ran("child_fake_dynamic_shared");
+}
+
+/// A device whose opt-in limit leaves no room for the 128-row tile's ring (48 KiB, as before Volta): the
+/// same 128-row GEMM runs the 64-row tile, no attribute is set.
+#[test]
+fn without_the_headroom_the_64_row_tile_runs() {
+    let test = "without_the_headroom_the_64_row_tile_runs";
+    run_fake_child(test, "child_fake_no_headroom", Fake::Complete, &[("FAKE_CUDA_SMEM_OPTIN", "49152")]);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_fake_no_headroom() {
+    let dev = CudaBackend::new().open(0).unwrap();
+    let stream = dev.default_stream();
+    let (prefill, _c) = Host::new(128, 64, 64, false, 64).op(dev.as_ref(), stream.as_ref(), DType::BF16, 64);
+    assert!(refused_gemm(stream.launch(&prefill)).contains("|BM=64|STAGES=3"));
+    assert_eq!(shared_counts(), (0, -1, 30720));
+    dsv3_core::testing::child_ran("child_fake_no_headroom");
+}
+
 /// Events and moves between two fake devices: waits between CUDA streams, of one device or two, are enqueued
 /// (cuStreamWaitEvent), never made on the host; a foreign event is waited for on the host; a tensor crosses
 /// with one cuMemcpyPeerAsync, bit for bit; every event is destroyed.

@@ -7,19 +7,24 @@
 //! kernel reading memory nobody wrote sees NaN rather than zero; a stream's pooled scratch is refilled so
 //! each time it is handed out again, so a kernel cannot read the last step's values either. Launches run
 //! synchronously, one at a time per process (blocks share their emulated shared memory within a compiled
-//! variant). A capture records each launch (kernel, grid, parameter block) and copy instead of running it;
+//! variant; dynamic shared memory is one area for the process, sized per launch and ending against an
+//! inaccessible page). Shared memory per block is limited as on the hardware each warp width stands for
+//! ([`shared_limits`]), and above NVIDIA's 48 KiB a launch needs its function opted in, as the CUDA
+//! driver requires, so the launch path's opt-in is exercised here too. A capture records each launch (kernel, grid, parameter block) and copy instead of running it;
 //! a replay runs the record in order.
 
 use crate::device::{GpuDevice, Profile};
 use crate::disk_cache;
 use crate::kernels::Variant;
 use crate::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
+use crate::shared_memory::{FunctionShared, SharedLimits};
 use dsv3_core::{Backend, Capabilities, DType, DTypeUsage, Device, DeviceInfo, Error, Result};
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Backend names: the warp width decides which vendor's kernels the emulator stands for.
@@ -31,8 +36,65 @@ pub fn backend_name(warp: u32) -> &'static str {
     }
 }
 
-type LaunchFn =
-    unsafe extern "C" fn(*const u32, *const u32, *const c_void, *mut u8, usize, usize) -> *const c_char;
+/// `dsv3_host_launch(grid, block, params, stacks, stack_bytes, guard_bytes, dynamic, dynamic_bytes)`.
+type LaunchFn = unsafe extern "C" fn(
+    *const u32,
+    *const u32,
+    *const c_void,
+    *mut u8,
+    usize,
+    usize,
+    *mut u8,
+    usize,
+) -> *const c_char;
+/// `dsv3_host_static_shared()`: the bytes of the kernel's static shared memory.
+type StaticSharedFn = unsafe extern "C" fn() -> usize;
+
+/// NVIDIA's opt-in limit on sm_86 and sm_89 (99 KiB), the smallest of the architectures with the tile
+/// layer (sm_80: 163 KiB, sm_90: 227 KiB): what `cuda-emu` gives a block, so that a launch it runs fits
+/// every one of them.
+pub const NVIDIA_OPT_IN_MIN: u32 = 99 * 1024;
+
+/// Shared memory per block at a warp width: at 32 NVIDIA's, 48 KiB without opting in and
+/// [`NVIDIA_OPT_IN_MIN`] with; at 64 a CDNA workgroup's LDS, 64 KiB, with nothing to opt in to.
+pub fn shared_limits(warp: u32) -> SharedLimits {
+    if warp == 64 {
+        SharedLimits { default: SharedLimits::CDNA_LDS, opt_in: SharedLimits::CDNA_LDS }
+    } else {
+        SharedLimits { default: SharedLimits::NVIDIA_DEFAULT, opt_in: NVIDIA_OPT_IN_MIN }
+    }
+}
+
+/// Bytes of the process's dynamic shared-memory area: the largest limit an emulator gives.
+const DYNAMIC_AREA: usize = NVIDIA_OPT_IN_MIN as usize;
+
+/// The end of the dynamic shared-memory area, the first byte of the inaccessible page after it: one area
+/// for the process, used by one launch at a time (launches take turns), each launch's bytes placed against
+/// the page so that a kernel writing past its dynamic shared memory faults.
+fn dynamic_area_end() -> Option<usize> {
+    static AREA: OnceLock<Option<usize>> = OnceLock::new();
+    *AREA.get_or_init(|| {
+        let body = DYNAMIC_AREA.div_ceil(page()) * page();
+        // SAFETY: an anonymous private mapping with no preconditions; the result is checked. It is never
+        // unmapped (the area lives as long as the process).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                body + page(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: the last page lies inside the mapping just made.
+        unsafe { libc::mprotect((base as *mut u8).add(body) as *mut c_void, page(), libc::PROT_NONE) };
+        Some(base as usize + body)
+    })
+}
 
 /// Fiber stacks: one per thread of the largest block (1024). A GPU thread may use far more local memory
 /// than a CPU stack frame usually needs; a guard region below each stack makes an overflow fault instead of
@@ -83,6 +145,12 @@ struct HostKernel {
     name: String,
     /// The kernel file's declared largest block (`Kernel::max_block`), what check-kernels proved fits.
     max_block: u32,
+    /// The launch path's record of its shared memory (opted in or not).
+    shared: FunctionShared,
+    /// The emulated driver's own record, as CUDA's driver keeps one: the most dynamic shared memory a
+    /// launch may give (what the default leaves beside the static bytes, or the opted-in value). A launch
+    /// over it is refused, as cuLaunchKernel refuses it.
+    driver_allowed: AtomicU32,
 }
 
 pub struct Emulator {
@@ -108,11 +176,21 @@ fn page() -> usize {
 }
 
 impl Emulator {
-    /// An emulator with `warp` lanes per warp (32 as NVIDIA, 64 as AMD's wave64). Unavailable when the host
-    /// C++ compiler does not run.
+    /// An emulator with `warp` lanes per warp (32 as NVIDIA, 64 as AMD's wave64, gfx94x: [`Target::host`]).
+    /// Unavailable when the host C++ compiler does not run.
     pub fn new(warp: u32) -> Result<Emulator> {
+        Emulator::for_target(Target::host(warp))
+    }
+
+    /// The emulator at wave64 standing for gfx90a (MI200): MFMA without gfx94x's FP8 instruction, so
+    /// e4m3fnuz products take the tile layer's decoded path, as on that chip.
+    pub fn gfx90a() -> Result<Emulator> {
+        Emulator::for_target(GFX90A)
+    }
+
+    fn for_target(target: Target) -> Result<Emulator> {
         let compiler = PathBuf::from(std::env::var_os("DSV3_HOST_CXX").unwrap_or_else(|| "c++".into()));
-        let name = backend_name(warp);
+        let name = backend_name(target.warp());
         let unavailable = |reason: String| Error::Unavailable { backend: name.into(), reason };
         let out = Command::new(&compiler).arg("--version").output().map_err(|e| {
             unavailable(format!("host C++ compiler `{}` does not run: {e}", compiler.display()))
@@ -121,13 +199,7 @@ impl Emulator {
             return Err(unavailable(format!("`{} --version` failed", compiler.display())));
         }
         let compiler_version = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
-        Ok(Emulator {
-            name,
-            target: Target::Host { warp },
-            compiler,
-            compiler_version,
-            mappings: Mutex::new(HashMap::new()),
-        })
+        Ok(Emulator { name, target, compiler, compiler_version, mappings: Mutex::new(HashMap::new()) })
     }
 
     pub fn compiler_version(&self) -> &str {
@@ -182,6 +254,10 @@ impl Runtime for Emulator {
 
     fn target(&self) -> &Target {
         &self.target
+    }
+
+    fn shared_limits(&self) -> SharedLimits {
+        shared_limits(self.target.warp())
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64> {
@@ -247,9 +323,22 @@ impl Runtime for Emulator {
                 unsafe { libloading::Library::new(self.library(op, v)?) }.map_err(fail)?
             }
         };
-        // SAFETY: `dsv3_host_launch` is defined by DSV3_HOST_ENTRY with exactly this signature.
+        // SAFETY: `dsv3_host_launch` and `dsv3_host_static_shared` are defined by DSV3_HOST_ENTRY with exactly
+        // these signatures.
         let launch = *unsafe { lib.get::<LaunchFn>(b"dsv3_host_launch\0") }.map_err(fail)?;
-        Ok(Arc::new(HostKernel { _lib: lib, launch, name: v.key(), max_block: v.kernel.max_block }))
+        let static_shared =
+            *unsafe { lib.get::<StaticSharedFn>(b"dsv3_host_static_shared\0") }.map_err(fail)?;
+        // SAFETY: takes nothing, reads two linker symbols.
+        let static_bytes = u32::try_from(unsafe { static_shared() }).unwrap_or(u32::MAX);
+        let limits = self.shared_limits();
+        Ok(Arc::new(HostKernel {
+            _lib: lib,
+            launch,
+            name: v.key(),
+            max_block: v.kernel.max_block,
+            shared: FunctionShared::new(static_bytes, limits),
+            driver_allowed: AtomicU32::new(limits.default.saturating_sub(static_bytes)),
+        }))
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
@@ -313,16 +402,43 @@ fn host_launch(
             ),
         });
     }
+    // The launch path's step, as on a GPU: refused past the limit, opted in above the default. Opting in
+    // here sets the emulated driver's record, which the next check holds the launch to.
+    let opt_in = |bytes: u32| {
+        k.driver_allowed.fetch_max(bytes, Ordering::AcqRel);
+        Ok(())
+    };
+    k.shared.prepare(dims.shared, backend, op, &k.name, Some(&opt_in))?;
+    let driver_allowed = k.driver_allowed.load(Ordering::Acquire);
+    if dims.shared > driver_allowed {
+        return Err(Error::Kernel {
+            backend: backend.into(),
+            op,
+            kernel: k.name.clone(),
+            reason: format!(
+                "a launch with {} bytes of dynamic shared memory, over the {driver_allowed} its function allows \
+                 (above the default the function must opt in first, as CUDA's driver requires)",
+                dims.shared
+            ),
+        });
+    }
     let block = [dims.block, 1, 1];
     let stacks = fiber_stacks().ok_or_else(|| Error::OutOfMemory {
         backend: backend.into(),
         bytes: MAX_THREADS * (FIBER_STACK + FIBER_GUARD),
     })?;
+    let dynamic_bytes = dims.shared as usize;
+    let dynamic_end = dynamic_area_end()
+        .filter(|_| dynamic_bytes <= DYNAMIC_AREA)
+        .ok_or(Error::OutOfMemory { backend: backend.into(), bytes: dynamic_bytes })?;
+    // 16-byte aligned (what DSV3_DYNAMIC_SHARED promises), its end at the inaccessible page up to that.
+    let dynamic = dynamic_end - dynamic_bytes.div_ceil(16) * 16;
     let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: grid and block are 3 u32 each; `params` outlives the call and holds the kernel's Params
     // fields in order (the kernel reads no further than its struct); every address in it was checked
     // against a live allocation by the launch code (a graph keeps its launches' buffers alive). The stack
-    // pool has MAX_THREADS slots of the sizes passed, used by one launch at a time (the lock above).
+    // pool has MAX_THREADS slots of the sizes passed, and `dynamic .. dynamic + dynamic_bytes` lies in the
+    // dynamic shared-memory area, both used by one launch at a time (the lock above).
     let err = unsafe {
         (k.launch)(
             dims.grid.as_ptr(),
@@ -331,6 +447,8 @@ fn host_launch(
             stacks as *mut u8,
             FIBER_STACK,
             FIBER_GUARD,
+            dynamic as *mut u8,
+            dynamic_bytes,
         )
     };
     if err.is_null() {
@@ -442,15 +560,27 @@ impl QueueEvent for HostEvent {
     }
 }
 
+/// The emulator's target standing for gfx90a ([`Emulator::gfx90a`]).
+const GFX90A: Target = Target::Host { warp: 64, mfma_fp8: false };
+
 /// The emulator as a dsv3 backend with one device, for the conformance suite and kernel development.
 pub struct EmulatorBackend {
-    warp: u32,
+    target: Target,
 }
 
 impl EmulatorBackend {
-    /// `warp` 32 stands for NVIDIA (`cuda-emu`), 64 for AMD wave64 (`hip-emu`).
+    /// `warp` 32 stands for NVIDIA (`cuda-emu`), 64 for AMD wave64 (`hip-emu`, gfx94x: [`Target::host`]).
     pub fn new(warp: u32) -> EmulatorBackend {
-        EmulatorBackend { warp }
+        EmulatorBackend { target: Target::host(warp) }
+    }
+
+    /// `hip-emu` standing for gfx90a ([`Emulator::gfx90a`]), for tests of that chip's paths.
+    pub fn gfx90a() -> EmulatorBackend {
+        EmulatorBackend { target: GFX90A }
+    }
+
+    fn emulator(&self) -> Result<Emulator> {
+        Emulator::for_target(self.target.clone())
     }
 
     fn profile(&self, emulator: &Emulator) -> Profile {
@@ -468,20 +598,26 @@ impl EmulatorBackend {
                 )
             })
             .collect();
+        let warp = self.target.warp();
+        let chip = match warp {
+            32 => "",
+            _ if self.target.mfma_fp8_fnuz() => ", MFMA as gfx94x: FP8 on e4m3fnuz",
+            _ => ", MFMA as gfx90a: no FP8 MFMA",
+        };
         Profile {
             info: DeviceInfo {
                 backend: self.name(),
                 ordinal: 0,
-                name: format!("CUDA C kernels on the host CPU ({} lanes per warp)", self.warp),
+                name: format!("CUDA C kernels on the host CPU ({warp} lanes per warp{chip})"),
                 vendor: "dsv3 emulator".into(),
-                arch: format!("host-warp{}", self.warp),
+                arch: format!("host-warp{warp}"),
                 memory_bytes: 0,
             },
             caps: Capabilities {
                 dtypes,
                 fp8_formats: Vec::new(),
                 memory_bytes: 0,
-                subgroup_size: self.warp,
+                subgroup_size: warp,
                 graph_capture: true,
                 host_memory: true,
                 features: vec![format!("compiler: {}", emulator.compiler_version())],
@@ -493,11 +629,11 @@ impl EmulatorBackend {
 
 impl Backend for EmulatorBackend {
     fn name(&self) -> &'static str {
-        backend_name(self.warp)
+        backend_name(self.target.warp())
     }
 
     fn devices(&self) -> Result<Vec<DeviceInfo>> {
-        let emulator = Emulator::new(self.warp)?;
+        let emulator = self.emulator()?;
         Ok(vec![self.profile(&emulator).info])
     }
 
@@ -508,7 +644,7 @@ impl Backend for EmulatorBackend {
                 reason: format!("no device {ordinal} (the emulator has one)"),
             });
         }
-        let emulator = Emulator::new(self.warp)?;
+        let emulator = self.emulator()?;
         let profile = self.profile(&emulator);
         let device: Arc<dyn Device> = GpuDevice::new(Arc::new(emulator), profile)?;
         Ok(device)

@@ -97,17 +97,28 @@ pub fn ctype(d: DType) -> &'static str {
     }
 }
 
-/// A kernel with its argument element types (`name_t`) and constants fixed.
+/// A kernel with its argument element types (`name_t`) and constants fixed, and the dynamic shared memory
+/// every launch of it gives a block.
 #[derive(Clone, Debug)]
 pub struct Variant {
     pub kernel: Kernel,
     pub types: Vec<(&'static str, DType)>,
     pub consts: Vec<(&'static str, i64)>,
+    /// Bytes of dynamic shared memory per block (the kernel's `DSV3_DYNAMIC_SHARED` object), computed by
+    /// the op's launch code from the variant's constants; 0 for static shared memory only. Not part of the
+    /// key: the constants determine it.
+    pub shared: u32,
 }
 
 impl Variant {
     pub fn new(kernel: Kernel) -> Variant {
-        Variant { kernel, types: Vec::new(), consts: Vec::new() }
+        Variant { kernel, types: Vec::new(), consts: Vec::new(), shared: 0 }
+    }
+
+    /// Every launch gives each block `bytes` of dynamic shared memory.
+    pub fn dynamic_shared(mut self, bytes: u32) -> Variant {
+        self.shared = bytes;
+        self
     }
 
     /// `typedef <ctype(d)> <name>_t;`
@@ -143,6 +154,11 @@ impl Variant {
         let _ = writeln!(s, "#define {} 1", target.define());
         let _ = writeln!(s, "#define DSV3_WARP {}", target.warp());
         if let Target::Host { .. } = target {
+            if target.mfma_fp8_fnuz() {
+                // The emulator stands for gfx94x (mma.cuh's DSV3_MFMA_FP8; hipcc and hiprtc take it from
+                // the architecture's macro instead, so HIP sources are the same for every chip).
+                let _ = writeln!(s, "#define DSV3_HOST_MFMA_FP8 1");
+            }
             s.push_str(HOST_EMULATOR);
             s.push('\n');
         }
@@ -185,7 +201,13 @@ mod tests {
         assert!(src.contains("#define OPK 0"));
         assert!(src.contains("#define DSV3_CUDA 1") && src.contains("#define DSV3_WARP 32"));
         assert!(!src.contains("DSV3_HOST_ENTRY(elementwise)"));
-        let host = a.assemble(&Target::Host { warp: 64 });
+        let host = a.assemble(&Target::host(64));
         assert!(host.contains("#define DSV3_WARP 64") && host.contains("DSV3_HOST_ENTRY(elementwise)"));
+        // gfx94x's FP8 MFMA: the emulator is told; a HIP source is the same for gfx90a and gfx942.
+        assert!(host.contains("#define DSV3_HOST_MFMA_FP8 1"));
+        let gfx90a = a.assemble(&Target::Host { warp: 64, mfma_fp8: false });
+        assert!(!gfx90a.contains("DSV3_HOST_MFMA_FP8"));
+        let hip = |arch: &str| a.assemble(&Target::Hip { arch: arch.into(), warp: 64 });
+        assert_eq!(hip("gfx90a").replace("gfx90a", "gfx942"), hip("gfx942"));
     }
 }

@@ -4,6 +4,7 @@
 use crate::buffer::GpuBuffer;
 use crate::kernels::Variant;
 use crate::runtime::{Dims, Function, Target};
+use crate::shared_memory::SharedLimits;
 use crate::stream::GpuStream;
 use dsv3_core::backend::own_buffer;
 use dsv3_core::{Error, Result, Tensor};
@@ -48,13 +49,22 @@ impl Params {
 /// A one-dimensional grid of `block`-thread blocks covering `threads` threads; `None` past the grid limit.
 pub fn grid_1d(threads: u64, block: u32) -> Option<Dims> {
     let blocks = threads.div_ceil(block as u64).max(1);
-    (blocks <= MAX_GRID_X).then_some(Dims { grid: [blocks as u32, 1, 1], block })
+    (blocks <= MAX_GRID_X).then_some(Dims { grid: [blocks as u32, 1, 1], block, shared: 0 })
 }
 
 /// `x` blocks along the grid's x (at most [`MAX_GRID_X`]) and `y` along y (at most 65535).
 pub fn grid_2d(x: u64, y: u64, block: u32) -> Option<Dims> {
-    (x.max(1) <= MAX_GRID_X && y.max(1) <= 65535)
-        .then_some(Dims { grid: [x.max(1) as u32, y.max(1) as u32, 1], block })
+    (x.max(1) <= MAX_GRID_X && y.max(1) <= 65535).then_some(Dims {
+        grid: [x.max(1) as u32, y.max(1) as u32, 1],
+        block,
+        shared: 0,
+    })
+}
+
+/// A compiled variant, with the dynamic shared memory its launches give ([`Variant::shared`]).
+pub struct Compiled {
+    pub function: Function,
+    pub shared: u32,
 }
 
 /// What an op's launch code works with: one per `Stream::launch`.
@@ -78,8 +88,13 @@ impl Launch<'_> {
         self.stream.ctx.runtime.target()
     }
 
-    pub fn kernel(&self, v: &Variant) -> Result<Function> {
-        self.stream.ctx.kernel(self.op, v)
+    /// Shared memory a block may use on this device: what ops choose their variants within.
+    pub fn shared_limits(&self) -> SharedLimits {
+        self.stream.ctx.runtime.shared_limits()
+    }
+
+    pub fn kernel(&self, v: &Variant) -> Result<Compiled> {
+        Ok(Compiled { function: self.stream.ctx.kernel(self.op, v)?, shared: v.shared })
     }
 
     /// The device address of a tensor view's first byte; its buffer stays alive until the stream's next
@@ -111,8 +126,9 @@ impl Launch<'_> {
         self.stream.err_addr()
     }
 
-    pub fn run(&self, f: &Function, dims: Dims, params: Params) -> Result<()> {
-        self.stream.queue.launch(self.op, f, dims, &params.0)
+    /// Launches a compiled variant, each block given the dynamic shared memory the variant declares.
+    pub fn run(&self, k: &Compiled, dims: Dims, params: Params) -> Result<()> {
+        self.stream.queue.launch(self.op, &k.function, Dims { shared: k.shared, ..dims }, &params.0)
     }
 
     /// A 1-D grid over `threads`, or the error naming the op when it is too large for one launch.

@@ -16,9 +16,11 @@ pub mod launch;
 pub mod ops;
 pub mod probe;
 pub mod runtime;
+pub mod shared_memory;
 pub mod stream;
 
 pub use device::{GpuDevice, Profile};
 pub use runtime::{
     GemmArgs, GemmDesc, GemmOperand, Queue, QueueEvent, QueueGraph, Runtime, Target, VendorGemm,
 };
+pub use shared_memory::{FunctionShared, SharedLimits};

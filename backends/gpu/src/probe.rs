@@ -2,8 +2,10 @@
 //! small-integer matrices, where every product and sum is exact in f32, and each value a lane writes is
 //! compared with what the vendor's fragment tables say it must be. The tables are written out here
 //! again, element by element as the PTX ISA gives them ("Matrix Fragments for mma.m16n8k16 / m16n8k32")
-//! and as AMD gives v_mfma_f32_16x16x16bf16_1k's (the matrix instruction calculator: D[4·(lane / 16) + i]
-//! [lane % 16] in register i), and the products are plain host loops: nothing is taken from the emulator,
+//! and as AMD gives v_mfma_f32_16x16x16bf16_1k's and v_mfma_f32_16x16x32_fp8_fp8's (the matrix instruction
+//! calculator: D[4·(lane / 16) + i][lane % 16] in register i for both), and the products are plain host
+//! loops over the integers, whose FP8 codes (e4m3fn, and e4m3fnuz for gfx94x's FP8 MFMA) are encoded here
+//! by `dsv3_core::fp8`: nothing is taken from the emulator,
 //! so a GPU (`dsv3 probe`, the first step of ci/device-check.sh) and the emulator (the tests, at warp 32
 //! and 64) are both held to the vendor's tables, bit for bit.
 //!
@@ -13,7 +15,7 @@
 
 use crate::kernels::{self, Variant};
 use crate::launch::Params;
-use crate::runtime::{Dims, Runtime};
+use crate::runtime::{Dims, Runtime, Target};
 use dsv3_core::fp8::Fp8Format;
 use dsv3_core::{Error, Result};
 use std::fmt;
@@ -27,8 +29,15 @@ pub struct Outcome {
     /// The first few values that differ, described; `wrong` counts them all.
     pub examples: Vec<String>,
     pub wrong: usize,
-    /// Why it was not run here (e4m3 before sm_89; mma.sync's results on AMD).
+    /// Why it was not run here (e4m3 before sm_89; mma.sync's results on AMD; e4m3fnuz on NVIDIA).
     pub skipped: Option<&'static str>,
+}
+
+impl Outcome {
+    /// A result not run on this target, and why.
+    fn skipped(name: &'static str, why: &'static str) -> Outcome {
+        Outcome { name, checked: 0, examples: Vec::new(), wrong: 0, skipped: Some(why) }
+    }
 }
 
 /// The probe's outcome on one target.
@@ -79,8 +88,8 @@ pub fn isa_acc(lane: usize, i: usize) -> (usize, usize) {
     (if i < 2 { group } else { group + 8 }, thread * 2 + (i & 1))
 }
 
-/// AMD's accumulator table for v_mfma_f32_16x16x16bf16_1k (wave64): register i of `lane` is row
-/// 4 · (lane / 16) + i, column lane % 16.
+/// AMD's accumulator table for v_mfma_f32_16x16x16bf16_1k and v_mfma_f32_16x16x32_fp8_fp8 (wave64):
+/// register i of `lane` is row 4 · (lane / 16) + i, column lane % 16.
 pub fn amd_acc(lane: usize, i: usize) -> (usize, usize) {
     (4 * (lane / 16) + i, lane % 16)
 }
@@ -127,8 +136,9 @@ fn bf16_bytes(values: impl Iterator<Item = i32>) -> Vec<u8> {
     values.flat_map(|v| (((v as f32).to_bits() >> 16) as u16).to_le_bytes()).collect()
 }
 
-fn e4m3_bytes(values: &[i32]) -> Vec<u8> {
-    values.iter().map(|&v| Fp8Format::E4M3Fn.encode_saturating(v as f32)).collect()
+/// Small integers as FP8 codes of `format` (exact: −4..=4 is in every format's range and precision).
+fn fp8_bytes(values: &[i32], format: Fp8Format) -> Vec<u8> {
+    values.iter().map(|&v| format.encode_saturating(v as f32)).collect()
 }
 
 /// Compares `got` with `want` for one result, describing the first few differences with `place(index)`.
@@ -170,13 +180,15 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
         bf16_bytes(ops.a.iter().copied()),
         bf16_bytes(ops.bt.iter().copied()),
         bf16_bytes(bk.into_iter()),
-        e4m3_bytes(&ops.a8),
-        e4m3_bytes(&ops.bt8),
+        fp8_bytes(&ops.a8, Fp8Format::E4M3Fn),
+        fp8_bytes(&ops.bt8, Fp8Format::E4M3Fn),
+        fp8_bytes(&ops.a8, Fp8Format::E4M3Fnuz),
+        fp8_bytes(&ops.bt8, Fp8Format::E4M3Fnuz),
     ];
     const POS: usize = (32 * 4 * 2 + 1) * 4;
     const OUT: usize = 5 * 32 * 4 * 4;
-    const TILE_POS: usize = 256 * 2 * 4;
-    const TILE_OUT: usize = 4 * 256 * 4;
+    const TILE_POS: usize = (256 * 2 + 1) * 4;
+    const TILE_OUT: usize = 5 * 256 * 4;
     let f = rt.compile("mma_probe", &Variant::new(kernel))?;
     let queue = rt.new_queue()?;
     let mut addrs = Vec::new();
@@ -190,10 +202,15 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
             addrs.push((rt.alloc(bytes)?, bytes));
         }
         let params = addrs.iter().fold(Params::new(), |p, &(a, _)| p.addr(a));
-        queue.launch("mma_probe", &f, Dims { grid: [1, 1, 1], block: target.warp() }, &params.0)?;
+        queue.launch(
+            "mma_probe",
+            &f,
+            Dims { grid: [1, 1, 1], block: target.warp(), shared: 0 },
+            &params.0,
+        )?;
         queue.sync()?;
         let mut outputs = [vec![0u8; POS], vec![0u8; OUT], vec![0u8; TILE_POS], vec![0u8; TILE_OUT]];
-        for (bytes, &(addr, _)) in outputs.iter_mut().zip(&addrs[5..]) {
+        for (bytes, &(addr, _)) in outputs.iter_mut().zip(&addrs[inputs.len()..]) {
             queue.download(addr, bytes)?;
         }
         queue.sync()?;
@@ -209,18 +226,9 @@ pub fn run_kernel(rt: &dyn Runtime, kernel: kernels::Kernel) -> Result<Report> {
     let mut outcomes = if target.warp() == 32 {
         compare_all(&ops, &as_i32(pos), &out, target.mma_e4m3())
     } else {
-        NVIDIA_RESULTS
-            .iter()
-            .map(|&name| Outcome {
-                name,
-                checked: 0,
-                examples: Vec::new(),
-                wrong: 0,
-                skipped: Some("mma.sync, ldmatrix: NVIDIA only"),
-            })
-            .collect()
+        NVIDIA_RESULTS.iter().map(|&name| Outcome::skipped(name, "mma.sync, ldmatrix: NVIDIA only")).collect()
     };
-    outcomes.extend(compare_tile(&ops, target.warp(), &as_i32(tile_pos), &tile_out));
+    outcomes.extend(compare_tile(&ops, &target, &as_i32(tile_pos), &tile_out));
     Ok(Report { target: format!("{} ({})", target.arch(), rt.backend()), outcomes })
 }
 
@@ -240,19 +248,26 @@ fn dot(a: &[i32], bt: &[i32], pitch: usize, k: usize, row: usize, n: usize, c: i
     ((sum + c) as f32).to_bits()
 }
 
-/// The warp tile's results (both vendors): slot places by [`tile_acc`], products by plain loops.
-fn compare_tile(ops: &Operands, warp: u32, pos: &[i32], out: &[u32]) -> Vec<Outcome> {
+/// The warp tile's results (both vendors): slot places by [`tile_acc`], products by plain loops; the
+/// e4m3fnuz product on AMD only.
+fn compare_tile(ops: &Operands, target: &Target, pos: &[i32], out: &[u32]) -> Vec<Outcome> {
+    let warp = target.warp();
     let slots = 256 / warp as usize;
     let place = |i: usize| (i / slots, i % slots);
+    // Then the flag saying whether the FP8 MFMA was compiled in, which must be what the chip offers.
     let want_pos: Vec<i32> = (0..256)
         .flat_map(|i| {
             let (row, col) = tile_acc(warp, i / slots, i % slots);
             [row as i32, col as i32]
         })
+        .chain([target.mfma_fp8_fnuz() as i32])
         .collect();
-    let mut outcomes = vec![compare("tile_row / tile_col", pos, &want_pos, |i| {
-        let (lane, s) = place(i / 2);
-        format!("lane {lane} slot {s} {}", if i % 2 == 0 { "row" } else { "col" })
+    let mut outcomes = vec![compare("tile_row / tile_col", pos, &want_pos, |i| match i {
+        512 => "whether gfx94x's FP8 MFMA is compiled in".into(),
+        _ => {
+            let (lane, s) = place(i / 2);
+            format!("lane {lane} slot {s} {}", if i % 2 == 0 { "row" } else { "col" })
+        }
     })];
     let at = |i: usize| tile_acc(warp, i / slots, i % slots);
     let results: [(&'static str, Vec<u32>); 4] = [
@@ -282,6 +297,14 @@ fn compare_tile(ops: &Operands, warp: u32, pos: &[i32], out: &[u32]) -> Vec<Outc
     };
     for (r, (name, want)) in results.into_iter().enumerate() {
         outcomes.push(compare(name, &out[r * 256..(r + 1) * 256], &want, slot));
+    }
+    // The same integers as e4m3fnuz codes: the FP8 MFMA on gfx94x (its table: amd_acc), decoded on gfx90a.
+    let name = "tile e4m3fnuz A8·B8, K = 32";
+    if warp == 64 {
+        let want: Vec<u32> = (0..256).map(|i| dot(&ops.a8, &ops.bt8, 32, 32, at(i).0, at(i).1, 0)).collect();
+        outcomes.push(compare(name, &out[4 * 256..5 * 256], &want, slot));
+    } else {
+        outcomes.push(Outcome::skipped(name, "e4m3fnuz: AMD only"));
     }
     outcomes
 }
@@ -324,13 +347,7 @@ fn compare_all(ops: &Operands, pos: &[i32], out: &[u32], e4m3: bool) -> Vec<Outc
     if e4m3 {
         outcomes.push(compare(name, &out[512..640], &product(32, &ops.a8, &ops.bt8, 0, &none), slot));
     } else {
-        outcomes.push(Outcome {
-            name,
-            checked: 0,
-            examples: Vec::new(),
-            wrong: 0,
-            skipped: Some("no e4m3 mma before sm_89"),
-        });
+        outcomes.push(Outcome::skipped(name, "no e4m3 mma before sm_89"));
     }
     outcomes
 }

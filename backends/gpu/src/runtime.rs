@@ -2,6 +2,7 @@
 //! Addresses are device virtual addresses as `u64` (what kernels receive in their parameter blocks).
 
 use crate::kernels::Variant;
+use crate::shared_memory::SharedLimits;
 use dsv3_core::{DType, Error, Result};
 use std::any::Any;
 use std::sync::Arc;
@@ -13,16 +14,24 @@ pub enum Target {
     Cuda { arch: String },
     /// AMD, compiled by hiprtc / hipcc for `arch` (`gfx90a`, `gfx942`, ...) with its wavefront width.
     Hip { arch: String, warp: u32 },
-    /// The CPU, through the host C++ compiler (the emulator), with the warp width it emulates.
-    Host { warp: u32 },
+    /// The CPU, through the host C++ compiler (the emulator), with the warp width it emulates and, at warp
+    /// 64, whether it executes gfx94x's FP8 MFMA (v_mfma_f32_16x16x32_fp8_fp8 on e4m3fnuz, mma.cuh): with
+    /// it the emulator stands for MI300 (gfx94x), without it for gfx90a (MI200). Always false at warp 32.
+    Host { warp: u32, mfma_fp8: bool },
 }
 
 impl Target {
+    /// The emulator's target at `warp` lanes: 32 stands for NVIDIA, 64 for AMD gfx94x (MI300, the AMD chip
+    /// dsv3's FP8 path is for: e4m3fnuz on the FP8 MFMA); gfx90a is `Host { warp: 64, mfma_fp8: false }`.
+    pub fn host(warp: u32) -> Target {
+        Target::Host { warp, mfma_fp8: warp == 64 }
+    }
+
     /// Threads per warp / wavefront: a compile-time constant of every kernel variant.
     pub fn warp(&self) -> u32 {
         match self {
             Target::Cuda { .. } => 32,
-            Target::Hip { warp, .. } | Target::Host { warp } => *warp,
+            Target::Hip { warp, .. } | Target::Host { warp, .. } => *warp,
         }
     }
 
@@ -54,32 +63,63 @@ impl Target {
     /// older CDNA (gfx908: no bf16_1k) and anything else keep the SIMT kernels.
     pub fn mma_bf16(&self) -> bool {
         match self {
-            Target::Host { warp } => *warp == 32 || *warp == 64,
-            Target::Hip { arch, warp: 64 } => {
-                let chip = arch.split(':').next().unwrap_or("");
-                chip == "gfx90a" || (chip.len() == 6 && chip.starts_with("gfx94"))
+            Target::Host { warp, .. } => *warp == 32 || *warp == 64,
+            Target::Hip { warp: 64, .. } => {
+                let chip = self.chip();
+                chip == "gfx90a" || self.gfx94x()
             }
             Target::Hip { .. } => false,
             Target::Cuda { .. } => self.sm().is_some_and(|sm| sm >= 80),
         }
     }
 
+    /// An AMD target's chip without its feature suffixes (`gfx942:sramecc+:xnack-` → `gfx942`).
+    fn chip(&self) -> &str {
+        self.arch().split(':').next().unwrap_or("")
+    }
+
+    /// MI300's ISA (gfx940, gfx941, gfx942), the chips whose FP8 is e4m3fnuz.
+    fn gfx94x(&self) -> bool {
+        let chip = self.chip();
+        matches!(self, Target::Hip { .. }) && chip.len() == 6 && chip.starts_with("gfx94")
+    }
+
     /// Whether the e4m3 mma.sync instruction (m16n8k32) runs here: sm_89 on, and the emulator at warp 32
     /// (the probe checks its layout). Below sm_89 mma.cuh's `mma_e4m3` is two bf16 mma instead; on AMD
-    /// `tile_mma_e4m3` is two bf16 MFMA (gfx94x's FP8 MFMA takes e4m3fnuz: see mma.cuh).
+    /// e4m3fn products are two bf16 MFMA (gfx94x's FP8 MFMA takes e4m3fnuz: see mma.cuh).
     pub fn mma_e4m3(&self) -> bool {
-        matches!(self, Target::Host { warp: 32 }) || self.sm().is_some_and(|sm| sm >= 89)
+        matches!(self, Target::Host { warp: 32, .. }) || self.sm().is_some_and(|sm| sm >= 89)
+    }
+
+    /// Whether the tile layer takes e4m3fnuz codes (W8A8 in that format, and bf16 × e4m3fnuz weights): on
+    /// AMD, wherever the layer runs — natively on gfx94x ([`Target::mfma_fp8_fnuz`]), as exactly decoded
+    /// bf16 on gfx90a. NVIDIA has no such format: its e4m3fnuz products stay on the SIMT kernel.
+    pub fn mma_fnuz(&self) -> bool {
+        self.mma_bf16() && self.warp() == 64
+    }
+
+    /// Whether gfx94x's FP8 MFMA (v_mfma_f32_16x16x32_fp8_fp8, e4m3fnuz codes) runs here: gfx940 / 941 /
+    /// 942 at wave64 (what mma.cuh's DSV3_MFMA_FP8 selects from the compiler's architecture macro, and the
+    /// probe checks), and the emulator built for it (`Host { mfma_fp8: true }`, hip-emu).
+    pub fn mfma_fp8_fnuz(&self) -> bool {
+        match self {
+            Target::Host { warp, mfma_fp8 } => *warp == 64 && *mfma_fp8,
+            Target::Hip { warp, .. } => *warp == 64 && self.gfx94x(),
+            Target::Cuda { .. } => false,
+        }
     }
 }
 
 /// A compiled kernel, opaque to everything but the runtime that made it.
 pub type Function = Arc<dyn Any + Send + Sync>;
 
-/// Grid and block of a launch (blocks are one-dimensional in every dsv3 kernel).
+/// Grid and block of a launch (blocks are one-dimensional in every dsv3 kernel), and the dynamic shared
+/// memory each block is given (bytes; 0 for kernels with static shared memory only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
     pub grid: [u32; 3],
     pub block: u32,
+    pub shared: u32,
 }
 
 /// One operand of a [`GemmDesc`]: its element type and, for FP8, its scales' type.
@@ -141,6 +181,10 @@ pub trait Runtime: Send + Sync {
     fn as_any(&self) -> &dyn Any;
     fn target(&self) -> &Target;
 
+    /// The shared memory one block may use on this device, without and with opting in; launches over it
+    /// are refused before the driver is called ([`crate::shared_memory`]).
+    fn shared_limits(&self) -> SharedLimits;
+
     /// `bytes` of device memory, 256-byte aligned. Zero bytes gives a valid, unique address.
     fn alloc(&self, bytes: usize) -> Result<u64>;
 
@@ -175,7 +219,9 @@ pub trait Queue: Send + Sync {
     /// Copies device bytes to the host once earlier work on this queue has finished.
     fn download(&self, src: u64, dst: &mut [u8]) -> Result<()>;
     fn copy(&self, src: u64, dst: u64, bytes: usize) -> Result<()>;
-    /// Launches `f` with its parameter block (8-byte fields, see `launch::Params`).
+    /// Launches `f` with its parameter block (8-byte fields, see `launch::Params`) and `dims.shared` bytes
+    /// of dynamic shared memory, opting the function in first where that needs it
+    /// ([`FunctionShared::prepare`](crate::shared_memory::FunctionShared::prepare)).
     fn launch(&self, op: &'static str, f: &Function, dims: Dims, params: &[u64]) -> Result<()>;
     /// Waits for everything queued; errors of asynchronous work surface here.
     fn sync(&self) -> Result<()>;
@@ -227,29 +273,40 @@ mod tests {
     use super::*;
 
     /// mma.sync from sm_80 (bf16) and sm_89 (e4m3), on every later architecture and the emulator at warp 32;
-    /// bf16 MFMA on gfx90a and gfx94x at wave64 and the emulator at warp 64, with e4m3 as decoded bf16 there;
-    /// nothing on RDNA, gfx908 or wave32.
+    /// bf16 MFMA on gfx90a and gfx94x at wave64 and the emulator at warp 64, with e4m3fn as decoded bf16
+    /// there, e4m3fnuz taken by the layer on all of them and by the FP8 MFMA on gfx940 / 941 / 942 and the
+    /// gfx94x emulator only; nothing on RDNA, gfx908, gfx950 or wave32.
     #[test]
     fn the_tile_layer_runs_where_mma_sync_or_mfma_exists() {
         let cuda = |arch: &str| Target::Cuda { arch: arch.into() };
-        let both = |t: &Target| (t.mma_bf16(), t.mma_e4m3());
-        assert_eq!(both(&cuda("sm_75")), (false, false));
-        assert_eq!(both(&cuda("sm_80")), (true, false));
-        assert_eq!(both(&cuda("sm_86")), (true, false));
+        let all = |t: &Target| (t.mma_bf16(), t.mma_e4m3(), t.mma_fnuz(), t.mfma_fp8_fnuz());
+        assert_eq!(all(&cuda("sm_75")), (false, false, false, false));
+        assert_eq!(all(&cuda("sm_80")), (true, false, false, false));
+        assert_eq!(all(&cuda("sm_86")), (true, false, false, false));
         for arch in ["sm_89", "sm_90a", "sm_100a", "sm_120a"] {
-            assert_eq!(both(&cuda(arch)), (true, true), "{arch}");
+            assert_eq!(all(&cuda(arch)), (true, true, false, false), "{arch}");
         }
-        assert_eq!(both(&cuda("compute_90")), (false, false));
-        assert_eq!(both(&Target::Host { warp: 32 }), (true, true));
-        assert_eq!(both(&Target::Host { warp: 64 }), (true, false));
+        assert_eq!(all(&cuda("compute_90")), (false, false, false, false));
+        assert_eq!(all(&Target::host(32)), (true, true, false, false));
+        assert_eq!(all(&Target::Host { warp: 32, mfma_fp8: true }), (true, true, false, false));
+        assert_eq!(all(&Target::host(64)), (true, false, true, true));
+        assert_eq!(all(&Target::Host { warp: 64, mfma_fp8: false }), (true, false, true, false));
         let hip = |arch: &str, warp: u32| Target::Hip { arch: arch.into(), warp };
-        for arch in ["gfx90a", "gfx90a:sramecc+:xnack-", "gfx940", "gfx941", "gfx942"] {
-            assert_eq!(both(&hip(arch, 64)), (true, false), "{arch}");
+        for arch in ["gfx90a", "gfx90a:sramecc+:xnack-"] {
+            assert_eq!(all(&hip(arch, 64)), (true, false, true, false), "{arch}");
         }
-        for (arch, warp) in
-            [("gfx942", 32), ("gfx908", 64), ("gfx1100", 32), ("gfx1100", 64), ("gfx9400", 64)]
-        {
-            assert_eq!(both(&hip(arch, warp)), (false, false), "{arch} wave{warp}");
+        for arch in ["gfx940", "gfx941", "gfx942", "gfx942:sramecc+:xnack-"] {
+            assert_eq!(all(&hip(arch, 64)), (true, false, true, true), "{arch}");
+        }
+        for (arch, warp) in [
+            ("gfx942", 32),
+            ("gfx908", 64),
+            ("gfx950", 64),
+            ("gfx1100", 32),
+            ("gfx1100", 64),
+            ("gfx9400", 64),
+        ] {
+            assert_eq!(all(&hip(arch, warp)), (false, false, false, false), "{arch} wave{warp}");
         }
     }
 }

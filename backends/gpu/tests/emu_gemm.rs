@@ -1,6 +1,6 @@
 //! gemm, grouped_gemm, act_quant and dequantize on the host emulator against the CPU oracle: the quick
 //! set, then shapes that reach what it does not (tiled grouped GEMMs, block-wide expert scans, decode GEMMs
-//! with long K, W8A8 at N = 576, DeepSeek-V3's act_quant size).
+//! with long K, W8A8 at N = 576, DeepSeek-V3's act_quant size, e4m3fnuz on gfx94x's FP8 MFMA and gfx90a).
 
 mod common;
 
@@ -10,7 +10,7 @@ use dsv3_conformance::cases::{self, gemm, gemm_strided, grouped_gemm};
 use dsv3_conformance::gen::ScaleStore;
 use dsv3_conformance::Case;
 use dsv3_core::fp8::Fp8Format;
-use dsv3_core::ops::{Activations, GroupedGemm, Weights};
+use dsv3_core::ops::{Activations, Gemm, GroupedGemm, Weights};
 use dsv3_core::DType::{self, BF16, F32};
 use dsv3_core::{Backend, Error, Op, Support, Tensor};
 
@@ -18,6 +18,8 @@ const BF: Operand = Operand::Dense(BF16);
 const F: Operand = Operand::Dense(F32);
 const FP8: Operand = Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::F32);
 const FP8_UE8M0: Operand = Operand::Fp8(Fp8Format::E4M3Fn, ScaleStore::Ue8m0);
+const FNUZ: Operand = Operand::Fp8(Fp8Format::E4M3Fnuz, ScaleStore::F32);
+const FNUZ_UE8M0: Operand = Operand::Fp8(Fp8Format::E4M3Fnuz, ScaleStore::Ue8m0);
 
 fn check_both_warps(op: &str, cases: &[Case]) {
     for warp in [32, 64] {
@@ -153,6 +155,35 @@ fn grouped_gemm_on_tensor_cores() {
     );
 }
 
+/// The 128-row prefill tile (gemm_mma.cu BM = 128, its 4-stage ring in dynamic shared memory: 52 to 60 KB,
+/// opted in above 48 KiB at warp 32, within the 64 KiB LDS at 64; bf16 activations) at both warp widths: a
+/// whole tile, a tile and a one-row tail, partial row, column and K tiles, K over more slices than the ring
+/// has stages (K = 40 is two slices, fewer than its stages), bf16 × bf16 and bf16 × block FP8 with f32 and
+/// ue8m0 scales, a padded A pitch; grouped with at least 128 rows per expert on average (an empty expert,
+/// an expert of one tile and a short tail, one of several tiles).
+#[test]
+fn prefills_on_the_128_row_tile() {
+    check_both_warps(
+        "gemm",
+        &[
+            gemm(128, 64, 320, BF, BF, F32),
+            gemm(129, 72, 40, BF, BF, BF16),
+            gemm(200, 130, 400, BF, FP8, BF16),
+            gemm(256, 64, 256, BF, FP8_UE8M0, F32),
+            gemm(140, 200, 336, BF, FP8, BF16),
+            gemm_strided(130, 64, 256, BF, FP8, F32, 264, 0),
+        ],
+    );
+    check_both_warps(
+        "grouped_gemm",
+        &[
+            grouped_gemm(&[300, 0, 129, 200], 72, 320, BF, BF, BF16, "mma128"),
+            grouped_gemm(&[129, 0, 256], 136, 384, BF, FP8, BF16, "mma128"),
+            grouped_gemm(&[0, 130, 256], 64, 400, BF, FP8_UE8M0, F32, "mma128"),
+        ],
+    );
+}
+
 /// Decode batches of grouped_gemm on tensor cores at both warp widths: more than 16 rows in all and at
 /// most 16 per expert on average, so gemm_mma.cu runs with its 16-row tile (ops/gemm.rs mma_row_tile), each
 /// block one expert's rows. 1 row per expert (20 experts; K over 16 slices, more than the ring's stages),
@@ -173,6 +204,123 @@ fn grouped_gemm_decode_batches_on_tensor_cores() {
             grouped_gemm(&[2, 5, 0, 1, 16, 0, 9, 0], 136, 400, BF, FP8, F32, "mma16_mixed"),
         ],
     );
+}
+
+/// The three emulated chips for e4m3fnuz products: NVIDIA (warp 32: no such format on its tile layer, the
+/// SIMT kernel), gfx94x (hip-emu: gfx94x's FP8 MFMA) and gfx90a (the codes decoded to bf16 MFMA).
+fn fnuz_chips() -> [EmulatorBackend; 3] {
+    [EmulatorBackend::new(32), EmulatorBackend::new(64), EmulatorBackend::gfx90a()]
+}
+
+/// W8A8 in e4m3fnuz (MI300's format, both operands; the loader converts weights to it there), and bf16 ×
+/// e4m3fnuz weights, on every emulated chip: on the tensor-core kernel at wave64 (the FP8 MFMA as gfx94x,
+/// decoded as gfx90a) with per-128-block promotion — partial row and column tiles, K with ragged last
+/// 128-blocks (64 and 16 wide), N past one 128-row scale block, f32 and ue8m0 scales, a padded A pitch, the
+/// grouped GEMM's 64-row and 16-row tiles with empty experts — and K = 136 (not a multiple of 16: the SIMT
+/// kernel everywhere).
+#[test]
+fn fnuz_gemms_on_tensor_cores() {
+    for backend in fnuz_chips() {
+        common::check_backend(
+            &backend,
+            "gemm",
+            &[
+                gemm(70, 72, 320, FNUZ, FNUZ, BF16),
+                gemm(33, 200, 400, FNUZ_UE8M0, FNUZ_UE8M0, F32),
+                gemm(130, 64, 128, FNUZ, FNUZ, F32),
+                gemm_strided(40, 64, 256, FNUZ, FNUZ, BF16, 272, 0),
+                gemm(70, 72, 320, BF, FNUZ, BF16),
+                gemm(20, 64, 136, FNUZ, FNUZ, BF16),
+            ],
+        );
+        common::check_backend(
+            &backend,
+            "grouped_gemm",
+            &[
+                grouped_gemm(&[33, 0, 31, 65], 200, 320, FNUZ, FNUZ, BF16, "mma"),
+                grouped_gemm(&[1; 20], 72, 1024, FNUZ, FNUZ, BF16, "mma16_1"),
+                grouped_gemm(&[0, 17, 0, 0, 3, 0], 130, 384, FNUZ_UE8M0, FNUZ_UE8M0, F32, "mma16_17_3"),
+                grouped_gemm(&[2, 5, 0, 1, 16, 0, 9, 0], 136, 400, BF, FNUZ, F32, "mma16_mixed"),
+            ],
+        );
+    }
+}
+
+/// An e4m3fnuz W8A8 gemm (40 rows: the tensor-core kernel at wave64) whose codes say 1 (0x40 in e4m3fnuz,
+/// bias 8) everywhere, scales 1, except: the NaN code 0x80 at A[5, 100] and Bᵀ[7, 200], and ±240 (0x7f,
+/// 0xff: finite in e4m3fnuz, NaN in e4m3fn) at A[10, 3] and A[10, 4]. So C is K everywhere, K − 2 in row 10
+/// (the two ±240 products cancel), NaN in row 5 and column 7 only. A decoder with e4m3fn's bias (7) gives
+/// 4K, one with e4m3fn's NaN codes NaN in row 10 and a finite row 5; a tile that mixes rows or columns
+/// spreads the NaN. The path each chip takes is asserted: gfx94x's FP8 MFMA (native), gfx90a's decoded
+/// bf16 MFMA, NVIDIA's SIMT kernel; mixing e4m3fn A with e4m3fnuz B is not a tensor-core product anywhere.
+#[test]
+fn fnuz_codes_decode_exactly_and_nan_stays_in_its_row_and_column() {
+    let (m, n, k) = (40usize, 72usize, 256usize);
+    let kb = k.div_ceil(128);
+    let mut wrongs = Vec::new();
+    for backend in fnuz_chips() {
+        let device = backend.open(0).unwrap();
+        let on = device.info().name.clone();
+        let stream = device.default_stream();
+        let tensor = |shape: &[usize], dtype: DType, bytes: &[u8]| {
+            let buffer = device.alloc(bytes.len()).unwrap();
+            stream.upload(&buffer, 0, bytes).unwrap();
+            Tensor::contiguous(buffer, 0, shape, dtype)
+        };
+        let f32s = |count: usize| 1.0f32.to_le_bytes().repeat(count);
+        let mut a_codes = vec![0x40u8; m * k];
+        a_codes[5 * k + 100] = 0x80;
+        a_codes[10 * k + 3] = 0x7f;
+        a_codes[10 * k + 4] = 0xff;
+        let mut b_codes = vec![0x40u8; n * k];
+        b_codes[7 * k + 200] = 0x80;
+        let a = |dtype: DType| Activations::Fp8 {
+            codes: tensor(&[m, k], dtype, &a_codes),
+            scales: tensor(&[m, kb], F32, &f32s(m * kb)),
+        };
+        let b = Weights::BlockFp8 {
+            codes: tensor(&[n, k], DType::F8E4M3Fnuz, &b_codes),
+            scales: tensor(&[n.div_ceil(128), kb], F32, &f32s(n.div_ceil(128) * kb)),
+        };
+        let c = tensor(&[m, n], F32, &vec![0; m * n * 4]);
+        let op = Op::Gemm(Gemm { a: a(DType::F8E4M3Fnuz), b: b.clone(), c: c.clone() });
+        let support = device.supports(&op);
+        let path_ok = match (backend.name(), &support) {
+            ("cuda-emu", Support::Emulated { via }) => via.contains("f32 FMA"),
+            ("hip-emu", Support::Native) => on.contains("gfx94x"),
+            ("hip-emu", Support::Emulated { via }) => {
+                on.contains("gfx90a") && via.contains("bf16 tensor cores")
+            }
+            _ => false,
+        };
+        assert!(path_ok, "{on}: {support:?}");
+        let mixed = Op::Gemm(Gemm { a: a(DType::F8E4M3Fn), b, c: c.clone() });
+        let mixed_support = device.supports(&mixed);
+        assert!(
+            matches!(&mixed_support, Support::Emulated { via } if via.contains("f32 FMA")),
+            "{on}: e4m3fn × e4m3fnuz: {mixed_support:?}"
+        );
+        stream.launch(&op).unwrap();
+        stream.sync().unwrap();
+        let mut bytes = vec![0u8; m * n * 4];
+        stream.download(&c.buffer, 0, &mut bytes).unwrap();
+        // Every chip's first wrong value, so that a failure shows which paths share it.
+        let values = bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+        let wrong = values.enumerate().find_map(|(i, v)| {
+            let (row, col) = (i / n, i % n);
+            let want = if row == 5 || col == 7 {
+                f32::NAN
+            } else if row == 10 {
+                (k - 2) as f32
+            } else {
+                k as f32
+            };
+            let ok = if want.is_nan() { v.is_nan() } else { v == want };
+            (!ok).then(|| format!("{on}: C[{row}, {col}] = {v}, want {want}"))
+        });
+        wrongs.extend(wrong);
+    }
+    assert!(wrongs.is_empty(), "{wrongs:#?}");
 }
 
 /// The full set's decode batch (32 tokens × 8 of 64 experts, K = 2048) on the 16-row tensor-core tile,

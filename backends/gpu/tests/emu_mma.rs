@@ -1,7 +1,8 @@
 //! The tile layer (kernels/cuda/mma.cuh) on the host emulator:
 //! * the layout probe matches the PTX ISA's fragment tables at warp 32 and AMD's MFMA tables at warp 64
-//!   (derived in `probe.rs`, not from the emulator), and fails when a layout error is planted in mma.cuh's
-//!   emulation or its warp tile — so a wrong layout cannot pass;
+//!   (derived in `probe.rs`, not from the emulator), as gfx94x (FP8 MFMA on e4m3fnuz) and as gfx90a, and
+//!   fails when a layout or decoding error is planted in mma.cuh's emulation or its warp tile — so a wrong
+//!   layout cannot pass;
 //! * cp.async copies happen at their wait_group only: read before the wait, the destination is still the
 //!   0xff garbage; a thread that never waits is a kernel error; wait_group N leaves the N newest groups;
 //! * ldmatrix and cp.async addresses that are misaligned or outside shared memory, matrix operations in a
@@ -25,23 +26,33 @@ fn emulator_at(warp: u32) -> Emulator {
     Emulator::new(warp).unwrap_or_else(|e| panic!("the emulator does not start: {e}"))
 }
 
+/// Every result runs at warp 32 but the e4m3fnuz one, which is AMD's.
 #[test]
 fn the_probe_matches_the_isa() {
     let report = probe::run(&emulator()).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.passed(), "{report}");
-    assert!(report.outcomes.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
+    let (fnuz, rest): (Vec<_>, Vec<_>) = report.outcomes.iter().partition(|o| o.name.contains("e4m3fnuz"));
+    assert!(fnuz.len() == 1 && fnuz[0].skipped.is_some(), "{report}");
+    assert!(rest.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
 }
 
-/// At warp 64 the probe runs the warp tile on MFMA: every tile result is checked against AMD's tables, and
-/// the mma.sync results say they are NVIDIA's.
+/// At warp 64 the probe runs the warp tile on MFMA: every tile result is checked against AMD's tables (the
+/// e4m3fnuz one on the FP8 MFMA as gfx94x, decoded as gfx90a, and the flag saying which was compiled in),
+/// and the mma.sync results say they are NVIDIA's.
 #[test]
 fn the_probe_matches_amds_tables_at_wave64() {
-    let report = probe::run(&emulator_at(64)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(report.passed(), "{report}");
-    let (tile, nvidia): (Vec<_>, Vec<_>) = report.outcomes.iter().partition(|o| o.name.starts_with("tile"));
-    assert_eq!(tile.len(), 5, "{report}");
-    assert!(tile.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
-    assert!(nvidia.iter().all(|o| o.skipped.is_some()), "{report}");
+    for rt in [emulator_at(64), Emulator::gfx90a().unwrap_or_else(|e| panic!("{e}"))] {
+        let report = probe::run(&rt).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.passed(), "{report}");
+        let (tile, nvidia): (Vec<_>, Vec<_>) =
+            report.outcomes.iter().partition(|o| o.name.starts_with("tile"));
+        assert_eq!(tile.len(), 6, "{report}");
+        assert!(tile.iter().all(|o| o.skipped.is_none() && o.checked > 0), "{report}");
+        assert!(nvidia.iter().all(|o| o.skipped.is_some()), "{report}");
+    }
+    assert!(
+        emulator_at(64).target().mfma_fp8_fnuz() && !Emulator::gfx90a().unwrap().target().mfma_fp8_fnuz()
+    );
 }
 
 /// mma.cuh with `from` replaced by `to` (which must occur exactly once), as a probe kernel.
@@ -89,7 +100,11 @@ fn the_probe_catches_planted_mfma_layout_errors() {
         // e4m3 B decoded from the wrong k group.
         ("(l % 16) * pitch + 4 * (l / 16)", "(l % 16) * pitch + 4 * (3 - l / 16)", "tile bf16 A · e4m3"),
         // e4m3 tile: B's halves paired with the wrong halves of A.
-        ("e4m3x4_to_bf16(b.r[h], y.r[0], y.r[1])", "e4m3x4_to_bf16(b.r[1 - h], y.r[0], y.r[1])", "tile e4m3"),
+        (
+            "fp8x4_to_bf16<T>(b.r[h], y.r[0], y.r[1])",
+            "fp8x4_to_bf16<T>(b.r[1 - h], y.r[0], y.r[1])",
+            "tile e4m3",
+        ),
         // The warp tile reads bytes of the wrong k group: A and Bᵀ share the loader, so A·B is unchanged
         // (the same permutation of K in both); the product with decoded e4m3 B, loaded apart, shows it.
         ("(l % 16) * pitch + 8 * (l / 16)", "(l % 16) * pitch + 8 * ((l / 16) ^ 1)", "tile bf16 A · e4m3"),
@@ -98,6 +113,43 @@ fn the_probe_catches_planted_mfma_layout_errors() {
         let report = probe::run_kernel(&rt, planted(from, to)).unwrap_or_else(|e| panic!("{e}"));
         let hit = report.outcomes.iter().find(|o| o.name.starts_with(caught_by)).expect("an outcome");
         assert!(hit.wrong > 0, "`{from}` → `{to}` passed the probe:\n{report}");
+    }
+}
+
+/// gfx94x's FP8 MFMA (v_mfma_f32_16x16x32_fp8_fp8 on e4m3fnuz) with one error planted in its emulation or
+/// its use by the warp tile fails the probe as gfx94x; as gfx90a (no FP8 MFMA, the codes decoded) the
+/// probe passes with every one of them, since none of that code runs there.
+#[test]
+fn the_probe_catches_planted_fp8_mfma_errors() {
+    let (gfx94x, gfx90a) = (emulator_at(64), Emulator::gfx90a().unwrap_or_else(|e| panic!("{e}")));
+    let fnuz = "tile e4m3fnuz";
+    let mutations = [
+        // A's bytes mapped to k by another layout than B's (lane group from k % 4, byte from k / 8).
+        (
+            "lanes[row + 16 * (k / 8)][(k % 8) / 4] >> (8 * (k % 4))",
+            "lanes[row + 16 * (k % 4)][(k / 4) % 2] >> (8 * (k / 8))",
+            fnuz,
+        ),
+        // A's codes decoded as e4m3fn (bias 7, NaN 0x7f / 0xff) instead of e4m3fnuz (bias 8).
+        ("to_f32(dsv3::e4m3fnuz{(u8)(lanes[row", "to_f32(dsv3::e4m3fn{(u8)(lanes[row", fnuz),
+        // K walked over 16 codes only.
+        ("(FP8 ? 32u : 16u)", "16u", fnuz),
+        // The warp tile hands the instruction B's registers swapped (k 8q .. 8q + 3 with 8q + 4 .. 8q + 7).
+        (
+            "mfma_fp8_fnuz(c, MfmaAB{{a.r[0], a.r[1]}}, MfmaAB{{b.r[0], b.r[1]}})",
+            "mfma_fp8_fnuz(c, MfmaAB{{a.r[0], a.r[1]}}, MfmaAB{{b.r[1], b.r[0]}})",
+            fnuz,
+        ),
+        // The emulator not told it is gfx94x: the decoded path runs, which the flag shows.
+        ("defined(DSV3_HOST_MFMA_FP8)", "defined(DSV3_HOST_MFMA_FP8_NOT)", "tile_row / tile_col"),
+    ];
+    for (from, to, caught_by) in mutations {
+        let kernel = planted(from, to);
+        let report = probe::run_kernel(&gfx94x, kernel).unwrap_or_else(|e| panic!("{e}"));
+        let hit = report.outcomes.iter().find(|o| o.name.starts_with(caught_by)).expect("an outcome");
+        assert!(hit.wrong > 0, "`{from}` → `{to}` passed the probe:\n{report}");
+        let report = probe::run_kernel(&gfx90a, kernel).unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.passed(), "`{from}` → `{to}` changed gfx90a's results:\n{report}");
     }
 }
 
@@ -134,7 +186,7 @@ fn kernel(rt: &Emulator, name: &'static str, source: &'static str) -> dsv3_backe
 
 fn launch(rt: &Emulator, f: &dsv3_backend_gpu::runtime::Function, block: u32, params: &Params) -> Result<()> {
     let queue = rt.new_queue()?;
-    queue.launch("emu-test", f, Dims { grid: [1, 1, 1], block }, &params.0)?;
+    queue.launch("emu-test", f, Dims { grid: [1, 1, 1], block, shared: 0 }, &params.0)?;
     queue.sync()
 }
 

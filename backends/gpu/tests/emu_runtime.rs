@@ -336,7 +336,7 @@ fn kernel(rt: &Emulator, name: &'static str, source: &'static str) -> Function {
 
 fn launch(rt: &Emulator, f: &Function, blocks: u32, block: u32, params: Params) -> Result<()> {
     let queue = rt.new_queue()?;
-    queue.launch("emu-test", f, Dims { grid: [blocks, 1, 1], block }, &params.0)?;
+    queue.launch("emu-test", f, Dims { grid: [blocks, 1, 1], block, shared: 0 }, &params.0)?;
     queue.sync()
 }
 
@@ -621,6 +621,19 @@ fn run_child(test: &str) -> Output {
         .unwrap()
 }
 
+/// Runs test `name` in a child process and requires that it got through its in-bounds part (it printed
+/// INSIDE_DONE) and was then killed by SIGSEGV / SIGBUS.
+fn assert_child_faulted(name: &str) {
+    let child = run_child(name);
+    let signal = child.status.signal();
+    assert!(
+        signal == Some(libc::SIGSEGV) || signal == Some(libc::SIGBUS),
+        "the child was not killed by SIGSEGV / SIGBUS: {}",
+        describe(&child)
+    );
+    assert!(String::from_utf8_lossy(&child.stderr).contains(INSIDE_DONE), "{}", describe(&child));
+}
+
 fn describe(out: &Output) -> String {
     format!(
         "{:?}\n--- stdout\n{}\n--- stderr\n{}",
@@ -668,14 +681,7 @@ fn a_store_just_past_a_buffer_faults() {
         let r = launch(&rt, &f, 1, 32, Params::new().addr(out.addr).u(n).u(1));
         panic!("the store past the end did not fault: {r:?}");
     }
-    let child = run_child(NAME);
-    let signal = child.status.signal();
-    assert!(
-        signal == Some(libc::SIGSEGV) || signal == Some(libc::SIGBUS),
-        "the child was not killed by SIGSEGV / SIGBUS: {}",
-        describe(&child)
-    );
-    assert!(String::from_utf8_lossy(&child.stderr).contains(INSIDE_DONE), "{}", describe(&child));
+    assert_child_faulted(NAME);
 }
 
 #[test]
@@ -821,7 +827,8 @@ fn a_grid_past_the_gpu_limits_is_a_kernel_error() {
     let out = Mem::new(&rt, 4 * 32);
     for grid in [[1, 65536, 1], [1, 1, 65536]] {
         let params = Params::new().addr(out.addr).u(0).u(32);
-        let r = rt.new_queue().unwrap().launch("emu-test", &f, Dims { grid, block: 32 }, &params.0);
+        let r =
+            rt.new_queue().unwrap().launch("emu-test", &f, Dims { grid, block: 32, shared: 0 }, &params.0);
         assert!(matches!(r, Err(Error::Kernel { .. })), "grid {grid:?} ran: {r:?}");
     }
 }
@@ -838,4 +845,194 @@ fn a_block_over_the_kernels_declared_size_is_a_kernel_error() {
     launch(&rt, &f, 1, 64, params(64)).unwrap();
     let reason = kernel_error(launch(&rt, &f, 1, 128, params(128)));
     assert!(reason.contains("block size 128") && reason.contains("64 threads"), "{reason}");
+}
+
+// ---- dynamic shared memory (DSV3_DYNAMIC_SHARED) --------------------------------------------------------
+
+/// WORDS words of dynamic shared memory (STATIC_WORDS of static beside them): thread 0 stores the first
+/// word as it finds it, then the block fills the words with their index plus 1000 · block and writes them
+/// out mirrored, after out[0] and each block's words.
+const DYNAMIC: &str = r#"
+struct Params {
+    u32* out;
+};
+
+struct Words {
+    u32 w[WORDS];
+};
+
+DSV3_KERNEL void emu_dynamic(const Params p) {
+    DSV3_DYNAMIC_SHARED(Words, s);
+#if STATIC_WORDS
+    DSV3_SHARED volatile u32 pad[STATIC_WORDS];  // volatile: kept although nothing reads it
+    pad[threadIdx.x % STATIC_WORDS] = 0;
+#endif
+    if (threadIdx.x == 0) p.out[blockIdx.x] = s.w[0];
+    dsv3_sync();
+    for (u32 i = threadIdx.x; i < WORDS; i += blockDim.x) s.w[i] = i + 1000u * blockIdx.x;
+    dsv3_sync();
+    for (u32 i = threadIdx.x; i < WORDS; i += blockDim.x) {
+        p.out[gridDim.x + blockIdx.x * WORDS + i] = s.w[WORDS - 1 - i];
+    }
+}
+"#;
+
+fn dynamic_kernel(rt: &Emulator, words: u32, static_words: u32) -> Function {
+    let v = Variant::new(Kernel::new("emu_dynamic", DYNAMIC))
+        .konst("WORDS", words as i64)
+        .konst("STATIC_WORDS", static_words as i64);
+    rt.compile("emu-test", &v).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Two blocks of the DYNAMIC kernel with `shared` bytes of dynamic shared memory.
+fn launch_dynamic(rt: &Emulator, f: &Function, words: u32, shared: u32) -> (Result<()>, Vec<u32>) {
+    let out = Mem::new(rt, 4 * (2 + 2 * words as usize));
+    let params = Params::new().addr(out.addr);
+    let r = rt.new_queue().unwrap().launch(
+        "emu-test",
+        f,
+        Dims { grid: [2, 1, 1], block: 128, shared },
+        &params.0,
+    );
+    (r, u32s(&out.download()))
+}
+
+fn assert_mirrored(words: u32, out: &[u32]) {
+    assert_eq!(&out[..2], &[u32::MAX, u32::MAX], "each block's dynamic shared memory starts as garbage");
+    for b in 0..2 {
+        let block = &out[2 + (b * words) as usize..2 + ((b + 1) * words) as usize];
+        let want: Vec<u32> = (0..words).rev().map(|i| i + 1000 * b).collect();
+        assert!(block == want.as_slice(), "block {b} of {words} words");
+    }
+}
+
+/// Dynamic shared memory is the launch's bytes, per block, filled with garbage at each block's start: at
+/// both warp widths, beside static shared memory, and above NVIDIA's 48 KiB at warp 32, where the launch
+/// path opts the function in (the emulated driver refuses such a launch otherwise).
+#[test]
+fn dynamic_shared_memory_is_sized_per_launch() {
+    for warp in [32, 64] {
+        let rt = emulator(warp);
+        let f = dynamic_kernel(&rt, 1000, 64);
+        let (r, out) = launch_dynamic(&rt, &f, 1000, 4000);
+        r.unwrap();
+        assert_mirrored(1000, &out);
+    }
+    // 15 000 words, 60 000 bytes: above 48 KiB, within 99 KiB.
+    let rt = emulator(32);
+    let f = dynamic_kernel(&rt, 15000, 0);
+    let (r, out) = launch_dynamic(&rt, &f, 15000, 60000);
+    r.unwrap();
+    assert_mirrored(15000, &out);
+}
+
+/// The launch must give exactly the declared object's bytes: fewer would let the kernel run past its
+/// memory, more means the launch code and the kernel disagree about the layout.
+#[test]
+fn a_launch_giving_other_bytes_than_the_kernel_declares_is_a_kernel_error() {
+    let rt = emulator(32);
+    let f = dynamic_kernel(&rt, 1000, 0);
+    for shared in [3996, 4016, 0] {
+        let (r, _) = launch_dynamic(&rt, &f, 1000, shared);
+        let reason = kernel_error(r);
+        assert!(reason.contains(&format!("declares 4000 bytes, the launch gives {shared}")), "{reason}");
+    }
+}
+
+/// The per-target limit, static and dynamic together: NVIDIA's smallest opt-in limit (99 KiB, sm_86 /
+/// sm_89) at warp 32, a CDNA workgroup's 64 KiB of LDS at 64. At the limit the kernel runs; a word more is
+/// refused naming the kernel and the bytes, before anything runs.
+#[test]
+fn shared_memory_past_the_targets_limit_is_refused() {
+    for (warp, limit) in [(32u32, 99 * 1024u32), (64, 64 * 1024)] {
+        let rt = emulator(warp);
+        assert_eq!(rt.shared_limits().opt_in, limit);
+        let words = limit / 4 - 256;
+        let f = dynamic_kernel(&rt, words, 256);
+        let (r, out) = launch_dynamic(&rt, &f, words, 4 * words);
+        r.unwrap_or_else(|e| panic!("warp {warp}: {e}"));
+        assert_mirrored(words, &out);
+        let over = dynamic_kernel(&rt, words + 1, 256);
+        let (r, out) = launch_dynamic(&rt, &over, words + 1, 4 * words + 4);
+        let reason = kernel_error(r);
+        let bytes = format!("(1024 static + {} dynamic), over the {limit}", 4 * words + 4);
+        assert!(reason.contains(&bytes), "warp {warp}: {reason}");
+        assert!(out.iter().all(|&w| w == 0), "warp {warp}: nothing ran");
+    }
+}
+
+/// A cp.async or ldmatrix past the end of the dynamic shared memory is reported as outside shared memory
+/// (warp 32, where the emulator checks both); a plain store past it faults on the page after it.
+const DYNAMIC_OOB: &str = r#"
+struct Params {
+    const u8* src;
+    u64 how;
+};
+
+struct Bytes {
+    u8 b[WORDS * 4];
+};
+
+// how: 0 / 1 each lane copies 16 bytes, lane 31's the last 16 (or the 16 after them); 2 / 3 a 16-row tile
+// of 32-byte rows ending at the end (or 16 bytes after it); 4 a store of the byte after the end.
+DSV3_KERNEL void emu_dynamic_oob(const Params p) {
+    DSV3_DYNAMIC_SHARED(Bytes, s);
+    const u64 end = WORDS * 4, past = p.how & 1 ? 16 : 0;
+    if (p.how < 2) {
+        mma::stage16(&s.b[end - 16 * (32 - threadIdx.x) + past], p.src + 16 * threadIdx.x);
+        mma::stage_commit();
+        mma::stage_wait<0>();
+    } else if (p.how < 4) {
+        mma::TileA a = mma::tile_load_a(&s.b[end - 16 * 32 + past], 32);
+        (void)a;
+    } else if (threadIdx.x == 0) {
+        s.b[end + (p.how - 4)] = 1;
+    }
+}
+"#;
+
+fn oob_kernel(rt: &Emulator) -> Function {
+    let k = Kernel {
+        uses: dsv3_backend_gpu::kernels::MMA_PROBE.uses,
+        ..Kernel::new("emu_dynamic_oob", DYNAMIC_OOB)
+    };
+    rt.compile("emu-test", &Variant::new(k).konst("WORDS", 1000)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn launch_oob(rt: &Emulator, f: &Function, how: u64) -> Result<()> {
+    let src = Mem::new(rt, 16 * 32);
+    let params = Params::new().addr(src.addr).u(how as usize);
+    rt.new_queue().unwrap().launch(
+        "emu-test",
+        f,
+        Dims { grid: [1, 1, 1], block: 32, shared: 4000 },
+        &params.0,
+    )
+}
+
+#[test]
+fn cp_async_and_ldmatrix_past_dynamic_shared_memory_are_reported() {
+    let rt = emulator(32);
+    let f = oob_kernel(&rt);
+    launch_oob(&rt, &f, 0).unwrap();
+    let reason = kernel_error(launch_oob(&rt, &f, 1));
+    assert!(reason.contains("cp.async: the destination is not in shared memory"), "{reason}");
+    launch_oob(&rt, &f, 2).unwrap();
+    let reason = kernel_error(launch_oob(&rt, &f, 3));
+    assert!(reason.contains("ldmatrix: a row address is not in shared memory"), "{reason}");
+}
+
+#[test]
+fn a_store_just_past_dynamic_shared_memory_faults() {
+    const NAME: &str = "a_store_just_past_dynamic_shared_memory_faults";
+    let rt = emulator(32);
+    let f = oob_kernel(&rt);
+    if in_child(NAME) {
+        launch_oob(&rt, &f, 0).unwrap();
+        eprintln!("{INSIDE_DONE}");
+        no_core_dumps();
+        let r = launch_oob(&rt, &f, 4);
+        panic!("the store past the end did not fault: {r:?}");
+    }
+    assert_child_faulted(NAME);
 }

@@ -21,7 +21,11 @@ pub const HIP_ERROR_NO_DEVICE: HipError = 100;
 /// `hipDeviceAttribute_t` values used here. They are the same in ROCm 5.x and 6.x (ROCm 6 renamed retired
 /// entries `...Unused<n>` and appended new ones, keeping every number).
 pub const ATTRIBUTE_MULTIPROCESSOR_COUNT: c_int = 63;
+pub const ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: c_int = 74;
 pub const ATTRIBUTE_WARP_SIZE: c_int = 87;
+
+/// `hipFunction_attribute` `HIP_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES`: a function's static shared memory.
+pub const FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: c_int = 1;
 
 /// `hipStreamNonBlocking`: no implicit synchronisation with the null stream.
 pub const STREAM_NON_BLOCKING: c_uint = 1;
@@ -64,6 +68,7 @@ pub const HIP_SYMBOLS: &[&str] = &[
     "hipModuleLoadData",
     "hipModuleGetFunction",
     "hipModuleUnload",
+    "hipFuncGetAttribute",
     "hipModuleLaunchKernel",
 ];
 
@@ -290,6 +295,8 @@ pub struct Hip {
     pub module_load_data: unsafe extern "C" fn(*mut Handle, *const c_void) -> HipError,
     pub module_get_function: unsafe extern "C" fn(*mut Handle, Handle, *const c_char) -> HipError,
     pub module_unload: unsafe extern "C" fn(Handle) -> HipError,
+    /// (value out, attribute, function)
+    pub func_get_attribute: unsafe extern "C" fn(*mut c_int, c_int, Handle) -> HipError,
     #[allow(clippy::type_complexity)]
     pub module_launch_kernel: unsafe extern "C" fn(
         Handle,
@@ -371,6 +378,7 @@ impl Hip {
                 module_load_data: sym(&lib, "hipModuleLoadData"),
                 module_get_function: sym(&lib, "hipModuleGetFunction"),
                 module_unload: sym(&lib, "hipModuleUnload"),
+                func_get_attribute: sym(&lib, "hipFuncGetAttribute"),
                 module_launch_kernel: sym(&lib, "hipModuleLaunchKernel"),
                 graphs: GRAPH_SYMBOLS.iter().all(|s| lib.get::<*const c_void>(*s).is_ok()).then(|| Graphs {
                     stream_begin_capture: sym(&lib, "hipStreamBeginCapture"),

@@ -9,6 +9,7 @@ use crate::api::{
 use crate::hiprtc::{self, RtcError};
 use dsv3_backend_gpu::kernels::Variant;
 use dsv3_backend_gpu::runtime::{Dims, Function, Queue, QueueEvent, QueueGraph, Runtime, Target};
+use dsv3_backend_gpu::{FunctionShared, SharedLimits};
 use dsv3_core::{Error, Result};
 use std::any::Any;
 use std::ffi::{c_int, c_void, CString};
@@ -19,6 +20,9 @@ pub struct HipRuntime {
     hip: &'static Hip,
     ordinal: c_int,
     target: Target,
+    /// Shared memory per block: the workgroup's LDS (`hipDeviceAttributeMaxSharedMemoryPerBlock`: 64 KiB on
+    /// CDNA), with nothing to opt in to.
+    limits: SharedLimits,
 }
 
 impl HipRuntime {
@@ -31,9 +35,16 @@ impl HipRuntime {
                 reason: format!("a HIP runtime compiles for AMD targets, not {target:?}"),
             });
         }
-        let rt = HipRuntime { hip, ordinal: ordinal as c_int, target };
-        rt.bind()?;
-        Ok(rt)
+        let ordinal = ordinal as c_int;
+        bind(hip, ordinal)?;
+        let mut lds: c_int = 0;
+        // SAFETY: a valid out-pointer; an unknown attribute or device is an error code.
+        let r = unsafe {
+            (hip.device_get_attribute)(&mut lds, api::ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, ordinal)
+        };
+        hip.check("hipDeviceGetAttribute", r)?;
+        let lds = lds.max(0) as u32;
+        Ok(HipRuntime { hip, ordinal, target, limits: SharedLimits { default: lds, opt_in: lds } })
     }
 
     fn bind(&self) -> Result<()> {
@@ -57,6 +68,8 @@ struct HipKernel {
     module: Handle,
     function: Handle,
     name: String,
+    /// Its static shared memory and the LDS its launches may take.
+    shared: FunctionShared,
 }
 
 // SAFETY: module and function handles are identifiers valid on any thread with their device current.
@@ -86,6 +99,10 @@ impl Runtime for HipRuntime {
 
     fn target(&self) -> &Target {
         &self.target
+    }
+
+    fn shared_limits(&self) -> SharedLimits {
+        self.limits
     }
 
     fn alloc(&self, bytes: usize) -> Result<u64> {
@@ -142,7 +159,25 @@ impl Runtime for HipRuntime {
                 format!("hipModuleGetFunction: {}", self.hip.error_text(r)),
             ));
         }
-        Ok(Arc::new(HipKernel { hip: self.hip, ordinal: self.ordinal, module, function, name: v.key() }))
+        // Made before the query, so that a failed query still unloads the module.
+        let mut kernel = HipKernel {
+            hip: self.hip,
+            ordinal: self.ordinal,
+            module,
+            function,
+            name: v.key(),
+            shared: FunctionShared::new(0, self.limits),
+        };
+        let mut static_bytes: c_int = 0;
+        // SAFETY: a valid out-pointer and the function just loaded.
+        let r = unsafe {
+            (self.hip.func_get_attribute)(&mut static_bytes, api::FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function)
+        };
+        if r != api::HIP_SUCCESS {
+            return Err(self.kernel_error(op, v, format!("hipFuncGetAttribute: {}", self.hip.error_text(r))));
+        }
+        kernel.shared = FunctionShared::new(static_bytes.max(0) as u32, self.limits);
+        Ok(Arc::new(kernel))
     }
 
     fn new_queue(&self) -> Result<Box<dyn Queue>> {
@@ -244,13 +279,15 @@ impl Queue for HipQueue {
             kernel: "?".into(),
             reason: "not a HIP kernel".into(),
         })?;
+        // AMD has nothing to opt in to: every launch may use the workgroup's LDS (see `shared_memory`).
+        k.shared.prepare(dims.shared, BACKEND, op, &k.name, None)?;
         bind(self.hip, self.ordinal)?;
         let mut args = [params.as_ptr() as *mut c_void];
         let [gx, gy, gz] = dims.grid;
         // SAFETY: the kernel takes one parameter, its `Params` struct of 8-byte fields, which `params` holds in
         // order (the launch code builds both from one list); hipModuleLaunchKernel copies it before returning,
         // as cuLaunchKernel does. Every address inside was checked against a live allocation, kept alive
-        // until the stream's next sync.
+        // until the stream's next sync. The dynamic shared memory fits the LDS beside the static (`prepare`).
         let r = unsafe {
             (self.hip.module_launch_kernel)(
                 k.function,
@@ -260,7 +297,7 @@ impl Queue for HipQueue {
                 dims.block,
                 1,
                 1,
-                0,
+                dims.shared,
                 self.stream,
                 args.as_mut_ptr(),
                 std::ptr::null_mut(),
@@ -274,9 +311,10 @@ impl Queue for HipQueue {
             op,
             kernel: k.name.clone(),
             reason: format!(
-                "hipModuleLaunchKernel (grid {:?}, block {}): {}",
+                "hipModuleLaunchKernel (grid {:?}, block {}, {} bytes of dynamic shared memory): {}",
                 dims.grid,
                 dims.block,
+                dims.shared,
                 self.hip.error_text(r)
             ),
         })

@@ -394,6 +394,70 @@ fn child_real_hiprtc() {
     dsv3_core::testing::child_ran("child_real_hiprtc");
 }
 
+/// Dynamic shared memory on the fake gfx90a (64 KiB of LDS per workgroup, 256 bytes of static shared memory
+/// per function) with the machine's real hiprtc: a bf16 prefill GEMM of 128 rows runs gemm_mma.cu's 128-row
+/// tile, and its 60 KiB ring goes to hipModuleLaunchKernel as the launch's dynamic LDS with no attribute
+/// call (AMD has nothing to opt in to); at the runtime, a launch filling the LDS exactly reaches the
+/// runtime, one byte more is refused naming the kernel before it is called.
+#[test]
+fn dynamic_lds_goes_to_the_launch_up_to_64_kib() {
+    let Some(rtc) = real_hiprtc() else {
+        return without_real_hiprtc("dynamic_lds_goes_to_the_launch_up_to_64_kib");
+    };
+    let lib = fake(Fake::Complete);
+    let vars = [("DSV3_HIP_LIB", s(&lib)), ("DSV3_HIPRTC_LIB", s(&rtc)), ("FAKE_HIP_STATIC_SHARED", "256")];
+    run_child("child_dynamic_lds", &vars);
+}
+
+#[test]
+#[ignore = "run by its parent test in a child process"]
+fn child_dynamic_lds() {
+    use dsv3_backend_gpu::runtime::Dims;
+    use dsv3_core::ops::{Activations, Gemm, Weights};
+    let lib = std::env::var("DSV3_HIP_LIB").unwrap();
+    let count = |name: &str| fake_counter(&lib, &format!("fake_hip_{name}"));
+    let refused = |r: dsv3_core::Result<()>| match r {
+        Err(Error::Kernel { backend, kernel, reason, .. }) => {
+            assert_eq!(backend, "hip");
+            assert!(reason.contains("hipErrorNotSupported"), "{reason}");
+            kernel
+        }
+        other => panic!("expected the fake's launch error, got {other:?}"),
+    };
+    let dev = HipBackend::new().open(0).unwrap();
+    let t = |shape: &[usize]| {
+        let buf = dev.alloc(shape.iter().product::<usize>() * 2).unwrap();
+        Tensor::contiguous(buf, 0, shape, DType::BF16)
+    };
+    let (a, b, c) = (t(&[128, 64]), t(&[64, 64]), t(&[128, 64]));
+    let op = Op::Gemm(Gemm { a: Activations::Dense(a), b: Weights::Dense(b), c });
+    let kernel = refused(dev.default_stream().launch(&op));
+    assert!(kernel.starts_with("gemm_mma") && kernel.contains("|BM=128|STAGES=4"), "{kernel}");
+    assert_eq!((count("last_shared"), count("attribute_sets")), (61440, 0));
+
+    let target = Target::Hip { arch: "gfx90a:sramecc+:xnack-".into(), warp: 64 };
+    let rt = HipRuntime::open(0, target).unwrap();
+    let lds = dsv3_backend_gpu::SharedLimits { default: 65536, opt_in: 65536 };
+    assert_eq!(rt.shared_limits(), lds);
+    let v = dsv3_backend_gpu::ops::tile_catalog().into_iter().find(|v| v.key() == kernel).unwrap();
+    let f = rt.compile("gemm", &v).unwrap();
+    let queue = rt.new_queue().unwrap();
+    let params = [0u64; 20];
+    let launch =
+        |shared: u32| queue.launch("gemm", &f, Dims { grid: [1, 1, 1], block: 256, shared }, &params);
+    refused(launch(65536 - 256));
+    assert_eq!((count("launches"), count("last_shared")), (2, 65280));
+    match launch(65536 - 256 + 1) {
+        Err(Error::Kernel { backend, op, kernel: k, reason }) => {
+            assert_eq!((backend.as_str(), op, k), ("hip", "gemm", kernel));
+            assert!(reason.contains("(256 static + 65281 dynamic), over the 65536"), "{reason}");
+        }
+        other => panic!("expected the LDS limit's error, got {other:?}"),
+    }
+    assert_eq!((count("launches"), count("attribute_sets")), (2, 0), "the runtime was not called");
+    dsv3_core::testing::child_ran("child_dynamic_lds");
+}
+
 /// hiprtc too old for the device's architecture (it would abort the process): the backend refuses, naming
 /// both versions, and never calls it. The fake's hiprtc aborts on gfx942 as the real ROCm 5.2 does.
 #[test]

@@ -1,12 +1,16 @@
 //! Compiles every kernel variant of the catalog with NVRTC for the given architectures, prints registers,
-//! spills and shared memory per kernel (ptxas's report), optionally writes the CUBINs, and exits non-zero
-//! on any compile error, on a kernel file the catalog does not cover, and on a kernel that could not run:
-//! one whose registers cannot hold its largest block (`Kernel::max_block`, which the emulator enforces on
-//! every launch) in one multiprocessor's register file, or that spills registers to local memory. No GPU
-//! or driver is needed: ptxas's report (NVRTC's log with `-Xptxas -v`, see nvrtc.rs) carries all of it.
+//! spills and shared memory per kernel (ptxas's report of the static bytes, and the dynamic bytes every
+//! launch of the variant gives, `Variant::shared`), optionally writes the CUBINs, and exits non-zero on any
+//! compile error, on a kernel file the catalog does not cover, and on a kernel that could not run: one whose
+//! registers cannot hold its largest block (`Kernel::max_block`, which the emulator enforces on every
+//! launch) in one multiprocessor's register file, that spills registers to local memory, or whose static
+//! and dynamic shared memory together exceed what a block of the architecture may use after opting in
+//! (`arch::shared_opt_in`; the launch path opts in above 48 KiB). No GPU or driver is needed: ptxas's
+//! report (NVRTC's log with `-Xptxas -v`, see nvrtc.rs) carries all of it.
 //!
 //! `dsv3-check-kernels --arch sm_80 --arch sm_90a [--out DIR]`
 
+use dsv3_backend_cuda::arch;
 use dsv3_backend_cuda::nvrtc::{self, Image};
 use dsv3_backend_gpu::kernels::{self, Variant};
 use dsv3_backend_gpu::runtime::Target;
@@ -47,6 +51,23 @@ fn block_unfit(registers: u32, threads: u32) -> Option<String> {
         format!(
             "{registers} registers × {threads} threads need {needed} registers (allocated per warp in units of {REGISTER_UNIT}), over the {REGISTER_FILE} of a block: at most {} per thread at this size",
             REGISTER_FILE / threads.div_ceil(32) / REGISTER_UNIT * REGISTER_UNIT / 32
+        )
+    })
+}
+
+/// Why a variant's shared memory, `static_bytes` (ptxas) and `dynamic` (each launch's), cannot be given a
+/// block on `arch`, if it cannot: more than the architecture's opt-in limit, or, for an architecture
+/// without a known limit, more than the 48 KiB every one gives.
+fn shared_unfit(arch: &str, static_bytes: u32, dynamic: u32) -> Option<String> {
+    let total = static_bytes as u64 + dynamic as u64;
+    let (limit, which) = match arch::shared_opt_in(arch) {
+        Some(l) => (l, "its opt-in limit"),
+        None => (48 * 1024, "48 KiB (no opt-in limit known for it)"),
+    };
+    (total > limit as u64).then(|| {
+        format!(
+            "{static_bytes} bytes of static and {dynamic} of dynamic shared memory per block, over {arch}'s \
+             {limit}, {which}"
         )
     })
 }
@@ -110,7 +131,10 @@ fn main() -> ExitCode {
         kernels::ALL.len(),
         archs.join(", ")
     );
-    println!("{:<8} {:<70} {:>5} {:>13} {:>8}", "arch", "variant", "regs", "spill st/ld", "smem");
+    println!(
+        "{:<8} {:<70} {:>5} {:>13} {:>8} {:>8}",
+        "arch", "variant", "regs", "spill st/ld", "smem", "dyn"
+    );
     let mut compiled = 0;
     for arch in &archs {
         let tile = dsv3_backend_gpu::ops::tile_catalog_for(&Target::Cuda { arch: arch.clone() });
@@ -136,7 +160,16 @@ fn check(arch: &str, index: usize, v: &Variant, out: Option<&PathBuf>, failures:
         Ok(c) => {
             let u = parse_usage(&c.log);
             let spills = format!("{}/{}", u.spill_stores, u.spill_loads);
-            println!("{arch:<8} {:<70} {:>5} {spills:>13} {:>8}", v.key(), u.registers, u.shared);
+            println!(
+                "{arch:<8} {:<70} {:>5} {spills:>13} {:>8} {:>8}",
+                v.key(),
+                u.registers,
+                u.shared,
+                v.shared
+            );
+            if let Some(why) = shared_unfit(arch, u.shared, v.shared) {
+                failures.push(format!("{arch} {}: {why}", v.key()));
+            }
             if !u.reported {
                 failures.push(format!("{arch} {}: ptxas reported no register usage to check", v.key()));
             }
@@ -188,6 +221,19 @@ mod tests {
             Usage { registers: 128, spill_stores: 16, spill_loads: 12, shared: 16640, reported: true }
         );
         assert_eq!(parse_usage(""), Usage::default());
+    }
+
+    /// Static and dynamic together against the architecture's opt-in limit (sm_89: 99 KiB), or 48 KiB where
+    /// none is known.
+    #[test]
+    fn shared_memory_fits_the_architectures_opt_in_limit() {
+        assert_eq!(shared_unfit("sm_89", 1024, 100352), None);
+        let why = shared_unfit("sm_89", 1024, 100353).unwrap();
+        assert!(why.contains("over sm_89's 101376"), "{why}");
+        assert_eq!(shared_unfit("sm_90a", 0, 232448), None);
+        assert!(shared_unfit("sm_90a", 1, 232448).is_some());
+        assert_eq!(shared_unfit("sm_75", 0, 49152), None);
+        assert!(shared_unfit("sm_75", 0, 49153).unwrap().contains("no opt-in limit known"));
     }
 
     #[test]

@@ -3,7 +3,12 @@
  * driver installed but no GPU); N gives N "devices" (sharing one context) whose memory is host memory,
  * which accept any ELF image as a module and refuse every launch with CUDA_ERROR_NOT_SUPPORTED. Built with -DINCOMPLETE it
  * lacks cuLaunchKernel (an old or foreign libcuda). fake_cuda_launches() counts launch attempts; the event,
- * peer-copy and graph counters are below. FAKE_CUDA_CC=8.0 (say) changes the compute capability. */
+ * peer-copy and graph counters are below. FAKE_CUDA_CC=8.0 (say) changes the compute capability.
+ * Shared memory is NVIDIA's: 48 KiB per block, FAKE_CUDA_SMEM_OPTIN (default 232448, sm_90's 227 KiB) after
+ * opting in; FAKE_CUDA_STATIC_SHARED (default 0) is every function's static shared memory. As the driver,
+ * a launch giving more dynamic shared memory than its function's MAX_DYNAMIC_SHARED_SIZE_BYTES attribute
+ * (48 KiB less the static bytes until cuFuncSetAttribute raises it) fails with CUDA_ERROR_INVALID_VALUE;
+ * the attribute calls and the launch's bytes are recorded below. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,9 +66,19 @@ CUresult cuDeviceGetName(char *name, int len, int dev) {
     return OK;
 }
 CUresult cuDeviceTotalMem_v2(size_t *bytes, int dev) { (void)dev; *bytes = (size_t)1 << 30; return OK; }
+static int env_int(const char *name, int fallback) {
+    const char *v = getenv(name);
+    return v ? atoi(v) : fallback;
+}
+enum { SMEM_DEFAULT = 48 * 1024 };
+static int smem_opt_in(void) { return env_int("FAKE_CUDA_SMEM_OPTIN", 232448); }
+static int static_shared(void) { return env_int("FAKE_CUDA_STATIC_SHARED", 0); }
+
 CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
     (void)dev;
     switch (attr) {
+    case 8: *v = SMEM_DEFAULT; return OK;   /* shared memory per block */
+    case 97: *v = smem_opt_in(); return OK; /* ... after opting in */
     /* compute capability: 9.0 unless FAKE_CUDA_CC says otherwise (as "major.minor") */
     case 75: *v = getenv("FAKE_CUDA_CC") ? atoi(getenv("FAKE_CUDA_CC")) : 9; return OK;
     case 76: *v = getenv("FAKE_CUDA_CC") && strchr(getenv("FAKE_CUDA_CC"), '.')
@@ -149,12 +164,36 @@ CUresult cuMemcpyPeerAsync(CUdeviceptr dst, Handle dst_ctx, CUdeviceptr src, Han
     return OK;
 }
 
+/* The one fake function's attribute (every module's function is the same object here): -1 until set. */
+static int dynamic_max = -1, attribute_sets, last_shared = -1;
+int fake_cuda_attribute_sets(void) { return attribute_sets; }
+int fake_cuda_dynamic_max(void) { return dynamic_max; }
+int fake_cuda_last_shared(void) { return last_shared; }
+static int dynamic_allowed(void) { return dynamic_max >= 0 ? dynamic_max : SMEM_DEFAULT - static_shared(); }
+
+CUresult cuFuncGetAttribute(int *v, int attr, Handle f) {
+    if (f != &function) return INVALID_VALUE;
+    switch (attr) {
+    case 1: *v = static_shared(); return OK;   /* CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES */
+    case 8: *v = dynamic_allowed(); return OK; /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
+    default: return INVALID_VALUE;             /* the backend asks for nothing else */
+    }
+}
+CUresult cuFuncSetAttribute(Handle f, int attr, int value) {
+    if (f != &function || attr != 8) return INVALID_VALUE;
+    if (value < 0 || value + static_shared() > smem_opt_in()) return INVALID_VALUE;
+    dynamic_max = value;
+    attribute_sets++;
+    return OK;
+}
+
 #ifndef INCOMPLETE
 CUresult cuLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shared, Handle s, void **params, void **extra) {
-    (void)f; (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)shared; (void)s; (void)params;
-    (void)extra;
+    (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)s; (void)params; (void)extra;
     launches++;
+    last_shared = (int)shared;
+    if (f != &function || shared > (unsigned)dynamic_allowed()) return INVALID_VALUE;
     return NOT_SUPPORTED;
 }
 #endif

@@ -321,7 +321,7 @@ mod tests {
         {
             assert!(has_mla(&t), "{t:?}");
         }
-        assert!(has_mla(&Target::Host { warp: 32 }) && has_mla(&Target::Host { warp: 64 }));
+        assert!(has_mla(&Target::host(32)) && has_mla(&Target::host(64)));
         for t in [hip("gfx1100", 32), hip("gfx908", 64), Target::Cuda { arch: "sm_75".into() }] {
             assert!(!has_mla(&t), "{t:?}");
         }

@@ -29,6 +29,11 @@ const DECODE_MIN_BLOCKS: usize = 132;
 const TILE: usize = 64;
 /// gemm_mma.cu's row tile for decode batches of grouped_gemm: one MMA M ([`mma_row_tile`]).
 const MMA_M: usize = 16;
+/// gemm_mma.cu's row tile for large prefills ([`mma_row_tile`]).
+const MMA_BIG: usize = 128;
+/// Room left beside gemm_mma.cu's ring for its static shared memory (gemm_common.cuh's row tile and
+/// expert scan: at most 140 bytes) when choosing the 128-row tile against a device's limit.
+const MMA_STATIC_ROOM: u32 = 1024;
 const TILE_THREADS: u32 = 256;
 const MMA_WARPS: u32 = 4;
 /// Column tiles go along the grid's y, so N is bounded by 65535 tiles.
@@ -72,44 +77,62 @@ pub fn supports(ctx: &Ctx, op: &Op) -> Support {
         };
     }
     let fp8 = matches!(a, Activations::Fp8 { .. }) || matches!(b, Weights::BlockFp8 { .. });
-    // e4m3fn weights (under e4m3fn or bf16 activations) with 16-byte rows go to the tensor cores
-    // (gemm_mma.cu, mma_fits) wherever the tile layer runs, gemm and grouped alike; decode rows (at most
-    // 16) stream weights on the SIMT kernel.
+    // e4m3fn weights (and e4m3fnuz ones on AMD) under FP8 activations of the same format or bf16 ones, with
+    // 16-byte rows, go to the tensor cores (gemm_mma.cu, mma_fits) wherever the tile layer runs, gemm and
+    // grouped alike; decode rows (at most 16) stream weights on the SIMT kernel.
+    let target = ctx.runtime.target();
     let (rows, k) = (a.values().shape[0], a.values().shape[1]);
-    let tensor_cores = ctx.runtime.target().mma_bf16()
+    let tensor_cores = target.mma_bf16()
         && rows > DECODE_ROWS
-        && mma_elements(a, b).is_some_and(|sizes| sizes.iter().all(|s| (k * s).is_multiple_of(16)));
-    let w8a8 = matches!(a, Activations::Fp8 { .. });
-    if !fp8 || (tensor_cores && w8a8 && ctx.runtime.target().mma_e4m3()) {
+        && mma_elements(target, a, b).is_some_and(|sizes| sizes.iter().all(|s| (k * s).is_multiple_of(16)));
+    // W8A8 on an FP8 instruction: e4m3 mma.sync (sm_89+), gfx94x's FP8 MFMA on e4m3fnuz.
+    let fp8_instruction = match a {
+        Activations::Fp8 { codes, .. } => match codes.dtype {
+            DType::F8E4M3Fn => target.mma_e4m3(),
+            DType::F8E4M3Fnuz => target.mfma_fp8_fnuz(),
+            _ => false,
+        },
+        Activations::Dense(_) => false,
+    };
+    if !fp8 || (tensor_cores && fp8_instruction) {
         Support::Native
     } else if tensor_cores {
-        // bf16 × FP8 weights, and W8A8 below sm_89 and on AMD: the codes are decoded exactly to bf16
-        // fragments.
+        // bf16 × FP8 weights, and W8A8 where the chip has no instruction for the format (below sm_89;
+        // e4m3fn on AMD, e4m3fnuz on gfx90a): the codes are decoded exactly to bf16 fragments.
         Support::Emulated { via: "FP8 codes decoded exactly to bf16 in the kernel, bf16 tensor cores".into() }
     } else {
         Support::Emulated {
-            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take e4m3fn weights under \
-                  e4m3fn or bf16 activations, more than 16 rows, K a multiple of 16)"
+            via: "FP8 codes decoded to f32 in the kernel, f32 FMA (tensor cores take e4m3fn weights, or \
+                  e4m3fnuz ones on AMD, under FP8 activations of the same format or bf16 ones, more than 16 \
+                  rows, K a multiple of 16)"
                 .into(),
         }
     }
 }
 
-/// The element sizes of A and B when gemm_mma.cu computes this pair at all: bf16 activations (2) or
-/// e4m3fn codes (1, only with e4m3fn weights), times bf16 (2) or e4m3fn block-FP8 weights (1).
-fn mma_elements(a: &Activations, b: &Weights) -> Option<[usize; 2]> {
-    let a = match a {
-        Activations::Dense(x) if x.dtype == DType::BF16 => 2,
-        Activations::Fp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+/// The element sizes of A and B when gemm_mma.cu computes this pair on `target` at all: bf16 activations
+/// (2) or FP8 codes (1, only with FP8 weights of the same format: one MMA takes both), times bf16 (2) or
+/// block-FP8 weights (1). FP8 is e4m3fn, or e4m3fnuz where the tile layer takes it (AMD:
+/// [`Target::mma_fnuz`]).
+fn mma_elements(target: &Target, a: &Activations, b: &Weights) -> Option<[usize; 2]> {
+    let fp8 = |d: DType| d == DType::F8E4M3Fn || (d == DType::F8E4M3Fnuz && target.mma_fnuz());
+    let (a_size, a_fp8) = match a {
+        Activations::Dense(x) if x.dtype == DType::BF16 => (2, None),
+        Activations::Fp8 { codes, .. } if fp8(codes.dtype) => (1, Some(codes.dtype)),
         _ => return None,
     };
-    let b = match b {
-        Weights::Dense(y) if y.dtype == DType::BF16 => 2,
-        Weights::BlockFp8 { codes, .. } if codes.dtype == DType::F8E4M3Fn => 1,
+    let (b_size, b_fp8) = match b {
+        Weights::Dense(y) if y.dtype == DType::BF16 => (2, None),
+        Weights::BlockFp8 { codes, .. } if fp8(codes.dtype) => (1, Some(codes.dtype)),
         _ => return None,
     };
-    // FP8 activations come with FP8 weights only (the W8A8 path); bf16 × FP8 decodes B's codes.
-    (a == 2 || b == 1).then_some([a, b])
+    // FP8 activations come with FP8 weights of their format only (the W8A8 path); bf16 × FP8 decodes B's
+    // codes.
+    match (a_fp8, b_fp8) {
+        (Some(_), None) => None,
+        (Some(x), Some(y)) if x != y => None,
+        _ => Some([a_size, b_size]),
+    }
 }
 
 /// An operand's element type and, when it is FP8, its scales' type.
@@ -194,13 +217,17 @@ fn matmul(
         (false, false) => kernels::GEMM,
     };
     let mut variant = matmul_variant(kernel, activations(a), weights(b), c.dtype, grouped);
-    // The tiled kernels' row tile: decode batches of grouped_gemm take one MMA M on the tensor cores.
-    let bm = if mma && grouped { mma_row_tile(rows, experts) } else { TILE };
+    // The tiled kernels' row tile: on the tensor cores, one MMA M for decode batches of grouped_gemm, 128
+    // rows for large prefills where the device holds that tile's ring.
+    let mut bm = TILE;
     if decode {
         let bucket = DECODE_BUCKETS.into_iter().find(|&r| r >= rows).unwrap_or(DECODE_ROWS);
         variant = variant.konst("ROWS", bucket as i64);
-    } else if mma {
-        variant = variant.konst("BM", bm as i64);
+    } else if let Some(sizes) = mma.then(|| mma_elements(l.target(), a, b)).flatten() {
+        let big_fits =
+            mma_big_form(sizes) && mma_ring(MMA_BIG, sizes).1 + MMA_STATIC_ROOM <= l.shared_limits().opt_in;
+        bm = mma_row_tile(rows, experts, big_fits);
+        variant = mma_variant(variant, bm, sizes);
     }
     let f = l.kernel(&variant)?;
     let split = if decode && !grouped && batch.count == 1 { split_k(n, k) } else { None };
@@ -217,8 +244,9 @@ fn matmul(
     let mut dims = dims.ok_or_else(|| {
         Error::unsupported(l.backend(), l.op, format!("{rows} rows × {n} columns exceed one launch's grid"))
     })?;
-    dims.grid[2] = batch.count as u32; // at most MAX_BATCH: `supports` said so before the launch
-                                       // 16-byte runs of B's rows are aligned when its base, its row length and its batch stride are.
+    // At most MAX_BATCH: `supports` said so before the launch.
+    dims.grid[2] = batch.count as u32;
+    // 16-byte runs of B's rows are aligned when its base, its row length and its batch stride are.
     let size = bv.dtype.size();
     let vec = [b_addr, (k * size) as u64, (batch.strides[1] * size) as u64].iter().all(|v| v % 16 == 0);
     let partial = match split {
@@ -268,13 +296,14 @@ fn matmul(
 }
 
 /// Whether the tensor-core kernel (gemm_mma.cu) computes a tiled product: the device has the tile layer
-/// (mma.sync or MFMA; e4m3 products run natively from sm_89 on and as bf16 mma / MFMA elsewhere, see
-/// mma.cuh), A and B are
-/// bf16 × bf16, e4m3fn × e4m3fn block FP8 (W8A8) or bf16 × e4m3fn block FP8 ([`mma_elements`]), and every
-/// 16-byte piece of A's and B's rows is an aligned 16-byte copy (K in either operand's bytes, A's row pitch and
-/// the batch strides multiples of 16 bytes; both bases 16-byte aligned). Everything else runs on gemm.cu's
-/// SIMT kernel: f32 or FP8 activations with bf16 weights, other FP8 formats, K not a multiple of 16 bytes
-/// (a ragged K block is fine when it is).
+/// (mma.sync or MFMA; e4m3fn products run natively from sm_89 on and as bf16 mma / MFMA elsewhere,
+/// e4m3fnuz ones on gfx94x's FP8 MFMA and as bf16 MFMA on gfx90a, see mma.cuh), A and B are bf16 × bf16,
+/// e4m3fn × e4m3fn block FP8 (W8A8; e4m3fnuz × e4m3fnuz on AMD) or bf16 × block FP8 of those formats
+/// ([`mma_elements`]), and every 16-byte piece of A's and B's rows is an aligned 16-byte copy (K in either
+/// operand's bytes, A's row pitch and the batch strides multiples of 16 bytes; both bases 16-byte aligned).
+/// Everything else runs on gemm.cu's SIMT kernel: f32 or FP8 activations with bf16 weights, mixed or other
+/// FP8 formats (e5m2; e4m3fnuz on NVIDIA), K not a multiple of 16 bytes (a ragged K block is fine when it
+/// is).
 fn mma_fits(
     target: &Target,
     a: &Activations,
@@ -283,27 +312,66 @@ fn mma_fits(
     batch: Batch,
     addrs: [u64; 2],
 ) -> bool {
-    let Some([size_a, size_b]) = mma_elements(a, b) else { return false };
+    let Some([size_a, size_b]) = mma_elements(target, a, b) else { return false };
     let k = a.values().shape[1];
     let bytes = [k * size_a, k * size_b, lda * size_a, batch.strides[0] * size_a, batch.strides[1] * size_b];
     let aligned = bytes.iter().all(|v| v.is_multiple_of(16)) && addrs.iter().all(|v| v.is_multiple_of(16));
     target.mma_bf16() && aligned
 }
 
-/// gemm_mma.cu's row tile (its BM) for a grouped_gemm of `rows` over `experts`: 16, one MMA M, when the
-/// experts hold at most 16 rows each on average (rows ≤ 16 · experts: a decode batch, B tokens × 8 of 256
-/// experts up to B = 512), else 64. The host knows only these two numbers without a sync (the offsets live
-/// on the device). Why: a block streams its expert's weight tile once per row tile. An expert with at most
-/// 16 rows takes one row tile either way, and a 64-row tile would run at least 48 rows of MMAs on zeros; an
-/// expert with more rows takes ceil(r / 16) tiles instead of ceil(r / 64), each reading the weight tile again
-/// (adjacent blocks, so mostly from L2), which the 64-row tile spares once experts average more than 16.
-/// A skewed batch (one expert holding many rows) costs up to 4× its weight reads under the 16-row tile.
-fn mma_row_tile(rows: usize, experts: usize) -> usize {
+/// gemm_mma.cu's row tile (its BM) for `rows` over `experts` (1 for gemm and batched_gemm): 16, one MMA M,
+/// when the experts hold at most 16 rows each on average (rows ≤ 16 · experts: a decode batch, B tokens × 8
+/// of 256 experts up to B = 512); 128 when they hold at least 128 each on average (a prefill of 128 tokens
+/// or more; V3's 4096-token prefill over its experts: 128 each) and the device holds that tile's ring
+/// (`big_fits`: 4 stages, 52 to 60 KB of dynamic shared memory, NVIDIA after opting in; bf16 activations
+/// only, [`mma_big_form`]); else 64. The host
+/// knows only these numbers without a sync (the offsets live on the device). Why: a block streams its
+/// expert's weight tile once per row tile. An expert with at most 16 rows takes one row tile either way, and
+/// a 64-row tile would run at least 48 rows of MMAs on zeros; an expert with more rows takes ceil(r / 16)
+/// tiles instead of ceil(r / 64), each reading the weight tile again (adjacent blocks, so mostly from L2),
+/// which the 64-row tile spares once experts average more than 16. A skewed batch (one expert holding many
+/// rows) costs up to 4× its weight reads under the 16-row tile. At 128 rows the weight tile is read half as
+/// often again and each B fragment a warp loads serves four A fragments instead of two (fewer shared-memory
+/// reads per MMA), and the fourth stage keeps three slices in flight for a tile that takes twice as long to
+/// compute. The cost: half the blocks — 128 rows × 2112 columns is 33 blocks for an H100's 132 SMs — so the
+/// threshold is one to revisit with GPU measurements (none yet).
+fn mma_row_tile(rows: usize, experts: usize, big_fits: bool) -> usize {
     if rows <= MMA_M * experts {
         MMA_M
+    } else if big_fits && rows >= MMA_BIG * experts {
+        MMA_BIG
     } else {
         TILE
     }
+}
+
+/// Whether the 128-row tile serves a form (element sizes of A and B): bf16 activations, under bf16 or
+/// block-FP8 weights (122 to 187 registers on sm_80 / 89 / 90a, no spill). W8A8 keeps the 64-row tile: at
+/// 128 rows its two sets of f32 accumulators (the running sums and the current 128-wide K block's) with
+/// e4m3 fragments take 255 registers on sm_90a, where ptxas lowers e4m3 mma.sync to conversions and f16
+/// HMMA, and spill 36 to 96 bytes per thread (dsv3-check-kernels, NVRTC 13.0); Hopper's FP8 rate needs wgmma
+/// anyway.
+fn mma_big_form([size_a, _]: [usize; 2]) -> bool {
+    size_a == 2
+}
+
+/// gemm_mma.cu's ring for a row tile `bm` and element sizes of A and B: its stages (the variant's STAGES)
+/// and its bytes of dynamic shared memory, STAGES · (BM · PITCH_A + BN · PITCH_B) as the kernel lays it out:
+/// rows of a 64-byte slice of A plus 16 bytes of padding, B's 64 rows of the same K (64 bytes, or 32 for
+/// e4m3 weights under bf16 A) plus 16. Three stages at 16 and 64 rows (19 and 30 KB); four at 128 (52 KB for
+/// bf16 × e4m3 weights, 60 KB otherwise).
+fn mma_ring(bm: usize, [size_a, size_b]: [usize; 2]) -> (usize, u32) {
+    const SLICE: usize = 64;
+    let stages = if bm == MMA_BIG { 4 } else { 3 };
+    let (pitch_a, pitch_b) = (SLICE + 16, SLICE / size_a * size_b + 16);
+    (stages, (stages * (bm * pitch_a + TILE * pitch_b)) as u32)
+}
+
+/// A gemm_mma.cu variant at row tile `bm`: its BM and STAGES, and the ring's bytes as its dynamic shared
+/// memory.
+fn mma_variant(v: Variant, bm: usize, sizes: [usize; 2]) -> Variant {
+    let (stages, bytes) = mma_ring(bm, sizes);
+    v.konst("BM", bm as i64).konst("STAGES", stages as i64).dynamic_shared(bytes)
 }
 
 /// A decode gemm's K split over the grid's y: `count` splits of `k` elements (a multiple of 128).
@@ -417,23 +485,34 @@ pub fn catalog() -> Vec<Variant> {
     v
 }
 
-/// The tensor-core GEMM's variants, for the architectures with the tile layer: bf16 × bf16 to bf16 and to f32
+/// The tensor-core GEMM's variants for `target` (one with the tile layer): bf16 × bf16 to bf16 and to f32
 /// (absorbed attention heads, the router's logits) and grouped to bf16; the bf16 path (bf16 × block-FP8)
-/// and the W8A8 path (FP8 × block-FP8, f32 scales) to bf16, plain and grouped (the experts).
-pub fn tile_catalog() -> Vec<Variant> {
-    use dsv3_core::DType::{F8E4M3Fn, BF16, F32};
-    let (bf16, fp8) = ((BF16, None), (F8E4M3Fn, Some(F32)));
+/// and the W8A8 path (FP8 × block-FP8, f32 scales) to bf16, plain and grouped (the experts), in e4m3fn and,
+/// where the layer takes it (AMD, [`Target::mma_fnuz`]), e4m3fnuz: MI300's format, which the loader
+/// converts weights to there.
+pub fn tile_catalog(target: &Target) -> Vec<Variant> {
+    use dsv3_core::DType::{F8E4M3Fn, F8E4M3Fnuz, BF16, F32};
+    let bf16 = (BF16, None);
+    let formats: &[DType] = if target.mma_fnuz() { &[F8E4M3Fn, F8E4M3Fnuz] } else { &[F8E4M3Fn] };
     let mut v = vec![(bf16, bf16, BF16, false), (bf16, bf16, F32, false), (bf16, bf16, BF16, true)];
-    for grouped in [false, true] {
-        v.push((bf16, fp8, BF16, grouped));
-        v.push((fp8, fp8, BF16, grouped));
+    for &format in formats {
+        let fp8 = (format, Some(F32));
+        for grouped in [false, true] {
+            v.push((bf16, fp8, BF16, grouped));
+            v.push((fp8, fp8, BF16, grouped));
+        }
     }
-    // Every product at the 64-row tile; the grouped ones also at the decode batches' 16-row tile.
+    // Every product at the 64-row tile, those with bf16 activations also at the 128-row tile, the grouped
+    // ones also at the decode batches' 16-row tile.
+    let size = |o: Operand| if o.1.is_some() { 1 } else { 2 };
     let mut out = Vec::new();
     for (a, b, c, grouped) in v {
-        let bms: &[usize] = if grouped { &[TILE, MMA_M] } else { &[TILE] };
-        for &bm in bms {
-            out.push(matmul_variant(kernels::GEMM_MMA, a, b, c, grouped).konst("BM", bm as i64));
+        let sizes = [size(a), size(b)];
+        let big = mma_big_form(sizes).then_some(MMA_BIG);
+        let small = grouped.then_some(MMA_M);
+        for bm in [Some(TILE), big, small].into_iter().flatten() {
+            let v = matmul_variant(kernels::GEMM_MMA, a, b, c, grouped);
+            out.push(mma_variant(v, bm, sizes));
         }
     }
     out
@@ -442,18 +521,77 @@ pub fn tile_catalog() -> Vec<Variant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_memory::SharedLimits;
 
-    /// The 16-row tile up to 16 rows per expert on average, the 64-row tile above: V3's decode batch of
-    /// 32 tokens × 8 of 256 experts (1 per expert) and 512 × 8 (16) take 16, a 4096-token prefill (128)
-    /// and one expert holding 17 rows take 64.
+    /// The 16-row tile up to 16 rows per expert on average, the 128-row tile from 128 where the device
+    /// holds its ring, the 64-row tile between: V3's decode batch of 32 tokens × 8 of 256 experts (1 per
+    /// expert) and 512 × 8 (16) take 16, one expert holding 17 rows 64, a 4096-token prefill (128 per
+    /// expert) and a 128-row gemm 128, or 64 where the ring does not fit.
     #[test]
-    fn decode_batches_take_the_16_row_tile() {
-        assert_eq!(mma_row_tile(32 * 8, 256), MMA_M);
-        assert_eq!(mma_row_tile(512 * 8, 256), MMA_M);
-        assert_eq!(mma_row_tile(512 * 8 + 1, 256), TILE);
-        assert_eq!(mma_row_tile(4096 * 8, 256), TILE);
-        assert_eq!(mma_row_tile(17, 1), TILE);
-        assert_eq!(mma_row_tile(34, 4), MMA_M);
+    fn row_tiles_follow_the_rows_per_expert() {
+        for fits in [false, true] {
+            assert_eq!(mma_row_tile(32 * 8, 256, fits), MMA_M);
+            assert_eq!(mma_row_tile(512 * 8, 256, fits), MMA_M);
+            assert_eq!(mma_row_tile(512 * 8 + 1, 256, fits), TILE);
+            assert_eq!(mma_row_tile(17, 1, fits), TILE);
+            assert_eq!(mma_row_tile(34, 4, fits), MMA_M);
+            assert_eq!(mma_row_tile(127, 1, fits), TILE);
+            assert_eq!(mma_row_tile(128 * 256 - 1, 256, fits), TILE);
+        }
+        assert_eq!(mma_row_tile(4096 * 8, 256, true), MMA_BIG);
+        assert_eq!(mma_row_tile(128, 1, true), MMA_BIG);
+        assert_eq!(mma_row_tile(4096 * 8, 256, false), TILE);
+        assert_eq!(mma_row_tile(128, 1, false), TILE);
+    }
+
+    /// The ring's bytes as gemm_mma.cu lays them out (80-byte rows of A and of B, 48-byte rows of e4m3 B
+    /// under bf16 A), at the documented sizes: within NVIDIA's 48 KiB at 16 and 64 rows, above it and
+    /// within a CDNA workgroup's 64 KiB (beside the static room) at 128, which bf16 activations take.
+    #[test]
+    fn ring_bytes_per_row_tile() {
+        let (bf16, w8a8, bf16_fp8) = ([2, 2], [1, 1], [2, 1]);
+        assert_eq!(mma_ring(MMA_M, bf16), (3, 3 * (16 * 80 + 64 * 80)));
+        assert_eq!(mma_ring(TILE, bf16), (3, 30720));
+        assert_eq!(mma_ring(TILE, w8a8), (3, 30720));
+        assert_eq!(mma_ring(TILE, bf16_fp8), (3, 3 * (64 * 80 + 64 * 48)));
+        assert_eq!(mma_ring(MMA_BIG, bf16), (4, 61440));
+        assert_eq!(mma_ring(MMA_BIG, bf16_fp8), (4, 53248));
+        for sizes in [bf16, w8a8, bf16_fp8] {
+            for bm in [MMA_M, TILE] {
+                assert!(mma_ring(bm, sizes).1 <= SharedLimits::NVIDIA_DEFAULT, "{bm} {sizes:?}");
+            }
+        }
+        assert!(!mma_big_form(w8a8), "W8A8 keeps the 64-row tile");
+        for sizes in [bf16, bf16_fp8] {
+            assert!(mma_big_form(sizes));
+            let big = mma_ring(MMA_BIG, sizes).1;
+            assert!(big > SharedLimits::NVIDIA_DEFAULT && big + MMA_STATIC_ROOM <= SharedLimits::CDNA_LDS);
+        }
+    }
+
+    /// e4m3fnuz GEMM variants are compiled where the tile layer takes them, AMD (gfx90a decodes the codes,
+    /// gfx94x runs the FP8 MFMA; the emulator at wave64 either way): W8A8 and bf16 × FP8, plain and grouped,
+    /// the grouped ones also at the 16-row tile and bf16 × FP8 also at the 128-row one (W8A8: 2 + 1, bf16 ×
+    /// FP8: 2 + 1 + 2); never for NVIDIA, which has no such format.
+    #[test]
+    fn fnuz_variants_are_amds() {
+        let fnuz = |t: &Target| {
+            let has = |v: &Variant| v.types.iter().any(|&(_, d)| d == DType::F8E4M3Fnuz);
+            tile_catalog(t).iter().filter(|v| has(v)).count()
+        };
+        let hip = |arch: &str| Target::Hip { arch: arch.into(), warp: 64 };
+        for t in [hip("gfx90a"), hip("gfx940"), hip("gfx942:sramecc+:xnack-"), Target::host(64)] {
+            assert_eq!(fnuz(&t), 8, "{t:?}");
+        }
+        assert_eq!(fnuz(&Target::Host { warp: 64, mfma_fp8: false }), 8);
+        for t in
+            [Target::Cuda { arch: "sm_90a".into() }, Target::Cuda { arch: "sm_80".into() }, Target::host(32)]
+        {
+            assert_eq!(fnuz(&t), 0, "{t:?}");
+        }
+        // The same list for every AMD chip: ci/check-hip-kernels.sh compiles one source for gfx90a and gfx940.
+        let keys = |t: &Target| tile_catalog(t).iter().map(Variant::key).collect::<Vec<_>>();
+        assert_eq!(keys(&hip("gfx90a")), keys(&hip("gfx940")));
     }
 
     /// Splits start at multiples of 128 and cover K exactly, only when N has few column blocks, and

@@ -79,20 +79,23 @@ pub fn catalog() -> Vec<Variant> {
     .concat()
 }
 
-/// Every variant on the tile layer (mma.cuh): the layout probe, the tensor-core GEMM and MLA attention.
-/// The emulator at warp 32 compiles them all; [`tile_catalog_for`] says which a target compiles.
+/// The variants on the tile layer (mma.cuh) the emulator at warp 32 compiles: the layout probe, the
+/// tensor-core GEMM and MLA attention, every tile kernel file; [`tile_catalog_for`] says which a target
+/// compiles (AMD adds e4m3fnuz GEMMs).
 pub fn tile_catalog() -> Vec<Variant> {
-    tile_catalog_for(&Target::Host { warp: 32 })
+    tile_catalog_for(&Target::host(32))
 }
 
 /// The tile-layer variants `target` compiles: none without the layer
 /// ([`Target::mma_bf16`](crate::runtime::Target::mma_bf16): NVIDIA from sm_80, AMD gfx90a / gfx94x, the
-/// emulator); the probe, the GEMM and MLA attention wherever it is.
+/// emulator); the probe, the GEMM (with e4m3fnuz operands where the layer takes them) and MLA attention
+/// wherever it is.
 pub fn tile_catalog_for(target: &Target) -> Vec<Variant> {
     if !target.mma_bf16() {
         return Vec::new();
     }
-    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog(), attention::tile_catalog()].concat()
+    [vec![Variant::new(crate::kernels::MMA_PROBE)], gemm::tile_catalog(target), attention::tile_catalog()]
+        .concat()
 }
 
 /// Row stride (elements) of a row-major 2-D view; any value when it has one row.

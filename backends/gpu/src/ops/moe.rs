@@ -115,7 +115,7 @@ fn one_block_each(l: &Launch, blocks: usize, threads: u32) -> Result<Dims> {
             format!("{blocks} blocks exceed one launch's grid"),
         ));
     }
-    Ok(Dims { grid: [blocks as u32, 1, 1], block: threads })
+    Ok(Dims { grid: [blocks as u32, 1, 1], block: threads, shared: 0 })
 }
 
 pub fn route(l: &Launch, o: &MoeRoute) -> Result<()> {

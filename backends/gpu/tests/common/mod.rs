@@ -7,13 +7,18 @@ use dsv3_conformance::{cases, run, Case, Options, Report, Status};
 
 /// Runs `cases` of `op` on the emulator with `warp` lanes per warp and fails on anything but a pass.
 pub fn check_cases(warp: u32, op: &str, cases: &[Case]) -> Report {
-    let backend = EmulatorBackend::new(warp);
+    check_backend(&EmulatorBackend::new(warp), op, cases)
+}
+
+/// Runs `cases` of `op` on `backend` (an emulator) and fails on anything but a pass.
+pub fn check_backend(backend: &EmulatorBackend, op: &str, cases: &[Case]) -> Report {
     let options = Options { op: Some(op.to_string()), ..Options::default() };
-    let report = run(&[&backend], cases, &options);
+    let report = run(&[backend], cases, &options);
     println!("{}", report.table());
-    assert!(report.count(Status::Pass) > 0, "{op} at warp {warp}: nothing ran: {}", report.summary());
+    let on = report.results.first().map_or_else(String::new, |r| r.device.clone());
+    assert!(report.count(Status::Pass) > 0, "{op} on {on}: nothing ran: {}", report.summary());
     let bad: Vec<_> = report.results.iter().filter(|r| r.status != Status::Pass).collect();
-    assert!(bad.is_empty(), "{op} at warp {warp}: {}\n{}", report.summary(), report.table());
+    assert!(bad.is_empty(), "{op} on {on}: {}\n{}", report.summary(), report.table());
     report
 }
 

@@ -1,7 +1,8 @@
 //! Writes every kernel variant of the catalog as a HIP translation unit, for an offline compiler (hipcc) to
 //! check, with the tile layer's variants (MFMA) for the architectures that have it (gfx90a, gfx94x):
-//! `DIR/<arch>/NNN-<kernel>.hip`, and `DIR/<arch>/index.tsv` with one `NNN<TAB>variant` line per
-//! file. Exits non-zero when a kernel file has no variant in the catalog (nothing would compile it). Needs
+//! `DIR/<arch>/NNN-<kernel>.hip`, and `DIR/<arch>/index.tsv` with one `NNN<TAB>variant<TAB>dynamic` line
+//! per file (`dynamic`: the bytes of dynamic shared memory each launch gives, `Variant::shared`, which the
+//! LDS check adds to the compiler's static bytes). Exits non-zero when a kernel file has no variant in the catalog (nothing would compile it). Needs
 //! neither ROCm nor a GPU.
 //!
 //! With `--hiprtc` it also compiles every variant in this process with hiprtc, as the backend does at run
@@ -28,7 +29,7 @@ fn emit(dir: &Path, target: &Target, catalog: &[Variant]) -> std::io::Result<usi
     let mut index = String::new();
     for (i, v) in catalog.iter().enumerate() {
         std::fs::write(dir.join(format!("{i:03}-{}.hip", v.kernel.name)), v.assemble(target))?;
-        index.push_str(&format!("{i:03}\t{}\n", v.key()));
+        index.push_str(&format!("{i:03}\t{}\t{}\n", v.key(), v.shared));
     }
     std::fs::write(dir.join("index.tsv"), index)?;
     Ok(catalog.len())
@@ -131,7 +132,7 @@ mod tests {
         let src = std::fs::read_to_string(dir.join(format!("000-{}.hip", catalog[0].kernel.name))).unwrap();
         assert!(src.contains("#define DSV3_HIP 1") && src.contains("#define DSV3_WARP 64"));
         let index = std::fs::read_to_string(dir.join("index.tsv")).unwrap();
-        assert_eq!(index, format!("000\t{}\n", catalog[0].key()));
+        assert_eq!(index, format!("000\t{}\t0\n", catalog[0].key()));
         let _ = std::fs::remove_dir_all(&dir);
         // With no catalog, every file but the tile layer's (covered by its own catalog) is uncovered.
         let tile = dsv3_backend_gpu::ops::tile_catalog();

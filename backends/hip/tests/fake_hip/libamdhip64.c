@@ -14,7 +14,13 @@
  *
  * Built with -DINCOMPLETE it lacks hipModuleLaunchKernel (an old or foreign library). fake_hip_launches()
  * counts launch attempts, fake_hip_modules() the modules loaded and not unloaded; the event and peer-copy
- * counters are below, and the graph counters after them. */
+ * counters are below, and the graph counters after them.
+ *
+ * Shared memory is a CDNA workgroup's LDS: $FAKE_HIP_LDS bytes per block (default 65536), static
+ * ($FAKE_HIP_STATIC_SHARED, default 0, every function's) and dynamic together, with nothing to opt in to; a
+ * launch past it fails with hipErrorInvalidValue, and fake_hip_last_shared() is the last launch's dynamic
+ * bytes. hipFuncSetAttribute exists, as in ROCm, and counts its calls (fake_hip_attribute_sets): the
+ * backend has no reason to make one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,11 +92,17 @@ hipError_t hipDeviceTotalMem(size_t *bytes, int dev) {
     *bytes = (size_t)1 << 30;
     return OK;
 }
+static int lds(void) { return getenv("FAKE_HIP_LDS") ? atoi(getenv("FAKE_HIP_LDS")) : 65536; }
+static int static_shared(void) {
+    return getenv("FAKE_HIP_STATIC_SHARED") ? atoi(getenv("FAKE_HIP_STATIC_SHARED")) : 0;
+}
+
 hipError_t hipDeviceGetAttribute(int *v, int attr, int dev) {
     if (dev < 0 || dev >= devices()) return INVALID_DEVICE;
     const char *w = getenv("FAKE_HIP_WARP");
     switch (attr) {
     case 63: *v = 104; return OK;              /* multiprocessor count */
+    case 74: *v = lds(); return OK;            /* shared memory per block */
     case 87: *v = w ? atoi(w) : 64; return OK; /* warp size */
     default: return INVALID_VALUE;              /* the backend asks for nothing else */
     }
@@ -208,13 +220,32 @@ hipError_t hipModuleUnload(Handle m) {
     return OK;
 }
 
+static int last_shared = -1, attribute_sets;
+int fake_hip_last_shared(void) { return last_shared; }
+int fake_hip_attribute_sets(void) { return attribute_sets; }
+/* hipFunction_attribute: HIP_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES is 1. */
+hipError_t hipFuncGetAttribute(int *v, int attr, Handle f) {
+    if (f != &function) return INVALID_HANDLE;
+    if (attr != 1) return INVALID_VALUE; /* the backend asks for nothing else */
+    *v = static_shared();
+    return OK;
+}
+/* ROCm's takes a host function and ignores the attribute on AMD devices. */
+hipError_t hipFuncSetAttribute(const void *f, int attr, int value) {
+    (void)f; (void)attr; (void)value;
+    attribute_sets++;
+    return OK;
+}
+
 #ifndef INCOMPLETE
 /* Parameters go as CUDA's do: kernelParams[0] points at the kernel's one (struct) parameter, no `extra`. */
 hipError_t hipModuleLaunchKernel(Handle f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                  unsigned bz, unsigned shared, Handle s, void **params, void **extra) {
     launches++;
-    if (f != &function || s != &stream || !params || !params[0] || extra || shared != 0) return INVALID_VALUE;
+    last_shared = (int)shared;
+    if (f != &function || s != &stream || !params || !params[0] || extra) return INVALID_VALUE;
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || bx > 1024 || by != 1 || bz != 1) return INVALID_VALUE;
+    if ((long long)shared + static_shared() > lds()) return INVALID_VALUE;
     return NOT_SUPPORTED;
 }
 #endif
