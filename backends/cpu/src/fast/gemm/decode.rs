@@ -11,21 +11,26 @@
 //! * FP8: the code is turned into the bits of a float holding `decode(q) · 2^-fold` exactly ([`fold`]):
 //!   on AVX2 the bits of an f32 by shifts (`x86::fp8_f32_bits`, with a per-step test that sends the
 //!   rare steps holding a NaN or infinite code to the form that handles them), on AVX-512 those of an
-//!   f16 converted by `vcvtph2ps` (`x86::f16_bits`); the block scale, pre-multiplied by
-//!   `2^fold`, is applied with one multiply, so each weight value is `decode(q) · s` rounded once (the
-//!   contract's scale-folded form) whenever `s · 2^fold` is finite (checked; otherwise the portable path
-//!   runs). NaN codes decode to NaN, as in [`Fp8Format::decode`].
+//!   f16 converted by `vcvtph2ps` (`x86::f16_bits`). NaN codes decode to NaN, as in
+//!   [`Fp8Format::decode`]. The block scale stays out of the weight (the contract's two-level form):
+//!   per 128-wide K block `p = Σ a'·w'` in f32, then `acc += p · s` with one FMA — one multiply per
+//!   block instead of one per weight vector. `2^-fold` makes the smallest codes f32 subnormals (AVX2:
+//!   `2^-129` for e4m3fn), whose products with A would underflow; so each row of A is scaled by a power
+//!   of two that brings its largest magnitude to `[2^fold, 2^(fold+1))` ([`scale_fp8_lhs_row`]), exactly, and
+//!   the output multiplied back at the end. A product then underflows only where `|a · decode(q)|` is
+//!   below `2^-126` of the row's largest `|a|` (the contract's bound excludes underflow on every path).
 //!
-//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the two-level kernel instead ([`two_level`]): 64 codes
+//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the VBMI kernel instead ([`two_level`]): 64 codes
 //! per step decoded exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to
-//! match), partial sums per 128-wide K block without the scale, then `acc += partial · s` (one FMA per
-//! block) — measured faster there than the table-free decoder (benches/results/
+//! match), unscaled (no powers of two), the same two-level form — measured faster there than the table-free decoder (benches/results/
 //! 2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2` bypasses it.
 //!
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
 
 use std::sync::Mutex;
+
+use smallvec::SmallVec;
 
 use super::fp8_simd::Fp8Tables;
 use super::pack::{LhsSrc, RhsSrc};
@@ -69,8 +74,8 @@ struct WView<'a> {
     k: usize,
     scales: &'a [f32],
     kb: usize,
-    /// `2^fold` for FP8 ([`fold`]), 1 otherwise: multiplied into each block scale.
-    fold: f32,
+    /// The exponent of `2^fold` for FP8 ([`fold`]), 0 otherwise.
+    fold: i32,
     /// VBMI decode tables: when present (FP8 on AVX-512 with VBMI, M ≤ 4), the two-level kernel runs.
     tables: Option<&'a Fp8Tables>,
 }
@@ -84,8 +89,14 @@ fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
 
 /// `2^fold` of `isa`'s FP8 decoder, which yields `decode(q) · 2^-fold` exactly: the AVX2 decoder builds
 /// f32 bits (`x86::fp8_f32_bits`), the AVX-512 one f16 bits (`x86::f16_bits`).
+#[cfg(test)]
 pub(crate) fn fold(isa: Isa, format: Fp8Format) -> f32 {
-    let e = match (isa, format) {
+    2f32.powi(fold_exp(isa, format))
+}
+
+/// The exponent of [`fold`].
+fn fold_exp(isa: Isa, format: Fp8Format) -> i32 {
+    match (isa, format) {
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Fp8Format::E4M3Fn) => 120,
         #[cfg(target_arch = "x86_64")]
@@ -95,8 +106,26 @@ pub(crate) fn fold(isa: Isa, format: Fp8Format) -> f32 {
         (_, Fp8Format::E4M3Fn) => 8,
         (_, Fp8Format::E4M3Fnuz) => 7,
         (_, Fp8Format::E5M2) => 0,
+    }
+}
+
+/// Scales a row of A in front of the table-free FP8 kernels by `2^(fold - ea)`, where `2^ea ≤ max|a| <
+/// 2^(ea+1)` (see the module's notes), and returns `2^ea`, the factor for the row's outputs. A zero or
+/// non-finite row keeps `ea = fold`: unscaled, its outputs still come back times `2^fold`. Both
+/// multiplies are exact in f64, and the casts to f32 exact unless the result is subnormal.
+fn scale_fp8_lhs_row(row: &mut [f32], fold: i32) -> f64 {
+    let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let ea = if amax > 0.0 && amax.is_finite() {
+        // f64 holds every f32, subnormals as normals: its exponent field is ⌊log2 amax⌋ exactly.
+        ((f64::from(amax).to_bits() >> 52) & 0x7FF) as i32 - 1023
+    } else {
+        fold
     };
-    2f32.powi(e)
+    let up = 2f64.powi(fold - ea);
+    for x in row.iter_mut() {
+        *x = (f64::from(*x) * up) as f32;
+    }
+    2f64.powi(ea)
 }
 
 /// The SIMD view of `b` for `isa`'s decoder, or `None` when a folded block scale overflows (the
@@ -105,14 +134,12 @@ pub(crate) fn fold(isa: Isa, format: Fp8Format) -> f32 {
 fn view<'a>(b: &'a RhsSrc<'a>, k: usize, isa: Isa, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
     Some(match b {
-        RhsSrc::F32(d) => {
-            WView { kind: F32, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
-        }
+        RhsSrc::F32(d) => WView { kind: F32, bytes: as_bytes(d), k, scales: &[], kb, fold: 0, tables: None },
         RhsSrc::Bf16(d) => {
-            WView { kind: BF16, bytes: as_bytes(d), k, scales: &[], kb, fold: 1.0, tables: None }
+            WView { kind: BF16, bytes: as_bytes(d), k, scales: &[], kb, fold: 0, tables: None }
         }
         RhsSrc::BlockFp8 { codes, scales, simd: Some(t), .. } if two_level => {
-            WView { kind: E4M3FN, bytes: codes, k, scales, kb, fold: 1.0, tables: Some(t) }
+            WView { kind: E4M3FN, bytes: codes, k, scales, kb, fold: 0, tables: Some(t) }
         }
         RhsSrc::BlockFp8 { codes, scales, format, .. } => {
             let kind = match format {
@@ -120,8 +147,12 @@ fn view<'a>(b: &'a RhsSrc<'a>, k: usize, isa: Isa, two_level: bool) -> Option<WV
                 Fp8Format::E4M3Fnuz => E4M3FNUZ,
                 Fp8Format::E5M2 => E5M2,
             };
-            let fold = fold(isa, *format);
-            if scales.iter().any(|s| !(s * fold).is_finite() && s.is_finite()) {
+            let fold = fold_exp(isa, *format);
+            // The accumulators hold Σ p·s over the blocks with |p| < 128 · 2^(fold+1) · max|w'| ≤ 2^24
+            // (max|decode| < 2^16, e5m2; |a'| < 2^(fold+1)): a scale above f32::MAX / (2^24 · kb) could
+            // overflow where the unscaled result would not; the portable path takes it.
+            let limit = f32::MAX / (2f32.powi(24) * kb.max(1) as f32);
+            if scales.iter().any(|s| s.abs() > limit && s.is_finite()) {
                 return None;
             }
             WView { kind, bytes: codes, k, scales, kb, fold, tables: None }
@@ -153,6 +184,9 @@ pub(crate) struct Job<'a> {
     k: usize,
     kp: usize,
     abuf: Scratch,
+    /// Per row of A, the factor of its outputs when the rows were scaled ([`scale_fp8_lhs_row`]); empty
+    /// otherwise.
+    out_scale: SmallVec<[f64; super::DECODE_MAX_M]>,
     w: Option<WView<'a>>,
     b: &'a RhsSrc<'a>,
 }
@@ -173,6 +207,12 @@ impl<'a> Job<'a> {
         #[cfg(not(target_arch = "x86_64"))]
         let two_level = false;
         let w = view(b, k, isa, two_level);
+        let out_scale = match &w {
+            Some(w) if isa != Isa::Scalar && is_fp8(w.kind) && w.tables.is_none() => {
+                abuf.chunks_exact_mut(kp).map(|row| scale_fp8_lhs_row(&mut row[..k], w.fold)).collect()
+            }
+            _ => SmallVec::new(),
+        };
         // The VBMI two-level kernel and the AVX2 FP8 decoder yield the 64 codes of a step in the order of
         // in-lane shuffles; permute A's 64-value chunks to match (kp is a multiple of 64; the zero padding
         // stays zero).
@@ -194,7 +234,7 @@ impl<'a> Job<'a> {
             }
         }
         let isa = if w.is_none() { Isa::Scalar } else { isa };
-        Job { isa, m, k, kp, abuf, w, b }
+        Job { isa, m, k, kp, abuf, out_scale, w, b }
     }
 
     /// The address of the first weight row and the bytes of each row: what the node split cuts.
@@ -217,6 +257,13 @@ impl<'a> Job<'a> {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, n0, out),
             Isa::Scalar => scalar_rows(m, self.k, self.b, a, kp, n0, out),
+        }
+        if !self.out_scale.is_empty() {
+            for row in out.chunks_exact_mut(m) {
+                for (x, &f) in row.iter_mut().zip(&self.out_scale) {
+                    *x = (f64::from(*x) * f) as f32;
+                }
+            }
         }
     }
 }
@@ -319,7 +366,6 @@ mod x86 {
         const LANES: usize;
         unsafe fn zero() -> Self::V;
         unsafe fn splat(x: f32) -> Self::V;
-        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
         /// `a · b + c`, one rounding.
         unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
         /// # Safety
@@ -401,10 +447,6 @@ mod x86 {
             _mm512_set1_ps(x)
         }
         #[inline(always)]
-        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
-        }
-        #[inline(always)]
         unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
             _mm512_fmadd_ps(a, b, c)
         }
@@ -461,10 +503,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m256 {
             _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
         }
         #[inline(always)]
         unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
@@ -544,13 +582,25 @@ mod x86 {
                         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
                     }
                     _ => {
-                        // Vector 4c + h: byte 3 of its dwords takes bytes 4h..4h + 4 of each 128-bit half of
-                        // the 32 codes `q[c]` ([`avx2_fp8_lane`]).
-                        let h = (v % 4) as i32;
-                        let b = |d: i32| ((4 * h + d) << 24) | 0x0080_8080;
-                        let place = _mm256_setr_epi32(b(0), b(1), b(2), b(3), b(0), b(1), b(2), b(3));
-                        let y = _mm256_shuffle_epi8(q[v / 4], place);
-                        _mm256_castsi256_ps(fp8_f32_bits::<KIND, SPECIAL>(y))
+                        // Vector 4r + b: byte b of the 8 dwords of `q[r]`, moved to the top of its dword
+                        // ([`avx2_fp8_lane`]).
+                        let q = q[v / 4];
+                        if SPECIAL {
+                            let y = match v % 4 {
+                                3 => q,
+                                2 => _mm256_slli_epi32::<8>(q),
+                                1 => _mm256_slli_epi32::<16>(q),
+                                _ => _mm256_slli_epi32::<24>(q),
+                            };
+                            return _mm256_castsi256_ps(fp8_f32_bits::<KIND, true>(y));
+                        }
+                        // Without the special-code rule, 16-bit shifts do bytes 3 and 1 (2 and 0 after
+                        // `<< 8`) of each dword at once; LLVM shares them between the four vectors.
+                        let odd = v % 2 == 1;
+                        let hi = if odd { q } else { _mm256_slli_epi16::<8>(q) };
+                        let x = fp8_in_top_of_words::<KIND>(hi);
+                        let x = if v % 4 >= 2 { x } else { _mm256_slli_epi32::<16>(x) };
+                        _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(fp8_f32_mask::<KIND>())))
                     }
                 }
             }
@@ -558,22 +608,51 @@ mod x86 {
     }
 
     /// Where the AVX2 FP8 decoder puts code `c` of a step (`c < 64`) among its 64 outputs (8 vectors of 8):
-    /// the shuffles work within 128-bit halves, so vector `4v + h` holds codes `32v + 16L + 4h + d` for
-    /// half `L` and `d < 4`. A is permuted to match once per GEMM ([`super::Job::new`]).
+    /// the decoder works on dwords without shuffles, so vector `4r + b` holds byte `b` of the 8 dwords of
+    /// the step's 32-byte half `r`: code `32r + 4d + b` in lane `d`. A is permuted to match once per GEMM
+    /// ([`super::Job::new`]).
     pub(crate) fn avx2_fp8_lane(c: usize) -> usize {
-        let (v, half, h, d) = (c / 32, c % 32 / 16, c % 16 / 4, c % 4);
-        8 * (4 * v + h) + 4 * half + d
+        let (r, d, b) = (c / 32, c % 32 / 4, c % 4);
+        8 * (4 * r + b) + d
     }
 
-    /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the other
-    /// bytes zero), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or
+    /// The f32 bits that [`fp8_f32_bits`] keeps: the sign and the code's exponent and mantissa bits.
+    const fn fp8_f32_mask<const KIND: u8>() -> i32 {
+        if KIND == E5M2 {
+            0x8FE0_0000u32 as i32
+        } else {
+            0x87F0_0000u32 as i32
+        }
+    }
+
+    /// [`fp8_f32_bits`]' shift on 16-bit words: for codes in the top byte of both words of each dword, the
+    /// top word of the result masked by [`fp8_f32_mask`] is the f32 of the dword's byte 3, the bottom word
+    /// moved up 16 bits that of its byte 1 (the word shift brings in only the sign's copies and bits of
+    /// the byte below, which the mask clears). Finite codes only (no special-code rule).
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[inline(always)]
+    unsafe fn fp8_in_top_of_words<const KIND: u8>(hi: __m256i) -> __m256i {
+        // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
+        unsafe {
+            if KIND == E5M2 {
+                _mm256_srai_epi16::<3>(hi)
+            } else {
+                _mm256_srai_epi16::<4>(hi)
+            }
+        }
+    }
+
+    /// f32 bit patterns of 8 FP8 codes of `KIND`, each given in the top byte of a 32-bit lane (the bytes
+    /// below it ignored), times `2^-fold` exactly ([`super::fold`]): an arithmetic shift right by 4 (e4m3) or
     /// 3 (e5m2) keeps the sign in bit 31 and puts the exponent and mantissa bits at the bottom of f32's
     /// exponent field and the top of its mantissa; the mask clears the sign's copies. Read with f32's
     /// bias 127 that is `decode(q) · 2^-120` (e4m3fn, bias 7), `2^-119` (e4m3fnuz, bias 8) or `2^-112`
     /// (e5m2, bias 15), subnormal codes included: they land on f32 subnormals with the same digits,
     /// which the FP units take at full speed (measured on Zen 3; no DAZ), and the block-scale multiply
-    /// makes each `decode(q) · s` with one rounding. One shuffle and two integer operations, no
-    /// `vcvtph2ps` (2 cycles of one pipe per 8 values on Zen 3: the limit of an f16-based decoder there).
+    /// makes each `decode(q) · s` with one rounding. Two integer operations, no `vcvtph2ps` (2 cycles of
+    /// one pipe per 8 values on Zen 3: the limit of an f16-based decoder there).
     /// `SPECIAL`: NaN codes become NaN and e5m2's infinities infinite (the exponent field filled);
     /// without it they come out finite.
     ///
@@ -583,11 +662,8 @@ mod x86 {
     unsafe fn fp8_f32_bits<const KIND: u8, const SPECIAL: bool>(y: __m256i) -> __m256i {
         // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
         unsafe {
-            let x = if KIND == E5M2 {
-                _mm256_and_si256(_mm256_srai_epi32::<3>(y), _mm256_set1_epi32(0x8FE0_0000u32 as i32))
-            } else {
-                _mm256_and_si256(_mm256_srai_epi32::<4>(y), _mm256_set1_epi32(0x87F0_0000u32 as i32))
-            };
+            let shifted = if KIND == E5M2 { _mm256_srai_epi32::<3>(y) } else { _mm256_srai_epi32::<4>(y) };
+            let x = _mm256_and_si256(shifted, _mm256_set1_epi32(fp8_f32_mask::<KIND>()));
             if !SPECIAL {
                 return x;
             }
@@ -631,18 +707,15 @@ mod x86 {
         p: &mut Piece,
     ) {
         assert!(p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
-        // SAFETY (all intrinsics below): the features of `S` are enabled (caller's contract).
-        let zero =
-            || -> [[S::V; NB]; M] { std::array::from_fn(|_| std::array::from_fn(|_| unsafe { S::zero() })) };
         // NaN and infinite FP8 codes are rare (absent from real weights): decode without their rule, and
         // redo the group with it when one was seen.
-        let mut acc = zero();
+        let mut acc = zero::<S, M, NB>();
         let mut seen = unsafe { S::seen_none::<KIND>() };
         // SAFETY: the caller's contract.
         unsafe {
             group_pass::<S, M, NB, KIND, false>(w, a, kp, p, &mut acc, &mut seen);
             if S::special_seen::<KIND>(seen) {
-                acc = zero();
+                acc = zero::<S, M, NB>();
                 group_pass::<S, M, NB, KIND, true>(w, a, kp, p, &mut acc, &mut seen);
             }
         }
@@ -652,6 +725,13 @@ mod x86 {
                 p.out[j * p.ldo + i] = unsafe { S::hsum(v) };
             }
         }
+    }
+
+    /// M × NB zero vectors.
+    #[inline(always)]
+    fn zero<S: Simd, const M: usize, const NB: usize>() -> [[S::V; NB]; M] {
+        // SAFETY: only reached from a `#[target_feature]` wrapper of `S`'s path (see `Simd`).
+        std::array::from_fn(|_| std::array::from_fn(|_| unsafe { S::zero() }))
     }
 
     /// [`group`]'s accumulation with the decoder's special-code rule fixed (`SPECIAL`, `seen`:
@@ -681,15 +761,10 @@ mod x86 {
         let mut kb0 = 0;
         while kb0 < k {
             let kend = (kb0 + SCALE_BLOCK).min(k);
-            let scale: [S::V; NB] = std::array::from_fn(|j| {
-                let s = if is_fp8(KIND) {
-                    w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]
-                } else {
-                    1.0
-                };
-                // SAFETY: the features of `S` are enabled (caller's contract).
-                unsafe { S::splat(s * w.fold) }
-            });
+            // FP8: this block's products go to partial sums, added into `acc` times the block scale at
+            // its end (the contract's two-level form); other kinds accumulate into `acc` directly.
+            let mut part = zero::<S, M, NB>();
+            let sums = if is_fp8(KIND) { &mut part } else { &mut *acc };
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
                 for (j, row) in rows.iter().enumerate() {
@@ -707,7 +782,7 @@ mod x86 {
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.
-                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, acc, seen) };
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, sums, seen) };
                 k0 += step;
             }
             if k0 < kend {
@@ -718,15 +793,27 @@ mod x86 {
                 });
                 let src = tails.each_ref().map(|t| &t[..]);
                 // SAFETY: as above.
-                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, &scale, acc, seen) };
+                unsafe { step_all::<S, M, NB, KIND, SPECIAL>(src, a, kp, k0, sums, seen) };
+            }
+            if is_fp8(KIND) {
+                for j in 0..NB {
+                    let s = w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK];
+                    // SAFETY: the features of `S` are enabled (caller's contract).
+                    unsafe {
+                        let s = S::splat(s);
+                        for (acc_i, part_i) in acc.iter_mut().zip(&part) {
+                            acc_i[j] = S::fma(part_i[j], s, acc_i[j]);
+                        }
+                    }
+                }
             }
             kb0 = kend;
         }
     }
 
     /// One step of every row of the group: decode `src[j]` (STEP bytes each; `SPECIAL` and `seen` as in
-    /// [`Simd::load_step`]), scale, and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`, vector by
-    /// vector ([`step_vec`]).
+    /// [`Simd::load_step`]) and accumulate `acc[i][j] += a[i, k0..k0 + step] · w[j]`, vector by vector
+    /// ([`step_vec`]).
     ///
     /// # Safety
     /// As [`group`]; every `src[j]` holds STEP bytes; `k0` is a multiple of the step's element count,
@@ -739,7 +826,6 @@ mod x86 {
         a: &[f32],
         kp: usize,
         k0: usize,
-        scale: &[S::V; NB],
         acc: &mut [[S::V; NB]; M],
         seen: &mut S::Seen,
     ) {
@@ -751,14 +837,14 @@ mod x86 {
             let a = a.as_ptr().add(k0);
             // One call per vector with `v` a constant: as a loop, LLVM left the rows' loop rolled at M = 1,
             // NB = 4 (accumulators in memory, seen in the disassembly).
-            step_vec::<S, M, NB, KIND, SPECIAL, 0>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 1>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 2>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 3>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 4>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 5>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 6>(&raw, a, kp, scale, acc);
-            step_vec::<S, M, NB, KIND, SPECIAL, 7>(&raw, a, kp, scale, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 0>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 1>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 2>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 3>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 4>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 5>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 6>(&raw, a, kp, acc);
+            step_vec::<S, M, NB, KIND, SPECIAL, 7>(&raw, a, kp, acc);
         }
     }
 
@@ -779,7 +865,6 @@ mod x86 {
         raw: &[S::Raw; NB],
         a: *const f32,
         kp: usize,
-        scale: &[S::V; NB],
         acc: &mut [[S::V; NB]; M],
     ) {
         if V >= STEP / elem_bytes(KIND) / S::LANES {
@@ -790,9 +875,8 @@ mod x86 {
             let av: [S::V; M] = std::array::from_fn(|i| S::load(a.add(i * kp + V * S::LANES)));
             for j in 0..NB {
                 let w = S::decode_vec::<KIND, SPECIAL>(raw[j], V);
-                let wv = if is_fp8(KIND) { S::mul(w, scale[j]) } else { w };
                 for (acc_i, &a_i) in acc.iter_mut().zip(&av) {
-                    acc_i[j] = S::fma(a_i, wv, acc_i[j]);
+                    acc_i[j] = S::fma(a_i, w, acc_i[j]);
                 }
             }
         }
@@ -918,8 +1002,9 @@ mod x86 {
     pub(crate) fn rows_avx2(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx2_ok());
         // 16 registers hold the M·NB accumulators, the M values of A of one vector (or A as memory
-        // operands), the decoded weight vector and, for FP8, the scales and shuffle masks: FP8 takes
-        // fewer weight rows per group than bf16 (checked free of spills in the disassembly).
+        // operands), the decoded weight vector and, for FP8, the block's partial sums and the decode's
+        // masks: FP8 takes fewer weight rows per group than bf16 (bf16's groups measured no faster for
+        // FP8 at M = 2..8, 2026-12-07).
         let pick = |mc, kind| {
             if is_fp8(kind) {
                 pick!(group_avx2, mc, kind, [

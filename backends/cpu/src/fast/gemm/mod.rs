@@ -9,11 +9,12 @@
 //!   `s = scales[m·ceil(K/128) + k/128]` for [`Lhs::Fp8`]) enter in one of two forms, by path:
 //!   - **scale folded into the value** (every path except the one below): the operand value is
 //!     `decode(q) · s` rounded **once** to f32 (round to nearest even), and that f32 enters the product.
-//!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 4) on AVX-512
-//!     CPUs with VBMI, and by the bf16 prefill kernels (below): for each 128-wide K block,
+//!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 16, the x86
+//!     SIMD paths) and by the bf16 prefill kernels (below): for each 128-wide K block,
 //!     `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32 from the exact decoded values, then
 //!     `C += p · s` with one FMA. (An FP8 left operand is still folded: `a_mk` is its `decode·s`
-//!     rounded once.)
+//!     rounded once.) The table-free decode kernels compute `p` over `a·2^x` and `decode·2^-fold`
+//!     (powers of two, exact: [`decode`]) and scale the result back exactly.
 //!
 //!   Both are within the error bound below. Folding the scale into a bf16 value would round it to 8
 //!   significant bits (relative error 2⁻⁹, far outside the bound), which is why the bf16 kernels keep
@@ -45,8 +46,8 @@
 //!   folded-scale operands a relative 2⁻²⁴ per factor (already inside `S` when `S` is taken over the
 //!   rounded values), plus half a bf16 ulp of `|C|` for `Out::Bf16`. The two-level form has no value rounding
 //!   and adds one rounding per term (the `p · s` FMA): every term passes through at most
-//!   `min(K, 8) + ceil(K/128) + 4 ≤ K + 8` roundings (8 FMAs per lane per block, one per block, a
-//!   4-level lane reduction), so the same `γ_{K+8} · S` bound holds.
+//!   `min(K, 128/L) + ceil(K/128) + log2 L ≤ K + 8` roundings for L lanes (8 or 16: 128/L FMAs per
+//!   lane per block, one per block, the lane reduction), so the same `γ_{K+8} · S` bound holds.
 //! * NaN FP8 codes decode to NaN on every path; every other code decodes exactly (the decode kernels
 //!   without tables, by way of f32 bits on AVX2 and f16 bits on AVX-512, [`decode`]; AVX-512 VBMI
 //!   byte tables built from
@@ -55,8 +56,8 @@
 //! # Kernels
 //!
 //! * M ≤ 16 ("decode"): no packing; weight rows are streamed once and decoded in registers (without
-//!   tables, except the VBMI two-level kernel), M accumulators per weight row (two-level: M partial sums
-//!   plus M accumulators), threads split N ([`decode`]).
+//!   tables, except the VBMI kernel), M accumulators per weight row (FP8: M partial sums per block plus
+//!   M accumulators), threads split N ([`decode`]).
 //! * M > 16 ("prefill"): GotoBLAS/BLIS-style blocking ([`driver`]): for each KC slice of K, A is packed into
 //!   MR-row panels and B (decoded, scale folded) into NR-column panels; a register-blocked microkernel
 //!   (AVX-512 12×32, AVX2 6×16, scalar 4×8) computes MR×NR tiles; threads split M×N tiles. bf16

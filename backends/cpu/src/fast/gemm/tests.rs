@@ -115,7 +115,7 @@ impl RhsData {
             RKind::Fp8(fmt) => {
                 d.q = (0..n * k).map(|_| rng.code(fmt)).collect();
                 d.s = (0..n.div_ceil(SCALE_BLOCK) * kb)
-                    .map(|_| if big_scale { 1024.0 * rng.scale() } else { rng.scale() })
+                    .map(|_| if big_scale { BIG_SCALE * (1.0 + rng.f32().abs()) } else { rng.scale() })
                     .collect();
             }
         }
@@ -143,6 +143,12 @@ impl RhsData {
 }
 
 const SENTINEL: f32 = 12345.0;
+
+/// Block scales of `big_scale` weights: above the table-free FP8 decode kernels' limit for K ≤ 384
+/// (`f32::MAX / (2^24 · ceil(K/128))` ≈ 2^102.4, decode.rs), so those weights take the portable
+/// fallback. That limit is where K products of |a| ≤ 1 and e5m2's largest code could overflow f32;
+/// random codes and signs keep these sums far below it, and an overflow would fail the comparison.
+const BIG_SCALE: f32 = 1.0e31; // ≈ 2^103
 
 #[allow(clippy::too_many_arguments)]
 fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas: &[Isa], big_scale: bool) {
@@ -388,12 +394,67 @@ fn larger_shapes_span_several_kc_slices_and_tiles() {
 
 #[test]
 fn large_block_scales_take_the_exact_fallback() {
-    // s·2^120 overflows f32 for s >= 256: the decode path must fall back without losing exactness.
+    // Scales of BIG_SCALE exceed the decode kernels' limit: the decode path must fall back without losing
+    // exactness.
     let mut rng = Rng(42);
     let isas = Isa::available();
     for fmt in [Fp8Format::E4M3Fn, Fp8Format::E4M3Fnuz, Fp8Format::E5M2] {
         check(&mut rng, 3, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
         check(&mut rng, 12, 200, 384, LKind::F32, RKind::Fp8(fmt), &isas, true);
+    }
+}
+
+#[test]
+fn decode_rows_of_any_magnitude() {
+    // The table-free FP8 decode kernels scale each row of A by a power of two and their outputs back
+    // (decode.rs, `scale_fp8_lhs_row`): rows of subnormal, small, ordinary and huge magnitude and a zero
+    // row must come out within the bound, on every path and M chunking.
+    let mut rng = Rng(0xA5CA_1E00);
+    let isas = Isa::available();
+    let (n, k) = (13, 200);
+    let exps = [-140, -60, 0, 60, 100];
+    let m = exps.len() + 1;
+    let mut a = vec![0f32; m * k];
+    for (row, &e) in a.chunks_exact_mut(k).zip(&exps) {
+        row.iter_mut().for_each(|x| *x = rng.f32() * 2f32.powi(e));
+    }
+    let vals: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    for fmt in Fp8Format::ALL {
+        let b = RhsData::new(&mut rng, n, k, RKind::Fp8(fmt), false);
+        let (refc, tol) = reference(&vals, &b.vals, m, n, k);
+        for &isa in &isas {
+            for bf in [false, true] {
+                let ctx = format!("{isa:?} {fmt:?} bf16_out={bf}");
+                let mut cf = vec![SENTINEL; m * n];
+                let mut ch = vec![bf16::from_f32(SENTINEL); m * n];
+                let out =
+                    if bf { Out::Bf16 { data: &mut ch, ldc: n } } else { Out::F32 { data: &mut cf, ldc: n } };
+                gemm_with(isa, m, n, k, Lhs::F32 { data: &a, lda: k }, b.rhs(), out);
+                let got = |idx: usize| if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
+                assert_within(&ctx, bf, got, m * n, n, n, &refc, &tol);
+            }
+        }
+        // A row holding an infinity: ±inf or NaN wherever the f64 reference is.
+        let mut inf_row: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
+        inf_row[77] = f32::INFINITY;
+        let vals: Vec<f64> = inf_row.iter().map(|&x| x as f64).collect();
+        let (refc, _) = reference(&vals, &b.vals, 1, n, k);
+        for &isa in &isas {
+            let mut c = vec![SENTINEL; n];
+            gemm_with(
+                isa,
+                1,
+                n,
+                k,
+                Lhs::F32 { data: &inf_row, lda: k },
+                b.rhs(),
+                Out::F32 { data: &mut c, ldc: n },
+            );
+            for (j, (&got, &want)) in c.iter().zip(&refc).enumerate() {
+                let same = if want.is_nan() { got.is_nan() } else { got as f64 == want };
+                assert!(same, "{isa:?} {fmt:?} inf row: C[0,{j}] = {got}, reference {want}");
+            }
+        }
     }
 }
 
