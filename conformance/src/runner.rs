@@ -464,7 +464,12 @@ fn perf_one(t: &Target, case: &Case, inputs: &Inputs, options: &Options) -> Row 
         };
         let compute = if peak_flops > 0.0 { cost.flops / peak_flops } else { 0.0 };
         let memory = if peak.bytes_per_s > 0.0 { cost.bytes / peak.bytes_per_s } else { 0.0 };
-        let (best, which) = if compute >= memory {
+        // A case that computes, against a class whose peak is unknown (0), has no roofline: its memory
+        // time alone could call a compute-bound case "memory bound".
+        let unknown = cost.flops > 0.0 && peak_flops <= 0.0;
+        let (best, which) = if unknown {
+            (0.0, String::new())
+        } else if compute >= memory {
             (compute, format!("compute ({name})"))
         } else {
             (memory, "memory".to_string())

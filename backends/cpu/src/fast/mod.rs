@@ -56,18 +56,28 @@ pub fn run(op: &Op, args: Args<'_>) -> Result<()> {
     }
 }
 
-/// This CPU's FMA throughput and memory bandwidth, measured (~0.5 s).
+/// This CPU's FMA (and, on the AVX512-BF16 path, `vdpbf16ps`) throughput and memory bandwidth, measured
+/// (~0.5 s, 0.75 s with `vdpbf16ps`).
 pub fn measure_peak() -> Peak {
     let flops = peak::measure_fma_peak_f32(Duration::from_millis(250));
     let bytes = peak::measure_memory_bandwidth(Duration::from_millis(250));
+    // The bf16 and FP8 peaks are those of the fastest units their GEMMs run on: `vdpbf16ps` on the
+    // AVX512-BF16 path (bf16 activations with bf16 or FP8 weights; FP8 activations still run on the f32
+    // FMA units there, below this peak); AMX tiles are not measured (no AMX loop here), so 0, "unknown",
+    // rather than a peak the kernels can exceed; elsewhere both are decoded to f32 for the FMA units.
+    let low_precision = match gemm::isa() {
+        gemm::Isa::Avx512Bf16 => peak::measure_dpbf16_peak(Duration::from_millis(250)).unwrap_or(0.0),
+        gemm::Isa::Amx => 0.0,
+        _ => flops,
+    };
     Peak {
         f32_flops: flops,
-        // bf16 and FP8 are decoded to f32 for the FMA units, so their peak is the f32 one.
-        bf16_flops: flops,
-        fp8_flops: flops,
+        bf16_flops: low_precision,
+        fp8_flops: low_precision,
         bytes_per_s: bytes,
         source:
-            "measured on this CPU: FMA loop on all threads, streaming read of a buffer larger than the caches"
+            "measured on this CPU: FMA (and vdpbf16ps) loop on all threads, streaming read of a buffer larger \
+             than the caches"
                 .into(),
     }
 }

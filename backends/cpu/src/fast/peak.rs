@@ -1,5 +1,5 @@
-//! Machine peaks for "% of peak" reports: f32 FMA throughput and memory read bandwidth, both measured
-//! with every thread of rayon's global pool. Other tenants share the machine: compare ratios measured in
+//! Machine peaks for "% of peak" reports: f32 FMA and bf16 `vdpbf16ps` throughput and memory read
+//! bandwidth, each measured with every thread of rayon's global pool. Other tenants share the machine: compare ratios measured in
 //! one run.
 
 use std::hint::black_box;
@@ -13,6 +13,21 @@ pub fn measure_fma_peak_f32(duration: Duration) -> f64 {
     let start = Instant::now();
     let flops: f64 = rayon::broadcast(|_| fma_loop(duration)).into_iter().sum();
     flops / start.elapsed().as_secs_f64()
+}
+
+/// bf16 FLOP/s of `vdpbf16ps`, what the AVX512-BF16 prefill kernel runs on (each instruction adds two
+/// bf16 products to each of 16 f32 lanes: 64 FLOPs), with 16 independent accumulators per thread on all
+/// rayon threads for about `duration`; `None` where the CPU lacks AVX512-BF16.
+pub fn measure_dpbf16_peak(duration: Duration) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+        let start = Instant::now();
+        // SAFETY: avx512f and avx512bf16 detected just above (every thread runs on this CPU).
+        let flops: f64 = rayon::broadcast(|_| unsafe { x86::dpbf16_loop(duration) }).into_iter().sum();
+        return Some(flops / start.elapsed().as_secs_f64());
+    }
+    let _ = duration;
+    None
 }
 
 /// FLOPs done by one thread in about `duration`.
@@ -69,6 +84,30 @@ mod x86 {
             }
             acc = black_box(acc);
             flops += (BATCH * 16 * 16 * 2) as f64;
+        }
+        black_box(acc);
+        flops
+    }
+
+    /// # Safety
+    /// Requires AVX-512F and AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn dpbf16_loop(duration: Duration) -> f64 {
+        let start = Instant::now();
+        // bf16 pairs of 1.0 and 2^-20: each step adds 2^-19 to every lane (no overflow in any run).
+        // SAFETY (transmutes): `__m512bh` is 32 bf16 in the same 64 bytes as the integer vector.
+        let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi16(0x3F80)) };
+        let b: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi16(0x3580)) };
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let mut flops = 0f64;
+        while start.elapsed() < duration {
+            for _ in 0..BATCH {
+                for v in acc.iter_mut() {
+                    *v = _mm512_dpbf16_ps(*v, a, b);
+                }
+            }
+            acc = black_box(acc);
+            flops += (BATCH * 16 * 64) as f64;
         }
         black_box(acc);
         flops
@@ -210,6 +249,19 @@ mod tests {
                 (0..len as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i << 7)).collect();
             let expected = words.iter().fold(0u64, |s, &x| s.wrapping_add(x));
             assert_eq!(super::sum_streams(&words), expected, "len {len}");
+        }
+    }
+
+    /// The `vdpbf16ps` peak is measured exactly where the CPU has the instruction, and is a rate.
+    #[test]
+    fn dpbf16_peak_only_where_the_cpu_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        let has = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        match super::measure_dpbf16_peak(std::time::Duration::from_millis(5)) {
+            Some(flops) => assert!(has && flops.is_finite() && flops > 0.0, "{flops}"),
+            None => assert!(!has),
         }
     }
 }
