@@ -202,13 +202,17 @@ impl Isa {
             if avx512_ok() && microkernel_amx::available().is_ok() {
                 v.push(Isa::Amx);
             }
+            // AVX512-BF16 above AVX-512 only where its units are faster: a zmm `vdpbf16ps` (4 FLOP per
+            // lane) ran at half the f32 FMA rate on a Sapphire Rapids Xeon, where the path measured
+            // about 0.6x the f32 kernels (benches/results/2026-12-06-cpu-prefill-amx.md), and at twice
+            // it on Zen 4, where it measured 1.5-1.8x (2026-12-07-cpu-zen4-decode-and-prefill.md).
+            if avx512bf16_ok() && bf16_units_faster() {
+                v.push(Isa::Avx512Bf16);
+            }
             if avx512_ok() {
                 v.push(Isa::Avx512);
             }
-            // Below AVX-512: on the build machine's Xeon (family 6 model 207) a zmm `vdpbf16ps` (4 FLOP
-            // per lane) runs at half the FLOP rate of f32 FMAs, and the path measured about 0.6x the f32
-            // kernels (benches/results/2026-12-06-cpu-prefill-amx.md), so it runs only when forced.
-            if avx512bf16_ok() {
+            if avx512bf16_ok() && !bf16_units_faster() {
                 v.push(Isa::Avx512Bf16);
             }
             if avx2_ok() {
@@ -233,6 +237,17 @@ impl Isa {
 #[cfg(target_arch = "x86_64")]
 fn avx512bf16_ok() -> bool {
     avx512_ok() && is_x86_feature_detected!("avx512bf16")
+}
+
+/// Whether `vdpbf16ps` outruns the f32 FMA units here by a clear margin, measured once per process
+/// (about 10 ms on one thread). The two CPU families measured so far lie at 0.5 and 2.0, far from the
+/// 1.4 threshold, so the choice does not flip between runs on one machine.
+#[cfg(target_arch = "x86_64")]
+fn bf16_units_faster() -> bool {
+    static FASTER: OnceLock<bool> = OnceLock::new();
+    *FASTER.get_or_init(|| {
+        crate::fast::peak::dpbf16_over_fma(std::time::Duration::from_millis(5)).is_some_and(|r| r > 1.4)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
