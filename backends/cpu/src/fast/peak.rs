@@ -30,26 +30,6 @@ pub fn measure_dpbf16_peak(duration: Duration) -> Option<f64> {
     None
 }
 
-/// On one thread, `vdpbf16ps`'s FLOP rate over the f32 FMA rate, each loop run for about `duration`;
-/// `None` without AVX512-BF16. What decides whether the bf16 prefill kernel runs by default
-/// ([`super::gemm`]'s path choice): 2.0 on Zen 4, about 0.5 on Sapphire Rapids.
-pub fn dpbf16_over_fma(duration: Duration) -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
-        let rate = |f: &dyn Fn() -> f64| {
-            let start = Instant::now();
-            f() / start.elapsed().as_secs_f64()
-        };
-        // SAFETY: avx512f and avx512bf16 detected just above.
-        let bf16 = rate(&|| unsafe { x86::dpbf16_loop(duration) });
-        // SAFETY: as above.
-        let f32 = rate(&|| unsafe { x86::fma_loop_avx512(duration) });
-        return Some(bf16 / f32);
-    }
-    let _ = duration;
-    None
-}
-
 /// FLOPs done by one thread in about `duration`.
 fn fma_loop(duration: Duration) -> f64 {
     #[cfg(target_arch = "x86_64")]
@@ -281,13 +261,6 @@ mod tests {
         let has = false;
         match super::measure_dpbf16_peak(std::time::Duration::from_millis(5)) {
             Some(flops) => assert!(has && flops.is_finite() && flops > 0.0, "{flops}"),
-            None => assert!(!has),
-        }
-        match super::dpbf16_over_fma(std::time::Duration::from_millis(5)) {
-            Some(ratio) => {
-                assert!(has && ratio.is_finite() && ratio > 0.0, "{ratio}");
-                println!("vdpbf16ps FLOP rate / f32 FMA rate on one thread: {ratio:.2}");
-            }
             None => assert!(!has),
         }
     }
