@@ -75,9 +75,8 @@ pub fn measure_peak() -> Peak {
         bf16_flops: low_precision,
         fp8_flops: low_precision,
         bytes_per_s: bytes,
-        source:
-            "measured on this CPU: FMA (and vdpbf16ps) loop on all threads, streaming read of a buffer larger \
-             than the caches"
-                .into(),
+        source: "measured on this CPU: FMA (and vdpbf16ps) loop on all threads, streaming read of a buffer \
+                 larger than the caches"
+            .into(),
     }
 }

@@ -1,6 +1,6 @@
 //! Machine peaks for "% of peak" reports: f32 FMA and bf16 `vdpbf16ps` throughput and memory read
-//! bandwidth, each measured with every thread of rayon's global pool. Other tenants share the machine: compare ratios measured in
-//! one run.
+//! bandwidth, each measured with every thread of rayon's global pool. Other tenants share the machine:
+//! compare ratios measured in one run.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -22,8 +22,9 @@
 //!
 //! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the VBMI kernel instead ([`two_level`]): 64 codes
 //! per step decoded exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to
-//! match), unscaled (no powers of two), the same two-level form — measured faster there than the table-free decoder (benches/results/
-//! 2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2` bypasses it.
+//! match), without powers of two, in the same two-level form — measured faster there than the
+//! table-free decoder (benches/results/2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2`
+//! bypasses it.
 //!
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
@@ -110,9 +111,10 @@ fn fold_exp(isa: Isa, format: Fp8Format) -> i32 {
 }
 
 /// Scales a row of A in front of the table-free FP8 kernels by `2^(fold - ea)`, where `2^ea ≤ max|a| <
-/// 2^(ea+1)` (see the module's notes), and returns `2^ea`, the factor for the row's outputs. A zero or
-/// non-finite row keeps `ea = fold`: unscaled, its outputs still come back times `2^fold`. Both
-/// multiplies are exact in f64, and the casts to f32 exact unless the result is subnormal.
+/// 2^(ea+1)` (see the module's notes), and returns `2^ea`, the factor for the row's outputs. A row of
+/// zeros or holding an infinity keeps `ea = fold`: unscaled, its outputs still come back times
+/// `2^fold` (NaNs are skipped by the maximum and stay NaN). Both multiplies are exact in f64, and the
+/// casts to f32 exact unless the result is subnormal.
 fn scale_fp8_lhs_row(row: &mut [f32], fold: i32) -> f64 {
     let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
     let ea = if amax > 0.0 && amax.is_finite() {
@@ -128,8 +130,8 @@ fn scale_fp8_lhs_row(row: &mut [f32], fold: i32) -> f64 {
     2f64.powi(ea)
 }
 
-/// The SIMD view of `b` for `isa`'s decoder, or `None` when a folded block scale overflows (the
-/// portable path is exact). `two_level`: use the VBMI tables when `b` has them.
+/// The SIMD view of `b` for `isa`'s decoder, or `None` when a block scale is above what the kernels'
+/// accumulators take (the portable path is exact). `two_level`: use the VBMI tables when `b` has them.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn view<'a>(b: &'a RhsSrc<'a>, k: usize, isa: Isa, two_level: bool) -> Option<WView<'a>> {
     let kb = k.div_ceil(SCALE_BLOCK);
@@ -213,9 +215,9 @@ impl<'a> Job<'a> {
             }
             _ => SmallVec::new(),
         };
-        // The VBMI two-level kernel and the AVX2 FP8 decoder yield the 64 codes of a step in the order of
-        // in-lane shuffles; permute A's 64-value chunks to match (kp is a multiple of 64; the zero padding
-        // stays zero).
+        // The VBMI kernel (in-lane shuffles) and the AVX2 FP8 decoder (dword bytes) yield the 64 codes of
+        // a step out of order; permute A's 64-value chunks to match (kp is a multiple of 64; the zero
+        // padding stays zero).
         #[cfg(target_arch = "x86_64")]
         let order: Option<fn(usize) -> usize> = match &w {
             Some(w) if w.tables.is_some() => Some(super::fp8_simd::lane_order),
