@@ -206,13 +206,15 @@ impl Isa {
             // lane) ran at half the f32 FMA rate on a Sapphire Rapids Xeon, where the path measured
             // about 0.6x the f32 kernels (benches/results/2026-12-06-cpu-prefill-amx.md), and at twice
             // it on Zen 4, where it measured 1.5-1.8x (2026-12-07-cpu-zen4-decode-and-prefill.md).
-            if avx512bf16_ok() && bf16_units_faster() {
+            let bf16 = avx512bf16_ok();
+            let bf16_first = bf16 && bf16_units_faster();
+            if bf16_first {
                 v.push(Isa::Avx512Bf16);
             }
             if avx512_ok() {
                 v.push(Isa::Avx512);
             }
-            if avx512bf16_ok() && !bf16_units_faster() {
+            if bf16 && !bf16_first {
                 v.push(Isa::Avx512Bf16);
             }
             if avx2_ok() {
@@ -245,9 +247,10 @@ fn avx512bf16_ok() -> bool {
 /// loaded VM, and a process's kernel path (and so its exact numbers) must not depend on load.
 #[cfg(target_arch = "x86_64")]
 fn bf16_units_faster() -> bool {
+    // The vendor string is EBX, EDX, ECX of leaf 0, four ASCII bytes each, little-endian.
     let id = std::arch::x86_64::__cpuid(0);
-    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-    vendor == b"AuthenticAMD"
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    (id.ebx, id.edx, id.ecx) == (word(b"Auth"), word(b"enti"), word(b"cAMD"))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -87,6 +87,11 @@ impl LhsData {
         }
         d
     }
+    /// f32 rows given as they are (`[m, k]`, dense).
+    fn f32_rows(f: Vec<f32>, k: usize) -> Self {
+        let vals = f.iter().map(|&x| x as f64).collect();
+        LhsData { f, h: vec![], q: vec![], s: vec![], lda: k, kind: LKind::F32, vals }
+    }
     fn lhs(&self) -> Lhs<'_> {
         match self.kind {
             LKind::F32 => Lhs::F32 { data: &self.f, lda: self.lda },
@@ -156,11 +161,17 @@ fn check(rng: &mut Rng, m: usize, n: usize, k: usize, lk: LKind, rk: RKind, isas
     let ldc = n + (m + k) % 4;
     let a = LhsData::new(rng, m, k, lda, lk);
     let b = RhsData::new(rng, n, k, rk, big_scale);
+    check_operands(&a, &b, m, n, k, ldc, isas);
+}
+
+/// `a · bᵀ` on every path in `isas`, f32 and bf16 out (C with stride `ldc`), within the bound of the
+/// f64 reference.
+fn check_operands(a: &LhsData, b: &RhsData, m: usize, n: usize, k: usize, ldc: usize, isas: &[Isa]) {
     let (refc, tol) = reference(&a.vals, &b.vals, m, n, k);
     let clen = if m == 0 { 0 } else { (m - 1) * ldc + n };
     for &isa in isas {
         for bf in [false, true] {
-            let ctx = format!("{isa:?} m={m} n={n} k={k} {lk:?} {rk:?} bf16_out={bf}");
+            let ctx = format!("{isa:?} m={m} n={n} k={k} {:?} {:?} bf16_out={bf}", a.kind, b.kind);
             let mut cf = vec![SENTINEL; clen];
             let mut ch = vec![bf16::from_f32(SENTINEL); clen];
             let out = if bf { Out::Bf16 { data: &mut ch, ldc } } else { Out::F32 { data: &mut cf, ldc } };
@@ -414,42 +425,22 @@ fn decode_rows_of_any_magnitude() {
     let (n, k) = (13, 200);
     let exps = [-140, -60, 0, 60, 100];
     let m = exps.len() + 1;
-    let mut a = vec![0f32; m * k];
-    for (row, &e) in a.chunks_exact_mut(k).zip(&exps) {
+    let mut rows = vec![0f32; m * k];
+    for (row, &e) in rows.chunks_exact_mut(k).zip(&exps) {
         row.iter_mut().for_each(|x| *x = rng.f32() * 2f32.powi(e));
     }
-    let vals: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    let a = LhsData::f32_rows(rows, k);
     for fmt in Fp8Format::ALL {
         let b = RhsData::new(&mut rng, n, k, RKind::Fp8(fmt), false);
-        let (refc, tol) = reference(&vals, &b.vals, m, n, k);
-        for &isa in &isas {
-            for bf in [false, true] {
-                let ctx = format!("{isa:?} {fmt:?} bf16_out={bf}");
-                let mut cf = vec![SENTINEL; m * n];
-                let mut ch = vec![bf16::from_f32(SENTINEL); m * n];
-                let out =
-                    if bf { Out::Bf16 { data: &mut ch, ldc: n } } else { Out::F32 { data: &mut cf, ldc: n } };
-                gemm_with(isa, m, n, k, Lhs::F32 { data: &a, lda: k }, b.rhs(), out);
-                let got = |idx: usize| if bf { ch[idx].to_f32() } else { cf[idx] } as f64;
-                assert_within(&ctx, bf, got, m * n, n, n, &refc, &tol);
-            }
-        }
+        check_operands(&a, &b, m, n, k, n, &isas);
         // A row holding an infinity: ±inf or NaN wherever the f64 reference is.
         let mut inf_row: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
         inf_row[77] = f32::INFINITY;
-        let vals: Vec<f64> = inf_row.iter().map(|&x| x as f64).collect();
-        let (refc, _) = reference(&vals, &b.vals, 1, n, k);
+        let inf = LhsData::f32_rows(inf_row, k);
+        let (refc, _) = reference(&inf.vals, &b.vals, 1, n, k);
         for &isa in &isas {
             let mut c = vec![SENTINEL; n];
-            gemm_with(
-                isa,
-                1,
-                n,
-                k,
-                Lhs::F32 { data: &inf_row, lda: k },
-                b.rhs(),
-                Out::F32 { data: &mut c, ldc: n },
-            );
+            gemm_with(isa, 1, n, k, inf.lhs(), b.rhs(), Out::F32 { data: &mut c, ldc: n });
             for (j, (&got, &want)) in c.iter().zip(&refc).enumerate() {
                 let same = if want.is_nan() { got.is_nan() } else { got as f64 == want };
                 assert!(same, "{isa:?} {fmt:?} inf row: C[0,{j}] = {got}, reference {want}");
