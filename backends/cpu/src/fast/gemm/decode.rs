@@ -20,11 +20,12 @@
 //!   the output multiplied back at the end. A product then underflows only where `|a · decode(q)|` is
 //!   below `2^-126` of the row's largest `|a|` (the contract's bound excludes underflow on every path).
 //!
-//! FP8 weights with M ≤ 4 on AVX-512 + VBMI take the VBMI kernel instead ([`two_level`]): 64 codes
-//! per step decoded exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to
-//! match), without powers of two, in the same two-level form — measured faster there than the
-//! table-free decoder (benches/results/2026-12-06-cpu-decode-gemm.md); forcing the path to `avx2`
-//! bypasses it.
+//! FP8 weights on AVX-512 + VBMI take the VBMI kernel instead ([`two_level`]): 64 codes per step decoded
+//! exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to match), without
+//! powers of two, in the same two-level form — into f32 for M ≤ 4 (measured faster than the table-free
+//! decoder, benches/results/2026-12-06-cpu-decode-gemm.md), and on the AVX512-BF16 path with bf16
+//! activations into bf16 for `vdpbf16ps` for M ≤ 8 ([`Job::bf16_dot`]). Forcing the path to `avx2`
+//! bypasses both, to `avx512` the bf16 form.
 //!
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
 //! `#[target_feature]` wrapper around it, so the trait's intrinsics are inlined with the features on.
@@ -81,9 +82,6 @@ struct WView<'a> {
     tables: Option<&'a Fp8Tables>,
 }
 
-/// Largest M for the two-level VBMI kernel (above it, the partial sums no longer fit in registers).
-const TWO_LEVEL_MAX_M: usize = 4;
-
 fn as_bytes<T: bytemuck::Pod>(x: &[T]) -> &[u8] {
     bytemuck::cast_slice(x)
 }
@@ -110,24 +108,40 @@ fn fold_exp(isa: Isa, format: Fp8Format) -> i32 {
     }
 }
 
+/// `e` with `2^e ≤ max|x| < 2^(e+1)` over `row` (NaNs skipped), or `fallback` for a row of zeros or one
+/// holding an infinity.
+fn row_exponent(row: &[f32], fallback: i32) -> i32 {
+    let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if amax > 0.0 && amax.is_finite() {
+        // f64 holds every f32, subnormals as normals: its exponent field is ⌊log2 amax⌋ exactly.
+        ((f64::from(amax).to_bits() >> 52) & 0x7FF) as i32 - 1023
+    } else {
+        fallback
+    }
+}
+
 /// Scales a row of A in front of the table-free FP8 kernels by `2^(fold - ea)`, where `2^ea ≤ max|a| <
 /// 2^(ea+1)` (see the module's notes), and returns `2^ea`, the factor for the row's outputs. A row of
 /// zeros or holding an infinity keeps `ea = fold`: unscaled, its outputs still come back times
 /// `2^fold` (NaNs are skipped by the maximum and stay NaN). Both multiplies are exact in f64, and the
 /// casts to f32 exact unless the result is subnormal.
 fn scale_fp8_lhs_row(row: &mut [f32], fold: i32) -> f64 {
-    let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let ea = if amax > 0.0 && amax.is_finite() {
-        // f64 holds every f32, subnormals as normals: its exponent field is ⌊log2 amax⌋ exactly.
-        ((f64::from(amax).to_bits() >> 52) & 0x7FF) as i32 - 1023
-    } else {
-        fold
-    };
+    let ea = row_exponent(row, fold);
     let up = 2f64.powi(fold - ea);
     for x in row.iter_mut() {
         *x = (f64::from(*x) * up) as f32;
     }
     2f64.powi(ea)
+}
+
+/// Whether block scales `scales` (`kb` per row block) stay within what the accumulators of the kernels
+/// whose A rows are scaled below `2^(fold+1)` take: they hold Σ p·s over the blocks with |p| < 128 ·
+/// 2^(fold+1) · max|w'| ≤ 2^24 (max|decode| < 2^16, e5m2; |a'| < 2^(fold+1), w' = decode · 2^-fold), so
+/// a scale above f32::MAX / (2^24 · kb) could overflow where the unscaled result would not; the portable
+/// path takes those.
+fn scales_fit(scales: &[f32], kb: usize) -> bool {
+    let limit = f32::MAX / (2f32.powi(24) * kb.max(1) as f32);
+    !scales.iter().any(|s| s.abs() > limit && s.is_finite())
 }
 
 /// The SIMD view of `b` for `isa`'s decoder, or `None` when a block scale is above what the kernels'
@@ -150,11 +164,7 @@ fn view<'a>(b: &'a RhsSrc<'a>, k: usize, isa: Isa, two_level: bool) -> Option<WV
                 Fp8Format::E5M2 => E5M2,
             };
             let fold = fold_exp(isa, *format);
-            // The accumulators hold Σ p·s over the blocks with |p| < 128 · 2^(fold+1) · max|w'| ≤ 2^24
-            // (max|decode| < 2^16, e5m2; |a'| < 2^(fold+1)): a scale above f32::MAX / (2^24 · kb) could
-            // overflow where the unscaled result would not; the portable path takes it.
-            let limit = f32::MAX / (2f32.powi(24) * kb.max(1) as f32);
-            if scales.iter().any(|s| s.abs() > limit && s.is_finite()) {
+            if !scales_fit(scales, kb) {
                 return None;
             }
             WView { kind, bytes: codes, k, scales, kb, fold, tables: None }
@@ -197,15 +207,21 @@ impl<'a> Job<'a> {
     /// Rows `row0..row0 + m` of `a` times `b` (`[N, K]`).
     pub(crate) fn new(isa: Isa, m: usize, k: usize, a: &LhsSrc, row0: usize, b: &'a RhsSrc<'a>) -> Self {
         debug_assert!((1..=super::DECODE_MAX_M).contains(&m));
-        // The bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
-        let isa = isa.vector();
         let kp = k.next_multiple_of(STEP);
         let mut abuf = Scratch::zeroed(m * kp);
         for (i, row) in abuf.chunks_exact_mut(kp).enumerate() {
             a.load_row(row0 + i, 0, &mut row[..k]);
         }
         #[cfg(target_arch = "x86_64")]
-        let two_level = isa == Isa::Avx512 && m <= TWO_LEVEL_MAX_M;
+        if isa == Isa::Avx512Bf16 && matches!(a, LhsSrc::Bf16 { .. }) {
+            if let Some(job) = Self::bf16_dot(m, k, kp, &abuf, b) {
+                return job;
+            }
+        }
+        // Otherwise the bf16 paths add a prefill kernel only: decode runs on the vector path beneath them.
+        let isa = isa.vector();
+        #[cfg(target_arch = "x86_64")]
+        let two_level = isa == Isa::Avx512 && m <= two_level::F32_MAX_M;
         #[cfg(not(target_arch = "x86_64"))]
         let two_level = false;
         let w = view(b, k, isa, two_level);
@@ -239,6 +255,22 @@ impl<'a> Job<'a> {
         Job { isa, m, k, kp, abuf, out_scale, w, b }
     }
 
+    /// The bf16 form of the two-level kernel ([`two_level`]) where it can run: FP8 weights with VBMI
+    /// tables, M ≤ 8, block scales that fit ([`scales_fit`]), and A's rows bf16 that stay normal when
+    /// scaled ([`two_level::bf16_lhs`]). Kept as `Isa::Avx512Bf16`, the kernel family [`Job::rows`] runs.
+    #[cfg(target_arch = "x86_64")]
+    fn bf16_dot(m: usize, k: usize, kp: usize, abuf: &[f32], b: &'a RhsSrc<'a>) -> Option<Self> {
+        let RhsSrc::BlockFp8 { codes, scales, kb, simd: Some(t), .. } = b else {
+            return None;
+        };
+        if m > two_level::BF16_MAX_M || !scales_fit(scales, *kb) {
+            return None;
+        }
+        let (abuf, out_scale) = two_level::bf16_lhs(m, k, kp, abuf)?;
+        let w = WView { kind: E4M3FN, bytes: codes, k, scales, kb: *kb, fold: 0, tables: Some(t) };
+        Some(Job { isa: Isa::Avx512Bf16, m, k, kp, abuf, out_scale, w: Some(w), b })
+    }
+
     /// The address of the first weight row and the bytes of each row: what the node split cuts.
     fn weight_rows(&self) -> (usize, usize) {
         match self.b {
@@ -253,9 +285,13 @@ impl<'a> Job<'a> {
         let (m, kp, a) = (self.m, self.kp, &self.abuf[..]);
         match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Amx | Isa::Avx512Bf16 => {
-                x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out)
+            Isa::Avx512Bf16 => {
+                let w = self.w.as_ref().unwrap();
+                let t = w.tables.expect("the bf16 form has tables");
+                two_level::rows_bf16(m, w, t, bytemuck::cast_slice(a), kp, n0, out)
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Amx => x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::rows_avx2(m, self.w.as_ref().unwrap(), a, kp, n0, out),
             Isa::Scalar => scalar_rows(m, self.k, self.b, a, kp, n0, out),
@@ -988,7 +1024,7 @@ mod x86 {
     pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx512_ok());
         if let Some(t) = w.tables {
-            super::two_level::rows(m, w, t, a, kp, n0, out);
+            super::two_level::rows_f32(m, w, t, a, kp, n0, out);
             return;
         }
         // 32 registers: up to 16 accumulators plus the decode's temporaries.
@@ -1092,106 +1128,8 @@ mod x86 {
     }
 }
 
-/// FP8 weights on AVX-512 + VBMI: exact 64-code decode ([`super::fp8_simd`]) and the two-level form
-/// (per 128-wide K block, `p = Σ a·decode(q)` in f32, then `acc += p·s` with one FMA).
 #[cfg(target_arch = "x86_64")]
-mod two_level {
-    use std::arch::x86_64::*;
-
-    use super::super::fp8_simd::{decode64_lanes, regs, Fp8Tables};
-    use super::{WView, SCALE_BLOCK};
-
-    type Kern = unsafe fn(&WView, &Fp8Tables, &[f32], usize, usize, &mut [f32]);
-
-    /// Software prefetch distance in bytes.
-    const PF: usize = 1024;
-
-    pub(super) fn rows(m: usize, w: &WView, t: &Fp8Tables, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
-        let (nb, f, f1): (usize, Kern, Kern) = match m {
-            1 => (4, group::<1, 4>, group::<1, 1>),
-            2 => (4, group::<2, 4>, group::<2, 1>),
-            3 => (2, group::<3, 2>, group::<3, 1>),
-            4 => (2, group::<4, 2>, group::<4, 1>),
-            _ => (2, group::<4, 2>, group::<4, 1>),
-        };
-        debug_assert!(m <= super::TWO_LEVEL_MAX_M);
-        let rows = out.len() / m;
-        let mut r = 0;
-        while r < rows {
-            let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
-            let o = &mut out[r * m..(r + g) * m];
-            // SAFETY: `t` exists only on CPUs with AVX-512F/BW/VL + VBMI; the kernel checks its slices.
-            unsafe { kern(w, t, a, kp, n0 + r, o) };
-            r += g;
-        }
-    }
-
-    /// `out[j*M + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))`.
-    ///
-    /// # Safety
-    /// AVX-512F/BW/VL + VBMI available. Every pointer used is derived from a slice checked here.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-    unsafe fn group<const M: usize, const NB: usize>(
-        w: &WView,
-        t: &Fp8Tables,
-        a: &[f32],
-        kp: usize,
-        n0: usize,
-        out: &mut [f32],
-    ) {
-        let k = w.k;
-        let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
-        let a = &a[..M * kp];
-        assert!(kp >= k && kp.is_multiple_of(64) && out.len() == M * NB);
-        // SAFETY: the features are enabled (caller's contract).
-        let r = unsafe { regs(t) };
-        let mut acc = [[_mm512_setzero_ps(); NB]; M];
-        let mut kb0 = 0;
-        while kb0 < k {
-            let kend = (kb0 + SCALE_BLOCK).min(k);
-            let mut part = [[_mm512_setzero_ps(); NB]; M];
-            let mut k0 = kb0;
-            while k0 < kend {
-                let rem = kend - k0;
-                let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
-                // Prefetch PF bytes ahead in each row; past a row's end, continue into the same row of
-                // the next group (NB rows further on), so that the next group starts warm.
-                let off = if k0 + PF < k { k0 + PF } else { k0 + PF - k + NB * k };
-                for j in 0..NB {
-                    // `wrapping_add`: the address may lie past the weights; prefetches never fault.
-                    let ahead = rows[j].as_ptr().wrapping_add(off);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside rows[j];
-                    // masked-off lanes are zero (code 0 decodes to +0) and never read.
-                    let x = unsafe { _mm512_maskz_loadu_epi8(mask, rows[j].as_ptr().add(k0).cast()) };
-                    // SAFETY: features enabled.
-                    let wv = unsafe { decode64_lanes(&r, x) };
-                    for (c, wc) in wv.iter().enumerate() {
-                        for (i, part_i) in part.iter_mut().enumerate() {
-                            // SAFETY: k0 < k <= kp, k0 % 64 == 0 and kp % 64 == 0, so
-                            // i*kp + k0 + 16c + 16 <= M*kp (A is zero past k).
-                            let av = unsafe { _mm512_loadu_ps(a.as_ptr().add(i * kp + k0 + 16 * c)) };
-                            part_i[j] = _mm512_fmadd_ps(av, *wc, part_i[j]);
-                        }
-                    }
-                }
-                k0 += 64;
-            }
-            for j in 0..NB {
-                let s = _mm512_set1_ps(w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]);
-                for i in 0..M {
-                    acc[i][j] = _mm512_fmadd_ps(part[i][j], s, acc[i][j]);
-                }
-            }
-            kb0 = kend;
-        }
-        for i in 0..M {
-            for j in 0..NB {
-                out[j * M + i] = _mm512_reduce_add_ps(acc[i][j]);
-            }
-        }
-    }
-}
+mod two_level;
 
 /// The kind code of an FP8 format (tests).
 #[cfg(test)]

@@ -181,6 +181,28 @@ mod x86 {
         }
     }
 
+    /// Position of value `i` of a 64-code chunk in the output of [`decode64_bf16`], as an index into the
+    /// two vectors of 32 laid end to end: `32h + 8L + d` for `i = 16L + 8h + d`.
+    pub(crate) const fn bf16_lane_order(i: usize) -> usize {
+        let (l, h, d) = (i / 16, (i / 8) % 2, i % 8);
+        32 * h + 8 * l + d
+    }
+
+    /// Decodes the 64 codes of `x` to bf16 (exact: every FP8 value is a bf16, its bits the top half of
+    /// its f32's, `hi << 8 | lo`), in the order of one in-lane unpack: `out[h]` word `8L + d` is
+    /// `decode(x[16L + 8h + d])` (see [`bf16_lane_order`]).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VBMI available.
+    #[inline(always)]
+    pub(crate) unsafe fn decode64_bf16(r: &Regs, x: __m512i) -> [__m512i; 2] {
+        // SAFETY: register-only intrinsics of the features the caller guarantees.
+        unsafe {
+            let (lo, hi) = lo_hi(r, x);
+            [_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi)]
+        }
+    }
+
     /// `out[i] = decode(src[i]) · s`, one rounding per value; `src.len() == out.len()`.
     pub(crate) fn scaled_to_f32(t: &Fp8Tables, src: &[u8], s: f32, out: &mut [f32]) {
         assert_eq!(src.len(), out.len());

@@ -10,7 +10,9 @@
 //!   - **scale folded into the value** (every path except the one below): the operand value is
 //!     `decode(q) · s` rounded **once** to f32 (round to nearest even), and that f32 enters the product.
 //!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 16, the x86
-//!     SIMD paths) and by the bf16 prefill kernels (below): for each 128-wide K block,
+//!     SIMD paths; with bf16 A on the AVX512-BF16 path, M ≤ 8, by `vdpbf16ps` on A's rows scaled by
+//!     powers of two, exact as for the prefill kernels below: `decode/two_level.rs`) and by the bf16
+//!     prefill kernels (below): for each 128-wide K block,
 //!     `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32 from the exact decoded values, then
 //!     `C += p · s` with one FMA. (An FP8 left operand is still folded: `a_mk` is its `decode·s`
 //!     rounded once.) The table-free decode kernels compute `p` over `a·2^x` and `decode·2^-fold`
@@ -237,7 +239,7 @@ impl Isa {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn avx512bf16_ok() -> bool {
+pub(crate) fn avx512bf16_ok() -> bool {
     avx512_ok() && is_x86_feature_detected!("avx512bf16")
 }
 

@@ -92,6 +92,12 @@ impl LhsData {
         let vals = f.iter().map(|&x| x as f64).collect();
         LhsData { f, h: vec![], q: vec![], s: vec![], lda: k, kind: LKind::F32, vals }
     }
+    /// The same rows rounded to bf16.
+    fn bf16_rows(f: &[f32], k: usize) -> Self {
+        let h: Vec<bf16> = f.iter().map(|&x| bf16::from_f32(x)).collect();
+        let vals = h.iter().map(|x| x.to_f64()).collect();
+        LhsData { f: vec![], h, q: vec![], s: vec![], lda: k, kind: LKind::Bf16, vals }
+    }
     fn lhs(&self) -> Lhs<'_> {
         match self.kind {
             LKind::F32 => Lhs::F32 { data: &self.f, lda: self.lda },
@@ -417,9 +423,12 @@ fn large_block_scales_take_the_exact_fallback() {
 
 #[test]
 fn decode_rows_of_any_magnitude() {
-    // The table-free FP8 decode kernels scale each row of A by a power of two and their outputs back
-    // (decode.rs, `scale_fp8_lhs_row`): rows of subnormal, small, ordinary and huge magnitude and a zero
-    // row must come out within the bound, on every path and M chunking.
+    // The table-free FP8 decode kernels and the bf16 form of the VBMI kernel scale each row of A by a
+    // power of two and their outputs back (decode.rs, `scale_fp8_lhs_row`; two_level.rs, `bf16_lhs`):
+    // rows of subnormal, small, ordinary and huge magnitude and a zero row must come out within the
+    // bound, on every path and M chunking. In bf16, the subnormal row is bf16-subnormal (scaled up to
+    // normal, exactly), and the last row spans 2^-80 .. 2^100: scaled, its small values would be bf16
+    // subnormals, which `vdpbf16ps` reads as zero, so that A takes the f32 form instead.
     let mut rng = Rng(0xA5CA_1E00);
     let isas = Isa::available();
     let (n, k) = (13, 200);
@@ -429,10 +438,19 @@ fn decode_rows_of_any_magnitude() {
     for (row, &e) in rows.chunks_exact_mut(k).zip(&exps) {
         row.iter_mut().for_each(|x| *x = rng.f32() * 2f32.powi(e));
     }
+    let mut bf16_rows = rows.clone();
+    for (row, &e) in bf16_rows.chunks_exact_mut(k).zip(&[-130, -60, 0, 60, 100]) {
+        row.iter_mut().for_each(|x| *x = rng.f32() * 2f32.powi(e));
+    }
+    let a_bf16 = LhsData::bf16_rows(&bf16_rows, k);
+    bf16_rows[(m - 1) * k..].iter_mut().enumerate().for_each(|(i, x)| *x = 2f32.powi(i as i32 % 181 - 80));
+    let a_bf16_wide = LhsData::bf16_rows(&bf16_rows, k);
     let a = LhsData::f32_rows(rows, k);
     for fmt in Fp8Format::ALL {
         let b = RhsData::new(&mut rng, n, k, RKind::Fp8(fmt), false);
         check_operands(&a, &b, m, n, k, n, &isas);
+        check_operands(&a_bf16, &b, m, n, k, n, &isas);
+        check_operands(&a_bf16_wide, &b, m, n, k, n, &isas);
         // A row holding an infinity: ±inf or NaN wherever the f64 reference is.
         let mut inf_row: Vec<f32> = (0..k).map(|_| rng.f32()).collect();
         inf_row[77] = f32::INFINITY;
@@ -473,7 +491,10 @@ fn every_decode_m_on_every_path() {
     ];
     for m in 1..=DECODE_MAX_M {
         for rk in rks {
-            check(&mut rng, m, 13, 200, LKind::F32, rk, &isas, false);
+            // bf16 A: the bf16 form of the VBMI kernel on AVX512-BF16 (M ≤ 8) for FP8 weights.
+            for lk in [LKind::F32, LKind::Bf16] {
+                check(&mut rng, m, 13, 200, lk, rk, &isas, false);
+            }
         }
     }
 }

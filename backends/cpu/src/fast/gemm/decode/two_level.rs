@@ -1,0 +1,316 @@
+//! FP8 weights on AVX-512 + VBMI, M ≤ 8: exact 64-code decode by byte tables ([`fp8_simd`]) and the
+//! contract's two-level form — per 128-wide K block `p = Σ a·decode(q)` in f32, then `acc += p·s` with
+//! one FMA. The block sum has two forms ([`Dot`]):
+//! * [`F32Dot`] (M ≤ 4): the codes decoded to four f32 vectors, one FMA per vector and row of A. Measured
+//!   faster than the table-free decoder (benches/results/2026-12-06-cpu-decode-gemm.md).
+//! * [`Bf16Dot`] (AVX512-BF16, A in bf16, M ≤ 8): the codes decoded to two bf16 vectors, one `vdpbf16ps`
+//!   per vector and row — half the decode and half the multiply instructions, which is what bounds M ≥ 2
+//!   (the f32 form measured 28–48 % of the bandwidth at M = 4 on Zen 4,
+//!   benches/results/2026-12-07-cpu-zen4-decode-and-prefill.md). Exact as the contract asks: every FP8
+//!   value is a bf16, A's rows are bf16 scaled by a power of two ([`bf16_lhs`], which refuses rows that
+//!   would hold a subnormal, since the unit reads those as zero), and the unit forms each bf16 product
+//!   exactly and adds it to its f32 lane rounded to nearest even (as `microkernel_avx512bf16` checks bit
+//!   for bit). Per lane and block that is 128/16 = 8 roundings, as for the f32 form.
+//!
+//! [`fp8_simd`]: super::super::fp8_simd
+
+use std::arch::x86_64::*;
+
+use smallvec::SmallVec;
+
+use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Fp8Tables, Regs};
+use super::{row_exponent, WView, SCALE_BLOCK, STEP};
+use crate::fast::gemm::DECODE_MAX_M;
+use crate::fast::scratch::Scratch;
+
+/// Largest M of the f32 form: above it, the partial sums no longer fit in registers beside the decode.
+pub(super) const F32_MAX_M: usize = 4;
+
+/// Largest M of the bf16 form (half the decoded vectors of the f32 form leave room for 8 rows).
+pub(super) const BF16_MAX_M: usize = 8;
+
+/// Software prefetch distance in bytes.
+const PF: usize = 1024;
+
+/// One form of the block sum. Its methods are `#[inline(always)]` and only inlined into the
+/// `#[target_feature]` wrappers below ([`group_f32`], [`group_bf16`]), whose callers checked the features.
+trait Dot {
+    /// A's element type, laid out in the order of this form's decode.
+    type Elem: Copy;
+    /// Decodes the 64 codes of `x` and adds their products with the 64 values of each row `i` of A at
+    /// `a + i·kp` to `part[i]`.
+    ///
+    /// # Safety
+    /// The wrapper's features; `a + i·kp` readable for 64 elements for every `i < M`.
+    unsafe fn madd<const M: usize>(
+        r: &Regs,
+        x: __m512i,
+        a: *const Self::Elem,
+        kp: usize,
+        part: &mut [__m512; M],
+    );
+}
+
+/// f32 A, codes decoded to f32 (in `fp8_simd::lane_order`).
+struct F32Dot;
+
+impl Dot for F32Dot {
+    type Elem = f32;
+    #[inline(always)]
+    unsafe fn madd<const M: usize>(r: &Regs, x: __m512i, a: *const f32, kp: usize, part: &mut [__m512; M]) {
+        // SAFETY: the caller's features and slices (see the trait).
+        unsafe {
+            let wv = decode64_lanes(r, x);
+            for (c, wc) in wv.iter().enumerate() {
+                for (i, p) in part.iter_mut().enumerate() {
+                    let av = _mm512_loadu_ps(a.add(i * kp + 16 * c));
+                    *p = _mm512_fmadd_ps(av, *wc, *p);
+                }
+            }
+        }
+    }
+}
+
+/// bf16 A (as bits), codes decoded to bf16 (in [`bf16_lane_order`]), `vdpbf16ps`.
+struct Bf16Dot;
+
+impl Dot for Bf16Dot {
+    type Elem = u16;
+    #[inline(always)]
+    unsafe fn madd<const M: usize>(r: &Regs, x: __m512i, a: *const u16, kp: usize, part: &mut [__m512; M]) {
+        // SAFETY: the caller's features and slices (see the trait). `__m512bh` is 32 bf16 in a 64-byte
+        // vector, the same bits as the integer vector.
+        unsafe {
+            let wv = decode64_bf16(r, x);
+            for (h, wh) in wv.iter().enumerate() {
+                let wb: __m512bh = std::mem::transmute(*wh);
+                for (i, p) in part.iter_mut().enumerate() {
+                    let av: __m512bh = std::mem::transmute(_mm512_loadu_si512(a.add(i * kp + 32 * h).cast()));
+                    *p = _mm512_dpbf16_ps(*p, av, wb);
+                }
+            }
+        }
+    }
+}
+
+/// A's rows for [`rows_bf16`]: each of the `m` f32 rows of `a` (stride `kp`, `k` values) scaled by the
+/// power of two `2^-e` that brings its largest magnitude to `[1, 2)` (a row of zeros or holding an
+/// infinity unscaled), as bf16 bits in [`bf16_lane_order`] (stride `kp`, zero padded), and the factors
+/// `2^e` of the rows' outputs. `None` when a scaled value is not a bf16 that is zero or normal: not a
+/// bf16 at all (A was not bf16), or a subnormal, which the unit would read as zero — the f32 form then
+/// runs. With `|a'| < 2` the block sums stay below `2^24 · max|s|` (see `super::scales_fit`).
+pub(super) fn bf16_lhs(
+    m: usize,
+    k: usize,
+    kp: usize,
+    a: &[f32],
+) -> Option<(Scratch, SmallVec<[f64; DECODE_MAX_M]>)> {
+    // Two bf16 per f32 slot of the scratch vector (zeroed: the padding is +0).
+    let mut buf = Scratch::zeroed(m * kp / 2);
+    let bits: &mut [u16] = bytemuck::cast_slice_mut(&mut buf[..]);
+    let mut out_scale = SmallVec::new();
+    for (row, dst) in a.chunks_exact(kp).take(m).zip(bits.chunks_exact_mut(kp)) {
+        let e = row_exponent(&row[..k], 0);
+        let down = 2f64.powi(-e);
+        for (i, &x) in row[..k].iter().enumerate() {
+            // Exact in f64; the cast to f32 is exact unless the result is subnormal, refused below.
+            let b = ((f64::from(x) * down) as f32).to_bits();
+            let zero_or_normal = b & 0x7FFF_FFFF == 0 || b & 0x7F80_0000 != 0;
+            if b & 0xFFFF != 0 || !zero_or_normal {
+                return None;
+            }
+            dst[i / STEP * STEP + bf16_lane_order(i % STEP)] = (b >> 16) as u16;
+        }
+        out_scale.push(2f64.powi(e));
+    }
+    Some((buf, out_scale))
+}
+
+/// A kernel over NB weight rows (see [`group`]).
+type Kern<E> = unsafe fn(&WView, &Fp8Tables, &[E], usize, usize, &mut [f32]);
+
+/// The f32 form: `a` is A in f32, each 64-value chunk in `fp8_simd::lane_order`.
+pub(super) fn rows_f32(m: usize, w: &WView, t: &Fp8Tables, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+    let kerns: (usize, Kern<f32>, Kern<f32>) = match m {
+        1 => (4, group_f32::<1, 4>, group_f32::<1, 1>),
+        2 => (4, group_f32::<2, 4>, group_f32::<2, 1>),
+        3 => (2, group_f32::<3, 2>, group_f32::<3, 1>),
+        _ => (2, group_f32::<4, 2>, group_f32::<4, 1>),
+    };
+    debug_assert!(m <= F32_MAX_M);
+    run(m, kerns, w, t, a, kp, n0, out);
+}
+
+/// The bf16 form: `a` from [`bf16_lhs`]. The caller checked AVX512-BF16 (`Isa::Avx512Bf16`).
+pub(super) fn rows_bf16(
+    m: usize,
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[u16],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(crate::fast::gemm::avx512bf16_ok());
+    let kerns: (usize, Kern<u16>, Kern<u16>) = match m {
+        1 => (4, group_bf16::<1, 4>, group_bf16::<1, 1>),
+        2 => (4, group_bf16::<2, 4>, group_bf16::<2, 1>),
+        3 => (4, group_bf16::<3, 4>, group_bf16::<3, 1>),
+        4 => (4, group_bf16::<4, 4>, group_bf16::<4, 1>),
+        5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
+        6 => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
+        7 => (1, group_bf16::<7, 1>, group_bf16::<7, 1>),
+        _ => (1, group_bf16::<8, 1>, group_bf16::<8, 1>),
+    };
+    debug_assert!(m <= BF16_MAX_M);
+    run(m, kerns, w, t, a, kp, n0, out);
+}
+
+/// Runs `out.len() / m` weight rows from `n0` in groups of `nb` (the last ones alone).
+#[allow(clippy::too_many_arguments)]
+fn run<E>(
+    m: usize,
+    (nb, f, f1): (usize, Kern<E>, Kern<E>),
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[E],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    let rows = out.len() / m;
+    let mut r = 0;
+    while r < rows {
+        let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
+        let o = &mut out[r * m..(r + g) * m];
+        // SAFETY: `t` exists only on CPUs with AVX-512F/BW/VL + VBMI, and the bf16 kernels are reached
+        // only through `Isa::Avx512Bf16` (feature-detected); the kernel checks its slices.
+        unsafe { kern(w, t, a, kp, n0 + r, o) };
+        r += g;
+    }
+}
+
+/// # Safety
+/// AVX-512F/BW/VL + VBMI available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn group_f32<const M: usize, const NB: usize>(
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[f32],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the features are enabled (caller's contract).
+    unsafe { group::<F32Dot, M, NB>(w, t, a, kp, n0, out) }
+}
+
+/// # Safety
+/// AVX-512F/BW/VL + VBMI + AVX512-BF16 available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16")]
+unsafe fn group_bf16<const M: usize, const NB: usize>(
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[u16],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the features are enabled (caller's contract).
+    unsafe { group::<Bf16Dot, M, NB>(w, t, a, kp, n0, out) }
+}
+
+/// `out[j*M + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))`.
+///
+/// # Safety
+/// The features of `D`'s wrapper. Every pointer used is derived from a slice checked here.
+#[inline(always)]
+unsafe fn group<D: Dot, const M: usize, const NB: usize>(
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[D::Elem],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    let k = w.k;
+    let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
+    let a = &a[..M * kp];
+    assert!(kp >= k && kp.is_multiple_of(STEP) && out.len() == M * NB);
+    // SAFETY: the features are enabled (caller's contract).
+    let r = unsafe { regs(t) };
+    let mut acc = [[_mm512_setzero_ps(); M]; NB];
+    let mut kb0 = 0;
+    while kb0 < k {
+        let kend = (kb0 + SCALE_BLOCK).min(k);
+        let mut part = [[_mm512_setzero_ps(); M]; NB];
+        let mut k0 = kb0;
+        while k0 < kend {
+            let rem = kend - k0;
+            let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+            // Prefetch PF bytes ahead in each row; past a row's end, continue into the same row of the
+            // next group (NB rows further on), so that the next group starts warm.
+            let off = if k0 + PF < k { k0 + PF } else { k0 + PF - k + NB * k };
+            for (row, part_j) in rows.iter().zip(part.iter_mut()) {
+                // `wrapping_add`: the address may lie past the weights; prefetches never fault.
+                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(off).cast());
+                // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside `row`;
+                // masked-off lanes are zero (code 0 decodes to +0) and never read. k0 < k <= kp and k0,
+                // kp are multiples of 64, so every row's 64 elements of A from k0 lie inside `a` (A is
+                // zero past k).
+                unsafe {
+                    let x = _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(k0).cast());
+                    D::madd(&r, x, a.as_ptr().add(k0), kp, part_j);
+                }
+            }
+            k0 += 64;
+        }
+        for (j, (acc_j, part_j)) in acc.iter_mut().zip(&part).enumerate() {
+            let s = _mm512_set1_ps(w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]);
+            for (acc_ji, part_ji) in acc_j.iter_mut().zip(part_j) {
+                *acc_ji = _mm512_fmadd_ps(*part_ji, s, *acc_ji);
+            }
+        }
+        kb0 = kend;
+    }
+    for (j, acc_j) in acc.iter().enumerate() {
+        for (i, acc_ji) in acc_j.iter().enumerate() {
+            out[j * M + i] = _mm512_reduce_add_ps(*acc_ji);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bf16_lhs` places each scaled value at its lane, returns the rows' factors, and refuses A that
+    /// `vdpbf16ps` would not read exactly.
+    #[test]
+    fn bf16_lhs_scales_places_and_refuses() {
+        let (k, kp) = (70, 128);
+        let row = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+            (0..kp).map(|i| if i < k { f(i) } else { 0.0 }).collect()
+        };
+        // Row 0 bf16 values up to 33·2^-3 (factor 2^2), row 1 bf16 subnormals up to 2^-128 (scaled up to
+        // normal).
+        let mut a = row(&|i| (i as f32 - 35.0) * 2f32.powi(-5 + (i % 3) as i32));
+        a.extend(row(&|i| (i % 5) as f32 * 2f32.powi(-130)));
+        let (buf, out_scale) = bf16_lhs(2, k, kp, &a).expect("bf16 rows are taken");
+        let bits: &[u16] = bytemuck::cast_slice(&buf[..]);
+        for (r, e) in [(0usize, 2i32), (1, -128)] {
+            assert_eq!(out_scale[r], 2f64.powi(e), "row {r}'s factor");
+            for i in 0..kp {
+                let v = f32::from_bits(
+                    u32::from(bits[r * kp + i / STEP * STEP + bf16_lane_order(i % STEP)]) << 16,
+                );
+                assert_eq!(f64::from(v) * 2f64.powi(e), f64::from(a[r * kp + i]), "row {r}, value {i}");
+            }
+        }
+        // Not bf16 (A was f32), and a row whose small values would be bf16 subnormals once scaled.
+        let not_bf16 = row(&|i| 1.0 + i as f32 * 2f32.powi(-20));
+        assert!(bf16_lhs(1, k, kp, &not_bf16).is_none());
+        let wide = row(&|i| 2f32.powi(i as i32 * 3 - 100));
+        assert!(bf16_lhs(1, k, kp, &wide).is_none());
+    }
+}
