@@ -159,8 +159,8 @@ pub(super) fn rows_bf16(
         4 => (4, group_bf16::<4, 4>, group_bf16::<4, 1>),
         5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
         6 => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
-        7 => (1, group_bf16::<7, 1>, group_bf16::<7, 1>),
-        _ => (1, group_bf16::<8, 1>, group_bf16::<8, 1>),
+        7 => (2, group_bf16::<7, 2>, group_bf16::<7, 1>),
+        _ => (2, group_bf16::<8, 2>, group_bf16::<8, 1>),
     };
     debug_assert!(m <= BF16_MAX_M);
     run(m, kerns, w, t, a, kp, n0, out);
