@@ -153,10 +153,10 @@ pub(super) fn rows_bf16(
 ) {
     debug_assert!(crate::fast::gemm::avx512bf16_ok());
     let kerns: (usize, Kern<u16>, Kern<u16>) = match m {
-        1 => (4, group_bf16::<1, 4>, group_bf16::<1, 1>),
-        2 => (4, group_bf16::<2, 4>, group_bf16::<2, 1>),
+        1 => (8, group_bf16::<1, 8>, group_bf16::<1, 1>),
+        2 => (6, group_bf16::<2, 6>, group_bf16::<2, 1>),
         3 => (4, group_bf16::<3, 4>, group_bf16::<3, 1>),
-        4 => (4, group_bf16::<4, 4>, group_bf16::<4, 1>),
+        4 => (3, group_bf16::<4, 3>, group_bf16::<4, 1>),
         5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
         6 => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
         7 => (2, group_bf16::<7, 2>, group_bf16::<7, 1>),
