@@ -186,7 +186,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => {
                 "x86-64 AVX-512 + AVX512-BF16 (12x32 vdpbf16ps prefill for bf16 activations, 12x32 f32 \
-                 microkernel otherwise, table-free streaming decode)"
+                 microkernel otherwise, streaming decode; FP8 weights × bf16 activations at M ≤ 8 on vdpbf16ps)"
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, table-free streaming decode)",
