@@ -24,7 +24,7 @@
 //! exactly by byte-table lookup ([`super::fp8_simd`], in unpack order, A permuted to match), without
 //! powers of two, in the same two-level form — into f32 for M ≤ 4 (measured faster than the table-free
 //! decoder, benches/results/2026-12-06-cpu-decode-gemm.md), and on the AVX512-BF16 path with bf16
-//! activations into bf16 for `vdpbf16ps` for M ≤ 8 ([`Job::bf16_dot`]). Forcing the path to `avx2`
+//! activations into bf16 for `vdpbf16ps` ([`Job::bf16_dot`], every M). Forcing the path to `avx2`
 //! bypasses both, to `avx512` the bf16 form.
 //!
 //! One generic kernel ([`group`]) serves both x86 paths through the [`Simd`] trait; each path is a
@@ -256,14 +256,14 @@ impl<'a> Job<'a> {
     }
 
     /// The bf16 form of the two-level kernel ([`two_level`]) where it can run: FP8 weights with VBMI
-    /// tables, M ≤ 8, block scales that fit ([`scales_fit`]), and A's rows bf16 that stay normal when
+    /// tables, block scales that fit ([`scales_fit`]), and A's rows bf16 that stay normal when
     /// scaled ([`two_level::bf16_lhs`]). Kept as `Isa::Avx512Bf16`, the kernel family [`Job::rows`] runs.
     #[cfg(target_arch = "x86_64")]
     fn bf16_dot(m: usize, k: usize, kp: usize, abuf: &[f32], b: &'a RhsSrc<'a>) -> Option<Self> {
         let RhsSrc::BlockFp8 { codes, scales, kb, simd: Some(t), .. } = b else {
             return None;
         };
-        if m > two_level::BF16_MAX_M || !scales_fit(scales, *kb) {
+        if !scales_fit(scales, *kb) {
             return None;
         }
         let (abuf, out_scale) = two_level::bf16_lhs(m, k, kp, abuf)?;
@@ -286,9 +286,7 @@ impl<'a> Job<'a> {
         match self.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => {
-                let w = self.w.as_ref().unwrap();
-                let t = w.tables.expect("the bf16 form has tables");
-                two_level::rows_bf16(m, w, t, bytemuck::cast_slice(a), kp, n0, out)
+                two_level::rows_bf16(m, self.w.as_ref().unwrap(), bytemuck::cast_slice(a), kp, n0, out)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Amx => x86::rows_avx512(m, self.w.as_ref().unwrap(), a, kp, n0, out),
@@ -385,6 +383,81 @@ fn scalar_rows(m: usize, k: usize, b: &RhsSrc, abuf: &[f32], kp: usize, n0: usiz
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+/// One call of a group kernel: weight rows `n0..n0 + NB`, each over all of K, ending as
+/// `out[j*ldo + i] = Σ_k a[i*kp + k] · w(n0 + j, k)`.
+struct Piece<'s> {
+    n0: usize,
+    /// First weight row of the group that runs next: the prefetch target once this group's own rows
+    /// are covered, so that the next one starts warm.
+    next_row: usize,
+    out: &'s mut [f32],
+    ldo: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+/// A group kernel: NB weight rows (NB its own) times M rows of A (`a`, row stride `kp`) into [`Piece`].
+type Kern<E> = unsafe fn(&WView, &[E], usize, &mut Piece);
+
+#[cfg(target_arch = "x86_64")]
+/// Runs the kernels over the weight rows of `out` (`out.len() / m` of them, from `n0`), M split into
+/// chunks of at most `max_m` rows of A: for each group of weight rows, every chunk of A while the
+/// group's weights are in L1, so each weight byte comes from memory once.
+///
+/// One pass over K per group. K blocks with A's block kept in L1 (accumulators carried between
+/// blocks) were built and measured on an idle Zen 3: slower in 73 of 96 alternated pairs (median
+/// 1.12×, up to 1.47× at M = 16; benches/results/2026-12-07-cpu-decode-k-blocks-and-probe.md), so
+/// they were removed.
+#[allow(clippy::too_many_arguments)]
+fn run_rows<E>(
+    m: usize,
+    max_m: usize,
+    pick: impl Fn(usize, u8) -> (usize, Kern<E>, Kern<E>),
+    w: &WView,
+    a: &[E],
+    kp: usize,
+    n0: usize,
+    out: &mut [f32],
+) {
+    let chunks = m.div_ceil(max_m);
+    let (base, extra) = (m / chunks, m % chunks);
+    // Each chunk of A: first row, rows, and its (group size, kernel, single-row kernel). At most 3
+    // chunks (M ≤ 16; 8 rows a chunk on AVX2 and AVX-512, 6 in the bf16 form): an inline list, no
+    // allocation per call.
+    type Chunk<E> = (usize, usize, (usize, Kern<E>, Kern<E>));
+    let kerns: SmallVec<[Chunk<E>; 3]> = (0..chunks)
+        .map(|c| {
+            let mc = base + usize::from(c < extra);
+            let i0 = c * base + c.min(extra);
+            (i0, mc, pick(mc, w.kind))
+        })
+        .collect();
+    let nrows = out.len() / m;
+    let nb = kerns.iter().map(|(_, _, (nb, _, _))| *nb).min().unwrap_or(1);
+    let mut r = 0;
+    while r < nrows {
+        let g = if r + nb <= nrows { nb } else { 1 };
+        for &(i0, mc, (knb, f, f1)) in &kerns {
+            // Each chunk runs its own group size over the g rows.
+            let mut j = 0;
+            while j < g {
+                let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
+                let mut piece = Piece {
+                    n0: n0 + r + j,
+                    next_row: n0 + r + g + j,
+                    out: &mut out[(r + j) * m + i0..],
+                    ldo: m,
+                };
+                // SAFETY: this module is reached only through an Isa chosen after feature detection
+                // (see `Isa`); the kernel checks its slices.
+                unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, &mut piece) };
+                j += gg;
+            }
+        }
+        r += g;
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use x86::decode_step_for_test;
 
@@ -392,9 +465,10 @@ pub(crate) use x86::decode_step_for_test;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use smallvec::SmallVec;
-
-    use super::{elem_bytes, is_fp8, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32, PF, SCALE_BLOCK, STEP};
+    use super::{
+        elem_bytes, is_fp8, run_rows, Kern, Piece, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32, PF, SCALE_BLOCK,
+        STEP,
+    };
 
     /// The vector operations the kernel needs, for one instruction-set path. Every method is
     /// `#[inline(always)]` and only ever inlined into a `#[target_feature]` wrapper of its path
@@ -721,17 +795,6 @@ mod x86 {
         }
     }
 
-    /// One call of a group kernel: weight rows `n0..n0 + NB`, each over all of K, ending as
-    /// `out[j*ldo + i] = Σ_k a[i*kp + k] · w(n0 + j, k)`.
-    pub(super) struct Piece<'s> {
-        pub(super) n0: usize,
-        /// First weight row of the group that runs next: the prefetch target once this group's own rows
-        /// are covered, so that the next one starts warm.
-        pub(super) next_row: usize,
-        pub(super) out: &'s mut [f32],
-        pub(super) ldo: usize,
-    }
-
     /// `Σ_k a[i*kp + k] · w(n0 + j, k)` for `j < NB`, `i < M`, into the output as [`Piece`] says.
     ///
     /// # Safety
@@ -920,8 +983,6 @@ mod x86 {
         }
     }
 
-    type Kern = unsafe fn(&WView, &[f32], usize, &mut Piece);
-
     /// The `#[target_feature]` wrapper of [`group`] for one path.
     macro_rules! wrapper {
         ($name:ident, $simd:ty, $features:literal) => {
@@ -949,7 +1010,7 @@ mod x86 {
             macro_rules! by_kind {
                 ($MM:literal, $NN:literal) => {
                     match $kind {
-                        F32 => $wrap::<$MM, $NN, F32> as Kern,
+                        F32 => $wrap::<$MM, $NN, F32> as Kern<f32>,
                         BF16 => $wrap::<$MM, $NN, BF16>,
                         E4M3FN => $wrap::<$MM, $NN, E4M3FN>,
                         E4M3FNUZ => $wrap::<$MM, $NN, E4M3FNUZ>,
@@ -964,67 +1025,10 @@ mod x86 {
         }};
     }
 
-    /// Runs the kernels over the weight rows of `out` (`out.len() / m` of them, from `n0`), M split into
-    /// chunks of at most `max_m` rows of A: for each group of weight rows, every chunk of A while the
-    /// group's weights are in L1, so each weight byte comes from memory once.
-    ///
-    /// One pass over K per group. K blocks with A's block kept in L1 (accumulators carried between
-    /// blocks) were built and measured on an idle Zen 3: slower in 73 of 96 alternated pairs (median
-    /// 1.12×, up to 1.47× at M = 16; benches/results/2026-12-07-cpu-decode-k-blocks-and-probe.md), so
-    /// they were removed.
-    #[allow(clippy::too_many_arguments)]
-    fn run_rows(
-        m: usize,
-        max_m: usize,
-        pick: impl Fn(usize, u8) -> (usize, Kern, Kern),
-        w: &WView,
-        a: &[f32],
-        kp: usize,
-        n0: usize,
-        out: &mut [f32],
-    ) {
-        let chunks = m.div_ceil(max_m);
-        let (base, extra) = (m / chunks, m % chunks);
-        // Each chunk of A: first row, rows, and its (group size, kernel, single-row kernel). At most 2
-        // chunks (M ≤ 16, 8 per chunk on AVX2): an inline list, no allocation per call.
-        type Chunk = (usize, usize, (usize, Kern, Kern));
-        let kerns: SmallVec<[Chunk; 2]> = (0..chunks)
-            .map(|c| {
-                let mc = base + usize::from(c < extra);
-                let i0 = c * base + c.min(extra);
-                (i0, mc, pick(mc, w.kind))
-            })
-            .collect();
-        let nrows = out.len() / m;
-        let nb = kerns.iter().map(|(_, _, (nb, _, _))| *nb).min().unwrap_or(1);
-        let mut r = 0;
-        while r < nrows {
-            let g = if r + nb <= nrows { nb } else { 1 };
-            for &(i0, mc, (knb, f, f1)) in &kerns {
-                // Each chunk runs its own group size over the g rows.
-                let mut j = 0;
-                while j < g {
-                    let (gg, kern) = if j + knb <= g { (knb, f) } else { (1, f1) };
-                    let mut piece = Piece {
-                        n0: n0 + r + j,
-                        next_row: n0 + r + g + j,
-                        out: &mut out[(r + j) * m + i0..],
-                        ldo: m,
-                    };
-                    // SAFETY: this module is reached only through an Isa chosen after feature detection
-                    // (see `Isa`); the kernel checks its slices.
-                    unsafe { kern(w, &a[i0 * kp..(i0 + mc) * kp], kp, &mut piece) };
-                    j += gg;
-                }
-            }
-            r += g;
-        }
-    }
-
     pub(crate) fn rows_avx512(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
         debug_assert!(crate::fast::gemm::avx512_ok());
-        if let Some(t) = w.tables {
-            super::two_level::rows_f32(m, w, t, a, kp, n0, out);
+        if w.tables.is_some() {
+            super::two_level::rows_f32(m, w, a, kp, n0, out);
             return;
         }
         // 32 registers: up to 16 accumulators plus the decode's temporaries; at M > 8 A runs in two

@@ -10,7 +10,7 @@
 //!   - **scale folded into the value** (every path except the one below): the operand value is
 //!     `decode(q) · s` rounded **once** to f32 (round to nearest even), and that f32 enters the product.
 //!   - **two-level (DeepGEMM) form**, used for [`Rhs::BlockFp8`] by the decode path (M ≤ 16, the x86
-//!     SIMD paths; with bf16 A on the AVX512-BF16 path, M ≤ 8, by `vdpbf16ps` on A's rows scaled by
+//!     SIMD paths; with bf16 A on the AVX512-BF16 path by `vdpbf16ps` on A's rows scaled by
 //!     powers of two, exact as for the prefill kernels below: `decode/two_level.rs`) and by the bf16
 //!     prefill kernels (below): for each 128-wide K block,
 //!     `p = Σ_k a_mk · decode(q_nk)` is accumulated in f32 from the exact decoded values, then
@@ -186,7 +186,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => {
                 "x86-64 AVX-512 + AVX512-BF16 (12x32 vdpbf16ps prefill for bf16 activations, 12x32 f32 \
-                 microkernel otherwise, streaming decode; FP8 weights × bf16 activations at M ≤ 8 on vdpbf16ps)"
+                 microkernel otherwise, streaming decode; FP8 weights × bf16 activations on vdpbf16ps)"
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "x86-64 AVX-512 (12x32 f32 microkernel, table-free streaming decode)",

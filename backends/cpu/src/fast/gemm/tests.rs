@@ -491,7 +491,7 @@ fn every_decode_m_on_every_path() {
     ];
     for m in 1..=DECODE_MAX_M {
         for rk in rks {
-            // bf16 A: the bf16 form of the VBMI kernel on AVX512-BF16 (M ≤ 8) for FP8 weights.
+            // bf16 A: the bf16 form of the VBMI kernel on AVX512-BF16 (chunks of ≤ 6 rows of A) for FP8 weights.
             for lk in [LKind::F32, LKind::Bf16] {
                 check(&mut rng, m, 13, 200, lk, rk, &isas, false);
             }

@@ -1,9 +1,9 @@
-//! FP8 weights on AVX-512 + VBMI, M ≤ 8: exact 64-code decode by byte tables ([`fp8_simd`]) and the
+//! FP8 weights on AVX-512 + VBMI: exact 64-code decode by byte tables ([`fp8_simd`]) and the
 //! contract's two-level form — per 128-wide K block `p = Σ a·decode(q)` in f32, then `acc += p·s` with
 //! one FMA. The block sum has two forms ([`Dot`]):
 //! * [`F32Dot`] (M ≤ 4): the codes decoded to four f32 vectors, one FMA per vector and row of A. Measured
 //!   faster than the table-free decoder (benches/results/2026-12-06-cpu-decode-gemm.md).
-//! * [`Bf16Dot`] (AVX512-BF16, A in bf16, M ≤ 8): the codes decoded to two bf16 vectors, one `vdpbf16ps`
+//! * [`Bf16Dot`] (AVX512-BF16, A in bf16, chunks of ≤ 6 rows of A): the codes decoded to two bf16 vectors, one `vdpbf16ps`
 //!   per vector and row — half the decode and half the multiply instructions, which is what bounds M ≥ 2
 //!   (the f32 form measured 28–48 % of the bandwidth at M = 4 on Zen 4,
 //!   benches/results/2026-12-07-cpu-zen4-decode-and-prefill.md). Exact as the contract asks: every FP8
@@ -18,16 +18,17 @@ use std::arch::x86_64::*;
 
 use smallvec::SmallVec;
 
-use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Fp8Tables, Regs};
-use super::{row_exponent, WView, SCALE_BLOCK, STEP};
+use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Regs};
+use super::{row_exponent, run_rows, Kern, Piece, WView, SCALE_BLOCK, STEP};
 use crate::fast::gemm::DECODE_MAX_M;
 use crate::fast::scratch::Scratch;
 
 /// Largest M of the f32 form: above it, the partial sums no longer fit in registers beside the decode.
 pub(super) const F32_MAX_M: usize = 4;
 
-/// Largest M of the bf16 form (half the decoded vectors of the f32 form leave room for 8 rows).
-pub(super) const BF16_MAX_M: usize = 8;
+/// Largest chunk of A's rows in the bf16 form: 2 weight rows × 6 rows of A are 12 partial sums and 12
+/// accumulators; chunks of 7–8 (spilled) measured up to 2.3x slower on Zen 4 (2026-12-07).
+const BF16_MAX_M: usize = 6;
 
 /// Software prefetch distance in bytes.
 const PF: usize = 1024;
@@ -126,117 +127,68 @@ pub(super) fn bf16_lhs(
     Some((buf, out_scale))
 }
 
-/// A kernel over NB weight rows (see [`group`]).
-type Kern<E> = unsafe fn(&WView, &Fp8Tables, &[E], usize, usize, &mut [f32]);
-
-/// The f32 form: `a` is A in f32, each 64-value chunk in `fp8_simd::lane_order`.
-pub(super) fn rows_f32(m: usize, w: &WView, t: &Fp8Tables, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
-    let kerns: (usize, Kern<f32>, Kern<f32>) = match m {
-        1 => (4, group_f32::<1, 4>, group_f32::<1, 1>),
-        2 => (4, group_f32::<2, 4>, group_f32::<2, 1>),
-        3 => (2, group_f32::<3, 2>, group_f32::<3, 1>),
-        _ => (2, group_f32::<4, 2>, group_f32::<4, 1>),
+/// The f32 form: `a` is A in f32, each 64-value chunk in `fp8_simd::lane_order`; `w` has tables.
+pub(super) fn rows_f32(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out: &mut [f32]) {
+    let pick = |mc: usize, _| -> (usize, Kern<f32>, Kern<f32>) {
+        match mc {
+            1 => (4, group_f32::<1, 4>, group_f32::<1, 1>),
+            2 => (4, group_f32::<2, 4>, group_f32::<2, 1>),
+            3 => (2, group_f32::<3, 2>, group_f32::<3, 1>),
+            _ => (2, group_f32::<4, 2>, group_f32::<4, 1>),
+        }
     };
     debug_assert!(m <= F32_MAX_M);
-    run(m, kerns, w, t, a, kp, n0, out);
+    run_rows(m, F32_MAX_M, pick, w, a, kp, n0, out);
 }
 
-/// The bf16 form: `a` from [`bf16_lhs`]. The caller checked AVX512-BF16 (`Isa::Avx512Bf16`).
-pub(super) fn rows_bf16(
-    m: usize,
-    w: &WView,
-    t: &Fp8Tables,
-    a: &[u16],
-    kp: usize,
-    n0: usize,
-    out: &mut [f32],
-) {
+/// The bf16 form: `a` from [`bf16_lhs`], `w` with tables; M > 6 runs as chunks of A over each group of
+/// weight rows. The caller checked AVX512-BF16 (`Isa::Avx512Bf16`).
+pub(super) fn rows_bf16(m: usize, w: &WView, a: &[u16], kp: usize, n0: usize, out: &mut [f32]) {
     debug_assert!(crate::fast::gemm::avx512bf16_ok());
-    let kerns: (usize, Kern<u16>, Kern<u16>) = match m {
-        1 => (8, group_bf16::<1, 8>, group_bf16::<1, 1>),
-        2 => (6, group_bf16::<2, 6>, group_bf16::<2, 1>),
-        3 => (4, group_bf16::<3, 4>, group_bf16::<3, 1>),
-        4 => (3, group_bf16::<4, 3>, group_bf16::<4, 1>),
-        5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
-        6 => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
-        7 => (2, group_bf16::<7, 2>, group_bf16::<7, 1>),
-        _ => (2, group_bf16::<8, 2>, group_bf16::<8, 1>),
+    // Weight rows per group: as many as the registers hold (M·NB partial sums and as many accumulators
+    // beside the tables and decoded vectors); more, spilled, measured up to 2x slower (2026-12-07).
+    let pick = |mc: usize, _| -> (usize, Kern<u16>, Kern<u16>) {
+        match mc {
+            1 => (8, group_bf16::<1, 8>, group_bf16::<1, 1>),
+            2 => (6, group_bf16::<2, 6>, group_bf16::<2, 1>),
+            3 => (4, group_bf16::<3, 4>, group_bf16::<3, 1>),
+            4 => (3, group_bf16::<4, 3>, group_bf16::<4, 1>),
+            5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
+            _ => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
+        }
     };
-    debug_assert!(m <= BF16_MAX_M);
-    run(m, kerns, w, t, a, kp, n0, out);
-}
-
-/// Runs `out.len() / m` weight rows from `n0` in groups of `nb` (the last ones alone).
-#[allow(clippy::too_many_arguments)]
-fn run<E>(
-    m: usize,
-    (nb, f, f1): (usize, Kern<E>, Kern<E>),
-    w: &WView,
-    t: &Fp8Tables,
-    a: &[E],
-    kp: usize,
-    n0: usize,
-    out: &mut [f32],
-) {
-    let rows = out.len() / m;
-    let mut r = 0;
-    while r < rows {
-        let (g, kern) = if r + nb <= rows { (nb, f) } else { (1, f1) };
-        let o = &mut out[r * m..(r + g) * m];
-        // SAFETY: `t` exists only on CPUs with AVX-512F/BW/VL + VBMI, and the bf16 kernels are reached
-        // only through `Isa::Avx512Bf16` (feature-detected); the kernel checks its slices.
-        unsafe { kern(w, t, a, kp, n0 + r, o) };
-        r += g;
-    }
+    run_rows(m, BF16_MAX_M, pick, w, a, kp, n0, out);
 }
 
 /// # Safety
 /// AVX-512F/BW/VL + VBMI available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-unsafe fn group_f32<const M: usize, const NB: usize>(
-    w: &WView,
-    t: &Fp8Tables,
-    a: &[f32],
-    kp: usize,
-    n0: usize,
-    out: &mut [f32],
-) {
+unsafe fn group_f32<const M: usize, const NB: usize>(w: &WView, a: &[f32], kp: usize, p: &mut Piece) {
     // SAFETY: the features are enabled (caller's contract).
-    unsafe { group::<F32Dot, M, NB>(w, t, a, kp, n0, out) }
+    unsafe { group::<F32Dot, M, NB>(w, a, kp, p) }
 }
 
 /// # Safety
 /// AVX-512F/BW/VL + VBMI + AVX512-BF16 available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16")]
-unsafe fn group_bf16<const M: usize, const NB: usize>(
-    w: &WView,
-    t: &Fp8Tables,
-    a: &[u16],
-    kp: usize,
-    n0: usize,
-    out: &mut [f32],
-) {
+unsafe fn group_bf16<const M: usize, const NB: usize>(w: &WView, a: &[u16], kp: usize, p: &mut Piece) {
     // SAFETY: the features are enabled (caller's contract).
-    unsafe { group::<Bf16Dot, M, NB>(w, t, a, kp, n0, out) }
+    unsafe { group::<Bf16Dot, M, NB>(w, a, kp, p) }
 }
 
-/// `out[j*M + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))`.
+/// `p.out[j*p.ldo + i] = Σ_kb s(n0+j, kb) · Σ_{k in kb} a[i*kp + k] · decode(q(n0 + j, k))` for the
+/// group's weight rows from `n0 = p.n0`.
 ///
 /// # Safety
 /// The features of `D`'s wrapper. Every pointer used is derived from a slice checked here.
 #[inline(always)]
-unsafe fn group<D: Dot, const M: usize, const NB: usize>(
-    w: &WView,
-    t: &Fp8Tables,
-    a: &[D::Elem],
-    kp: usize,
-    n0: usize,
-    out: &mut [f32],
-) {
-    let k = w.k;
+unsafe fn group<D: Dot, const M: usize, const NB: usize>(w: &WView, a: &[D::Elem], kp: usize, p: &mut Piece) {
+    let (k, n0) = (w.k, p.n0);
     let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
     let a = &a[..M * kp];
-    assert!(kp >= k && kp.is_multiple_of(STEP) && out.len() == M * NB);
+    assert!(kp >= k && kp.is_multiple_of(STEP), "A's row stride");
+    assert!(p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
+    let t = w.tables.expect("the two-level kernel's view has tables");
     // SAFETY: the features are enabled (caller's contract).
     let r = unsafe { regs(t) };
     let mut acc = [[_mm512_setzero_ps(); M]; NB];
@@ -248,12 +200,17 @@ unsafe fn group<D: Dot, const M: usize, const NB: usize>(
         while k0 < kend {
             let rem = kend - k0;
             let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
-            // Prefetch PF bytes ahead in each row; past a row's end, continue into the same row of the
-            // next group (NB rows further on), so that the next group starts warm.
-            let off = if k0 + PF < k { k0 + PF } else { k0 + PF - k + NB * k };
-            for (row, part_j) in rows.iter().zip(part.iter_mut()) {
-                // `wrapping_add`: the address may lie past the weights; prefetches never fault.
-                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(off).cast());
+            for (j, (row, part_j)) in rows.iter().zip(part.iter_mut()).enumerate() {
+                // Prefetch PF bytes ahead, at most one row; past a row's end, as far into the same row
+                // of the group that runs next, so that it starts warm. `wrapping_add`: the address may
+                // lie past the weights; prefetches never fault.
+                let off = k0 + PF.min(k);
+                let ahead = if off < k {
+                    row.as_ptr().wrapping_add(off)
+                } else {
+                    w.bytes.as_ptr().wrapping_add((p.next_row + j) * k + off - k)
+                };
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside `row`;
                 // masked-off lanes are zero (code 0 decodes to +0) and never read. k0 < k <= kp and k0,
                 // kp are multiples of 64, so every row's 64 elements of A from k0 lie inside `a` (A is
@@ -275,7 +232,7 @@ unsafe fn group<D: Dot, const M: usize, const NB: usize>(
     }
     for (j, acc_j) in acc.iter().enumerate() {
         for (i, acc_ji) in acc_j.iter().enumerate() {
-            out[j * M + i] = _mm512_reduce_add_ps(*acc_ji);
+            p.out[j * p.ldo + i] = _mm512_reduce_add_ps(*acc_ji);
         }
     }
 }
