@@ -64,10 +64,12 @@ const fn elem_bytes(kind: u8) -> usize {
 /// step never straddles a 128-wide scale block (128 elements are 2, 4 or 8 steps).
 const STEP: usize = 64;
 
-/// Software prefetch distance in bytes. Measured on Sapphire Rapids (benches/results/
-/// 2026-12-06-cpu-decode-gemm.md): a few hundred bytes ahead keeps each row's stream ahead of the
-/// hardware prefetcher, which stops at 4 KiB page boundaries.
-const PF: usize = 1024;
+/// Software prefetch distance in bytes, and the prefetch goes to L2 (`_MM_HINT_T1`), not L1. A few
+/// hundred bytes ahead kept each row's stream ahead of the hardware prefetcher on Sapphire Rapids
+/// (benches/results/2026-12-06-cpu-decode-gemm.md); on Zen 4, into L1 at 1 KiB, rows of 2 KiB (FP8 at
+/// K = 2048) streamed at 15–20 GB/s against 28–31 for long rows: the L1's few fill buffers bound the
+/// lines in flight. Into L2 at 2 KiB: 23–29 GB/s (2026-12-07-cpu-zen4-fp8-decode-vdpbf16ps.md).
+const PF: usize = 2048;
 
 /// A byte view of B plus what its decode needs.
 struct WView<'a> {
@@ -879,7 +881,7 @@ mod x86 {
                     } else {
                         w.bytes.as_ptr().wrapping_add((p.next_row + j) * rb + off - rb)
                     };
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.

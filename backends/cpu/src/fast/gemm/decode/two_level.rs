@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 use smallvec::SmallVec;
 
 use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Regs};
-use super::{row_exponent, run_rows, Kern, Piece, WView, SCALE_BLOCK, STEP};
+use super::{row_exponent, run_rows, Kern, Piece, WView, PF, SCALE_BLOCK, STEP};
 use crate::fast::gemm::DECODE_MAX_M;
 use crate::fast::scratch::Scratch;
 
@@ -29,9 +29,6 @@ pub(super) const F32_MAX_M: usize = 4;
 /// Largest chunk of A's rows in the bf16 form: 2 weight rows × 6 rows of A are 12 partial sums and 12
 /// accumulators; chunks of 7–8 (spilled) measured up to 2.3x slower on Zen 4 (2026-12-07).
 const BF16_MAX_M: usize = 6;
-
-/// Software prefetch distance in bytes.
-const PF: usize = 1024;
 
 /// One form of the block sum. Its methods are `#[inline(always)]` and only inlined into the
 /// `#[target_feature]` wrappers below ([`group_f32`], [`group_bf16`]), whose callers checked the features.
@@ -210,7 +207,7 @@ unsafe fn group<D: Dot, const M: usize, const NB: usize>(w: &WView, a: &[D::Elem
                 } else {
                     w.bytes.as_ptr().wrapping_add((p.next_row + j) * k + off - k)
                 };
-                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
                 // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside `row`;
                 // masked-off lanes are zero (code 0 decodes to +0) and never read. k0 < k <= kp and k0,
                 // kp are multiples of 64, so every row's 64 elements of A from k0 lie inside `a` (A is
