@@ -117,7 +117,7 @@ mod x86 {
     /// Requires AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn sum_words_avx2(c: &[u64]) -> u64 {
-        const PF_WORDS: usize = 128; // 1 KiB ahead
+        const PF_WORDS: usize = super::PIECE_WORDS; // 2 KiB ahead, into L2, as the decode GEMMs prefetch
         let blocks = c.chunks_exact(16);
         let tail: u64 = blocks.remainder().iter().fold(0u64, |s, &x| s.wrapping_add(x));
         let mut acc = [_mm256_setzero_si256(); 4];
@@ -125,8 +125,8 @@ mod x86 {
             let p = b.as_ptr();
             // Prefetches never fault; `wrapping_add` keeps the address computation defined.
             let ahead = c.as_ptr().wrapping_add(i * 16 + PF_WORDS);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(8).cast());
+            _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(8).cast());
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: `b` holds 16 u64 = four 32-byte vectors; j < 4.
                 let v = unsafe { _mm256_loadu_si256(p.add(4 * j).cast()) };
@@ -198,9 +198,10 @@ pub fn measure_memory_bandwidth(duration: Duration) -> f64 {
 /// make every "% of peak" too kind; more streams (8, 16) were not faster.
 const STREAMS: usize = 4;
 
-/// Words each stream advances by in turn: 1 KiB, the prefetch distance of [`sum_words`], so that each
-/// piece's prefetches land in the same stream's next piece.
-const PIECE_WORDS: usize = 128;
+/// Words each stream advances by in turn: 2 KiB, the prefetch distance of [`sum_words`] (the decode
+/// GEMMs' distance and level since 2026-12-07: into L2, where L1's fill buffers do not bound the lines in
+/// flight), so that each piece's prefetches land in the same stream's next piece.
+const PIECE_WORDS: usize = 256;
 
 /// Wrapping sum of `c`, read as [`STREAMS`] equal parts (plus a tail) interleaved [`PIECE_WORDS`] at a
 /// time.
