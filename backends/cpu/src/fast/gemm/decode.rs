@@ -262,14 +262,8 @@ impl<'a> Job<'a> {
     /// scaled ([`two_level::bf16_lhs`]). Kept as `Isa::Avx512Bf16`, the kernel family [`Job::rows`] runs.
     #[cfg(target_arch = "x86_64")]
     fn bf16_dot(m: usize, k: usize, kp: usize, abuf: &[f32], b: &'a RhsSrc<'a>) -> Option<Self> {
-        let RhsSrc::BlockFp8 { codes, scales, kb, simd: Some(t), .. } = b else {
-            return None;
-        };
-        if !scales_fit(scales, *kb) {
-            return None;
-        }
+        let w = view(b, k, Isa::Avx512, true).filter(|w| w.tables.is_some() && scales_fit(w.scales, w.kb))?;
         let (abuf, out_scale) = two_level::bf16_lhs(m, k, kp, abuf)?;
-        let w = WView { kind: E4M3FN, bytes: codes, k, scales, kb: *kb, fold: 0, tables: Some(t) };
         Some(Job { isa: Isa::Avx512Bf16, m, k, kp, abuf, out_scale, w: Some(w), b })
     }
 
@@ -398,6 +392,23 @@ struct Piece<'s> {
 }
 
 #[cfg(target_arch = "x86_64")]
+/// Prefetches into L2 the line [`PF`] bytes (at most one row) past byte `at` of weight row `row` (rows of
+/// `rb` bytes in `bytes`); past the row's end, as far into row `next` (the same row of the group that runs
+/// next), so that the next group starts warm.
+#[inline(always)]
+fn prefetch_ahead(bytes: &[u8], rb: usize, row: usize, next: usize, at: usize) {
+    let off = at + PF.min(rb);
+    let target = if off < rb { row * rb + off } else { next * rb + off - rb };
+    // SAFETY: SSE is part of x86-64. `wrapping_add`: the address may lie past the weights; prefetches
+    // never fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+            bytes.as_ptr().wrapping_add(target).cast(),
+        )
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
 /// A group kernel: NB weight rows (NB its own) times M rows of A (`a`, row stride `kp`) into [`Piece`].
 type Kern<E> = unsafe fn(&WView, &[E], usize, &mut Piece);
 
@@ -468,8 +479,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        elem_bytes, is_fp8, run_rows, Kern, Piece, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32, PF, SCALE_BLOCK,
-        STEP,
+        elem_bytes, is_fp8, prefetch_ahead, run_rows, Kern, Piece, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32,
+        SCALE_BLOCK, STEP,
     };
 
     /// The vector operations the kernel needs, for one instruction-set path. Every method is
@@ -870,18 +881,10 @@ mod x86 {
             let sums = if is_fp8(KIND) { &mut part } else { &mut *acc };
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
-                for (j, row) in rows.iter().enumerate() {
-                    // Prefetch PF bytes ahead, at most one row; past the end of the row, as far into the
-                    // same row of the next group (a distance beyond a short row would skip the next
-                    // group's first lines). `wrapping_add`: the address may lie past the weights;
-                    // prefetches never fault.
-                    let off = k0 * esz + PF.min(rb);
-                    let ahead = if off < rb {
-                        row.as_ptr().wrapping_add(off)
-                    } else {
-                        w.bytes.as_ptr().wrapping_add((p.next_row + j) * rb + off - rb)
-                    };
-                    _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+                for j in 0..NB {
+                    // At most one row ahead: a distance beyond a short row would skip the next group's
+                    // first lines.
+                    prefetch_ahead(w.bytes, rb, n0 + j, p.next_row + j, k0 * esz);
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.

@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 use smallvec::SmallVec;
 
 use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Regs};
-use super::{row_exponent, run_rows, Kern, Piece, WView, PF, SCALE_BLOCK, STEP};
+use super::{prefetch_ahead, row_exponent, run_rows, Kern, Piece, WView, SCALE_BLOCK, STEP};
 use crate::fast::gemm::DECODE_MAX_M;
 use crate::fast::scratch::Scratch;
 
@@ -198,16 +198,7 @@ unsafe fn group<D: Dot, const M: usize, const NB: usize>(w: &WView, a: &[D::Elem
             let rem = kend - k0;
             let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
             for (j, (row, part_j)) in rows.iter().zip(part.iter_mut()).enumerate() {
-                // Prefetch PF bytes ahead, at most one row; past a row's end, as far into the same row
-                // of the group that runs next, so that it starts warm. `wrapping_add`: the address may
-                // lie past the weights; prefetches never fault.
-                let off = k0 + PF.min(k);
-                let ahead = if off < k {
-                    row.as_ptr().wrapping_add(off)
-                } else {
-                    w.bytes.as_ptr().wrapping_add((p.next_row + j) * k + off - k)
-                };
-                _mm_prefetch::<_MM_HINT_T1>(ahead.cast());
+                prefetch_ahead(w.bytes, k, n0 + j, p.next_row + j, k0);
                 // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside `row`;
                 // masked-off lanes are zero (code 0 decodes to +0) and never read. k0 < k <= kp and k0,
                 // kp are multiples of 64, so every row's 64 elements of A from k0 lie inside `a` (A is
