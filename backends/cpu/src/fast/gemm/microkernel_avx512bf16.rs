@@ -18,7 +18,7 @@ use super::SCALE_BLOCK;
 const MR: usize = 12;
 const NR: usize = 32;
 
-pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 256, begin: nothing, end: nothing };
+pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 512, begin: nothing, end: nothing };
 
 /// Safe wrapper; only reachable through `Isa::Avx512Bf16`, which is chosen only after
 /// `is_x86_feature_detected!` confirmed avx512f/bw/vl and avx512bf16.
@@ -37,29 +37,49 @@ fn run(
     let kcp = kc.next_multiple_of(BF16_K_STEP);
     let (a, b) = (&a[..MR * kcp], &b[..NR * kcp]);
     debug_assert!(c.len() <= MR && ncols <= NR);
-    let mut tile = [0f32; MR * NR];
+    if c.len() == MR && ncols == NR {
+        let mut ptrs = [std::ptr::null_mut::<f32>(); MR];
+        for (p, row) in ptrs.iter_mut().zip(c.iter_mut()) {
+            *p = row[col..col + NR].as_mut_ptr();
+        }
+        blocks(kc, kcp, a, b, scales, &ptrs, acc);
+    } else {
+        let mut buf = [0f32; MR * NR];
+        let base = buf.as_mut_ptr();
+        // SAFETY: `i * NR + NR <= MR * NR`, so every pointer addresses NR f32 inside `buf`.
+        let ptrs: [*mut f32; MR] = std::array::from_fn(|i| unsafe { base.add(i * NR) });
+        blocks(kc, kcp, a, b, scales, &ptrs, false);
+        write_tile(&buf, NR, c, col, ncols, acc);
+    }
+}
+
+/// Runs the kernel over the whole K slice, or (block-scaled weights) once per 128-wide K block, each
+/// block's sum scaled and added to the tile the previous blocks wrote. Every `c[i]` must address NR
+/// writable f32 of a distinct row.
+fn blocks(kc: usize, kcp: usize, a: &[u16], b: &[u16], scales: &[f32], c: &[*mut f32; MR], acc: bool) {
     if scales.is_empty() {
-        // SAFETY: the CPU has the features (see above); `a` holds MR rows of kcp values and `b` kcp/2
-        // pair rows of 2·NR values (sliced above).
-        unsafe { kernel(kcp / 2, a.as_ptr(), kcp, b.as_ptr(), None, &mut tile) };
+        // SAFETY: the CPU has the features (see `run`); `a` holds MR rows of kcp values and `b` kcp/2
+        // pair rows of 2·NR values (sliced in `run`); `c` as this function's contract says.
+        unsafe { kernel(kcp / 2, a.as_ptr(), kcp, b.as_ptr(), None, c, acc) };
     } else {
         debug_assert_eq!(scales.len(), kc.div_ceil(SCALE_BLOCK));
         for (blk, &s) in scales.iter().enumerate() {
             let k0 = blk * SCALE_BLOCK;
             let len = SCALE_BLOCK.min(kcp - k0);
             // SAFETY: as above; k0 + len ≤ kcp, so the block's pairs lie inside both panels.
-            unsafe { kernel(len / 2, a[k0..].as_ptr(), kcp, b[k0 * NR..].as_ptr(), Some(s), &mut tile) };
+            unsafe {
+                kernel(len / 2, a[k0..].as_ptr(), kcp, b[k0 * NR..].as_ptr(), Some(s), c, acc || blk > 0)
+            };
         }
     }
-    write_tile(&tile, NR, c, col, ncols, acc);
 }
 
-/// `tile (+)= (Σ_{kp < pairs} a-pair · b-pair) [· scale]`: row `i`'s pair `kp` is at `a + i·lda + 2kp`,
-/// column pairs at `b + kp·2·NR`.
+/// `c[i] = (Σ_{kp < pairs} a-pair · b-pair) [· scale] (+ c[i] when accumulate)`: row `i`'s pair `kp` is
+/// at `a + i·lda + 2kp`, column pairs at `b + kp·2·NR`.
 ///
 /// # Safety
 /// AVX-512F and AVX512-BF16 available; `a` readable for MR rows of `lda` ≥ 2·pairs values, `b` for
-/// `pairs · 2·NR` values.
+/// `pairs · 2·NR` values; each `c[i]` read/writable for NR f32.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn kernel(
     pairs: usize,
@@ -67,7 +87,8 @@ unsafe fn kernel(
     lda: usize,
     b: *const u16,
     scale: Option<f32>,
-    tile: &mut [f32; MR * NR],
+    c: &[*mut f32; MR],
+    accumulate: bool,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for kp in 0..pairs {
@@ -85,12 +106,12 @@ unsafe fn kernel(
             }
         }
     }
-    for (row, acc_i) in tile.chunks_exact_mut(NR).zip(&acc) {
+    for (&p, acc_i) in c.iter().zip(&acc) {
         for (h, &v) in acc_i.iter().enumerate() {
-            let p = row[16 * h..][..16].as_mut_ptr();
-            // SAFETY: p addresses 16 f32 of `row` (sliced above).
+            // SAFETY: p addresses NR = 32 f32 (the caller's contract), h < 2.
             unsafe {
-                let t = _mm512_loadu_ps(p);
+                let p = p.add(16 * h);
+                let t = if accumulate { _mm512_loadu_ps(p) } else { _mm512_setzero_ps() };
                 let sum = match scale {
                     Some(s) => _mm512_fmadd_ps(v, _mm512_set1_ps(s), t),
                     None => _mm512_add_ps(v, t),

@@ -77,6 +77,7 @@ use rayon::prelude::*;
 
 use crate::fast::scratch::Scratch;
 
+mod bf16_pack;
 mod decode;
 mod driver;
 mod fp8_simd;

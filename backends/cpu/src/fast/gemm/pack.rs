@@ -14,6 +14,7 @@
 
 use half::bf16;
 
+use super::bf16_pack;
 use super::fp8_simd::{self, Fp8Tables};
 use super::{Fp8Format, Lhs, Rhs, SCALE_BLOCK};
 
@@ -291,12 +292,6 @@ impl Panel for f32 {
 /// K granularity of bf16 panels: one AMX tile row holds 32 bf16.
 pub(crate) const BF16_K_STEP: usize = 32;
 
-/// Whether bf16 bits `x` are a subnormal: `vdpbf16ps` and AMX read those as zero (DAZ), which would
-/// break the contract's exactly decoded operands, so a panel holding one is refused.
-fn bf16_subnormal(x: u16) -> bool {
-    x & 0x7F80 == 0 && x & 0x7F != 0
-}
-
 /// The bf16 bits of an FP8 value (exact: FP8 values have at most 4 significant bits and exponents
 /// inside bf16's range; `table` is the format's exact f32 decode, whose low 16 bits are zero).
 fn fp8_bf16(table: &[f32; 256], q: u8) -> u16 {
@@ -331,7 +326,7 @@ impl Panel for u16 {
             if r < rows {
                 let src: &[u16] = bytemuck::cast_slice(&data[(r0 + r) * lda + pc..][..kc]);
                 out[..kc].copy_from_slice(src);
-                subnormal |= src.iter().fold(false, |s, &x| s | bf16_subnormal(x));
+                subnormal |= bf16_pack::any_subnormal(src);
                 out[kc..].fill(0);
             } else {
                 out.fill(0);
@@ -350,34 +345,27 @@ impl Panel for u16 {
         kc: usize,
     ) -> bool {
         let kcp = kc.next_multiple_of(BF16_K_STEP);
-        // Pairs (k, k+1) of column j land 2·width values apart: moved as u32 (the panel starts
-        // 64-byte aligned, see `AlignedBuf`, and its length is even).
         let dst: &mut [u32] = bytemuck::cast_slice_mut(&mut dst[..width * kcp]);
-        let mut pairs = vec![0u32; kcp / 2];
-        let mut subnormal = false;
-        for j in 0..width {
-            let row: &mut [u16] = bytemuck::cast_slice_mut(&mut pairs);
-            if j < rows {
-                match b {
-                    RhsSrc::Bf16(d) => {
-                        let src: &[u16] = bytemuck::cast_slice(&d[(n0 + j) * k + pc..][..kc]);
-                        row[..kc].copy_from_slice(src);
-                        subnormal |= src.iter().fold(false, |s, &x| s | bf16_subnormal(x));
+        match b {
+            RhsSrc::Bf16(d) => {
+                let src: Vec<&[u16]> =
+                    (n0..n0 + rows).map(|n| bytemuck::cast_slice(&d[n * k + pc..][..kc])).collect();
+                !bf16_pack::interleave_pairs(&src, kc, width, dst)
+            }
+            RhsSrc::BlockFp8 { codes, table, .. } => {
+                let mut decoded = vec![0u16; rows * kc];
+                for (n, out) in (n0..).zip(decoded.chunks_exact_mut(kc)) {
+                    for (o, &q) in out.iter_mut().zip(&codes[n * k + pc..][..kc]) {
+                        *o = fp8_bf16(table, q);
                     }
-                    RhsSrc::BlockFp8 { codes, table, .. } => {
-                        for (o, &q) in row.iter_mut().zip(&codes[(n0 + j) * k + pc..][..kc]) {
-                            *o = fp8_bf16(table, q);
-                        }
-                    }
-                    RhsSrc::F32(_) => unreachable!("f32 weights are never packed into bf16 panels"),
                 }
-            } else {
-                row[..kc].fill(0);
+                let src: Vec<&[u16]> = decoded.chunks_exact(kc).collect();
+                // FP8 values are never bf16 subnormals (their exponents are far inside bf16's range).
+                let subnormal = bf16_pack::interleave_pairs(&src, kc, width, dst);
+                debug_assert!(!subnormal);
+                true
             }
-            for (kp, &pair) in pairs.iter().enumerate() {
-                dst[kp * width + j] = pair;
-            }
+            RhsSrc::F32(_) => unreachable!("f32 weights are never packed into bf16 panels"),
         }
-        !subnormal
     }
 }
