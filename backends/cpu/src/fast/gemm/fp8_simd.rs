@@ -203,6 +203,50 @@ mod x86 {
         }
     }
 
+    /// Byte `2d` of output vector `h` takes `lo[32h + d]`, byte `2d + 1` takes `hi[32h + d]`: the bf16
+    /// words of codes `32h..32h + 32` in their order.
+    const fn bf16_index(h: usize) -> [u8; 64] {
+        let mut v = [0u8; 64];
+        let mut d = 0;
+        while d < 32 {
+            v[2 * d] = (32 * h + d) as u8;
+            v[2 * d + 1] = (64 + 32 * h + d) as u8;
+            d += 1;
+        }
+        v
+    }
+    const BF16_IDX: [[u8; 64]; 2] = [bf16_index(0), bf16_index(1)];
+
+    /// `out[i]` = the bf16 bits of `decode(src[i])` (exact, as [`decode64_bf16`]; NaN codes give a
+    /// quiet NaN); `src.len() == out.len()`. For packing, where the values' order matters.
+    pub(crate) fn to_bf16(t: &Fp8Tables, src: &[u8], out: &mut [u16]) {
+        assert_eq!(src.len(), out.len());
+        // SAFETY: `t` exists, so the CPU has the features (see `Fp8Tables::new`); accesses are checked.
+        unsafe { to_bf16_impl(t, src, out) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    unsafe fn to_bf16_impl(t: &Fp8Tables, src: &[u8], out: &mut [u16]) {
+        // SAFETY: the features are enabled; loads and stores below are masked to `src.len()` elements.
+        unsafe {
+            let r = regs(t);
+            let idx: [__m512i; 2] = std::array::from_fn(|h| _mm512_loadu_si512(BF16_IDX[h].as_ptr().cast()));
+            for (i, chunk) in src.chunks(64).enumerate() {
+                let m: __mmask64 = if chunk.len() == 64 { !0 } else { (1u64 << chunk.len()) - 1 };
+                let (lo, hi) = lo_hi(&r, _mm512_maskz_loadu_epi8(m, chunk.as_ptr().cast()));
+                for (h, ih) in idx.iter().enumerate() {
+                    let words = _mm512_permutex2var_epi8(lo, *ih, hi);
+                    let mh = (m >> (32 * h)) as __mmask32;
+                    _mm512_mask_storeu_epi16(
+                        out.as_mut_ptr().wrapping_add(64 * i + 32 * h).cast(),
+                        mh,
+                        words,
+                    );
+                }
+            }
+        }
+    }
+
     /// `out[i] = decode(src[i]) · s`, one rounding per value; `src.len() == out.len()`.
     pub(crate) fn scaled_to_f32(t: &Fp8Tables, src: &[u8], s: f32, out: &mut [f32]) {
         assert_eq!(src.len(), out.len());
@@ -240,5 +284,11 @@ mod x86 {
 /// Portable stand-in (never reached: no tables exist off x86-64).
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn scaled_to_f32(_t: &Fp8Tables, _src: &[u8], _s: f32, _out: &mut [f32]) {
+    unreachable!("Fp8Tables are only built on x86-64 with VBMI")
+}
+
+/// Portable stand-in (never reached: no tables exist off x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn to_bf16(_t: &Fp8Tables, _src: &[u8], _out: &mut [u16]) {
     unreachable!("Fp8Tables are only built on x86-64 with VBMI")
 }

@@ -352,11 +352,13 @@ impl Panel for u16 {
                     (n0..n0 + rows).map(|n| bytemuck::cast_slice(&d[n * k + pc..][..kc])).collect();
                 !bf16_pack::interleave_pairs(&src, kc, width, dst)
             }
-            RhsSrc::BlockFp8 { codes, table, .. } => {
+            RhsSrc::BlockFp8 { codes, table, simd, .. } => {
                 let mut decoded = vec![0u16; rows * kc];
                 for (n, out) in (n0..).zip(decoded.chunks_exact_mut(kc)) {
-                    for (o, &q) in out.iter_mut().zip(&codes[n * k + pc..][..kc]) {
-                        *o = fp8_bf16(table, q);
+                    let src = &codes[n * k + pc..][..kc];
+                    match simd {
+                        Some(t) => fp8_simd::to_bf16(t, src, out),
+                        None => out.iter_mut().zip(src).for_each(|(o, &q)| *o = fp8_bf16(table, q)),
                     }
                 }
                 let src: Vec<&[u16]> = decoded.chunks_exact(kc).collect();

@@ -610,12 +610,18 @@ fn vbmi_decode_is_exact_for_all_256_codes() {
             let src: Vec<u8> = (lo..hi).map(|c| c as u8).collect();
             let mut out = vec![SENTINEL; src.len()];
             fp8_simd::scaled_to_f32(&t, &src, 1.0, &mut out);
-            for (&q, &v) in src.iter().zip(&out) {
+            // The bf16 form (prefill packing), in order: the top half of the same f32 bits.
+            let mut words = vec![0xDEADu16; src.len() + 1];
+            fp8_simd::to_bf16(&t, &src, &mut words[..src.len()]);
+            assert_eq!(words[src.len()], 0xDEAD, "{fmt:?}: to_bf16 wrote past its output");
+            for ((&q, &v), &w) in src.iter().zip(&out).zip(&words) {
                 let want = fmt.decode(q);
+                let bf = f32::from_bits((w as u32) << 16);
                 if fmt.is_nan_code(q) {
-                    assert!(v.is_nan(), "{fmt:?} code {q:#04x}: got {v}, want NaN");
+                    assert!(v.is_nan() && bf.is_nan(), "{fmt:?} code {q:#04x}: got {v} / {bf}, want NaN");
                 } else {
                     assert_eq!(v.to_bits(), want.to_bits(), "{fmt:?} code {q:#04x}: got {v}, want {want}");
+                    assert_eq!(bf.to_bits(), want.to_bits(), "{fmt:?} code {q:#04x}: bf16 {bf}, want {want}");
                 }
             }
         }
