@@ -3,7 +3,7 @@
 //! ```text
 //! for pc in K step KC:              pack A[:, pc..pc+KC] into MR-row panels        (parallel)
 //!   for jc in N step NC:            pack B[jc..jc+NC, pc..pc+KC] into NR panels   (parallel, decoded)
-//!     for tile (MC rows × NCT cols) of C in [·, jc..jc+NC]:                        (parallel)
+//!     for tile (MC rows × NCT cols) of C in [·, jc..jc+NC]:            (parallel, in order)
 //!       for jr in NR panels of tile:      B micro-panel (KC×NR) stays in L1
 //!         for ir in MR panels of tile:    A block (MC×KC) stays in L2
 //!           microkernel MR×NR (overwrite on the first KC slice, accumulate after)
@@ -162,7 +162,11 @@ pub(crate) fn gemm_packed<E: Panel>(
             }
             let bp = &bpack.as_slice()[..ncb.div_ceil(nr) * blen];
 
-            tiles.par_iter_mut().filter(|t| t.n0 >= jc && t.n0 < jc + ncb).for_each(|t| {
+            // Tiles are handed out one at a time, in order, to whichever thread is free: rayon's
+            // split of an indexed iterator gives each thread a contiguous range, and with a shorter
+            // last band those ranges differ (512-row prefill: 1080 vs 968 rows of work, one of two
+            // threads idle ~9 % of every K slice, measured).
+            tiles.iter_mut().filter(|t| t.n0 >= jc && t.n0 < jc + ncb).par_bridge().for_each(|t| {
                 (micro.begin)();
                 macro_tile(micro, t, ap, bp, b, pc, kc, jc, first);
                 (micro.end)();
