@@ -154,6 +154,16 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// Whether the CPU lacks AVX-512F/BW, reported as a test that did not run (bf16 panels are never
+    /// packed on such a CPU).
+    fn lacks_avx512(test: &str) -> bool {
+        let lacks = !crate::fast::gemm::avx512_ok();
+        if lacks {
+            dsv3_core::testing::cpu_lacks(test, "no AVX-512F/BW: bf16 panels are never packed on this CPU");
+        }
+        lacks
+    }
+
     /// Arbitrary 16-bit patterns from a fixed xorshift sequence, never subnormal bf16.
     fn normal_bits(n: usize, seed: &mut u64) -> Vec<u16> {
         (0..n)
@@ -173,8 +183,7 @@ mod tests {
 
     #[test]
     fn interleave_matches_the_layout_at_every_edge() {
-        if !crate::fast::gemm::avx512_ok() {
-            eprintln!("skipped: no AVX-512F/BW on this CPU (bf16 panels are never packed here)");
+        if lacks_avx512("interleave_matches_the_layout_at_every_edge") {
             return;
         }
         let mut seed = 0x9E37_79B9_7F4A_7C15;
@@ -204,8 +213,7 @@ mod tests {
 
     #[test]
     fn subnormals_are_found_wherever_they_are() {
-        if !crate::fast::gemm::avx512_ok() {
-            eprintln!("skipped: no AVX-512F/BW on this CPU (bf16 panels are never packed here)");
+        if lacks_avx512("subnormals_are_found_wherever_they_are") {
             return;
         }
         let mut seed = 0x1234_5678_9ABC_DEF1;
