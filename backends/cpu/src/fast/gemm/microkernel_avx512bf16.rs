@@ -7,7 +7,7 @@
 //! GEMM contract asks for. The unit reads subnormal bf16 as zero and flushes subnormal results; the
 //! packing refuses subnormal operands (`pack.rs`), and results below 2⁻¹²⁶ are underflow, outside every
 //! path's error bound. Block-FP8 weights: each 128-wide K block is summed alone, then added as
-//! `tile += partial · scale` with one f32 FMA (the contract's per-block form).
+//! `C += partial · scale` with one f32 FMA (the contract's per-block form), block after block.
 
 use std::arch::x86_64::*;
 
