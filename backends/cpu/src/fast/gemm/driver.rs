@@ -76,6 +76,32 @@ pub(crate) fn write_tile(
     }
 }
 
+/// Hands a register-blocked kernel the `MR` rows of its C tile as pointers, each addressing `NR`
+/// writable f32 of a distinct row: `kernel(rows, accumulate)` must write (or, when `accumulate`, add
+/// to) all of them. A full tile is C itself, so the kernel stores straight into it; an edge tile
+/// (fewer rows or columns) goes through a local buffer, written back with [`write_tile`].
+pub(crate) fn on_tile<const MR: usize, const NR: usize>(
+    c: &mut [&mut [f32]],
+    col: usize,
+    ncols: usize,
+    acc: bool,
+    kernel: impl FnOnce(&[*mut f32; MR], bool),
+) {
+    debug_assert!(c.len() <= MR && ncols <= NR);
+    if c.len() == MR && ncols == NR {
+        let mut ptrs = [std::ptr::null_mut::<f32>(); MR];
+        for (p, row) in ptrs.iter_mut().zip(c.iter_mut()) {
+            *p = row[col..col + NR].as_mut_ptr();
+        }
+        kernel(&ptrs, acc);
+    } else {
+        let mut buf = [[0f32; NR]; MR];
+        let ptrs: [*mut f32; MR] = std::array::from_fn(|i| buf[i].as_mut_ptr());
+        kernel(&ptrs, false);
+        write_tile(buf.as_flattened(), NR, c, col, ncols, acc);
+    }
+}
+
 /// Largest row band (rows of A kept in L2 per KC slice).
 const MC_MAX: usize = 192;
 /// Largest column chunk of one parallel tile.

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::driver::{nothing, write_tile, Micro};
+use super::driver::{nothing, on_tile, Micro};
 
 const MR: usize = 6;
 const NR: usize = 16;
@@ -26,24 +26,11 @@ fn run(
     debug_assert!(super::avx2_ok());
     let a = &a[..kc * MR];
     let b = &b[..kc * NR];
-    debug_assert!(c.len() <= MR && ncols <= NR);
-    if c.len() == MR && ncols == NR {
-        let mut ptrs = [std::ptr::null_mut::<f32>(); MR];
-        for (p, row) in ptrs.iter_mut().zip(c.iter_mut()) {
-            *p = row[col..col + NR].as_mut_ptr();
-        }
+    on_tile::<MR, NR>(c, col, ncols, acc, |rows, accumulate| {
         // SAFETY: the CPU supports AVX2+FMA (see above); `a` holds kc*MR and `b` kc*NR values (sliced
-        // above); each of the MR pointers addresses NR writable f32 of a distinct row (sliced above).
-        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), &ptrs, acc) };
-    } else {
-        let mut buf = [0f32; MR * NR];
-        let base = buf.as_mut_ptr();
-        // SAFETY: `i * NR + NR <= MR * NR`, so every pointer addresses NR f32 inside `buf`.
-        let ptrs: [*mut f32; MR] = std::array::from_fn(|i| unsafe { base.add(i * NR) });
-        // SAFETY: as above, with the pointers into the local buffer.
-        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), &ptrs, false) };
-        write_tile(&buf, NR, c, col, ncols, acc);
-    }
+        // above); each of the MR pointers addresses NR writable f32 of a distinct row (`on_tile`).
+        unsafe { kernel(kc, a.as_ptr(), b.as_ptr(), rows, accumulate) }
+    });
 }
 
 /// # Safety

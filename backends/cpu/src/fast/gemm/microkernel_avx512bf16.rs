@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::driver::{nothing, write_tile, Micro};
+use super::driver::{nothing, on_tile, Micro};
 use super::pack::BF16_K_STEP;
 use super::SCALE_BLOCK;
 
@@ -36,26 +36,12 @@ fn run(
     debug_assert!(super::avx512bf16_ok());
     let kcp = kc.next_multiple_of(BF16_K_STEP);
     let (a, b) = (&a[..MR * kcp], &b[..NR * kcp]);
-    debug_assert!(c.len() <= MR && ncols <= NR);
-    if c.len() == MR && ncols == NR {
-        let mut ptrs = [std::ptr::null_mut::<f32>(); MR];
-        for (p, row) in ptrs.iter_mut().zip(c.iter_mut()) {
-            *p = row[col..col + NR].as_mut_ptr();
-        }
-        blocks(kc, kcp, a, b, scales, &ptrs, acc);
-    } else {
-        let mut buf = [0f32; MR * NR];
-        let base = buf.as_mut_ptr();
-        // SAFETY: `i * NR + NR <= MR * NR`, so every pointer addresses NR f32 inside `buf`.
-        let ptrs: [*mut f32; MR] = std::array::from_fn(|i| unsafe { base.add(i * NR) });
-        blocks(kc, kcp, a, b, scales, &ptrs, false);
-        write_tile(&buf, NR, c, col, ncols, acc);
-    }
+    on_tile::<MR, NR>(c, col, ncols, acc, |rows, accumulate| blocks(kc, kcp, a, b, scales, rows, accumulate));
 }
 
 /// Runs the kernel over the whole K slice, or (block-scaled weights) once per 128-wide K block, each
 /// block's sum scaled and added to the tile the previous blocks wrote. Every `c[i]` must address NR
-/// writable f32 of a distinct row.
+/// writable f32 of a distinct row (as [`on_tile`] hands them).
 fn blocks(kc: usize, kcp: usize, a: &[u16], b: &[u16], scales: &[f32], c: &[*mut f32; MR], acc: bool) {
     if scales.is_empty() {
         // SAFETY: the CPU has the features (see `run`); `a` holds MR rows of kcp values and `b` kcp/2
