@@ -84,20 +84,22 @@ mod x86 {
         nan80: bool,
     }
 
-    /// Byte `4d+2` of output vector `c` takes `lo[16c+d]`, byte `4d+3` takes `hi[16c+d]` (index bit 6
-    /// selects the second source); bytes `4d`, `4d+1` are zeroed by [`HI_HALVES`].
-    const fn interleave_index(c: usize) -> [u8; 64] {
+    /// Index for `vpermt2b` over (lo, hi) that places the bytes of 64 / `width` values as the top two
+    /// bytes of `width`-byte elements: in output vector `c`, byte `width·d + width − 2` takes
+    /// `lo[(64 / width)·c + d]` and the byte above it `hi[…]` (index bit 6 selects the second source).
+    /// `width` 4: f32 bits (bytes `4d`, `4d+1` are zeroed by [`HI_HALVES`]); 2: bf16 bits.
+    const fn byte_index(width: usize, c: usize) -> [u8; 64] {
         let mut v = [0u8; 64];
+        let n = 64 / width;
         let mut d = 0;
-        while d < 16 {
-            v[4 * d + 2] = (16 * c + d) as u8;
-            v[4 * d + 3] = (64 + 16 * c + d) as u8;
+        while d < n {
+            v[width * d + width - 2] = (n * c + d) as u8;
+            v[width * d + width - 1] = (64 + n * c + d) as u8;
             d += 1;
         }
         v
     }
-    const IDX: [[u8; 64]; 4] =
-        [interleave_index(0), interleave_index(1), interleave_index(2), interleave_index(3)];
+    const IDX: [[u8; 64]; 4] = [byte_index(4, 0), byte_index(4, 1), byte_index(4, 2), byte_index(4, 3)];
     const HI_HALVES: __mmask64 = 0xCCCC_CCCC_CCCC_CCCC;
 
     /// # Safety
@@ -203,19 +205,8 @@ mod x86 {
         }
     }
 
-    /// Byte `2d` of output vector `h` takes `lo[32h + d]`, byte `2d + 1` takes `hi[32h + d]`: the bf16
-    /// words of codes `32h..32h + 32` in their order.
-    const fn bf16_index(h: usize) -> [u8; 64] {
-        let mut v = [0u8; 64];
-        let mut d = 0;
-        while d < 32 {
-            v[2 * d] = (32 * h + d) as u8;
-            v[2 * d + 1] = (64 + 32 * h + d) as u8;
-            d += 1;
-        }
-        v
-    }
-    const BF16_IDX: [[u8; 64]; 2] = [bf16_index(0), bf16_index(1)];
+    /// [`byte_index`] for bf16 words: the codes `32h..32h + 32` in their order.
+    const BF16_IDX: [[u8; 64]; 2] = [byte_index(2, 0), byte_index(2, 1)];
 
     /// `out[i]` = the bf16 bits of `decode(src[i])` (exact, as [`decode64_bf16`]; NaN codes give a
     /// quiet NaN); `src.len() == out.len()`. For packing, where the values' order matters.
