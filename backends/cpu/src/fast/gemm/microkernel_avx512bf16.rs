@@ -18,7 +18,12 @@ use super::SCALE_BLOCK;
 const MR: usize = 12;
 const NR: usize = 32;
 
-pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 512, begin: nothing, end: nothing };
+/// KC 1024 (as AMX): half the K slices of 512, so half the epilogues that read, add and write C, and half
+/// the packing barriers. 512×2048×7168 on Zen 4: faster in 24 of 31 alternated rounds, medians 6–10 % lower
+/// (FP8 weights, which add into C once per 128-wide block anyway: no change; the f32 kernel at KC 1024:
+/// no clear change, kept at 384), benches/results/2026-12-07-cpu-zen4-prefill-kc.md. A multiple of 128,
+/// as the block scales need.
+pub(crate) const MICRO: Micro<u16> = Micro { mr: MR, nr: NR, run, kc: 1024, begin: nothing, end: nothing };
 
 /// Safe wrapper; only reachable through `Isa::Avx512Bf16`, which is chosen only after
 /// `is_x86_feature_detected!` confirmed avx512f/bw/vl and avx512bf16.

@@ -656,8 +656,8 @@ fn fp8_paths_without_vbmi() {
 #[test]
 fn bf16_panels_across_slices_blocks_and_edges() {
     // bf16 activations take the bf16 prefill kernels (vdpbf16ps, AMX) where the CPU has them: several KC
-    // slices (K > 512), partial scale blocks and K steps (K = 300, 1100), tile edges in M and N, and
-    // every FP8 format's per-block scaling.
+    // slices (K = 1100, KC = 1024), partial scale blocks and K steps (K = 300, 1100), tile edges in M and
+    // N, and every FP8 format's per-block scaling.
     let mut rng = Rng(0xB16B_00B5_0000_0001);
     let isas = Isa::available();
     let rks = [
