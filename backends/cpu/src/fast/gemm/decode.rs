@@ -392,20 +392,54 @@ struct Piece<'s> {
 }
 
 #[cfg(target_arch = "x86_64")]
-/// Prefetches into L2 the line [`PF`] bytes (at most one row) past byte `at` of weight row `row` (rows of
-/// `rb` bytes in `bytes`); past the row's end, as far into row `next` (the same row of the group that runs
-/// next), so that the next group starts warm.
-#[inline(always)]
-fn prefetch_ahead(bytes: &[u8], rb: usize, row: usize, next: usize, at: usize) {
-    let off = at + PF.min(rb);
-    let target = if off < rb { row * rb + off } else { next * rb + off - rb };
-    // SAFETY: SSE is part of x86-64. `wrapping_add`: the address may lie past the weights; prefetches
-    // never fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-            bytes.as_ptr().wrapping_add(target).cast(),
-        )
-    };
+/// Software prefetch of a group's weight rows into L2: the line [`PF`] bytes (at most one row) past the
+/// byte each row is at; past a row's end, as far into the same row of the group that runs next, so that
+/// it starts warm. The rows of a group are read in step, so the target's offset is found once per step
+/// ([`Prefetch::at`]) and fetched for each row ([`Prefetch::fetch`]).
+#[derive(Clone, Copy)]
+struct Prefetch<'a> {
+    bytes: &'a [u8],
+    /// Bytes per row.
+    rb: usize,
+    /// Byte offset of the group's first row.
+    row0: usize,
+    /// The distance: [`PF`], at most one row.
+    dist: usize,
+    /// Bytes from the end of a row to the start of the same row of the next group.
+    skip: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> Prefetch<'a> {
+    /// For the group from row `n0` (rows of `rb` bytes in `bytes`) followed by the group from `next_row`.
+    fn new(bytes: &'a [u8], rb: usize, n0: usize, next_row: usize) -> Self {
+        let skip = next_row.saturating_sub(n0 + 1) * rb;
+        Prefetch { bytes, rb, row0: n0 * rb, dist: PF.min(rb), skip }
+    }
+
+    /// The target's offset from the start of row `j`'s bytes, `j·rb` past the first row's, while every
+    /// row of the group is at byte `at`.
+    #[inline(always)]
+    fn at(&self, at: usize) -> usize {
+        let off = at + self.dist;
+        if off < self.rb {
+            off
+        } else {
+            off + self.skip
+        }
+    }
+
+    /// Prefetches row `j`'s target at `off` (from [`Prefetch::at`]).
+    #[inline(always)]
+    fn fetch(&self, off: usize, j: usize) {
+        // SAFETY: SSE is part of x86-64. `wrapping_add`: the address may lie past the weights; prefetches
+        // never fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                self.bytes.as_ptr().wrapping_add(self.row0 + j * self.rb + off).cast(),
+            )
+        };
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -479,7 +513,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        elem_bytes, is_fp8, prefetch_ahead, run_rows, Kern, Piece, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32,
+        elem_bytes, is_fp8, run_rows, Kern, Piece, Prefetch, WView, BF16, E4M3FN, E4M3FNUZ, E5M2, F32,
         SCALE_BLOCK, STEP,
     };
 
@@ -868,6 +902,7 @@ mod x86 {
         let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * rb..][..rb]);
         let a = &a[..M * kp];
         assert!(kp >= k && kp.is_multiple_of(STEP));
+        let pf = Prefetch::new(w.bytes, rb, n0, p.next_row);
         let step = STEP / esz;
         // Whole steps only; the row's last partial step is copied into zeroed buffers (code 0 and +0.0
         // decode to +0, and A is zero-padded past k).
@@ -881,10 +916,9 @@ mod x86 {
             let sums = if is_fp8(KIND) { &mut part } else { &mut *acc };
             let mut k0 = kb0;
             while k0 < kend.min(kfull) {
+                let pf_at = pf.at(k0 * esz);
                 for j in 0..NB {
-                    // At most one row ahead: a distance beyond a short row would skip the next group's
-                    // first lines.
-                    prefetch_ahead(w.bytes, rb, n0 + j, p.next_row + j, k0 * esz);
+                    pf.fetch(pf_at, j);
                 }
                 let src: [&[u8]; NB] = std::array::from_fn(|j| &rows[j][k0 * esz..][..STEP]);
                 // SAFETY: each `src` holds STEP bytes; k0 % step == 0 and k0 < k <= kp.

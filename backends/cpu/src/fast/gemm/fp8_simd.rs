@@ -61,6 +61,11 @@ impl Fp8Tables {
         }
         Some(t)
     }
+
+    /// Whether code 0x80 is NaN (e4m3fnuz): the decoders' one fix-up that the tables do not hold.
+    pub(crate) fn nan80(&self) -> bool {
+        self.nan80
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -120,21 +125,36 @@ mod x86 {
         }
     }
 
-    /// The low and high bytes of the f32 bit patterns of the 64 codes of `x`.
+    /// The low and high bytes of the f32 bit patterns of the 64 codes of `x`, for tables whose
+    /// `nan80` is `NAN80` (a constant, so that loops test it once, outside).
     #[inline(always)]
-    unsafe fn lo_hi(r: &Regs, x: __m512i) -> (__m512i, __m512i) {
+    unsafe fn lo_hi_of<const NAN80: bool>(r: &Regs, x: __m512i) -> (__m512i, __m512i) {
         // SAFETY: register-only intrinsics of the features the caller guarantees.
         unsafe {
             let mut hi = _mm512_permutex2var_epi8(r.hi0, x, r.hi1);
             let mut lo = _mm512_permutex2var_epi8(r.lo0, x, r.lo1);
             // hi | (x & 0x80)
             hi = _mm512_ternarylogic_epi32::<0xF8>(hi, x, r.sign);
-            if r.nan80 {
+            if NAN80 {
+                debug_assert!(r.nan80);
                 let m = _mm512_cmpeq_epi8_mask(x, r.sign);
                 hi = _mm512_mask_mov_epi8(hi, m, _mm512_set1_epi8(0x7F));
                 lo = _mm512_mask_mov_epi8(lo, m, _mm512_set1_epi8(0xC0u8 as i8));
             }
             (lo, hi)
+        }
+    }
+
+    /// [`lo_hi_of`] for the tables' own rule, tested at run time.
+    #[inline(always)]
+    unsafe fn lo_hi(r: &Regs, x: __m512i) -> (__m512i, __m512i) {
+        // SAFETY: as `lo_hi_of`, with its constant matching the tables.
+        unsafe {
+            if r.nan80 {
+                lo_hi_of::<true>(r, x)
+            } else {
+                lo_hi_of::<false>(r, x)
+            }
         }
     }
 
@@ -165,12 +185,12 @@ mod x86 {
     /// see [`lane_order`].
     ///
     /// # Safety
-    /// AVX-512F/BW/VBMI available.
+    /// AVX-512F/BW/VBMI available; `NAN80` is the tables' [`Fp8Tables::nan80`].
     #[inline(always)]
-    pub(crate) unsafe fn decode64_lanes(r: &Regs, x: __m512i) -> [__m512; 4] {
+    pub(crate) unsafe fn decode64_lanes<const NAN80: bool>(r: &Regs, x: __m512i) -> [__m512; 4] {
         // SAFETY: register-only intrinsics of the features the caller guarantees.
         unsafe {
-            let (lo, hi) = lo_hi(r, x);
+            let (lo, hi) = lo_hi_of::<NAN80>(r, x);
             let w0 = _mm512_unpacklo_epi8(lo, hi);
             let w1 = _mm512_unpackhi_epi8(lo, hi);
             let z = _mm512_setzero_si512();
@@ -195,12 +215,12 @@ mod x86 {
     /// `decode(x[16L + 8h + d])` (see [`bf16_lane_order`]).
     ///
     /// # Safety
-    /// AVX-512F/BW/VBMI available.
+    /// AVX-512F/BW/VBMI available; `NAN80` is the tables' [`Fp8Tables::nan80`].
     #[inline(always)]
-    pub(crate) unsafe fn decode64_bf16(r: &Regs, x: __m512i) -> [__m512i; 2] {
+    pub(crate) unsafe fn decode64_bf16<const NAN80: bool>(r: &Regs, x: __m512i) -> [__m512i; 2] {
         // SAFETY: register-only intrinsics of the features the caller guarantees.
         unsafe {
-            let (lo, hi) = lo_hi(r, x);
+            let (lo, hi) = lo_hi_of::<NAN80>(r, x);
             [_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi)]
         }
     }

@@ -18,8 +18,8 @@ use std::arch::x86_64::*;
 
 use smallvec::SmallVec;
 
-use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Regs};
-use super::{prefetch_ahead, row_exponent, run_rows, Kern, Piece, WView, SCALE_BLOCK, STEP};
+use super::super::fp8_simd::{bf16_lane_order, decode64_bf16, decode64_lanes, regs, Fp8Tables, Regs};
+use super::{row_exponent, run_rows, Kern, Piece, Prefetch, WView, SCALE_BLOCK, STEP};
 use crate::fast::gemm::DECODE_MAX_M;
 use crate::fast::scratch::Scratch;
 
@@ -39,8 +39,9 @@ trait Dot {
     /// `a + i·kp` to `part[i]`.
     ///
     /// # Safety
-    /// The wrapper's features; `a + i·kp` readable for 64 elements for every `i < M`.
-    unsafe fn madd<const M: usize>(
+    /// The wrapper's features; `a + i·kp` readable for 64 elements for every `i < M`; `NAN80` is
+    /// `r`'s tables' [`Fp8Tables::nan80`].
+    unsafe fn madd<const M: usize, const NAN80: bool>(
         r: &Regs,
         x: __m512i,
         a: *const Self::Elem,
@@ -55,10 +56,16 @@ struct F32Dot;
 impl Dot for F32Dot {
     type Elem = f32;
     #[inline(always)]
-    unsafe fn madd<const M: usize>(r: &Regs, x: __m512i, a: *const f32, kp: usize, part: &mut [__m512; M]) {
+    unsafe fn madd<const M: usize, const NAN80: bool>(
+        r: &Regs,
+        x: __m512i,
+        a: *const f32,
+        kp: usize,
+        part: &mut [__m512; M],
+    ) {
         // SAFETY: the caller's features and slices (see the trait).
         unsafe {
-            let wv = decode64_lanes(r, x);
+            let wv = decode64_lanes::<NAN80>(r, x);
             for (c, wc) in wv.iter().enumerate() {
                 for (i, p) in part.iter_mut().enumerate() {
                     let av = _mm512_loadu_ps(a.add(i * kp + 16 * c));
@@ -75,11 +82,17 @@ struct Bf16Dot;
 impl Dot for Bf16Dot {
     type Elem = u16;
     #[inline(always)]
-    unsafe fn madd<const M: usize>(r: &Regs, x: __m512i, a: *const u16, kp: usize, part: &mut [__m512; M]) {
+    unsafe fn madd<const M: usize, const NAN80: bool>(
+        r: &Regs,
+        x: __m512i,
+        a: *const u16,
+        kp: usize,
+        part: &mut [__m512; M],
+    ) {
         // SAFETY: the caller's features and slices (see the trait). `__m512bh` is 32 bf16 in a 64-byte
         // vector, the same bits as the integer vector.
         unsafe {
-            let wv = decode64_bf16(r, x);
+            let wv = decode64_bf16::<NAN80>(r, x);
             for (h, wh) in wv.iter().enumerate() {
                 let wb: __m512bh = std::mem::transmute(*wh);
                 for (i, p) in part.iter_mut().enumerate() {
@@ -142,14 +155,17 @@ pub(super) fn rows_f32(m: usize, w: &WView, a: &[f32], kp: usize, n0: usize, out
 /// weight rows. The caller checked AVX512-BF16 (`Isa::Avx512Bf16`).
 pub(super) fn rows_bf16(m: usize, w: &WView, a: &[u16], kp: usize, n0: usize, out: &mut [f32]) {
     debug_assert!(crate::fast::gemm::avx512bf16_ok());
-    // Weight rows per group: as many as the registers hold (M·NB partial sums and as many accumulators
-    // beside the tables and decoded vectors); more, spilled, measured up to 2x slower (2026-12-07).
+    // Weight rows per group: M·NB partial sums and as many accumulators beside the tables, decoded
+    // vectors and A's values of a whole 128-wide block (`group_with` loads them once for both steps).
+    // Chosen by the kernel's rate with its weights in L2 and L3 on Zen 4, 8 alternated rounds (2026-12-08):
+    // M = 2 at 4 rows 2.46 ns per 64 weight bytes (6: 2.62), M = 3 at 3 rows 3.65 (4: 4.12; 2: 3.52, but
+    // fewer rows are fewer memory streams), M = 4 at 2 rows 3.44 (3, spilled: 5.96; 1: 5.22).
     let pick = |mc: usize, _| -> (usize, Kern<u16>, Kern<u16>) {
         match mc {
             1 => (8, group_bf16::<1, 8>, group_bf16::<1, 1>),
-            2 => (6, group_bf16::<2, 6>, group_bf16::<2, 1>),
-            3 => (4, group_bf16::<3, 4>, group_bf16::<3, 1>),
-            4 => (3, group_bf16::<4, 3>, group_bf16::<4, 1>),
+            2 => (4, group_bf16::<2, 4>, group_bf16::<2, 1>),
+            3 => (3, group_bf16::<3, 3>, group_bf16::<3, 1>),
+            4 => (2, group_bf16::<4, 2>, group_bf16::<4, 1>),
             5 => (2, group_bf16::<5, 2>, group_bf16::<5, 1>),
             _ => (2, group_bf16::<6, 2>, group_bf16::<6, 1>),
         }
@@ -180,35 +196,55 @@ unsafe fn group_bf16<const M: usize, const NB: usize>(w: &WView, a: &[u16], kp: 
 /// The features of `D`'s wrapper. Every pointer used is derived from a slice checked here.
 #[inline(always)]
 unsafe fn group<D: Dot, const M: usize, const NB: usize>(w: &WView, a: &[D::Elem], kp: usize, p: &mut Piece) {
+    let t = w.tables.expect("the two-level kernel's view has tables");
+    // The format's NaN fix-up is chosen once per group, not tested per step.
+    if t.nan80() {
+        // SAFETY: the caller's contract.
+        unsafe { group_with::<D, M, NB, true>(w, t, a, kp, p) }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { group_with::<D, M, NB, false>(w, t, a, kp, p) }
+    }
+}
+
+/// [`group`] with the tables' NaN rule fixed (`NAN80 == t.nan80()`).
+///
+/// # Safety
+/// As [`group`].
+#[inline(always)]
+unsafe fn group_with<D: Dot, const M: usize, const NB: usize, const NAN80: bool>(
+    w: &WView,
+    t: &Fp8Tables,
+    a: &[D::Elem],
+    kp: usize,
+    p: &mut Piece,
+) {
     let (k, n0) = (w.k, p.n0);
     let rows: [&[u8]; NB] = std::array::from_fn(|j| &w.bytes[(n0 + j) * k..][..k]);
     let a = &a[..M * kp];
     assert!(kp >= k && kp.is_multiple_of(STEP), "A's row stride");
     assert!(p.out.len() > (NB - 1) * p.ldo + M - 1, "decode output too short");
-    let t = w.tables.expect("the two-level kernel's view has tables");
     // SAFETY: the features are enabled (caller's contract).
     let r = unsafe { regs(t) };
+    let pf = Prefetch::new(w.bytes, k, n0, p.next_row);
     let mut acc = [[_mm512_setzero_ps(); M]; NB];
     let mut kb0 = 0;
     while kb0 < k {
         let kend = (kb0 + SCALE_BLOCK).min(k);
         let mut part = [[_mm512_setzero_ps(); M]; NB];
-        let mut k0 = kb0;
-        while k0 < kend {
-            let rem = kend - k0;
-            let mask: __mmask64 = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
-            for (j, (row, part_j)) in rows.iter().zip(part.iter_mut()).enumerate() {
-                prefetch_ahead(w.bytes, k, n0 + j, p.next_row + j, k0);
-                // SAFETY: the lanes enabled by `mask` are k0..k0+min(rem,64) <= k, inside `row`;
-                // masked-off lanes are zero (code 0 decodes to +0) and never read. k0 < k <= kp and k0,
-                // kp are multiples of 64, so every row's 64 elements of A from k0 lie inside `a` (A is
-                // zero past k).
-                unsafe {
-                    let x = _mm512_maskz_loadu_epi8(mask, row.as_ptr().add(k0).cast());
-                    D::madd(&r, x, a.as_ptr().add(k0), kp, part_j);
-                }
+        if kend - kb0 == SCALE_BLOCK {
+            // A whole block (all but possibly the last): plain loads and a fixed trip count.
+            for s in 0..SCALE_BLOCK / STEP {
+                step::<D, M, NB, NAN80>(&r, &pf, &rows, a, kp, kb0 + s * STEP, None, &mut part);
             }
-            k0 += 64;
+        } else {
+            let mut k0 = kb0;
+            while k0 < kend {
+                let rem = kend - k0;
+                let mask = if rem >= 64 { !0 } else { (1u64 << rem) - 1 };
+                step::<D, M, NB, NAN80>(&r, &pf, &rows, a, kp, k0, Some(mask), &mut part);
+                k0 += STEP;
+            }
         }
         for (j, (acc_j, part_j)) in acc.iter_mut().zip(&part).enumerate() {
             let s = _mm512_set1_ps(w.scales[(n0 + j) / SCALE_BLOCK * w.kb + kb0 / SCALE_BLOCK]);
@@ -221,6 +257,43 @@ unsafe fn group<D: Dot, const M: usize, const NB: usize>(w: &WView, a: &[D::Elem
     for (j, acc_j) in acc.iter().enumerate() {
         for (i, acc_ji) in acc_j.iter().enumerate() {
             p.out[j * p.ldo + i] = _mm512_reduce_add_ps(*acc_ji);
+        }
+    }
+}
+
+/// One step of [`group_with`]: the 64 codes from `k0` of every row of the group (`mask`: those inside
+/// the row, `None` when all are) times A's values from `k0` into `part`. A function, not a closure:
+/// a closure would not inherit the caller's target features.
+///
+/// # Safety
+/// As [`group_with`], which checked `rows`, `a` (`M·kp` values), `kp`; `k0` a multiple of 64 below
+/// every row's length, and without `mask` at least 64 codes from `k0` in every row.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn step<D: Dot, const M: usize, const NB: usize, const NAN80: bool>(
+    r: &Regs,
+    pf: &Prefetch,
+    rows: &[&[u8]; NB],
+    a: &[D::Elem],
+    kp: usize,
+    k0: usize,
+    mask: Option<__mmask64>,
+    part: &mut [[__m512; M]; NB],
+) {
+    let pf_at = pf.at(k0);
+    for (j, (row, part_j)) in rows.iter().zip(part.iter_mut()).enumerate() {
+        pf.fetch(pf_at, j);
+        // SAFETY: without `mask`, k0 + 64 <= the row's length, so the 64 bytes lie inside `row`; with
+        // it, the lanes it enables lie inside `row`, and masked-off lanes are zero (code 0 decodes to
+        // +0), never read. k0 < k <= kp and k0, kp are multiples of 64, so every row's 64 elements of A
+        // from k0 lie inside `a` (A is zero past k).
+        unsafe {
+            let src = row.as_ptr().add(k0);
+            let x = match mask {
+                None => _mm512_loadu_si512(src.cast()),
+                Some(m) => _mm512_maskz_loadu_epi8(m, src.cast()),
+            };
+            D::madd::<M, NAN80>(r, x, a.as_ptr().add(k0), kp, part_j);
         }
     }
 }
