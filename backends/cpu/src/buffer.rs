@@ -38,6 +38,8 @@ impl CpuBuffer {
                 if p.is_null() {
                     return None;
                 }
+                // Before the first write, so that a large buffer's pages can be huge from the start.
+                crate::huge_pages::advise(p.cast(), words * 8);
                 Vec::from_raw_parts(p, words, words)
             }
         };

@@ -48,10 +48,11 @@ impl CpuDevice {
             Mode::Reference => "CPU reference (f64 loops, oracle)".to_string(),
             Mode::Fast => {
                 format!(
-                    "CPU fast ({} threads, {}, {}, {})",
+                    "CPU fast ({} threads, {}, {}, {}, {})",
                     threads::count(),
                     threads::pinning(),
                     placement::summary(),
+                    crate::huge_pages::summary(),
                     fast::kernel_name()
                 )
             }

@@ -10,6 +10,7 @@ mod buffer;
 mod checks;
 mod device;
 pub mod fast;
+mod huge_pages;
 mod placement;
 mod reference;
 mod threads;

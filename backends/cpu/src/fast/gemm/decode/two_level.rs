@@ -157,7 +157,7 @@ pub(super) fn rows_bf16(m: usize, w: &WView, a: &[u16], kp: usize, n0: usize, ou
     debug_assert!(crate::fast::gemm::avx512bf16_ok());
     // Weight rows per group: M·NB partial sums and as many accumulators beside the tables, decoded
     // vectors and A's values of a whole 128-wide block (`group_with` loads them once for both steps).
-    // Chosen by the kernel's rate with its weights in L2 and L3 on Zen 4, 8 alternated rounds (2026-12-08):
+    // Chosen by the kernel's rate with its weights in L2 and L3 on Zen 4, 8 alternated rounds (2026-12-07):
     // M = 2 at 4 rows 2.46 ns per 64 weight bytes (6: 2.62), M = 3 at 3 rows 3.65 (4: 4.12; 2: 3.52, but
     // fewer rows are fewer memory streams), M = 4 at 2 rows 3.44 (3, spilled: 5.96; 1: 5.22).
     let pick = |mc: usize, _| -> (usize, Kern<u16>, Kern<u16>) {
