@@ -6,8 +6,9 @@
 //! before their first write; `DSV3_CPU_HUGEPAGES=0` turns this off. Advice only: where the kernel has
 //! no THP or its mode is `never`, the pages stay 4 KiB and nothing else changes.
 //!
-//! NUMA placement ([`crate::placement`]) still works by first touch, at 2 MiB granularity: a huge page
-//! that straddles two nodes' byte ranges lands on the node that writes it first.
+//! NUMA placement ([`crate::placement`]) works by first touch, so where pages may be huge it cuts a
+//! weight matrix between nodes on 2 MiB boundaries ([`placement_granule`]): a huge page across a cut
+//! would land on one node.
 
 /// Buffers from this size ask for huge pages: large enough that the 2 MiB pages inside them are most
 /// of the buffer (small buffers — activations, norms — are not streamed and would only grow).
@@ -42,15 +43,38 @@ pub(crate) fn advise(p: *mut u8, len: usize) {
     let _ = p;
 }
 
+/// The kernel's THP mode (`always`, `madvise` or `never`: the bracketed word of
+/// `/sys/kernel/mm/transparent_hugepage/enabled`); `None` without THP.
+fn thp_mode() -> Option<String> {
+    let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    Some(s.split('[').nth(1)?.split(']').next()?.to_string())
+}
+
+/// Whether a large buffer's pages may be huge: under THP `always` any, under `madvise` advised ones.
+fn may_be_huge(advice: bool, mode: Option<&str>) -> bool {
+    match mode {
+        Some("always") => true,
+        Some("madvise") => advice,
+        _ => false,
+    }
+}
+
+/// The unit in which first touch places a large buffer's memory on NUMA nodes: the 2 MiB huge page
+/// where its pages may be huge, else `base` (the system's page size).
+pub(crate) fn placement_granule(base: usize) -> usize {
+    if may_be_huge(wanted(), thp_mode().as_deref()) {
+        HUGE_PAGE.max(base)
+    } else {
+        base
+    }
+}
+
 /// For `dsv3 devices`: whether large buffers ask for huge pages, and the kernel's THP mode.
 pub(crate) fn summary() -> String {
     if !wanted() {
         return "no huge pages (DSV3_CPU_HUGEPAGES=0)".to_string();
     }
-    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .ok()
-        .and_then(|s| Some(s.split('[').nth(1)?.split(']').next()?.to_string()));
-    match mode.as_deref() {
+    match thp_mode().as_deref() {
         Some("never") => "no huge pages (THP: never)".to_string(),
         Some(mode) => format!("huge pages for buffers of {} MiB or more (THP: {mode})", MIN_BYTES >> 20),
         None => "no huge pages (THP unavailable)".to_string(),
@@ -80,6 +104,19 @@ mod tests {
             }
         }
         panic!("no mapping holds {addr:#x}")
+    }
+
+    /// Pages may be huge under THP `always` whatever the advice, under `madvise` only when advised.
+    #[test]
+    fn pages_may_be_huge_by_mode_and_advice() {
+        for advice in [false, true] {
+            assert!(may_be_huge(advice, Some("always")));
+            assert_eq!(may_be_huge(advice, Some("madvise")), advice);
+            assert!(!may_be_huge(advice, Some("never")));
+            assert!(!may_be_huge(advice, None));
+        }
+        let granule = placement_granule(4096);
+        assert!(granule == 4096 || granule == HUGE_PAGE, "{granule}");
     }
 
     /// An anonymous mapping of `len` bytes, unmapped on drop.

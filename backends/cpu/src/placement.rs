@@ -19,7 +19,7 @@
 //! What each side splits is one upload and one GEMM's weight matrix: the two agree because the model's
 //! loader uploads every matrix — each expert of a stacked `[E, N, K]` tensor — in an upload of its own.
 //! Pages at the ends of an upload, shared with a neighbour, land where the first write happens.
-//! With transparent huge pages in `always` mode, the 2 MiB page across a boundary lands on one node.
+//! Where a large buffer's pages may be huge (`crate::huge_pages`), the cuts fall on 2 MiB boundaries.
 //! Only ranges of at least [`PLACE_MIN_BYTES`] are split; everything else (activations, norms, scales,
 //! small weights) is copied on the calling thread as before. With one node, or unpinned workers, nothing
 //! is split: uploads and GEMMs run exactly as without this module.
@@ -169,7 +169,7 @@ fn state() -> &'static (Placement, String) {
             "{nodes}: weights of {} MiB or more first-touched on the node whose workers read them",
             PLACE_MIN_BYTES >> 20
         );
-        (Placement::new(workers, page_size(), PLACE_MIN_BYTES), placed)
+        (Placement::new(workers, crate::huge_pages::placement_granule(page_size()), PLACE_MIN_BYTES), placed)
     })
 }
 
