@@ -50,22 +50,19 @@ fn thp_mode() -> Option<String> {
     Some(s.split('[').nth(1)?.split(']').next()?.to_string())
 }
 
-/// Whether a large buffer's pages may be huge: under THP `always` any, under `madvise` advised ones.
-fn may_be_huge(advice: bool, mode: Option<&str>) -> bool {
-    match mode {
-        Some("always") => true,
-        Some("madvise") => advice,
-        _ => false,
-    }
-}
-
 /// The unit in which first touch places a large buffer's memory on NUMA nodes: the 2 MiB huge page
 /// where its pages may be huge, else `base` (the system's page size).
 pub(crate) fn placement_granule(base: usize) -> usize {
-    if may_be_huge(wanted(), thp_mode().as_deref()) {
-        HUGE_PAGE.max(base)
-    } else {
-        base
+    granule(base, wanted(), thp_mode().as_deref())
+}
+
+/// [`placement_granule`] given the advice and the THP mode: pages may be huge under `always` whatever
+/// the advice, under `madvise` only when advised.
+fn granule(base: usize, advice: bool, mode: Option<&str>) -> usize {
+    match mode {
+        Some("always") => HUGE_PAGE.max(base),
+        Some("madvise") if advice => HUGE_PAGE.max(base),
+        _ => base,
     }
 }
 
@@ -106,17 +103,17 @@ mod tests {
         panic!("no mapping holds {addr:#x}")
     }
 
-    /// Pages may be huge under THP `always` whatever the advice, under `madvise` only when advised.
+    /// The placement unit is the huge page under THP `always` whatever the advice, under `madvise` only
+    /// when advised, and never below the base page (64 KiB pages on some arm64 kernels).
     #[test]
-    fn pages_may_be_huge_by_mode_and_advice() {
+    fn placement_granule_by_mode_and_advice() {
         for advice in [false, true] {
-            assert!(may_be_huge(advice, Some("always")));
-            assert_eq!(may_be_huge(advice, Some("madvise")), advice);
-            assert!(!may_be_huge(advice, Some("never")));
-            assert!(!may_be_huge(advice, None));
+            assert_eq!(granule(4096, advice, Some("always")), HUGE_PAGE);
+            assert_eq!(granule(4096, advice, Some("madvise")), if advice { HUGE_PAGE } else { 4096 });
+            assert_eq!(granule(4096, advice, Some("never")), 4096);
+            assert_eq!(granule(4096, advice, None), 4096);
         }
-        let granule = placement_granule(4096);
-        assert!(granule == 4096 || granule == HUGE_PAGE, "{granule}");
+        assert_eq!(granule(4 << 20, true, Some("always")), 4 << 20);
     }
 
     /// An anonymous mapping of `len` bytes, unmapped on drop.
